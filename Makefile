@@ -1,0 +1,70 @@
+# onnxpost — build, test and demo targets.
+# `make test` and `make demo` work on a fresh machine: they install what they need.
+SHELL := /bin/bash
+GO ?= go
+PY ?= python3
+ORT_VERSION := 1.30.0
+ORT_DIR := .cache/onnxruntime
+ORT_LIB := $(ORT_DIR)/libonnxruntime.so.1
+VENV := .venv
+VENV_PY := $(VENV)/bin/python
+BIN := bin/onnxpost
+
+.PHONY: all build test demo ort pyenv proto zoo bench fuzz vet clean minilm
+
+all: build
+
+build: $(BIN)
+
+$(BIN): $(shell find . -name '*.go' -not -path './.cache/*' -not -path './.venv/*') go.mod go.sum
+	$(GO) build -o $(BIN) ./cmd/onnxpost
+
+## ort: fetch the ONNX Runtime shared library (onnxruntime-node@$(ORT_VERSION) from npm) into $(ORT_DIR)
+ort: $(ORT_LIB)
+
+$(ORT_LIB):
+	@mkdir -p $(ORT_DIR)/pkg
+	cd $(ORT_DIR)/pkg && npm pack --silent onnxruntime-node@$(ORT_VERSION) >/dev/null
+	tar -xzf $(ORT_DIR)/pkg/onnxruntime-node-$(ORT_VERSION).tgz -C $(ORT_DIR)/pkg package/bin/napi-v6/linux/x64/libonnxruntime.so.1
+	cp $(ORT_DIR)/pkg/package/bin/napi-v6/linux/x64/libonnxruntime.so.1 $(ORT_LIB)
+	rm -rf $(ORT_DIR)/pkg
+	@echo "ONNX Runtime $(ORT_VERSION): $(ORT_LIB)"
+
+## pyenv: a light virtualenv (numpy, onnx, onnxruntime) for the oracle tests
+pyenv: $(VENV)/.ok
+
+$(VENV)/.ok: tools/requirements-test.txt
+	$(PY) -m venv $(VENV)
+	$(VENV_PY) -m pip install -q --disable-pip-version-check -r tools/requirements-test.txt
+	touch $@
+
+## test: vet and run every test, with ONNX Runtime and the Python oracles installed
+test: ort pyenv
+	$(GO) vet ./...
+	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ONNXPOST_PYTHON=$(CURDIR)/$(VENV_PY) $(GO) test -count=1 ./...
+
+## demo: the main job on the bundled zoo
+demo: ort build
+	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ./tools/demo.sh
+
+## proto: regenerate onnxio/internal/onnxpb from the onnx wheel's onnx.proto
+proto:
+	./tools/genproto.sh
+
+## zoo: regenerate the reference zoo (needs PyTorch: Debian's python3-torch)
+zoo:
+	./models/build.sh
+
+## fuzz: run the fuzz targets for a short while each
+fuzz:
+	$(GO) test ./onnxio -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 30s
+
+## bench: benchmarks; figures go to docs/BENCHMARKS.md
+bench: ort build
+	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+vet:
+	gofmt -l $$(git ls-files '*.go') ; $(GO) vet ./...
+
+clean:
+	rm -rf bin out

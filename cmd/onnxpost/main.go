@@ -1,0 +1,180 @@
+// Command onnxpost post-processes trained ONNX models: merge, compress,
+// quantize and search, checked by ONNX Runtime before anything is written.
+//
+// This package holds flags and wiring only; the algorithms live in the
+// imported packages (onnxio, merge, compress/..., quant, evalharness, pipeline).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes of the CLI contract (ARCHITECTURE.md §3).
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+	exitGate  = 3
+)
+
+// version is the tool version recorded in outputs' provenance.
+var version = "0.1.0-dev"
+
+// commands is filled by each command's file in its init function.
+var commands []*cli.Command
+
+func register(c *cli.Command) { commands = append(commands, c) }
+
+// usageError marks an error as a usage error (exit code 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// usagef returns a usage error (exit code 2).
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Sprintf(format, args...)}
+}
+
+// gateError marks a failed accuracy gate (exit code 3).
+type gateError struct{ msg string }
+
+func (e gateError) Error() string { return e.msg }
+
+func newApp() *cli.App {
+	sort.Slice(commands, func(i, j int) bool { return commands[i].Name < commands[j].Name })
+	app := &cli.App{
+		Name:    "onnxpost",
+		Usage:   "merge, compress and quantize ONNX models, checked by ONNX Runtime before writing",
+		Version: version,
+		Description: `onnxpost reads trained ONNX models, applies weight-space operations
+(merging, low-rank factorization, sparsity, quantization, per-layer search),
+evaluates the result with ONNX Runtime on your data, and writes the output
+only when the accuracy gate passes.
+
+Examples:
+  onnxpost inspect model.onnx
+  onnxpost eval model.onnx --data test.npz --metrics accuracy,latency
+  onnxpost merge --method ties --base base.onnx -o merged.onnx a.onnx b.onnx
+
+Exit codes: 0 done, 1 error, 2 usage, 3 gate failed (output not written).`,
+		Commands:        commands,
+		HideHelpCommand: false,
+		OnUsageError: func(c *cli.Context, err error, isSubcommand bool) error {
+			return usageError{err.Error()}
+		},
+		ExitErrHandler: func(c *cli.Context, err error) {},
+	}
+	for _, cmd := range app.Commands {
+		if cmd.OnUsageError == nil {
+			cmd.OnUsageError = func(c *cli.Context, err error, isSubcommand bool) error {
+				return usageError{err.Error()}
+			}
+		}
+	}
+	return app
+}
+
+func main() {
+	os.Exit(run(os.Args))
+}
+
+// run executes the CLI and maps errors to the contract's exit codes.
+func run(args []string) int {
+	app := newApp()
+	args = reorderArgs(app, args)
+	err := app.Run(args)
+	return exitCode(err)
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ue usageError
+	var ge gateError
+	switch {
+	case errors.As(err, &ge):
+		fmt.Fprintln(os.Stderr, "onnxpost: gate failed:", ge.msg)
+		return exitGate
+	case errors.As(err, &ue):
+		fmt.Fprintln(os.Stderr, "onnxpost: usage:", ue.msg)
+		return exitUsage
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		if msg := ec.Error(); msg != "" {
+			fmt.Fprintln(os.Stderr, "onnxpost:", msg)
+		}
+		return ec.ExitCode()
+	}
+	fmt.Fprintln(os.Stderr, "onnxpost:", err)
+	return exitError
+}
+
+// reorderArgs moves flags that follow positional arguments in front of them,
+// so `onnxpost merge a.onnx b.onnx -o out.onnx` parses like
+// `onnxpost merge -o out.onnx a.onnx b.onnx`. Everything after "--" stays
+// positional.
+func reorderArgs(app *cli.App, args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	var cmd *cli.Command
+	ci := -1
+	for i := 1; i < len(args); i++ {
+		if strings.HasPrefix(args[i], "-") {
+			continue
+		}
+		for _, c := range app.Commands {
+			if c.HasName(args[i]) {
+				cmd, ci = c, i
+			}
+		}
+		break
+	}
+	if cmd == nil {
+		return args
+	}
+	takesValue := map[string]bool{}
+	for _, f := range cmd.Flags {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, n := range f.Names() {
+			takesValue[n] = !isBool
+		}
+	}
+	var flags, pos []string
+	rest := args[ci+1:]
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		if a == "--" {
+			pos = append(pos, rest[i+1:]...)
+			break
+		}
+		if strings.HasPrefix(a, "-") && a != "-" {
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if strings.Contains(name, "=") {
+				continue
+			}
+			if takesValue[name] && i+1 < len(rest) {
+				flags = append(flags, rest[i+1])
+				i++
+			}
+			continue
+		}
+		pos = append(pos, a)
+	}
+	out := append([]string{}, args[:ci+1]...)
+	out = append(out, flags...)
+	if len(pos) > 0 {
+		out = append(out, "--")
+		out = append(out, pos...)
+	}
+	return out
+}
