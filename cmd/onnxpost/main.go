@@ -87,6 +87,10 @@ func main() {
 // run executes the CLI and maps errors to the contract's exit codes.
 func run(args []string) int {
 	app := newApp()
+	if name := firstCommand(args); name != "" && name != "help" && name != "h" && app.Command(name) == nil {
+		fmt.Fprintf(os.Stderr, "onnxpost: unknown command %q; see 'onnxpost --help'\n", name)
+		return exitUsage
+	}
 	args = reorderArgs(app, args)
 	err := app.Run(args)
 	return exitCode(err)
@@ -141,6 +145,9 @@ func reorderArgs(app *cli.App, args []string) []string {
 	if cmd == nil {
 		return args
 	}
+	if cmd.Name == "help" {
+		return args
+	}
 	takesValue := map[string]bool{}
 	for _, f := range cmd.Flags {
 		_, isBool := f.(*cli.BoolFlag)
@@ -177,4 +184,15 @@ func reorderArgs(app *cli.App, args []string) []string {
 		out = append(out, pos...)
 	}
 	return out
+}
+
+// firstCommand returns the first argument that is not a flag (the
+// subcommand's name), or "".
+func firstCommand(args []string) string {
+	for _, a := range args[1:] {
+		if !strings.HasPrefix(a, "-") {
+			return a
+		}
+	}
+	return ""
 }

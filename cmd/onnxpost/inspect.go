@@ -1,0 +1,218 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:      "inspect",
+		Usage:     "show a model's opsets, inputs, outputs, ops and parameters",
+		ArgsUsage: "MODEL",
+		Description: `Prints the IR version, opset imports, inputs and outputs with shapes,
+an op histogram, and for every parameter tensor: its name, consuming op,
+role (MatMul.B, Gemm.B, Conv.W, bias, norm, embedding, ...), shape, dtype,
+element count and fraction of zeros; then totals.
+
+  onnxpost inspect model.onnx
+  onnxpost inspect model.onnx --json | jq '.weights[] | select(.role=="Conv.W")'`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print JSON (keys as in ARCHITECTURE.md §4)"},
+		},
+		Action: inspectAction,
+	})
+	register(&cli.Command{
+		Name:      "convert",
+		Usage:     "re-save a model inline or with external data",
+		ArgsUsage: "MODEL",
+		Description: `Loads MODEL (checking it) and writes it to OUT atomically, with every
+tensor inline (--inline) or tensors of 1 KiB or more in OUT.data
+(--external-data). Without either flag, external data is used only when the
+model would pass protobuf's 2 GB limit.
+
+  onnxpost convert big.onnx -o big-ext.onnx --external-data`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "o", Aliases: []string{"output"}, Usage: "output `PATH`", Required: true},
+			&cli.BoolFlag{Name: "external-data", Usage: "store tensors in OUT.data"},
+			&cli.BoolFlag{Name: "inline", Usage: "store every tensor inside OUT"},
+		},
+		Action: convertAction,
+	})
+}
+
+// inspectReport is the JSON of `inspect --json`.
+type inspectReport struct {
+	IRVersion int64             `json:"ir_version"`
+	Producer  string            `json:"producer,omitempty"`
+	Opsets    map[string]int64  `json:"opsets"`
+	Inputs    []inspectValue    `json:"inputs"`
+	Outputs   []inspectValue    `json:"outputs"`
+	Ops       map[string]int    `json:"ops"`
+	Weights   []inspectWeight   `json:"weights"`
+	Params    int64             `json:"params"`
+	Bytes     int64             `json:"bytes"`
+	Metadata  map[string]string `json:"metadata,omitempty"`
+}
+
+type inspectValue struct {
+	Name  string `json:"name"`
+	DType string `json:"dtype"`
+	Shape []any  `json:"shape"`
+}
+
+type inspectWeight struct {
+	Name         string   `json:"name"`
+	Op           string   `json:"op"`
+	Role         string   `json:"role"`
+	Shape        []int64  `json:"shape"`
+	DType        string   `json:"dtype"`
+	Params       int64    `json:"params"`
+	ZeroFraction float64  `json:"zero_fraction"`
+	Via          []string `json:"via,omitempty"`
+}
+
+func valueJSON(v onnxio.ValueInfo) inspectValue {
+	out := inspectValue{Name: v.Name, DType: v.DType.String(), Shape: []any{}}
+	for _, d := range v.Shape {
+		switch {
+		case d.Param != "":
+			out.Shape = append(out.Shape, d.Param)
+		case d.Value >= 0:
+			out.Shape = append(out.Shape, d.Value)
+		default:
+			out.Shape = append(out.Shape, nil)
+		}
+	}
+	return out
+}
+
+func buildInspect(m *onnxio.Model) (*inspectReport, error) {
+	r := &inspectReport{
+		IRVersion: m.IRVersion(), Producer: m.ProducerName(), Opsets: m.Opsets(), Ops: m.OpCounts(),
+		Inputs: []inspectValue{}, Outputs: []inspectValue{}, Weights: []inspectWeight{},
+	}
+	if md := m.Metadata(); len(md) > 0 {
+		r.Metadata = md
+	}
+	for _, v := range m.Inputs() {
+		r.Inputs = append(r.Inputs, valueJSON(v))
+	}
+	for _, v := range m.Outputs() {
+		r.Outputs = append(r.Outputs, valueJSON(v))
+	}
+	ws, err := m.Weights()
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range ws {
+		zf := 0.0
+		var t *onnxio.Tensor
+		if w.Constant {
+			for _, n := range m.Nodes() {
+				if n.OpType == "Constant" && len(n.Outputs) == 1 && n.Outputs[0] == w.Name {
+					t, err = m.NodeTensor(n, "value")
+				}
+			}
+		} else {
+			t, err = m.Initializer(w.Name)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if t != nil {
+			zf = t.ZeroFraction()
+		}
+		op := w.Op
+		if op == "" {
+			op = "(unused)"
+		}
+		r.Weights = append(r.Weights, inspectWeight{
+			Name: w.Name, Op: op, Role: w.Role, Shape: w.Shape, DType: w.DType.String(),
+			Params: w.Params(), ZeroFraction: zf, Via: w.Via,
+		})
+		r.Params += w.Params()
+		r.Bytes += w.DType.ByteSize(w.Params())
+	}
+	return r, nil
+}
+
+func inspectAction(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usagef("inspect takes one MODEL argument")
+	}
+	m, err := onnxio.Load(c.Args().First())
+	if err != nil {
+		return err
+	}
+	r, err := buildInspect(m)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	w := os.Stdout
+	fmt.Fprintf(w, "model      %s\n", c.Args().First())
+	fmt.Fprintf(w, "ir_version %d   producer %s\n", r.IRVersion, r.Producer)
+	var ops []string
+	for d, v := range r.Opsets {
+		if d == "" {
+			d = "ai.onnx"
+		}
+		ops = append(ops, fmt.Sprintf("%s:%d", d, v))
+	}
+	sort.Strings(ops)
+	fmt.Fprintf(w, "opsets     %s\n", strings.Join(ops, " "))
+	for _, v := range r.Inputs {
+		fmt.Fprintf(w, "input      %s %s %v\n", v.Name, v.DType, v.Shape)
+	}
+	for _, v := range r.Outputs {
+		fmt.Fprintf(w, "output     %s %s %v\n", v.Name, v.DType, v.Shape)
+	}
+	var hist []string
+	for op, n := range r.Ops {
+		hist = append(hist, fmt.Sprintf("%s×%d", op, n))
+	}
+	sort.Strings(hist)
+	fmt.Fprintf(w, "ops        %s\n\n", strings.Join(hist, " "))
+	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tOP\tROLE\tSHAPE\tDTYPE\tPARAMS\tZEROS")
+	for _, x := range r.Weights {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%.1f%%\n", x.Name, x.Op, x.Role, x.Shape, x.DType, x.Params, 100*x.ZeroFraction)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\n%d parameters in %d tensors, %d bytes\n", r.Params, len(r.Weights), r.Bytes)
+	return nil
+}
+
+func convertAction(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usagef("convert takes one MODEL argument")
+	}
+	if c.Bool("external-data") && c.Bool("inline") {
+		return usagef("--external-data and --inline exclude each other")
+	}
+	m, err := onnxio.Load(c.Args().First())
+	if err != nil {
+		return err
+	}
+	opts := &onnxio.SaveOptions{}
+	switch {
+	case c.Bool("external-data"):
+		opts.External = onnxio.ExternalAlways
+	case c.Bool("inline"):
+		opts.External = onnxio.ExternalNever
+	}
+	return m.Save(c.String("o"), opts)
+}

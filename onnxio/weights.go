@@ -1,0 +1,447 @@
+package onnxio
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	pb "github.com/onnxpost/onnxpost/onnxio/internal/onnxpb"
+)
+
+// Roles of parameter tensors, as reported by Weights.
+const (
+	RoleMatMulB        = "MatMul.B"
+	RoleMatMulA        = "MatMul.A"
+	RoleGemmB          = "Gemm.B"
+	RoleGemmA          = "Gemm.A"
+	RoleConvW          = "Conv.W"
+	RoleConvTransposeW = "ConvTranspose.W"
+	RoleBias           = "bias"
+	RoleNorm           = "norm"
+	RoleEmbedding      = "embedding"
+	RoleQuantParam     = "quant"
+	RoleOther          = "other"
+)
+
+// Weight describes one parameter tensor of the main graph: an initializer
+// or the value of a Constant node, with the op that consumes it.
+type Weight struct {
+	// Name is the initializer's (or Constant output's) name.
+	Name string
+	// Op and Node are the consuming op's type and node name; NodeIndex is
+	// its position in the graph's (topological) node order and Slot the
+	// input index the weight arrives at.
+	Op        string
+	Node      string
+	NodeIndex int
+	Slot      int
+	// Role is one of the Role* constants.
+	Role string
+	// Via lists the ops passed through between the tensor and its consumer
+	// (Identity, Transpose, Cast, DequantizeLinear).
+	Via []string
+	// DType and Shape are the stored tensor's.
+	DType DType
+	Shape []int64
+	// OutAxis is the stored tensor's axis that indexes output units (-1
+	// if none); InAxis is its (first) reduction axis (-1 if none). For
+	// Conv.W [O, C/g, kh, kw] they are 0 and 1 (reduction over 1, 2, 3).
+	OutAxis, InAxis int
+	// TransB is Gemm's transB; Group is Conv's group.
+	TransB bool
+	Group  int64
+	// Constant is true for tensors held in Constant nodes.
+	Constant bool
+	// Consumers counts the nodes that use the tensor (tied weights > 1).
+	Consumers int
+}
+
+// Params returns the weight's element count.
+func (w Weight) Params() int64 {
+	n, _ := NumElements(w.Shape)
+	return n
+}
+
+// ReductionSize returns the size of the reduction (input) dimension of one
+// output unit: K for MatMul/Gemm B, (C/g)·kh·kw for Conv W; 0 if none.
+func (w Weight) ReductionSize() int64 {
+	switch w.Role {
+	case RoleConvW:
+		n := int64(1)
+		for _, d := range w.Shape[1:] {
+			n *= d
+		}
+		return n
+	case RoleMatMulB, RoleGemmB, RoleConvTransposeW:
+		if w.InAxis >= 0 && w.InAxis < len(w.Shape) {
+			return w.Shape[w.InAxis]
+		}
+	}
+	return 0
+}
+
+var passThrough = map[string]bool{"Identity": true, "Transpose": true, "Cast": true, "DequantizeLinear": true}
+
+// Weights lists the parameter tensors of the main graph: floating-point
+// initializers and Constant values, and integer tensors that feed
+// DequantizeLinear as data. It looks through Identity, Transpose, Cast and
+// DequantizeLinear to the op that consumes the tensor.
+func (m *Model) Weights() ([]Weight, error) {
+	g := m.p.GetGraph()
+	consumers := map[string][]consumer{}
+	for i, n := range g.Node {
+		for s, in := range n.Input {
+			if in != "" {
+				consumers[in] = append(consumers[in], consumer{i, s})
+			}
+		}
+	}
+	var out []Weight
+	add := func(name string, tp *pb.TensorProto, constant bool) {
+		dt := DType(tp.GetDataType())
+		w, ok := m.classify(name, dt, append([]int64{}, tp.Dims...), consumers)
+		if !ok {
+			return
+		}
+		w.Constant = constant
+		out = append(out, w)
+	}
+	for _, t := range g.Initializer {
+		add(t.GetName(), t, false)
+	}
+	for _, n := range g.Node {
+		if n.GetOpType() == "Constant" && len(n.Output) == 1 {
+			for _, a := range n.Attribute {
+				if a.GetName() == "value" && a.T != nil {
+					add(n.Output[0], a.T, true)
+				}
+			}
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].NodeIndex != out[j].NodeIndex {
+			return out[i].NodeIndex < out[j].NodeIndex
+		}
+		return out[i].Slot < out[j].Slot
+	})
+	return out, nil
+}
+
+type consumer struct{ node, slot int }
+
+// classify follows a tensor to its consumer and returns its description;
+// ok is false for tensors that are not parameters.
+func (m *Model) classify(name string, dt DType, shape []int64, consumers map[string][]consumer) (Weight, bool) {
+	g := m.p.GetGraph()
+	w := Weight{Name: name, DType: dt, Shape: shape, OutAxis: -1, InAxis: -1, NodeIndex: len(g.Node), Slot: -1, Role: RoleOther}
+	cur := name
+	transposed := false
+	viaDQ := false
+	for hops := 0; hops < 8; hops++ {
+		cs := consumers[cur]
+		if hops == 0 {
+			w.Consumers = len(cs)
+		}
+		if len(cs) == 0 {
+			break
+		}
+		// prefer a compute consumer among several
+		best := cs[0]
+		for _, c := range cs {
+			if isCompute(g.Node[c.node].GetOpType()) {
+				best = c
+				break
+			}
+		}
+		n := g.Node[best.node]
+		op := n.GetOpType()
+		if passThrough[op] && best.slot == 0 && len(n.Output) > 0 {
+			if op == "Transpose" {
+				perm := attrInts(n, "perm")
+				if len(shape) == 2 && (len(perm) == 0 || (len(perm) == 2 && perm[0] == 1)) {
+					transposed = !transposed
+				}
+			}
+			if op == "DequantizeLinear" {
+				viaDQ = true
+			}
+			w.Via = append(w.Via, op)
+			cur = n.Output[0]
+			continue
+		}
+		w.Op, w.Node, w.NodeIndex, w.Slot = op, n.GetName(), best.node, best.slot
+		m.setRole(&w, n, best.slot, len(shape), transposed)
+		break
+	}
+	if !dt.IsFloat() && !(viaDQ && dt.IsInteger()) {
+		return w, false
+	}
+	if w.Op == "DequantizeLinear" {
+		w.Role = RoleQuantParam
+	}
+	return w, true
+}
+
+func isCompute(op string) bool {
+	switch op {
+	case "MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "MatMulNBits", "MatMulInteger":
+		return true
+	}
+	return false
+}
+
+func attrInts(n *pb.NodeProto, name string) []int64 {
+	for _, a := range n.Attribute {
+		if a.GetName() == name {
+			return a.Ints
+		}
+	}
+	return nil
+}
+
+func attrInt(n *pb.NodeProto, name string, def int64) int64 {
+	for _, a := range n.Attribute {
+		if a.GetName() == name && a.GetType() == pb.AttributeProto_INT {
+			return a.GetI()
+		}
+	}
+	return def
+}
+
+func (m *Model) setRole(w *Weight, n *pb.NodeProto, slot, rank int, transposed bool) {
+	op := n.GetOpType()
+	swap := func(out, in int) {
+		if transposed && rank == 2 {
+			out, in = in, out
+		}
+		w.OutAxis, w.InAxis = out, in
+	}
+	switch op {
+	case "MatMul", "MatMulInteger":
+		if slot == 1 && rank >= 2 {
+			w.Role = RoleMatMulB
+			swap(rank-1, rank-2)
+		} else if slot == 0 {
+			w.Role = RoleMatMulA
+		}
+	case "Gemm":
+		switch slot {
+		case 0:
+			w.Role = RoleGemmA
+		case 1:
+			w.Role = RoleGemmB
+			w.TransB = attrInt(n, "transB", 0) != 0
+			if w.TransB {
+				swap(0, 1)
+			} else {
+				swap(1, 0)
+			}
+		case 2:
+			w.Role = RoleBias
+			if rank >= 1 {
+				w.OutAxis = rank - 1
+			}
+		}
+	case "Conv":
+		w.Group = attrInt(n, "group", 1)
+		switch slot {
+		case 1:
+			w.Role = RoleConvW
+			w.OutAxis, w.InAxis = 0, 1
+		case 2:
+			w.Role, w.OutAxis = RoleBias, 0
+		}
+	case "ConvTranspose":
+		w.Group = attrInt(n, "group", 1)
+		switch slot {
+		case 1:
+			w.Role = RoleConvTransposeW
+			w.OutAxis, w.InAxis = 1, 0
+		case 2:
+			w.Role, w.OutAxis = RoleBias, 0
+		}
+	case "Gather":
+		if slot == 0 {
+			w.Role = RoleEmbedding
+		}
+	case "LayerNormalization", "BatchNormalization", "InstanceNormalization", "GroupNormalization",
+		"RMSNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization", "SkipSimplifiedLayerNormalization":
+		if slot >= 1 {
+			w.Role = RoleNorm
+		}
+	case "Add":
+		if rank <= 1 && m.fedByCompute(n) {
+			w.Role = RoleBias
+			if rank == 1 {
+				w.OutAxis = 0
+			}
+		}
+	case "DequantizeLinear":
+		w.Role = RoleQuantParam
+	}
+}
+
+// fedByCompute reports whether one of an Add's inputs comes from a
+// MatMul/Gemm/Conv.
+func (m *Model) fedByCompute(add *pb.NodeProto) bool {
+	producers := map[string]string{}
+	for _, n := range m.p.GetGraph().GetNode() {
+		for _, o := range n.Output {
+			producers[o] = n.GetOpType()
+		}
+	}
+	for _, in := range add.Input {
+		switch producers[in] {
+		case "MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulNBits":
+			return true
+		}
+	}
+	return false
+}
+
+// WeightMap returns Weights keyed by name.
+func (m *Model) WeightMap() (map[string]Weight, error) {
+	ws, err := m.Weights()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]Weight, len(ws))
+	for _, w := range ws {
+		out[w.Name] = w
+	}
+	return out, nil
+}
+
+// Pair is one initializer of model A and its structural counterpart in B.
+type Pair struct {
+	A, B string
+	// DType and Shape are A's (equal to B's when Match succeeds).
+	DType DType
+	Shape []int64
+}
+
+// MatchError lists every difference Match found.
+type MatchError struct{ Diffs []string }
+
+func (e *MatchError) Error() string {
+	const max = 20
+	d := e.Diffs
+	more := ""
+	if len(d) > max {
+		more = fmt.Sprintf("\n  ... and %d more", len(d)-max)
+		d = d[:max]
+	}
+	return fmt.Sprintf("models do not match (%d differences):\n  %s%s", len(e.Diffs), strings.Join(d, "\n  "), more)
+}
+
+// Unwrap makes errors.Is(err, ErrMismatch) hold.
+func (e *MatchError) Unwrap() error { return ErrMismatch }
+
+type slotKey struct {
+	node  int
+	op    string
+	slot  int
+	order int
+}
+
+// initSignature returns each initializer of m with the position of its
+// first consumer (node index, op type, input slot), in a canonical order.
+func (m *Model) initSignature() []struct {
+	key   slotKey
+	name  string
+	dtype DType
+	shape []int64
+} {
+	g := m.p.GetGraph()
+	first := map[string]slotKey{}
+	for i, n := range g.Node {
+		for s, in := range n.Input {
+			if _, ok := first[in]; !ok && in != "" {
+				first[in] = slotKey{node: i, op: n.GetOpType(), slot: s}
+			}
+		}
+	}
+	type sig = struct {
+		key   slotKey
+		name  string
+		dtype DType
+		shape []int64
+	}
+	var out []sig
+	for k, t := range g.Initializer {
+		key, ok := first[t.GetName()]
+		if !ok {
+			key = slotKey{node: len(g.Node), op: "(unused)", slot: 0}
+		}
+		key.order = k
+		out = append(out, sig{key, t.GetName(), DType(t.GetDataType()), append([]int64{}, t.Dims...)})
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i].key, out[j].key
+		if a.node != b.node {
+			return a.node < b.node
+		}
+		if a.slot != b.slot {
+			return a.slot < b.slot
+		}
+		return a.order < b.order
+	})
+	return out
+}
+
+// Match pairs every initializer of a with its counterpart in b by graph
+// position: the op and input slot of its first consumer, that node's index
+// in the graph order, its dtype and shape — not by name, since independent
+// exports name tensors differently. Any difference (node count, op types,
+// shapes, dtypes, initializer count) is reported, all at once, in a
+// *MatchError.
+func Match(a, b *Model) ([]Pair, error) {
+	var diffs []string
+	ga, gb := a.p.GetGraph(), b.p.GetGraph()
+	if len(ga.Node) != len(gb.Node) {
+		diffs = append(diffs, fmt.Sprintf("node count: %d vs %d", len(ga.Node), len(gb.Node)))
+	}
+	for i := 0; i < len(ga.Node) && i < len(gb.Node); i++ {
+		na, nb := ga.Node[i], gb.Node[i]
+		if na.GetOpType() != nb.GetOpType() || na.GetDomain() != nb.GetDomain() {
+			diffs = append(diffs, fmt.Sprintf("node %d: %s (%q) vs %s (%q)", i, na.GetOpType(), na.GetName(), nb.GetOpType(), nb.GetName()))
+		}
+	}
+	sa, sb := a.initSignature(), b.initSignature()
+	if len(sa) != len(sb) {
+		diffs = append(diffs, fmt.Sprintf("initializer count: %d vs %d", len(sa), len(sb)))
+	}
+	var pairs []Pair
+	for i := 0; i < len(sa) && i < len(sb); i++ {
+		x, y := sa[i], sb[i]
+		where := fmt.Sprintf("initializer %q vs %q (input %d of node %d, %s)", x.name, y.name, x.key.slot, x.key.node, x.key.op)
+		switch {
+		case x.key.node != y.key.node || x.key.slot != y.key.slot || x.key.op != y.key.op:
+			diffs = append(diffs, fmt.Sprintf("%s: consumed at different positions (input %d of node %d %s vs input %d of node %d %s)", where, x.key.slot, x.key.node, x.key.op, y.key.slot, y.key.node, y.key.op))
+			continue
+		case x.dtype != y.dtype:
+			diffs = append(diffs, fmt.Sprintf("%s: dtype %v vs %v", where, x.dtype, y.dtype))
+			continue
+		case !equalShape(x.shape, y.shape):
+			diffs = append(diffs, fmt.Sprintf("%s: shape %v vs %v", where, x.shape, y.shape))
+			continue
+		}
+		pairs = append(pairs, Pair{A: x.name, B: y.name, DType: x.dtype, Shape: x.shape})
+	}
+	if len(diffs) > 0 {
+		return nil, &MatchError{Diffs: diffs}
+	}
+	return pairs, nil
+}
+
+func equalShape(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
