@@ -83,7 +83,7 @@ func (w Weight) ReductionSize() int64 {
 var passThrough = map[string]bool{"Identity": true, "Transpose": true, "Cast": true, "DequantizeLinear": true}
 
 // Weights lists the parameter tensors of the main graph: floating-point
-// initializers and Constant values, and integer tensors that feed
+// initializers and non-scalar Constant values, and integer tensors that feed
 // DequantizeLinear as data. It looks through Identity, Transpose, Cast and
 // DequantizeLinear to the op that consumes the tensor.
 func (m *Model) Weights() ([]Weight, error) {
@@ -112,7 +112,8 @@ func (m *Model) Weights() ([]Weight, error) {
 	for _, n := range g.Node {
 		if n.GetOpType() == "Constant" && len(n.Output) == 1 {
 			for _, a := range n.Attribute {
-				if a.GetName() == "value" && a.T != nil {
+				// scalars in Constant nodes (exponents, epsilons) are not weights
+				if a.GetName() == "value" && a.T != nil && len(a.T.Dims) > 0 {
 					add(n.Output[0], a.T, true)
 				}
 			}
