@@ -12,6 +12,7 @@ import (
 	"math"
 	"math/rand"
 	"regexp"
+	"sort"
 	"time"
 
 	"github.com/onnxpost/onnxpost/compress/search"
@@ -24,10 +25,12 @@ type SparsitySearch struct {
 	// Target is the fraction of zeros over the searched layers' weights.
 	Target float64
 	// Levels is the number of ladder steps on each side of the uniform
-	// level (default 4).
+	// level (default 8, EvoPress's); layers too small for all of them get
+	// fewer.
 	Levels int
 	// Step is the number of weights one level step zeroes in every layer
-	// (default ⌊0.5·min(s,1−s)/Levels · smallest layer⌋, at least 1).
+	// (default ⌊0.5·min(s,1−s)/Levels · median layer size⌋, at least 1, as
+	// EvoPress sizes it from the hidden size).
 	Step int64
 	// Include and Exclude select layers by weight or node name.
 	Include, Exclude *regexp.Regexp
@@ -149,7 +152,7 @@ func RunSparsitySearch(ctx context.Context, m *onnxio.Model, calib *evalharness.
 		return nil, nil, fmt.Errorf("sparsity target %v outside (0, 1)", opt.Target)
 	}
 	if opt.Levels <= 0 {
-		opt.Levels = 4
+		opt.Levels = 8
 	}
 	if opt.Batch <= 0 {
 		opt.Batch = 64
@@ -176,7 +179,7 @@ func RunSparsitySearch(ctx context.Context, m *onnxio.Model, calib *evalharness.
 
 	// ladders: equal steps of opt.Step zeros in every layer
 	layers := make([]*searchLayer, len(ws))
-	minN := int64(math.MaxInt64)
+	var sizes []int64
 	var total int64
 	for i, w := range ws {
 		t, err := m.Initializer(w.Name)
@@ -189,12 +192,14 @@ func RunSparsitySearch(ctx context.Context, m *onnxio.Model, calib *evalharness.
 		}
 		n := int64(len(v))
 		total += n
-		minN = min(minN, n)
+		sizes = append(sizes, n)
 		layers[i] = &searchLayer{w: w, dense: v, base: int64(math.Round(opt.Target * float64(n)))}
 	}
 	step := opt.Step
 	if step <= 0 {
-		step = int64(0.5 * math.Min(opt.Target, 1-opt.Target) / float64(opt.Levels) * float64(minN))
+		sort.Slice(sizes, func(i, j int) bool { return sizes[i] < sizes[j] })
+		median := sizes[len(sizes)/2]
+		step = int64(0.5 * math.Min(opt.Target, 1-opt.Target) / float64(opt.Levels) * float64(median))
 		step = max(step, 1)
 	}
 	sl := make([]search.Layer, len(layers))

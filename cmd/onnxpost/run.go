@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/onnxpost/onnxpost/pipeline"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:      "run",
+		Usage:     "run a recipe: a chain of commands with gates",
+		ArgsUsage: "RECIPE.yaml",
+		Description: `Runs the steps of a YAML recipe in order, each one an onnxpost command
+whose keys are that command's flags, with a gate after any step. The whole
+recipe is checked first (unknown keys, missing files, gates without data),
+so a typo fails before any work. Intermediate models go to workdir; the
+final model is written to output only when every step passed, with the
+recipe and the tool version in its metadata. The report (JSON and Markdown)
+is written in every case.
+
+  name: demo
+  seed: 0
+  data: models/data/digits_union_test.npz
+  output: out/demo.onnx
+  report: out/demo.json
+  steps:
+    - merge: {method: ties, base: models/zoo/mlp/base.onnx, density: 0.3,
+              inputs: [models/zoo/mlp/ft_low.onnx, models/zoo/mlp/ft_high.onnx]}
+      gate: "accuracy>=0.8"
+    - search: {target: 0.5, calib: models/data/digits_union_val.npz}
+      gate: "accuracy_drop<=0.05"
+
+Paths are relative to the recipe's folder. Exit code 3 when a gate fails.`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print the recipe report as JSON on stdout"},
+			&cli.BoolFlag{Name: "check", Usage: "only validate the recipe"},
+		},
+		Action: runAction,
+	})
+}
+
+// flagSpec lists the flags of each command, for recipe validation.
+func flagSpec(name string) (map[string]bool, bool) {
+	for _, c := range commands {
+		if c.Name != name || name == "run" {
+			continue
+		}
+		out := map[string]bool{}
+		for _, f := range c.Flags {
+			_, isBool := f.(*cli.BoolFlag)
+			for _, n := range f.Names() {
+				out[n] = isBool
+			}
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+func runAction(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usagef("run takes one RECIPE.yaml argument")
+	}
+	path := c.Args().First()
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	r, err := pipeline.ParseRecipe(src, abs, flagSpec)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	if c.Bool("check") {
+		fmt.Fprintf(os.Stderr, "recipe %s: %d steps, valid\n", path, len(r.Steps))
+		return nil
+	}
+	step := func(ctx context.Context, args []string) (map[string]any, error) {
+		fmt.Fprintf(os.Stderr, "==> onnxpost %v\n", args)
+		app := newApp()
+		full := reorderArgs(app, append([]string{"onnxpost"}, args...))
+		err := app.RunContext(ctx, full)
+		var res map[string]any
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "--report" {
+				if b, rerr := os.ReadFile(args[i+1]); rerr == nil {
+					_ = json.Unmarshal(b, &res)
+				}
+			}
+		}
+		return res, err
+	}
+	rep, err := r.Run(c.Context, step, version)
+	if c.Bool("json") {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+	} else {
+		fmt.Fprint(os.Stderr, pipeline.RecipeMarkdown(rep))
+	}
+	return err
+}

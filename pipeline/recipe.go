@@ -1,0 +1,442 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+// Recipe is a chain of onnxpost steps with gates, read from YAML:
+//
+//	name: demo
+//	seed: 0
+//	data: models/data/digits_union_test.npz   # default --data of every step
+//	output: out/final.onnx
+//	report: out/recipe.json
+//	steps:
+//	  - merge: {method: ties, base: models/zoo/mlp/base.onnx, density: 0.3,
+//	            inputs: [models/zoo/mlp/ft_low.onnx, models/zoo/mlp/ft_high.onnx]}
+//	    gate: "accuracy>=0.85"
+//	  - search: {target: 0.5, calib: models/data/digits_union_val.npz}
+//	    gate: "accuracy_drop<=0.05"
+//	  - quantize: {weights: int8}
+//
+// Each step names one command; its keys are that command's flags (without
+// dashes), plus "inputs" for the positional models. A step without inputs
+// takes the previous step's output. Unknown keys anywhere are errors.
+type Recipe struct {
+	Name         string
+	Seed         *int64
+	Data         string
+	WorkDir      string
+	Output       string
+	Report       string
+	ExternalData bool
+	Steps        []Step
+	// Source is the recipe's text, recorded in the output's metadata.
+	Source []byte
+	// Dir is the recipe file's folder; relative paths resolve against it.
+	Dir string
+}
+
+// Step is one command of a recipe.
+type Step struct {
+	Name    string
+	Command string
+	Args    map[string]any
+	Inputs  []string
+	Gate    string
+	Data    string
+}
+
+// FlagSpec tells the recipe validator which flags a command has and which
+// of them are boolean (take no value).
+type FlagSpec func(command string) (flags map[string]bool, ok bool)
+
+var recipeKeys = map[string]bool{"name": true, "seed": true, "data": true, "workdir": true, "output": true, "report": true, "external-data": true, "steps": true}
+
+// ParseRecipe parses and validates a recipe. spec says which commands and
+// flags exist; every problem found is reported in one error.
+func ParseRecipe(src []byte, dir string, spec FlagSpec) (*Recipe, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(src, &root); err != nil {
+		return nil, fmt.Errorf("recipe: %w", err)
+	}
+	if len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
+		return nil, errors.New("recipe: the file must be a YAML mapping with a steps list")
+	}
+	r := &Recipe{Source: src, Dir: dir}
+	var errs []string
+	bad := func(n *yaml.Node, format string, args ...any) {
+		errs = append(errs, fmt.Sprintf("line %d: %s", n.Line, fmt.Sprintf(format, args...)))
+	}
+	top := root.Content[0]
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		k, v := top.Content[i], top.Content[i+1]
+		switch k.Value {
+		case "name":
+			r.Name = v.Value
+		case "seed":
+			s, err := strconv.ParseInt(v.Value, 10, 64)
+			if err != nil {
+				bad(v, "seed %q is not an integer", v.Value)
+			}
+			r.Seed = &s
+		case "data":
+			r.Data = v.Value
+		case "workdir":
+			r.WorkDir = v.Value
+		case "output":
+			r.Output = v.Value
+		case "report":
+			r.Report = v.Value
+		case "external-data":
+			r.ExternalData = v.Value == "true"
+		case "steps":
+			if v.Kind != yaml.SequenceNode {
+				bad(v, "steps must be a list")
+				continue
+			}
+			for _, sn := range v.Content {
+				st, serrs := parseStep(sn, spec)
+				errs = append(errs, serrs...)
+				r.Steps = append(r.Steps, st)
+			}
+		default:
+			bad(k, "unknown key %q (known: %s)", k.Value, keysOf(recipeKeys))
+		}
+	}
+	if len(r.Steps) == 0 {
+		errs = append(errs, "the recipe has no steps")
+	} else if len(r.Steps[0].Inputs) == 0 {
+		errs = append(errs, fmt.Sprintf("step 1 (%s) needs inputs: the models it starts from", r.Steps[0].Command))
+	}
+	if r.Output == "" {
+		errs = append(errs, "the recipe needs an output path")
+	}
+	// files must exist before anything runs
+	check := func(what, p string) {
+		if p == "" {
+			return
+		}
+		if _, err := os.Stat(r.Path(p)); err != nil {
+			errs = append(errs, fmt.Sprintf("%s %s: %v", what, p, err))
+		}
+	}
+	check("data", r.Data)
+	for i, s := range r.Steps {
+		for _, in := range s.Inputs {
+			check(fmt.Sprintf("step %d input", i+1), in)
+		}
+		check(fmt.Sprintf("step %d data", i+1), s.Data)
+		for _, k := range []string{"base", "calib", "data", "ref", "config"} {
+			if v, ok := s.Args[k].(string); ok {
+				check(fmt.Sprintf("step %d %s", i+1, k), v)
+			}
+		}
+		if s.Gate != "" && s.Data == "" && r.Data == "" {
+			errs = append(errs, fmt.Sprintf("step %d has a gate but no data to evaluate it on", i+1))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("recipe: %d problem(s):\n  %s", len(errs), strings.Join(errs, "\n  "))
+	}
+	return r, nil
+}
+
+var stepKeys = map[string]bool{"name": true, "gate": true, "data": true}
+
+func parseStep(n *yaml.Node, spec FlagSpec) (Step, []string) {
+	var st Step
+	var errs []string
+	bad := func(at *yaml.Node, format string, args ...any) {
+		errs = append(errs, fmt.Sprintf("line %d: %s", at.Line, fmt.Sprintf(format, args...)))
+	}
+	if n.Kind != yaml.MappingNode {
+		bad(n, "a step must be a mapping like {merge: {...}, gate: ...}")
+		return st, errs
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch k.Value {
+		case "name":
+			st.Name = v.Value
+		case "gate":
+			st.Gate = v.Value
+		case "data":
+			st.Data = v.Value
+		default:
+			flags, ok := spec(k.Value)
+			if !ok {
+				bad(k, "unknown key %q: a step has name, gate, data and one command (merge, soup, lowrank, sparsify, quantize, search, ...)", k.Value)
+				continue
+			}
+			if st.Command != "" {
+				bad(k, "a step runs one command; it names %q and %q", st.Command, k.Value)
+				continue
+			}
+			st.Command = k.Value
+			st.Args = map[string]any{}
+			if v.Kind != yaml.MappingNode && !(v.Kind == yaml.ScalarNode && v.Tag == "!!null") {
+				bad(v, "%s: its flags must be a mapping", k.Value)
+				continue
+			}
+			for j := 0; j+1 < len(v.Content); j += 2 {
+				fk, fv := v.Content[j], v.Content[j+1]
+				if fk.Value == "inputs" {
+					if err := fv.Decode(&st.Inputs); err != nil {
+						bad(fv, "inputs must be a list of model paths")
+					}
+					continue
+				}
+				switch fk.Value {
+				case "o", "output", "report", "json", "gate", "keep-rejected":
+					bad(fk, "%s: %q is set by the recipe, not by a step", k.Value, fk.Value)
+					continue
+				}
+				if _, ok := flags[fk.Value]; !ok {
+					bad(fk, "%s has no flag %q", k.Value, fk.Value)
+					continue
+				}
+				var val any
+				if err := fv.Decode(&val); err != nil {
+					bad(fv, "%s.%s: %v", k.Value, fk.Value, err)
+					continue
+				}
+				st.Args[fk.Value] = val
+			}
+		}
+	}
+	if st.Command == "" {
+		bad(n, "the step names no command")
+	}
+	return st, errs
+}
+
+func keysOf(m map[string]bool) string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return strings.Join(ks, ", ")
+}
+
+// Path resolves p against the recipe's folder.
+func (r *Recipe) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(r.Dir, p)
+}
+
+// StepRunner runs one command with CLI-style arguments (command name
+// first) and returns the JSON result it reported. A failed gate is
+// returned as an error for which IsGate reports true.
+type StepRunner func(ctx context.Context, args []string) (map[string]any, error)
+
+// StepResult is one step's outcome in a recipe report.
+type StepResult struct {
+	Step    int            `json:"step"`
+	Name    string         `json:"name"`
+	Command string         `json:"command"`
+	Args    []string       `json:"args"`
+	Output  string         `json:"output"`
+	Result  map[string]any `json:"result,omitempty"`
+	Error   string         `json:"error,omitempty"`
+}
+
+// RecipeReport is the JSON report of a recipe run.
+type RecipeReport struct {
+	Recipe  string       `json:"recipe"`
+	Version string       `json:"version"`
+	Steps   []StepResult `json:"steps"`
+	Output  string       `json:"output"`
+	Passed  bool         `json:"passed"`
+	Error   string       `json:"error,omitempty"`
+}
+
+// Args builds the command line of step i: flags from the step, the recipe's
+// defaults (seed, data), the step's output path, then the inputs.
+func (r *Recipe) Args(i int, input, out, report string) []string {
+	s := r.Steps[i]
+	args := []string{s.Command}
+	keys := make([]string, 0, len(s.Args))
+	for k := range s.Args {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	pathFlags := map[string]bool{"base": true, "calib": true, "data": true, "ref": true, "config": true, "fisher-data": true}
+	for _, k := range keys {
+		v := s.Args[k]
+		switch x := v.(type) {
+		case bool:
+			if x {
+				args = append(args, "--"+k)
+			}
+			continue
+		case []any:
+			parts := make([]string, len(x))
+			for j, p := range x {
+				parts[j] = fmt.Sprint(p)
+				if k == "fisher" {
+					parts[j] = r.Path(parts[j])
+				}
+			}
+			args = append(args, "--"+k, strings.Join(parts, ","))
+			continue
+		}
+		val := fmt.Sprint(v)
+		if pathFlags[k] {
+			val = r.Path(val)
+		}
+		args = append(args, "--"+k, val)
+	}
+	if _, ok := s.Args["seed"]; !ok && r.Seed != nil {
+		args = append(args, "--seed", strconv.FormatInt(*r.Seed, 10))
+	}
+	data := s.Data
+	if data == "" {
+		data = r.Data
+	}
+	if _, ok := s.Args["data"]; !ok && data != "" {
+		args = append(args, "--data", r.Path(data))
+	}
+	if s.Gate != "" {
+		args = append(args, "--gate", s.Gate)
+	}
+	args = append(args, "-o", out, "--report", report)
+	if len(s.Inputs) > 0 {
+		for _, in := range s.Inputs {
+			args = append(args, r.Path(in))
+		}
+	} else {
+		args = append(args, input)
+	}
+	return args
+}
+
+// Run executes the recipe's steps in order through run, stopping at the
+// first error or failed gate. Intermediate models go to WorkDir (or a
+// temporary folder); the last step's model is written to Output, with the
+// recipe and tool version in its metadata, only when every step passed.
+// The report is written in every case (when Report is set).
+func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*RecipeReport, error) {
+	rep := &RecipeReport{Recipe: r.Name, Version: version}
+	work := r.Path(r.WorkDir)
+	if r.WorkDir == "" {
+		d, err := os.MkdirTemp("", "onnxpost-recipe-*")
+		if err != nil {
+			return rep, err
+		}
+		defer os.RemoveAll(d)
+		work = d
+	} else if err := os.MkdirAll(work, 0o755); err != nil {
+		return rep, err
+	}
+	finishReport := func(err error) (*RecipeReport, error) {
+		if err != nil {
+			rep.Error = err.Error()
+		}
+		if r.Report != "" {
+			b, jerr := json.MarshalIndent(rep, "", "  ")
+			if jerr == nil {
+				if werr := onnxio.WriteFileAtomic(r.Path(r.Report), append(b, '\n')); werr != nil && err == nil {
+					err = werr
+				}
+				_ = onnxio.WriteFileAtomic(strings.TrimSuffix(r.Path(r.Report), filepath.Ext(r.Report))+".md", []byte(RecipeMarkdown(rep)))
+			}
+		}
+		return rep, err
+	}
+	prev := ""
+	for i, s := range r.Steps {
+		name := s.Name
+		if name == "" {
+			name = fmt.Sprintf("%d-%s", i+1, s.Command)
+		}
+		out := filepath.Join(work, fmt.Sprintf("step%02d-%s.onnx", i+1, s.Command))
+		stepReport := filepath.Join(work, fmt.Sprintf("step%02d-%s.json", i+1, s.Command))
+		args := r.Args(i, prev, out, stepReport)
+		sr := StepResult{Step: i + 1, Name: name, Command: s.Command, Args: args, Output: out}
+		res, err := run(ctx, args)
+		sr.Result = res
+		if err != nil {
+			sr.Error = err.Error()
+			rep.Steps = append(rep.Steps, sr)
+			return finishReport(fmt.Errorf("step %d (%s): %w", i+1, name, err))
+		}
+		rep.Steps = append(rep.Steps, sr)
+		prev = out
+	}
+	m, err := onnxio.Load(prev)
+	if err != nil {
+		return finishReport(err)
+	}
+	sum := sha256.Sum256(r.Source)
+	m.SetMetadata("onnxpost.version", version)
+	m.SetMetadata("onnxpost.recipe", string(r.Source))
+	m.SetMetadata("onnxpost.recipe_sha256", hex.EncodeToString(sum[:]))
+	opts := &onnxio.SaveOptions{}
+	if r.ExternalData {
+		opts.External = onnxio.ExternalAlways
+	}
+	if err := m.Save(r.Path(r.Output), opts); err != nil {
+		return finishReport(err)
+	}
+	rep.Output = r.Path(r.Output)
+	rep.Passed = true
+	return finishReport(nil)
+}
+
+// RecipeMarkdown renders a recipe report as Markdown.
+func RecipeMarkdown(rep *RecipeReport) string {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# Recipe %s (onnxpost %s)\n\n", rep.Recipe, rep.Version)
+	fmt.Fprintf(&b, "| step | command | accuracy | kl | agreement | params | bytes | gate |\n|---|---|---|---|---|---|---|---|\n")
+	for _, s := range rep.Steps {
+		acc, kl, agr, gate := "", "", "", ""
+		if m, ok := s.Result["metrics"].(map[string]any); ok {
+			acc, kl, agr = num(m["accuracy"]), num(m["kl"]), num(m["agreement"])
+		}
+		if g, ok := s.Result["gate"].(map[string]any); ok {
+			gate = fmt.Sprint(g["passed"])
+		}
+		if s.Error != "" {
+			gate = "error: " + strings.SplitN(s.Error, "\n", 2)[0]
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", s.Name, s.Command, acc, kl, agr, num(s.Result["params"]), num(s.Result["bytes"]), gate)
+	}
+	if rep.Passed {
+		fmt.Fprintf(&b, "\nOutput: %s\n", rep.Output)
+	} else {
+		fmt.Fprintf(&b, "\nNo output written: %s\n", rep.Error)
+	}
+	return b.String()
+}
+
+func num(v any) string {
+	switch x := v.(type) {
+	case float64:
+		if x == float64(int64(x)) && x > 1000 {
+			return strconv.FormatInt(int64(x), 10)
+		}
+		return strconv.FormatFloat(x, 'f', 4, 64)
+	case nil:
+		return ""
+	}
+	return fmt.Sprint(v)
+}
