@@ -10,7 +10,7 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 BIN := bin/onnxpost
 
-.PHONY: all build test demo ort pyenv proto zoo minilm bench fuzz vet clean
+.PHONY: all build test demo ort pyenv proto zoo minilm bench bench-eval fuzz vet clean
 
 all: build
 
@@ -62,6 +62,11 @@ minilm:
 ## fuzz: run the fuzz targets for a short while each
 fuzz:
 	$(GO) test ./onnxio -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 30s
+	$(GO) test ./evalharness/npz -run '^$$' -fuzz '^FuzzNPZ$$' -fuzztime 30s
+
+## bench-eval: onnxpost eval vs ONNX Runtime's Python runner (same model, batch, threads)
+bench-eval: ort build pyenv
+	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(VENV_PY) tools/bench_eval.py
 
 ## bench: benchmarks; figures go to docs/BENCHMARKS.md
 bench: ort build

@@ -1,7 +1,20 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
 	"github.com/urfave/cli/v2"
+
+	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/onnxio"
 )
 
 // commonFlags are the flags every transforming command takes
@@ -20,5 +33,253 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "ort-lib", Usage: "path of libonnxruntime.so (default: $ONNXPOST_ORT_LIB, then .cache/onnxruntime, then system paths)"},
 		&cli.IntFlag{Name: "batch", Value: 64, Usage: "evaluation batch size"},
 		&cli.IntFlag{Name: "threads", Value: 0, Usage: "ONNX Runtime intra-op threads (0: its default)"},
+	}
+}
+
+// sessionOptions returns the ONNX Runtime session options of the common
+// flags --ep, --threads and --ort-lib.
+func sessionOptions(c *cli.Context) (evalharness.SessionOptions, error) {
+	ep := strings.ToLower(c.String("ep"))
+	if ep != "cpu" && ep != "cuda" && ep != "" {
+		return evalharness.SessionOptions{}, usagef("--ep must be cpu or cuda, got %q", c.String("ep"))
+	}
+	if c.Int("threads") < 0 {
+		return evalharness.SessionOptions{}, usagef("--threads must be >= 0")
+	}
+	return evalharness.SessionOptions{EP: ep, Threads: c.Int("threads"), Library: c.String("ort-lib")}, nil
+}
+
+// loadDataset loads the dataset named by a flag (e.g. "data" or "calib");
+// it returns nil when the flag is not set.
+func loadDataset(c *cli.Context, flag string) (*evalharness.Dataset, error) {
+	p := c.String(flag)
+	if p == "" {
+		return nil, nil
+	}
+	return evalharness.LoadDataset(p)
+}
+
+// finish is the single path every transforming command ends with
+// (ARCHITECTURE.md §1, §3, §4). cand is the transformed model; ref is the
+// model it was derived from (the command's input, or the base model of a
+// merge), or nil when there is none; report holds command-specific results
+// (e.g. {"method": "ties", "density": 0.2, "layers": [...]}), merged into the
+// JSON result and report under their own keys (nil is fine).
+//
+// finish, in order:
+//  1. records provenance (onnxpost version and command line) in cand's
+//     metadata_props;
+//  2. with --data, evaluates cand and ref with ONNX Runtime (--ep,
+//     --threads, --ort-lib, --batch): accuracy when the data has labels,
+//     agreement, kl and cosine against ref, plus what --gate needs;
+//  3. checks --gate (a gate without --data is a usage error);
+//  4. when the gate passes (or there is none) saves cand to -o atomically,
+//     with external data when --external-data is set; when it fails, writes
+//     nothing there, saves cand to --keep-rejected if given, and returns a
+//     gateError (exit code 3);
+//  5. writes the JSON result to --report (also when the gate failed);
+//  6. prints the JSON result on stdout with --json, otherwise a short
+//     summary on stderr.
+//
+// The JSON result has the keys of ARCHITECTURE.md §4 ("model", "samples",
+// "metrics", "reference", "gate", "params", "bytes") plus "command",
+// "output" (the path written, "" when rejected) and the report's keys.
+// The command's flags must include commonFlags().
+func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) error {
+	out := c.String("o")
+	if out == "" {
+		return usagef("-o OUT.onnx is required")
+	}
+	gate, err := evalharness.ParseGate(c.String("gate"))
+	if err != nil {
+		return usagef("--gate: %v", err)
+	}
+	if len(gate.Conditions) > 0 && c.String("data") == "" {
+		return usagef("--gate needs --data to evaluate the candidate")
+	}
+	so, err := sessionOptions(c)
+	if err != nil {
+		return err
+	}
+	cand.SetMetadata("onnxpost.version", version)
+	cand.SetMetadata("onnxpost.command", strings.Join(append([]string{"onnxpost", c.Command.Name}, c.Args().Slice()...), " "))
+
+	res := &evalharness.Result{Model: out, Metrics: map[string]float64{}}
+	if ds, err := loadDataset(c, "data"); err != nil {
+		return err
+	} else if ds != nil {
+		eo := evalharness.EvalOptions{
+			Metrics: evalharness.DefaultMetrics(gate, ds.Labels != nil, ref != nil || ds.Outputs != nil),
+			Batch:   c.Int("batch"),
+		}
+		r, err := evalharness.EvaluateModels(cand, ref, ds, so, eo)
+		if err != nil {
+			return fmt.Errorf("evaluating on %s: %w", c.String("data"), err)
+		}
+		r.Model = out
+		res = r
+	}
+	if params, err := modelParams(cand); err == nil {
+		res.Params = params
+	}
+	passed := true
+	if len(gate.Conditions) > 0 {
+		passed = gate.CheckResult(res).Passed
+	}
+	written := ""
+	saveOpts := &onnxio.SaveOptions{}
+	if c.Bool("external-data") {
+		saveOpts.External = onnxio.ExternalAlways
+	}
+	switch {
+	case passed:
+		if err := cand.Save(out, saveOpts); err != nil {
+			return fmt.Errorf("writing %s: %w", out, err)
+		}
+		written = out
+	case c.String("keep-rejected") != "":
+		kr := c.String("keep-rejected")
+		if err := cand.Save(kr, saveOpts); err != nil {
+			return fmt.Errorf("writing the rejected candidate to %s: %w", kr, err)
+		}
+		written = kr
+	}
+	if written != "" {
+		res.Bytes = fileBytes(written, saveOpts)
+	}
+	doc, err := resultJSON(c.Command.Name, res, out, passed, written, report)
+	if err != nil {
+		return err
+	}
+	if p := c.String("report"); p != "" {
+		if err := onnxio.WriteFileAtomic(p, doc); err != nil {
+			return fmt.Errorf("writing the report: %w", err)
+		}
+	}
+	if c.Bool("json") {
+		os.Stdout.Write(doc)
+	} else {
+		printSummary(os.Stderr, res, passed, written, out)
+	}
+	if !passed {
+		return gateError{msg: res.Gate.Failed() + "; " + out + " not written"}
+	}
+	return nil
+}
+
+// resultJSON merges the evaluation result, the command name, the output
+// path and the command's report into one indented JSON document.
+func resultJSON(command string, res *evalharness.Result, out string, passed bool, written string, report map[string]any) ([]byte, error) {
+	b, err := json.Marshal(res)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]any{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	if _, ok := m["params"]; !ok {
+		m["params"] = res.Params
+	}
+	if _, ok := m["bytes"]; !ok {
+		m["bytes"] = res.Bytes
+	}
+	for k, v := range report {
+		if _, taken := m[k]; taken {
+			k = command + "_" + k
+		}
+		m[k] = v
+	}
+	m["command"] = command
+	if passed {
+		m["output"] = written
+	} else {
+		m["output"] = ""
+		if written != "" {
+			m["rejected_output"] = written
+		}
+	}
+	return marshalJSON(m)
+}
+
+// marshalJSON encodes v as indented JSON without HTML escaping (gate
+// expressions keep their < and >), ending with a newline.
+func marshalJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("encoding JSON: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// modelParams counts the elements of the model's parameter tensors.
+func modelParams(m *onnxio.Model) (int64, error) {
+	ws, err := m.Weights()
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, w := range ws {
+		n += w.Params()
+	}
+	return n, nil
+}
+
+// fileBytes returns the size of a written model plus its external data
+// file when the same save wrote one (forced, or chosen automatically past
+// 2 GB; a stale file from an older save is not counted).
+func fileBytes(path string, so *onnxio.SaveOptions) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	n := st.Size()
+	data := so.DataFile
+	if data == "" {
+		data = filepath.Base(path) + ".data"
+	}
+	if ds, err := os.Stat(filepath.Join(filepath.Dir(path), data)); err == nil {
+		if so.External == onnxio.ExternalAlways || !ds.ModTime().Before(st.ModTime().Add(-time.Minute)) {
+			n += ds.Size()
+		}
+	}
+	return n
+}
+
+// printSummary writes a few human-readable lines about the result.
+func printSummary(w io.Writer, res *evalharness.Result, passed bool, written, out string) {
+	var parts []string
+	if res.Samples > 0 {
+		keys := make([]string, 0, len(res.Metrics))
+		for k := range res.Metrics {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			s := fmt.Sprintf("%s %.6g", k, res.Metrics[k])
+			if res.Reference != nil {
+				if rv, ok := res.Reference.Metrics[k]; ok {
+					s += fmt.Sprintf(" (reference %.6g)", rv)
+				}
+			}
+			parts = append(parts, s)
+		}
+		fmt.Fprintf(w, "evaluated on %d samples: %s\n", res.Samples, strings.Join(parts, ", "))
+	}
+	if res.Gate != nil {
+		state := "passed"
+		if !passed {
+			state = "FAILED: " + res.Gate.Failed()
+		}
+		fmt.Fprintf(w, "gate %s: %s\n", res.Gate.Expr, state)
+	}
+	switch {
+	case passed:
+		fmt.Fprintf(w, "wrote %s (%d parameters, %d bytes)\n", written, res.Params, res.Bytes)
+	case written != "":
+		fmt.Fprintf(w, "%s not written; rejected candidate kept in %s\n", out, written)
 	}
 }

@@ -1,0 +1,267 @@
+package evalharness
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+// LabelsName is the .npz array holding integer class labels.
+const LabelsName = "labels"
+
+// ErrDataset reports a dataset that does not fit the model or is malformed.
+var ErrDataset = errors.New("evalharness: bad dataset")
+
+// Dataset holds the samples of an evaluation: one array per model input,
+// all with the same first (sample) axis, optional integer labels and, for
+// ONNX test-data folders, the expected outputs.
+type Dataset struct {
+	// Path is the file or folder the dataset came from ("" when built in
+	// memory).
+	Path string
+	// Inputs maps input names to arrays whose first axis is the sample
+	// axis.
+	Inputs map[string]*Array
+	// Labels holds one class id per sample, or nil.
+	Labels []int64
+	// Outputs holds expected outputs (ONNX test-data folders), keyed by
+	// output name, or by "#i" for the i-th model output when the files do
+	// not name them; nil when absent.
+	Outputs map[string]*Array
+	// N is the number of samples.
+	N int64
+	// Extra lists arrays of the file that are neither inputs nor labels
+	// (they are ignored).
+	Extra []string
+}
+
+// NewDataset builds a dataset from arrays keyed by input name and optional
+// labels, checking that every array has the same number of samples.
+func NewDataset(inputs map[string]*Array, labels []int64) (*Dataset, error) {
+	d := &Dataset{Inputs: inputs, Labels: labels}
+	if err := d.init(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Dataset) where() string {
+	if d.Path == "" {
+		return "dataset"
+	}
+	return "dataset " + d.Path
+}
+
+func (d *Dataset) init() error {
+	if len(d.Inputs) == 0 {
+		return fmt.Errorf("%w: %s is empty: it holds no input arrays", ErrDataset, d.where())
+	}
+	names := d.inputNames()
+	d.N = -1
+	for _, n := range names {
+		a := d.Inputs[n]
+		if err := a.Validate(); err != nil {
+			return fmt.Errorf("%w: %s: array %q: %v", ErrDataset, d.where(), n, err)
+		}
+		if len(a.Shape) == 0 {
+			return fmt.Errorf("%w: %s: array %q is a scalar; arrays need a first (sample) axis", ErrDataset, d.where(), n)
+		}
+		if d.N < 0 {
+			d.N = a.Shape[0]
+		} else if a.Shape[0] != d.N {
+			return fmt.Errorf("%w: %s: arrays disagree on the number of samples: %q has %d, %q has %d", ErrDataset, d.where(), names[0], d.N, n, a.Shape[0])
+		}
+	}
+	if d.N == 0 {
+		return fmt.Errorf("%w: %s is empty: its arrays have 0 samples", ErrDataset, d.where())
+	}
+	if d.Labels != nil && int64(len(d.Labels)) != d.N {
+		return fmt.Errorf("%w: %s: %q has %d entries but the inputs have %d samples", ErrDataset, d.where(), LabelsName, len(d.Labels), d.N)
+	}
+	return nil
+}
+
+func (d *Dataset) inputNames() []string {
+	names := make([]string, 0, len(d.Inputs))
+	for n := range d.Inputs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// LoadDataset reads a .npz file (arrays named after the model inputs plus
+// an optional integer "labels" array) or an ONNX test-data folder
+// (test_data_set_*/input_*.pb and output_*.pb; the sets are concatenated
+// along the first axis).
+func LoadDataset(path string) (*Dataset, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrDataset, err)
+	}
+	if st.IsDir() {
+		return loadTestDataDir(path)
+	}
+	arrays, err := ReadNPZ(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrDataset, err)
+	}
+	return datasetFromArrays(path, arrays)
+}
+
+func datasetFromArrays(path string, arrays map[string]*Array) (*Dataset, error) {
+	d := &Dataset{Path: path, Inputs: map[string]*Array{}}
+	if len(arrays) == 0 {
+		return nil, fmt.Errorf("%w: %s is empty: it holds no arrays", ErrDataset, d.where())
+	}
+	for name, a := range arrays {
+		if name != LabelsName {
+			d.Inputs[name] = a
+			continue
+		}
+		if len(a.Shape) == 2 && a.Shape[1] == 1 {
+			a = &Array{DType: a.DType, Shape: a.Shape[:1], Data: a.Data}
+		}
+		if len(a.Shape) != 1 {
+			return nil, fmt.Errorf("%w: %s: %q must be a 1-D array of class ids, got shape %v", ErrDataset, d.where(), LabelsName, a.Shape)
+		}
+		labels, err := a.Int64()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %q must hold integer class ids, got %v", ErrDataset, d.where(), LabelsName, a.DType)
+		}
+		for i, l := range labels {
+			if l < 0 {
+				return nil, fmt.Errorf("%w: %s: %q[%d] = %d is negative", ErrDataset, d.where(), LabelsName, i, l)
+			}
+		}
+		d.Labels = labels
+	}
+	if len(d.Inputs) == 0 {
+		return nil, fmt.Errorf("%w: %s holds only %q, no input arrays", ErrDataset, d.where(), LabelsName)
+	}
+	if err := d.init(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Check verifies the dataset against a model's inputs and returns one clear
+// error for the first problem: a missing input, a wrong dtype, a wrong rank
+// or a fixed dimension that differs. Arrays that match no input are
+// recorded in Extra and otherwise ignored.
+func (d *Dataset) Check(inputs []TensorInfo) error {
+	resolveIndexed(d.Inputs, inputs)
+	have := d.inputNames()
+	want := map[string]bool{}
+	for _, in := range inputs {
+		want[in.Name] = true
+		a, ok := d.Inputs[in.Name]
+		if !ok {
+			return fmt.Errorf("%w: %s has no array for model input %q (it holds: %s)", ErrDataset, d.where(), in.Name, d.describe(have))
+		}
+		if a.DType != in.DType {
+			return fmt.Errorf("%w: %s: array %q is %v but model input %q is %v (convert it, e.g. x.astype(np.%s))", ErrDataset, d.where(), in.Name, a.DType, in.Name, in.DType, npName(in.DType))
+		}
+		if in.Shape == nil {
+			continue // rank unknown
+		}
+		if len(a.Shape) != len(in.Shape) {
+			return fmt.Errorf("%w: %s: array %q has shape %v (rank %d) but model input %q has rank %d (shape %s)", ErrDataset, d.where(), in.Name, a.Shape, len(a.Shape), in.Name, len(in.Shape), fmtShape(in.Shape))
+		}
+		for k := 1; k < len(in.Shape); k++ {
+			if in.Shape[k] >= 0 && a.Shape[k] != in.Shape[k] {
+				return fmt.Errorf("%w: %s: array %q has shape %v but model input %q needs %s (axis %d differs)", ErrDataset, d.where(), in.Name, a.Shape, in.Name, fmtShape(in.Shape), k)
+			}
+		}
+	}
+	d.Extra = d.Extra[:0]
+	for _, n := range have {
+		if !want[n] {
+			d.Extra = append(d.Extra, n)
+		}
+	}
+	return nil
+}
+
+func (d *Dataset) describe(names []string) string {
+	s := strings.Join(names, ", ")
+	if d.Labels != nil {
+		s += ", " + LabelsName
+	}
+	return s
+}
+
+func npName(t onnxio.DType) string {
+	switch t {
+	case onnxio.Float:
+		return "float32"
+	case onnxio.Double:
+		return "float64"
+	}
+	return t.String()
+}
+
+func fmtShape(s []int64) string {
+	parts := make([]string, len(s))
+	for i, d := range s {
+		if d < 0 {
+			parts[i] = "?"
+		} else {
+			parts[i] = fmt.Sprint(d)
+		}
+	}
+	return "[" + strings.Join(parts, ",") + "]"
+}
+
+// Batch returns samples [i, j) of every input, sharing the dataset's
+// memory.
+func (d *Dataset) Batch(i, j int64) map[string]*Array {
+	out := make(map[string]*Array, len(d.Inputs))
+	for n, a := range d.Inputs {
+		out[n] = a.Slice(i, j)
+	}
+	return out
+}
+
+// Head returns a dataset view of the first n samples (all when n <= 0 or
+// n >= N), sharing memory; useful for staged evaluation on growing subsets.
+func (d *Dataset) Head(n int64) *Dataset {
+	if n <= 0 || n >= d.N {
+		return d
+	}
+	return d.Range(0, n)
+}
+
+// Range returns a dataset view of samples [lo, hi), sharing memory. It
+// panics when the range is outside [0, N] (a caller bug).
+func (d *Dataset) Range(lo, hi int64) *Dataset {
+	h := &Dataset{Path: d.Path, Inputs: d.Batch(lo, hi), N: hi - lo}
+	if d.Labels != nil {
+		h.Labels = d.Labels[lo:hi]
+	}
+	if d.Outputs != nil {
+		h.Outputs = map[string]*Array{}
+		for k, a := range d.Outputs {
+			h.Outputs[k] = a.Slice(lo, hi)
+		}
+	}
+	return h
+}
+
+// resolveIndexed renames "#i" keys (unnamed tensors of test-data folders)
+// to the name of the i-th model tensor.
+func resolveIndexed(m map[string]*Array, infos []TensorInfo) {
+	for i, in := range infos {
+		k := fmt.Sprintf("#%d", i)
+		if a, ok := m[k]; ok {
+			if _, named := m[in.Name]; !named {
+				m[in.Name] = a
+				delete(m, k)
+			}
+		}
+	}
+}

@@ -1,0 +1,62 @@
+// Package evalharness runs ONNX models with ONNX Runtime and measures them:
+// library discovery and initialization, sessions on the CPU or CUDA
+// execution provider, datasets (.npz files and ONNX test-data folders),
+// metrics (accuracy, top-5, agreement, KL, cosine, MSE, max-abs, latency,
+// throughput), accuracy gates, activation statistics for calibration, and
+// fast candidate evaluation with weights fed as graph inputs.
+//
+// # Overview
+//
+// A typical evaluation loads a dataset, opens one session per model and
+// calls Evaluate:
+//
+//	ds, err := evalharness.LoadDataset("test.npz")
+//	cand, err := evalharness.NewSessionFromFile("model.onnx", evalharness.SessionOptions{})
+//	ref, err := evalharness.NewSessionFromFile("base.onnx", evalharness.SessionOptions{})
+//	res, err := evalharness.Evaluate(cand, ref, ds, evalharness.EvalOptions{Metrics: []string{"accuracy", "kl"}})
+//	g, err := evalharness.ParseGate("accuracy_drop<=0.01,kl<=0.02")
+//	ok := g.CheckResult(res).Passed
+//
+// Sessions come from model bytes (NewSession, SessionFromModel for an
+// onnxio.Model) or files (NewSessionFromFile), on the CPU execution
+// provider with a configurable number of threads or on the CUDA one
+// (SessionOptions.EP "cuda", which needs a GPU build of ONNX Runtime and
+// fails with ErrNoCUDA otherwise).
+//
+// Datasets (LoadDataset) are .npz files, read by the bounds-checked reader
+// of package npz, or ONNX test-data folders; Dataset.Check reports one clear
+// error for a missing input, a wrong dtype, rank or size, labels of the
+// wrong length or an empty file. Evaluate batches along the first axis; with
+// EvalOptions.Shard it evaluates one part of the dataset and MergeResults
+// combines the parts exactly.
+//
+// Capture exposes chosen intermediate tensors as outputs of a copy of the
+// model and accumulates, with bounded memory, the input Gram matrix XᵀX of
+// MatMul, Gemm and Conv weights (Stats.InputGram, the calibration interface
+// of the compression and quantization packages; Conv through its im2col
+// view) and per-tensor min/max/mean/std and histograms (Stats.Tensor) for
+// static quantization calibration.
+//
+// WeightSession turns chosen initializers into graph inputs once and feeds
+// each candidate's values per run: one session for a whole search instead
+// of a serialization and a session per candidate (BenchmarkCandidates
+// measures both).
+//
+// ONNX Runtime is loaded once per process (Init, guarded by sync.Once) from
+// the first library found in this order: an explicit path (the CLI's
+// --ort-lib), $ONNXPOST_ORT_LIB, .cache/onnxruntime/libonnxruntime.so.1
+// relative to the repository root, the executable's folder or the working
+// directory, then the system library paths. `make ort` installs the library.
+//
+// # Invariants
+//
+// Metrics are computed in float64 over all samples, batch by batch, with
+// memory bounded by one batch of outputs per model. Models and datasets are
+// never modified. Arrays hold little-endian data in C order.
+//
+// # Trust
+//
+// Datasets are untrusted: the .npy/.npz reader (package npz) bounds-checks
+// every header field and length before allocating (see npz.Limits) and
+// returns errors, never panics. Model files are parsed by onnxio and ONNX Runtime.
+package evalharness

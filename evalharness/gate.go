@@ -1,0 +1,227 @@
+package evalharness
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// ErrGate reports a gate expression that does not parse.
+var ErrGate = errors.New("evalharness: bad gate expression")
+
+// Condition is one comparison of a gate, e.g. accuracy_drop<=0.01.
+type Condition struct {
+	// Metric is a metric name (see AllMetrics, plus latency_p50_ms,
+	// latency_p90_ms), or a metric name followed by "_drop" for the
+	// reference's value minus the candidate's.
+	Metric string
+	// Op is one of <=, >=, <, >, ==.
+	Op string
+	// Value is the threshold.
+	Value float64
+}
+
+// String formats the condition as it is written in a gate expression.
+func (c Condition) String() string {
+	return c.Metric + c.Op + strconv.FormatFloat(c.Value, 'g', -1, 64)
+}
+
+// Gate is a conjunction of conditions: every one must hold.
+type Gate struct {
+	// Expr is the expression the gate was parsed from.
+	Expr string
+	// Conditions are the parsed conditions, in expression order.
+	Conditions []Condition
+}
+
+// gateMetrics are the metric names a gate may test (before an optional
+// _drop suffix).
+var gateMetrics = map[string]bool{
+	MetricAccuracy: true, MetricTop5: true, MetricAgreement: true, MetricKL: true,
+	MetricCosine: true, MetricMSE: true, MetricMaxAbs: true, MetricLatencyP50: true,
+	MetricLatencyP90: true, MetricThroughput: true,
+}
+
+// ParseGate parses comma-separated conditions such as
+// "accuracy_drop<=0.01,kl<=0.02,agreement>=0.99". An empty expression gives
+// a gate with no conditions, which always passes.
+func ParseGate(expr string) (*Gate, error) {
+	g := &Gate{Expr: strings.TrimSpace(expr)}
+	if g.Expr == "" {
+		return g, nil
+	}
+	for _, part := range strings.Split(g.Expr, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			return nil, fmt.Errorf("%w: empty condition in %q", ErrGate, expr)
+		}
+		i := strings.IndexAny(part, "<>=!")
+		if i <= 0 {
+			return nil, fmt.Errorf("%w: %q is not METRIC<=VALUE (operators: <= >= < > ==)", ErrGate, part)
+		}
+		metric := strings.ToLower(strings.TrimSpace(part[:i]))
+		rest := part[i:]
+		var op string
+		for _, o := range []string{"<=", ">=", "==", "<", ">"} {
+			if strings.HasPrefix(rest, o) {
+				op = o
+				break
+			}
+		}
+		if op == "" {
+			return nil, fmt.Errorf("%w: %q has an unknown operator (use <= >= < > ==)", ErrGate, part)
+		}
+		vs := strings.TrimSpace(rest[len(op):])
+		v, err := strconv.ParseFloat(vs, 64)
+		if err != nil || math.IsNaN(v) {
+			return nil, fmt.Errorf("%w: %q: %q is not a number", ErrGate, part, vs)
+		}
+		base := strings.TrimSuffix(metric, "_drop")
+		if !gateMetrics[base] {
+			return nil, fmt.Errorf("%w: %q: unknown metric %q (known: accuracy, top5, agreement, kl, cosine, mse, max_abs, latency_p50_ms, latency_p90_ms, throughput, and X_drop for the reference's X minus the candidate's)", ErrGate, part, metric)
+		}
+		g.Conditions = append(g.Conditions, Condition{Metric: metric, Op: op, Value: v})
+	}
+	return g, nil
+}
+
+// Metrics returns the metric names that evaluating the gate needs (for
+// EvalOptions.Metrics), and whether it needs a reference.
+func (g *Gate) Metrics() (names []string, needRef bool) {
+	seen := map[string]bool{}
+	for _, c := range g.Conditions {
+		base := strings.TrimSuffix(c.Metric, "_drop")
+		if base != c.Metric {
+			needRef = true
+		}
+		if refMetrics[base] {
+			needRef = true
+		}
+		if base == MetricLatencyP50 || base == MetricLatencyP90 {
+			base = MetricLatency
+		}
+		if !seen[base] {
+			seen[base] = true
+			names = append(names, base)
+		}
+	}
+	return names, needRef
+}
+
+// GateResult is the outcome of checking a gate; it is the "gate" object
+// of the JSON result.
+type GateResult struct {
+	// Expr is the gate expression.
+	Expr string `json:"expr"`
+	// Passed is true when every condition holds.
+	Passed bool `json:"passed"`
+	// Conditions details each condition.
+	Conditions []ConditionResult `json:"conditions,omitempty"`
+}
+
+// ConditionResult is the outcome of one condition.
+type ConditionResult struct {
+	// Condition is the condition as written.
+	Condition string `json:"condition"`
+	// Value is the measured value (absent when it could not be measured).
+	Value *float64 `json:"value,omitempty"`
+	// Passed is true when the condition holds.
+	Passed bool `json:"passed"`
+	// Reason explains a condition that could not be evaluated.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Failed returns a one-line description of the failed conditions.
+func (r *GateResult) Failed() string {
+	var parts []string
+	for _, c := range r.Conditions {
+		if c.Passed {
+			continue
+		}
+		switch {
+		case c.Reason != "":
+			parts = append(parts, c.Condition+" ("+c.Reason+")")
+		default:
+			parts = append(parts, fmt.Sprintf("%s (measured %.6g)", c.Condition, *c.Value))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Check evaluates the gate on a candidate's metrics and the reference's
+// (ref may be nil). A condition whose metric was not measured fails, with
+// a reason; NaN values fail every comparison.
+func (g *Gate) Check(cand, ref map[string]float64) *GateResult {
+	r := &GateResult{Expr: g.Expr, Passed: true}
+	for _, c := range g.Conditions {
+		cr := ConditionResult{Condition: c.String()}
+		v, reason := lookup(c.Metric, cand, ref)
+		if reason != "" {
+			cr.Reason = reason
+		} else {
+			cr.Value = &v
+			cr.Passed = compare(v, c.Op, c.Value)
+		}
+		r.Passed = r.Passed && cr.Passed
+		r.Conditions = append(r.Conditions, cr)
+	}
+	return r
+}
+
+// CheckResult evaluates the gate on an evaluation result and stores the
+// outcome in res.Gate.
+func (g *Gate) CheckResult(res *Result) *GateResult {
+	var ref map[string]float64
+	if res.Reference != nil {
+		ref = res.Reference.Metrics
+	}
+	res.Gate = g.Check(res.Metrics, ref)
+	return res.Gate
+}
+
+func lookup(metric string, cand, ref map[string]float64) (float64, string) {
+	if base, ok := strings.CutSuffix(metric, "_drop"); ok {
+		c, okc := cand[base]
+		r, okr := ref[base]
+		switch {
+		case !okc:
+			return 0, base + " was not measured (needs --data" + labelHint(base) + ")"
+		case !okr:
+			return 0, "the reference's " + base + " was not measured (needs a reference model)"
+		}
+		return r - c, ""
+	}
+	v, ok := cand[metric]
+	if !ok {
+		if refMetrics[metric] {
+			return 0, metric + " was not measured (needs --data and a reference model)"
+		}
+		return 0, metric + " was not measured (needs --data" + labelHint(metric) + ")"
+	}
+	return v, ""
+}
+
+func labelHint(m string) string {
+	if labelMetrics[m] {
+		return " with labels"
+	}
+	return ""
+}
+
+func compare(v float64, op string, t float64) bool {
+	switch op {
+	case "<=":
+		return v <= t
+	case ">=":
+		return v >= t
+	case "<":
+		return v < t
+	case ">":
+		return v > t
+	case "==":
+		return v == t
+	}
+	return false
+}

@@ -1,0 +1,345 @@
+package evalharness
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+)
+
+// Metric names, as used by EvalOptions.Metrics, Result.Metrics and gates.
+const (
+	MetricAccuracy   = "accuracy"       // top-1 accuracy against labels
+	MetricTop5       = "top5"           // top-5 accuracy against labels
+	MetricAgreement  = "agreement"      // fraction of samples whose top-1 equals the reference's
+	MetricKL         = "kl"             // mean KL(ref ‖ cand) of the softmax over the last axis
+	MetricCosine     = "cosine"         // mean cosine similarity of each sample's flattened outputs
+	MetricMSE        = "mse"            // mean squared difference over all output elements
+	MetricMaxAbs     = "max_abs"        // largest absolute difference over all output elements
+	MetricLatency    = "latency"        // requests latency_p50_ms and latency_p90_ms
+	MetricLatencyP50 = "latency_p50_ms" // median run time of one batch, milliseconds
+	MetricLatencyP90 = "latency_p90_ms" // 90th percentile run time of one batch, milliseconds
+	MetricThroughput = "throughput"     // samples per second over the timed runs
+)
+
+// AllMetrics lists the metric names EvalOptions.Metrics accepts.
+var AllMetrics = []string{MetricAccuracy, MetricTop5, MetricAgreement, MetricKL, MetricCosine, MetricMSE, MetricMaxAbs, MetricLatency, MetricThroughput}
+
+var labelMetrics = map[string]bool{MetricAccuracy: true, MetricTop5: true}
+var refMetrics = map[string]bool{MetricAgreement: true, MetricKL: true, MetricCosine: true, MetricMSE: true, MetricMaxAbs: true}
+
+// ParseMetrics parses a comma-separated list of metric names. "all" selects
+// every metric.
+func ParseMetrics(s string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(strings.ToLower(f))
+		if f == "" {
+			continue
+		}
+		if f == "all" {
+			return append([]string(nil), AllMetrics...), nil
+		}
+		if f == MetricLatencyP50 || f == MetricLatencyP90 {
+			f = MetricLatency
+		}
+		ok := false
+		for _, m := range AllMetrics {
+			ok = ok || m == f
+		}
+		if !ok {
+			return nil, fmt.Errorf("evalharness: unknown metric %q (known: %s)", f, strings.Join(AllMetrics, ","))
+		}
+		if !seen[f] {
+			seen[f] = true
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+// classRows views an output of n samples as rows of class scores along its
+// last axis. It returns the number of classes, or an error when the output
+// does not hold exactly one row per sample.
+func classRows(shape []int64, n int64, what string) (int, error) {
+	if len(shape) < 2 {
+		return 0, fmt.Errorf("evalharness: %s needs an output of shape [batch, classes]; got %v", what, shape)
+	}
+	c := shape[len(shape)-1]
+	rows := int64(1)
+	for _, d := range shape[:len(shape)-1] {
+		rows *= d
+	}
+	if rows != n || c < 1 {
+		return 0, fmt.Errorf("evalharness: %s needs one row of class scores per sample; output shape %v has %d rows for %d samples", what, shape, rows, n)
+	}
+	return int(c), nil
+}
+
+// Argmax returns the index of the largest value of each row of x, a
+// row-major matrix with c columns (the first index on ties; NaN is never
+// the largest).
+func Argmax(x []float64, c int) []int {
+	rows := len(x) / c
+	out := make([]int, rows)
+	for r := 0; r < rows; r++ {
+		out[r] = argmaxRow(x[r*c : (r+1)*c])
+	}
+	return out
+}
+
+func argmaxRow(row []float64) int {
+	best := 0
+	for j := 1; j < len(row); j++ {
+		if row[j] > row[best] || math.IsNaN(row[best]) && !math.IsNaN(row[j]) {
+			best = j
+		}
+	}
+	return best
+}
+
+// inTopK reports whether class label is among the k highest scores of row:
+// fewer than k scores are strictly greater than its score.
+func inTopK(row []float64, label int64, k int) bool {
+	if label < 0 || label >= int64(len(row)) {
+		return false
+	}
+	s := row[label]
+	if math.IsNaN(s) {
+		return false
+	}
+	greater := 0
+	for _, v := range row {
+		if v > s {
+			greater++
+		}
+	}
+	return greater < k
+}
+
+// LogSoftmax returns log(softmax(row)) computed stably in float64.
+func LogSoftmax(row []float64) []float64 {
+	m := math.Inf(-1)
+	for _, v := range row {
+		m = math.Max(m, v)
+	}
+	sum := 0.0
+	for _, v := range row {
+		sum += math.Exp(v - m)
+	}
+	lse := m + math.Log(sum)
+	out := make([]float64, len(row))
+	for i, v := range row {
+		out[i] = v - lse
+	}
+	return out
+}
+
+// KL returns KL(softmax(ref) ‖ softmax(cand)) of two rows of logits.
+func KL(ref, cand []float64) float64 {
+	lp, lq := LogSoftmax(ref), LogSoftmax(cand)
+	kl := 0.0
+	for i := range lp {
+		p := math.Exp(lp[i])
+		if p > 0 {
+			kl += p * (lp[i] - lq[i])
+		}
+	}
+	return math.Max(kl, 0)
+}
+
+// Cosine returns the cosine similarity of a and b (1 when both are zero, 0
+// when only one is).
+func Cosine(a, b []float64) float64 {
+	var ab, aa, bb float64
+	for i := range a {
+		ab += a[i] * b[i]
+		aa += a[i] * a[i]
+		bb += b[i] * b[i]
+	}
+	switch {
+	case aa == 0 && bb == 0:
+		return 1
+	case aa == 0 || bb == 0:
+		return 0
+	}
+	return ab / (math.Sqrt(aa) * math.Sqrt(bb))
+}
+
+// Percentile returns the p-th percentile (0..100) of v with linear
+// interpolation between closest ranks (numpy's default); NaN for empty v.
+func Percentile(v []float64, p float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	pos := p / 100 * float64(len(s)-1)
+	lo := int(math.Floor(pos))
+	hi := int(math.Ceil(pos))
+	frac := pos - float64(lo)
+	return s[lo] + (s[hi]-s[lo])*frac
+}
+
+// Sums are the additive statistics behind the metrics: results of shards
+// of a dataset (EvalOptions.Shard) merge exactly by adding them
+// (MergeResults).
+type Sums struct {
+	// Metrics lists the metrics asked for.
+	Metrics []string `json:"metrics"`
+	// Labels and Reference record whether labels and a reference were
+	// present.
+	Labels    bool `json:"labels"`
+	Reference bool `json:"reference"`
+	// Samples is the number of samples.
+	Samples int64 `json:"samples"`
+	// Correct, Top5, RefCorrect and RefTop5 count label hits of the
+	// candidate and the reference; Agree counts equal top-1 predictions.
+	Correct    int64 `json:"correct"`
+	Top5       int64 `json:"top5"`
+	RefCorrect int64 `json:"ref_correct"`
+	RefTop5    int64 `json:"ref_top5"`
+	Agree      int64 `json:"agree"`
+	// KL and Cosine sum the per-sample values; SqErr sums squared
+	// differences over Elems elements; MaxAbs is the largest difference.
+	KL     float64 `json:"kl"`
+	Cosine float64 `json:"cosine"`
+	SqErr  float64 `json:"sq_err"`
+	Elems  int64   `json:"elems"`
+	MaxAbs float64 `json:"max_abs"`
+	// BatchMs and RefBatchMs are the timed runs' durations; TimedSamples
+	// and RefTimedSamples the samples they processed.
+	BatchMs         []float64 `json:"batch_ms,omitempty"`
+	RefBatchMs      []float64 `json:"ref_batch_ms,omitempty"`
+	TimedSamples    int64     `json:"timed_samples,omitempty"`
+	RefTimedSamples int64     `json:"ref_timed_samples,omitempty"`
+}
+
+// accumulator sums metrics over batches in float64.
+type accumulator struct {
+	want map[string]bool
+	Sums
+}
+
+// add accumulates one batch: cand (and ref, nil when absent) are the chosen
+// output of the batch's n samples; labels is nil when absent.
+func (a *accumulator) add(cand, ref *Array, labels []int64, n int64) error {
+	cv, err := cand.Float64()
+	if err != nil {
+		return err
+	}
+	var rv []float64
+	if ref != nil {
+		if !equalShape(cand.Shape, ref.Shape) {
+			return fmt.Errorf("evalharness: candidate output shape %v differs from the reference's %v", cand.Shape, ref.Shape)
+		}
+		if rv, err = ref.Float64(); err != nil {
+			return err
+		}
+	}
+	needRows := (labels != nil && (a.want[MetricAccuracy] || a.want[MetricTop5])) ||
+		(ref != nil && (a.want[MetricAgreement] || a.want[MetricKL]))
+	c := 0
+	if needRows {
+		if c, err = classRows(cand.Shape, n, "accuracy/agreement/kl"); err != nil {
+			return err
+		}
+	}
+	if labels != nil && (a.want[MetricAccuracy] || a.want[MetricTop5]) {
+		for i := int64(0); i < n; i++ {
+			row := cv[int(i)*c : int(i+1)*c]
+			if argmaxRow(row) == int(labels[i]) {
+				a.Correct++
+			}
+			if inTopK(row, labels[i], 5) {
+				a.Top5++
+			}
+			if rv != nil {
+				rrow := rv[int(i)*c : int(i+1)*c]
+				if argmaxRow(rrow) == int(labels[i]) {
+					a.RefCorrect++
+				}
+				if inTopK(rrow, labels[i], 5) {
+					a.RefTop5++
+				}
+			}
+		}
+	}
+	if rv != nil {
+		if a.want[MetricAgreement] || a.want[MetricKL] {
+			for i := int64(0); i < n; i++ {
+				crow, rrow := cv[int(i)*c:int(i+1)*c], rv[int(i)*c:int(i+1)*c]
+				if argmaxRow(crow) == argmaxRow(rrow) {
+					a.Agree++
+				}
+				if a.want[MetricKL] {
+					a.KL += KL(rrow, crow)
+				}
+			}
+		}
+		if a.want[MetricCosine] && n > 0 {
+			per := len(cv) / int(n)
+			for i := 0; i < int(n); i++ {
+				a.Cosine += Cosine(cv[i*per:(i+1)*per], rv[i*per:(i+1)*per])
+			}
+		}
+		for i := range cv {
+			d := cv[i] - rv[i]
+			a.SqErr += d * d
+			if ad := math.Abs(d); ad > a.MaxAbs || math.IsNaN(ad) {
+				a.MaxAbs = ad
+			}
+		}
+		a.Elems += int64(len(cv))
+	}
+	a.Samples += n
+	return nil
+}
+
+// results returns the candidate's and the reference's metrics.
+func (a *accumulator) results(haveLabels, haveRef bool) (cand, ref map[string]float64) {
+	return a.Sums.results(a.want, haveLabels, haveRef)
+}
+
+func (a *Sums) results(want map[string]bool, haveLabels, haveRef bool) (cand, ref map[string]float64) {
+	cand, ref = map[string]float64{}, map[string]float64{}
+	if a.Samples == 0 {
+		return cand, ref
+	}
+	n := float64(a.Samples)
+	if haveLabels {
+		if want[MetricAccuracy] {
+			cand[MetricAccuracy] = float64(a.Correct) / n
+		}
+		if want[MetricTop5] {
+			cand[MetricTop5] = float64(a.Top5) / n
+		}
+		if haveRef {
+			if want[MetricAccuracy] {
+				ref[MetricAccuracy] = float64(a.RefCorrect) / n
+			}
+			if want[MetricTop5] {
+				ref[MetricTop5] = float64(a.RefTop5) / n
+			}
+		}
+	}
+	if haveRef {
+		if want[MetricAgreement] {
+			cand[MetricAgreement] = float64(a.Agree) / n
+		}
+		if want[MetricKL] {
+			cand[MetricKL] = a.KL / n
+		}
+		if want[MetricCosine] {
+			cand[MetricCosine] = a.Cosine / n
+		}
+		if want[MetricMSE] && a.Elems > 0 {
+			cand[MetricMSE] = a.SqErr / float64(a.Elems)
+		}
+		if want[MetricMaxAbs] {
+			cand[MetricMaxAbs] = a.MaxAbs
+		}
+	}
+	return cand, ref
+}

@@ -1,0 +1,69 @@
+package evalharness
+
+import (
+	"fmt"
+
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+// SessionFromModel creates a session from an in-memory model (its tensors
+// inlined, external data read in).
+func SessionFromModel(m *onnxio.Model, opt SessionOptions) (*Session, error) {
+	b, err := m.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	return NewSession(b, opt)
+}
+
+// EvaluateModels opens sessions for cand and ref (ref may be nil), runs
+// Evaluate and closes them.
+func EvaluateModels(cand, ref *onnxio.Model, ds *Dataset, so SessionOptions, eo EvalOptions) (*Result, error) {
+	cs, err := SessionFromModel(cand, so)
+	if err != nil {
+		return nil, fmt.Errorf("candidate model: %w", err)
+	}
+	defer cs.Close()
+	var rr Runner
+	if ref != nil {
+		rs, err := SessionFromModel(ref, so)
+		if err != nil {
+			return nil, fmt.Errorf("reference model: %w", err)
+		}
+		defer rs.Close()
+		rr = rs
+	}
+	return Evaluate(cs, rr, ds, eo)
+}
+
+// DefaultMetrics returns the metrics a transforming command evaluates: the
+// given defaults (empty: accuracy with labels, agreement, kl and cosine with
+// a reference) plus those the gate needs, keeping only those that the data
+// and the presence of a reference allow; a gate condition on an unavailable
+// metric then fails with a reason.
+func DefaultMetrics(g *Gate, haveLabels, haveRef bool) []string {
+	var out []string
+	seen := map[string]bool{}
+	add := func(m string) {
+		if seen[m] || labelMetrics[m] && !haveLabels || refMetrics[m] && !haveRef {
+			return
+		}
+		seen[m] = true
+		out = append(out, m)
+	}
+	if haveLabels {
+		add(MetricAccuracy)
+	}
+	if haveRef {
+		add(MetricAgreement)
+		add(MetricKL)
+		add(MetricCosine)
+	}
+	if g != nil {
+		names, _ := g.Metrics()
+		for _, m := range names {
+			add(m)
+		}
+	}
+	return out
+}

@@ -1,0 +1,144 @@
+package evalharness
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+var (
+	setRe = regexp.MustCompile(`^test_data_set_(\d+)$`)
+	pbRe  = regexp.MustCompile(`^(input|output)_(\d+)\.pb$`)
+)
+
+// loadTestDataDir reads an ONNX test-data folder: test_data_set_<k>/
+// input_<i>.pb and output_<i>.pb (serialized TensorProto). The sets are
+// concatenated along the first axis, in set order. Tensors are keyed by
+// their TensorProto name, or "#i" (the i-th model input/output) when
+// unnamed; Check resolves "#i" against the model.
+func loadTestDataDir(dir string) (*Dataset, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrDataset, err)
+	}
+	type set struct {
+		k    int
+		path string
+	}
+	var sets []set
+	for _, e := range entries {
+		if m := setRe.FindStringSubmatch(e.Name()); m != nil && e.IsDir() {
+			k, err := strconv.Atoi(m[1])
+			if err != nil {
+				continue
+			}
+			sets = append(sets, set{k, filepath.Join(dir, e.Name())})
+		}
+	}
+	if len(sets) == 0 {
+		return nil, fmt.Errorf("%w: %s is empty: no test_data_set_* folders", ErrDataset, dir)
+	}
+	sort.Slice(sets, func(i, j int) bool { return sets[i].k < sets[j].k })
+	ins := map[string][]*Array{}
+	outs := map[string][]*Array{}
+	var inKeys, outKeys []string
+	for si, s := range sets {
+		files, err := os.ReadDir(s.path)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrDataset, err)
+		}
+		var setIn, setOut []string
+		for _, f := range files {
+			m := pbRe.FindStringSubmatch(f.Name())
+			if m == nil {
+				continue
+			}
+			idx, _ := strconv.Atoi(m[2])
+			raw, err := os.ReadFile(filepath.Join(s.path, f.Name()))
+			if err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrDataset, err)
+			}
+			name, a, err := decodeTensorProto(raw)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s: %v", ErrDataset, filepath.Join(s.path, f.Name()), err)
+			}
+			if name == "" {
+				name = "#" + strconv.Itoa(idx)
+			}
+			if len(a.Shape) == 0 {
+				return nil, fmt.Errorf("%w: %s: scalar tensors cannot be batched", ErrDataset, filepath.Join(s.path, f.Name()))
+			}
+			if m[1] == "input" {
+				ins[name] = append(ins[name], a)
+				setIn = append(setIn, name)
+			} else {
+				outs[name] = append(outs[name], a)
+				setOut = append(setOut, name)
+			}
+		}
+		sort.Strings(setIn)
+		sort.Strings(setOut)
+		if si == 0 {
+			inKeys, outKeys = setIn, setOut
+		} else if fmt.Sprint(setIn) != fmt.Sprint(inKeys) || fmt.Sprint(setOut) != fmt.Sprint(outKeys) {
+			return nil, fmt.Errorf("%w: %s: %s holds tensors %v/%v, the first set %v/%v", ErrDataset, dir, filepath.Base(s.path), setIn, setOut, inKeys, outKeys)
+		}
+	}
+	d := &Dataset{Path: dir, Inputs: map[string]*Array{}}
+	for name, parts := range ins {
+		a, err := Concat(parts)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: input %q: %v", ErrDataset, dir, name, err)
+		}
+		d.Inputs[name] = a
+	}
+	if len(outs) > 0 {
+		d.Outputs = map[string]*Array{}
+		for name, parts := range outs {
+			a, err := Concat(parts)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s: output %q: %v", ErrDataset, dir, name, err)
+			}
+			d.Outputs[name] = a
+		}
+	}
+	if err := d.init(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// decodeTensorProto decodes a serialized ONNX TensorProto into its name and
+// an Array.
+func decodeTensorProto(raw []byte) (string, *Array, error) {
+	t, err := onnxio.ParseTensor(raw)
+	if err != nil {
+		return "", nil, err
+	}
+	a, err := ArrayFromTensor(t)
+	if err != nil {
+		return "", nil, err
+	}
+	return t.Name, a, nil
+}
+
+// ArrayFromTensor views an onnxio tensor as an Array (sharing its bytes).
+// Sub-byte, string and complex types are not supported.
+func ArrayFromTensor(t *onnxio.Tensor) (*Array, error) {
+	if ElemSize(t.DType) == 0 {
+		return nil, fmt.Errorf("%w: tensor %q has unsupported dtype %v", ErrArray, t.Name, t.DType)
+	}
+	a := &Array{DType: t.DType, Shape: append([]int64(nil), t.Shape...), Data: t.Bytes()}
+	if a.Data == nil {
+		a.Data = []byte{}
+	}
+	if err := a.Validate(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
