@@ -10,7 +10,7 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 BIN := bin/onnxpost
 
-.PHONY: all build test demo ort pyenv proto zoo minilm bench bench-eval fuzz vet clean
+.PHONY: all build test demo ort pyenv proto zoo minilm bench bench-eval bench-large fuzz vet clean
 
 all: build
 
@@ -40,6 +40,7 @@ $(VENV)/.ok: tools/requirements-test.txt
 
 ## test: vet and run every test, with ONNX Runtime and the Python oracles installed
 test: ort pyenv
+	PY=$(CURDIR)/$(VENV_PY) ./tools/gen_conformance.sh
 	$(GO) vet ./...
 	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ONNXPOST_PYTHON=$(CURDIR)/$(VENV_PY) $(GO) test -count=1 ./...
 
@@ -62,6 +63,7 @@ minilm:
 ## fuzz: run the fuzz targets for a short while each
 fuzz:
 	$(GO) test ./onnxio -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 30s
+	$(GO) test ./onnxio -run '^$$' -fuzz '^FuzzParseTensor$$' -fuzztime 30s
 	$(GO) test ./evalharness/npz -run '^$$' -fuzz '^FuzzNPZ$$' -fuzztime 30s
 
 ## bench-eval: onnxpost eval vs ONNX Runtime's Python runner (same model, batch, threads)
@@ -71,6 +73,11 @@ bench-eval: ort build pyenv
 ## bench: benchmarks; figures go to docs/BENCHMARKS.md
 bench: ort build
 	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+## bench-large: onnxio Load+Save of a 1.2 GB model vs a plain copy (figures in docs/BENCHMARKS.md)
+bench-large:
+	ONNXIO_BENCH_LARGE=1 $(GO) test ./onnxio -run '^$$' -bench LoadSaveExternal -benchtime 3x
+	$(GO) run ./onnxio/internal/benchmain -layers 24 -d 1024 -reps 3 -auto
 
 vet:
 	gofmt -l $$(git ls-files '*.go') ; $(GO) vet ./...

@@ -121,5 +121,7 @@ func (d DType) ByteSize(n int64) int64 {
 	if b == 0 {
 		return -1
 	}
-	return (n*b + 7) / 8
+	// (n/8)*b cannot overflow for the counts NumElements accepts, where
+	// n*b could for 64- and 128-bit types.
+	return n/8*b + (n%8*b+7)/8
 }

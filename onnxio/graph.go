@@ -2,7 +2,6 @@ package onnxio
 
 import (
 	"fmt"
-	"sort"
 	"strconv"
 
 	"google.golang.org/protobuf/proto"
@@ -189,6 +188,13 @@ func (n *Node) toProto() (*pb.NodeProto, error) {
 			old[a.GetName()] = a
 		}
 		p.DocString = n.raw.DocString
+		p.MetadataProps = n.raw.MetadataProps
+		if n.OpType == n.raw.GetOpType() && n.Domain == n.raw.GetDomain() {
+			p.Overload = n.raw.Overload
+			if u := n.raw.ProtoReflect().GetUnknown(); len(u) > 0 {
+				p.ProtoReflect().SetUnknown(u)
+			}
+		}
 	}
 	for _, a := range n.Attrs {
 		ap := &pb.AttributeProto{Name: proto.String(a.Name)}
@@ -486,23 +492,23 @@ func (m *Model) TopoSort() error {
 			users[p] = append(users[p], i)
 		}
 	}
-	// Kahn's algorithm with the original index as priority.
-	ready := []int{}
+	// Kahn's algorithm with the original index as priority (a min-heap, so
+	// large graphs with many ready nodes, e.g. Constants, sort in
+	// O(n log n)).
+	ready := &intHeap{}
 	for i := range g.Node {
 		if indeg[i] == 0 {
-			ready = append(ready, i)
+			ready.push(i)
 		}
 	}
 	order := make([]*pb.NodeProto, 0, len(g.Node))
-	for len(ready) > 0 {
-		sort.Ints(ready)
-		i := ready[0]
-		ready = ready[1:]
+	for len(*ready) > 0 {
+		i := ready.pop()
 		order = append(order, g.Node[i])
 		for _, u := range users[i] {
 			indeg[u]--
 			if indeg[u] == 0 {
-				ready = append(ready, u)
+				ready.push(u)
 			}
 		}
 	}
@@ -511,6 +517,46 @@ func (m *Model) TopoSort() error {
 	}
 	g.Node = order
 	return nil
+}
+
+// intHeap is a binary min-heap of ints.
+type intHeap []int
+
+func (h *intHeap) push(v int) {
+	a := append(*h, v)
+	for i := len(a) - 1; i > 0; {
+		p := (i - 1) / 2
+		if a[p] <= a[i] {
+			break
+		}
+		a[p], a[i] = a[i], a[p]
+		i = p
+	}
+	*h = a
+}
+
+func (h *intHeap) pop() int {
+	a := *h
+	top := a[0]
+	n := len(a) - 1
+	a[0] = a[n]
+	a = a[:n]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < n && a[l] < a[m] {
+			m = l
+		}
+		if r < n && a[r] < a[m] {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		a[i], a[m] = a[m], a[i]
+		i = m
+	}
+	*h = a
+	return top
 }
 
 // Dim is one dimension of a value's shape: a fixed size, a symbolic name,

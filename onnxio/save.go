@@ -18,8 +18,10 @@ import (
 type ExternalMode int
 
 const (
-	// ExternalAuto keeps the data inline unless the model would pass
-	// protobuf's 2 GB limit, then writes external data.
+	// ExternalAuto writes external data when the model would pass
+	// protobuf's 2 GB limit or already keeps initializers in external data
+	// (so that a large model is streamed file to file, never held in
+	// memory); otherwise it writes every tensor inline.
 	ExternalAuto ExternalMode = iota
 	// ExternalNever writes every tensor inline.
 	ExternalNever
@@ -74,7 +76,7 @@ func (m *Model) Save(path string, opts *SaveOptions) error {
 		o.Workers = runtime.GOMAXPROCS(0)
 	}
 	if o.External == ExternalAuto {
-		if m.dataBytes() > inlineLimit {
+		if m.dataBytes() > inlineLimit || m.hasExternal() {
 			o.External = ExternalAlways
 		} else {
 			o.External = ExternalNever
@@ -106,6 +108,7 @@ func (m *Model) Save(path string, opts *SaveOptions) error {
 		dataTmp = f
 	}
 	var offset int64
+	externals := 0
 	err := m.forEachOrdered(orig, o, func(i int, src *pb.TensorProto, t *Tensor) error {
 		if o.External != ExternalAlways {
 			if t == nil {
@@ -117,6 +120,7 @@ func (m *Model) Save(path string, opts *SaveOptions) error {
 			out[i] = p
 			return nil
 		}
+		unchanged := t == nil
 		var size int64
 		if t != nil {
 			size = int64(len(t.data))
@@ -132,7 +136,7 @@ func (m *Model) Save(path string, opts *SaveOptions) error {
 				out[i] = src
 				return nil
 			}
-			if t == nil {
+			if unchanged {
 				var err error
 				if t, err = m.tensorFromProto(src); err != nil {
 					return err
@@ -140,6 +144,9 @@ func (m *Model) Save(path string, opts *SaveOptions) error {
 			}
 			p := tensorProto(t)
 			p.DocString, p.MetadataProps = src.DocString, src.MetadataProps
+			if unchanged {
+				keepExtras(p, src)
+			}
 			out[i] = p
 			return nil
 		}
@@ -181,12 +188,15 @@ func (m *Model) Save(path string, opts *SaveOptions) error {
 				{Key: proto.String("length"), Value: proto.String(strconv.FormatInt(size, 10))},
 			},
 		}
-		if t != nil {
+		if unchanged {
+			keepExtras(p, src) // an unchanged tensor keeps segment and unknown fields
+		} else {
 			p.DataType = proto.Int32(int32(t.DType))
 			p.Dims = t.Shape
 		}
 		out[i] = p
 		offset += size
+		externals++
 		return nil
 	})
 	if err != nil {
@@ -199,16 +209,22 @@ func (m *Model) Save(path string, opts *SaveOptions) error {
 			if p.GetDataLocation() == pb.TensorProto_EXTERNAL {
 				t, err := m.tensorFromProto(p)
 				if err != nil {
+					cleanup()
 					return err
 				}
 				np := tensorProto(t)
 				np.DocString, np.MetadataProps = p.DocString, p.MetadataProps
+				keepExtras(np, p)
 				out[i] = np
 			}
 		}
 	}
 	g.Initializer = out
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m.p)
+	mp, err := m.withInlineNested(m.p)
+	var b []byte
+	if err == nil {
+		b, err = proto.MarshalOptions{Deterministic: true}.Marshal(mp)
+	}
 	g.Initializer = orig
 	if err != nil {
 		cleanup()
@@ -218,31 +234,37 @@ func (m *Model) Save(path string, opts *SaveOptions) error {
 		cleanup()
 		return fmt.Errorf("%w: the serialized model is %d bytes, over protobuf's 2 GB limit: save with external data", ErrLimit, len(b))
 	}
-	if dataTmp != nil && offset == 0 {
+	if dataTmp != nil && externals == 0 {
 		// nothing reached the threshold: no data file
 		cleanup()
 		dataTmp = nil
 	}
+	// Both files are complete and synced before either is renamed, so a
+	// failure leaves an existing output (model and data) untouched.
+	modelTmp, err := writeTemp(dir, b)
+	if err != nil {
+		cleanup()
+		return err
+	}
 	if dataTmp != nil {
-		if err := dataTmp.Chmod(0o644); err != nil {
-			cleanup()
-			return err
+		err := dataTmp.Chmod(0o644)
+		if err == nil {
+			err = dataTmp.Sync()
 		}
-		if err := dataTmp.Sync(); err != nil {
-			cleanup()
-			return err
+		if cerr := dataTmp.Close(); err == nil {
+			err = cerr
 		}
-		if err := dataTmp.Close(); err != nil {
-			cleanup()
-			return err
+		if err == nil {
+			err = os.Rename(dataTmp.Name(), filepath.Join(dir, filepath.FromSlash(o.DataFile)))
 		}
-		if err := os.Rename(dataTmp.Name(), filepath.Join(dir, filepath.FromSlash(o.DataFile))); err != nil {
+		if err != nil {
 			os.Remove(dataTmp.Name())
+			os.Remove(modelTmp)
 			return err
 		}
 		dataTmp = nil
 	}
-	return WriteFileAtomic(path, b)
+	return renameSync(modelTmp, path)
 }
 
 // forEachOrdered visits initializers in order. With a Transform, tensors are
@@ -324,6 +346,125 @@ func (m *Model) forEachOrdered(ts []*pb.TensorProto, o SaveOptions, fn func(i in
 	return firstErr
 }
 
+// withInlineNested returns p itself or, when a tensor other than the main
+// graph's initializers (a node attribute such as a Constant's value, or a
+// subgraph's initializer, at any depth) holds external data, a deep copy of
+// p with those tensors inline. Save and Bytes move only the main graph's
+// initializers; a nested reference left as it was would point into the
+// input's folder and not resolve from the output's.
+func (m *Model) withInlineNested(p *pb.ModelProto) (*pb.ModelProto, error) {
+	if !hasNestedExternal(p.GetGraph(), true) {
+		return p, nil
+	}
+	c := proto.Clone(p).(*pb.ModelProto)
+	if err := m.inlineNested(c.Graph, true); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func isExternal(t *pb.TensorProto) bool {
+	return t != nil && t.GetDataLocation() == pb.TensorProto_EXTERNAL
+}
+
+// hasNestedExternal reports whether g holds an external tensor in a node
+// attribute or (for subgraphs, main false) among its initializers.
+func hasNestedExternal(g *pb.GraphProto, main bool) bool {
+	if g == nil {
+		return false
+	}
+	if !main {
+		for _, t := range g.Initializer {
+			if isExternal(t) {
+				return true
+			}
+		}
+	}
+	for _, n := range g.Node {
+		for _, a := range n.Attribute {
+			if isExternal(a.T) {
+				return true
+			}
+			for _, t := range a.Tensors {
+				if isExternal(t) {
+					return true
+				}
+			}
+			if hasNestedExternal(a.G, false) {
+				return true
+			}
+			for _, sg := range a.Graphs {
+				if hasNestedExternal(sg, false) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// inlineNested replaces, in place, the external tensors that
+// hasNestedExternal finds by inline copies.
+func (m *Model) inlineNested(g *pb.GraphProto, main bool) error {
+	if g == nil {
+		return nil
+	}
+	inline := func(t *pb.TensorProto) (*pb.TensorProto, error) {
+		if !isExternal(t) {
+			return t, nil
+		}
+		tt, err := m.tensorFromProto(t)
+		if err != nil {
+			return nil, err
+		}
+		np := tensorProto(tt)
+		np.Name = t.Name // keep an absent name absent
+		np.DocString, np.MetadataProps = t.DocString, t.MetadataProps
+		keepExtras(np, t)
+		return np, nil
+	}
+	var err error
+	if !main {
+		for i := range g.Initializer {
+			if g.Initializer[i], err = inline(g.Initializer[i]); err != nil {
+				return err
+			}
+		}
+	}
+	for _, n := range g.Node {
+		for _, a := range n.Attribute {
+			if a.T != nil {
+				if a.T, err = inline(a.T); err != nil {
+					return err
+				}
+			}
+			for i := range a.Tensors {
+				if a.Tensors[i], err = inline(a.Tensors[i]); err != nil {
+					return err
+				}
+			}
+			if err := m.inlineNested(a.G, false); err != nil {
+				return err
+			}
+			for _, sg := range a.Graphs {
+				if err := m.inlineNested(sg, false); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// keepExtras copies the fields of src that a rewritten copy p of the same,
+// unchanged tensor would otherwise lose: segment and unknown fields.
+func keepExtras(p, src *pb.TensorProto) {
+	p.Segment = src.Segment
+	if u := src.ProtoReflect().GetUnknown(); len(u) > 0 {
+		p.ProtoReflect().SetUnknown(u)
+	}
+}
+
 // copyRange appends ref's bytes to dst, with copy_file_range where the
 // kernel offers it.
 func copyRange(dst *os.File, ref extRef) error {
@@ -343,6 +484,17 @@ func copyRange(dst *os.File, ref extRef) error {
 		return fmt.Errorf("%w: external data ended after %d of %d bytes", ErrFormat, n, ref.length)
 	}
 	return nil
+}
+
+// hasExternal reports whether a main-graph initializer is held in external
+// data.
+func (m *Model) hasExternal() bool {
+	for _, t := range m.p.GetGraph().GetInitializer() {
+		if isExternal(t) {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *Model) dataBytes() int64 {
@@ -376,10 +528,15 @@ func (m *Model) Bytes() ([]byte, error) {
 		}
 		np := tensorProto(t)
 		np.DocString, np.MetadataProps = p.DocString, p.MetadataProps
+		keepExtras(np, p)
 		out[i] = np
 	}
 	g.Initializer = out
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m.p)
+	mp, err := m.withInlineNested(m.p)
+	var b []byte
+	if err == nil {
+		b, err = proto.MarshalOptions{Deterministic: true}.Marshal(mp)
+	}
 	g.Initializer = orig
 	if err != nil {
 		return nil, err
@@ -393,35 +550,46 @@ func (m *Model) Bytes() ([]byte, error) {
 // WriteFileAtomic writes b to path through a temporary file in the same
 // folder that is fsynced and renamed over path.
 func WriteFileAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".onnxpost-*")
+	tmp, err := writeTemp(filepath.Dir(path), b)
 	if err != nil {
 		return err
 	}
+	return renameSync(tmp, path)
+}
+
+// writeTemp writes b to a new fsynced temporary file (mode 0644) in dir and
+// returns its name; on error nothing is left behind.
+func writeTemp(dir string, b []byte) (string, error) {
+	f, err := os.CreateTemp(dir, ".onnxpost-*")
+	if err != nil {
+		return "", err
+	}
 	tmp := f.Name()
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
 	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
+	if err != nil {
 		os.Remove(tmp)
-		return err
+		return "", err
 	}
+	return tmp, nil
+}
+
+// renameSync renames tmp to path (removing tmp on failure) and syncs the
+// folder.
+func renameSync(tmp, path string) error {
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
 		return err
 	}
-	if d, err := os.Open(dir); err == nil {
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
 		d.Sync()
 		d.Close()
 	}

@@ -98,42 +98,63 @@ func FromFloat32(name string, dt DType, shape []int64, v []float32) (*Tensor, er
 	return &Tensor{Name: name, DType: dt, Shape: append([]int64(nil), shape...), data: raw}, nil
 }
 
-// FromFloat64 builds a tensor of dtype dt from float64 values (float64
-// stored exactly; other types as in FromFloat32).
+// FromFloat64 builds a tensor of dtype dt from float64 values: float64 is
+// stored exactly, integers are rounded to nearest even and saturated from
+// the float64 value itself, and narrower float types are rounded once, to
+// nearest even, as FromFloat32 does (through a float32 rounded to odd, which
+// avoids double rounding).
 func FromFloat64(name string, dt DType, shape []int64, v []float64) (*Tensor, error) {
-	if dt == Double {
-		n, err := NumElements(shape)
-		if err != nil {
-			return nil, err
-		}
-		if int64(len(v)) != n {
-			return nil, fmt.Errorf("%w: %d values for shape %v", ErrFormat, len(v), shape)
-		}
+	n, err := NumElements(shape)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(v)) != n {
+		return nil, fmt.Errorf("%w: %d values for shape %v", ErrFormat, len(v), shape)
+	}
+	switch {
+	case dt == Double:
 		raw := make([]byte, 8*len(v))
 		for i, x := range v {
 			binary.LittleEndian.PutUint64(raw[8*i:], math.Float64bits(x))
 		}
 		return &Tensor{Name: name, DType: dt, Shape: append([]int64(nil), shape...), data: raw}, nil
-	}
-	if dt.IsInteger() && dt.Bits() == 64 {
-		n, err := NumElements(shape)
-		if err != nil {
-			return nil, err
-		}
-		if int64(len(v)) != n {
-			return nil, fmt.Errorf("%w: %d values for shape %v", ErrFormat, len(v), shape)
-		}
-		raw := make([]byte, 8*len(v))
+	case dt.IsInteger() || dt == Bool:
+		raw := make([]byte, dt.ByteSize(n))
 		for i, x := range v {
-			binary.LittleEndian.PutUint64(raw[8*i:], uint64(saturate(x, dt)))
+			if dt == Bool {
+				if x != 0 {
+					raw[i] = 1
+				}
+				continue
+			}
+			putInt(raw, i, dt, saturate(x, dt))
 		}
 		return &Tensor{Name: name, DType: dt, Shape: append([]int64(nil), shape...), data: raw}, nil
 	}
 	f := make([]float32, len(v))
 	for i, x := range v {
-		f[i] = float32(x)
+		if dt == Float {
+			f[i] = float32(x)
+		} else {
+			f[i] = float32RoundToOdd(x)
+		}
 	}
 	return FromFloat32(name, dt, shape, f)
+}
+
+// float32RoundToOdd converts x to float32 rounding to odd: an inexact result
+// is the neighbour of the two around x whose last mantissa bit is 1. Rounding
+// that again to a format at least two bits narrower (float16, bfloat16,
+// float8, ...) gives the correctly rounded result of x.
+func float32RoundToOdd(x float64) float32 {
+	r := float32(x)
+	if float64(r) == x || x != x || math.Float32bits(r)&1 == 1 {
+		return r
+	}
+	if float64(r) > x {
+		return math.Nextafter32(r, float32(math.Inf(-1)))
+	}
+	return math.Nextafter32(r, float32(math.Inf(1)))
 }
 
 // FromInt64 builds an integer tensor (any integer dtype or bool) from int64
@@ -153,9 +174,14 @@ func FromInt64(name string, dt DType, shape []int64, v []int64) (*Tensor, error)
 	for i, x := range v {
 		putInt(raw, i, dt, saturate(float64(x), dt))
 	}
-	if dt == Int64 {
+	switch dt {
+	case Int64:
 		for i, x := range v {
 			binary.LittleEndian.PutUint64(raw[8*i:], uint64(x))
+		}
+	case Uint64: // exact, where the float64 path above rounds beyond 2^53
+		for i, x := range v {
+			binary.LittleEndian.PutUint64(raw[8*i:], uint64(max(x, 0)))
 		}
 	}
 	return &Tensor{Name: name, DType: dt, Shape: append([]int64(nil), shape...), data: raw}, nil
@@ -197,19 +223,34 @@ func saturate(x float64, dt DType) int64 {
 	if x != x {
 		return 0
 	}
-	lo, hi := intRange(dt)
 	r := math.RoundToEven(x)
+	// 64-bit bounds are not exact in float64: compare against the powers
+	// of two, since converting an out-of-range float to an integer is
+	// implementation-defined in Go (amd64 gives MinInt64).
+	switch dt {
+	case Int64:
+		switch {
+		case r >= 1<<63:
+			return math.MaxInt64
+		case r < -(1 << 63):
+			return math.MinInt64
+		}
+		return int64(r)
+	case Uint64:
+		switch {
+		case r >= 1<<64:
+			return -1 // all ones
+		case r <= 0:
+			return 0
+		}
+		return int64(uint64(r))
+	}
+	lo, hi := intRange(dt)
 	if r < lo {
 		r = lo
 	}
 	if r > hi {
-		if dt == Uint64 {
-			return -1 // all ones
-		}
 		r = hi
-	}
-	if dt == Uint64 && r >= math.MaxInt64 {
-		return int64(uint64(r))
 	}
 	return int64(r)
 }

@@ -63,16 +63,31 @@ func (w Weight) Params() int64 {
 }
 
 // ReductionSize returns the size of the reduction (input) dimension of one
-// output unit: K for MatMul/Gemm B, (C/g)·kh·kw for Conv W; 0 if none.
+// output unit: K for MatMul/Gemm B, (C/g)·kh·kw for Conv W [O, C/g, kh, kw],
+// and likewise (C/g)·kh·kw for ConvTranspose W [C, O/g, kh, kw] (the weights
+// feeding one output channel); 0 if none.
 func (w Weight) ReductionSize() int64 {
 	switch w.Role {
+	case RoleConvTransposeW:
+		if len(w.Shape) < 2 {
+			return 0
+		}
+		g := max(w.Group, 1)
+		n := w.Shape[0] / g
+		for _, d := range w.Shape[2:] {
+			n *= d
+		}
+		return n
 	case RoleConvW:
+		if len(w.Shape) < 2 {
+			return 0
+		}
 		n := int64(1)
 		for _, d := range w.Shape[1:] {
 			n *= d
 		}
 		return n
-	case RoleMatMulB, RoleGemmB, RoleConvTransposeW:
+	case RoleMatMulB, RoleGemmB:
 		if w.InAxis >= 0 && w.InAxis < len(w.Shape) {
 			return w.Shape[w.InAxis]
 		}
@@ -89,6 +104,12 @@ var passThrough = map[string]bool{"Identity": true, "Transpose": true, "Cast": t
 func (m *Model) Weights() ([]Weight, error) {
 	g := m.p.GetGraph()
 	consumers := map[string][]consumer{}
+	producers := map[string]string{}
+	for _, n := range g.Node {
+		for _, o := range n.Output {
+			producers[o] = n.GetOpType()
+		}
+	}
 	for i, n := range g.Node {
 		for s, in := range n.Input {
 			if in != "" {
@@ -99,7 +120,7 @@ func (m *Model) Weights() ([]Weight, error) {
 	var out []Weight
 	add := func(name string, tp *pb.TensorProto, constant bool) {
 		dt := DType(tp.GetDataType())
-		w, ok := m.classify(name, dt, append([]int64{}, tp.Dims...), consumers)
+		w, ok := m.classify(name, dt, append([]int64{}, tp.Dims...), consumers, producers)
 		if !ok {
 			return
 		}
@@ -132,11 +153,16 @@ type consumer struct{ node, slot int }
 
 // classify follows a tensor to its consumer and returns its description;
 // ok is false for tensors that are not parameters.
-func (m *Model) classify(name string, dt DType, shape []int64, consumers map[string][]consumer) (Weight, bool) {
+func (m *Model) classify(name string, dt DType, shape []int64, consumers map[string][]consumer, producers map[string]string) (Weight, bool) {
 	g := m.p.GetGraph()
 	w := Weight{Name: name, DType: dt, Shape: shape, OutAxis: -1, InAxis: -1, NodeIndex: len(g.Node), Slot: -1, Role: RoleOther}
 	cur := name
-	transposed := false
+	// axes[i] is the stored tensor's axis that axis i of the current value
+	// comes from (Transpose permutes it); nil when unknown.
+	axes := make([]int, len(shape))
+	for i := range axes {
+		axes[i] = i
+	}
 	viaDQ := false
 	for hops := 0; hops < 8; hops++ {
 		cs := consumers[cur]
@@ -158,10 +184,7 @@ func (m *Model) classify(name string, dt DType, shape []int64, consumers map[str
 		op := n.GetOpType()
 		if passThrough[op] && best.slot == 0 && len(n.Output) > 0 {
 			if op == "Transpose" {
-				perm := attrInts(n, "perm")
-				if len(shape) == 2 && (len(perm) == 0 || (len(perm) == 2 && perm[0] == 1)) {
-					transposed = !transposed
-				}
+				axes = permute(axes, attrInts(n, "perm"))
 			}
 			if op == "DequantizeLinear" {
 				viaDQ = true
@@ -171,7 +194,17 @@ func (m *Model) classify(name string, dt DType, shape []int64, consumers map[str
 			continue
 		}
 		w.Op, w.Node, w.NodeIndex, w.Slot = op, n.GetName(), best.node, best.slot
-		m.setRole(&w, n, best.slot, len(shape), transposed)
+		m.setRole(&w, n, best.slot, len(shape), producers)
+		// setRole gives the consumer's view; map it back to the stored axes
+		for _, a := range []*int{&w.OutAxis, &w.InAxis} {
+			if *a >= 0 {
+				if *a < len(axes) {
+					*a = axes[*a]
+				} else {
+					*a = -1
+				}
+			}
+		}
 		break
 	}
 	if !dt.IsFloat() && !(viaDQ && dt.IsInteger()) {
@@ -209,14 +242,39 @@ func attrInt(n *pb.NodeProto, name string, def int64) int64 {
 	return def
 }
 
-func (m *Model) setRole(w *Weight, n *pb.NodeProto, slot, rank int, transposed bool) {
-	op := n.GetOpType()
-	swap := func(out, in int) {
-		if transposed && rank == 2 {
-			out, in = in, out
-		}
-		w.OutAxis, w.InAxis = out, in
+// permute applies a Transpose's perm (default: reverse) to axes; it returns
+// nil when axes is unknown or perm is not a permutation of its rank.
+func permute(axes []int, perm []int64) []int {
+	if axes == nil {
+		return nil
 	}
+	r := len(axes)
+	if len(perm) == 0 {
+		perm = make([]int64, r)
+		for i := range perm {
+			perm[i] = int64(r - 1 - i)
+		}
+	}
+	if len(perm) != r {
+		return nil
+	}
+	out := make([]int, r)
+	seen := make([]bool, r)
+	for i, p := range perm {
+		if p < 0 || p >= int64(r) || seen[p] {
+			return nil
+		}
+		seen[p] = true
+		out[i] = axes[p]
+	}
+	return out
+}
+
+// setRole sets w's role and its output and reduction axes as the consuming
+// node n sees its input slot (rank is the tensor's rank).
+func (m *Model) setRole(w *Weight, n *pb.NodeProto, slot, rank int, producers map[string]string) {
+	op := n.GetOpType()
+	swap := func(out, in int) { w.OutAxis, w.InAxis = out, in }
 	switch op {
 	case "MatMul", "MatMulInteger":
 		if slot == 1 && rank >= 2 {
@@ -232,6 +290,9 @@ func (m *Model) setRole(w *Weight, n *pb.NodeProto, slot, rank int, transposed b
 		case 1:
 			w.Role = RoleGemmB
 			w.TransB = attrInt(n, "transB", 0) != 0
+			if rank != 2 {
+				break // not a valid Gemm B: no layout
+			}
 			if w.TransB {
 				swap(0, 1)
 			} else {
@@ -248,18 +309,28 @@ func (m *Model) setRole(w *Weight, n *pb.NodeProto, slot, rank int, transposed b
 		switch slot {
 		case 1:
 			w.Role = RoleConvW
-			w.OutAxis, w.InAxis = 0, 1
+			if rank >= 2 {
+				w.OutAxis, w.InAxis = 0, 1
+			}
 		case 2:
-			w.Role, w.OutAxis = RoleBias, 0
+			w.Role = RoleBias
+			if rank >= 1 {
+				w.OutAxis = 0
+			}
 		}
 	case "ConvTranspose":
 		w.Group = attrInt(n, "group", 1)
 		switch slot {
 		case 1:
 			w.Role = RoleConvTransposeW
-			w.OutAxis, w.InAxis = 1, 0
+			if rank >= 2 {
+				w.OutAxis, w.InAxis = 1, 0
+			}
 		case 2:
-			w.Role, w.OutAxis = RoleBias, 0
+			w.Role = RoleBias
+			if rank >= 1 {
+				w.OutAxis = 0
+			}
 		}
 	case "Gather":
 		if slot == 0 {
@@ -271,7 +342,7 @@ func (m *Model) setRole(w *Weight, n *pb.NodeProto, slot, rank int, transposed b
 			w.Role = RoleNorm
 		}
 	case "Add":
-		if rank <= 1 && m.fedByCompute(n) {
+		if rank <= 1 && fedByCompute(n, producers) {
 			w.Role = RoleBias
 			if rank == 1 {
 				w.OutAxis = 0
@@ -283,14 +354,8 @@ func (m *Model) setRole(w *Weight, n *pb.NodeProto, slot, rank int, transposed b
 }
 
 // fedByCompute reports whether one of an Add's inputs comes from a
-// MatMul/Gemm/Conv.
-func (m *Model) fedByCompute(add *pb.NodeProto) bool {
-	producers := map[string]string{}
-	for _, n := range m.p.GetGraph().GetNode() {
-		for _, o := range n.Output {
-			producers[o] = n.GetOpType()
-		}
-	}
+// MatMul/Gemm/Conv; producers maps each value to its producing op type.
+func fedByCompute(add *pb.NodeProto, producers map[string]string) bool {
 	for _, in := range add.Input {
 		switch producers[in] {
 		case "MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulNBits":

@@ -36,8 +36,8 @@ element count and fraction of zeros; then totals.
 		ArgsUsage: "MODEL",
 		Description: `Loads MODEL (checking it) and writes it to OUT atomically, with every
 tensor inline (--inline) or tensors of 1 KiB or more in OUT.data
-(--external-data). Without either flag, external data is used only when the
-model would pass protobuf's 2 GB limit.
+(--external-data). Without either flag, the output keeps external data when
+the input has it, and uses it when the model would pass protobuf's 2 GB limit.
 
   onnxpost convert big.onnx -o big-ext.onnx --external-data`,
 		Flags: []cli.Flag{
@@ -78,6 +78,11 @@ type inspectWeight struct {
 	Params       int64    `json:"params"`
 	ZeroFraction float64  `json:"zero_fraction"`
 	Via          []string `json:"via,omitempty"`
+	OutAxis      int      `json:"out_axis"`
+	InAxis       int      `json:"in_axis"`
+	Reduction    int64    `json:"reduction_size,omitempty"`
+	TransB       bool     `json:"trans_b,omitempty"`
+	Group        int64    `json:"group,omitempty"`
 }
 
 func valueJSON(v onnxio.ValueInfo) inspectValue {
@@ -138,6 +143,7 @@ func buildInspect(m *onnxio.Model) (*inspectReport, error) {
 		r.Weights = append(r.Weights, inspectWeight{
 			Name: w.Name, Op: op, Role: w.Role, Shape: w.Shape, DType: w.DType.String(),
 			Params: w.Params(), ZeroFraction: zf, Via: w.Via,
+			OutAxis: w.OutAxis, InAxis: w.InAxis, Reduction: w.ReductionSize(), TransB: w.TransB, Group: w.Group,
 		})
 		r.Params += w.Params()
 		r.Bytes += w.DType.ByteSize(w.Params())

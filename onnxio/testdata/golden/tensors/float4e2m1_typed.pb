@@ -1,0 +1,1 @@
+*ÆUBfloat4e2m1_typed

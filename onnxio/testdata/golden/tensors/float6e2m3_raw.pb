@@ -1,0 +1,1 @@
+Bfloat6e2m3_rawJYu‹pï

@@ -1,0 +1,1 @@
+	*«Y¯õhÊUUBfloat8e4m3fnuz_typed

@@ -1,0 +1,1 @@
+	Bfloat8e5m2fnuz_rawJ	Ú—,Ž„)S

@@ -1,0 +1,1 @@
+	*Ú—,Ž„)SBfloat8e5m2fnuz_typed

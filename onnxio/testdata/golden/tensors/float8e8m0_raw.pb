@@ -1,0 +1,1 @@
+	Bfloat8e8m0_rawJ	GŽºm4«…	ð
