@@ -10,7 +10,7 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 BIN := bin/onnxpost
 
-.PHONY: all build test demo ort pyenv proto zoo minilm bench bench-eval bench-large fuzz vet clean
+.PHONY: all build test demo ort pyenv proto zoo minilm bench bench-eval bench-large bench-sparsegpt fuzz vet clean
 
 all: build
 
@@ -78,6 +78,10 @@ bench: ort build
 bench-large:
 	ONNXIO_BENCH_LARGE=1 $(GO) test ./onnxio -run '^$$' -bench LoadSaveExternal -benchtime 3x
 	$(GO) run ./onnxio/internal/benchmain -layers 24 -d 1024 -reps 3 -auto
+
+## bench-sparsegpt: SparseGPT 4096×4096 2:4, Go against PyTorch (Debian python3-torch) in one run
+bench-sparsegpt:
+	/usr/bin/python3 tools/bench_sparsegpt.py --go
 
 vet:
 	gofmt -l $$(git ls-files '*.go') ; $(GO) vet ./...

@@ -1,0 +1,250 @@
+package sparsity
+
+import (
+	"fmt"
+	"regexp"
+
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+// MetaSparsity is the metadata_props key PruneModel records its method,
+// target and result under.
+const MetaSparsity = "onnxpost.sparsity"
+
+// Selection says which weights of a model PruneModel prunes: the weights of
+// MatMul (2-D B), Gemm (B) and Conv (W) nodes, filtered by regular
+// expressions over the weight or node name.
+type Selection struct {
+	// Include, when not nil, keeps only weights whose name or consuming
+	// node's name matches.
+	Include *regexp.Regexp
+	// Exclude, when not nil, drops weights whose name or node name matches.
+	Exclude *regexp.Regexp
+}
+
+func (s Selection) takes(w onnxio.Weight) bool {
+	match := func(re *regexp.Regexp) bool { return re.MatchString(w.Name) || re.MatchString(w.Node) }
+	if s.Include != nil && !match(s.Include) {
+		return false
+	}
+	if s.Exclude != nil && match(s.Exclude) {
+		return false
+	}
+	return true
+}
+
+// layoutOf returns the layout of a weight, or why it cannot be pruned.
+func layoutOf(w onnxio.Weight) (Layout, string) {
+	switch w.Role {
+	case onnxio.RoleMatMulB, onnxio.RoleGemmB, onnxio.RoleConvW:
+	default:
+		return "", "role " + w.Role
+	}
+	if !w.DType.IsFloat() {
+		return "", "dtype " + w.DType.String() + " is not a float type"
+	}
+	if w.Consumers > 1 {
+		return "", fmt.Sprintf("shared by %d nodes", w.Consumers)
+	}
+	if w.Role == onnxio.RoleConvW {
+		if len(w.Shape) < 3 || w.OutAxis != 0 || w.InAxis != 1 {
+			return "", fmt.Sprintf("conv weight of shape %v, axes out %d in %d", w.Shape, w.OutAxis, w.InAxis)
+		}
+		return LayoutConv, ""
+	}
+	if len(w.Shape) != 2 {
+		return "", fmt.Sprintf("%d-D %s", len(w.Shape), w.Role)
+	}
+	switch {
+	case w.InAxis == 0 && w.OutAxis == 1:
+		return LayoutKN, ""
+	case w.InAxis == 1 && w.OutAxis == 0:
+		return LayoutNK, ""
+	}
+	return "", fmt.Sprintf("axes out %d in %d", w.OutAxis, w.InAxis)
+}
+
+// Candidates lists the weights of m that PruneModel would consider, as
+// Layers without data, and the reports of those it cannot prune (a
+// non-float dtype, a weight shared by several nodes, a batched MatMul).
+// Weights the selection leaves out are not listed at all.
+func Candidates(m *onnxio.Model, sel Selection) ([]Layer, []LayerReport, error) {
+	ws, err := m.Weights()
+	if err != nil {
+		return nil, nil, err
+	}
+	var layers []Layer
+	var skipped []LayerReport
+	for _, w := range ws {
+		switch w.Role {
+		case onnxio.RoleMatMulB, onnxio.RoleGemmB, onnxio.RoleConvW:
+		default:
+			continue
+		}
+		if !sel.takes(w) {
+			continue
+		}
+		l, why := layoutOf(w)
+		if why != "" {
+			skipped = append(skipped, LayerReport{Name: w.Name, Shape: w.Shape, Params: int(w.Params()), Skipped: why})
+			continue
+		}
+		layers = append(layers, Layer{Name: w.Name, Layout: l, Dims: w.Shape})
+	}
+	return layers, skipped, nil
+}
+
+// PruneModel prunes the selected weights of m in place (each keeps its
+// name, dtype and shape; pruned weights become exact zeros) and returns the
+// report, with the weights it could not prune listed as skipped. Weights
+// held in Constant nodes are folded into initializers first. calib may be
+// nil for Magnitude. With Options.Scope global, all selected weights are in
+// memory at once; otherwise one layer at a time (plus m's own copies).
+func PruneModel(m *onnxio.Model, opt Options, sel Selection, calib Calibration) (Report, error) {
+	opt, err := opt.withDefaults()
+	if err != nil {
+		return Report{}, err
+	}
+	if opt.Method.NeedsCalibration() && calib == nil {
+		return Report{}, fmt.Errorf("%w: %s", ErrNoCalibration, opt.Method)
+	}
+	if _, err := m.FoldConstantWeights(); err != nil {
+		return Report{}, err
+	}
+	layers, skipped, err := Candidates(m, sel)
+	if err != nil {
+		return Report{}, err
+	}
+	if len(layers) == 0 {
+		return Report{}, fmt.Errorf("sparsity: no prunable MatMul/Gemm/Conv weight selected")
+	}
+	global := opt.Pattern.IsZero() && opt.Scope == ScopeGlobal
+	reps := make([]LayerReport, 0, len(layers)+len(skipped))
+	for i := range layers {
+		t, err := m.Initializer(layers[i].Name)
+		if err != nil {
+			return Report{}, err
+		}
+		if layers[i].Data, err = t.Float32(); err != nil {
+			return Report{}, fmt.Errorf("sparsity: %s: %w", layers[i].Name, err)
+		}
+		if global {
+			continue
+		}
+		out, lr, err := PruneLayer(layers[i], opt, calib)
+		if err != nil {
+			return Report{}, err
+		}
+		if out != nil {
+			if err := store(m, t, out); err != nil {
+				return Report{}, err
+			}
+		}
+		layers[i].Data = nil
+		reps = append(reps, lr)
+	}
+	rep := Report{Method: opt.Method, Scope: opt.Scope, Sparsity: opt.Sparsity}
+	if !opt.Pattern.IsZero() {
+		rep.Pattern, rep.Scope, rep.Sparsity = opt.Pattern.String(), "", 0
+	}
+	if global {
+		outs, r, err := Prune(layers, opt, calib)
+		if err != nil {
+			return Report{}, err
+		}
+		for i, l := range layers {
+			t, err := m.Initializer(l.Name)
+			if err != nil {
+				return Report{}, err
+			}
+			if err := store(m, t, outs[i]); err != nil {
+				return Report{}, err
+			}
+		}
+		reps = r.Layers
+	}
+	rep.Layers = append(reps, skipped...)
+	// totals, and the independent N:M check on what is now in the model
+	pruned, n24 := 0, 0
+	for i := range rep.Layers {
+		lr := &rep.Layers[i]
+		if lr.Skipped != "" {
+			rep.Skipped++
+			continue
+		}
+		pruned++
+		t, err := m.Initializer(lr.Name)
+		if err != nil {
+			return Report{}, err
+		}
+		data, err := t.Float32()
+		if err != nil {
+			return Report{}, err
+		}
+		// count what the model now holds (a narrow dtype may round more
+		// values to zero)
+		lr.Zeros = CountZeros(data)
+		lr.ZeroFraction = float64(lr.Zeros) / float64(len(data))
+		if !opt.Pattern.IsZero() {
+			c, err := VerifyNM(data, lr.Layout, t.Shape, opt.Pattern)
+			if err != nil {
+				return Report{}, fmt.Errorf("sparsity: %s: %w", lr.Name, err)
+			}
+			lr.NM = &c
+			rep.NMViolations += c.Violations
+		}
+		lr.Sparse24 = sparse24(data, lr.Layout, t.Shape)
+		if lr.Sparse24 {
+			n24++
+		}
+		rep.Params += lr.Params
+		rep.Pruned += lr.Pruned
+		rep.Zeros += lr.Zeros
+	}
+	if pruned == 0 {
+		if !opt.Pattern.IsZero() {
+			return rep, fmt.Errorf("%w (M=%d)", ErrNoLayerFits, opt.Pattern.M)
+		}
+		return rep, fmt.Errorf("sparsity: no layer pruned")
+	}
+	if rep.Params > 0 {
+		rep.ZeroFraction = float64(rep.Zeros) / float64(rep.Params)
+	}
+	rep.TensorRT = newTensorRTHint(n24)
+	desc := fmt.Sprintf("%s %s", rep.Method, rep.Pattern)
+	if opt.Pattern.IsZero() {
+		desc = fmt.Sprintf("%s %v %s", rep.Method, opt.Sparsity, opt.Scope)
+	}
+	m.SetMetadata(MetaSparsity, fmt.Sprintf("%s, %d of %d weights zero", desc, rep.Zeros, rep.Params))
+	return rep, nil
+}
+
+// store writes pruned values back in the tensor's dtype. For float64
+// tensors kept weights of a mask-only method keep their exact value.
+func store(m *onnxio.Model, orig *onnxio.Tensor, out []float32) error {
+	var nt *onnxio.Tensor
+	var err error
+	if orig.DType == onnxio.Double {
+		o64, err := orig.Float64()
+		if err != nil {
+			return err
+		}
+		v := make([]float64, len(out))
+		for i, x := range out {
+			switch {
+			case x == 0:
+			case float32(o64[i]) == x:
+				v[i] = o64[i] // unchanged weight: keep full precision
+			default:
+				v[i] = float64(x)
+			}
+		}
+		nt, err = onnxio.FromFloat64(orig.Name, orig.DType, orig.Shape, v)
+		if err != nil {
+			return err
+		}
+	} else if nt, err = onnxio.FromFloat32(orig.Name, orig.DType, orig.Shape, out); err != nil {
+		return err
+	}
+	return m.SetInitializer(nt)
+}

@@ -1,0 +1,347 @@
+package sparsity
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Calibration gives the input statistics of the layer that consumes a
+// weight: XᵀX (d×d, row-major, float64) of its input activations X (n rows),
+// d the weight's reduction size in the column order of ToMatrix. The
+// evalharness activation capture implements it.
+type Calibration interface {
+	InputGram(weight string) (xtx []float64, d int, n int64, err error)
+}
+
+// ErrNoLayerFits is returned when no layer's reduction size is a multiple of
+// the pattern's M.
+var ErrNoLayerFits = errors.New("sparsity: M divides the reduction size of no layer")
+
+// Layer is one weight to prune: its tensor data in the layout of its
+// consumer.
+type Layer struct {
+	// Name identifies the weight (the initializer name), also for
+	// Calibration.
+	Name string
+	// Layout says how Dims map onto output units and the reduction axis.
+	Layout Layout
+	// Dims are the tensor's dimensions.
+	Dims []int64
+	// Data holds the tensor's values, row-major in Dims.
+	Data []float32
+}
+
+// LayerReport describes the pruning of one layer.
+type LayerReport struct {
+	Name   string  `json:"name"`
+	Layout Layout  `json:"layout"`
+	Shape  []int64 `json:"shape"`
+	Params int     `json:"params"`
+	// Pruned is the number of weights the mask pruned.
+	Pruned int `json:"pruned"`
+	// Requested is the number the options ask for: floor(S·n) for a
+	// per-layer unstructured sparsity, (M−N)/M·n for N:M; 0 in global scope.
+	Requested int `json:"requested,omitempty"`
+	// ZerosBefore and Zeros count the exact zeros of the input and output.
+	ZerosBefore  int     `json:"zeros_before"`
+	Zeros        int     `json:"zeros"`
+	ZeroFraction float64 `json:"zero_fraction"`
+	// NM is the independent N:M check of the output (VerifyNM).
+	NM *NMCheck `json:"nm_check,omitempty"`
+	// Loss is SparseGPT's OBS objective.
+	Loss float64 `json:"sparsegpt_loss,omitempty"`
+	// Sparse24 says whether every group of 4 consecutive weights along the
+	// reduction axis holds at most 2 non-zeros (TensorRT's sparse-weights
+	// rule), checked with VerifyNM on the output.
+	Sparse24 bool `json:"tensorrt_2_4"`
+	// Seconds is the time spent on the layer.
+	Seconds float64 `json:"seconds"`
+	// Skipped says why the layer was left unchanged, if it was.
+	Skipped string `json:"skipped,omitempty"`
+}
+
+// Report summarizes Prune.
+type Report struct {
+	Method   Method  `json:"method"`
+	Pattern  string  `json:"pattern,omitempty"`
+	Sparsity float64 `json:"sparsity,omitempty"`
+	Scope    Scope   `json:"scope,omitempty"`
+	// Params, Pruned and Zeros sum over the pruned (not skipped) layers.
+	Params       int     `json:"params"`
+	Pruned       int     `json:"pruned"`
+	Zeros        int     `json:"zeros"`
+	ZeroFraction float64 `json:"zero_fraction"`
+	// NMViolations sums the violating groups over all layers (0 expected).
+	NMViolations int           `json:"nm_violations"`
+	Skipped      int           `json:"skipped"`
+	Layers       []LayerReport `json:"layers"`
+	// TensorRT says how to use the zeros with TensorRT, when some layer
+	// satisfies its 2:4 rule.
+	TensorRT *TensorRTHint `json:"tensorrt,omitempty"`
+}
+
+// TensorRTHint tells how to run a pruned model with sparse tensor cores:
+// TensorRT (or ONNX Runtime's TensorRT execution provider) reads 2:4 zeros
+// from ordinary dense weights when sparsity is enabled together with fp16
+// or int8.
+type TensorRTHint struct {
+	// Layers2x4 counts the pruned layers that satisfy the 2:4 rule.
+	Layers2x4 int `json:"layers_2_4"`
+	// EPOptions are the TensorRT execution provider options to set.
+	EPOptions map[string]string `json:"ep_options"`
+	// Trtexec gives the equivalent trtexec flags.
+	Trtexec string `json:"trtexec"`
+}
+
+// newTensorRTHint returns the hint for n layers that satisfy 2:4, nil for 0.
+func newTensorRTHint(n int) *TensorRTHint {
+	if n == 0 {
+		return nil
+	}
+	return &TensorRTHint{
+		Layers2x4: n,
+		EPOptions: map[string]string{"trt_sparsity_enable": "1", "trt_fp16_enable": "1"},
+		Trtexec:   "--sparsity=enable --fp16",
+	}
+}
+
+// sparse24 reports whether data satisfies 2:4 along its reduction axis.
+func sparse24(data []float32, l Layout, dims []int64) bool {
+	c, err := VerifyNM(data, l, dims, Pattern{N: 2, M: 4})
+	return err == nil && c.OK()
+}
+
+// Prune prunes layers with opt and returns, for each layer, the pruned data
+// in the same layout (nil for a skipped layer) and a report. calib may be
+// nil for Magnitude. Inputs are not modified. With an N:M pattern, layers
+// whose reduction size is not a multiple of M are skipped (and reported);
+// if no layer fits, Prune returns ErrNoLayerFits.
+func Prune(layers []Layer, opt Options, calib Calibration) ([][]float32, Report, error) {
+	opt, err := opt.withDefaults()
+	if err != nil {
+		return nil, Report{}, err
+	}
+	if opt.Method.NeedsCalibration() && calib == nil {
+		return nil, Report{}, fmt.Errorf("%w: %s", ErrNoCalibration, opt.Method)
+	}
+	rep := Report{Method: opt.Method, Scope: opt.Scope}
+	if opt.Pattern.IsZero() {
+		rep.Sparsity = opt.Sparsity
+	} else {
+		rep.Pattern = opt.Pattern.String()
+		rep.Scope = ""
+	}
+	outs := make([][]float32, len(layers))
+	reps := make([]LayerReport, len(layers))
+	if !opt.Pattern.IsZero() {
+		fits := 0
+		for _, l := range layers {
+			if sh, err := ShapeOf(l.Layout, l.Dims); err == nil && sh.Fits(opt.Pattern.M) {
+				fits++
+			}
+		}
+		if fits == 0 && len(layers) > 0 {
+			return nil, rep, fmt.Errorf("%w (M=%d)", ErrNoLayerFits, opt.Pattern.M)
+		}
+	}
+	if opt.Pattern.IsZero() && opt.Scope == ScopeGlobal {
+		if err := pruneGlobal(layers, opt, calib, outs, reps); err != nil {
+			return nil, rep, err
+		}
+	} else {
+		for i, l := range layers {
+			outs[i], reps[i], err = PruneLayer(l, opt, calib)
+			if err != nil {
+				return nil, rep, err
+			}
+		}
+	}
+	n24 := 0
+	for i, r := range reps {
+		if r.Skipped != "" {
+			rep.Skipped++
+			continue
+		}
+		if !opt.Pattern.IsZero() {
+			c, err := VerifyNM(outs[i], layers[i].Layout, layers[i].Dims, opt.Pattern)
+			if err != nil {
+				return nil, rep, fmt.Errorf("sparsity: %s: %w", r.Name, err)
+			}
+			reps[i].NM = &c
+			rep.NMViolations += c.Violations
+		}
+		reps[i].Sparse24 = sparse24(outs[i], layers[i].Layout, layers[i].Dims)
+		if reps[i].Sparse24 {
+			n24++
+		}
+		rep.Params += r.Params
+		rep.Pruned += r.Pruned
+		rep.Zeros += r.Zeros
+	}
+	if rep.Params > 0 {
+		rep.ZeroFraction = float64(rep.Zeros) / float64(rep.Params)
+	}
+	rep.Layers = reps
+	rep.TensorRT = newTensorRTHint(n24)
+	return outs, rep, nil
+}
+
+// PruneLayer prunes one layer on its own (per-layer scope, or an N:M
+// pattern) and returns its data in the same layout, nil when skipped. It
+// does not run VerifyNM; Prune does.
+func PruneLayer(l Layer, opt Options, calib Calibration) ([]float32, LayerReport, error) {
+	start := time.Now()
+	opt, err := opt.withDefaults()
+	if err != nil {
+		return nil, LayerReport{}, err
+	}
+	rep := LayerReport{Name: l.Name, Layout: l.Layout, Shape: append([]int64(nil), l.Dims...), Params: len(l.Data)}
+	w, sh, err := ToMatrix(l.Data, l.Layout, l.Dims)
+	if err != nil {
+		return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
+	}
+	rep.ZerosBefore = CountZeros(l.Data)
+	if !opt.Pattern.IsZero() {
+		if !sh.Fits(opt.Pattern.M) {
+			rep.Skipped = fmt.Sprintf("reduction size %d is not a multiple of %d", sh.Reduction(), opt.Pattern.M)
+			return nil, rep, nil
+		}
+		rep.Requested = sh.Len() / opt.Pattern.M * (opt.Pattern.M - opt.Pattern.N)
+	} else if opt.Scope == ScopeGlobal {
+		return nil, rep, fmt.Errorf("sparsity: PruneLayer: global scope needs Prune")
+	} else {
+		rep.Requested = PrunedCount(opt.Sparsity, sh.Len())
+	}
+	var gram []float64
+	var nrows int64
+	if opt.Method.NeedsCalibration() {
+		if calib == nil {
+			return nil, rep, fmt.Errorf("%w: %s", ErrNoCalibration, opt.Method)
+		}
+		gram, nrows, err = inputGram(calib, l.Name, sh)
+		if err != nil {
+			return nil, rep, err
+		}
+	}
+	var out []float32
+	switch opt.Method {
+	case SparseGPT:
+		var progress func(done, total int)
+		if opt.Progress != nil {
+			last := time.Now()
+			progress = func(done, total int) {
+				if done == total || time.Since(last) > time.Second {
+					last = time.Now()
+					fmt.Fprintf(opt.Progress, "sparsegpt %s: columns %d/%d (%.1fs)\n", l.Name, done, total, time.Since(start).Seconds())
+				}
+			}
+		}
+		res, err := pruneSparseGPT(w, sh, gram, opt, progress)
+		if err != nil {
+			return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
+		}
+		out = res.W
+		rep.Pruned = countTrue(res.Pruned)
+		rep.Loss = res.Loss
+	default:
+		scores, err := layerScores(w, sh, opt.Method, gram, nrows)
+		if err != nil {
+			return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
+		}
+		var pruned []bool
+		switch {
+		case !opt.Pattern.IsZero():
+			pruned, err = MaskNM(scores, sh, opt.Pattern)
+		case opt.Method == Wanda:
+			pruned, err = MaskRows(scores, sh, opt.Sparsity)
+		default:
+			pruned, err = MaskUnstructured(scores, opt.Sparsity)
+		}
+		if err != nil {
+			return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
+		}
+		out = Apply(w, pruned)
+		rep.Pruned = countTrue(pruned)
+	}
+	data := FromMatrix(out, l.Layout, sh)
+	rep.Zeros = CountZeros(data)
+	rep.ZeroFraction = float64(rep.Zeros) / float64(len(data))
+	rep.Seconds = time.Since(start).Seconds()
+	return data, rep, nil
+}
+
+// pruneGlobal applies one unstructured threshold over all layers.
+func pruneGlobal(layers []Layer, opt Options, calib Calibration, outs [][]float32, reps []LayerReport) error {
+	start := time.Now()
+	mats := make([][]float32, len(layers))
+	shapes := make([]Shape, len(layers))
+	scores := make([][]float64, len(layers))
+	for i, l := range layers {
+		reps[i] = LayerReport{Name: l.Name, Layout: l.Layout, Shape: append([]int64(nil), l.Dims...), Params: len(l.Data), ZerosBefore: CountZeros(l.Data)}
+		w, sh, err := ToMatrix(l.Data, l.Layout, l.Dims)
+		if err != nil {
+			return fmt.Errorf("sparsity: %s: %w", l.Name, err)
+		}
+		var gram []float64
+		var n int64
+		if opt.Method.NeedsCalibration() {
+			if gram, n, err = inputGram(calib, l.Name, sh); err != nil {
+				return err
+			}
+		}
+		s, err := layerScores(w, sh, opt.Method, gram, n)
+		if err != nil {
+			return fmt.Errorf("sparsity: %s: %w", l.Name, err)
+		}
+		mats[i], shapes[i], scores[i] = w, sh, s
+	}
+	masks, err := MaskGlobal(scores, opt.Sparsity)
+	if err != nil {
+		return err
+	}
+	for i, l := range layers {
+		outs[i] = FromMatrix(Apply(mats[i], masks[i]), l.Layout, shapes[i])
+		reps[i].Pruned = countTrue(masks[i])
+		reps[i].Zeros = CountZeros(outs[i])
+		reps[i].ZeroFraction = float64(reps[i].Zeros) / float64(len(outs[i]))
+		reps[i].Seconds = time.Since(start).Seconds() / float64(len(layers))
+	}
+	return nil
+}
+
+func layerScores(w []float32, sh Shape, m Method, gram []float64, n int64) ([]float64, error) {
+	if m == Wanda {
+		diag := make([]float64, sh.Cols)
+		for j := range diag {
+			diag[j] = gram[j*sh.Cols+j]
+		}
+		return WandaScores(w, sh, diag, n)
+	}
+	return MagnitudeScores(w), nil
+}
+
+// inputGram fetches and checks a layer's XᵀX.
+func inputGram(calib Calibration, name string, sh Shape) ([]float64, int64, error) {
+	xtx, d, n, err := calib.InputGram(name)
+	if err != nil {
+		return nil, 0, fmt.Errorf("sparsity: %s: calibration: %w", name, err)
+	}
+	if d != sh.Cols || len(xtx) != d*d {
+		return nil, 0, fmt.Errorf("sparsity: %s: calibration XᵀX is %d×%d (%d values), the weight's reduction size is %d", name, d, d, len(xtx), sh.Cols)
+	}
+	if n <= 0 {
+		return nil, 0, fmt.Errorf("sparsity: %s: calibration saw no samples", name)
+	}
+	return xtx, n, nil
+}
+
+func countTrue(b []bool) int {
+	n := 0
+	for _, v := range b {
+		if v {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,375 @@
+package sparsity
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas64"
+	"gonum.org/v1/gonum/blas/gonum"
+	"gonum.org/v1/gonum/lapack/lapack64"
+)
+
+// ErrNotPositiveDefinite is returned when XᵀX + λI has no Cholesky
+// factorization (raise the dampening).
+var ErrNotPositiveDefinite = errors.New("sparsity: XᵀX + λI is not positive definite; raise --damp")
+
+// SparseGPTResult is the output of PruneSparseGPT.
+type SparseGPTResult struct {
+	// W is the pruned and updated matrix (Rows×Cols, row-major).
+	W []float32
+	// Pruned is the prune mask chosen by the algorithm (true = zero).
+	Pruned []bool
+	// Loss is the OBS objective Σ (w−q)²/[U]ᵢᵢ² summed over all pruned
+	// weights, with U the upper Cholesky factor of H⁻¹.
+	Loss float64
+}
+
+// PruneSparseGPT prunes a Rows×Cols matrix w (row-major, see ToMatrix) with
+// SparseGPT, given xtx = XᵀX (Cols×Cols, row-major) of its input
+// activations: H = XᵀX + λI with λ = opt.Damp·mean(diag) (columns whose
+// diagonal is 0 are dead: their weights are zeroed and their diagonal set to
+// 1 first, as in the reference), U = the upper Cholesky factor of H⁻¹, then
+// columns are processed in blocks of opt.BlockSize with lazy batched
+// updates. With a Pattern, the M−N lowest w²/U_jj² of each group are pruned
+// when the sweep reaches the group (after the earlier columns' updates); the
+// sweep runs over columns ordered so that groups are consecutive (kernel
+// position, then channel, for Conv). Unstructured, each block prunes its
+// share of floor(S·n) (see the package doc) of the lowest w²/U_jj² over the
+// block. w is not modified.
+func PruneSparseGPT(w []float32, sh Shape, xtx []float64, opt Options) (SparseGPTResult, error) {
+	return pruneSparseGPT(w, sh, xtx, opt, nil)
+}
+
+func pruneSparseGPT(w []float32, sh Shape, xtx []float64, opt Options, progress func(done, total int)) (SparseGPTResult, error) {
+	opt, err := opt.withDefaults()
+	if err != nil {
+		return SparseGPTResult{}, err
+	}
+	n := sh.Cols
+	if len(w) != sh.Len() {
+		return SparseGPTResult{}, fmt.Errorf("sparsity: %d weights for a %dx%d matrix", len(w), sh.Rows, sh.Cols)
+	}
+	if len(xtx) != n*n {
+		return SparseGPTResult{}, fmt.Errorf("sparsity: XᵀX has %d values, want %d×%d", len(xtx), n, n)
+	}
+	if !opt.Pattern.IsZero() && !sh.Fits(opt.Pattern.M) {
+		return SparseGPTResult{}, fmt.Errorf("sparsity: reduction size %d is not a multiple of %d", sh.Reduction(), opt.Pattern.M)
+	}
+	for i, v := range w {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return SparseGPTResult{}, fmt.Errorf("sparsity: non-finite weight at %d", i)
+		}
+	}
+	var perm []int
+	if !opt.Pattern.IsZero() {
+		perm = groupOrder(sh)
+	}
+	// Working copies in sweep order.
+	W := make([]float32, len(w))
+	H := make([]float64, n*n)
+	if perm == nil {
+		copy(W, w)
+		copy(H, xtx)
+	} else {
+		for r := 0; r < sh.Rows; r++ {
+			for q, j := range perm {
+				W[r*n+q] = w[r*n+j]
+			}
+		}
+		for a, i := range perm {
+			for b, j := range perm {
+				H[a*n+b] = xtx[i*n+j]
+			}
+		}
+	}
+	for i, v := range H {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return SparseGPTResult{}, fmt.Errorf("sparsity: non-finite XᵀX entry at %d", i)
+		}
+	}
+	mean := 0.0
+	for j := 0; j < n; j++ {
+		if H[j*n+j] == 0 {
+			H[j*n+j] = 1
+			for r := 0; r < sh.Rows; r++ {
+				W[r*n+j] = 0
+			}
+		}
+		mean += H[j*n+j]
+	}
+	mean /= float64(n)
+	for j := 0; j < n; j++ {
+		H[j*n+j] += opt.Damp * mean
+	}
+	U, err := upperCholOfInverse(H, n)
+	if err != nil {
+		return SparseGPTResult{}, err
+	}
+	H = nil
+	pruned, loss := sweep(W, sh.Rows, n, U, opt, progress)
+	res := SparseGPTResult{Loss: loss}
+	if perm == nil {
+		res.W, res.Pruned = W, pruned
+		return res, nil
+	}
+	res.W = make([]float32, len(W))
+	res.Pruned = make([]bool, len(W))
+	for r := 0; r < sh.Rows; r++ {
+		for q, j := range perm {
+			res.W[r*n+j] = W[r*n+q]
+			res.Pruned[r*n+j] = pruned[r*n+q]
+		}
+	}
+	return res, nil
+}
+
+// invertLower returns the inverse X of the lower-triangular n×n l
+// (row-major, the upper part ignored), block row by block row:
+// X_II = L_II⁻¹ and X_IJ = −X_II·(L[I, J:I]·X[J:I, J]) for J < I, the
+// blocks J in parallel, so that the work is matrix products on all cores
+// (gonum's Dtrtri runs on one).
+func invertLower(l []float64, n int) ([]float64, bool) {
+	const nb = 128
+	x := make([]float64, n*n)
+	workers := runtime.GOMAXPROCS(0)
+	for i0 := 0; i0 < n; i0 += nb {
+		i1 := min(i0+nb, n)
+		bi := i1 - i0
+		for i := i0; i < i1; i++ {
+			copy(x[i*n+i0:i*n+i+1], l[i*n+i0:i*n+i+1])
+		}
+		xii := blas64.Triangular{Uplo: blas.Lower, Diag: blas.NonUnit, N: bi, Stride: n, Data: x[i0*n+i0:]}
+		if !lapack64.Trtri(xii) {
+			return nil, false
+		}
+		if i0 == 0 {
+			continue
+		}
+		next := make(chan int, i0/nb+1)
+		for j0 := 0; j0 < i0; j0 += nb {
+			next <- j0
+		}
+		close(next)
+		var wg sync.WaitGroup
+		for g := 0; g < workers; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t := make([]float64, bi*nb)
+				for j0 := range next {
+					bj := min(j0+nb, i0) - j0
+					tt := blas64.General{Rows: bi, Cols: bj, Stride: nb, Data: t}
+					// T = L[I, j0:i0] · X[j0:i0, J]
+					blas64.Gemm(blas.NoTrans, blas.NoTrans, 1,
+						blas64.General{Rows: bi, Cols: i0 - j0, Stride: n, Data: l[i0*n+j0:]},
+						blas64.General{Rows: i0 - j0, Cols: bj, Stride: n, Data: x[j0*n+j0:]},
+						0, tt)
+					// X_IJ = −X_II · T
+					blas64.Trmm(blas.Left, blas.NoTrans, -1, xii, tt)
+					for r := 0; r < bi; r++ {
+						copy(x[(i0+r)*n+j0:(i0+r)*n+j0+bj], t[r*nb:r*nb+bj])
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	return x, true
+}
+
+// upperCholOfInverse returns the upper-triangular U (row-major n×n, zero
+// below the diagonal) with UᵀU = H⁻¹. With P the reversal permutation and
+// PHP = LLᵀ, U = P L⁻¹ P: one Cholesky and one triangular inverse instead of
+// the reference's Cholesky, inverse and second Cholesky (the factor is
+// unique, so the result is the same).
+func upperCholOfInverse(H []float64, n int) ([]float64, error) {
+	a := make([]float64, n*n)
+	for i := 0; i < n; i++ {
+		for j := 0; j <= i; j++ {
+			a[i*n+j] = H[(n-1-i)*n+(n-1-j)]
+		}
+	}
+	t, ok := lapack64.Potrf(blas64.Symmetric{Uplo: blas.Lower, N: n, Stride: n, Data: a})
+	if !ok {
+		return nil, ErrNotPositiveDefinite
+	}
+	a, ok = invertLower(t.Data, n)
+	if !ok {
+		return nil, ErrNotPositiveDefinite
+	}
+	u := make([]float64, n*n)
+	for i := 0; i < n; i++ {
+		for j := i; j < n; j++ {
+			u[i*n+j] = a[(n-1-i)*n+(n-1-j)]
+		}
+	}
+	return u, nil
+}
+
+// sweep runs SparseGPT's blocked column sweep over W (rows×n, updated in
+// place) with U the upper Cholesky factor of H⁻¹, and returns the mask and
+// the OBS loss.
+func sweep(W []float32, rows, n int, U []float64, opt Options, progress func(done, total int)) ([]bool, float64) {
+	bs := opt.BlockSize
+	workers := opt.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	workers = max(1, min(workers, rows))
+	pruned := make([]bool, rows*n)
+	// float32 copy of U for the trailing updates, as in the reference.
+	U32 := make([]float32, n*n)
+	for i, v := range U {
+		U32[i] = float32(v)
+	}
+	var unstructuredCounts []int
+	if opt.Pattern.IsZero() {
+		sizes := []int{}
+		for i1 := 0; i1 < n; i1 += bs {
+			sizes = append(sizes, rows*(min(i1+bs, n)-i1))
+		}
+		unstructuredCounts = splitCounts(opt.Sparsity, sizes)
+	}
+	W1 := make([]float64, rows*bs)
+	Err1 := make([]float32, rows*bs)
+	losses := make([]float64, workers)
+	for b, i1 := 0, 0; i1 < n; b, i1 = b+1, i1+bs {
+		i2 := min(i1+bs, n)
+		cnt := i2 - i1
+		for r := 0; r < rows; r++ {
+			for c := 0; c < cnt; c++ {
+				W1[r*cnt+c] = float64(W[r*n+i1+c])
+			}
+		}
+		// Block mask for unstructured sparsity, chosen before the block's
+		// updates from w²/U_jj².
+		var bmask []bool
+		if unstructuredCounts != nil {
+			tmp := make([]float64, rows*cnt)
+			for r := 0; r < rows; r++ {
+				for c := 0; c < cnt; c++ {
+					d := U[(i1+c)*n+i1+c]
+					x := W1[r*cnt+c]
+					tmp[r*cnt+c] = x * x / (d * d)
+				}
+			}
+			bmask = make([]bool, rows*cnt)
+			pruneLowest(bmask, tmp, unstructuredCounts[b])
+		}
+		var wg sync.WaitGroup
+		chunk := (rows + workers - 1) / workers
+		for g := 0; g < workers; g++ {
+			r0, r1 := g*chunk, min((g+1)*chunk, rows)
+			if r0 >= r1 {
+				continue
+			}
+			wg.Add(1)
+			go func(g, r0, r1 int) {
+				defer wg.Done()
+				losses[g] += sweepRows(W, W1, Err1, pruned, bmask, U, r0, r1, n, i1, cnt, opt.Pattern)
+			}(g, r0, r1)
+		}
+		wg.Wait()
+		if i2 < n {
+			trailingUpdate(W, Err1, U32, rows, n, i1, cnt, workers)
+		}
+		if progress != nil {
+			progress(i2, n)
+		}
+	}
+	loss := 0.0
+	for _, l := range losses {
+		loss += l
+	}
+	return pruned, loss
+}
+
+// trailingUpdate applies the lazy batched update of one block,
+// W[:, i2:] −= Err1 · U[i1:i2, i2:] (i2 = i1+cnt), skipping the zero
+// entries of Err1: kept weights have no error, so with 2:4 half the
+// products vanish. Rows are split over goroutines and columns tiled so that
+// the block's rows of U stay in cache.
+func trailingUpdate(W, Err1, U32 []float32, rows, n, i1, cnt, workers int) {
+	const tile = 1024
+	i2 := i1 + cnt
+	var impl gonum.Implementation
+	var wg sync.WaitGroup
+	chunk := (rows + workers - 1) / workers
+	for g := 0; g < workers; g++ {
+		r0, r1 := g*chunk, min((g+1)*chunk, rows)
+		if r0 >= r1 {
+			continue
+		}
+		wg.Add(1)
+		go func(r0, r1 int) {
+			defer wg.Done()
+			for c0 := i2; c0 < n; c0 += tile {
+				c1 := min(c0+tile, n)
+				for r := r0; r < r1; r++ {
+					wr := W[r*n+c0 : r*n+c1]
+					for k, e := range Err1[r*cnt : (r+1)*cnt] {
+						if e != 0 {
+							impl.Saxpy(c1-c0, -e, U32[(i1+k)*n+c0:(i1+k)*n+c1], 1, wr, 1)
+						}
+					}
+				}
+			}
+		}(r0, r1)
+	}
+	wg.Wait()
+}
+
+// sweepRows processes rows r0..r1 of one column block [i1, i1+cnt): mask
+// choice (N:M groups), quantization to the mask, OBS error and the in-block
+// updates, in float64. It writes the block's result into W, its errors into
+// Err1 and its mask into pruned, and returns its loss.
+func sweepRows(W []float32, W1 []float64, Err1 []float32, pruned, bmask []bool, U []float64, r0, r1, n, i1, cnt int, p Pattern) float64 {
+	loss := 0.0
+	var score []float64
+	var idx []int
+	if !p.IsZero() {
+		score = make([]float64, p.M)
+		idx = make([]int, p.M)
+	}
+	for r := r0; r < r1; r++ {
+		w1 := W1[r*cnt : (r+1)*cnt]
+		e1 := Err1[r*cnt : (r+1)*cnt]
+		pr := pruned[r*n+i1 : r*n+i1+cnt]
+		for i := 0; i < cnt; i++ {
+			ui := U[(i1+i)*n+i1 : (i1+i)*n+i1+cnt]
+			if !p.IsZero() && i%p.M == 0 {
+				for t := 0; t < p.M; t++ {
+					d := U[(i1+i+t)*n+i1+i+t]
+					score[t] = w1[i+t] * w1[i+t] / (d * d)
+					idx[t] = t
+				}
+				prg := pr[i : i+p.M]
+				markGroup(prg, score, idx, p.M-p.N)
+			} else if bmask != nil {
+				pr[i] = bmask[r*cnt+i]
+			}
+			x := w1[i]
+			q := x
+			if pr[i] {
+				q = 0
+			}
+			d := ui[i]
+			e := (x - q) / d
+			loss += e * e
+			w1[i] = q
+			if e != 0 { // kept weights (q = w) leave the rest unchanged
+				rest := w1[i+1:]
+				for j, u := range ui[i+1:] {
+					rest[j] -= e * u
+				}
+			}
+			e1[i] = float32(e)
+			W[r*n+i1+i] = float32(q)
+		}
+	}
+	return loss
+}
