@@ -1,0 +1,128 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/fisher"
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:      "fisher",
+		Usage:     "compute a model's diagonal Fisher information with ONNX Runtime",
+		ArgsUsage: "MODEL",
+		Description: `Computes F = mean over the examples x of DATASET of
+Σ_y p(y|x)·(∂ log p(y|x)/∂θ)², elementwise for every float parameter θ, with
+the model's own probabilities p = softmax(logits) (ARCHITECTURE.md §5).
+Gradients come from a gradient graph of MODEL (reverse-mode differentiation
+written in ONNX ops) run by ONNX Runtime; per-example gradients are squared
+before they are averaged. --samples K replaces the sum over classes by the
+mean over K labels drawn from p(y|x) (seeded by --seed).
+
+The output is an ONNX file with no nodes whose initializers are named and
+shaped like MODEL's parameters: what merge --method fisher --fisher reads.
+
+  onnxpost fisher --data val.npz -o a.fisher.onnx a.onnx
+  onnxpost merge --method fisher --fisher a.fisher.onnx,b.fisher.onnx -o m.onnx a.onnx b.onnx`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "o", Aliases: []string{"output"}, Usage: "write the Fisher file to `FISHER.onnx` (required)"},
+			&cli.StringFlag{Name: "data", Usage: "dataset `D` (.npz or ONNX test-data folder) whose examples the Fisher averages over (required)"},
+			&cli.IntFlag{Name: "samples", Usage: "draw `K` labels from p(y|x) per example instead of summing over every class (0: exact)"},
+			&cli.Int64Flag{Name: "seed", Usage: "random seed (`N`) of the label sampling"},
+			&cli.IntFlag{Name: "max-examples", Usage: "use at most `N` examples (0: all)"},
+			&cli.IntFlag{Name: "batch", Value: 16, Usage: "examples per ONNX Runtime run (`N`)"},
+			&cli.StringFlag{Name: "logits", Usage: "model output `NAME` holding the logits (default: the first output)"},
+			&cli.StringFlag{Name: "mode", Usage: "gradient graph `MODE`: rows (per-example gradients of a batch, replicated per class), copies (one example per run, one backward pass per class in one graph) or loop (one run per example and class); default rows when the graph allows it, else copies for small graphs and loop for large ones"},
+			&cli.BoolFlag{Name: "json", Usage: "print the machine-readable result on stdout"},
+			&cli.StringFlag{Name: "report", Usage: "write the JSON result to `FILE.json`"},
+			&cli.StringFlag{Name: "ep", Value: "cpu", Usage: "ONNX Runtime execution provider: cpu or cuda"},
+			&cli.IntFlag{Name: "threads", Value: 0, Usage: "ONNX Runtime intra-op threads (0: its default)"},
+			&cli.StringFlag{Name: "ort-lib", Usage: "path of libonnxruntime.so (default: $ONNXPOST_ORT_LIB, then .cache/onnxruntime, then system paths)"},
+		},
+		Action: fisherAction,
+	})
+}
+
+func fisherAction(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usagef("fisher takes exactly one MODEL, got %d arguments", c.NArg())
+	}
+	out := c.String("o")
+	if out == "" {
+		return usagef("-o FISHER.onnx is required")
+	}
+	if c.String("data") == "" {
+		return usagef("--data DATASET is required")
+	}
+	if c.Int("samples") < 0 || c.Int("max-examples") < 0 || c.Int("batch") < 1 {
+		return usagef("--samples and --max-examples must be >= 0 and --batch >= 1")
+	}
+	mode := c.String("mode")
+	if mode != "" && mode != fisher.ModeRows && mode != fisher.ModeCopies && mode != fisher.ModeLoop {
+		return usagef("--mode must be %s, %s or %s, got %q", fisher.ModeRows, fisher.ModeCopies, fisher.ModeLoop, mode)
+	}
+	so, err := sessionOptions(c)
+	if err != nil {
+		return err
+	}
+	path := c.Args().First()
+	m, err := onnxio.Load(path)
+	if err != nil {
+		return fmt.Errorf("loading %s: %w", path, err)
+	}
+	ds, err := evalharness.LoadDataset(c.String("data"))
+	if err != nil {
+		return err
+	}
+	opt := fisher.Options{
+		Output: c.String("logits"), Samples: c.Int("samples"), Seed: c.Int64("seed"),
+		MaxExamples: c.Int("max-examples"), Batch: c.Int("batch"), Mode: mode, Session: so,
+	}
+	t0 := time.Now()
+	fm, r, err := fisher.FromData(m, path, ds, opt)
+	if err != nil {
+		return err
+	}
+	secs := time.Since(t0).Seconds()
+	fm.SetMetadata("onnxpost.version", version)
+	if err := fm.Save(out, &onnxio.SaveOptions{}); err != nil {
+		return fmt.Errorf("writing %s: %w", out, err)
+	}
+	var elems int64
+	for _, v := range r.Fisher {
+		elems += int64(len(v))
+	}
+	res := map[string]any{
+		"command": "fisher", "model": path, "output": out, "data": c.String("data"),
+		"samples": r.Examples, "classes": r.Classes, "label_samples": opt.Samples,
+		"params": elems, "tensors": len(r.Params), "mode": r.Mode, "seconds": secs,
+		"examples_per_s": float64(r.Examples) / secs,
+	}
+	if r.Fallback != "" {
+		res["fallback"] = r.Fallback
+	}
+	doc, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	doc = append(doc, '\n')
+	if p := c.String("report"); p != "" {
+		if err := onnxio.WriteFileAtomic(p, doc); err != nil {
+			return fmt.Errorf("writing the report: %w", err)
+		}
+	}
+	if c.Bool("json") {
+		os.Stdout.Write(doc)
+	} else {
+		fmt.Fprintf(os.Stderr, "fisher: %d tensors (%d values) over %d examples in %.2fs (%.0f examples/s, mode %s) -> %s\n",
+			len(r.Params), elems, r.Examples, secs, float64(r.Examples)/secs, r.Mode, out)
+	}
+	return nil
+}
