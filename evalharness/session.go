@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -301,15 +302,19 @@ func (s *Session) Run(inputs map[string]*Array) ([]*Array, error) {
 	outs := make([]ort.Value, len(s.outNames))
 	if err := s.s.Run(vals, outs); err != nil {
 		for _, o := range outs {
-			if o != nil {
-				o.Destroy()
-			}
+			destroy(o)
 		}
 		return nil, fmt.Errorf("evalharness: ONNX Runtime run failed: %v", err)
 	}
 	res := make([]*Array, len(outs))
 	var firstErr error
 	for i, o := range outs {
+		if isNil(o) {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("evalharness: output %q: ONNX Runtime returned no tensor (0-d outputs are not supported; reshape it to [1])", s.outNames[i])
+			}
+			continue
+		}
 		a, err := fromValue(o)
 		o.Destroy()
 		if err != nil && firstErr == nil {
@@ -341,6 +346,24 @@ func (s *Session) Close() error {
 	err := s.s.Destroy()
 	s.s = nil
 	return err
+}
+
+// isNil reports whether v is nil or an interface holding a nil pointer:
+// onnxruntime_go leaves typed nils in the outputs it could not wrap (0-d
+// tensors among them), whose Destroy would dereference nil.
+func isNil(v ort.Value) bool {
+	if v == nil {
+		return true
+	}
+	r := reflect.ValueOf(v)
+	return r.Kind() == reflect.Pointer && r.IsNil()
+}
+
+// destroy releases v unless it is a (typed) nil.
+func destroy(v ort.Value) {
+	if !isNil(v) {
+		v.Destroy()
+	}
 }
 
 // emptyByte backs zero-element tensors (ONNX Runtime needs a pointer).
