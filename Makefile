@@ -10,7 +10,7 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 BIN := bin/onnxpost
 
-.PHONY: all build test demo ort pyenv proto zoo minilm bench bench-eval bench-large bench-sparsegpt fuzz vet clean
+.PHONY: all build test demo ort pyenv proto zoo minilm bench bench-eval bench-large bench-sparsegpt bench-quant fuzz vet clean
 
 all: build
 
@@ -82,6 +82,11 @@ bench-large:
 ## bench-sparsegpt: SparseGPT 4096×4096 2:4, Go against PyTorch (Debian python3-torch) in one run
 bench-sparsegpt:
 	/usr/bin/python3 tools/bench_sparsegpt.py --go
+
+## bench-quant: onnxpost quantize beside ONNX Runtime's Python quantizer on the zoo (quant/RESULTS.md)
+bench-quant: ort build pyenv
+	$(VENV_PY) -m pip install -q -r tools/requirements-bench.txt
+	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(VENV_PY) tools/bench_quant.py --bin $(BIN) --out quant/RESULTS.json
 
 vet:
 	gofmt -l $$(git ls-files '*.go') ; $(GO) vet ./...

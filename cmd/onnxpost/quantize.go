@@ -1,0 +1,291 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/quant"
+)
+
+func init() {
+	flags := append(commonFlags(),
+		&cli.StringFlag{Name: "weights", Value: "int8", Usage: "weight `TYPE`: int8, int4, fp16 or bf16"},
+		&cli.StringFlag{Name: "format", Usage: "`FORMAT`: qdq (DequantizeLinear; default for int8) or matmulnbits (com.microsoft MatMulNBits; default for int4)"},
+		&cli.IntFlag{Name: "block", Value: 32, Usage: "int4 block size `B` along K (a power of two ≥ 16)"},
+		&cli.StringFlag{Name: "method", Value: "rtn", Usage: "int4 `METHOD`: rtn (round to nearest) or gptq (needs --calib)"},
+		&cli.StringFlag{Name: "activations", Usage: "int8 activations: dynamic (quantized at run time, MatMulInteger) or int8 (static QDQ from --calib)"},
+		&cli.StringFlag{Name: "calib", Usage: "calibration `DATA` (.npz or test-data folder) for --activations int8 and --method gptq"},
+		&cli.IntFlag{Name: "calib-samples", Value: 256, Usage: "use at most `N` calibration samples"},
+		&cli.StringFlag{Name: "calibrate", Value: "minmax", Usage: "activation range `METHOD`: minmax, percentile or entropy"},
+		&cli.Float64Flag{Name: "percentile", Value: 99.999, Usage: "percentile `P` for --calibrate percentile"},
+		&cli.BoolFlag{Name: "per-channel", Usage: "one scale per output channel (default true; --per-channel=false for per tensor)"},
+		&cli.BoolFlag{Name: "symmetric", Usage: "symmetric weights, no zero point (default: true for int8, false for int4 as ONNX Runtime's MatMulNBitsQuantizer)"},
+		&cli.StringFlag{Name: "exclude-ops", Usage: "comma-separated op `TYPES` left in float (fp16/bf16: kept in fp32, replacing the default block list)"},
+		&cli.StringFlag{Name: "exclude", Usage: "leave weights or nodes whose name matches `REGEX` in float"},
+		&cli.BoolFlag{Name: "act-order", Usage: "GPTQ: quantize columns in order of decreasing diag(XᵀX) (block parameters computed up front)"},
+		&cli.Float64Flag{Name: "damp", Value: 0.01, Usage: "GPTQ damping `λ` (fraction of mean diag(XᵀX))"},
+		&cli.IntFlag{Name: "accuracy-level", Usage: "MatMulNBits accuracy_level `L` (0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8)"},
+	)
+	register(&cli.Command{
+		Name:      "quantize",
+		Usage:     "int8 (QDQ, dynamic, static), int4 (MatMulNBits or blocked QDQ; RTN or GPTQ), fp16/bf16",
+		ArgsUsage: "MODEL",
+		Description: `Quantizes the weights of MatMul, Gemm and Conv (and optionally activations):
+
+  --weights int8   DequantizeLinear on int8 initializers feeding the original ops
+                   (per channel: MatMul B axis 1, Gemm B axis 0 with transB,
+                   Conv W axis 0), with ONNX Runtime's scale rules;
+                   --activations dynamic: DynamicQuantizeLinear + MatMulInteger
+                   for MatMul/Gemm (ONNX Runtime's quantize_dynamic pattern);
+                   --activations int8 --calib DATA: QuantizeLinear/DequantizeLinear
+                   pairs on the inputs of quantized ops, ranges by --calibrate.
+  --weights int4   4-bit blocks along K for MatMul and Gemm: com.microsoft
+                   MatMulNBits (default) or --format qdq (opset-21 blocked
+                   DequantizeLinear); --method gptq --calib DATA uses XᵀX of each
+                   layer's input (damping --damp, optional --act-order).
+  --weights fp16|bf16  initializers and compute in half precision, model inputs
+                   and outputs kept float32 through Casts, an op block list kept
+                   in fp32, values beyond ±65504 clamped and counted.
+
+Models that already hold quantization ops are refused. The report lists per
+layer the scale summary and ‖W−Ŵ‖/‖W‖, and the weight bytes before and after.
+
+  onnxpost quantize mlp.onnx -o mlp_int8.onnx --data test.npz
+  onnxpost quantize mlp.onnx -o mlp_dyn.onnx --activations dynamic
+  onnxpost quantize mlp.onnx -o mlp_q4.onnx --weights int4 --block 32 --method gptq --calib val.npz
+  onnxpost quantize mlp.onnx -o mlp_s8.onnx --activations int8 --calib val.npz --calibrate percentile
+  onnxpost quantize mlp.onnx -o mlp_fp16.onnx --weights fp16`,
+		Flags:  flags,
+		Action: quantizeAction,
+	})
+}
+
+func quantizeAction(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usagef("quantize takes one MODEL, got %d arguments", c.NArg())
+	}
+	if c.String("o") == "" {
+		return usagef("-o OUT.onnx is required")
+	}
+	opt, err := quantizeOptions(c)
+	if err != nil {
+		return err
+	}
+	needCalib := opt.Activations == "int8" || opt.Method == "gptq"
+	if needCalib && c.String("calib") == "" {
+		what := "--activations int8"
+		if opt.Method == "gptq" {
+			what = "--method gptq"
+		}
+		return usagef("%s needs calibration data: --calib DATA", what)
+	}
+	if !needCalib && c.String("calib") != "" {
+		return usagef("--calib is used by --activations int8 and --method gptq only")
+	}
+	model, err := onnxio.Load(c.Args().First())
+	if err != nil {
+		return err
+	}
+	if q := quant.QuantizedOps(model); len(q) > 0 {
+		return fmt.Errorf("%s is already quantized (%s); quantize the float model", c.Args().First(), strings.Join(q, ", "))
+	}
+	if needCalib {
+		// Capture identifies consumers by node name: name unnamed nodes
+		// first (Quantize names its copy the same way).
+		model.EnsureNodeNames()
+		acts, err := quantCapture(c, model, opt)
+		if err != nil {
+			return err
+		}
+		opt.Calibration, opt.Stats = acts, acts
+	}
+	cand, rep, err := quant.Quantize(model, opt)
+	if err != nil {
+		if errors.Is(err, quant.ErrOptions) || errors.Is(err, quant.ErrBlockSize) {
+			return usagef("%v", err)
+		}
+		return err
+	}
+	writeQuantTable(os.Stderr, rep)
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return err
+	}
+	report := map[string]any{}
+	if err := json.Unmarshal(b, &report); err != nil {
+		return err
+	}
+	if st, err := os.Stat(c.Args().First()); err == nil {
+		report["input_bytes"] = st.Size()
+	}
+	return finish(c, cand, model, report)
+}
+
+// quantizeOptions turns the flags into quant.Options; bad values and
+// combinations are usage errors.
+func quantizeOptions(c *cli.Context) (quant.Options, error) {
+	w := strings.ToLower(c.String("weights"))
+	opt := quant.Options{
+		Weights:       w,
+		Format:        strings.ToLower(c.String("format")),
+		BlockSize:     c.Int("block"),
+		Activations:   strings.ToLower(c.String("activations")),
+		Percentile:    c.Float64("percentile"),
+		ActOrder:      c.Bool("act-order"),
+		Damp:          c.Float64("damp"),
+		AccuracyLevel: c.Int("accuracy-level"),
+		PerChannel:    true,
+		Symmetric:     w == "int8",
+	}
+	if w == "int4" {
+		opt.Method = strings.ToLower(c.String("method"))
+	} else if c.IsSet("method") && c.String("method") != "rtn" {
+		return opt, usagef("--method %s applies to --weights int4", c.String("method"))
+	}
+	if c.IsSet("per-channel") {
+		opt.PerChannel = c.Bool("per-channel")
+	}
+	if c.IsSet("symmetric") {
+		opt.Symmetric = c.Bool("symmetric")
+	}
+	if !quant.ValidBlockSize(opt.BlockSize) {
+		return opt, usagef("--block %d: %v", opt.BlockSize, quant.ErrBlockSize)
+	}
+	m, err := quant.ParseCalibMethod(strings.ToLower(c.String("calibrate")))
+	if err != nil {
+		return opt, usagef("--calibrate: %v", err)
+	}
+	opt.Calibrate = m
+	if c.IsSet("calibrate") && opt.Activations != "int8" {
+		return opt, usagef("--calibrate applies to --activations int8")
+	}
+	if opt.Damp <= 0 {
+		return opt, usagef("--damp must be > 0")
+	}
+	if l := opt.AccuracyLevel; l < 0 || l > 4 {
+		return opt, usagef("--accuracy-level must be 0..4, got %d", l)
+	}
+	if s := c.String("exclude-ops"); s != "" {
+		for _, op := range strings.Split(s, ",") {
+			if op = strings.TrimSpace(op); op != "" {
+				opt.ExcludeOps = append(opt.ExcludeOps, op)
+			}
+		}
+	}
+	if s := c.String("exclude"); s != "" {
+		re, err := regexp.Compile(s)
+		if err != nil {
+			return opt, usagef("--exclude: %v", err)
+		}
+		opt.Exclude = re
+	}
+	if c.Int("calib-samples") < 1 {
+		return opt, usagef("--calib-samples must be >= 1")
+	}
+	// Checks that need no calibration data; the calibration interfaces are
+	// wired after loading the model.
+	check := opt
+	if opt.Activations == "int8" {
+		check.Stats = (*quant.Activations)(nil)
+	}
+	if opt.Method == "gptq" {
+		check.Calibration = (*quant.Activations)(nil)
+	}
+	if err := check.Validate(); err != nil {
+		return opt, usagef("%v", err)
+	}
+	return opt, nil
+}
+
+// quantCapture runs the model over --calib with evalharness.Capture,
+// collecting what the options need: histograms of the activations to
+// quantize (static) and the input Gram matrices of the weights (GPTQ).
+func quantCapture(c *cli.Context, model *onnxio.Model, opt quant.Options) (*harnessStats, error) {
+	ds, err := loadDataset(c, "calib")
+	if err != nil {
+		return nil, err
+	}
+	if n := int64(c.Int("calib-samples")); ds.N > n {
+		ds = ds.Head(n)
+	}
+	so, err := sessionOptions(c)
+	if err != nil {
+		return nil, err
+	}
+	co := evalharness.CaptureOptions{Batch: c.Int("batch"), Session: so}
+	if opt.Activations == "int8" {
+		if co.Tensors, err = quant.ActivationTensors(model, opt); err != nil {
+			return nil, err
+		}
+		co.Bins = 2048
+	}
+	if opt.Method == "gptq" {
+		if co.Grams, err = quant.GramWeights(model, opt); err != nil {
+			return nil, err
+		}
+	}
+	st, err := evalharness.Capture(model, ds, co)
+	if err != nil {
+		return nil, fmt.Errorf("calibration on %s: %w", c.String("calib"), err)
+	}
+	return &harnessStats{st}, nil
+}
+
+// harnessStats adapts evalharness.Stats to quant's calibration interfaces
+// (it already has InputGram).
+type harnessStats struct{ *evalharness.Stats }
+
+// ActivationHistogram returns the captured histogram of tensor.
+func (h *harnessStats) ActivationHistogram(tensor string) ([]int64, []float64, error) {
+	ts, ok := h.Tensor(tensor)
+	if !ok || ts.Hist == nil {
+		return nil, nil, fmt.Errorf("no histogram was captured for %s", tensor)
+	}
+	return ts.Hist.Counts, ts.Hist.Edges(), nil
+}
+
+// writeQuantTable prints the per-layer table of a quantization report.
+func writeQuantTable(w io.Writer, rep *quant.Report) {
+	fmt.Fprintf(w, "quantize: %s\n", rep.Mode)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "weight\top\tshape\tscheme\tscales\tscale min/mean/max\t‖W−Ŵ‖/‖W‖")
+	for _, l := range rep.Layers {
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%d\t%.3g/%.3g/%.3g\t%.4f\n", l.Weight, l.Op, l.Shape, l.Scheme, l.Scales, l.ScaleMin, l.ScaleMean, l.ScaleMax, l.RelError)
+	}
+	tw.Flush()
+	for _, s := range rep.Skipped {
+		fmt.Fprintf(w, "skipped %s: %s\n", s.Name, s.Reason)
+	}
+	for _, a := range rep.Activations {
+		fmt.Fprintf(w, "activation %s\n", a)
+	}
+	if rep.Clamped > 0 {
+		fmt.Fprintf(w, "%d values clamped to ±65504\n", rep.Clamped)
+	}
+	fmt.Fprintf(w, "weights: %d → %d bytes (%.2f×), mean ‖W−Ŵ‖/‖W‖ %.4f\n", rep.WeightBytesBefore, rep.WeightBytesAfter,
+		float64(rep.WeightBytesBefore)/float64(max(rep.WeightBytesAfter, 1)), rep.MeanRelError)
+}
+
+// arrayFloat32 returns an array's values as float32 (also used by
+// sparsify.go).
+func arrayFloat32(a *evalharness.Array) ([]float32, error) {
+	f, err := a.Float64()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float32, len(f))
+	for i, v := range f {
+		out[i] = float32(v)
+	}
+	return out, nil
+}

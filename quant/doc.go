@@ -1,0 +1,54 @@
+// Package quant quantizes the weights (and optionally the activations) of
+// ONNX models: int8 QDQ per channel or per tensor, dynamic int8
+// (MatMulInteger), static int8 activations from calibration ranges, 4-bit
+// block-wise weights as com.microsoft MatMulNBits or as opset-21 blocked
+// DequantizeLinear, with round-to-nearest (RTN) or GPTQ, and fp16/bf16
+// conversion with an fp32 op block list.
+//
+// # Overview
+//
+// The numerical core is a set of pure functions over []float32 weights and
+// shape integers, with no ONNX types and no I/O:
+//
+//   - QuantizeLinear / Linear.Dequantize: 8-bit linear quantization per
+//     tensor or per channel along any axis, symmetric or asymmetric, with the
+//     scale and zero point rules of ONNX Runtime's quantizer (ScaleZeroPoint).
+//   - QuantizeRTN, GPTQ / Blockwise: block-wise n-bit quantization of a MatMul
+//     weight B [K, N] with blocks along K, and the packings ONNX Runtime
+//     expects (Blockwise.MatMulNBits, Blockwise.BlockedQDQ).
+//   - MinMaxRange, PercentileRange, EntropyRange: activation ranges from
+//     calibration histograms.
+//
+// The model rewrite Quantize applies them to a copy of an onnxio.Model:
+//
+//   - int8 QDQ: DequantizeLinear on int8 initializers feeding MatMul, Gemm
+//     and Conv (weight-only); with Activations "dynamic", MatMul and Gemm
+//     become DynamicQuantizeLinear + MatMulInteger + rescale (ONNX Runtime's
+//     quantize_dynamic pattern); with "int8", QuantizeLinear/DequantizeLinear
+//     pairs on the inputs and outputs of the quantized ops, so that ONNX
+//     Runtime fuses them into its integer kernels.
+//   - int4: com.microsoft MatMulNBits (bias added after by an Add) or
+//     opset-21 blocked DequantizeLinear, RTN or GPTQ.
+//   - fp16: weights and compute in float16 with float32 model inputs and
+//     outputs (Casts), DefaultFloat16BlockList ops in float32, values beyond
+//     ±65504 clamped and counted; bf16 stores the weights in bfloat16 with
+//     Casts to float32 (ONNX Runtime's CPU EP has no bfloat16 GEMM/Conv).
+//
+// Data-dependent modes take small interfaces that the evaluation harness
+// implements: Calibration (XᵀX Gram matrices for GPTQ) and ActivationStats
+// (activation histograms for static quantization); Activations implements
+// both from captured activation values, and ActivationTensors names the
+// tensors to capture. Models that already hold quantization ops are refused
+// (ErrAlreadyQuantized).
+//
+// # Invariants
+//
+// Input slices are never modified. Every quantizer is deterministic. All
+// reductions (norms, Gram updates, Cholesky factors) use float64.
+//
+// # Trust
+//
+// Weights come from untrusted model files: non-finite weights are reported as
+// errors, never silently quantized. Shape mismatches between a slice and the
+// shape integers passed with it are caller bugs and panic with ErrShape.
+package quant

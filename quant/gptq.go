@@ -1,0 +1,289 @@
+package quant
+
+import (
+	"fmt"
+	"math"
+	"sort"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas64"
+	"gonum.org/v1/gonum/lapack/lapack64"
+)
+
+// Calibration gives the Gram matrix XᵀX of the input activations of the op
+// that consumes a weight (the shared calibration interface of onnxpost,
+// implemented by the evaluation harness's activation capture). xtx is d×d
+// row-major, d the weight's reduction size (K for a MatMul B [K, N]); n is
+// the number of activation rows accumulated.
+type Calibration interface {
+	InputGram(weight string) (xtx []float64, d int, n int64, err error)
+}
+
+// GPTQOptions configures GPTQ.
+type GPTQOptions struct {
+	// Block chooses bits, block (group) size and symmetry; its Rule
+	// defaults to RuleGPTQ.
+	Block BlockOptions
+	// Damp is the fraction of the mean diagonal of H added to its diagonal
+	// (default 0.01, the reference's percdamp).
+	Damp float64
+	// ActOrder processes columns in order of decreasing diag(H). Block
+	// parameters are then computed up front on the original weights
+	// (the reference's static_groups), so that blocks stay contiguous in K
+	// as MatMulNBits requires.
+	ActOrder bool
+	// LazyBlock is the number of columns updated together before the
+	// remaining columns receive the accumulated error (default 128).
+	LazyBlock int
+}
+
+// GPTQInfo reports how a GPTQ run went.
+type GPTQInfo struct {
+	// Damp is the damping fraction finally used (raised ×10 per retry
+	// when H + damp·I was not positive definite).
+	Damp float64
+	// DeadColumns counts inputs whose diag(H) was 0 (their weights are
+	// set to 0, as in the reference).
+	DeadColumns int
+	// Loss is the reference's proxy loss Σ (w − q)²/(2·[H⁻¹]ᵢᵢ) over all
+	// weights.
+	Loss float64
+}
+
+// GPTQ quantizes the MatMul weight w [K, N] (row-major) block-wise along K
+// with the GPTQ algorithm (Frantar et al. 2023), given H = XᵀX [K, K]
+// (row-major, from calibration). It follows the reference implementation:
+// dead inputs zeroed, damping Damp·mean(diag H), upper Cholesky factor of
+// H⁻¹, columns quantized one by one with the error propagated to the
+// not-yet-quantized columns inside a lazy block and to the rest after it,
+// block parameters computed when a block starts (or up front with
+// ActOrder). It panics with ErrShape when len(w) != k·n or
+// len(xtx) != k·k.
+func GPTQ(w []float32, k, n int, xtx []float64, opt GPTQOptions) (*Blockwise, GPTQInfo, error) {
+	if k < 0 || n < 0 || len(w) != k*n {
+		panic(fmt.Errorf("%w: %d values for [%d, %d]", ErrShape, len(w), k, n))
+	}
+	if len(xtx) != k*k {
+		panic(fmt.Errorf("%w: Gram has %d values, want %d×%d", ErrShape, len(xtx), k, k))
+	}
+	bo := opt.Block.withDefaults()
+	if bo.Rule == RuleDefault {
+		bo.Rule = RuleGPTQ
+	}
+	if err := bo.validate(); err != nil {
+		return nil, GPTQInfo{}, err
+	}
+	if err := checkFinite(w); err != nil {
+		return nil, GPTQInfo{}, err
+	}
+	for i, v := range xtx {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, GPTQInfo{}, fmt.Errorf("%w: Gram element %d is %v", ErrNonFinite, i, v)
+		}
+	}
+	damp := opt.Damp
+	if damp == 0 {
+		damp = 0.01
+	}
+	if damp < 0 {
+		return nil, GPTQInfo{}, fmt.Errorf("%w: negative damping %g", ErrOptions, damp)
+	}
+	lazy := opt.LazyBlock
+	if lazy <= 0 {
+		lazy = 128
+	}
+	gs := bo.BlockSize
+	info := GPTQInfo{}
+
+	// W is [N][K] (rows = outputs, columns = inputs), as in the reference.
+	W := make([]float64, n*k)
+	for kk := 0; kk < k; kk++ {
+		for c := 0; c < n; c++ {
+			W[c*k+kk] = float64(w[kk*n+c])
+		}
+	}
+	H := append([]float64(nil), xtx...)
+	for i := 0; i < k; i++ {
+		if H[i*k+i] == 0 {
+			H[i*k+i] = 1
+			info.DeadColumns++
+			for c := 0; c < n; c++ {
+				W[c*k+i] = 0
+			}
+		}
+	}
+	nb := (k + gs - 1) / gs
+	out := newBlockwise(k, n, bo)
+	scales := make([]float64, n) // current block's parameters, per row
+	zeros := make([]int, n)
+	xs := make([]float64, gs)
+	findParams := func(src []float64, cols []int, blk int) {
+		for c := 0; c < n; c++ {
+			xs = xs[:0]
+			for _, col := range cols {
+				xs = append(xs, src[c*k+col])
+			}
+			s, z := blockParams(xs, bo.Bits, bo.Symmetric, bo.Rule)
+			scales[c], zeros[c] = float64(float32(s)), z
+			if blk >= 0 {
+				out.Scales[c*nb+blk], out.ZeroPoints[c*nb+blk] = float32(s), uint8(z)
+			}
+		}
+	}
+
+	// Static groups (act-order): parameters of every block from the
+	// original weights, before any update.
+	var static [][]float64
+	var staticZ [][]int
+	if opt.ActOrder {
+		static, staticZ = make([][]float64, nb), make([][]int, nb)
+		for j := 0; j < nb; j++ {
+			cols := make([]int, 0, gs)
+			for col := j * gs; col < min((j+1)*gs, k); col++ {
+				cols = append(cols, col)
+			}
+			findParams(W, cols, j)
+			static[j] = append([]float64(nil), scales...)
+			staticZ[j] = append([]int(nil), zeros...)
+		}
+	}
+	perm := make([]int, k)
+	for i := range perm {
+		perm[i] = i
+	}
+	if opt.ActOrder {
+		sort.SliceStable(perm, func(a, b int) bool { return H[perm[a]*k+perm[a]] > H[perm[b]*k+perm[b]] })
+		W = permuteCols(W, n, k, perm)
+		H = permuteSym(H, k, perm)
+	}
+
+	var U []float64
+	for try := 0; try < 4; try++ {
+		U = hinvUpper(H, k, damp)
+		if U != nil {
+			break
+		}
+		damp *= 10
+	}
+	if U == nil {
+		return nil, info, fmt.Errorf("%w: H + damping is not positive definite even with damping %g", ErrCalibration, damp)
+	}
+	info.Damp = damp
+
+	maxq := float64(int(1)<<bo.Bits - 1)
+	for i1 := 0; i1 < k; i1 += lazy {
+		i2 := min(i1+lazy, k)
+		cnt := i2 - i1
+		W1 := make([]float64, n*cnt)
+		for c := 0; c < n; c++ {
+			copy(W1[c*cnt:(c+1)*cnt], W[c*k+i1:c*k+i2])
+		}
+		Err1 := make([]float64, n*cnt)
+		for i := 0; i < cnt; i++ {
+			col := i1 + i
+			orig := perm[col]
+			if opt.ActOrder {
+				j := orig / gs
+				copy(scales, static[j])
+				copy(zeros, staticZ[j])
+			} else if col%gs == 0 {
+				cols := make([]int, 0, gs)
+				for cc := col; cc < min(col+gs, k); cc++ {
+					cols = append(cols, cc)
+				}
+				findParams(W, cols, col/gs)
+			}
+			d := U[col*k+col]
+			for c := 0; c < n; c++ {
+				x := W1[c*cnt+i]
+				s, z := scales[c], zeros[c]
+				var code, q float64
+				if s == 0 {
+					code, q = float64(z), 0
+				} else {
+					code = math.Max(0, math.Min(math.RoundToEven(x/s)+float64(z), maxq))
+					q = s * (code - float64(z))
+				}
+				out.Codes[c*k+orig] = uint8(code)
+				e := (x - q) / d
+				info.Loss += (x - q) * (x - q) / (d * d) / 2
+				row := W1[c*cnt : (c+1)*cnt]
+				urow := U[col*k+i1 : col*k+i2]
+				for jj := i; jj < cnt; jj++ {
+					row[jj] -= e * urow[jj]
+				}
+				Err1[c*cnt+i] = e
+			}
+		}
+		// W[:, i2:] -= Err1 · U[i1:i2, i2:] (the lazy batch update, the
+		// O(N·K²) part: a BLAS GEMM on strided views).
+		if i2 < k {
+			blas64.Gemm(blas.NoTrans, blas.NoTrans, -1,
+				blas64.General{Rows: n, Cols: cnt, Stride: cnt, Data: Err1},
+				blas64.General{Rows: cnt, Cols: k - i2, Stride: k, Data: U[i1*k+i2:]},
+				1,
+				blas64.General{Rows: n, Cols: k - i2, Stride: k, Data: W[i2:]})
+		}
+	}
+	return out, info, nil
+}
+
+// permuteCols returns W[:, perm] for W [rows][cols].
+func permuteCols(W []float64, rows, cols int, perm []int) []float64 {
+	out := make([]float64, len(W))
+	for r := 0; r < rows; r++ {
+		for j, p := range perm {
+			out[r*cols+j] = W[r*cols+p]
+		}
+	}
+	return out
+}
+
+// permuteSym returns H[perm][:, perm].
+func permuteSym(H []float64, k int, perm []int) []float64 {
+	out := make([]float64, len(H))
+	for i, pi := range perm {
+		for j, pj := range perm {
+			out[i*k+j] = H[pi*k+pj]
+		}
+	}
+	return out
+}
+
+// hinvUpper returns the upper Cholesky factor U of (H + damp·mean(diag H)·I)⁻¹
+// (so that the inverse is UᵀU), or nil when the damped H is not positive
+// definite. With J the reversal permutation and J·H·J = M·Mᵀ (Cholesky),
+// H = R·Rᵀ with R = J·M·J upper triangular, so H⁻¹ = R⁻ᵀR⁻¹ and U = R⁻¹:
+// one Cholesky factorization and one triangular inverse.
+func hinvUpper(H []float64, k int, damp float64) []float64 {
+	var mean float64
+	for i := 0; i < k; i++ {
+		mean += H[i*k+i]
+	}
+	mean /= float64(k)
+	A := make([]float64, k*k) // J·(H + damp·I)·J
+	for i := 0; i < k; i++ {
+		for j := 0; j < k; j++ {
+			A[i*k+j] = H[(k-1-i)*k+(k-1-j)]
+		}
+		A[i*k+i] += damp * mean
+	}
+	// Cholesky factor of J·H·J (LAPACK dpotrf, lower, row-major).
+	if _, ok := lapack64.Potrf(blas64.Symmetric{Uplo: blas.Lower, N: k, Stride: k, Data: A}); !ok {
+		return nil
+	}
+	U := make([]float64, k*k) // R = J·M·J, upper triangular
+	for i := 0; i < k; i++ {
+		for j := i; j < k; j++ {
+			U[i*k+j] = A[(k-1-i)*k+(k-1-j)]
+		}
+		if !(U[i*k+i] > 0) {
+			return nil
+		}
+	}
+	// U = R⁻¹ in place (LAPACK dtrtri).
+	if !lapack64.Trtri(blas64.Triangular{Uplo: blas.Upper, Diag: blas.NonUnit, N: k, Stride: k, Data: U}) {
+		return nil
+	}
+	return U
+}
