@@ -166,10 +166,7 @@ func Capture(m *onnxio.Model, ds *Dataset, opt CaptureOptions) (*Stats, error) {
 	if err != nil {
 		return nil, err
 	}
-	nodes := map[string]onnxio.Node{}
-	for _, n := range m.Nodes() {
-		nodes[n.Name] = n
-	}
+	nodes := m.Nodes() // indexed by Weight.NodeIndex: works with unnamed nodes too
 	for _, name := range opt.Grams {
 		g, err := newGram(m, wm, nodes, name)
 		if err != nil {
@@ -337,15 +334,15 @@ func dimsOf(ds []onnxio.Dim) []int64 {
 	return out
 }
 
-func newGram(m *onnxio.Model, wm map[string]onnxio.Weight, nodes map[string]onnxio.Node, name string) (*gram, error) {
+func newGram(m *onnxio.Model, wm map[string]onnxio.Weight, nodes []onnxio.Node, name string) (*gram, error) {
 	w, ok := wm[name]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q is not a weight of the model", ErrCapture, name)
 	}
-	n, ok := nodes[w.Node]
-	if !ok {
-		return nil, fmt.Errorf("%w: consumer node %q of %q not found (unnamed nodes: call EnsureNodeNames first)", ErrCapture, w.Node, name)
+	if w.NodeIndex < 0 || w.NodeIndex >= len(nodes) {
+		return nil, fmt.Errorf("%w: %q has no consuming node", ErrCapture, name)
 	}
+	n := nodes[w.NodeIndex]
 	g := &gram{node: n, op: w.Op, input: n.Input(0)}
 	switch w.Role {
 	case onnxio.RoleMatMulB:
