@@ -10,7 +10,7 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 BIN := bin/onnxpost
 
-.PHONY: all build test demo ort pyenv proto zoo minilm bench bench-eval bench-large bench-sparsegpt bench-quant fuzz vet clean
+.PHONY: all build test demo ort pyenv proto zoo minilm bench bench-eval bench-large bench-sparsegpt bench-quant bench-merge merge-results fisher-results fuzz vet clean
 
 all: build
 
@@ -87,6 +87,18 @@ bench-sparsegpt:
 bench-quant: ort build pyenv
 	$(VENV_PY) -m pip install -q -r tools/requirements-bench.txt
 	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(VENV_PY) tools/bench_quant.py --bin $(BIN) --out quant/RESULTS.json
+
+## bench-merge: TIES merge of synthetic 1/2/4 GB models vs PyTorch (several GB of disk, minutes)
+bench-merge:
+	./tools/bench_merge.sh 1e9 2e9 4e9
+
+## merge-results: merge results on the zoo (docs/RESULTS.md)
+merge-results: ort build
+	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ./tools/bench_merge_results.py --onnxpost $(BIN)
+
+## fisher-results: Fisher merges beside linear, task arithmetic and TIES (docs/RESULTS.md)
+fisher-results: ort build
+	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ./fisher/results.sh
 
 vet:
 	gofmt -l $$(git ls-files '*.go') ; $(GO) vet ./...

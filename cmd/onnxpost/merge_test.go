@@ -1,0 +1,123 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/onnxpost/onnxpost/merge"
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+func zoo(t *testing.T, name string) string {
+	t.Helper()
+	p := filepath.Join("..", "..", "models", "zoo", "mlp", name+".onnx")
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("zoo missing (make zoo): %v", err)
+	}
+	return p
+}
+
+func TestMergeCLI(t *testing.T) {
+	base, a, b, c := zoo(t, "base"), zoo(t, "ft_low"), zoo(t, "ft_high"), zoo(t, "ft_shift")
+	dir := t.TempDir()
+	corrupt := filepath.Join(dir, "corrupt.onnx")
+	os.WriteFile(corrupt, []byte("this is not a model"), 0o644)
+	cnn := filepath.Join("..", "..", "models", "zoo", "cnn", "ft_low.onnx")
+	cfg := filepath.Join(dir, "m.yaml")
+	os.WriteFile(cfg, []byte(`method: ties
+base_model: `+abs(t, base)+`
+models:
+  - model: `+abs(t, a)+`
+    parameters: {weight: 1, density: 0.3}
+  - model: `+abs(t, b)+`
+parameters: {density: 0.2, lambda: 1.0}
+output: cfg-out.onnx
+`), 0o644)
+	badCfg := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(badCfg, []byte("method: ties\nmodels: [{model: a.onnx}]\nlamda: 1\n"), 0o644)
+
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		output string // written file ("" none)
+	}{
+		{"ties flags first", []string{"--method", "ties", "--base", base, "--density", "0.2", "--lambda", "1.0", "-o", "OUT", a, b, c}, 0, "OUT"},
+		{"flags after models", []string{a, b, "--method", "linear", "--weights", "2,1", "-o", "OUT"}, 0, "OUT"},
+		{"per-model density", []string{"--method", "dare-ties", "--base", base, "--density", "0.3,0.5,0.9", "--seed", "3", "-o", "OUT", a, b, c}, 0, "OUT"},
+		{"config", []string{"--config", cfg}, 0, filepath.Join(dir, "cfg-out.onnx")},
+		{"config unknown key", []string{"--config", badCfg, "-o", "OUT"}, 2, ""},
+		{"different architecture", []string{"--method", "linear", "-o", "OUT", a, cnn}, 1, ""},
+		{"missing file", []string{"--method", "linear", "-o", "OUT", a, filepath.Join(dir, "nope.onnx")}, 1, ""},
+		{"corrupt file", []string{"--method", "linear", "-o", "OUT", a, corrupt}, 1, ""},
+		{"density zero", []string{"--method", "ties", "--base", base, "--density", "0", "-o", "OUT", a, b}, 2, ""},
+		{"density above one", []string{"--method", "ties", "--base", base, "--density", "1.5", "-o", "OUT", a, b}, 2, ""},
+		{"weights sum to zero", []string{"--method", "linear", "--weights", "1,-1", "-o", "OUT", a, b}, 2, ""},
+		{"no method", []string{"-o", "OUT", a, b}, 2, ""},
+		{"ties without base", []string{"--method", "ties", "-o", "OUT", a, b}, 2, ""},
+		{"gate without data", []string{"--method", "linear", "--gate", "accuracy>=0.5", "-o", "OUT", a, b}, 2, ""},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(dir, "out", tc.name+".onnx")
+			os.MkdirAll(filepath.Dir(out), 0o755)
+			args := []string{"onnxpost", "merge"}
+			for _, a := range tc.args {
+				if a == "OUT" {
+					a = out
+				}
+				args = append(args, a)
+			}
+			if code := run(args); code != tc.code {
+				t.Fatalf("exit code %d, want %d (%d)", code, tc.code, i)
+			}
+			want := tc.output
+			if want == "OUT" {
+				want = out
+			}
+			_, err := os.Stat(out)
+			if want != out && err == nil {
+				t.Fatalf("%s written", out)
+			}
+			if want == "" {
+				return
+			}
+			m, err := onnxio.Load(want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			md := m.Metadata()
+			if md[merge.MetaMethod] == "" || !strings.Contains(md[merge.MetaInputs], "sha256") {
+				t.Fatalf("provenance missing: %v", md)
+			}
+		})
+	}
+}
+
+func TestSoupCLI(t *testing.T) {
+	a, b := zoo(t, "ft_low"), zoo(t, "ft_high")
+	out := filepath.Join(t.TempDir(), "soup.onnx")
+	if code := run([]string{"onnxpost", "soup", a, b, "-o", out}); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	m, err := onnxio.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Metadata()[merge.MetaMethod] != "uniform-soup" {
+		t.Fatalf("metadata %v", m.Metadata())
+	}
+	if code := run([]string{"onnxpost", "soup", "--greedy", a, b, "-o", out + "2"}); code != 2 {
+		t.Fatalf("greedy without data: exit code %d, want 2", code)
+	}
+}
+
+func abs(t *testing.T, p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}

@@ -1,0 +1,214 @@
+package merge
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+// Transform computes the merged tensor named name; t is the template's
+// tensor of that name. Tensors that are not merged come back unchanged. It
+// is an onnxio.TransformFunc: Save calls it from a pool of workers as it
+// writes the output, so the merge streams.
+func (m *Merger) Transform(name string, t *onnxio.Tensor) (*onnxio.Tensor, error) {
+	k, ok := m.index[name]
+	if !ok {
+		return t, nil
+	}
+	if err := m.ctx.Err(); err != nil {
+		return nil, err
+	}
+	p := &m.plan[k]
+	base, xs, err := m.group(p, t)
+	if err != nil {
+		return nil, err
+	}
+	var fishers []*onnxio.Tensor
+	for i, f := range m.in.Fishers {
+		ft, err := f.Initializer(p.Fishers[i])
+		if err != nil {
+			return nil, err
+		}
+		fishers = append(fishers, ft)
+	}
+	var out *onnxio.Tensor
+	if p.DType == onnxio.Double {
+		out, err = compute(m, p, base, xs, fishers, view64)
+	} else {
+		out, err = compute(m, p, base, xs, fishers, view32)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("merging %q: %w", p.Out, err)
+	}
+	m.done.Add(out.NumElements())
+	return out, nil
+}
+
+// compute merges one tensor group with element type T.
+func compute[T Float](m *Merger, p *TensorPlan, base *onnxio.Tensor, xs, fishers []*onnxio.Tensor, view func(*onnxio.Tensor) ([]T, error)) (*onnxio.Tensor, error) {
+	vals := make([][]T, len(xs))
+	for i, x := range xs {
+		v, err := view(x)
+		if err != nil {
+			return nil, err
+		}
+		vals[i] = v
+	}
+	var b []T
+	if base != nil {
+		var err error
+		if b, err = view(base); err != nil {
+			return nil, err
+		}
+	}
+	n := len(vals[0])
+	dst, wrap := outBuffer[T](p.Out, p.DType, p.Shape, n)
+	o := &m.opt
+	switch o.Method {
+	case Linear:
+		LinearTo(dst, vals, o.Weights, !o.NoNormalize)
+	case TaskArithmetic:
+		TaskArithmeticTo(dst, b, vals, o.Weights, o.lambda())
+	case TIES:
+		thr := m.thresholds
+		if o.TrimScope == TrimTensor {
+			thr = make([]float64, len(vals))
+			for i, v := range vals {
+				t, err := tensorThreshold(b, v, o.Densities[i])
+				if err != nil {
+					return nil, err
+				}
+				thr[i] = t
+			}
+		}
+		TIESTo(dst, b, vals, o.Weights, thr, o.lambda())
+	case DARE, DARETIES:
+		keys := make([]uint64, len(vals))
+		for i := range keys {
+			keys[i] = StreamKey(o.Seed, p.Out, i)
+		}
+		DARETo(dst, b, vals, DAREParams{Weights: o.Weights, Densities: o.Densities, Keys: keys, Lambda: o.lambda(), TIES: o.Method == DARETIES})
+	case SLERP:
+		v0, v1 := b, vals[0]
+		if b == nil {
+			v0, v1 = vals[0], vals[1]
+		}
+		SLERPTo(dst, v0, v1, *o.T)
+	case Fisher:
+		fs := make([][]T, len(fishers))
+		for i, f := range fishers {
+			v, err := view(f)
+			if err != nil {
+				return nil, err
+			}
+			fs[i] = v
+		}
+		FisherTo(dst, vals, fs, m.coeffs, o.FisherFloor)
+	default:
+		return nil, fmt.Errorf("%w: method %q", ErrOptions, o.Method)
+	}
+	for j, v := range dst {
+		if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil, fmt.Errorf("%w: merged value %d is %v (do the inputs hold NaN or Inf?)", ErrIncompatible, j, f)
+		}
+	}
+	return wrap()
+}
+
+// Done returns the number of elements merged so far (for progress bars).
+func (m *Merger) Done() int64 { return m.done.Load() }
+
+// Output returns a copy of the template to save the merge into: pass it to
+// Save with Transform set to m.Transform (as m.Save does). External data
+// stays referenced, not copied.
+func (m *Merger) Output() *onnxio.Model { return m.template.Clone() }
+
+// Save writes the merged model to path, merging each tensor as it is
+// written (a worker pool of so.Workers, default GOMAXPROCS). out is the
+// model to save (from Output, with provenance set); so may be nil.
+func (m *Merger) Save(out *onnxio.Model, path string, so *onnxio.SaveOptions) error {
+	var o onnxio.SaveOptions
+	if so != nil {
+		o = *so
+	}
+	o.Transform = m.Transform
+	return out.Save(path, &o)
+}
+
+// Model returns the merged model in memory (out from Output, or nil for a
+// fresh copy of the template).
+func (m *Merger) Model(out *onnxio.Model) (*onnxio.Model, error) {
+	if out == nil {
+		out = m.Output()
+	}
+	for _, p := range m.plan {
+		t, err := out.Initializer(p.Out)
+		if err != nil {
+			return nil, err
+		}
+		mt, err := m.Transform(p.Out, t)
+		if err != nil {
+			return nil, err
+		}
+		if err := out.SetInitializer(mt); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Source is one input file of a merge, for provenance.
+type Source struct {
+	// Role is "base", "model" or "fisher".
+	Role string `json:"role"`
+	// Path is the file as given.
+	Path string `json:"path"`
+	// SHA256 is the hex digest of the file (the .onnx file itself; external
+	// data files are not included).
+	SHA256 string `json:"sha256"`
+}
+
+// FileSHA256 returns the hex SHA-256 of a file.
+func FileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Metadata keys of the provenance SetProvenance records.
+const (
+	MetaMethod = "onnxpost.merge.method"
+	MetaParams = "onnxpost.merge.params"
+	MetaInputs = "onnxpost.merge.inputs"
+)
+
+// SetProvenance records the merge in out's metadata_props: the method
+// (MetaMethod), its parameters as a JSON object (MetaParams) and the inputs
+// with their SHA-256 as a JSON array (MetaInputs).
+func SetProvenance(out *onnxio.Model, opt *Options, sources []Source) error {
+	pb, err := json.Marshal(opt.Params()) // encoding/json sorts map keys
+	if err != nil {
+		return err
+	}
+	sb, err := json.Marshal(sources)
+	if err != nil {
+		return err
+	}
+	out.SetMetadata(MetaMethod, string(opt.Method))
+	out.SetMetadata(MetaParams, string(pb))
+	out.SetMetadata(MetaInputs, string(sb))
+	return nil
+}

@@ -1,0 +1,109 @@
+package merge
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+func randSlices(n, m int, seed uint64) (base []float32, xs [][]float32) {
+	r := rand.New(rand.NewPCG(seed, 1))
+	base = make([]float32, n)
+	for j := range base {
+		base[j] = float32(r.NormFloat64())
+	}
+	for range m {
+		x := make([]float32, n)
+		for j := range x {
+			x[j] = base[j] + float32(0.01*r.NormFloat64())
+		}
+		xs = append(xs, x)
+	}
+	return base, xs
+}
+
+// BenchmarkTIESKernel768x3072 merges three 768×3072 deltas (thresholds
+// given); bytes are the input bytes read (base + 3 models).
+func BenchmarkTIESKernel768x3072(b *testing.B) {
+	base, xs := randSlices(768*3072, 3, 1)
+	dst := make([]float32, len(base))
+	b.SetBytes(int64(4 * len(base) * 4))
+	for b.Loop() {
+		TIESTo(dst, base, xs, []float64{1, 1, 1}, []float64{0.01, 0.01, 0.01}, 1)
+	}
+}
+
+// BenchmarkDARETIESKernel768x3072 is the same with random drops.
+func BenchmarkDARETIESKernel768x3072(b *testing.B) {
+	base, xs := randSlices(768*3072, 3, 1)
+	dst := make([]float32, len(base))
+	p := DAREParams{Weights: []float64{1, 1, 1}, Densities: []float64{0.5, 0.5, 0.5}, Keys: []uint64{1, 2, 3}, Lambda: 1, TIES: true}
+	b.SetBytes(int64(4 * len(base) * 4))
+	for b.Loop() {
+		DARETo(dst, base, xs, p)
+	}
+}
+
+// BenchmarkSelectorPass768x3072 is one histogram pass of the global-trim
+// selection over one tensor's |τ|.
+func BenchmarkSelectorPass768x3072(b *testing.B) {
+	base, xs := randSlices(768*3072, 1, 2)
+	b.SetBytes(int64(8 * len(base)))
+	for b.Loop() {
+		s := NewSelector(1000)
+		p := s.NewPass()
+		feedAbs(p, base, xs[0])
+		if err := s.EndPass(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkMemoryCopy256MB is the memory-bandwidth probe the merge
+// throughput is compared with (ARCHITECTURE.md §7).
+func BenchmarkMemoryCopy256MB(b *testing.B) {
+	src := make([]byte, 256<<20)
+	for i := range src {
+		src[i] = byte(i)
+	}
+	dst := make([]byte, len(src))
+	b.SetBytes(int64(len(src)))
+	for b.Loop() {
+		copy(dst, src)
+	}
+}
+
+// BenchmarkMergeTIESLarge merges the synthetic models of
+// $ONNXPOST_BENCH_MERGE_DIR (base.onnx, ft1..3.onnx, made by
+// `go run ./merge/internal/synth/gen`; see tools/bench_merge.sh) with TIES,
+// global trim, to an external-data output. Bytes are the input bytes
+// (base + models). Skipped when the variable is unset.
+func BenchmarkMergeTIESLarge(b *testing.B) {
+	dir := os.Getenv("ONNXPOST_BENCH_MERGE_DIR")
+	if dir == "" {
+		b.Skip("set ONNXPOST_BENCH_MERGE_DIR to a folder made by merge/internal/synth/gen")
+	}
+	load := func(n string) *onnxio.Model {
+		m, err := onnxio.Load(filepath.Join(dir, n+".onnx"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return m
+	}
+	in := Inputs{Base: load("base"), Models: []*onnxio.Model{load("ft1"), load("ft2"), load("ft3")}}
+	out := filepath.Join(b.TempDir(), "merged.onnx")
+	for b.Loop() {
+		mg, err := New(context.Background(), in, Options{Method: TIES}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.SetBytes(4 * 4 * mg.Elements())
+		if err := mg.Save(mg.Output(), out, &onnxio.SaveOptions{External: onnxio.ExternalAlways}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,480 @@
+package merge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+// ErrIncompatible reports input models that cannot be merged: different
+// architectures, dtypes, integer tensors or Fisher files that do not fit.
+var ErrIncompatible = errors.New("merge: incompatible models")
+
+// Inputs are the models of a merge.
+type Inputs struct {
+	// Base is the pre-trained model deltas are taken from (task
+	// arithmetic, TIES, DARE; optional first end of SLERP); nil otherwise.
+	Base *onnxio.Model
+	// Models are the models merged, in order (weights and densities follow
+	// this order).
+	Models []*onnxio.Model
+	// Fishers are the models' diagonal Fisher files (Fisher merging only):
+	// models whose initializers are named and shaped like the
+	// corresponding model's parameters.
+	Fishers []*onnxio.Model
+	// Labels name the inputs in messages (e.g. their paths): Base's
+	// label first when there is a base, then the models'. Optional.
+	Labels []string
+}
+
+// TensorPlan is one merged tensor.
+type TensorPlan struct {
+	// Out is the tensor's name in the output (the template's name).
+	Out string `json:"out"`
+	// Base is the base model's name for it ("" without a base).
+	Base string `json:"base,omitempty"`
+	// Models are its names in each model.
+	Models []string `json:"models"`
+	// Fishers are the names of its Fisher tensors (Fisher merging).
+	Fishers []string `json:"fishers,omitempty"`
+	// DType and Shape are the tensor's.
+	DType onnxio.DType `json:"-"`
+	Shape []int64      `json:"shape"`
+}
+
+// Merger merges models tensor by tensor while the output is written, so
+// that at most (models + 1) tensors of one name per worker are in memory.
+// Create it with New, then Save (streaming) or Model (in memory).
+type Merger struct {
+	ctx      context.Context
+	opt      Options
+	in       Inputs
+	template *onnxio.Model
+	plan     []TensorPlan
+	index    map[string]int
+	// thresholds[i] is model i's global trim threshold (TIES, global scope)
+	thresholds []float64
+	// coeffs are the Fisher coefficients (weights, normalized if asked)
+	coeffs []float64
+	total  int64 // elements to merge
+	done   atomic.Int64
+}
+
+// Progress reports the selection passes of New: it is called with a stage
+// name ("trim pass N"), the elements processed so far and the total, possibly
+// from several goroutines at once. Merger.Done gives the progress of the
+// merge itself.
+type Progress func(stage string, done, total int64)
+
+// New checks that the inputs can be merged with opt and prepares the merge:
+// every model is paired with the template (the base, or the first model
+// without a base) by onnxio.Match — structurally, not by name; integer and
+// other non-float tensors must be equal in every model; floating-point
+// initializers selected by opt.Include/Exclude are merged. For TIES with a
+// global trim scope New makes the selection passes over all merged tensors
+// (a radix selection, constant memory) to find each model's threshold; for
+// Fisher merging with normalization it computes ‖Fᵢ‖.
+//
+// Weights held in Constant nodes are not merged: fold them first
+// (onnxio.Model.FoldConstantWeights). The input models are not modified.
+func New(ctx context.Context, in Inputs, opt Options, progress Progress) (*Merger, error) {
+	if err := opt.Validate(len(in.Models), in.Base != nil); err != nil {
+		return nil, err
+	}
+	if opt.Method == Fisher {
+		if len(in.Fishers) != len(in.Models) {
+			return nil, fmt.Errorf("%w: fisher merging needs one Fisher file per model (--fisher F1,F2,...): got %d for %d models", ErrOptions, len(in.Fishers), len(in.Models))
+		}
+	} else if len(in.Fishers) > 0 {
+		return nil, fmt.Errorf("%w: Fisher files given to method %s", ErrOptions, opt.Method)
+	}
+	m := &Merger{ctx: ctx, opt: opt, in: in, index: map[string]int{}}
+	label := func(i int) string { // i = -1: base
+		k := i
+		if in.Base != nil {
+			k++
+		}
+		if k >= 0 && k < len(in.Labels) {
+			return in.Labels[k]
+		}
+		if i < 0 {
+			return "the base model"
+		}
+		return fmt.Sprintf("model %d", i+1)
+	}
+	m.template = in.Base
+	tlabel := label(-1)
+	if m.template == nil {
+		m.template = in.Models[0]
+		tlabel = label(0)
+	}
+	// pair every model with the template
+	names := make([]map[string]string, len(in.Models))
+	for i, mod := range in.Models {
+		if mod == m.template {
+			names[i] = nil // identity
+			continue
+		}
+		pairs, err := onnxio.Match(m.template, mod)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s does not match the architecture of %s: %w", ErrIncompatible, label(i), tlabel, err)
+		}
+		names[i] = map[string]string{}
+		for _, p := range pairs {
+			names[i][p.A] = p.B
+		}
+	}
+	nameIn := func(i int, n string) string {
+		if names[i] == nil {
+			return n
+		}
+		return names[i][n]
+	}
+	for _, n := range m.template.Initializers() {
+		dt, shape, err := m.template.InitializerInfo(n)
+		if err != nil {
+			return nil, err
+		}
+		if !dt.IsFloat() {
+			if err := m.checkEqual(n, nameIn, label, tlabel); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if !opt.Selected(n) {
+			continue
+		}
+		p := TensorPlan{Out: n, DType: dt, Shape: shape}
+		if in.Base != nil {
+			p.Base = n
+		}
+		for i := range in.Models {
+			p.Models = append(p.Models, nameIn(i, n))
+		}
+		if opt.Method == Fisher {
+			for i, f := range in.Fishers {
+				mn := p.Models[i]
+				fdt, fshape, err := f.InitializerInfo(mn)
+				if err != nil {
+					return nil, fmt.Errorf("%w: the Fisher file of %s has no tensor %q", ErrIncompatible, label(i), mn)
+				}
+				if !fdt.IsFloat() || !equalShape(fshape, shape) {
+					return nil, fmt.Errorf("%w: Fisher tensor %q of %s is %v %v, want a float tensor of shape %v", ErrIncompatible, mn, label(i), fdt, fshape, shape)
+				}
+				p.Fishers = append(p.Fishers, mn)
+			}
+		}
+		n, _ := onnxio.NumElements(shape)
+		m.total += n
+		m.index[p.Out] = len(m.plan)
+		m.plan = append(m.plan, p)
+	}
+	if len(m.plan) == 0 {
+		return nil, fmt.Errorf("%w: no floating-point tensor selected to merge", ErrOptions)
+	}
+	switch {
+	case opt.Method == TIES && opt.TrimScope == TrimGlobal:
+		if err := m.globalThresholds(progress); err != nil {
+			return nil, err
+		}
+	case opt.Method == Fisher:
+		if err := m.fisherCoeffs(); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func equalShape(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// checkEqual verifies that a non-float tensor is equal in every model.
+func (m *Merger) checkEqual(n string, nameIn func(int, string) string, label func(int) string, tlabel string) error {
+	want, err := m.template.Initializer(n)
+	if err != nil {
+		return err
+	}
+	for i, mod := range m.in.Models {
+		if mod == m.template {
+			continue
+		}
+		got, err := mod.Initializer(nameIn(i, n))
+		if err != nil {
+			return err
+		}
+		same := bytes.Equal(got.Bytes(), want.Bytes()) && len(got.Strings) == len(want.Strings)
+		for k := 0; same && k < len(got.Strings); k++ {
+			same = bytes.Equal(got.Strings[k], want.Strings[k])
+		}
+		if !same {
+			return fmt.Errorf("%w: %v tensor %q (shapes, indices...) differs between %s and %s (%q); only floating-point tensors are merged, the others must be equal",
+				ErrIncompatible, want.DType, n, tlabel, label(i), nameIn(i, n))
+		}
+	}
+	return nil
+}
+
+// Plan returns the merged tensors.
+func (m *Merger) Plan() []TensorPlan { return m.plan }
+
+// Thresholds returns each model's global trim threshold on |τ| (TIES with
+// global scope), or nil.
+func (m *Merger) Thresholds() []float64 { return m.thresholds }
+
+// Elements returns the number of elements merged.
+func (m *Merger) Elements() int64 { return m.total }
+
+// Template returns the model whose graph the output takes: the base, or
+// the first model without one.
+func (m *Merger) Template() *onnxio.Model { return m.template }
+
+// group reads one plan entry's tensors: the base's (nil without base) and
+// each model's; the template's own tensor t is reused when given.
+func (m *Merger) group(p *TensorPlan, t *onnxio.Tensor) (base *onnxio.Tensor, xs []*onnxio.Tensor, err error) {
+	get := func(mod *onnxio.Model, name string) (*onnxio.Tensor, error) {
+		if mod == m.template && t != nil {
+			return t, nil
+		}
+		return mod.Initializer(name)
+	}
+	if m.in.Base != nil {
+		if base, err = get(m.in.Base, p.Base); err != nil {
+			return nil, nil, err
+		}
+	}
+	xs = make([]*onnxio.Tensor, len(m.in.Models))
+	for i, mod := range m.in.Models {
+		if xs[i], err = get(mod, p.Models[i]); err != nil {
+			return nil, nil, err
+		}
+	}
+	return base, xs, nil
+}
+
+// forEach runs fn over the plan with a worker pool, stopping at the first
+// error.
+func (m *Merger) forEach(fn func(p *TensorPlan) error) error {
+	workers := min(runtime.GOMAXPROCS(0), len(m.plan))
+	jobs := make(chan int)
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+		stop  = make(chan struct{})
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				if err := fn(&m.plan[i]); err != nil {
+					once.Do(func() { first = err; close(stop) })
+				}
+			}
+		}()
+	}
+loop:
+	for i := range m.plan {
+		select {
+		case jobs <- i:
+		case <-stop:
+			break loop
+		case <-m.ctx.Done():
+			once.Do(func() { first = m.ctx.Err(); close(stop) })
+			break loop
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	return first
+}
+
+// globalThresholds finds, for each model, the k-th largest |τ| over all its
+// merged tensors with k = TrimCount(density, total) — by radix selection
+// passes, one tensor name at a time.
+func (m *Merger) globalThresholds(progress Progress) error {
+	nm := len(m.in.Models)
+	sels := make([]*Selector, nm)
+	for i := range sels {
+		sels[i] = NewSelector(TrimCount(m.opt.Densities[i], m.total))
+	}
+	for pass := 0; ; pass++ {
+		var seen atomic.Int64
+		active := false
+		for _, s := range sels {
+			active = active || !s.Done()
+		}
+		if !active {
+			break
+		}
+		// one accumulating pass per model; each tensor's pass is folded
+		// into it as soon as the tensor is done (constant memory)
+		var mu sync.Mutex
+		acc := make([]*Pass, nm)
+		for i, s := range sels {
+			if !s.Done() {
+				acc[i] = s.NewPass()
+			}
+		}
+		pool := sync.Pool{New: func() any { return make([]*Pass, nm) }}
+		err := m.forEach(func(p *TensorPlan) error {
+			base, xs, err := m.group(p, nil)
+			if err != nil {
+				return err
+			}
+			local := pool.Get().([]*Pass)
+			defer pool.Put(local)
+			for i, s := range sels {
+				if s.Done() {
+					local[i] = nil
+				} else {
+					local[i] = s.ResetPass(local[i])
+				}
+			}
+			if err := absDeltas(base, xs, local); err != nil {
+				return fmt.Errorf("tensor %q: %w", p.Out, err)
+			}
+			mu.Lock()
+			for i, l := range local {
+				if l != nil {
+					acc[i].Merge(l)
+				}
+			}
+			mu.Unlock()
+			if progress != nil {
+				n, _ := onnxio.NumElements(p.Shape)
+				progress(fmt.Sprintf("trim pass %d", pass+1), seen.Add(n), m.total)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for i, s := range sels {
+			if !s.Done() {
+				if err := s.EndPass(acc[i]); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	m.thresholds = make([]float64, nm)
+	for i, s := range sels {
+		m.thresholds[i] = s.Threshold()
+	}
+	return nil
+}
+
+// absDeltas feeds |xᵢ − base| to passes[i] (nil passes are skipped).
+func absDeltas(base *onnxio.Tensor, xs []*onnxio.Tensor, passes []*Pass) error {
+	if base.DType == onnxio.Double {
+		b, err := view64(base)
+		if err != nil {
+			return err
+		}
+		for i, x := range xs {
+			if passes[i] == nil {
+				continue
+			}
+			v, err := view64(x)
+			if err != nil {
+				return err
+			}
+			feedAbs(passes[i], b, v)
+		}
+		return nil
+	}
+	b, err := view32(base)
+	if err != nil {
+		return err
+	}
+	for i, x := range xs {
+		if passes[i] == nil {
+			continue
+		}
+		v, err := view32(x)
+		if err != nil {
+			return err
+		}
+		feedAbs(passes[i], b, v)
+	}
+	return nil
+}
+
+func feedAbs[T Float](p *Pass, base, x []T) {
+	for j := range base {
+		p.Add(math.Abs(float64(x[j]) - float64(base[j])))
+	}
+}
+
+// tensorThreshold returns the k-th largest |x − base| of one tensor.
+func tensorThreshold[T Float](base, x []T, density float64) (float64, error) {
+	s := NewSelector(TrimCount(density, int64(len(base))))
+	for !s.Done() {
+		p := s.NewPass()
+		feedAbs(p, base, x)
+		if err := s.EndPass(p); err != nil {
+			return 0, err
+		}
+	}
+	return s.Threshold(), nil
+}
+
+// fisherCoeffs sets the Fisher coefficients: the weights, divided by
+// ‖Fᵢ‖₂ over the merged tensors when normalizing.
+func (m *Merger) fisherCoeffs() error {
+	m.coeffs = append([]float64(nil), m.opt.Weights...)
+	if !m.opt.FisherNormalize {
+		return nil
+	}
+	sq := make([]float64, len(m.in.Fishers))
+	var mu sync.Mutex
+	err := m.forEach(func(p *TensorPlan) error {
+		local := make([]float64, len(sq))
+		for i, f := range m.in.Fishers {
+			t, err := f.Initializer(p.Fishers[i])
+			if err != nil {
+				return err
+			}
+			v, err := view64(t)
+			if err != nil {
+				return err
+			}
+			for _, x := range v {
+				local[i] += x * x
+			}
+		}
+		mu.Lock()
+		for i := range sq {
+			sq[i] += local[i]
+		}
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i, s := range sq {
+		if s == 0 || math.IsNaN(s) || math.IsInf(s, 0) {
+			return fmt.Errorf("%w: the Fisher of model %d has norm %v; cannot normalize", ErrIncompatible, i+1, math.Sqrt(s))
+		}
+		m.coeffs[i] /= math.Sqrt(s)
+	}
+	return nil
+}

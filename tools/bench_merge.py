@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Python side of the merge benchmark (tools/bench_merge.sh).
+
+Two sub-commands:
+
+  manifest OUT.json MODEL.onnx...
+      (needs the onnx package: run with .venv/bin/python) lists, for each
+      model, its float32 initializers in graph order with their external-data
+      file, offset and length.
+
+  ties MANIFEST.json BASE FT1 FT2 FT3 [--density 0.2] [--lambda 1] [--check MERGED] [--threads 2]
+      (needs PyTorch: Debian's /usr/bin/python3) runs TIES-Merging with a
+      global trim (the paper's reference: every model's task vector flattened
+      over all merged tensors, k = floor(density*n), keep |tau| >= the k-th
+      largest, sign of the sum with 0 -> +1, disjoint mean, base + lambda*tau)
+      on the same tensors as onnxpost, in float32 like the reference code,
+      whole models in memory. With --check it compares the result with
+      onnxpost's merged model. Prints one JSON object: load_s, compute_s,
+      peak_rss_mb (after the merge, before the check), elements, and with
+      --check max_abs_diff, scale and mismatches (entries differing by more
+      than 1e-6 x scale: threshold ties decided differently in float32).
+"""
+import json
+import os
+import resource
+import sys
+import time
+
+
+def manifest(out, models):
+    import onnx
+    import onnx.numpy_helper
+
+    res = {}
+    for p in models:
+        m = onnx.load(p, load_external_data=False)
+        d = os.path.dirname(os.path.abspath(p))
+        ts = []
+        for t in m.graph.initializer:
+            if t.data_type != onnx.TensorProto.FLOAT:
+                continue
+            ext = {e.key: e.value for e in t.external_data}
+            if "location" not in ext:  # small tensors stay inline
+                v = onnx.numpy_helper.to_array(t).ravel().tolist()
+                ts.append({"name": t.name, "values": v, "length": 4 * len(v), "shape": list(t.dims)})
+                continue
+            ts.append({"name": t.name, "file": os.path.join(d, ext["location"]),
+                       "offset": int(ext.get("offset", 0)), "length": int(ext["length"]),
+                       "shape": list(t.dims)})
+        res[p] = ts
+    with open(out, "w") as f:
+        json.dump(res, f)
+
+
+def read_flat(torch, tensors):
+    n = sum(t["length"] // 4 for t in tensors)
+    flat = torch.empty(n, dtype=torch.float32)
+    buf = flat.numpy()
+    pos = 0
+    files = {}
+    for t in tensors:
+        if "values" in t:
+            k = len(t["values"])
+            buf[pos:pos + k] = t["values"]
+            pos += k
+            continue
+        f = files.get(t["file"])
+        if f is None:
+            f = files[t["file"]] = open(t["file"], "rb", buffering=0)
+        f.seek(t["offset"])
+        k = t["length"] // 4
+        mv = memoryview(buf[pos:pos + k]).cast("B")
+        got = 0
+        while got < t["length"]:
+            r = f.readinto(mv[got:])
+            if not r:
+                raise SystemExit("short read in " + t["file"])
+            got += r
+        pos += k
+    for f in files.values():
+        f.close()
+    return flat
+
+
+def ties(args):
+    import torch
+
+    mf = json.load(open(args[0]))
+    base_p, fts = args[1], args[2:5]
+    opts = dict(density=0.2, lam=1.0, check=None, threads=2)
+    rest = args[5:]
+    for i in range(0, len(rest), 2):
+        k, v = rest[i], rest[i + 1]
+        if k == "--density":
+            opts["density"] = float(v)
+        elif k == "--lambda":
+            opts["lam"] = float(v)
+        elif k == "--check":
+            opts["check"] = v
+        elif k == "--threads":
+            opts["threads"] = int(v)
+    torch.set_num_threads(opts["threads"])
+    t0 = time.time()
+    base = read_flat(torch, mf[base_p])
+    taus = [read_flat(torch, mf[p]) for p in fts]
+    t1 = time.time()
+    n = base.numel()
+    k = max(1, int(opts["density"] * n))
+    for tau in taus:
+        tau.sub_(base)                       # tau = theta_i - theta_base
+        a = tau.abs()
+        thr = torch.kthvalue(a, n - k + 1).values  # k-th largest |tau|
+        tau.mul_(a >= thr)                   # trim, ties at the threshold kept
+        del a
+    s = taus[0] + taus[1] + taus[2]
+    gamma = torch.where(s >= 0, 1.0, -1.0)   # elect, 0 -> +1
+    del s
+    num = torch.zeros(n, dtype=torch.float32)
+    den = torch.zeros(n, dtype=torch.float32)
+    for tau in taus:
+        agree = (torch.sign(tau) == gamma) & (tau != 0)
+        num += torch.where(agree, tau, 0.0)
+        den += agree
+    merged = base + opts["lam"] * torch.where(den > 0, num / den.clamp(min=1), 0.0)
+    t2 = time.time()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = {"load_s": t1 - t0, "compute_s": t2 - t1, "peak_rss_mb": peak, "elements": n,
+           "threads": torch.get_num_threads(), "torch": torch.__version__}
+    if opts["check"]:
+        del taus, num, den, gamma
+        got = read_flat(torch, mf[opts["check"]])
+        diff = (got.double() - merged.double()).abs()
+        scale = merged.abs().max().item()
+        out["max_abs_diff"] = diff.max().item()
+        out["scale"] = scale
+        out["mismatches"] = int((diff > 1e-6 * scale).sum().item())
+    print(json.dumps(out))
+
+
+def main():
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    if sys.argv[1] == "manifest":
+        manifest(sys.argv[2], sys.argv[3:])
+    elif sys.argv[1] == "ties":
+        ties(sys.argv[2:])
+    else:
+        raise SystemExit(__doc__)
+
+
+main()
