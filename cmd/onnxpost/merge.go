@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/fisher"
 	"github.com/onnxpost/onnxpost/merge"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -61,7 +62,7 @@ on the command line override its values.`,
 			&cli.StringFlag{Name: "trim-scope", Value: "global", Usage: "TIES trim `SCOPE`: global (the paper's) or tensor (mergekit's)"},
 			&cli.Float64Flag{Name: "t", Usage: "SLERP interpolation parameter `T` in [0,1] (0: first model)"},
 			&cli.StringFlag{Name: "fisher", Usage: "diagonal Fisher files `F1,F2,...`, one per model (ONNX files whose initializers are named and shaped like the model's)"},
-			&cli.StringFlag{Name: "fisher-data", Usage: "compute the Fisher on `DATASET` (not available yet: use --fisher)"},
+			&cli.StringFlag{Name: "fisher-data", Usage: "compute each model's diagonal Fisher on `DATASET` (one for all models, or D1,D2,... one per model: each model's own task data works best)"},
 			&cli.Float64Flag{Name: "fisher-floor", Value: merge.DefaultFisherFloor, Usage: "floor `F` applied to Fisher values"},
 			&cli.BoolFlag{Name: "fisher-normalize", Usage: "divide each model's coefficient by the L2 norm of its Fisher"},
 			&cli.BoolFlag{Name: "no-normalize", Usage: "linear: weighted sum instead of weighted average"},
@@ -92,10 +93,11 @@ func floatList(flag, s string) ([]float64, error) {
 
 // mergeSpec is what a merge needs after flags and config are combined.
 type mergeSpec struct {
-	opt     merge.Options
-	base    string
-	models  []string
-	fishers []string
+	opt        merge.Options
+	base       string
+	models     []string
+	fishers    []string
+	fisherData []string // datasets to compute the Fisher on: one for all models, or one per model
 }
 
 // mergeSpecFrom combines --config and the flags (flags win).
@@ -204,16 +206,22 @@ func mergeSpecFrom(c *cli.Context) (*mergeSpec, error) {
 		s.fishers = strings.Split(c.String("fisher"), ",")
 	}
 	if c.IsSet("fisher-data") {
-		return nil, usagef("--fisher-data is not available yet: compute the diagonal Fisher elsewhere and pass it with --fisher F1,F2,...")
+		s.fisherData = strings.Split(c.String("fisher-data"), ",")
 	}
 	if len(s.models) == 0 {
 		return nil, usagef("no models to merge: give MODEL... or --config")
 	}
-	if s.opt.Method == merge.Fisher && len(s.fishers) != len(s.models) {
-		return nil, usagef("fisher merging needs --fisher with one file per model (%d models, %d files)", len(s.models), len(s.fishers))
-	}
-	if s.opt.Method != merge.Fisher && len(s.fishers) > 0 {
-		return nil, usagef("--fisher is only used by --method fisher")
+	switch {
+	case s.opt.Method != merge.Fisher && (len(s.fishers) > 0 || len(s.fisherData) > 0):
+		return nil, usagef("--fisher and --fisher-data are only used by --method fisher")
+	case s.opt.Method == merge.Fisher && len(s.fishers) > 0 && len(s.fisherData) > 0:
+		return nil, usagef("give either --fisher files or --fisher-data datasets, not both")
+	case s.opt.Method == merge.Fisher && len(s.fisherData) > 0:
+		if len(s.fisherData) != 1 && len(s.fisherData) != len(s.models) {
+			return nil, usagef("--fisher-data takes one dataset or one per model (%d models, %d datasets)", len(s.models), len(s.fisherData))
+		}
+	case s.opt.Method == merge.Fisher && len(s.fishers) != len(s.models):
+		return nil, usagef("fisher merging needs --fisher with one file per model or --fisher-data (%d models, %d files)", len(s.models), len(s.fishers))
 	}
 	if err := s.opt.Validate(len(s.models), s.base != ""); err != nil {
 		return nil, usagef("%v", strings.TrimPrefix(err.Error(), "merge: invalid options: "))
@@ -292,6 +300,33 @@ func mergeAction(c *cli.Context) error {
 			return err
 		}
 		srcs = append(srcs, fs...)
+	}
+	if len(s.fisherData) > 0 {
+		so, err := sessionOptions(c)
+		if err != nil {
+			return err
+		}
+		for i, m := range in.Models {
+			dp := s.fisherData[0]
+			if len(s.fisherData) > 1 {
+				dp = s.fisherData[i]
+			}
+			ds, err := evalharness.LoadDataset(dp)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "merge: computing the diagonal Fisher of %s on %s\n", s.models[i], dp)
+			fm, _, err := fisher.FromData(m, s.models[i], ds, fisher.Options{Session: so, Seed: c.Int64("seed")})
+			if err != nil {
+				return fmt.Errorf("Fisher of %s on %s: %w", s.models[i], dp, err)
+			}
+			in.Fishers = append(in.Fishers, fm)
+			ds2, err := sources("fisher-data", []string{dp})
+			if err != nil {
+				return err
+			}
+			srcs = append(srcs, ds2...)
+		}
 	}
 	ctx := context.Background()
 	bar := newProgressBar(c.Bool("progress"))

@@ -35,6 +35,7 @@ models:
 parameters: {density: 0.2, lambda: 1.0}
 output: cfg-out.onnx
 `), 0o644)
+	lowVal := filepath.Join("..", "..", "models", "data", "digits_low_val.npz")
 	badCfg := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(badCfg, []byte("method: ties\nmodels: [{model: a.onnx}]\nlamda: 1\n"), 0o644)
 
@@ -58,6 +59,8 @@ output: cfg-out.onnx
 		{"no method", []string{"-o", "OUT", a, b}, 2, ""},
 		{"ties without base", []string{"--method", "ties", "-o", "OUT", a, b}, 2, ""},
 		{"gate without data", []string{"--method", "linear", "--gate", "accuracy>=0.5", "-o", "OUT", a, b}, 2, ""},
+		{"fisher-data for ties", []string{"--method", "ties", "--base", base, "--fisher-data", lowVal, "-o", "OUT", a, b}, 2, ""},
+		{"fisher-data count", []string{"--method", "fisher", "--fisher-data", lowVal + "," + lowVal + "," + lowVal, "-o", "OUT", a, b}, 2, ""},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -120,4 +123,46 @@ func abs(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// merge --method fisher --fisher-data computes each model's Fisher and
+// merges with it: the result must equal merging with Fisher files written
+// by `onnxpost fisher` on the same data.
+func TestMergeFisherData(t *testing.T) {
+	requireORT(t)
+	a, b := zoo(t, "ft_low"), zoo(t, "ft_high")
+	data := filepath.Join("..", "..", "models", "data")
+	lo, hi := filepath.Join(data, "digits_low_val.npz"), filepath.Join(data, "digits_high_val.npz")
+	dir := t.TempDir()
+	fa, fb := filepath.Join(dir, "fa.onnx"), filepath.Join(dir, "fb.onnx")
+	for _, f := range [][]string{{"fisher", "--data", lo, "-o", fa, a}, {"fisher", "--data", hi, "-o", fb, b}} {
+		if code := run(append([]string{"onnxpost"}, f...)); code != 0 {
+			t.Fatalf("%v: exit code %d", f, code)
+		}
+	}
+	viaData, viaFiles := filepath.Join(dir, "d.onnx"), filepath.Join(dir, "f.onnx")
+	if code := run([]string{"onnxpost", "merge", "--method", "fisher", "--fisher-data", lo + "," + hi, "-o", viaData, a, b}); code != 0 {
+		t.Fatalf("--fisher-data: exit code %d", code)
+	}
+	if code := run([]string{"onnxpost", "merge", "--method", "fisher", "--fisher", fa + "," + fb, "-o", viaFiles, a, b}); code != 0 {
+		t.Fatalf("--fisher: exit code %d", code)
+	}
+	md, err := onnxio.Load(viaData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf, err := onnxio.Load(viaFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range md.Initializers() {
+		x, _ := md.Initializer(name)
+		y, err := mf.Initializer(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(x.Bytes()) != string(y.Bytes()) {
+			t.Fatalf("tensor %s differs between --fisher-data and --fisher", name)
+		}
+	}
 }
