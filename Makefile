@@ -10,7 +10,7 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 BIN := bin/onnxpost
 
-.PHONY: all build test demo ort pyenv proto zoo minilm bench bench-eval bench-large bench-sparsegpt bench-quant bench-merge merge-results fisher-results fuzz vet clean
+.PHONY: all build test demo ort pyenv proto zoo minilm bench bench-eval bench-large bench-sparsegpt bench-quant bench-merge merge-results fisher-results lowrank-results fuzz vet clean
 
 all: build
 
@@ -99,6 +99,10 @@ merge-results: ort build
 ## fisher-results: Fisher merges beside linear, task arithmetic and TIES (docs/RESULTS.md)
 fisher-results: ort build
 	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ./fisher/results.sh
+
+## lowrank-results: low-rank results on the zoo (docs/RESULTS.md)
+lowrank-results: ort build
+	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) compress/lowrank/results.sh $(BIN)
 
 vet:
 	gofmt -l $$(git ls-files '*.go') ; $(GO) vet ./...
