@@ -400,7 +400,10 @@ func quantizeInt8(m *onnxio.Model, o Options, rep *Report) error {
 		rep.Mode += ", activations " + o.Activations
 	}
 	if o.Activations == "dynamic" {
-		return quantizeDynamic(m, o, ts, rep)
+		if err := quantizeDynamic(m, o, ts, rep); err != nil {
+			return err
+		}
+		return quantizeEmbeddings(m, o, rep)
 	}
 	if o.Activations == "int8" {
 		if err := addActivationQDQ(m, o, ts, rep); err != nil {
@@ -427,7 +430,7 @@ func quantizeInt8(m *onnxio.Model, o Options, rep *Report) error {
 			return err
 		}
 	}
-	return nil
+	return quantizeEmbeddings(m, o, rep)
 }
 
 // weightDQ quantizes t's weight to int8, adds its initializers and returns
