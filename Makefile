@@ -83,7 +83,7 @@ bench-large:
 bench-sparsegpt:
 	/usr/bin/python3 tools/bench_sparsegpt.py --go
 
-## bench-quant: onnxpost quantize beside ONNX Runtime's Python quantizer on the zoo (quant/RESULTS.md)
+## bench-quant: onnxpost quantize beside ONNX Runtime's Python quantizer on the zoo (docs/results/quant.md)
 bench-quant: ort build pyenv
 	$(VENV_PY) -m pip install -q -r tools/requirements-bench.txt
 	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(VENV_PY) tools/bench_quant.py --bin $(BIN) --out quant/RESULTS.json

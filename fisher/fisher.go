@@ -40,7 +40,7 @@
 // ONNX Runtime's session creation with it) — when the graph is small, and
 // to ModeLoop — one forward run, then one run of a single-backward graph
 // per class, the seed fed as an input — otherwise. Result.Mode and
-// Result.Fallback say which ran and why. fisher/RESULTS.md has
+// Result.Fallback say which ran and why. docs/results/fisher.md has
 // measurements.
 //
 // # Files

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fisher merging on the reference zoo, beside linear averaging, task
 # arithmetic and TIES on the same four fine-tunes of each family; writes the
-# tables of fisher/RESULTS.md to stdout (and the raw JSON under $WORK).
+# tables of docs/results/fisher.md to stdout (and the raw JSON under $WORK).
 #
 #   ONNXPOST_ORT_LIB=.cache/onnxruntime/libonnxruntime.so.1 fisher/results.sh > /tmp/results.md
 #

@@ -9,39 +9,50 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
-// LevelBuilder computes the weights of one layer at one compression level:
-// for sparsity, the layer's weights with exactly zeros entries set to zero.
-type LevelBuilder func(w onnxio.Weight, values []float32, zeros int64) ([]float32, error)
+// LevelBuilder computes the weights of one layer at one compression level,
+// dense-shaped: for sparsity the layer's weights with exactly `level`
+// entries set to zero, for rank the product of the rank-`level` factors,
+// for bits the weights quantized to `level` bits and dequantized.
+type LevelBuilder func(w onnxio.Weight, values []float32, level int64) ([]float32, error)
 
 // LevelDB is a per-layer ladder of compressed weights, built on demand and
 // cached in memory and, when Dir is set, on disk content-addressed by the
-// model's hash, the method, the layer and the level, so later runs reuse it.
+// model's hash, the method, the calibration data's hash, the layer and the
+// level, so later runs reuse it. With Dir set, the memory cache is not
+// kept (the disk files are read back through the page cache): ladders of
+// real models do not fit in memory twice.
 type LevelDB struct {
 	// Dir is the on-disk cache folder ("" keeps the cache in memory only).
 	Dir string
-	// ModelHash identifies the dense model (sha256 of its weights).
+	// ModelHash identifies the dense model (sha256 of its bytes).
 	ModelHash string
-	// Method names the compression method (part of the cache key).
+	// Method names the space and compression method, with any option that
+	// changes the levels (part of the cache key).
 	Method string
+	// CalibHash identifies the calibration data the levels depend on ("" for
+	// data-free methods; part of the cache key).
+	CalibHash string
 	// Build computes a level that is not cached.
 	Build LevelBuilder
 
 	mem map[string][]float32
 }
 
-func (db *LevelDB) key(layer string, zeros int64) string {
+// Key returns the content address of one level of one layer.
+func (db *LevelDB) Key(layer string, level int64) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d", db.ModelHash, db.Method, layer, zeros)
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%d", db.ModelHash, db.Method, db.CalibHash, layer, level)
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// Get returns layer w's weights with `zeros` zeros.
-func (db *LevelDB) Get(w onnxio.Weight, dense []float32, zeros int64) ([]float32, error) {
-	k := db.key(w.Name, zeros)
+// Get returns layer w's weights at the given level (zeros, rank, bits).
+func (db *LevelDB) Get(w onnxio.Weight, dense []float32, level int64) ([]float32, error) {
+	k := db.Key(w.Name, level)
 	if v, ok := db.mem[k]; ok {
 		return v, nil
 	}
@@ -52,21 +63,23 @@ func (db *LevelDB) Get(w onnxio.Weight, dense []float32, zeros int64) ([]float32
 	if db.Dir != "" {
 		path = filepath.Join(db.Dir, k[:2], k+".f32")
 		if v, err := readF32(path, len(dense)); err == nil {
-			db.mem[k] = v
 			return v, nil
 		}
 	}
-	v, err := db.Build(w, dense, zeros)
+	v, err := db.Build(w, dense, level)
 	if err != nil {
-		return nil, fmt.Errorf("level %d zeros of %q: %w", zeros, w.Name, err)
+		return nil, fmt.Errorf("level %d of %q: %w", level, w.Name, err)
 	}
 	if len(v) != len(dense) {
 		return nil, fmt.Errorf("level builder returned %d values for %q, want %d", len(v), w.Name, len(dense))
 	}
-	db.mem[k] = v
-	if path != "" {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
-			_ = writeF32(path, v) // the cache is an optimization: a failed write is not fatal
+	if path == "" {
+		db.mem[k] = v
+	} else {
+		// the cache is an optimization: a failed write is not fatal, the
+		// level then stays in memory
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil || writeF32(path, v) != nil {
+			db.mem[k] = v
 		}
 	}
 	return v, nil
@@ -101,16 +114,48 @@ func MagnitudeLevel(_ onnxio.Weight, values []float32, zeros int64) ([]float32, 
 	if zeros < 0 || zeros > int64(len(values)) {
 		return nil, fmt.Errorf("%d zeros for %d weights", zeros, len(values))
 	}
-	idx := make([]int, len(values))
+	return pruneInOrder(values, magnitudeOrder(values), zeros), nil
+}
+
+// magnitudeOrder returns the indices of values by increasing magnitude,
+// ties by index.
+func magnitudeOrder(values []float32) []int32 {
+	idx := make([]int32, len(values))
 	for i := range idx {
-		idx[i] = i
+		idx[i] = int32(i)
 	}
 	sort.SliceStable(idx, func(a, b int) bool {
 		return math.Abs(float64(values[idx[a]])) < math.Abs(float64(values[idx[b]]))
 	})
+	return idx
+}
+
+func pruneInOrder(values []float32, order []int32, zeros int64) []float32 {
 	out := append([]float32(nil), values...)
-	for _, i := range idx[:zeros] {
+	for _, i := range order[:zeros] {
 		out[i] = 0
 	}
-	return out, nil
+	return out
+}
+
+// MagnitudeLevels returns a builder with MagnitudeLevel's results that
+// sorts each layer once (by weight name) instead of once per level.
+func MagnitudeLevels() LevelBuilder {
+	var mu sync.Mutex
+	orders := map[string][]int32{}
+	return func(w onnxio.Weight, values []float32, zeros int64) ([]float32, error) {
+		if zeros < 0 || zeros > int64(len(values)) {
+			return nil, fmt.Errorf("%d zeros for %d weights", zeros, len(values))
+		}
+		mu.Lock()
+		order, ok := orders[w.Name]
+		mu.Unlock()
+		if !ok || len(order) != len(values) {
+			order = magnitudeOrder(values)
+			mu.Lock()
+			orders[w.Name] = order
+			mu.Unlock()
+		}
+		return pruneInOrder(values, order, zeros), nil
+	}
 }

@@ -15,23 +15,64 @@ import (
 // SearchMarkdown renders a search report as a Markdown table.
 func SearchMarkdown(r *SearchReport) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n### Per-layer sparsity search\n\n")
-	fmt.Fprintf(&b, "Target %.4f of %d weights (achieved %.4f exactly in every allocation), step %d weights, ±%d levels, %d calibration samples, %d evaluations in %.1f s (%.0f candidates/s).\n\n",
-		r.Target, r.TotalWeights, r.Achieved, r.Step, r.Levels, r.Samples, r.Evaluations, r.Seconds, r.CandidatesPS)
-	fmt.Fprintf(&b, "| allocation | KL(dense‖candidate) |\n|---|---|\n")
+	fmt.Fprintf(&b, "\n### Per-layer %s search (%s levels)\n\n", r.Space, r.Method)
+	fmt.Fprintf(&b, "Target %s %.4f over %d weights (achieved %.4f exactly in every allocation), ", targetUnit(r.Space), r.Target, r.TotalWeights, r.Achieved)
+	if r.Ladder != nil {
+		fmt.Fprintf(&b, "bits ladder %v", r.Ladder)
+	} else {
+		fmt.Fprintf(&b, "±%d levels", r.Levels)
+	}
+	fmt.Fprintf(&b, ", %d switch groups", r.Groups)
+	if r.Step > 0 {
+		fmt.Fprintf(&b, ", step %d weights", r.Step)
+	}
+	fmt.Fprintf(&b, ", %d calibration samples; levels and baselines %.1f s; search from the %s allocation: %d evaluations in %.1f s (%.1f candidates/s).\n\n",
+		r.Samples, r.PrepSeconds, r.Start, r.Evaluations, r.Seconds, r.CandidatesPS)
+	fmt.Fprintf(&b, "| allocation | %s |\n|---|---|\n", lossName(r.Fitness))
 	for _, a := range []Allocation{r.Uniform, r.Heuristic, r.Searched} {
-		fmt.Fprintf(&b, "| %s | %.5f |\n", a.Name, a.KL)
+		fmt.Fprintf(&b, "| %s | %.6g |\n", a.Name, a.Loss)
 	}
 	fmt.Fprintf(&b, "\n| layer | op | params | uniform | per-layer-error | searched |\n|---|---|---|---|---|---|\n")
 	for i, l := range r.Searched.Layers {
-		fmt.Fprintf(&b, "| %s | %s | %d | %.3f | %.3f | %.3f |\n", l.Name, l.Op, l.Params,
-			r.Uniform.Layers[i].Sparsity, r.Heuristic.Layers[i].Sparsity, l.Sparsity)
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s |\n", l.Name, l.Op, l.Params,
+			levelText(r.Space, r.Uniform.Layers[i]), levelText(r.Space, r.Heuristic.Layers[i]), levelText(r.Space, l))
 	}
 	return b.String()
 }
 
+func targetUnit(space string) string {
+	switch space {
+	case SpaceRank:
+		return "fraction of parameters kept"
+	case SpaceBits:
+		return "mean bits per weight"
+	}
+	return "fraction of zeros"
+}
+
+func lossName(fitness string) string {
+	switch fitness {
+	case FitnessMSE:
+		return "MSE(dense, candidate)"
+	case FitnessCosine:
+		return "1 − cosine(dense, candidate)"
+	}
+	return "KL(dense‖candidate)"
+}
+
+func levelText(space string, l LayerChoice) string {
+	switch space {
+	case SpaceRank:
+		return fmt.Sprintf("r=%d (%.3f)", l.Value, l.Fraction)
+	case SpaceBits:
+		return fmt.Sprintf("%d bits", l.Value)
+	}
+	return fmt.Sprintf("%.3f", l.Fraction)
+}
+
 // PlotSearch writes search_fitness.png (parent fitness per generation) and
-// search_levels.png (per-layer sparsity of each allocation) into dir.
+// search_levels.png (per-layer level of each allocation: zero fraction,
+// fraction of parameters kept, or bits) into dir.
 func PlotSearch(dir string, r *SearchReport) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -39,7 +80,7 @@ func PlotSearch(dir string, r *SearchReport) error {
 	p := plot.New()
 	p.Title.Text = "EvoPress search: parent fitness"
 	p.X.Label.Text = "generation"
-	p.Y.Label.Text = "KL(dense ‖ candidate) on the stage sample"
+	p.Y.Label.Text = lossName(r.Fitness) + " on the stage sample"
 	pts := make(plotter.XYs, len(r.History))
 	for i, f := range r.History {
 		pts[i] = plotter.XY{X: float64(i + 1), Y: f}
@@ -56,15 +97,15 @@ func PlotSearch(dir string, r *SearchReport) error {
 	}
 
 	q := plot.New()
-	q.Title.Text = "Per-layer sparsity"
-	q.Y.Label.Text = "fraction of zeros"
+	q.Title.Text = "Per-layer " + r.Space
+	q.Y.Label.Text = targetUnit(r.Space)
 	w := vg.Points(8)
 	colors := []color.Color{color.RGBA{120, 120, 120, 255}, color.RGBA{70, 130, 180, 255}, color.RGBA{200, 60, 40, 255}}
 	var names []string
 	for k, a := range []Allocation{r.Uniform, r.Heuristic, r.Searched} {
 		vals := make(plotter.Values, len(a.Layers))
 		for i, l := range a.Layers {
-			vals[i] = l.Sparsity
+			vals[i] = l.Fraction
 		}
 		bars, err := plotter.NewBarChart(vals, w)
 		if err != nil {
@@ -83,5 +124,8 @@ func PlotSearch(dir string, r *SearchReport) error {
 	q.X.Label.Text = "layer (graph order)"
 	q.Legend.Top = true
 	q.Y.Min, q.Y.Max = 0, 1.15
+	if r.Space == SpaceBits {
+		q.Y.Max = 9
+	}
 	return q.Save(7*vg.Inch, 4*vg.Inch, filepath.Join(dir, "search_levels.png"))
 }

@@ -13,6 +13,7 @@ import (
 	"math/rand"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/onnxpost/onnxpost/compress/search"
@@ -20,24 +21,58 @@ import (
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
-// SparsitySearch configures a per-layer unstructured-sparsity search.
-type SparsitySearch struct {
-	// Target is the fraction of zeros over the searched layers' weights.
+// The search spaces.
+const (
+	SpaceSparsity = "sparsity"
+	SpaceRank     = "rank"
+	SpaceBits     = "bits"
+)
+
+// The fitness functions: mean KL(dense ‖ candidate) of softmax outputs
+// (classifier logits), mean squared error of the flattened outputs, and
+// mean 1 − cosine of the flattened outputs (embeddings). All are
+// computed per sample between the dense model's output and the
+// candidate's, and lower is better.
+const (
+	FitnessKL     = "kl"
+	FitnessMSE    = "mse"
+	FitnessCosine = "cosine"
+)
+
+// LevelSearch configures a per-layer level search (EvoPress) in one space.
+type LevelSearch struct {
+	// Space is SpaceSparsity (default), SpaceRank or SpaceBits.
+	Space string
+	// Target is the budget: for sparsity the fraction of zeros over the
+	// searched layers' weights; for rank the fraction of their
+	// parameters kept (r·(m+n) per factorized layer); for bits the mean
+	// bits per weight.
 	Target float64
 	// Levels is the number of ladder steps on each side of the uniform
 	// level (default 8, EvoPress's); layers too small for all of them get
-	// fewer.
+	// fewer. Bits ladders ignore it.
 	Levels int
-	// Step is the number of weights one level step zeroes in every layer
-	// (default ⌊0.5·min(s,1−s)/Levels · median layer size⌋, at least 1, as
-	// EvoPress sizes it from the hidden size).
+	// Step is, for sparsity, the number of weights one level step zeroes
+	// in every layer (default ⌊0.5·min(s,1−s)/Levels · median layer
+	// size⌋, at least 1, as EvoPress sizes it from the hidden size).
 	Step int64
+	// Bits is the bits ladder: increasing widths with equal steps, so the
+	// budget stays exact (default 2,4 for targets up to 4 bits, else 4,8:
+	// package quant's block-wise widths are 2, 4 and 8).
+	Bits []int
+	// BlockSize is the quantization block along the reduction axis
+	// (default 32).
+	BlockSize int
 	// Include and Exclude select layers by weight or node name.
 	Include, Exclude *regexp.Regexp
-	// Method names the level builder ("magnitude" by default); Builder
-	// overrides the builder.
+	// Method names the level builder: sparsity magnitude (default), wanda
+	// or sparsegpt; rank svd (default); bits rtn (default) or gptq.
+	// Builder overrides the builder (sparsity only).
 	Method  string
 	Builder LevelBuilder
+	// CalibSamples bounds the calibration samples whose activations are
+	// captured for wanda, sparsegpt and gptq (0: all).
+	CalibSamples int
 	// CacheDir caches the level database on disk ("" for memory only).
 	CacheDir string
 	// Batch is the evaluation batch size (default 64).
@@ -49,56 +84,99 @@ type SparsitySearch struct {
 	Search search.Options
 	// Output names the model output compared (default: the first).
 	Output string
+	// Fitness is FitnessKL, FitnessMSE or FitnessCosine; "" chooses KL
+	// when the output looks like logits (the calibration set has labels,
+	// or the output's name contains "logit") and cosine otherwise.
+	Fitness string
 	// Log, if set, receives progress lines.
 	Log func(format string, args ...any)
+	// Start is where the search starts: "best" (default) the baseline
+	// allocation (uniform or per-layer-error) with the lower loss on the
+	// whole calibration set, "uniform" the uniform one (EvoPress's start).
+	// Both have the same budget.
+	Start string
+	// Baselines also builds the uniform and per-layer-error models
+	// (SearchReport.BaselineModels), written the same way as the searched
+	// one.
+	Baselines bool
 }
+
+// SparsitySearch is the former name of LevelSearch.
+type SparsitySearch = LevelSearch
 
 // LayerChoice is one layer's outcome in a search report.
 type LayerChoice struct {
-	Name     string  `json:"name"`
-	Op       string  `json:"op"`
-	Params   int64   `json:"params"`
-	Level    int     `json:"level"`
-	Zeros    int64   `json:"zeros"`
-	Sparsity float64 `json:"sparsity"`
+	Name   string `json:"name"`
+	Op     string `json:"op"`
+	Params int64  `json:"params"`
+	// Level is the ladder position relative to the uniform level.
+	Level int `json:"level"`
+	// Value is the level in the space's unit: zeros, rank or bits.
+	Value int64 `json:"value"`
+	// Cost is the layer's share of the budget: nonzeros for sparsity,
+	// parameters r·(m+n) for rank, bits for bits.
+	Cost int64 `json:"cost"`
+	// Fraction is the zero fraction (sparsity), the parameters kept
+	// (rank) or the bits per weight (bits).
+	Fraction float64 `json:"fraction"`
 }
 
-// Allocation is one allocation of levels and its fidelity on the
-// calibration set.
+// Allocation is one allocation of levels and its loss on the calibration
+// set.
 type Allocation struct {
 	Name   string        `json:"name"`
-	KL     float64       `json:"kl"`
+	Loss   float64       `json:"loss"`
 	Layers []LayerChoice `json:"layers"`
-	Zeros  int64         `json:"zeros"`
+	// Cost sums the layers' costs; it is equal in every allocation of a
+	// report (the budget).
+	Cost int64 `json:"cost"`
 }
 
-// SearchReport is the outcome of RunSparsitySearch.
+// SearchReport is the outcome of RunSearch.
 type SearchReport struct {
-	Target       float64      `json:"target"`
-	Achieved     float64      `json:"achieved"`
-	TotalWeights int64        `json:"total_weights"`
-	Step         int64        `json:"step"`
-	Levels       int          `json:"levels"`
-	Searched     Allocation   `json:"searched"`
-	Uniform      Allocation   `json:"uniform"`
-	Heuristic    Allocation   `json:"heuristic"`
-	History      []float64    `json:"history"`
+	Space   string  `json:"space"`
+	Method  string  `json:"method"`
+	Fitness string  `json:"fitness"`
+	Target  float64 `json:"target"`
+	// Achieved is the budget reached, in Target's unit, exactly equal in
+	// every allocation.
+	Achieved     float64 `json:"achieved"`
+	TotalWeights int64   `json:"total_weights"`
+	// Step is sparsity's zeros per level step.
+	Step   int64 `json:"step,omitempty"`
+	Levels int   `json:"levels"`
+	// Ladder lists the bit widths of a bits search (which ignores Levels).
+	Ladder    []int      `json:"bits_ladder,omitempty"`
+	Groups    int        `json:"groups"`
+	Searched  Allocation `json:"searched"`
+	Uniform   Allocation `json:"uniform"`
+	Heuristic Allocation `json:"heuristic"`
+	History   []float64  `json:"history"`
+	// Start names the allocation the search started from.
+	Start        string       `json:"start"`
 	Evaluations  int          `json:"evaluations"`
 	Seconds      float64      `json:"seconds"`
 	CandidatesPS float64      `json:"candidates_per_second"`
 	Samples      int64        `json:"calibration_samples"`
+	PrepSeconds  float64      `json:"prep_seconds"`
 	Allocations  []Allocation `json:"-"`
+	// BaselineModels holds, with LevelSearch.Baselines, the uniform and
+	// per-layer-error models keyed by allocation name.
+	BaselineModels map[string]*onnxio.Model `json:"-"`
 }
 
+// searchLayer is one layer's ladder: keys[k] is the level in the space's
+// unit (zeros, rank, bits) at ladder index k, costs[k] its budget cost.
 type searchLayer struct {
 	w      onnxio.Weight
 	dense  []float32
-	base   int64 // zeros at the uniform level
-	offset int   // index of the uniform level in the ladder
-	levels int
+	keys   []int64
+	costs  []int64
+	group  int
+	offset int // index of the uniform level in the ladder
 }
 
-func (l *searchLayer) zeros(idx int, step int64) int64 { return l.base + int64(idx-l.offset)*step }
+func (l *searchLayer) levels() int { return len(l.keys) }
 
 // ModelHash returns the sha256 of a model's serialized bytes.
 func ModelHash(m *onnxio.Model) (string, error) {
@@ -108,6 +186,24 @@ func ModelHash(m *onnxio.Model) (string, error) {
 	}
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:]), nil
+}
+
+// DatasetHash returns the sha256 of a dataset's inputs (names, dtypes,
+// shapes and bytes, in name order), part of the cache key of levels built
+// from calibration data.
+func DatasetHash(ds *evalharness.Dataset) string {
+	h := sha256.New()
+	names := make([]string, 0, len(ds.Inputs))
+	for n := range ds.Inputs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		a := ds.Inputs[n]
+		fmt.Fprintf(h, "%s\x00%d\x00%v\x00", n, a.DType, a.Shape)
+		h.Write(a.Data)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // SelectLayers returns the MatMul/Gemm/Conv float32 weights of m matching
@@ -124,7 +220,7 @@ func SelectLayers(m *onnxio.Model, include, exclude *regexp.Regexp) ([]onnxio.We
 		default:
 			continue
 		}
-		if w.DType != onnxio.Float || w.Constant {
+		if w.DType != onnxio.Float || w.Constant || len(w.Shape) < 2 {
 			continue
 		}
 		if include != nil && !include.MatchString(w.Name) && !include.MatchString(w.Node) {
@@ -141,15 +237,54 @@ func SelectLayers(m *onnxio.Model, include, exclude *regexp.Regexp) ([]onnxio.We
 	return out, nil
 }
 
-// RunSparsitySearch searches per-layer unstructured sparsity levels of m
-// at an exact global budget, scoring candidates by mean KL(dense ‖
-// candidate) on calib with one ONNX Runtime session whose searched weights
-// are fed as inputs. It returns the model with the searched allocation and
-// a report that includes the uniform and per-layer-error baselines at the
-// same budget.
-func RunSparsitySearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset, opt SparsitySearch) (*onnxio.Model, *SearchReport, error) {
-	if !(opt.Target > 0 && opt.Target < 1) {
-		return nil, nil, fmt.Errorf("sparsity target %v outside (0, 1)", opt.Target)
+// ChooseFitness returns the fitness to use: the requested one, or, when
+// none is, KL for classifier logits (the calibration set has labels, or
+// the compared output's name contains "logit") and cosine otherwise (an
+// embedding or other non-probability output, where a softmax KL means
+// nothing).
+func ChooseFitness(requested, output string, labels bool) (string, error) {
+	switch requested {
+	case FitnessKL, FitnessMSE, FitnessCosine:
+		return requested, nil
+	case "":
+		if labels || strings.Contains(strings.ToLower(output), "logit") {
+			return FitnessKL, nil
+		}
+		return FitnessCosine, nil
+	}
+	return "", fmt.Errorf("fitness %q: want kl, mse or cosine", requested)
+}
+
+// RunSparsitySearch is RunSearch in the sparsity space.
+func RunSparsitySearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset, opt LevelSearch) (*onnxio.Model, *SearchReport, error) {
+	opt.Space = SpaceSparsity
+	return RunSearch(ctx, m, calib, opt)
+}
+
+// space is what RunSearch needs of a search space.
+type space struct {
+	name, method string
+	layers       []*searchLayer
+	db           *LevelDB
+	step         int64 // sparsity only
+	ladder       []int // bits only: the widths
+	// achieved converts a total cost into the target's unit.
+	achieved func(cost int64) float64
+	// fraction describes a layer at ladder index k.
+	fraction func(l *searchLayer, k int) float64
+	// apply writes the allocation into a copy of the model.
+	apply func(m *onnxio.Model, lv []int) (*onnxio.Model, error)
+}
+
+// RunSearch searches per-layer compression levels of m in opt.Space at an
+// exact global budget, scoring candidates by the fitness (mean KL, MSE or
+// 1 − cosine between the dense and the candidate outputs) on calib with
+// one ONNX Runtime session whose searched weights are fed as inputs. It
+// returns the model with the searched allocation and a report that
+// includes the uniform and per-layer-error baselines at the same budget.
+func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset, opt LevelSearch) (*onnxio.Model, *SearchReport, error) {
+	if opt.Space == "" {
+		opt.Space = SpaceSparsity
 	}
 	if opt.Levels <= 0 {
 		opt.Levels = 8
@@ -157,11 +292,8 @@ func RunSparsitySearch(ctx context.Context, m *onnxio.Model, calib *evalharness.
 	if opt.Batch <= 0 {
 		opt.Batch = 64
 	}
-	if opt.Builder == nil {
-		if opt.Method != "" && opt.Method != "magnitude" {
-			return nil, nil, fmt.Errorf("no level builder for method %q", opt.Method)
-		}
-		opt.Method, opt.Builder = "magnitude", MagnitudeLevel
+	if calib == nil || calib.N <= 0 {
+		return nil, nil, errors.New("search needs a non-empty calibration set")
 	}
 	logf := opt.Log
 	if logf == nil {
@@ -175,49 +307,37 @@ func RunSparsitySearch(ctx context.Context, m *onnxio.Model, calib *evalharness.
 	if err != nil {
 		return nil, nil, err
 	}
-	db := &LevelDB{Dir: opt.CacheDir, ModelHash: hash, Method: opt.Method, Build: opt.Builder}
-
-	// ladders: equal steps of opt.Step zeros in every layer
-	layers := make([]*searchLayer, len(ws))
-	var sizes []int64
-	var total int64
-	for i, w := range ws {
-		t, err := m.Initializer(w.Name)
-		if err != nil {
-			return nil, nil, err
-		}
-		v, err := t.Float32()
-		if err != nil {
-			return nil, nil, err
-		}
-		n := int64(len(v))
-		total += n
-		sizes = append(sizes, n)
-		layers[i] = &searchLayer{w: w, dense: v, base: int64(math.Round(opt.Target * float64(n)))}
+	tPrep := time.Now()
+	var sp *space
+	switch opt.Space {
+	case SpaceSparsity:
+		sp, err = sparsitySpace(m, ws, hash, calib, opt, logf)
+	case SpaceRank:
+		sp, err = rankSpace(m, ws, hash, opt)
+	case SpaceBits:
+		sp, err = bitsSpace(m, ws, hash, calib, opt, logf)
+	default:
+		err = fmt.Errorf("search space %q: want sparsity, rank or bits", opt.Space)
 	}
-	step := opt.Step
-	if step <= 0 {
-		sort.Slice(sizes, func(i, j int) bool { return sizes[i] < sizes[j] })
-		median := sizes[len(sizes)/2]
-		step = int64(0.5 * math.Min(opt.Target, 1-opt.Target) / float64(opt.Levels) * float64(median))
-		step = max(step, 1)
+	if err != nil {
+		return nil, nil, err
 	}
+	layers := sp.layers
 	sl := make([]search.Layer, len(layers))
 	start := make([]int, len(layers))
+	var total int64
+	groups := map[int]bool{}
 	for i, l := range layers {
-		n := int64(len(l.dense))
-		down := min(int64(opt.Levels), l.base/step)   // fewer zeros
-		up := min(int64(opt.Levels), (n-l.base)/step) // more zeros
-		l.offset, l.levels = int(down), int(down+up+1)
-		cost := make([]int64, l.levels)
-		for k := range cost {
-			cost[k] = n - l.zeros(k, step) // nonzeros: falls by step per level
-		}
-		sl[i] = search.Layer{Name: l.w.Name, Cost: cost}
+		sl[i] = search.Layer{Name: l.w.Name, Cost: l.costs, Group: l.group}
 		start[i] = l.offset
+		total += int64(len(l.dense))
+		groups[l.group] = true
+	}
+	if _, err := search.CheckLadders(sl); err != nil {
+		return nil, nil, err
 	}
 
-	// dense reference logits on the calibration set
+	// dense reference outputs on the calibration set
 	denseBytes, err := m.Bytes()
 	if err != nil {
 		return nil, nil, err
@@ -249,6 +369,10 @@ func RunSparsitySearch(ctx context.Context, m *onnxio.Model, calib *evalharness.
 	if err != nil {
 		return nil, nil, err
 	}
+	fitness, err := ChooseFitness(opt.Fitness, outName, calib.Labels != nil)
+	if err != nil {
+		return nil, nil, err
+	}
 
 	// one session with the searched weights as inputs
 	wi := m.Clone()
@@ -269,28 +393,37 @@ func RunSparsitySearch(ctx context.Context, m *onnxio.Model, calib *evalharness.
 	}
 	defer sess.Close()
 
-	ev := &klEvaluator{
-		sess: sess, calib: calib, ref: ref, batch: opt.Batch, layers: layers, step: step, db: db,
+	ev := &fitnessEvaluator{
+		sess: sess, calib: calib, ref: ref, batch: opt.Batch, layers: layers, db: sp.db, kind: fitness,
 		arrays: map[[2]int]*evalharness.Array{},
 	}
 	ev.rowLen = len(ref) / int(calib.N)
-	ev.classes = int(refOuts[outIdx].Shape[len(refOuts[outIdx].Shape)-1])
+	shape := refOuts[outIdx].Shape
+	ev.classes = ev.rowLen
+	if len(shape) > 1 && shape[len(shape)-1] > 0 {
+		ev.classes = int(shape[len(shape)-1])
+	}
 
-	report := &SearchReport{Target: opt.Target, TotalWeights: total, Step: step, Levels: opt.Levels, Samples: calib.N}
+	report := &SearchReport{Space: sp.name, Method: sp.method, Fitness: fitness, Target: opt.Target, TotalWeights: total,
+		Step: sp.step, Levels: opt.Levels, Ladder: sp.ladder, Groups: len(groups), Samples: calib.N}
+	if sp.ladder != nil {
+		report.Levels = 0
+	}
 	all := make([]int, calib.N)
 	for i := range all {
 		all[i] = i
 	}
 	describe := func(name string, lv []int) (Allocation, error) {
-		kl, err := ev.Fitness(ctx, lv, all)
+		loss, err := ev.Fitness(ctx, lv, all)
 		if err != nil {
 			return Allocation{}, err
 		}
-		a := Allocation{Name: name, KL: kl}
+		a := Allocation{Name: name, Loss: loss}
 		for i, l := range layers {
-			z := l.zeros(lv[i], step)
-			a.Zeros += z
-			a.Layers = append(a.Layers, LayerChoice{Name: l.w.Name, Op: l.w.Op, Params: int64(len(l.dense)), Level: lv[i] - l.offset, Zeros: z, Sparsity: float64(z) / float64(len(l.dense))})
+			k := lv[i]
+			a.Cost += l.costs[k]
+			a.Layers = append(a.Layers, LayerChoice{Name: l.w.Name, Op: l.w.Op, Params: int64(len(l.dense)),
+				Level: k - l.offset, Value: l.keys[k], Cost: l.costs[k], Fraction: sp.fraction(l, k)})
 		}
 		return a, nil
 	}
@@ -299,29 +432,37 @@ func RunSparsitySearch(ctx context.Context, m *onnxio.Model, calib *evalharness.
 	if report.Uniform, err = describe("uniform", start); err != nil {
 		return nil, nil, err
 	}
-	logf("uniform allocation: KL %.5f", report.Uniform.KL)
-	heur, err := errorAllocation(layers, sl, start, step, db)
+	logf("uniform allocation: %s %.6g", fitness, report.Uniform.Loss)
+	heur, err := errorAllocation(layers, sl, start, sp.db)
 	if err != nil {
 		return nil, nil, err
 	}
 	if report.Heuristic, err = describe("per-layer-error", heur); err != nil {
 		return nil, nil, err
 	}
-	logf("per-layer-error allocation: KL %.5f", report.Heuristic.KL)
+	logf("per-layer-error allocation: %s %.6g", fitness, report.Heuristic.Loss)
+	report.PrepSeconds = time.Since(tPrep).Seconds()
+	from := start
+	switch opt.Start {
+	case "", "best":
+		report.Start = "uniform"
+		if report.Heuristic.Loss < report.Uniform.Loss {
+			from, report.Start = heur, "per-layer-error"
+		}
+	case "uniform":
+		report.Start = "uniform"
+	default:
+		return nil, nil, fmt.Errorf("search start %q: want best or uniform", opt.Start)
+	}
+	logf("searching from the %s allocation", report.Start)
 
 	so := opt.Search
 	so.TotalSamples = int(calib.N)
 	if so.Rand == nil {
 		so.Rand = rand.New(rand.NewSource(0))
 	}
-	userProgress := so.Progress
-	so.Progress = func(gen int, parent []int, f float64) {
-		if userProgress != nil {
-			userProgress(gen, parent, f)
-		}
-	}
 	t0 := time.Now()
-	res, err := search.Search(ctx, sl, start, ev, so)
+	res, err := search.Search(ctx, sl, from, ev, so)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -335,27 +476,41 @@ func RunSparsitySearch(ctx context.Context, m *onnxio.Model, calib *evalharness.
 		return nil, nil, err
 	}
 	for _, a := range []Allocation{report.Uniform, report.Heuristic, report.Searched} {
-		if a.Zeros != report.Uniform.Zeros {
-			return nil, nil, fmt.Errorf("%w: %s allocation has %d zeros, uniform %d", search.ErrBudget, a.Name, a.Zeros, report.Uniform.Zeros)
+		if a.Cost != report.Uniform.Cost {
+			return nil, nil, fmt.Errorf("%w: %s allocation costs %d, uniform %d", search.ErrBudget, a.Name, a.Cost, report.Uniform.Cost)
 		}
 	}
-	report.Achieved = float64(report.Searched.Zeros) / float64(total)
-	logf("searched allocation: KL %.5f (%d evaluations, %.1f candidates/s)", report.Searched.KL, res.Evaluations, report.CandidatesPS)
+	report.Achieved = sp.achieved(report.Searched.Cost)
+	logf("searched allocation: %s %.6g (%d evaluations, %.1f candidates/s)", fitness, report.Searched.Loss, res.Evaluations, report.CandidatesPS)
 
-	out, err := applyLevels(m, layers, res.Levels, step, db)
+	out, err := sp.apply(m, res.Levels)
 	if err != nil {
 		return nil, nil, err
+	}
+	if opt.Baselines {
+		report.BaselineModels = map[string]*onnxio.Model{}
+		for _, b := range []struct {
+			name string
+			lv   []int
+		}{{"uniform", start}, {"per-layer-error", heur}} {
+			bm, err := sp.apply(m, b.lv)
+			if err != nil {
+				return nil, nil, err
+			}
+			report.BaselineModels[b.name] = bm
+		}
 	}
 	report.Allocations = []Allocation{report.Uniform, report.Heuristic, report.Searched}
 	return out, report, nil
 }
 
-// ApplyAllocation returns m with each layer of a reported allocation
-// pruned to its zeros, using the same level builder.
-func applyLevels(m *onnxio.Model, layers []*searchLayer, lv []int, step int64, db *LevelDB) (*onnxio.Model, error) {
+// setLevels returns m with each layer's weight replaced by its level from
+// the database (dense-shaped: pruned, or a low-rank product, or
+// dequantized).
+func setLevels(m *onnxio.Model, layers []*searchLayer, lv []int, db *LevelDB) (*onnxio.Model, error) {
 	out := m.Clone()
 	for i, l := range layers {
-		v, err := db.Get(l.w, l.dense, l.zeros(lv[i], step))
+		v, err := db.Get(l.w, l.dense, l.keys[lv[i]])
 		if err != nil {
 			return nil, err
 		}
@@ -370,8 +525,9 @@ func applyLevels(m *onnxio.Model, layers []*searchLayer, lv []int, step int64, d
 	return out, nil
 }
 
-// ApplyAllocation returns m with the layers of allocation a pruned by the
-// magnitude (or given) builder; it serves baselines' outputs.
+// ApplyAllocation returns m with the layers of a sparsity allocation
+// pruned to their zeros (LayerChoice.Value) by the magnitude (or given)
+// builder; it serves baselines' outputs.
 func ApplyAllocation(m *onnxio.Model, a Allocation, build LevelBuilder) (*onnxio.Model, error) {
 	if build == nil {
 		build = MagnitudeLevel
@@ -394,7 +550,7 @@ func ApplyAllocation(m *onnxio.Model, a Allocation, build LevelBuilder) (*onnxio
 		if err != nil {
 			return nil, err
 		}
-		p, err := build(w, v, lc.Zeros)
+		p, err := build(w, v, lc.Value)
 		if err != nil {
 			return nil, err
 		}
@@ -411,18 +567,18 @@ func ApplyAllocation(m *onnxio.Model, a Allocation, build LevelBuilder) (*onnxio
 
 // errorAllocation is the per-layer-error baseline: starting from uniform,
 // repeatedly apply the single budget-neutral switch (one layer a level
-// sparser, another a level denser) that most lowers the sum of relative
-// layer errors ‖W−Ŵ‖²/‖W‖², until none does.
-func errorAllocation(layers []*searchLayer, sl []search.Layer, start []int, step int64, db *LevelDB) ([]int, error) {
+// more compressed, another of the same group a level less) that most
+// lowers the sum of relative layer errors ‖W−Ŵ‖²/‖W‖², until none does.
+func errorAllocation(layers []*searchLayer, sl []search.Layer, start []int, db *LevelDB) ([]int, error) {
 	errAt := make([][]float64, len(layers))
 	for i, l := range layers {
-		errAt[i] = make([]float64, l.levels)
+		errAt[i] = make([]float64, l.levels())
 		var norm float64
 		for _, x := range l.dense {
 			norm += float64(x) * float64(x)
 		}
-		for k := 0; k < l.levels; k++ {
-			v, err := db.Get(l.w, l.dense, l.zeros(k, step))
+		for k := 0; k < l.levels(); k++ {
+			v, err := db.Get(l.w, l.dense, l.keys[k])
 			if err != nil {
 				return nil, err
 			}
@@ -438,15 +594,15 @@ func errorAllocation(layers []*searchLayer, sl []search.Layer, start []int, step
 		}
 	}
 	lv := append([]int(nil), start...)
-	for iter := 0; iter < 10000; iter++ {
+	for iter := 0; iter < 100000; iter++ {
 		best, bi, bj := 0.0, -1, -1
 		for i := range layers {
-			if lv[i]+1 >= layers[i].levels {
+			if lv[i]+1 >= layers[i].levels() {
 				continue
 			}
 			gainUp := errAt[i][lv[i]+1] - errAt[i][lv[i]]
 			for j := range layers {
-				if j == i || lv[j] == 0 {
+				if j == i || lv[j] == 0 || layers[j].group != layers[i].group {
 					continue
 				}
 				delta := gainUp + errAt[j][lv[j]-1] - errAt[j][lv[j]]
@@ -467,28 +623,29 @@ func errorAllocation(layers []*searchLayer, sl []search.Layer, start []int, step
 	return lv, nil
 }
 
-// klEvaluator scores a level configuration by the mean KL(dense ‖
-// candidate) over chosen calibration samples, feeding the layers' weights
-// as inputs of one session.
-type klEvaluator struct {
+// fitnessEvaluator scores a level configuration by the mean loss (KL,
+// MSE or 1 − cosine) between the dense outputs and the candidate's over
+// chosen calibration samples, feeding the layers' weights as inputs of one
+// session.
+type fitnessEvaluator struct {
 	sess    evalharness.Runner
 	calib   *evalharness.Dataset
 	ref     []float64
 	rowLen  int
 	classes int
 	batch   int
+	kind    string
 	layers  []*searchLayer
-	step    int64
 	db      *LevelDB
 	arrays  map[[2]int]*evalharness.Array
 }
 
-func (e *klEvaluator) weightArray(i, level int) (*evalharness.Array, error) {
+func (e *fitnessEvaluator) weightArray(i, level int) (*evalharness.Array, error) {
 	if a, ok := e.arrays[[2]int{i, level}]; ok {
 		return a, nil
 	}
 	l := e.layers[i]
-	v, err := e.db.Get(l.w, l.dense, l.zeros(level, e.step))
+	v, err := e.db.Get(l.w, l.dense, l.keys[level])
 	if err != nil {
 		return nil, err
 	}
@@ -498,7 +655,7 @@ func (e *klEvaluator) weightArray(i, level int) (*evalharness.Array, error) {
 }
 
 // Fitness implements search.Evaluator.
-func (e *klEvaluator) Fitness(ctx context.Context, levels []int, samples []int) (float64, error) {
+func (e *fitnessEvaluator) Fitness(ctx context.Context, levels []int, samples []int) (float64, error) {
 	feed := map[string]*evalharness.Array{}
 	for i, l := range e.layers {
 		a, err := e.weightArray(i, levels[i])
@@ -525,12 +682,29 @@ func (e *klEvaluator) Fitness(ctx context.Context, levels []int, samples []int) 
 		if err != nil {
 			return 0, err
 		}
-		c := e.classes
+		if len(got) != len(idx)*e.rowLen {
+			return 0, fmt.Errorf("candidate output has %d values for %d samples, want %d each", len(got), len(idx), e.rowLen)
+		}
 		for k, sidx := range idx {
-			for r := 0; r < e.rowLen; r += c {
-				ref := e.ref[sidx*e.rowLen+r : sidx*e.rowLen+r+c]
-				cand := got[k*e.rowLen+r : k*e.rowLen+r+c]
-				sum += evalharness.KL(ref, cand)
+			ref := e.ref[sidx*e.rowLen : (sidx+1)*e.rowLen]
+			cand := got[k*e.rowLen : (k+1)*e.rowLen]
+			switch e.kind {
+			case FitnessKL:
+				c := e.classes
+				for r := 0; r+c <= e.rowLen; r += c {
+					sum += evalharness.KL(ref[r:r+c], cand[r:r+c])
+					rows++
+				}
+			case FitnessMSE:
+				var se float64
+				for j := range ref {
+					d := ref[j] - cand[j]
+					se += d * d
+				}
+				sum += se / float64(len(ref))
+				rows++
+			case FitnessCosine:
+				sum += 1 - evalharness.Cosine(ref, cand)
 				rows++
 			}
 		}
@@ -538,7 +712,11 @@ func (e *klEvaluator) Fitness(ctx context.Context, levels []int, samples []int) 
 	if rows == 0 {
 		return 0, errors.New("no samples to evaluate")
 	}
-	return sum / float64(rows), nil
+	f := sum / float64(rows)
+	if math.IsNaN(f) {
+		return 0, errors.New("fitness is NaN")
+	}
+	return f, nil
 }
 
 // gatherRows returns the rows idx of a along its first axis.
@@ -550,4 +728,24 @@ func gatherRows(a *evalharness.Array, idx []int) *evalharness.Array {
 	}
 	shape := append([]int64{int64(len(idx))}, a.Shape[1:]...)
 	return &evalharness.Array{DType: a.DType, Shape: shape, Data: data}
+}
+
+// subset returns the first n samples of ds (all when n ≤ 0 or n ≥ N).
+func subset(ds *evalharness.Dataset, n int) (*evalharness.Dataset, error) {
+	if n <= 0 || int64(n) >= ds.N {
+		return ds, nil
+	}
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	in := map[string]*evalharness.Array{}
+	for name, a := range ds.Inputs {
+		in[name] = gatherRows(a, idx)
+	}
+	var labels []int64
+	if ds.Labels != nil {
+		labels = ds.Labels[:n]
+	}
+	return evalharness.NewDataset(in, labels)
 }

@@ -45,29 +45,33 @@ func TestSparsitySearchOnZoo(t *testing.T) {
 	}
 	out, rep := run(1)
 	t.Logf("uniform KL %.5f, per-layer-error KL %.5f, searched KL %.5f, %d evals, %.0f cand/s",
-		rep.Uniform.KL, rep.Heuristic.KL, rep.Searched.KL, rep.Evaluations, rep.CandidatesPS)
-	if rep.Searched.Zeros != rep.Uniform.Zeros || rep.Heuristic.Zeros != rep.Uniform.Zeros {
-		t.Fatalf("budgets differ: %d %d %d", rep.Searched.Zeros, rep.Uniform.Zeros, rep.Heuristic.Zeros)
+		rep.Uniform.Loss, rep.Heuristic.Loss, rep.Searched.Loss, rep.Evaluations, rep.CandidatesPS)
+	if rep.Fitness != FitnessKL {
+		t.Errorf("fitness %q for a classifier, want kl", rep.Fitness)
+	}
+	if rep.Searched.Cost != rep.Uniform.Cost || rep.Heuristic.Cost != rep.Uniform.Cost {
+		t.Fatalf("budgets differ: %d %d %d", rep.Searched.Cost, rep.Uniform.Cost, rep.Heuristic.Cost)
 	}
 	// the output really has the reported zeros
-	var zeros int64
+	var zeros, want int64
 	for _, lc := range rep.Searched.Layers {
+		want += lc.Value
 		tt, err := out.Initializer(lc.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		zeros += int64(tt.ZeroFraction()*float64(tt.NumElements()) + 0.5)
 	}
-	if zeros < rep.Searched.Zeros {
-		t.Errorf("output has %d zeros, report says %d", zeros, rep.Searched.Zeros)
+	if zeros < want || rep.TotalWeights-rep.Searched.Cost != want {
+		t.Errorf("output has %d zeros, report says %d (cost %d of %d)", zeros, want, rep.Searched.Cost, rep.TotalWeights)
 	}
-	if rep.Searched.KL > rep.Uniform.KL {
-		t.Errorf("searched KL %.5f worse than uniform %.5f", rep.Searched.KL, rep.Uniform.KL)
+	if rep.Searched.Loss > rep.Uniform.Loss {
+		t.Errorf("searched KL %.5f worse than uniform %.5f", rep.Searched.Loss, rep.Uniform.Loss)
 	}
 	out2, rep2 := run(1)
 	b1, _ := out.Bytes()
 	b2, _ := out2.Bytes()
-	if string(b1) != string(b2) || rep2.Searched.KL != rep.Searched.KL {
+	if string(b1) != string(b2) || rep2.Searched.Loss != rep.Searched.Loss {
 		t.Error("same seed gave a different model")
 	}
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Merge results on the reference zoo, with the built onnxpost CLI.
 
-Usage: tools/bench_merge_results.py [--onnxpost bin/onnxpost] [--out merge/RESULTS.md]
+Usage: tools/bench_merge_results.py [--onnxpost bin/onnxpost] [--out docs/results/merge.md]
 
 For each zoo family (mlp, cnn, transformer) it evaluates the base, each
 fine-tune alone, and merges of the four fine-tunes (linear average, task
@@ -41,7 +41,7 @@ def acc(onnxpost, model, data):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--onnxpost", default=os.path.join(ROOT, "bin", "onnxpost"))
-    ap.add_argument("--out", default=os.path.join(ROOT, "merge", "RESULTS.md"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "merge.md"))
     a = ap.parse_args()
     op = a.onnxpost
     tmp = tempfile.mkdtemp(prefix="merge-results-")

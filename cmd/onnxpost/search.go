@@ -28,32 +28,63 @@ candidate's outputs on calibration data is minimal (EvoPress: level-switch
 mutation, (1+λ) selection over stages of growing random calibration
 subsets, the parent rejoining only at the last stage).
 
-Every layer (MatMul/Gemm/Conv weight) gets a ladder of levels whose adjacent
-steps zero the same number of weights in every layer, so moving one layer up
-and another down keeps the budget exact. Candidates run in one ONNX Runtime
+Every layer gets a ladder of levels whose adjacent steps change the budget by
+the same amount inside a switch group, so moving one layer up and another of
+its group down keeps the budget exact. Candidates run in one ONNX Runtime
 session with the searched weights fed as inputs. The report compares the
 searched allocation with the uniform one and a per-layer-error allocation at
-the same budget.
+the same budget; the search starts from the better of the two (--start best,
+the default) or from uniform (--start uniform, EvoPress's own start).
 
   onnxpost search model.onnx --space sparsity --target 0.7 \
       --calib calib.npz --data test.npz -o pruned.onnx --report search.json
 
-Spaces: sparsity (fraction of zeros over the searched layers' weights).
-rank, bits and drop are not implemented yet.`,
+Spaces (one per run):
+  sparsity  --target = fraction of zeros over the searched MatMul/Gemm/Conv
+            weights; one group, equal steps of zeros; --method magnitude,
+            wanda or sparsegpt (the last two capture XᵀX on --calib, or on
+            its first --calib-samples samples). Output: the pruned weights.
+  rank      --target = fraction of the searched MatMul/Gemm parameters kept
+            (rank r of an m×n weight keeps r·(m+n)); layers grouped by m+n,
+            ranks in [1, break-even]. Output: every layer rewritten into two
+            MatMuls by the low-rank package at its searched rank.
+  bits      --target = mean bits per weight of the 2-D MatMul weights, block-
+            wise (--block) RTN or GPTQ (--method rtn|gptq) from the quant
+            package, ladder --bits (default 2,4 up to 4 bits, else 4,8: the
+            widths quant supports with equal steps); layers grouped by size;
+            the uniform baseline gives each group the target's mean as
+            closely as whole layers allow. Output: the dequantized weights in
+            float32 (quant's rewrite takes one width per model, so the mixed
+            allocation is not packed; the report lists each layer's width).
+
+Fitness (--fitness): kl (mean KL(dense‖candidate) of softmax outputs, for
+classifier logits), mse, or cosine (mean 1 − cosine of each sample's
+flattened outputs, for embeddings). By default kl when the calibration set
+has labels or the output's name contains "logit", cosine otherwise.
+
+Levels are cached on disk (--cache-dir) under a content address made of the
+model's hash, the space and method, the calibration data's hash (for
+data-aware methods), the layer and the level, so later runs reuse them.`,
 		Flags: append(commonFlags(),
-			&cli.StringFlag{Name: "space", Value: "sparsity", Usage: "what to search: sparsity"},
-			&cli.Float64Flag{Name: "target", Usage: "budget: for sparsity, the fraction of zeros over the searched weights", Required: true},
-			&cli.StringFlag{Name: "calib", Usage: "calibration `DATASET` for the KL fitness (required)"},
+			&cli.StringFlag{Name: "space", Value: "sparsity", Usage: "what to search: sparsity, rank or bits"},
+			&cli.Float64Flag{Name: "target", Usage: "budget: sparsity: fraction of zeros; rank: fraction of parameters kept; bits: mean bits per weight", Required: true},
+			&cli.StringFlag{Name: "calib", Usage: "calibration `DATASET` for the fitness (required)"},
+			&cli.IntFlag{Name: "calib-samples", Usage: "capture activations for wanda/sparsegpt/gptq on the first `N` calibration samples (0: all)"},
+			&cli.StringFlag{Name: "fitness", Usage: "kl, mse or cosine (default: kl for logits, cosine otherwise)"},
+			&cli.StringFlag{Name: "bits", Usage: "bits ladder `B1,B2,...` with equal steps (default 2,4 or 4,8)"},
+			&cli.IntFlag{Name: "block", Value: 32, Usage: "bits: quantization block size along K"},
 			&cli.IntFlag{Name: "generations", Value: 50, Usage: "generations of the (1+λ) loop"},
 			&cli.IntFlag{Name: "offspring", Value: 16, Usage: "offspring λ per generation"},
 			&cli.StringFlag{Name: "selection", Value: "4:1", Usage: "survivors per stage, `A:B:...:1`"},
 			&cli.StringFlag{Name: "tokens", Value: "32:256", Usage: "calibration samples per stage, `A:B:...` (one per selection stage)"},
 			&cli.IntFlag{Name: "levels", Value: 8, Usage: "ladder steps on each side of the uniform level"},
-			&cli.StringFlag{Name: "method", Value: "magnitude", Usage: "how each level is pruned: magnitude"},
+			&cli.StringFlag{Name: "method", Usage: "level builder: sparsity magnitude|wanda|sparsegpt (default magnitude); rank svd; bits rtn|gptq (default rtn)"},
 			&cli.StringFlag{Name: "include", Usage: "only layers whose weight or node name matches `REGEX`"},
 			&cli.StringFlag{Name: "exclude", Usage: "skip layers whose weight or node name matches `REGEX`"},
 			&cli.StringFlag{Name: "cache-dir", Value: defaultCacheDir(), Usage: "level database cache `DIR` (\"\" for none)"},
 			&cli.StringFlag{Name: "plots", Usage: "write PNG plots (fitness, levels) into `DIR`"},
+			&cli.StringFlag{Name: "start", Value: "best", Usage: "start the search from the best baseline (uniform or per-layer-error) or from uniform"},
+			&cli.StringFlag{Name: "baselines", Usage: "also write the uniform and per-layer-error models as `DIR`/uniform.onnx and DIR/per-layer-error.onnx"},
 		),
 		Action: searchAction,
 	})
@@ -97,18 +128,61 @@ func searchAction(c *cli.Context) error {
 	if c.String("o") == "" {
 		return usagef("-o OUT.onnx is required")
 	}
-	if c.String("space") != "sparsity" {
-		return usagef("--space %q is not implemented; use --space sparsity", c.String("space"))
-	}
+	space := c.String("space")
 	if c.String("calib") == "" {
-		return usagef("search needs --calib DATASET (the KL fitness runs on it)")
+		return usagef("search needs --calib DATASET (the fitness runs on it)")
 	}
 	t := c.Float64("target")
-	if !(t > 0 && t < 1) {
-		return usagef("--target %v: a sparsity target is a fraction of zeros in (0, 1)", t)
+	method := c.String("method")
+	switch space {
+	case pipeline.SpaceSparsity:
+		if !(t > 0 && t < 1) {
+			return usagef("--target %v: a sparsity target is a fraction of zeros in (0, 1)", t)
+		}
+		switch method {
+		case "", "magnitude", "wanda", "sparsegpt":
+		default:
+			return usagef("--method %q: sparsity levels are magnitude, wanda or sparsegpt", method)
+		}
+	case pipeline.SpaceRank:
+		if !(t > 0 && t < 1) {
+			return usagef("--target %v: a rank target is a fraction of parameters kept in (0, 1)", t)
+		}
+		if method != "" && method != "svd" {
+			return usagef("--method %q: rank levels are svd", method)
+		}
+	case pipeline.SpaceBits:
+		if !(t >= 2 && t <= 8) {
+			return usagef("--target %v: a bits target is a mean bit width in [2, 8]", t)
+		}
+		if method != "" && method != "rtn" && method != "gptq" {
+			return usagef("--method %q: bits levels are rtn or gptq", method)
+		}
+	case "drop":
+		return usagef("--space drop is not implemented; use sparsity, rank or bits")
+	default:
+		if strings.Contains(space, ",") || strings.Contains(space, "+") {
+			return usagef("--space %q: combined spaces are not implemented; search one of sparsity, rank, bits", space)
+		}
+		return usagef("--space %q: want sparsity, rank or bits", space)
 	}
-	if c.String("method") != "magnitude" {
-		return usagef("--method %q: only magnitude levels are implemented", c.String("method"))
+	if s := c.String("start"); s != "best" && s != "uniform" {
+		return usagef("--start %q: want best or uniform", s)
+	}
+	switch f := c.String("fitness"); f {
+	case "", pipeline.FitnessKL, pipeline.FitnessMSE, pipeline.FitnessCosine:
+	default:
+		return usagef("--fitness %q: want kl, mse or cosine", f)
+	}
+	var bits []int
+	if s := c.String("bits"); s != "" {
+		for _, p := range strings.Split(s, ",") {
+			v, err := strconv.Atoi(strings.TrimSpace(p))
+			if err != nil || (v != 2 && v != 4 && v != 8) {
+				return usagef("--bits %q: a list of widths among 2, 4, 8", s)
+			}
+			bits = append(bits, v)
+		}
 	}
 	sel, err := parseInts("selection", c.String("selection"))
 	if err != nil {
@@ -144,7 +218,9 @@ func searchAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	opt := pipeline.SparsitySearch{
+	opt := pipeline.LevelSearch{
+		Space: space, Method: method, Fitness: c.String("fitness"), Bits: bits, BlockSize: c.Int("block"),
+		CalibSamples: c.Int("calib-samples"), Baselines: c.String("baselines") != "", Start: c.String("start"),
 		Target: t, Levels: c.Int("levels"), Include: inc, Exclude: exc, CacheDir: c.String("cache-dir"),
 		Batch: c.Int("batch"), Session: so,
 		Search: search.Options{
@@ -156,15 +232,27 @@ func searchAction(c *cli.Context) error {
 	gens := c.Int("generations")
 	opt.Search.Progress = func(gen int, _ []int, f float64) {
 		if isTerminal(os.Stderr) {
-			fmt.Fprintf(os.Stderr, "\rsearch: generation %d/%d  KL %.5f ", gen+1, gens, f)
+			fmt.Fprintf(os.Stderr, "\rsearch: generation %d/%d  loss %.6g ", gen+1, gens, f)
 			if gen+1 == gens {
 				fmt.Fprintln(os.Stderr)
 			}
 		}
 	}
-	out, rep, err := pipeline.RunSparsitySearch(context.Background(), m, calib, opt)
+	out, rep, err := pipeline.RunSearch(context.Background(), m, calib, opt)
 	if err != nil {
 		return err
+	}
+	if dir := c.String("baselines"); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		for name, bm := range rep.BaselineModels {
+			path := filepath.Join(dir, name+".onnx")
+			if err := bm.Save(path, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "search: wrote the %s baseline to %s\n", name, path)
+		}
 	}
 	if dir := c.String("plots"); dir != "" {
 		if err := pipeline.PlotSearch(dir, rep); err != nil {
@@ -172,7 +260,8 @@ func searchAction(c *cli.Context) error {
 		}
 	}
 	fmt.Fprint(os.Stderr, pipeline.SearchMarkdown(rep))
-	out.SetMetadata("onnxpost.search", fmt.Sprintf("space=sparsity target=%g seed=%d kl=%.6f uniform_kl=%.6f", t, c.Int64("seed"), rep.Searched.KL, rep.Uniform.KL))
+	out.SetMetadata("onnxpost.search", fmt.Sprintf("space=%s method=%s target=%g achieved=%.6f seed=%d fitness=%s loss=%.6g uniform_loss=%.6g",
+		rep.Space, rep.Method, t, rep.Achieved, c.Int64("seed"), rep.Fitness, rep.Searched.Loss, rep.Uniform.Loss))
 	return finish(c, out, m, map[string]any{"search": rep})
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Low-rank results on the reference zoo with the built CLI (RESULTS.md).
+# Low-rank results on the reference zoo with the built CLI (docs/results/lowrank.md).
 # Usage: compress/lowrank/results.sh [ONNXPOST_BINARY] > table.md
 # Needs ONNX Runtime (make ort; ONNXPOST_ORT_LIB) and python3 for JSON.
 set -euo pipefail

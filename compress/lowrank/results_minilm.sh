@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Low-rank results on MiniLM (make minilm) with the built CLI (RESULTS.md).
+# Low-rank results on MiniLM (make minilm) with the built CLI (docs/results/lowrank.md).
 # Usage: compress/lowrank/results_minilm.sh [ONNXPOST_BINARY] > table.md
 # Slow: several minutes per whitened run on 2 cores. Needs ONNX Runtime and
 # the oracle venv's numpy (make pyenv) to split text.npz: calibration on the

@@ -10,9 +10,16 @@
 // offspring are scored on a small random calibration subset, the best few
 // survive to a larger subset, and the parent rejoins only at the last
 // stage, whose single survivor becomes the next parent. Fitness is the mean
-// KL(dense ‖ candidate), lower is better, computed by an Evaluator that the
-// caller supplies (evalharness through pipeline); this package knows no
-// runtime.
+// KL(dense ‖ candidate) for classifiers (or a fidelity loss such as 1 −
+// cosine for embeddings), lower is better, computed by an Evaluator that
+// the caller supplies (evalharness through pipeline); this package knows
+// no runtime.
+//
+// Layers whose steps differ (rank ladders of layers of different shapes,
+// bit ladders of layers of different sizes) are put in groups with equal
+// steps (Layer.Group, GroupBySize: EvoPress's group_rule "size"); a level
+// switch then lowers one layer and raises another of the same group, so
+// the budget stays exact.
 package search
 
 import (
@@ -25,18 +32,26 @@ import (
 
 // Layer is one searchable layer: Cost[l] is the budget the layer consumes
 // at level l (e.g. its nonzero weights). Adjacent levels must differ by the
-// same Step in every layer of a search for the budget to be preserved
+// same step in every layer of a group for the budget to be preserved
 // exactly by level switches.
+//
+// Group implements EvoPress's group_rule: a level switch lowers one layer
+// and raises another of the same group, so layers whose steps differ (a
+// rank step costs m+n parameters, a bit step numel bits) can share one
+// search as long as the steps are equal inside each group. All layers are
+// in group 0 unless told otherwise (one group: every pair may switch).
 type Layer struct {
-	Name string
-	Cost []int64
+	Name  string
+	Cost  []int64
+	Group int
 }
 
 // Levels returns the number of levels of the layer.
 func (l Layer) Levels() int { return len(l.Cost) }
 
 // Evaluator scores a configuration (one level per layer) on the given
-// calibration samples: the mean KL(dense ‖ candidate). Lower is better.
+// calibration samples, e.g. the mean KL(dense ‖ candidate). Lower is
+// better.
 type Evaluator interface {
 	Fitness(ctx context.Context, levels []int, samples []int) (float64, error)
 }
@@ -95,27 +110,45 @@ func Budget(layers []Layer, levels []int) int64 {
 }
 
 // CheckLadders verifies that every layer has at least one level and that
-// all adjacent steps of all layers are equal, returning the step.
-func CheckLadders(layers []Layer) (int64, error) {
+// all adjacent steps of the layers of one group are equal, returning the
+// step of each group (absent for a group whose layers all have one level).
+func CheckLadders(layers []Layer) (map[int]int64, error) {
 	if len(layers) == 0 {
-		return 0, errors.New("search: no layers")
+		return nil, errors.New("search: no layers")
 	}
-	var step int64
-	have := false
+	steps := map[int]int64{}
 	for _, l := range layers {
 		if len(l.Cost) == 0 {
-			return 0, fmt.Errorf("search: layer %q has no levels", l.Name)
+			return nil, fmt.Errorf("search: layer %q has no levels", l.Name)
 		}
 		for k := 1; k < len(l.Cost); k++ {
 			d := l.Cost[k] - l.Cost[k-1]
+			step, have := steps[l.Group]
 			if !have {
-				step, have = d, true
+				steps[l.Group] = d
 			} else if d != step {
-				return 0, fmt.Errorf("search: layer %q: step %d between levels %d and %d differs from %d; the budget could not be kept exact", l.Name, d, k-1, k, step)
+				return nil, fmt.Errorf("search: layer %q (group %d): step %d between levels %d and %d differs from %d; the budget could not be kept exact", l.Name, l.Group, d, k-1, k, step)
 			}
 		}
 	}
-	return step, nil
+	return steps, nil
+}
+
+// GroupBySize assigns group ids to layers by a size key (EvoPress's
+// group_rule "size"): layers with equal keys share a group, ids numbered
+// in order of first appearance.
+func GroupBySize(keys []int64) []int {
+	ids := map[int64]int{}
+	out := make([]int, len(keys))
+	for i, k := range keys {
+		id, ok := ids[k]
+		if !ok {
+			id = len(ids)
+			ids[k] = id
+		}
+		out[i] = id
+	}
+	return out
 }
 
 func (o *Options) defaults() error {
@@ -164,39 +197,45 @@ func (o *Options) defaults() error {
 
 // Mutate returns a copy of parent with a level-switch mutation applied:
 // min(U{1..maxFlips}, U{1..maxFlips}) times, one layer goes down a level and
-// a different layer goes up one. ok is false when no switch is possible.
+// a different layer of the same group goes up one. ok is false when no
+// switch is possible.
 func Mutate(r *rand.Rand, layers []Layer, parent []int, maxFlips int) (child []int, ok bool) {
 	child = append([]int(nil), parent...)
 	flips := min(1+r.Intn(maxFlips), 1+r.Intn(maxFlips))
 	done := 0
 	for f := 0; f < flips; f++ {
-		var down, up []int
+		// layers that can go down and have a partner in their group that
+		// can go up
+		upIn := map[int]int{} // group → number of layers that can go up
 		for i, l := range layers {
-			if child[i] > 0 {
-				down = append(down, i)
-			}
 			if child[i] < l.Levels()-1 {
-				up = append(up, i)
+				upIn[l.Group]++
 			}
 		}
-		if len(down) == 0 || len(up) == 0 {
+		var down []int
+		for i, l := range layers {
+			if child[i] == 0 {
+				continue
+			}
+			n := upIn[l.Group]
+			if child[i] < l.Levels()-1 {
+				n-- // itself
+			}
+			if n > 0 {
+				down = append(down, i)
+			}
+		}
+		if len(down) == 0 {
 			break
 		}
 		d := down[r.Intn(len(down))]
-		u := up[r.Intn(len(up))]
-		if d == u {
-			// pick another layer to raise, if any
-			others := up[:0:0]
-			for _, i := range up {
-				if i != d {
-					others = append(others, i)
-				}
+		var up []int
+		for i, l := range layers {
+			if i != d && l.Group == layers[d].Group && child[i] < l.Levels()-1 {
+				up = append(up, i)
 			}
-			if len(others) == 0 {
-				continue
-			}
-			u = others[r.Intn(len(others))]
 		}
+		u := up[r.Intn(len(up))]
 		child[d]--
 		child[u]++
 		done++

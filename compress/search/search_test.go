@@ -118,6 +118,8 @@ func TestCheckLadders(t *testing.T) {
 	}{
 		{"equal steps", []Layer{ladder("a", 10, 2, 4), ladder("b", 50, 2, 3)}, true},
 		{"unequal steps", []Layer{ladder("a", 10, 2, 4), ladder("b", 50, 3, 3)}, false},
+		{"unequal steps in different groups", []Layer{ladder("a", 10, 2, 4), grouped(ladder("b", 50, 3, 3), 1)}, true},
+		{"unequal steps inside a group", []Layer{ladder("a", 10, 2, 4), grouped(ladder("b", 50, 3, 3), 1), grouped(ladder("c", 50, 2, 3), 1)}, false},
 		{"empty layer", []Layer{{Name: "x"}}, false},
 		{"no layers", nil, false},
 	}
@@ -144,5 +146,60 @@ func TestSearchRejectsBadOptions(t *testing.T) {
 	}
 	if _, err := Search(context.Background(), layers, []int{5, 1}, ev, Options{TotalSamples: 4}); err == nil {
 		t.Error("start level out of range accepted")
+	}
+}
+
+func grouped(l Layer, g int) Layer { l.Group = g; return l }
+
+// TestGroupedMutationKeepsBudget mixes layers with different step sizes (as
+// rank ladders of layers of different shapes): switches must stay inside a
+// group, so the exact budget holds although steps differ across groups.
+func TestGroupedMutationKeepsBudget(t *testing.T) {
+	sizes := []int64{7, 11, 7, 11, 13, 7}
+	layers := make([]Layer, len(sizes))
+	for i, g := range GroupBySize(sizes) {
+		layers[i] = grouped(ladder(string(rune('a'+i)), 200, sizes[i], 6), g)
+	}
+	if _, err := CheckLadders(layers); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewSource(5))
+	parent := []int{2, 2, 2, 2, 2, 2}
+	budget := Budget(layers, parent)
+	for i := 0; i < 2000; i++ {
+		c, ok := Mutate(r, layers, parent, 3)
+		if !ok {
+			t.Fatal("no mutation possible")
+		}
+		if b := Budget(layers, c); b != budget {
+			t.Fatalf("budget %d, want %d: %v", b, budget, c)
+		}
+		if c[4] != 2 {
+			t.Fatalf("the only layer of its group moved: %v", c)
+		}
+		parent = c
+	}
+	// a search over the same layers keeps the budget and improves
+	w := []float64{5, 1, 0.2, 3, 1, 0.1}
+	eval := sensitivity(w)
+	start := []int{2, 2, 2, 2, 2, 2}
+	uniform, _ := eval(context.Background(), start, nil)
+	res, err := Search(context.Background(), layers, start, eval, Options{
+		Generations: 40, Offspring: 8, Survivors: []int{2, 1}, Samples: []int{4, 8}, TotalSamples: 8,
+		Rand: rand.New(rand.NewSource(2)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Budget(layers, res.Levels) != Budget(layers, start) || res.Fitness >= uniform {
+		t.Fatalf("levels %v fitness %v (uniform %v)", res.Levels, res.Fitness, uniform)
+	}
+}
+
+func TestGroupBySize(t *testing.T) {
+	got := GroupBySize([]int64{5, 3, 5, 9, 3})
+	want := []int{0, 1, 0, 2, 1}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
 	}
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the accuracy table of compress/sparsity/RESULTS.md on the zoo
+# Regenerates the accuracy table of docs/results/sparsity.md on the zoo
 # with the built CLI: for each model, pattern/sparsity and method it runs
 #   onnxpost sparsify MODEL -o OUT --calib VAL ...
 #   onnxpost eval OUT --data TEST --ref MODEL --metrics accuracy,agreement,kl --json

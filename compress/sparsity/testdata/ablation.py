@@ -1,4 +1,4 @@
-"""Ablation behind RESULTS.md: why Wanda loses to magnitude on the zoo MLP.
+"""Ablation behind docs/results/sparsity.md: why Wanda loses to magnitude on the zoo MLP.
 
 Wanda differs from magnitude in two ways: the score (|W|·‖X_j‖ instead of
 |W|) and the comparison group (each output row instead of the whole layer).

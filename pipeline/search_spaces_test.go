@@ -1,0 +1,338 @@
+package pipeline
+
+import (
+	"context"
+	"math"
+	"math/rand"
+	"testing"
+
+	"github.com/onnxpost/onnxpost/compress/search"
+	"github.com/onnxpost/onnxpost/compress/sparsity"
+	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+func TestPrunedSparsity(t *testing.T) {
+	tests := []struct {
+		zeros int64
+		n     int
+		ok    bool
+	}{
+		{0, 10, true}, {3, 7, true}, {7, 10, true}, {1, 3, true}, {2, 3, true},
+		{614, 1024, true}, {1023, 1024, true}, {12345, 147456, true},
+		{10, 10, false}, {-1, 10, false},
+	}
+	for _, tc := range tests {
+		s, err := PrunedSparsity(tc.zeros, tc.n)
+		if (err == nil) != tc.ok {
+			t.Errorf("PrunedSparsity(%d, %d): err %v", tc.zeros, tc.n, err)
+			continue
+		}
+		if tc.ok && int64(sparsity.PrunedCount(s, tc.n)) != tc.zeros {
+			t.Errorf("PrunedSparsity(%d, %d) = %v prunes %d", tc.zeros, tc.n, s, sparsity.PrunedCount(s, tc.n))
+		}
+	}
+}
+
+func loadZoo(t *testing.T, family string, samples int) (*onnxio.Model, *evalharness.Dataset) {
+	t.Helper()
+	needORT(t)
+	m, err := onnxio.Load(zoo("zoo", family, "base.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := evalharness.LoadDataset(zoo("data", "digits_clean_val.npz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds, err = subset(ds, samples); err != nil {
+		t.Fatal(err)
+	}
+	return m, ds
+}
+
+func smallSearch(seed int64) search.Options {
+	return search.Options{Generations: 8, Offspring: 6, Survivors: []int{2, 1}, Samples: []int{32, 96}, Rand: rand.New(rand.NewSource(seed))}
+}
+
+// klOf evaluates a written model against the dense one on ds, the way the
+// search's KL fitness is defined (mean KL of softmax rows).
+func klOf(t *testing.T, cand, dense *onnxio.Model, ds *evalharness.Dataset) float64 {
+	t.Helper()
+	run := func(m *onnxio.Model) []float64 {
+		s, err := evalharness.SessionFromModel(m, evalharness.SessionOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		o, err := evalharness.Predict(s, ds, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := o[0].Float64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	a, b := run(dense), run(cand)
+	c := len(a) / int(ds.N)
+	var sum float64
+	for i := 0; i < int(ds.N); i++ {
+		sum += evalharness.KL(a[i*c:(i+1)*c], b[i*c:(i+1)*c])
+	}
+	return sum / float64(ds.N)
+}
+
+// TestRankSearchOnZoo searches ranks on the MLP (Gemm transB weights; the
+// two 128×64/64×128 layers share a group, the 10×64 head is alone) and
+// checks the exact budget, that the written model really holds two
+// factors per layer with the reported parameter count, and that the
+// rewritten model reproduces the fitness computed with dense A·B weights.
+func TestRankSearchOnZoo(t *testing.T) {
+	m, ds := loadZoo(t, "mlp", 128)
+	out, rep, err := RunSearch(context.Background(), m, ds, LevelSearch{Space: SpaceRank, Target: 0.4, Levels: 4, Search: smallSearch(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Searched.Cost != rep.Uniform.Cost || rep.Heuristic.Cost != rep.Uniform.Cost {
+		t.Fatalf("budgets differ: %d %d %d", rep.Searched.Cost, rep.Uniform.Cost, rep.Heuristic.Cost)
+	}
+	if rep.Groups != 2 {
+		t.Errorf("%d groups, want 2 (fc1+fc2 by m+n, fc3)", rep.Groups)
+	}
+	var want int64
+	for _, lc := range rep.Searched.Layers {
+		if lc.Cost != lc.Value*int64(map[string]int{"fc1.weight": 192, "fc2.weight": 192, "fc3.weight": 74}[lc.Name]) {
+			t.Errorf("%s: cost %d at rank %d", lc.Name, lc.Cost, lc.Value)
+		}
+		want += lc.Params - lc.Cost
+	}
+	before, after := paramsOf(t, m), paramsOf(t, out)
+	if before-after != want {
+		t.Errorf("the rewrite saved %d parameters, the report %d", before-after, want)
+	}
+	got := klOf(t, out, m, ds)
+	if math.Abs(got-rep.Searched.Loss) > 1e-4*math.Max(1, rep.Searched.Loss) {
+		t.Errorf("rewritten model KL %.6g, search reported %.6g with dense A·B weights", got, rep.Searched.Loss)
+	}
+	if rep.Searched.Loss > rep.Uniform.Loss {
+		t.Errorf("searched KL %.5g worse than uniform %.5g", rep.Searched.Loss, rep.Uniform.Loss)
+	}
+}
+
+func paramsOf(t *testing.T, m *onnxio.Model) int64 {
+	t.Helper()
+	ws, err := m.Weights()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p int64
+	for _, w := range ws {
+		p += w.Params()
+	}
+	return p
+}
+
+// TestBitsSearchOnZoo searches 2/4-bit widths on the transformer's MatMul
+// weights at a mean of 3 bits: the budget is exact, and every block of 32
+// weights along K of each output column of the written model holds at
+// most 2^bits distinct values for its reported width.
+func TestBitsSearchOnZoo(t *testing.T) {
+	m, ds := loadZoo(t, "transformer", 96)
+	run := func() (*onnxio.Model, *SearchReport) {
+		out, rep, err := RunSearch(context.Background(), m, ds, LevelSearch{Space: SpaceBits, Target: 3, Search: smallSearch(2)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out, rep
+	}
+	out, rep := run()
+	out2, _ := run()
+	b1, _ := out.Bytes()
+	b2, _ := out2.Bytes()
+	if string(b1) != string(b2) {
+		t.Error("same seed gave a different model")
+	}
+	if rep.Searched.Cost != rep.Uniform.Cost || rep.Heuristic.Cost != rep.Uniform.Cost {
+		t.Fatalf("budgets differ: %d %d %d", rep.Searched.Cost, rep.Uniform.Cost, rep.Heuristic.Cost)
+	}
+	if math.Abs(rep.Achieved-3) > 0.1 {
+		t.Errorf("achieved %.4f bits, want about 3", rep.Achieved)
+	}
+	ws, err := out.WeightMap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, lc := range rep.Searched.Layers {
+		tt, err := out.Initializer(lc.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := tt.Float32()
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, n := int(ws[lc.Name].Shape[0]), int(ws[lc.Name].Shape[1])
+		for col := 0; col < n; col++ {
+			for b0 := 0; b0 < k; b0 += 32 {
+				seen := map[float32]bool{}
+				for r := b0; r < min(b0+32, k); r++ {
+					seen[v[r*n+col]] = true
+				}
+				if len(seen) > 1<<lc.Value {
+					t.Fatalf("%s column %d block %d: %d distinct values at %d bits", lc.Name, col, b0/32, len(seen), lc.Value)
+				}
+			}
+		}
+	}
+}
+
+// TestWandaLevelsAndCacheKey builds Wanda and SparseGPT levels from
+// captured activations: every level prunes exactly its number of weights,
+// and the cache key separates methods and calibration sets.
+func TestWandaLevelsAndCacheKey(t *testing.T) {
+	m, ds := loadZoo(t, "transformer", 64)
+	ws, err := SelectLayers(m, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stats, h, err := newLazyStats(m, ds, ws, LevelSearch{}, func(string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, method := range []sparsity.Method{sparsity.Wanda, sparsity.SparseGPT} {
+		build, err := PrunerLevel(m, method, stats)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range ws[:3] {
+			v, err := weightValues(m, w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, z := range []int64{0, 1, int64(len(v)) / 3, int64(len(v)) - 1} {
+				p, err := build(w, v, z)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// SparseGPT also zeroes the weights of dead inputs (zero
+				// diagonal of XᵀX, e.g. always-blank pixels), beyond its
+				// pruned count
+				zeros := int64(sparsity.CountZeros(p))
+				if zeros < z || (method == sparsity.Wanda && zeros > z+int64(sparsity.CountZeros(v))) {
+					t.Errorf("%s %s level %d: %d zeros", method, w.Name, z, zeros)
+				}
+			}
+		}
+	}
+	other, err := subset(ds, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]bool{}
+	for _, db := range []*LevelDB{
+		{ModelHash: "m", Method: "sparsity/wanda", CalibHash: h},
+		{ModelHash: "m", Method: "sparsity/wanda", CalibHash: DatasetHash(other)},
+		{ModelHash: "m", Method: "sparsity/sparsegpt", CalibHash: h},
+		{ModelHash: "m", Method: "sparsity/magnitude"},
+	} {
+		keys[db.Key("w", 5)] = true
+	}
+	if len(keys) != 4 {
+		t.Errorf("cache keys collide: %d distinct of 4", len(keys))
+	}
+	if h != DatasetHash(ds) || h == DatasetHash(other) {
+		t.Error("dataset hash not a function of the data")
+	}
+}
+
+func TestChooseFitness(t *testing.T) {
+	tests := []struct {
+		req, out string
+		labels   bool
+		want     string
+	}{
+		{"", "logits", false, FitnessKL},
+		{"", "output", true, FitnessKL},
+		{"", "sentence_embedding", false, FitnessCosine},
+		{FitnessMSE, "sentence_embedding", false, FitnessMSE},
+		{FitnessKL, "sentence_embedding", false, FitnessKL},
+		{"ppl", "logits", true, ""},
+	}
+	for _, tc := range tests {
+		got, err := ChooseFitness(tc.req, tc.out, tc.labels)
+		if got != tc.want || (err != nil) != (tc.want == "") {
+			t.Errorf("ChooseFitness(%q, %q, %v) = %q, %v; want %q", tc.req, tc.out, tc.labels, got, err, tc.want)
+		}
+	}
+}
+
+// TestFitnessChoice runs searches with the automatic fitness (KL for the
+// MLP's logits, with or without labels) and explicit MSE and cosine: each
+// keeps the budget and does not end worse than uniform.
+func TestFitnessChoice(t *testing.T) {
+	m, ds := loadZoo(t, "mlp", 96)
+	unlabelled, err := evalharness.NewDataset(ds.Inputs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		fitness string
+		ds      *evalharness.Dataset
+		want    string
+	}{
+		{"", ds, FitnessKL},
+		{"", unlabelled, FitnessKL},
+		{FitnessCosine, unlabelled, FitnessCosine},
+		{FitnessMSE, ds, FitnessMSE},
+	} {
+		_, rep, err := RunSearch(context.Background(), m, tc.ds, LevelSearch{Target: 0.8, Levels: 4, Fitness: tc.fitness, Search: smallSearch(3)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Fitness != tc.want {
+			t.Errorf("fitness %q with labels=%v: got %q, want %q", tc.fitness, tc.ds.Labels != nil, rep.Fitness, tc.want)
+		}
+		if rep.Searched.Cost != rep.Uniform.Cost || rep.Searched.Loss > rep.Uniform.Loss || rep.Uniform.Loss <= 0 {
+			t.Errorf("%s: searched %.5g (cost %d), uniform %.5g (cost %d)", rep.Fitness, rep.Searched.Loss, rep.Searched.Cost, rep.Uniform.Loss, rep.Uniform.Cost)
+		}
+	}
+	if _, _, err := RunSearch(context.Background(), m, ds, LevelSearch{Target: 0.8, Fitness: "ppl", Search: smallSearch(3)}); err == nil {
+		t.Error("unknown fitness accepted")
+	}
+}
+
+func TestMagnitudeLevelsMatchesMagnitudeLevel(t *testing.T) {
+	r := rand.New(rand.NewSource(4))
+	v := make([]float32, 257)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+		if i%17 == 0 {
+			v[i] = v[i/2] // ties
+		}
+	}
+	build := MagnitudeLevels()
+	w := onnxio.Weight{Name: "w"}
+	for _, z := range []int64{0, 1, 100, 256, 257} {
+		a, err := MagnitudeLevel(w, v, z)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := build(w, v, z)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(sparsity.CountZeros(a)) != z {
+			t.Errorf("level %d: %d zeros", z, sparsity.CountZeros(a))
+		}
+		for i := range a {
+			if a[i] != b[i] {
+				t.Fatalf("level %d differs at %d", z, i)
+			}
+		}
+	}
+	if _, err := build(w, v, 258); err == nil {
+		t.Error("258 zeros of 257 accepted")
+	}
+}
