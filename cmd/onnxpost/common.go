@@ -15,6 +15,7 @@ import (
 
 	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/pipeline"
 )
 
 // commonFlags are the flags every transforming command takes
@@ -152,8 +153,8 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 		return err
 	}
 	if p := c.String("report"); p != "" {
-		if err := onnxio.WriteFileAtomic(p, doc); err != nil {
-			return fmt.Errorf("writing the report: %w", err)
+		if err := writeReport(p, doc); err != nil {
+			return err
 		}
 	}
 	if c.Bool("json") {
@@ -163,6 +164,26 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 	}
 	if !passed {
 		return gateError{msg: res.Gate.Failed() + "; " + out + " not written"}
+	}
+	return nil
+}
+
+// writeReport writes the JSON result to path and its Markdown rendering
+// beside it (path with the extension .md), both atomically.
+func writeReport(path string, doc []byte) error {
+	if err := onnxio.WriteFileAtomic(path, doc); err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	md, err := pipeline.ResultMarkdown(doc)
+	if err != nil {
+		return fmt.Errorf("rendering the report: %w", err)
+	}
+	mdPath := strings.TrimSuffix(path, filepath.Ext(path)) + ".md"
+	if mdPath == path {
+		mdPath = path + ".md"
+	}
+	if err := onnxio.WriteFileAtomic(mdPath, []byte(md)); err != nil {
+		return fmt.Errorf("writing the report: %w", err)
 	}
 	return nil
 }

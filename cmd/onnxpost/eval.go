@@ -205,8 +205,8 @@ func evalOutput(c *cli.Context, res *evalharness.Result, gate *evalharness.Gate)
 		return err
 	}
 	if p := c.String("report"); p != "" {
-		if err := onnxio.WriteFileAtomic(p, doc); err != nil {
-			return fmt.Errorf("writing the report: %w", err)
+		if err := writeReport(p, doc); err != nil {
+			return err
 		}
 	}
 	if c.Bool("json") {

@@ -114,8 +114,8 @@ func fisherAction(c *cli.Context) error {
 	}
 	doc = append(doc, '\n')
 	if p := c.String("report"); p != "" {
-		if err := onnxio.WriteFileAtomic(p, doc); err != nil {
-			return fmt.Errorf("writing the report: %w", err)
+		if err := writeReport(p, doc); err != nil {
+			return err
 		}
 	}
 	if c.Bool("json") {

@@ -418,8 +418,8 @@ func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report m
 		return err
 	}
 	if p := c.String("report"); p != "" {
-		if err := onnxio.WriteFileAtomic(p, doc); err != nil {
-			return fmt.Errorf("writing the report: %w", err)
+		if err := writeReport(p, doc); err != nil {
+			return err
 		}
 	}
 	if c.Bool("json") {
