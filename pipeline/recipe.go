@@ -357,7 +357,9 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 				if werr := onnxio.WriteFileAtomic(r.Path(r.Report), append(b, '\n')); werr != nil && err == nil {
 					err = werr
 				}
-				_ = onnxio.WriteFileAtomic(strings.TrimSuffix(r.Path(r.Report), filepath.Ext(r.Report))+".md", []byte(RecipeMarkdown(rep)))
+				stem := strings.TrimSuffix(r.Path(r.Report), filepath.Ext(r.Report))
+				_ = onnxio.WriteFileAtomic(stem+".md", []byte(RecipeMarkdown(rep)))
+				_ = PlotRecipe(stem+".png", rep) // a plot is a convenience: its failure does not fail the run
 			}
 		}
 		return rep, err

@@ -129,3 +129,44 @@ func PlotSearch(dir string, r *SearchReport) error {
 	}
 	return q.Save(7*vg.Inch, 4*vg.Inch, filepath.Join(dir, "search_levels.png"))
 }
+
+// PlotRecipe writes a PNG of accuracy (or, without labels, agreement)
+// against model bytes for the steps of a recipe run.
+func PlotRecipe(path string, rep *RecipeReport) error {
+	var pts plotter.XYs
+	var labels []string
+	metric := "accuracy"
+	for _, s := range rep.Steps {
+		m, _ := s.Result["metrics"].(map[string]any)
+		if _, ok := m["accuracy"]; !ok && m != nil {
+			metric = "agreement"
+		}
+	}
+	for _, s := range rep.Steps {
+		m, _ := s.Result["metrics"].(map[string]any)
+		y, ok1 := m[metric].(float64)
+		x, ok2 := s.Result["bytes"].(float64)
+		if !ok1 || !ok2 || x <= 0 {
+			continue
+		}
+		pts = append(pts, plotter.XY{X: x / 1024, Y: y})
+		labels = append(labels, s.Name)
+	}
+	if len(pts) == 0 {
+		return nil
+	}
+	p := plot.New()
+	p.Title.Text = "Recipe " + rep.Recipe + ": " + metric + " against size"
+	p.X.Label.Text = "model size (KiB)"
+	p.Y.Label.Text = metric
+	line, points, err := plotter.NewLinePoints(pts)
+	if err != nil {
+		return err
+	}
+	lbl, err := plotter.NewLabels(plotter.XYLabels{XYs: pts, Labels: labels})
+	if err != nil {
+		return err
+	}
+	p.Add(line, points, lbl)
+	return p.Save(7*vg.Inch, 4*vg.Inch, path)
+}
