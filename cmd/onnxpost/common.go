@@ -152,6 +152,19 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 	if err != nil {
 		return err
 	}
+	if err := publish(c, res, doc, passed, written, out); err != nil {
+		return err
+	}
+	if !passed {
+		return gateError{msg: res.Gate.Failed() + "; " + out + " not written"}
+	}
+	return nil
+}
+
+// publish writes the report (--report, JSON and Markdown) and prints the
+// result: the JSON document on stdout with --json, else a short summary on
+// stderr.
+func publish(c *cli.Context, res *evalharness.Result, doc []byte, passed bool, written, out string) error {
 	if p := c.String("report"); p != "" {
 		if err := writeReport(p, doc); err != nil {
 			return err
@@ -161,9 +174,6 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 		os.Stdout.Write(doc)
 	} else {
 		printSummary(os.Stderr, res, passed, written, out)
-	}
-	if !passed {
-		return gateError{msg: res.Gate.Failed() + "; " + out + " not written"}
 	}
 	return nil
 }

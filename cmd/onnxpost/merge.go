@@ -417,17 +417,7 @@ func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report m
 	if err != nil {
 		return err
 	}
-	if p := c.String("report"); p != "" {
-		if err := writeReport(p, doc); err != nil {
-			return err
-		}
-	}
-	if c.Bool("json") {
-		os.Stdout.Write(doc)
-	} else {
-		printSummary(os.Stderr, res, true, path, path)
-	}
-	return nil
+	return publish(c, res, doc, true, path, path)
 }
 
 // progressBar draws a one-line progress bar on stderr when it is a
