@@ -72,7 +72,7 @@ bench-eval: ort build pyenv
 
 ## bench: benchmarks; figures go to docs/BENCHMARKS.md
 bench: ort build
-	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) test -run '^$$' -bench . -benchtime 3x ./...
+	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) test -run '^$$' -bench . -benchtime 1x ./...
 
 ## bench-large: onnxio Load+Save of a 1.2 GB model vs a plain copy (figures in docs/BENCHMARKS.md)
 bench-large:
