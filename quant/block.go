@@ -299,29 +299,33 @@ func (b *Blockwise) MatMulNBits() (B []uint8, scales []float32, zeroPoints []uin
 }
 
 // BlockedQDQ returns the initializers of an opset-21 DequantizeLinear with
-// block_size = BlockSize along axis 0 that reproduces Dequantize() (4-bit
-// only):
-//   - data: [K, N] packed two per byte, low nibble first, int4 (code − 8)
-//     when Symmetric, uint4 otherwise;
+// block_size = BlockSize along axis 0 that reproduces Dequantize() (4 or 8
+// bits; 2 bits would need int2, opset 25):
+//   - data: [K, N], 4 bits packed two per byte, low nibble first, or one
+//     byte per value with 8 bits; signed (code − 2^(Bits−1), int4/int8)
+//     when Symmetric, unsigned (uint4/uint8) otherwise;
 //   - scales: float32 [nb, N];
-//   - zeroPoints: uint4 [nb, N] packed (nil when Symmetric: int4 zero point 0).
+//   - zeroPoints: [nb, N] of the data's type, packed likewise (nil when
+//     Symmetric: the signed zero point 0).
 func (b *Blockwise) BlockedQDQ() (data []uint8, scales []float32, zeroPoints []uint8, err error) {
-	if b.Bits != 4 {
-		return nil, nil, nil, fmt.Errorf("%w: blocked DequantizeLinear supports 4 bits here, got %d", ErrBits, b.Bits)
+	if b.Bits != 4 && b.Bits != 8 {
+		return nil, nil, nil, fmt.Errorf("%w: blocked DequantizeLinear supports 4 and 8 bits here (int2 needs opset 25), got %d", ErrBits, b.Bits)
 	}
 	nb := b.Blocks()
+	half := 1 << (b.Bits - 1)
+	mask := uint8(1<<b.Bits - 1)
 	codes := make([]uint8, b.K*b.N)
 	for k := 0; k < b.K; k++ {
 		for n := 0; n < b.N; n++ {
 			c := b.Codes[n*b.K+k]
 			if b.Symmetric {
-				c = uint8(int8(c)-8) & 0xF
+				c = uint8(int(c)-half) & mask // two's complement in Bits bits
 			}
 			codes[k*b.N+n] = c
 		}
 	}
-	data = make([]uint8, (b.K*b.N+1)/2)
-	packCodes(data, codes, 4)
+	data = make([]uint8, (b.K*b.N*b.Bits+7)/8)
+	packCodes(data, codes, b.Bits)
 	scales = make([]float32, nb*b.N)
 	zps := make([]uint8, nb*b.N)
 	for n := 0; n < b.N; n++ {
@@ -333,7 +337,7 @@ func (b *Blockwise) BlockedQDQ() (data []uint8, scales []float32, zeroPoints []u
 	if b.Symmetric {
 		return data, scales, nil, nil
 	}
-	zeroPoints = make([]uint8, (nb*b.N+1)/2)
-	packCodes(zeroPoints, zps, 4)
+	zeroPoints = make([]uint8, (nb*b.N*b.Bits+7)/8)
+	packCodes(zeroPoints, zps, b.Bits)
 	return data, scales, zeroPoints, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/rand"
+	"strings"
 	"testing"
 )
 
@@ -162,10 +163,13 @@ func TestMatMulNBitsLayout(t *testing.T) {
 
 func TestBlockedQDQLayout(t *testing.T) {
 	rng := rand.New(rand.NewSource(4))
-	for _, sym := range []bool{false, true} {
+	for _, tc := range []struct {
+		bits int
+		sym  bool
+	}{{4, false}, {4, true}, {8, false}, {8, true}} {
 		k, n, bs := 40, 3, 16
 		w := randWeights(rng, k*n, 1)
-		b, err := QuantizeRTN(w, k, n, BlockOptions{BlockSize: bs, Symmetric: sym})
+		b, err := QuantizeRTN(w, k, n, BlockOptions{Bits: tc.bits, BlockSize: bs, Symmetric: tc.sym})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -173,20 +177,25 @@ func TestBlockedQDQLayout(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if want := (k*n*tc.bits + 7) / 8; len(data) != want {
+			t.Fatalf("%+v: %d data bytes, want %d", tc, len(data), want)
+		}
 		d := b.Dequantize()
 		nb := b.Blocks()
 		for kk := 0; kk < k; kk++ {
 			for c := 0; c < n; c++ {
-				code := int(unpack(data, kk*n+c, 4))
+				code := int(unpack(data, kk*n+c, tc.bits))
 				zp := 0
-				if sym {
-					code = int(int8(uint8(code)<<4) >> 4) // int4 sign extension
+				if tc.sym {
+					// two's complement sign extension of a bits-wide value
+					shift := 8 - tc.bits
+					code = int(int8(uint8(code)<<shift) >> shift)
 				} else {
-					zp = int(unpack(zps, (kk/bs)*n+c, 4))
+					zp = int(unpack(zps, (kk/bs)*n+c, tc.bits))
 				}
 				v := float32(code-zp) * scales[(kk/bs)*n+c]
 				if v != d[kk*n+c] {
-					t.Fatalf("sym=%v [%d,%d]: %g want %g", sym, kk, c, v, d[kk*n+c])
+					t.Fatalf("%+v [%d,%d]: %g want %g", tc, kk, c, v, d[kk*n+c])
 				}
 			}
 		}
@@ -194,8 +203,8 @@ func TestBlockedQDQLayout(t *testing.T) {
 			t.Fatalf("%d scales", len(scales))
 		}
 	}
-	b8, _ := QuantizeRTN(make([]float32, 32), 16, 2, BlockOptions{Bits: 8, BlockSize: 16})
-	if _, _, _, err := b8.BlockedQDQ(); !errors.Is(err, ErrBits) {
-		t.Fatalf("8-bit blocked QDQ: %v", err)
+	b2, _ := QuantizeRTN(make([]float32, 32), 16, 2, BlockOptions{Bits: 2, BlockSize: 16})
+	if _, _, _, err := b2.BlockedQDQ(); !errors.Is(err, ErrBits) || !strings.Contains(err.Error(), "opset 25") {
+		t.Fatalf("2-bit blocked QDQ: %v", err)
 	}
 }

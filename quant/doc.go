@@ -28,7 +28,12 @@
 //     pairs on the inputs and outputs of the quantized ops, so that ONNX
 //     Runtime fuses them into its integer kernels.
 //   - int4: com.microsoft MatMulNBits (bias added after by an Add) or
-//     opset-21 blocked DequantizeLinear, RTN or GPTQ.
+//     opset-21 blocked DequantizeLinear, RTN or GPTQ. Options.Bits (or
+//     QuantizeMixed) gives each weight its own width, 2, 4 or 8 bits, as
+//     real packed weights: one MatMulNBits per weight with its bits
+//     attribute (ONNX Runtime 1.30's CPU kernel runs all three), or blocked
+//     DequantizeLinear on int4/uint4 or int8/uint8 data (2 bits refused:
+//     int2 needs opset 25).
 //   - fp16: weights and compute in float16 with float32 model inputs and
 //     outputs (Casts), DefaultFloat16BlockList ops in float32, values beyond
 //     ±65504 clamped and counted; bf16 stores the weights in bfloat16 with

@@ -27,6 +27,20 @@ type Options struct {
 	Symmetric bool
 	// BlockSize is the int4 block size along K (default 32).
 	BlockSize int
+	// Bits gives block-wise weights their own bit widths (--weights int4
+	// only): weight initializer name → 2, 4 or 8. Weights absent from the
+	// map get 4 bits. Every name must be a MatMul or Gemm weight that
+	// Quantize quantizes (not excluded, not skipped), else Quantize fails
+	// with ErrOptions. With Format "matmulnbits" each weight becomes a
+	// MatMulNBits with its own bits attribute (ONNX Runtime 1.30's CPU
+	// kernel runs 2, 4 and 8 bits); with Format "qdq" (opset-21 blocked
+	// DequantizeLinear) 4 bits are stored as int4/uint4 and 8 bits as
+	// int8/uint8, and 2 bits are refused (int2 needs opset 25).
+	Bits map[string]int
+	// BitsOnly quantizes only the weights named in Bits; the other
+	// weights stay float32 (listed in Report.Skipped). Use it to write
+	// the result of a search over a subset of the weights exactly.
+	BitsOnly bool
 	// Method is "rtn" (default) or "gptq" for int4.
 	Method string
 	// ActOrder, Damp and LazyBlock configure GPTQ (see GPTQOptions).
@@ -65,6 +79,9 @@ type LayerReport struct {
 	// Scheme is e.g. "int8 per-channel symmetric qdq" or
 	// "int4 block 32 asymmetric matmulnbits gptq".
 	Scheme string `json:"scheme"`
+	// Bits is the bit width of a block-wise weight (2, 4 or 8; 0 for the
+	// other modes).
+	Bits int `json:"bits,omitempty"`
 	// RelError is ‖W − Ŵ‖/‖W‖ of the dequantized weight.
 	RelError float64 `json:"rel_error"`
 	// Scales summarises the absolute scales.
@@ -157,12 +174,21 @@ func (o Options) Validate() error {
 		if o.Activations != "" {
 			return fmt.Errorf("%w: int4 weights are weight-only; --activations applies to int8", ErrOptions)
 		}
+		if err := o.validateBits(); err != nil {
+			return err
+		}
 	case "fp16", "bf16":
 		if o.Activations != "" || o.Method != "" && o.Method != "rtn" {
 			return fmt.Errorf("%w: --weights %s takes no --activations or --method", ErrOptions, o.Weights)
 		}
 	default:
 		return fmt.Errorf("%w: --weights %q (want int8, int4, fp16 or bf16)", ErrOptions, o.Weights)
+	}
+	if o.BitsOnly && len(o.Bits) == 0 {
+		return fmt.Errorf("%w: BitsOnly without a per-weight bit allocation", ErrOptions)
+	}
+	if len(o.Bits) > 0 && o.Weights != "int4" {
+		return fmt.Errorf("%w: per-weight bit widths apply to block-wise weights (--weights int4), not %s", ErrOptions, o.Weights)
 	}
 	switch o.Activations {
 	case "", "dynamic":
@@ -177,6 +203,36 @@ func (o Options) Validate() error {
 		return fmt.Errorf("%w: percentile %g not in (50, 100]", ErrOptions, o.Percentile)
 	}
 	return nil
+}
+
+// validateBits checks the per-weight bit widths against the int4 format.
+func (o Options) validateBits() error {
+	names := make([]string, 0, len(o.Bits))
+	for name := range o.Bits {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		b := o.Bits[name]
+		if b != 2 && b != 4 && b != 8 {
+			return fmt.Errorf("%w: %d for weight %s (want 2, 4 or 8)", ErrBits, b, name)
+		}
+		if b == 2 && o.Format == "qdq" {
+			return fmt.Errorf("%w: 2 bits for weight %s with --format qdq: blocked DequantizeLinear supports int4/int8 in opset 21 and int2 only from opset 25; use --format matmulnbits", ErrBits, name)
+		}
+	}
+	return nil
+}
+
+// mixedBits describes a per-weight bit allocation, e.g. "2-bit×3 4-bit×5".
+func mixedBits(count map[int]int) string {
+	var parts []string
+	for _, b := range []int{2, 4, 8} {
+		if count[b] > 0 {
+			parts = append(parts, fmt.Sprintf("%d-bit×%d", b, count[b]))
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 // target is a weight that will be quantized, with its consumer.
@@ -818,6 +874,9 @@ func quantizeInt4(m *onnxio.Model, o Options, rep *Report) error {
 		bs = 32
 	}
 	rep.Mode = fmt.Sprintf("int4 block %d %s %s %s", bs, symName(o.Symmetric), format, method)
+	if len(o.Bits) > 0 {
+		rep.Mode = fmt.Sprintf("mixed-bits block %d %s %s %s", bs, symName(o.Symmetric), format, method)
+	}
 	if format == "qdq" {
 		if err := ensureOpset21(m); err != nil {
 			return err
@@ -830,11 +889,23 @@ func quantizeInt4(m *onnxio.Model, o Options, rep *Report) error {
 		return err
 	}
 	bo := BlockOptions{Bits: 4, BlockSize: bs, Symmetric: o.Symmetric}
+	used := map[string]bool{}
+	count := map[int]int{}
 	for _, t := range ts {
 		if t.w.Role == onnxio.RoleConvW {
 			rep.Skipped = append(rep.Skipped, Skip{Name: t.w.Name, Reason: "Conv weights stay float with int4 (MatMul and Gemm only)"})
 			continue
 		}
+		if b, ok := o.Bits[t.w.Name]; ok {
+			used[t.w.Name] = true
+			bo.Bits = b
+		} else if o.BitsOnly {
+			rep.Skipped = append(rep.Skipped, Skip{Name: t.w.Name, Reason: "not in the bit allocation (BitsOnly)"})
+			continue
+		} else {
+			bo.Bits = 4
+		}
+		count[bo.Bits]++
 		w, err := readFloat(m, t.w.Name)
 		if err != nil {
 			return err
@@ -851,7 +922,7 @@ func quantizeInt4(m *onnxio.Model, o Options, rep *Report) error {
 			lbo.BlockSize /= 2
 		}
 		var b *Blockwise
-		scheme := fmt.Sprintf("int4 block %d %s %s %s", lbo.BlockSize, symName(o.Symmetric), format, method)
+		scheme := fmt.Sprintf("int%d block %d %s %s %s", lbo.Bits, lbo.BlockSize, symName(o.Symmetric), format, method)
 		if method == "gptq" {
 			xtx, d, _, err := o.Calibration.InputGram(t.w.Name)
 			if err != nil {
@@ -886,11 +957,38 @@ func quantizeInt4(m *onnxio.Model, o Options, rep *Report) error {
 			return err
 		}
 		lr := LayerReport{Weight: t.w.Name, Node: t.node.Name, Op: t.w.Op, Shape: t.w.Shape, Scheme: scheme,
-			RelError: RelError(w, b.Dequantize())}
+			Bits: b.Bits, RelError: RelError(w, b.Dequantize())}
 		scaleStats(&lr, b.Scales)
 		rep.Layers = append(rep.Layers, lr)
 	}
-	return nil
+	if len(o.Bits) > 0 {
+		rep.Mode += " (" + mixedBits(count) + ")"
+	}
+	return unusedBits(o.Bits, used, rep.Skipped)
+}
+
+// unusedBits reports, with ErrOptions, the names of a per-weight bit
+// allocation that were not quantized (unknown names, or weights skipped
+// with the reason given), so that no allocation is silently ignored.
+func unusedBits(bits map[string]int, used map[string]bool, skipped []Skip) error {
+	var bad []string
+	for name := range bits {
+		if used[name] {
+			continue
+		}
+		why := "not a MatMul or Gemm weight of the model"
+		for _, s := range skipped {
+			if s.Name == name {
+				why = "left in float: " + s.Reason
+			}
+		}
+		bad = append(bad, name+" ("+why+")")
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	sort.Strings(bad)
+	return fmt.Errorf("%w: bit widths given for weights that are not quantized: %s", ErrOptions, strings.Join(bad, "; "))
 }
 
 // opsChangedSince18 are ops whose opset-18 versions changed semantics
@@ -926,7 +1024,7 @@ func rewriteMatMulNBits(m *onnxio.Model, o Options, t target, b *Blockwise) erro
 	B, scales, zps := b.MatMulNBits()
 	nb := b.Blocks()
 	base := t.w.Name
-	bName, sName := m.UniqueName(base+"_Q4"), m.UniqueName(base+"_scales")
+	bName, sName := m.UniqueName(fmt.Sprintf("%s_Q%d", base, b.Bits)), m.UniqueName(base+"_scales")
 	bt, err := onnxio.NewTensor(bName, onnxio.Uint8, []int64{int64(b.N), int64(nb), int64(b.BlockSize * b.Bits / 8)}, B)
 	if err != nil {
 		return err
@@ -988,8 +1086,13 @@ func rewriteBlockedQDQ(m *onnxio.Model, t target, b *Blockwise) error {
 	nb := b.Blocks()
 	base := t.w.Name
 	dt := onnxio.Uint4
-	if b.Symmetric {
+	switch {
+	case b.Bits == 4 && b.Symmetric:
 		dt = onnxio.Int4
+	case b.Bits == 8 && b.Symmetric:
+		dt = onnxio.Int8
+	case b.Bits == 8:
+		dt = onnxio.Uint8
 	}
 	qName, sName := m.UniqueName(base+"_quantized"), m.UniqueName(base+"_scale")
 	qt, err := onnxio.NewTensor(qName, dt, []int64{int64(b.K), int64(b.N)}, data)
