@@ -17,9 +17,12 @@ func SearchMarkdown(r *SearchReport) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n### Per-layer %s search (%s levels)\n\n", r.Space, r.Method)
 	fmt.Fprintf(&b, "Target %s %.4f over %d weights (achieved %.4f exactly in every allocation), ", targetUnit(r.Space), r.Target, r.TotalWeights, r.Achieved)
-	if r.Ladder != nil {
+	switch {
+	case r.Space == SpaceDrop:
+		fmt.Fprintf(&b, "keep/drop per block")
+	case r.Ladder != nil:
 		fmt.Fprintf(&b, "bits ladder %v", r.Ladder)
-	} else {
+	default:
 		fmt.Fprintf(&b, "±%d levels", r.Levels)
 	}
 	fmt.Fprintf(&b, ", %d switch groups", r.Groups)
@@ -32,7 +35,7 @@ func SearchMarkdown(r *SearchReport) string {
 	for _, a := range []Allocation{r.Uniform, r.Heuristic, r.Searched} {
 		fmt.Fprintf(&b, "| %s | %.6g |\n", a.Name, a.Loss)
 	}
-	fmt.Fprintf(&b, "\n| layer | op | params | uniform | per-layer-error | searched |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "\n| layer | op | params | %s | %s | searched |\n|---|---|---|---|---|---|\n", r.Uniform.Name, r.Heuristic.Name)
 	for i, l := range r.Searched.Layers {
 		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s |\n", l.Name, l.Op, l.Params,
 			levelText(r.Space, r.Uniform.Layers[i]), levelText(r.Space, r.Heuristic.Layers[i]), levelText(r.Space, l))
@@ -46,6 +49,8 @@ func targetUnit(space string) string {
 		return "fraction of parameters kept"
 	case SpaceBits:
 		return "mean bits per weight"
+	case SpaceDrop:
+		return "residual blocks dropped"
 	}
 	return "fraction of zeros"
 }
@@ -66,6 +71,11 @@ func levelText(space string, l LayerChoice) string {
 		return fmt.Sprintf("r=%d (%.3f)", l.Value, l.Fraction)
 	case SpaceBits:
 		return fmt.Sprintf("%d bits", l.Value)
+	case SpaceDrop:
+		if l.Value == 1 {
+			return "drop"
+		}
+		return "keep"
 	}
 	return fmt.Sprintf("%.3f", l.Fraction)
 }

@@ -41,12 +41,13 @@ const (
 
 // LevelSearch configures a per-layer level search (EvoPress) in one space.
 type LevelSearch struct {
-	// Space is SpaceSparsity (default), SpaceRank or SpaceBits.
+	// Space is SpaceSparsity (default), SpaceRank, SpaceBits or SpaceDrop.
 	Space string
 	// Target is the budget: for sparsity the fraction of zeros over the
 	// searched layers' weights; for rank the fraction of their
 	// parameters kept (r·(m+n) per factorized layer); for bits the mean
-	// bits per weight.
+	// bits per weight; for drop the number of residual blocks dropped (an
+	// integer).
 	Target float64
 	// Levels is the number of ladder steps on each side of the uniform
 	// level (default 8, EvoPress's); layers too small for all of them get
@@ -274,6 +275,15 @@ type space struct {
 	fraction func(l *searchLayer, k int) float64
 	// apply writes the allocation into a copy of the model.
 	apply func(m *onnxio.Model, lv []int) (*onnxio.Model, error)
+	// extraInputs are further initializers fed as session inputs and
+	// extraFeed their values for layer i at ladder index level (drop:
+	// the biases zeroed with the weights); both optional.
+	extraInputs []string
+	extraFeed   func(i, level int) map[string]*evalharness.Array
+	// uniformName and heurName name the two baselines ("" for uniform and
+	// per-layer-error); heuristic, if set, replaces errorAllocation.
+	uniformName, heurName string
+	heuristic             func(ctx context.Context, ev search.Evaluator, all []int) ([]int, error)
 }
 
 // RunSearch searches per-layer compression levels of m in opt.Space at an
@@ -316,8 +326,10 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 		sp, err = rankSpace(m, ws, hash, opt)
 	case SpaceBits:
 		sp, err = bitsSpace(m, ws, hash, calib, opt, logf)
+	case SpaceDrop:
+		sp, err = dropSpace(m, ws, hash, opt, logf)
 	default:
-		err = fmt.Errorf("search space %q: want sparsity, rank or bits", opt.Space)
+		err = fmt.Errorf("search space %q: want sparsity, rank, bits or drop", opt.Space)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -380,6 +392,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	for i, l := range layers {
 		names[i] = l.w.Name
 	}
+	names = append(names, sp.extraInputs...)
 	if _, err := wi.InitializersToInputs(names); err != nil {
 		return nil, nil, err
 	}
@@ -395,7 +408,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 
 	ev := &fitnessEvaluator{
 		sess: sess, calib: calib, ref: ref, batch: opt.Batch, layers: layers, db: sp.db, kind: fitness,
-		arrays: map[[2]int]*evalharness.Array{},
+		arrays: map[[2]int]*evalharness.Array{}, extra: sp.extraFeed,
 	}
 	ev.rowLen = len(ref) / int(calib.N)
 	shape := refOuts[outIdx].Shape
@@ -429,28 +442,37 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	}
 
 	// baselines
-	if report.Uniform, err = describe("uniform", start); err != nil {
+	uniName, heurName := "uniform", "per-layer-error"
+	if sp.uniformName != "" {
+		uniName, heurName = sp.uniformName, sp.heurName
+	}
+	if report.Uniform, err = describe(uniName, start); err != nil {
 		return nil, nil, err
 	}
-	logf("uniform allocation: %s %.6g", fitness, report.Uniform.Loss)
-	heur, err := errorAllocation(layers, sl, start, sp.db)
+	logf("%s allocation: %s %.6g", uniName, fitness, report.Uniform.Loss)
+	var heur []int
+	if sp.heuristic != nil {
+		heur, err = sp.heuristic(ctx, ev, all)
+	} else {
+		heur, err = errorAllocation(layers, sl, start, sp.db)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
-	if report.Heuristic, err = describe("per-layer-error", heur); err != nil {
+	if report.Heuristic, err = describe(heurName, heur); err != nil {
 		return nil, nil, err
 	}
-	logf("per-layer-error allocation: %s %.6g", fitness, report.Heuristic.Loss)
+	logf("%s allocation: %s %.6g", heurName, fitness, report.Heuristic.Loss)
 	report.PrepSeconds = time.Since(tPrep).Seconds()
 	from := start
 	switch opt.Start {
 	case "", "best":
-		report.Start = "uniform"
+		report.Start = uniName
 		if report.Heuristic.Loss < report.Uniform.Loss {
-			from, report.Start = heur, "per-layer-error"
+			from, report.Start = heur, heurName
 		}
 	case "uniform":
-		report.Start = "uniform"
+		report.Start = uniName
 	default:
 		return nil, nil, fmt.Errorf("search start %q: want best or uniform", opt.Start)
 	}
@@ -492,7 +514,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 		for _, b := range []struct {
 			name string
 			lv   []int
-		}{{"uniform", start}, {"per-layer-error", heur}} {
+		}{{uniName, start}, {heurName, heur}} {
 			bm, err := sp.apply(m, b.lv)
 			if err != nil {
 				return nil, nil, err
@@ -638,6 +660,8 @@ type fitnessEvaluator struct {
 	layers  []*searchLayer
 	db      *LevelDB
 	arrays  map[[2]int]*evalharness.Array
+	// extra, if set, gives further inputs for layer i at a level.
+	extra func(i, level int) map[string]*evalharness.Array
 }
 
 func (e *fitnessEvaluator) weightArray(i, level int) (*evalharness.Array, error) {
@@ -663,6 +687,11 @@ func (e *fitnessEvaluator) Fitness(ctx context.Context, levels []int, samples []
 			return 0, err
 		}
 		feed[l.w.Name] = a
+		if e.extra != nil {
+			for name, x := range e.extra(i, levels[i]) {
+				feed[name] = x
+			}
+		}
 	}
 	var sum float64
 	var rows int

@@ -418,6 +418,7 @@ func bitsSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *evalharn
 	if len(layers) == 0 {
 		return nil, fmt.Errorf("bits space: no 2-D MatMul weight selected")
 	}
+	var qcalib quant.Calibration // GPTQ's XᵀX, also for the packed output
 	switch method {
 	case "rtn":
 		db.Build = BitsLevel(method, block, nil)
@@ -432,6 +433,7 @@ func bitsSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *evalharn
 		}
 		db.CalibHash = h
 		db.Build = BitsLevel(method, block, stats)
+		qcalib = stats
 	default:
 		return nil, fmt.Errorf("bits levels: method %q, want rtn or gptq", method)
 	}
@@ -472,6 +474,16 @@ func bitsSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *evalharn
 		name: SpaceBits, method: method, layers: layers, db: db, ladder: ladder,
 		achieved: func(cost int64) float64 { return float64(cost) / float64(total) },
 		fraction: func(l *searchLayer, k int) float64 { return float64(l.keys[k]) },
-		apply:    func(m *onnxio.Model, lv []int) (*onnxio.Model, error) { return setLevels(m, layers, lv, db) },
+		// the written model holds the real packed weights: MatMulNBits with
+		// each layer's own width (the same codes the search evaluated
+		// dequantized); weights outside the search stay float
+		apply: func(m *onnxio.Model, lv []int) (*onnxio.Model, error) {
+			bits := make(map[string]int, len(layers))
+			for i, l := range layers {
+				bits[l.w.Name] = int(l.keys[lv[i]])
+			}
+			q, _, err := quant.QuantizeMixed(m, bits, quant.Options{Method: method, BlockSize: block, Calibration: qcalib, BitsOnly: true})
+			return q, err
+		},
 	}, nil
 }

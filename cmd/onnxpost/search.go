@@ -56,6 +56,15 @@ Spaces (one per run):
             closely as whole layers allow. Output: the dequantized weights in
             float32 (quant's rewrite takes one width per model, so the mixed
             allocation is not packed; the report lists each layer's width).
+  drop      --target = number of residual sub-blocks dropped (an integer in
+            [1, blocks)). A block is an Add whose one input is an ancestor of
+            the other through at least one MatMul/Gemm/Conv weight and whose
+            branch ends in a linear layer (MatMul[+bias], Gemm, Conv); the
+            search feeds zeros for that layer's weight and bias. Baselines:
+            last-k (the last N blocks; reported as "uniform") and block-score
+            (the N blocks whose lone removal costs least). Output: the blocks
+            really removed (uses rewired to the skip input, dead nodes and
+            initializers deleted).
 
 Fitness (--fitness): kl (mean KL(dense‖candidate) of softmax outputs, for
 classifier logits), mse, or cosine (mean 1 − cosine of each sample's
@@ -66,8 +75,8 @@ Levels are cached on disk (--cache-dir) under a content address made of the
 model's hash, the space and method, the calibration data's hash (for
 data-aware methods), the layer and the level, so later runs reuse them.`,
 		Flags: append(commonFlags(),
-			&cli.StringFlag{Name: "space", Value: "sparsity", Usage: "what to search: sparsity, rank or bits"},
-			&cli.Float64Flag{Name: "target", Usage: "budget: sparsity: fraction of zeros; rank: fraction of parameters kept; bits: mean bits per weight", Required: true},
+			&cli.StringFlag{Name: "space", Value: "sparsity", Usage: "what to search: sparsity, rank, bits or drop"},
+			&cli.Float64Flag{Name: "target", Usage: "budget: sparsity: fraction of zeros; rank: fraction of parameters kept; bits: mean bits per weight; drop: number of residual blocks dropped", Required: true},
 			&cli.StringFlag{Name: "calib", Usage: "calibration `DATASET` for the fitness (required)"},
 			&cli.IntFlag{Name: "calib-samples", Usage: "capture activations for wanda/sparsegpt/gptq on the first `N` calibration samples (0: all)"},
 			&cli.StringFlag{Name: "fitness", Usage: "kl, mse or cosine (default: kl for logits, cosine otherwise)"},
@@ -158,13 +167,18 @@ func searchAction(c *cli.Context) error {
 		if method != "" && method != "rtn" && method != "gptq" {
 			return usagef("--method %q: bits levels are rtn or gptq", method)
 		}
-	case "drop":
-		return usagef("--space drop is not implemented; use sparsity, rank or bits")
+	case pipeline.SpaceDrop:
+		if !(t >= 1 && t == float64(int64(t))) {
+			return usagef("--target %v: a drop target is a whole number of residual blocks (>= 1)", t)
+		}
+		if method != "" {
+			return usagef("--method %q: drop levels have no method", method)
+		}
 	default:
 		if strings.Contains(space, ",") || strings.Contains(space, "+") {
 			return usagef("--space %q: combined spaces are not implemented; search one of sparsity, rank, bits", space)
 		}
-		return usagef("--space %q: want sparsity, rank or bits", space)
+		return usagef("--space %q: want sparsity, rank, bits or drop", space)
 	}
 	if s := c.String("start"); s != "best" && s != "uniform" {
 		return usagef("--start %q: want best or uniform", s)
