@@ -339,29 +339,11 @@ func rowLayerNorm(b *builder, n onnxio.Node, dys []string, want []bool) ([]strin
 	if want[0] {
 		return nil, fmt.Errorf("%w: LayerNormalization of a parameter-only input", ErrUnsupported)
 	}
-	x, y, dy := n.Inputs[0], n.Outputs[0], dys[0]
-	xi, err := b.get(x)
+	y, dy := n.Outputs[0], dys[0]
+	xh, _, _, err := layerNormForward(b, n)
 	if err != nil {
 		return nil, err
 	}
-	r := len(xi.Shape)
-	a, err := normAxis(n.Int("axis", -1), r)
-	if err != nil {
-		return nil, err
-	}
-	axes := seq(int(a), r)
-	cnt := int64(1)
-	for _, d := range xi.Shape[a:] {
-		cnt *= d
-	}
-	dt := xi.DType
-	mean := func(v string) string {
-		return b.op("Mul", []string{b.reduceSum(v, axes, true), b.scalar(1/float64(cnt), dt)})
-	}
-	xc := b.op("Sub", []string{x, mean(x)})
-	vr := mean(b.op("Mul", []string{xc, xc}))
-	inv := b.op("Reciprocal", []string{b.op("Sqrt", []string{b.op("Add", []string{vr, b.scalar(float64(n.Float("epsilon", 1e-5)), dt)})})})
-	xh := b.op("Mul", []string{xc, inv})
 	out := make([]string, len(n.Inputs))
 	if want[1] {
 		if out[1], err = b.rowUnbroadcast(b.op("Mul", []string{dy, xh}), y, n.Inputs[1]); err != nil {

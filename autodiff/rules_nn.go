@@ -332,21 +332,19 @@ func gradBatchNorm(b *builder, n onnxio.Node, dys []string, want []bool) ([]stri
 	return out, nil
 }
 
-func gradLayerNorm(b *builder, n onnxio.Node, dys []string, want []bool) ([]string, error) {
-	for j := 1; j < len(dys); j++ {
-		if dys[j] != "" {
-			return nil, fmt.Errorf("%w: gradient through LayerNormalization's Mean/InvStdDev outputs", ErrUnsupported)
-		}
-	}
-	x, scale, y, dy := n.Inputs[0], n.Inputs[1], n.Outputs[0], dys[0]
+// layerNormForward rebuilds a LayerNormalization node's normalized input
+// x̂ = (x − μ)·inv, inv = 1/√(σ² + ε), over the normalized axes, and returns
+// x̂, inv and a function that builds the mean of a value over those axes.
+func layerNormForward(b *builder, n onnxio.Node) (xh, inv string, mean func(string) string, err error) {
+	x := n.Inputs[0]
 	xi, err := b.get(x)
 	if err != nil {
-		return nil, err
+		return "", "", nil, err
 	}
 	r := len(xi.Shape)
 	a, err := normAxis(n.Int("axis", -1), r)
 	if err != nil {
-		return nil, err
+		return "", "", nil, err
 	}
 	axes := seq(int(a), r)
 	cnt := int64(1)
@@ -354,14 +352,26 @@ func gradLayerNorm(b *builder, n onnxio.Node, dys []string, want []bool) ([]stri
 		cnt *= d
 	}
 	dt := xi.DType
-	mean := func(v string) string {
+	mean = func(v string) string {
 		return b.op("Mul", []string{b.reduceSum(v, axes, true), b.scalar(1/float64(cnt), dt)})
 	}
-	mu := mean(x)
-	xc := b.op("Sub", []string{x, mu})
+	xc := b.op("Sub", []string{x, mean(x)})
 	vr := mean(b.op("Mul", []string{xc, xc}))
-	inv := b.op("Reciprocal", []string{b.op("Sqrt", []string{b.op("Add", []string{vr, b.scalar(float64(n.Float("epsilon", 1e-5)), dt)})})})
-	xh := b.op("Mul", []string{xc, inv})
+	inv = b.op("Reciprocal", []string{b.op("Sqrt", []string{b.op("Add", []string{vr, b.scalar(float64(n.Float("epsilon", 1e-5)), dt)})})})
+	return b.op("Mul", []string{xc, inv}), inv, mean, nil
+}
+
+func gradLayerNorm(b *builder, n onnxio.Node, dys []string, want []bool) ([]string, error) {
+	for j := 1; j < len(dys); j++ {
+		if dys[j] != "" {
+			return nil, fmt.Errorf("%w: gradient through LayerNormalization's Mean/InvStdDev outputs", ErrUnsupported)
+		}
+	}
+	scale, y, dy := n.Inputs[1], n.Outputs[0], dys[0]
+	xh, inv, mean, err := layerNormForward(b, n)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]string, len(n.Inputs))
 	if want[0] {
 		gs := b.op("Mul", []string{dy, scale})
