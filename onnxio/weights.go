@@ -350,6 +350,14 @@ func (m *Model) setRole(w *Weight, n *pb.NodeProto, slot, rank int, producers ma
 		}
 	case "DequantizeLinear":
 		w.Role = RoleQuantParam
+	case "MatMulNBits":
+		// inputs: A, B (packed), scales, zero_points, g_idx, bias
+		switch {
+		case slot >= 2 && slot <= 4:
+			w.Role = RoleQuantParam
+		case slot == 5:
+			w.Role = RoleBias
+		}
 	}
 }
 

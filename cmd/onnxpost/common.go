@@ -246,7 +246,9 @@ func marshalJSON(v any) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// modelParams counts the elements of the model's parameter tensors.
+// modelParams counts the elements of the model's parameter tensors; the
+// packed weights of MatMulNBits nodes count as their K×N logical weights,
+// quantization scales and zero points do not count.
 func modelParams(m *onnxio.Model) (int64, error) {
 	ws, err := m.Weights()
 	if err != nil {
@@ -254,7 +256,14 @@ func modelParams(m *onnxio.Model) (int64, error) {
 	}
 	var n int64
 	for _, w := range ws {
-		n += w.Params()
+		if w.Role != onnxio.RoleQuantParam {
+			n += w.Params()
+		}
+	}
+	for _, nd := range m.Nodes() {
+		if nd.OpType == "MatMulNBits" {
+			n += nd.Int("K", 0) * nd.Int("N", 0)
+		}
 	}
 	return n, nil
 }

@@ -179,3 +179,37 @@ func TestRunRecipeCLI(t *testing.T) {
 		})
 	}
 }
+
+// A quantized model reports the parameters of the float model it came
+// from: packed MatMulNBits weights count as K×N, scales and zero points
+// not at all.
+func TestModelParamsOfQuantizedModels(t *testing.T) {
+	requireORT(t)
+	mlp := zooPath(t, "zoo", "mlp", "base.onnx")
+	m, err := onnxio.Load(mlp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := modelParams(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, w := range []string{"int8", "int4"} {
+		out := filepath.Join(dir, w+".onnx")
+		if code := run([]string{"onnxpost", "quantize", mlp, "--weights", w, "-o", out}); code != 0 {
+			t.Fatalf("%s: exit code %d", w, code)
+		}
+		q, err := onnxio.Load(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := modelParams(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("%s model reports %d parameters, the float model %d", w, got, want)
+		}
+	}
+}
