@@ -16,11 +16,16 @@ import (
 func SearchMarkdown(r *SearchReport) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n### Per-layer %s search (%s levels)\n\n", r.Space, r.Method)
-	fmt.Fprintf(&b, "Target %s %.4f over %d weights (achieved %.4f exactly in every allocation), ", targetUnit(r.Space), r.Target, r.TotalWeights, r.Achieved)
+	if r.Space == SpaceSparsityBits {
+		fmt.Fprintf(&b, "Targets fraction of zeros %.4f and mean bits per weight %.4f over %d weights (achieved %.4f and %.4f exactly in every allocation; each weight has a sparsity and a bits entry), bits ladder %v, ",
+			r.Target, r.TargetBits, r.TotalWeights, r.Achieved, r.AchievedBits, r.Ladder)
+	} else {
+		fmt.Fprintf(&b, "Target %s %.4f over %d weights (achieved %.4f exactly in every allocation), ", targetUnit(r.Space), r.Target, r.TotalWeights, r.Achieved)
+	}
 	switch {
 	case r.Space == SpaceDrop:
 		fmt.Fprintf(&b, "keep/drop per block")
-	case r.Ladder != nil:
+	case r.Ladder != nil && r.Space == SpaceBits:
 		fmt.Fprintf(&b, "bits ladder %v", r.Ladder)
 	default:
 		fmt.Fprintf(&b, "±%d levels", r.Levels)
@@ -66,6 +71,9 @@ func lossName(fitness string) string {
 }
 
 func levelText(space string, l LayerChoice) string {
+	if l.Space != "" {
+		space = l.Space
+	}
 	switch space {
 	case SpaceRank:
 		return fmt.Sprintf("r=%d (%.3f)", l.Value, l.Fraction)
@@ -134,7 +142,7 @@ func PlotSearch(dir string, r *SearchReport) error {
 	q.X.Label.Text = "layer (graph order)"
 	q.Legend.Top = true
 	q.Y.Min, q.Y.Max = 0, 1.15
-	if r.Space == SpaceBits {
+	if r.Space == SpaceBits || r.Space == SpaceSparsityBits {
 		q.Y.Max = 9
 	}
 	return q.Save(7*vg.Inch, 4*vg.Inch, filepath.Join(dir, "search_levels.png"))

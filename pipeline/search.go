@@ -41,14 +41,18 @@ const (
 
 // LevelSearch configures a per-layer level search (EvoPress) in one space.
 type LevelSearch struct {
-	// Space is SpaceSparsity (default), SpaceRank, SpaceBits or SpaceDrop.
+	// Space is SpaceSparsity (default), SpaceRank, SpaceBits, SpaceDrop
+	// or SpaceSparsityBits ("bits,sparsity" is accepted too).
 	Space string
 	// Target is the budget: for sparsity the fraction of zeros over the
 	// searched layers' weights; for rank the fraction of their
 	// parameters kept (r·(m+n) per factorized layer); for bits the mean
 	// bits per weight; for drop the number of residual blocks dropped (an
-	// integer).
+	// integer). For SpaceSparsityBits it is the sparsity target.
 	Target float64
+	// TargetBits is the mean bits per weight of a SpaceSparsityBits
+	// search (other spaces ignore it).
+	TargetBits float64
 	// Levels is the number of ladder steps on each side of the uniform
 	// level (default 8, EvoPress's); layers too small for all of them get
 	// fewer. Bits ladders ignore it.
@@ -71,6 +75,9 @@ type LevelSearch struct {
 	// Builder overrides the builder (sparsity only).
 	Method  string
 	Builder LevelBuilder
+	// BitsMethod is the bits builder (rtn, default, or gptq) of a
+	// SpaceSparsityBits search, whose Method is the sparsity builder.
+	BitsMethod string
 	// CalibSamples bounds the calibration samples whose activations are
 	// captured for wanda, sparsegpt and gptq (0: all).
 	CalibSamples int
@@ -120,6 +127,9 @@ type LayerChoice struct {
 	// Fraction is the zero fraction (sparsity), the parameters kept
 	// (rank) or the bits per weight (bits).
 	Fraction float64 `json:"fraction"`
+	// Space is the entry's space in a combined search (each weight has
+	// one entry per space; Name then carries the space in parentheses).
+	Space string `json:"space,omitempty"`
 }
 
 // Allocation is one allocation of levels and its loss on the calibration
@@ -129,8 +139,11 @@ type Allocation struct {
 	Loss   float64       `json:"loss"`
 	Layers []LayerChoice `json:"layers"`
 	// Cost sums the layers' costs; it is equal in every allocation of a
-	// report (the budget).
-	Cost int64 `json:"cost"`
+	// report (the budget). In a combined search it adds both spaces'
+	// units; Costs holds each space's budget, each equal in every
+	// allocation.
+	Cost  int64            `json:"cost"`
+	Costs map[string]int64 `json:"costs,omitempty"`
 }
 
 // SearchReport is the outcome of RunSearch.
@@ -141,7 +154,11 @@ type SearchReport struct {
 	Target  float64 `json:"target"`
 	// Achieved is the budget reached, in Target's unit, exactly equal in
 	// every allocation.
-	Achieved     float64 `json:"achieved"`
+	Achieved float64 `json:"achieved"`
+	// TargetBits and AchievedBits are the bits budget of a combined
+	// sparsity,bits search (Target and Achieved are then its sparsity).
+	TargetBits   float64 `json:"target_bits,omitempty"`
+	AchievedBits float64 `json:"achieved_bits,omitempty"`
 	TotalWeights int64   `json:"total_weights"`
 	// Step is sparsity's zeros per level step.
 	Step   int64 `json:"step,omitempty"`
@@ -175,6 +192,19 @@ type searchLayer struct {
 	costs  []int64
 	group  int
 	offset int // index of the uniform level in the ladder
+	// db, space and label are set in a combined search: the entry's own
+	// level database (for the per-layer-error baseline), its space and
+	// its name in reports ("<weight> (<space>)").
+	db    *LevelDB
+	space string
+	label string
+}
+
+func (l *searchLayer) name() string {
+	if l.label != "" {
+		return l.label
+	}
+	return l.w.Name
 }
 
 func (l *searchLayer) levels() int { return len(l.keys) }
@@ -284,6 +314,12 @@ type space struct {
 	// per-layer-error); heuristic, if set, replaces errorAllocation.
 	uniformName, heurName string
 	heuristic             func(ctx context.Context, ev search.Evaluator, all []int) ([]int, error)
+	// parts are the spaces of a combined search, whose layers are the
+	// entries of layers with their space set; feed, if set, gives the
+	// session's weight inputs for a whole candidate (and checks its
+	// budgets) instead of one input per entry.
+	parts []*space
+	feed  func(levels []int) (map[string]*evalharness.Array, error)
 }
 
 // RunSearch searches per-layer compression levels of m in opt.Space at an
@@ -296,6 +332,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	if opt.Space == "" {
 		opt.Space = SpaceSparsity
 	}
+	opt.Space = ParseSpace(opt.Space)
 	if opt.Levels <= 0 {
 		opt.Levels = 8
 	}
@@ -328,8 +365,10 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 		sp, err = bitsSpace(m, ws, hash, calib, opt, logf)
 	case SpaceDrop:
 		sp, err = dropSpace(m, ws, hash, opt, logf)
+	case SpaceSparsityBits:
+		sp, err = sparsityBitsSpace(m, ws, hash, calib, opt, logf)
 	default:
-		err = fmt.Errorf("search space %q: want sparsity, rank, bits or drop", opt.Space)
+		err = fmt.Errorf("search space %q: want sparsity, rank, bits, drop or sparsity,bits", opt.Space)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -339,10 +378,14 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	start := make([]int, len(layers))
 	var total int64
 	groups := map[int]bool{}
+	counted := map[string]bool{} // a combined search has two entries per weight
 	for i, l := range layers {
-		sl[i] = search.Layer{Name: l.w.Name, Cost: l.costs, Group: l.group}
+		sl[i] = search.Layer{Name: l.name(), Cost: l.costs, Group: l.group}
 		start[i] = l.offset
-		total += int64(len(l.dense))
+		if !counted[l.w.Name] {
+			total += int64(len(l.dense))
+			counted[l.w.Name] = true
+		}
 		groups[l.group] = true
 	}
 	if _, err := search.CheckLadders(sl); err != nil {
@@ -388,9 +431,13 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 
 	// one session with the searched weights as inputs
 	wi := m.Clone()
-	names := make([]string, len(layers))
-	for i, l := range layers {
-		names[i] = l.w.Name
+	var names []string
+	seen := map[string]bool{}
+	for _, l := range layers {
+		if !seen[l.w.Name] {
+			names = append(names, l.w.Name)
+			seen[l.w.Name] = true
+		}
 	}
 	names = append(names, sp.extraInputs...)
 	if _, err := wi.InitializersToInputs(names); err != nil {
@@ -408,7 +455,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 
 	ev := &fitnessEvaluator{
 		sess: sess, calib: calib, ref: ref, batch: opt.Batch, layers: layers, db: sp.db, kind: fitness,
-		arrays: map[[2]int]*evalharness.Array{}, extra: sp.extraFeed,
+		arrays: map[[2]int]*evalharness.Array{}, extra: sp.extraFeed, feed: sp.feed,
 	}
 	ev.rowLen = len(ref) / int(calib.N)
 	shape := refOuts[outIdx].Shape
@@ -419,8 +466,11 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 
 	report := &SearchReport{Space: sp.name, Method: sp.method, Fitness: fitness, Target: opt.Target, TotalWeights: total,
 		Step: sp.step, Levels: opt.Levels, Ladder: sp.ladder, Groups: len(groups), Samples: calib.N}
-	if sp.ladder != nil {
+	if sp.name == SpaceBits {
 		report.Levels = 0
+	}
+	if sp.parts != nil {
+		report.TargetBits = opt.TargetBits
 	}
 	all := make([]int, calib.N)
 	for i := range all {
@@ -435,8 +485,14 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 		for i, l := range layers {
 			k := lv[i]
 			a.Cost += l.costs[k]
-			a.Layers = append(a.Layers, LayerChoice{Name: l.w.Name, Op: l.w.Op, Params: int64(len(l.dense)),
-				Level: k - l.offset, Value: l.keys[k], Cost: l.costs[k], Fraction: sp.fraction(l, k)})
+			if l.space != "" {
+				if a.Costs == nil {
+					a.Costs = map[string]int64{}
+				}
+				a.Costs[l.space] += l.costs[k]
+			}
+			a.Layers = append(a.Layers, LayerChoice{Name: l.name(), Op: l.w.Op, Params: int64(len(l.dense)),
+				Level: k - l.offset, Value: l.keys[k], Cost: l.costs[k], Fraction: sp.fraction(l, k), Space: l.space})
 		}
 		return a, nil
 	}
@@ -501,8 +557,17 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 		if a.Cost != report.Uniform.Cost {
 			return nil, nil, fmt.Errorf("%w: %s allocation costs %d, uniform %d", search.ErrBudget, a.Name, a.Cost, report.Uniform.Cost)
 		}
+		for s, c := range a.Costs {
+			if c != report.Uniform.Costs[s] {
+				return nil, nil, fmt.Errorf("%w: %s allocation costs %d in %s, uniform %d", search.ErrBudget, a.Name, c, s, report.Uniform.Costs[s])
+			}
+		}
 	}
 	report.Achieved = sp.achieved(report.Searched.Cost)
+	if sp.parts != nil {
+		report.Achieved = sp.parts[0].achieved(report.Searched.Costs[sp.parts[0].name])
+		report.AchievedBits = sp.parts[1].achieved(report.Searched.Costs[sp.parts[1].name])
+	}
 	logf("searched allocation: %s %.6g (%d evaluations, %.1f candidates/s)", fitness, report.Searched.Loss, res.Evaluations, report.CandidatesPS)
 
 	out, err := sp.apply(m, res.Levels)
@@ -599,8 +664,12 @@ func errorAllocation(layers []*searchLayer, sl []search.Layer, start []int, db *
 		for _, x := range l.dense {
 			norm += float64(x) * float64(x)
 		}
+		ldb := db
+		if l.db != nil {
+			ldb = l.db
+		}
 		for k := 0; k < l.levels(); k++ {
-			v, err := db.Get(l.w, l.dense, l.keys[k])
+			v, err := ldb.Get(l.w, l.dense, l.keys[k])
 			if err != nil {
 				return nil, err
 			}
@@ -662,6 +731,8 @@ type fitnessEvaluator struct {
 	arrays  map[[2]int]*evalharness.Array
 	// extra, if set, gives further inputs for layer i at a level.
 	extra func(i, level int) map[string]*evalharness.Array
+	// feed, if set, gives all weight inputs of a candidate instead.
+	feed func(levels []int) (map[string]*evalharness.Array, error)
 }
 
 func (e *fitnessEvaluator) weightArray(i, level int) (*evalharness.Array, error) {
@@ -681,7 +752,18 @@ func (e *fitnessEvaluator) weightArray(i, level int) (*evalharness.Array, error)
 // Fitness implements search.Evaluator.
 func (e *fitnessEvaluator) Fitness(ctx context.Context, levels []int, samples []int) (float64, error) {
 	feed := map[string]*evalharness.Array{}
-	for i, l := range e.layers {
+	layers := e.layers
+	if e.feed != nil {
+		f, err := e.feed(levels)
+		if err != nil {
+			return 0, err
+		}
+		for name, a := range f {
+			feed[name] = a
+		}
+		layers = nil
+	}
+	for i, l := range layers {
 		a, err := e.weightArray(i, levels[i])
 		if err != nil {
 			return 0, err

@@ -39,7 +39,7 @@ the default) or from uniform (--start uniform, EvoPress's own start).
   onnxpost search model.onnx --space sparsity --target 0.7 \
       --calib calib.npz --data test.npz -o pruned.onnx --report search.json
 
-Spaces (one per run):
+Spaces (one per run, or sparsity and bits together):
   sparsity  --target = fraction of zeros over the searched MatMul/Gemm/Conv
             weights; one group, equal steps of zeros; --method magnitude,
             wanda or sparsegpt (the last two capture XᵀX on --calib, or on
@@ -65,6 +65,22 @@ Spaces (one per run):
             (the N blocks whose lone removal costs least). Output: the blocks
             really removed (uses rewired to the skip input, dead nodes and
             initializers deleted).
+  sparsity,bits (or bits,sparsity)
+            both on the 2-D MatMul weights: --target = fraction of zeros,
+            --target-bits = mean bits per weight (both required). Every
+            weight has a sparsity entry and a bits entry in separate switch
+            groups (bits grouped by size), so both budgets are exact in every
+            candidate; the weight evaluated is the bits level of the pruned
+            weight. --method SPARSITY,BITS (e.g. magnitude,rtn, the default;
+            one name alone is the sparsity method). Baselines: uniform in
+            both, and per-layer-error run in each space. Output: each layer
+            pruned to its zeros, then packed into MatMulNBits at its width
+            (asymmetric: 0 is on the grid, so the pruned zeros stay zero with
+            rtn; gptq's error feedback does not keep them). The report lists
+            "<weight> (sparsity)" and "<weight> (bits)" entries.
+
+  onnxpost search model.onnx --space sparsity,bits --target 0.5 \
+      --target-bits 3 --calib calib.npz --data test.npz -o out.onnx
 
 Fitness (--fitness): kl (mean KL(dense‖candidate) of softmax outputs, for
 classifier logits), mse, or cosine (mean 1 − cosine of each sample's
@@ -76,7 +92,8 @@ model's hash, the space and method, the calibration data's hash (for
 data-aware methods), the layer and the level, so later runs reuse them.`,
 		Flags: append(commonFlags(),
 			&cli.StringFlag{Name: "space", Value: "sparsity", Usage: "what to search: sparsity, rank, bits or drop"},
-			&cli.Float64Flag{Name: "target", Usage: "budget: sparsity: fraction of zeros; rank: fraction of parameters kept; bits: mean bits per weight; drop: number of residual blocks dropped", Required: true},
+			&cli.Float64Flag{Name: "target", Usage: "budget: sparsity (also of sparsity,bits): fraction of zeros; rank: fraction of parameters kept; bits: mean bits per weight; drop: number of residual blocks dropped", Required: true},
+			&cli.Float64Flag{Name: "target-bits", Usage: "sparsity,bits only: mean bits per weight (required there)"},
 			&cli.StringFlag{Name: "calib", Usage: "calibration `DATASET` for the fitness (required)"},
 			&cli.IntFlag{Name: "calib-samples", Usage: "capture activations for wanda/sparsegpt/gptq on the first `N` calibration samples (0: all)"},
 			&cli.StringFlag{Name: "fitness", Usage: "kl, mse or cosine (default: kl for logits, cosine otherwise)"},
@@ -87,7 +104,7 @@ data-aware methods), the layer and the level, so later runs reuse them.`,
 			&cli.StringFlag{Name: "selection", Value: "4:1", Usage: "survivors per stage, `A:B:...:1`"},
 			&cli.StringFlag{Name: "tokens", Value: "32:256", Usage: "calibration samples per stage, `A:B:...` (one per selection stage)"},
 			&cli.IntFlag{Name: "levels", Value: 8, Usage: "ladder steps on each side of the uniform level"},
-			&cli.StringFlag{Name: "method", Usage: "level builder: sparsity magnitude|wanda|sparsegpt (default magnitude); rank svd; bits rtn|gptq (default rtn)"},
+			&cli.StringFlag{Name: "method", Usage: "level builder: sparsity magnitude|wanda|sparsegpt (default magnitude); rank svd; bits rtn|gptq (default rtn); sparsity,bits `SPARSITY,BITS`"},
 			&cli.StringFlag{Name: "include", Usage: "only layers whose weight or node name matches `REGEX`"},
 			&cli.StringFlag{Name: "exclude", Usage: "skip layers whose weight or node name matches `REGEX`"},
 			&cli.StringFlag{Name: "cache-dir", Value: defaultCacheDir(), Usage: "level database cache `DIR` (\"\" for none)"},
@@ -143,6 +160,11 @@ func searchAction(c *cli.Context) error {
 	}
 	t := c.Float64("target")
 	method := c.String("method")
+	var bitsMethod string
+	space = pipeline.ParseSpace(space)
+	if space != pipeline.SpaceSparsityBits && c.IsSet("target-bits") {
+		return usagef("--target-bits applies to --space sparsity,bits only")
+	}
 	switch space {
 	case pipeline.SpaceSparsity:
 		if !(t > 0 && t < 1) {
@@ -167,6 +189,27 @@ func searchAction(c *cli.Context) error {
 		if method != "" && method != "rtn" && method != "gptq" {
 			return usagef("--method %q: bits levels are rtn or gptq", method)
 		}
+	case pipeline.SpaceSparsityBits:
+		if !(t > 0 && t < 1) {
+			return usagef("--target %v: the sparsity target of sparsity,bits is a fraction of zeros in (0, 1)", t)
+		}
+		if !c.IsSet("target-bits") {
+			return usagef("--space sparsity,bits needs --target-bits (mean bits per weight) besides --target (fraction of zeros)")
+		}
+		if tb := c.Float64("target-bits"); !(tb >= 2 && tb <= 8) {
+			return usagef("--target-bits %v: a mean bit width in [2, 8]", tb)
+		}
+		if i := strings.Index(method, ","); i >= 0 {
+			method, bitsMethod = strings.TrimSpace(method[:i]), strings.TrimSpace(method[i+1:])
+		}
+		switch method {
+		case "", "magnitude", "wanda", "sparsegpt":
+		default:
+			return usagef("--method: sparsity levels %q: want magnitude, wanda or sparsegpt", method)
+		}
+		if bitsMethod != "" && bitsMethod != "rtn" && bitsMethod != "gptq" {
+			return usagef("--method: bits levels %q: want rtn or gptq", bitsMethod)
+		}
 	case pipeline.SpaceDrop:
 		if !(t >= 1 && t == float64(int64(t))) {
 			return usagef("--target %v: a drop target is a whole number of residual blocks (>= 1)", t)
@@ -176,9 +219,9 @@ func searchAction(c *cli.Context) error {
 		}
 	default:
 		if strings.Contains(space, ",") || strings.Contains(space, "+") {
-			return usagef("--space %q: combined spaces are not implemented; search one of sparsity, rank, bits", space)
+			return usagef("--space %q: the only combined space is sparsity,bits", space)
 		}
-		return usagef("--space %q: want sparsity, rank, bits or drop", space)
+		return usagef("--space %q: want sparsity, rank, bits, drop or sparsity,bits", space)
 	}
 	if s := c.String("start"); s != "best" && s != "uniform" {
 		return usagef("--start %q: want best or uniform", s)
@@ -233,7 +276,7 @@ func searchAction(c *cli.Context) error {
 		return err
 	}
 	opt := pipeline.LevelSearch{
-		Space: space, Method: method, Fitness: c.String("fitness"), Bits: bits, BlockSize: c.Int("block"),
+		Space: space, Method: method, BitsMethod: bitsMethod, TargetBits: c.Float64("target-bits"), Fitness: c.String("fitness"), Bits: bits, BlockSize: c.Int("block"),
 		CalibSamples: c.Int("calib-samples"), Baselines: c.String("baselines") != "", Start: c.String("start"),
 		Target: t, Levels: c.Int("levels"), Include: inc, Exclude: exc, CacheDir: c.String("cache-dir"),
 		Batch: c.Int("batch"), Session: so,
@@ -274,8 +317,12 @@ func searchAction(c *cli.Context) error {
 		}
 	}
 	fmt.Fprint(os.Stderr, pipeline.SearchMarkdown(rep))
-	out.SetMetadata("onnxpost.search", fmt.Sprintf("space=%s method=%s target=%g achieved=%.6f seed=%d fitness=%s loss=%.6g uniform_loss=%.6g",
-		rep.Space, rep.Method, t, rep.Achieved, c.Int64("seed"), rep.Fitness, rep.Searched.Loss, rep.Uniform.Loss))
+	meta := fmt.Sprintf("space=%s method=%s target=%g achieved=%.6f", rep.Space, rep.Method, t, rep.Achieved)
+	if rep.Space == pipeline.SpaceSparsityBits {
+		meta += fmt.Sprintf(" target_bits=%g achieved_bits=%.6f", rep.TargetBits, rep.AchievedBits)
+	}
+	out.SetMetadata("onnxpost.search", fmt.Sprintf("%s seed=%d fitness=%s loss=%.6g uniform_loss=%.6g",
+		meta, c.Int64("seed"), rep.Fitness, rep.Searched.Loss, rep.Uniform.Loss))
 	return finish(c, out, m, map[string]any{"search": rep})
 }
 
