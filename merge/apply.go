@@ -169,9 +169,11 @@ type Source struct {
 	Role string `json:"role"`
 	// Path is the file as given.
 	Path string `json:"path"`
-	// SHA256 is the hex digest of the file (the .onnx file itself; external
-	// data files are not included).
+	// SHA256 is the hex digest of the file itself.
 	SHA256 string `json:"sha256"`
+	// Data maps each external data file the model references (location as
+	// written in the model) to its hex digest.
+	Data map[string]string `json:"data,omitempty"`
 }
 
 // FileSHA256 returns the hex SHA-256 of a file.

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -554,6 +555,39 @@ func (m *Model) RemoveInitializer(name string) error {
 	g.Initializer = append(g.Initializer[:i], g.Initializer[i+1:]...)
 	m.reindex()
 	return nil
+}
+
+// ExternalFiles returns the external data files that the main graph's
+// initializers reference: their locations as written in the model and their
+// resolved paths (inside the model's folder), sorted by location.
+func (m *Model) ExternalFiles() (locations, paths []string, err error) {
+	seen := map[string]bool{}
+	for _, t := range m.p.GetGraph().GetInitializer() {
+		if t.GetDataLocation() != pb.TensorProto_EXTERNAL {
+			continue
+		}
+		ref, err := m.externalRef(t)
+		if err != nil {
+			return nil, nil, fmt.Errorf("initializer %q: %w", t.GetName(), err)
+		}
+		for _, kv := range t.ExternalData {
+			if kv.GetKey() == "location" && !seen[kv.GetValue()] {
+				seen[kv.GetValue()] = true
+				locations = append(locations, kv.GetValue())
+				paths = append(paths, ref.path)
+			}
+		}
+	}
+	idx := make([]int, len(locations))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return locations[idx[a]] < locations[idx[b]] })
+	ls, ps := make([]string, len(idx)), make([]string, len(idx))
+	for k, i := range idx {
+		ls[k], ps[k] = locations[i], paths[i]
+	}
+	return ls, ps, nil
 }
 
 // Metadata returns the model's metadata_props as a map.

@@ -246,14 +246,33 @@ func loadModels(paths []string) ([]*onnxio.Model, error) {
 }
 
 // sources hashes the input files for provenance.
-func sources(role string, paths []string) ([]merge.Source, error) {
+// models, when not nil, are the loaded models of paths: their external
+// data files are hashed too.
+func sources(role string, paths []string, models []*onnxio.Model) ([]merge.Source, error) {
 	var out []merge.Source
-	for _, p := range paths {
+	for i, p := range paths {
 		h, err := merge.FileSHA256(p)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, merge.Source{Role: role, Path: p, SHA256: h})
+		src := merge.Source{Role: role, Path: p, SHA256: h}
+		if models != nil {
+			locs, files, err := models[i].ExternalFiles()
+			if err != nil {
+				return nil, err
+			}
+			for k, f := range files {
+				dh, err := merge.FileSHA256(f)
+				if err != nil {
+					return nil, err
+				}
+				if src.Data == nil {
+					src.Data = map[string]string{}
+				}
+				src.Data[locs[k]] = dh
+			}
+		}
+		out = append(out, src)
 	}
 	return out, nil
 }
@@ -278,7 +297,7 @@ func mergeAction(c *cli.Context) error {
 		}
 		in.Base = bs[0]
 		in.Labels = append(in.Labels, s.base)
-		if srcs, err = sources("base", []string{s.base}); err != nil {
+		if srcs, err = sources("base", []string{s.base}, bs); err != nil {
 			return err
 		}
 	}
@@ -286,7 +305,7 @@ func mergeAction(c *cli.Context) error {
 		return err
 	}
 	in.Labels = append(in.Labels, s.models...)
-	ms, err := sources("model", s.models)
+	ms, err := sources("model", s.models, in.Models)
 	if err != nil {
 		return err
 	}
@@ -295,7 +314,7 @@ func mergeAction(c *cli.Context) error {
 		if in.Fishers, err = loadModels(s.fishers); err != nil {
 			return err
 		}
-		fs, err := sources("fisher", s.fishers)
+		fs, err := sources("fisher", s.fishers, in.Fishers)
 		if err != nil {
 			return err
 		}
@@ -321,7 +340,7 @@ func mergeAction(c *cli.Context) error {
 				return fmt.Errorf("Fisher of %s on %s: %w", s.models[i], dp, err)
 			}
 			in.Fishers = append(in.Fishers, fm)
-			ds2, err := sources("fisher-data", []string{dp})
+			ds2, err := sources("fisher-data", []string{dp}, nil)
 			if err != nil {
 				return err
 			}

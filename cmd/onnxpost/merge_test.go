@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -164,5 +165,39 @@ func TestMergeFisherData(t *testing.T) {
 		if string(x.Bytes()) != string(y.Bytes()) {
 			t.Fatalf("tensor %s differs between --fisher-data and --fisher", name)
 		}
+	}
+}
+
+// The provenance of a merge covers the inputs' external data files too.
+func TestMergeProvenanceHashesExternalData(t *testing.T) {
+	a, b := zoo(t, "ft_low"), zoo(t, "ft_high")
+	dir := t.TempDir()
+	var ext []string
+	for i, p := range []string{a, b} {
+		m, err := onnxio.Load(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(dir, fmt.Sprintf("m%d.onnx", i))
+		if err := m.Save(out, &onnxio.SaveOptions{External: onnxio.ExternalAlways}); err != nil {
+			t.Fatal(err)
+		}
+		ext = append(ext, out)
+	}
+	out := filepath.Join(dir, "merged.onnx")
+	if code := run([]string{"onnxpost", "merge", "--method", "linear", "-o", out, ext[0], ext[1]}); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	m, err := onnxio.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := merge.FileSHA256(ext[0] + ".data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inputs := m.Metadata()[merge.MetaInputs]
+	if !strings.Contains(inputs, `"m0.onnx.data":"`+want+`"`) {
+		t.Fatalf("provenance lacks the external data's sha256 %s: %s", want, inputs)
 	}
 }

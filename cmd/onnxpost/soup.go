@@ -75,7 +75,7 @@ func soupAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	srcs, err := sources("model", paths)
+	srcs, err := sources("model", paths, models)
 	if err != nil {
 		return err
 	}
