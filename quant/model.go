@@ -467,26 +467,32 @@ func quantizeInt8(m *onnxio.Model, o Options, rep *Report) error {
 		}
 	}
 	for _, t := range ts {
-		dq, err := weightDQ(m, o, t, rep)
-		if err != nil {
-			return err
-		}
-		n, err := m.Node(t.node.Name)
-		if err != nil {
-			return err
-		}
-		n.Inputs[t.w.Slot] = dq.Outputs[0]
-		if err := m.InsertNodes(dq); err != nil {
-			return err
-		}
-		if err := m.UpdateNode(n); err != nil {
-			return err
-		}
-		if err := m.RemoveInitializer(t.w.Name); err != nil {
+		if err := insertWeightDQ(m, o, t, rep); err != nil {
 			return err
 		}
 	}
 	return quantizeEmbeddings(m, o, rep)
+}
+
+// insertWeightDQ replaces t's float weight by int8 codes and a
+// DequantizeLinear node feeding the same input slot of its consumer.
+func insertWeightDQ(m *onnxio.Model, o Options, t target, rep *Report) error {
+	dq, err := weightDQ(m, o, t, rep)
+	if err != nil {
+		return err
+	}
+	n, err := m.Node(t.node.Name)
+	if err != nil {
+		return err
+	}
+	n.Inputs[t.w.Slot] = dq.Outputs[0]
+	if err := m.InsertNodes(dq); err != nil {
+		return err
+	}
+	if err := m.UpdateNode(n); err != nil {
+		return err
+	}
+	return m.RemoveInitializer(t.w.Name)
 }
 
 // weightDQ quantizes t's weight to int8, adds its initializers and returns
@@ -700,19 +706,7 @@ func quantizeDynamic(m *onnxio.Model, o Options, ts []target, rep *Report) error
 	dq := map[string][3]string{} // activation → (q, scale, zp)
 	for _, t := range ts {
 		if t.w.Role == onnxio.RoleConvW {
-			d, err := weightDQ(m, o, t, rep)
-			if err != nil {
-				return err
-			}
-			n, _ := m.Node(t.node.Name)
-			n.Inputs[t.w.Slot] = d.Outputs[0]
-			if err := m.InsertNodes(d); err != nil {
-				return err
-			}
-			if err := m.UpdateNode(n); err != nil {
-				return err
-			}
-			if err := m.RemoveInitializer(t.w.Name); err != nil {
+			if err := insertWeightDQ(m, o, t, rep); err != nil {
 				return err
 			}
 			continue
