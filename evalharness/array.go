@@ -166,11 +166,11 @@ func (a *Array) Float64() ([]float64, error) {
 		}
 	case onnxio.Float16:
 		for i := range out {
-			out[i] = float64(halfToFloat32(le.Uint16(d[2*i:])))
+			out[i] = float64(onnxio.Float16ToFloat32(le.Uint16(d[2*i:])))
 		}
 	case onnxio.BFloat16:
 		for i := range out {
-			out[i] = float64(math.Float32frombits(uint32(le.Uint16(d[2*i:])) << 16))
+			out[i] = float64(onnxio.BFloat16ToFloat32(le.Uint16(d[2*i:])))
 		}
 	case onnxio.Int8:
 		for i := range out {
@@ -233,29 +233,6 @@ func (a *Array) Int64() ([]int64, error) {
 		out[i] = int64(v)
 	}
 	return out, nil
-}
-
-// halfToFloat32 decodes an IEEE 754 binary16 value.
-func halfToFloat32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	frac := uint32(h) & 0x3ff
-	switch {
-	case exp == 0 && frac == 0:
-		return math.Float32frombits(sign)
-	case exp == 0:
-		// subnormal: normalize
-		e := uint32(127 - 15 + 1)
-		for frac&0x400 == 0 {
-			frac <<= 1
-			e--
-		}
-		frac &= 0x3ff
-		return math.Float32frombits(sign | e<<23 | frac<<13)
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0xff<<23 | frac<<13)
-	}
-	return math.Float32frombits(sign | (exp+127-15)<<23 | frac<<13)
 }
 
 // FromFloat32 returns a float32 Array of the given shape holding a copy of v.
