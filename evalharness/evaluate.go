@@ -44,7 +44,7 @@ type ModelMetrics struct {
 }
 
 // Result is the outcome of an evaluation, serialized as the JSON result of
-// ARCHITECTURE.md §4.
+// docs/ARCHITECTURE.md §4.
 type Result struct {
 	// Model names the evaluated model.
 	Model string `json:"model"`

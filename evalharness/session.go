@@ -243,7 +243,7 @@ func sessionOptions(opt SessionOptions) (*ort.SessionOptions, error) {
 var ErrNoCUDA = errors.New("evalharness: the CUDA execution provider is not available")
 
 func cudaError(err error) error {
-	return fmt.Errorf("%w: the ONNX Runtime library %s is a CPU-only build or no GPU/CUDA runtime is present (use --ort-lib with a GPU build of ONNX Runtime, see ARCHITECTURE.md §6): %v", ErrNoCUDA, initLib, err)
+	return fmt.Errorf("%w: the ONNX Runtime library %s is a CPU-only build or no GPU/CUDA runtime is present (use --ort-lib with a GPU build of ONNX Runtime, see docs/ARCHITECTURE.md §6): %v", ErrNoCUDA, initLib, err)
 }
 
 func infoOf(i ort.InputOutputInfo) TensorInfo {

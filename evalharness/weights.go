@@ -10,7 +10,7 @@ import (
 // initializers were turned into graph inputs, so that candidate values for
 // those weights (a merge, a pruning level, a quantized copy...) are fed per
 // run instead of re-serializing the model and creating a session for each
-// candidate (ARCHITECTURE.md §6).
+// candidate (docs/ARCHITECTURE.md §6).
 type WeightSession struct {
 	s       *Session
 	weights map[string]TensorInfo

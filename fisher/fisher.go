@@ -6,7 +6,7 @@
 //
 // F = (1/N) Σ_x Σ_y p(y|x) (∂ log p(y|x)/∂θ)², elementwise, over the N
 // examples x of a dataset and the classes y, with the model's own
-// probabilities p = softmax(logits) (ARCHITECTURE.md §5; Matena & Raffel's
+// probabilities p = softmax(logits) (docs/ARCHITECTURE.md §5; Matena & Raffel's
 // "expectation over the model's predictive distribution"). With
 // Options.Samples = K > 0 the sum over y is replaced by the mean over K
 // labels drawn from p(·|x) (seeded), for large output spaces.

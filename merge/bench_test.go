@@ -64,7 +64,7 @@ func BenchmarkSelectorPass768x3072(b *testing.B) {
 }
 
 // BenchmarkMemoryCopy256MB is the memory-bandwidth probe the merge
-// throughput is compared with (ARCHITECTURE.md §7).
+// throughput is compared with (docs/ARCHITECTURE.md §7).
 func BenchmarkMemoryCopy256MB(b *testing.B) {
 	src := make([]byte, 256<<20)
 	for i := range src {

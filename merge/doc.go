@@ -1,7 +1,7 @@
 // Package merge merges ONNX models of one architecture in weight space:
 // linear averaging and model soups (uniform and greedy), task arithmetic,
 // TIES-Merging (global or per-tensor trim), DARE and DARE-TIES, SLERP and
-// Fisher-weighted averaging, with the exact definitions of ARCHITECTURE.md
+// Fisher-weighted averaging, with the exact definitions of docs/ARCHITECTURE.md
 // §5.
 //
 // # Overview

@@ -11,7 +11,7 @@ import (
 // Method names a merge method; its values are the CLI's --method values.
 type Method string
 
-// The merge methods (ARCHITECTURE.md §5).
+// The merge methods (docs/ARCHITECTURE.md §5).
 const (
 	Linear         Method = "linear"
 	TaskArithmetic Method = "task-arithmetic"

@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// ResultMarkdown renders the JSON result of a command (ARCHITECTURE.md §4
+// ResultMarkdown renders the JSON result of a command (docs/ARCHITECTURE.md §4
 // keys plus the command's own) as Markdown: the output and gate, a table of
 // the candidate's and the reference's metrics, the command's scalar
 // settings, and a table for each list of records (e.g. per-layer reports).

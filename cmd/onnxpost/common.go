@@ -19,7 +19,7 @@ import (
 )
 
 // commonFlags are the flags every transforming command takes
-// (ARCHITECTURE.md §3). Commands append their own flags to these.
+// (docs/ARCHITECTURE.md §3). Commands append their own flags to these.
 func commonFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "o", Aliases: []string{"output"}, Usage: "write the result to `OUT.onnx` (required)"},
@@ -61,7 +61,7 @@ func loadDataset(c *cli.Context, flag string) (*evalharness.Dataset, error) {
 }
 
 // finish is the single path every transforming command ends with
-// (ARCHITECTURE.md §1, §3, §4). cand is the transformed model; ref is the
+// (docs/ARCHITECTURE.md §1, §3, §4). cand is the transformed model; ref is the
 // model it was derived from (the command's input, or the base model of a
 // merge), or nil when there is none; report holds command-specific results
 // (e.g. {"method": "ties", "density": 0.2, "layers": [...]}), merged into the
@@ -82,7 +82,7 @@ func loadDataset(c *cli.Context, flag string) (*evalharness.Dataset, error) {
 //  6. prints the JSON result on stdout with --json, otherwise a short
 //     summary on stderr.
 //
-// The JSON result has the keys of ARCHITECTURE.md §4 ("model", "samples",
+// The JSON result has the keys of docs/ARCHITECTURE.md §4 ("model", "samples",
 // "metrics", "reference", "gate", "params", "bytes") plus "command",
 // "output" (the path written, "" when rejected) and the report's keys.
 // The command's flags must include commonFlags().

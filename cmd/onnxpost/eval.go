@@ -43,7 +43,7 @@ X_drop is the reference's X minus the model's); on failure the exit code is 3.
 			&cli.StringFlag{Name: "ref", Usage: "reference model `REF.onnx` for fidelity metrics"},
 			&cli.StringFlag{Name: "metrics", Usage: "comma-separated `LIST` of metrics (accuracy,top5,agreement,kl,cosine,mse,max_abs,latency,throughput or all)"},
 			&cli.IntFlag{Name: "batch", Value: 64, Usage: "samples per run (`N`)"},
-			&cli.BoolFlag{Name: "json", Usage: "print the JSON result (ARCHITECTURE.md §4) on stdout"},
+			&cli.BoolFlag{Name: "json", Usage: "print the JSON result (docs/ARCHITECTURE.md §4) on stdout"},
 			&cli.StringFlag{Name: "gate", Usage: "conditions `EXPR` that must hold, else exit code 3"},
 			&cli.StringFlag{Name: "report", Usage: "also write the JSON result to `FILE.json`"},
 			&cli.StringFlag{Name: "ep", Value: "cpu", Usage: "ONNX Runtime execution provider: cpu or cuda"},

@@ -26,7 +26,7 @@ element count and fraction of zeros; then totals.
   onnxpost inspect model.onnx
   onnxpost inspect model.onnx --json | jq '.weights[] | select(.role=="Conv.W")'`,
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "json", Usage: "print JSON (keys as in ARCHITECTURE.md §4)"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON (keys as in docs/ARCHITECTURE.md §4)"},
 		},
 		Action: inspectAction,
 	})

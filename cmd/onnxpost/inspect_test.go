@@ -89,7 +89,7 @@ func checkZoo(t *testing.T, m *onnxio.Model, want map[string]layerWant, chain []
 			t.Errorf("%s has %d outputs but %s reduces over %d (%v)", a.Name, outA, b.Name, inB, b.Shape)
 		}
 	}
-	// the JSON keys of ARCHITECTURE.md §4
+	// the JSON keys of docs/ARCHITECTURE.md §4
 	b, err := json.Marshal(r)
 	if err != nil {
 		t.Fatal(err)

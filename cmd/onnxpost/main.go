@@ -15,7 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// Exit codes of the CLI contract (ARCHITECTURE.md §3).
+// Exit codes of the CLI contract (docs/ARCHITECTURE.md §3).
 const (
 	exitOK    = 0
 	exitError = 1
