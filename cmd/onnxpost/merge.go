@@ -423,7 +423,13 @@ func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report m
 	if c.Bool("external-data") {
 		so.External = onnxio.ExternalAlways
 	}
-	err := mg.Save(out, path, so)
+	rep, err := prepareReport(c.String("report"))
+	if err != nil {
+		stopProgress()
+		return err
+	}
+	defer rep.abort()
+	err = mg.Save(out, path, so)
 	stopProgress()
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
@@ -436,7 +442,7 @@ func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report m
 	if err != nil {
 		return err
 	}
-	return publish(c, res, doc, true, path, path)
+	return publish(c, rep, res, doc, true, path, path)
 }
 
 // progressBar draws a one-line progress bar on stderr when it is a

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// listFiles returns the names of the files under dir (recursively,
+// relative), to check that a failed command left nothing behind.
+func listFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			out = append(out, rel)
+		}
+		return nil
+	})
+	return out
+}
+
+// A report that cannot be written fails the command before the model is
+// committed: exit 1, no model, no temporary files.
+func TestUnwritableReportWritesNothing(t *testing.T) {
+	model := ehTestdata("mlp.onnx")
+	for _, tc := range []struct {
+		name   string
+		report func(dir string) string
+	}{
+		{"missing folder", func(dir string) string { return filepath.Join(dir, "no", "such", "r.json") }},
+		{"report is a folder", func(dir string) string {
+			p := filepath.Join(dir, "r.json")
+			os.Mkdir(p, 0o755)
+			return p
+		}},
+		{"markdown sibling is a folder", func(dir string) string {
+			os.Mkdir(filepath.Join(dir, "r.md"), 0o755)
+			return filepath.Join(dir, "r.json")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "out.onnx")
+			report := tc.report(dir)
+			before := listFiles(t, dir)
+			// a real transforming command through the CLI's exit codes
+			if code := run([]string{"onnxpost", "sparsify", "--sparsity", "0.5", "-o", out, "--report", report, model}); code != exitError {
+				t.Fatalf("exit code %d, want %d", code, exitError)
+			}
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Fatalf("the model was written although the report could not be: %v", err)
+			}
+			if after := listFiles(t, dir); strings.Join(after, ",") != strings.Join(before, ",") {
+				t.Errorf("files left behind: %v (before %v)", after, before)
+			}
+		})
+	}
+	t.Run("writable report still works", func(t *testing.T) {
+		dir := t.TempDir()
+		out, report := filepath.Join(dir, "out.onnx"), filepath.Join(dir, "r.json")
+		if code := run([]string{"onnxpost", "sparsify", "--sparsity", "0.5", "-o", out, "--report", report, model}); code != exitOK {
+			t.Fatalf("exit code %d", code)
+		}
+		got := strings.Join(listFiles(t, dir), ",")
+		if got != "out.onnx,r.json,r.md" {
+			t.Errorf("files %s", got)
+		}
+		if r := evalReadJSON(t, report); r["bytes"].(float64) <= 0 {
+			t.Errorf("report bytes %v", r["bytes"])
+		}
+	})
+}
+
+// --threads above the ceiling is a usage error naming the limit, for every
+// command that takes it, before any work.
+func TestThreadsCeiling(t *testing.T) {
+	t.Setenv("ONNXPOST_MAX_THREADS", "")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.onnx")
+	model, data := ehTestdata("mlp.onnx"), ehTestdata("mlp_data.npz")
+	for _, args := range [][]string{
+		{"eval", model, "--data", data, "--threads", "100000"},
+		{"sparsify", "--sparsity", "0.5", "--threads", "100000", "-o", out, model},
+		{"fisher", model, "--data", data, "--threads", "100000", "-o", out},
+		{"merge", "--method", "linear", "--threads", "100000", "-o", out, model, model},
+	} {
+		if code := run(append([]string{"onnxpost"}, args...)); code != exitUsage {
+			t.Errorf("%v: exit code %d, want %d", args, code, exitUsage)
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Fatalf("%v wrote its output", args)
+		}
+	}
+	if err := checkThreads(100000); err == nil || !strings.Contains(err.Error(), "above the limit of") {
+		t.Errorf("error %v does not name the limit", err)
+	}
+}
