@@ -37,10 +37,18 @@ is written in every case.
     - search: {target: 0.5, calib: models/data/digits_union_val.npz}
       gate: "accuracy_drop<=0.05"
 
-Paths are relative to the recipe's folder. Exit code 3 when a gate fails.`,
+Paths are relative to the recipe's folder. Everything the recipe writes
+(output, report and its .md/.png, workdir, and step flags such as
+save-outputs or plots) must stay inside that folder, or inside --out-dir
+DIR when given: absolute paths, ".." and symbolic links that leave it are
+refused before anything runs (exit code 2). A recipe cannot set ort-lib
+or threads above the limit (see SECURITY.md). The output's metadata
+records the recipe's SHA-256 and its validated form, not its text.
+Exit code 3 when a gate fails.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print the recipe report as JSON on stdout"},
 			&cli.BoolFlag{Name: "check", Usage: "only validate the recipe"},
+			&cli.StringFlag{Name: "out-dir", Usage: "write the recipe's outputs inside `DIR` (an existing folder) instead of the recipe's folder"},
 		},
 		Action: runAction,
 	})
@@ -77,7 +85,11 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := pipeline.ParseRecipe(src, abs, flagSpec)
+	outDir, err := outDirFlag(c)
+	if err != nil {
+		return err
+	}
+	r, err := pipeline.ParseRecipe(src, abs, flagSpec, pipeline.WithOutDir(outDir))
 	if err != nil {
 		return usageError{err.Error()}
 	}

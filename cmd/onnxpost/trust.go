@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
@@ -39,4 +41,18 @@ func cliMessage(err error) string {
 func threadsFlag() cli.Flag {
 	return &cli.IntFlag{Name: "threads", Value: 0, Usage: threadsUsage,
 		Action: func(_ *cli.Context, n int) error { return checkThreads(n) }}
+}
+
+// outDirFlag returns --out-dir as an absolute path, or "" when it is not
+// given; the folder must exist (a usage error otherwise).
+func outDirFlag(c *cli.Context) (string, error) {
+	d := c.String("out-dir")
+	if d == "" {
+		return "", nil
+	}
+	st, err := os.Stat(d)
+	if err != nil || !st.IsDir() {
+		return "", usagef("--out-dir %s: not an existing folder", d)
+	}
+	return filepath.Abs(d)
 }

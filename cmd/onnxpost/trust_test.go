@@ -98,3 +98,49 @@ func TestThreadsCeiling(t *testing.T) {
 		t.Errorf("error %v does not name the limit", err)
 	}
 }
+
+// Hostile recipes are refused at validation (run and run --check), exit 2,
+// nothing written anywhere.
+func TestRunRecipeTrust(t *testing.T) {
+	model := ehTestdata("mlp.onnx")
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"absolute output", "output: OUTSIDE/victim.onnx\nsteps:\n  - quantize: {weights: int8, inputs: [MODEL]}\n", "leaves its folder"},
+		{"dotdot report", "output: o.onnx\nreport: ../r.json\nsteps:\n  - quantize: {weights: int8, inputs: [MODEL]}\n", "leaves its folder"},
+		{"ort-lib", "output: o.onnx\nsteps:\n  - quantize: {weights: int8, ort-lib: evil.so, inputs: [MODEL]}\n", "ort-lib"},
+		{"threads", "output: o.onnx\nsteps:\n  - quantize: {weights: int8, threads: 100000, inputs: [MODEL]}\n", "above the limit"},
+	} {
+		for _, check := range []bool{true, false} {
+			t.Run(tc.name+map[bool]string{true: " --check", false: ""}[check], func(t *testing.T) {
+				dir, outside := t.TempDir(), t.TempDir()
+				body := strings.NewReplacer("OUTSIDE", outside, "MODEL", model).Replace(tc.body)
+				recipe := filepath.Join(dir, "r.yaml")
+				if err := os.WriteFile(recipe, []byte(body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				args := []string{"onnxpost", "run", recipe}
+				if check {
+					args = []string{"onnxpost", "run", "--check", recipe}
+				}
+				if code := run(args); code != exitUsage {
+					t.Fatalf("exit code %d, want %d", code, exitUsage)
+				}
+				if got := strings.Join(listFiles(t, dir), ","); got != "r.yaml" {
+					t.Errorf("files in the recipe's folder: %s", got)
+				}
+				if got := listFiles(t, outside); len(got) != 0 {
+					t.Errorf("files outside: %v", got)
+				}
+			})
+		}
+	}
+	t.Run("missing out-dir", func(t *testing.T) {
+		dir := t.TempDir()
+		recipe := filepath.Join(dir, "r.yaml")
+		os.WriteFile(recipe, []byte("output: o.onnx\nsteps:\n  - quantize: {weights: int8, inputs: ["+model+"]}\n"), 0o644)
+		if code := run([]string{"onnxpost", "run", "--check", "--out-dir", filepath.Join(dir, "nope"), recipe}); code != exitUsage {
+			t.Errorf("exit code %d", code)
+		}
+	})
+}
