@@ -144,3 +144,36 @@ func TestRunRecipeTrust(t *testing.T) {
 		}
 	})
 }
+
+// merge --config refuses an output outside its folder (exit 2, nothing
+// written) and resolves it inside --out-dir when given.
+func TestMergeConfigTrust(t *testing.T) {
+	model := ehTestdata("mlp.onnx")
+	dir, outside := t.TempDir(), t.TempDir()
+	write := func(output string) string {
+		p := filepath.Join(dir, "m.yaml")
+		body := "method: linear\nmodels: [{model: " + model + "}, {model: " + model + "}]\noutput: " + output + "\n"
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, o := range []string{filepath.Join(outside, "victim.onnx"), "../victim.onnx"} {
+		if code := run([]string{"onnxpost", "merge", "--config", write(o)}); code != exitUsage {
+			t.Errorf("output %s: exit code %d, want %d", o, code, exitUsage)
+		}
+		if got := listFiles(t, outside); len(got) != 0 {
+			t.Errorf("written outside: %v", got)
+		}
+	}
+	out := t.TempDir()
+	if code := run([]string{"onnxpost", "merge", "--config", write("merged.onnx"), "--out-dir", out}); code != exitOK {
+		t.Fatalf("--out-dir: exit code %d", code)
+	}
+	if got := strings.Join(listFiles(t, out), ","); got != "merged.onnx" {
+		t.Errorf("files in --out-dir: %s", got)
+	}
+	if code := run([]string{"onnxpost", "merge", "--method", "linear", "--out-dir", out, "-o", filepath.Join(out, "x.onnx"), model, model}); code != exitUsage {
+		t.Errorf("--out-dir without --config: exit code %d", code)
+	}
+}
