@@ -232,11 +232,11 @@ func contains(s []string, x string) bool {
 // printEvalTable prints the result as an aligned table.
 func printEvalTable(w io.Writer, res *evalharness.Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "model\t%s\n", res.Model)
+	fmt.Fprintf(tw, "model\t%s\n", displayName(res.Model))
 	if res.Reference != nil {
-		fmt.Fprintf(tw, "reference\t%s\n", res.Reference.Model)
+		fmt.Fprintf(tw, "reference\t%s\n", displayName(res.Reference.Model))
 	}
-	fmt.Fprintf(tw, "samples\t%d (batch %d, output %s)\n", res.Samples, res.Batch, res.Output)
+	fmt.Fprintf(tw, "samples\t%d (batch %d, output %s)\n", res.Samples, res.Batch, displayName(res.Output))
 	if res.Params > 0 {
 		fmt.Fprintf(tw, "params\t%d\n", res.Params)
 	}

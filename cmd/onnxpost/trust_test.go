@@ -177,3 +177,49 @@ func TestMergeConfigTrust(t *testing.T) {
 		t.Errorf("--out-dir without --config: exit code %d", code)
 	}
 }
+
+// eval-merge refuses shard reports that contradict each other: exit 1,
+// no merged report.
+func TestEvalMergeRefusesInconsistentShards(t *testing.T) {
+	dir := t.TempDir()
+	shard := func(name, idx string, samples int64, dataset string) string {
+		r := map[string]any{
+			"model": "m.onnx", "samples": samples, "metrics": map[string]any{"accuracy": 1}, "shard": idx,
+			"sums": map[string]any{"metrics": []string{"accuracy"}, "labels": true, "samples": samples, "correct": samples,
+				"dataset": dataset, "dataset_samples": 10},
+		}
+		b, err := marshalJSON(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	merged := filepath.Join(dir, "merged.json")
+	good0, good1 := shard("a.json", "0/2", 5, "d.npz"), shard("b.json", "1/2", 5, "d.npz")
+	if code := run([]string{"onnxpost", "eval-merge", "--report", merged, good0, good1}); code != exitOK {
+		t.Fatalf("consistent shards: exit code %d", code)
+	}
+	os.Remove(merged)
+	os.Remove(filepath.Join(dir, "merged.md"))
+	for _, tc := range []struct {
+		name  string
+		files []string
+	}{
+		{"zero samples", []string{good0, shard("z.json", "1/2", 0, "d.npz")}},
+		{"other dataset", []string{good0, shard("o.json", "1/2", 5, "e.npz")}},
+		{"duplicate", []string{good0, good0}},
+		{"missing", []string{good0}},
+		{"counts disagree", []string{good0, good1, shard("c.json", "2/3", 3, "d.npz")}},
+	} {
+		if code := run(append([]string{"onnxpost", "eval-merge", "--report", merged}, tc.files...)); code != exitError {
+			t.Errorf("%s: exit code %d, want %d", tc.name, code, exitError)
+		}
+		if _, err := os.Stat(merged); !os.IsNotExist(err) {
+			t.Errorf("%s: merged report written", tc.name)
+		}
+	}
+}
