@@ -174,6 +174,9 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 // else a short summary on stderr.
 func publish(c *cli.Context, rep *pendingReport, res *evalharness.Result, doc []byte, passed bool, written, out string) error {
 	if err := rep.commit(doc); err != nil {
+		if written != "" {
+			return fmt.Errorf("%w (after %s was written)", err, written)
+		}
 		return err
 	}
 	if c.Bool("json") {
