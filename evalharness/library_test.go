@@ -154,3 +154,14 @@ func TestCheckThreads(t *testing.T) {
 		t.Errorf("raised limit: %v", err)
 	}
 }
+
+// A session refuses a thread count above the ceiling before ONNX Runtime
+// reserves anything.
+func TestSessionThreadsCeiling(t *testing.T) {
+	requireORT(t)
+	t.Setenv(MaxThreadsEnv, "")
+	_, err := NewSessionFromFile(filepath.Join("testdata", "mlp.onnx"), SessionOptions{Threads: 100000})
+	if err == nil || !strings.Contains(err.Error(), "above the limit of") {
+		t.Fatalf("error %v", err)
+	}
+}

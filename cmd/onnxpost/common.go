@@ -187,17 +187,6 @@ func publish(c *cli.Context, rep *pendingReport, res *evalharness.Result, doc []
 	return nil
 }
 
-// writeReport writes the JSON result to path and its Markdown rendering
-// beside it (path with the extension .md), both atomically.
-func writeReport(path string, doc []byte) error {
-	rep, err := prepareReport(path)
-	if err != nil {
-		return err
-	}
-	defer rep.abort()
-	return rep.commit(doc)
-}
-
 // pendingReport is a report whose files (JSON and Markdown) are prepared
 // as temporary files beside their destinations before anything else is
 // committed, and renamed into place by commit. A nil *pendingReport (no

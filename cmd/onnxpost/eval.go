@@ -182,6 +182,13 @@ func evalAction(c *cli.Context) error {
 			res.Params = p
 		}
 	}
+	// the report is prepared before --save-outputs is written, so an
+	// unwritable report leaves nothing behind
+	rep, err := prepareReport(c.String("report"))
+	if err != nil {
+		return err
+	}
+	defer rep.abort()
 	if p := c.String("save-outputs"); p != "" {
 		arrays := map[string]*evalharness.Array{}
 		for i, o := range cand.Outputs() {
@@ -191,12 +198,22 @@ func evalAction(c *cli.Context) error {
 			return fmt.Errorf("--save-outputs: %w", err)
 		}
 	}
-	return evalOutput(c, res, gate)
+	return evalOutputTo(c, res, gate, rep)
 }
 
 // evalOutput checks the gate, writes --report, and prints the result as
 // JSON (--json) or a table.
 func evalOutput(c *cli.Context, res *evalharness.Result, gate *evalharness.Gate) error {
+	rep, err := prepareReport(c.String("report"))
+	if err != nil {
+		return err
+	}
+	defer rep.abort()
+	return evalOutputTo(c, res, gate, rep)
+}
+
+// evalOutputTo is evalOutput with the report already prepared.
+func evalOutputTo(c *cli.Context, res *evalharness.Result, gate *evalharness.Gate, rep *pendingReport) error {
 	if len(gate.Conditions) > 0 {
 		gate.CheckResult(res)
 	}
@@ -204,10 +221,8 @@ func evalOutput(c *cli.Context, res *evalharness.Result, gate *evalharness.Gate)
 	if err != nil {
 		return err
 	}
-	if p := c.String("report"); p != "" {
-		if err := writeReport(p, doc); err != nil {
-			return err
-		}
+	if err := rep.commit(doc); err != nil {
+		return err
 	}
 	if c.Bool("json") {
 		os.Stdout.Write(doc)

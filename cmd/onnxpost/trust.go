@@ -29,8 +29,11 @@ func checkThreads(n int) error {
 // cliMessage phrases a library error in the CLI's words: a missing ONNX
 // Runtime library gets the flag and make target that install or name it.
 func cliMessage(err error) string {
-	if errors.Is(err, evalharness.ErrNoLibrary) {
+	switch {
+	case errors.Is(err, evalharness.ErrNoLibrary):
 		return fmt.Sprintf("%v\n  pass --ort-lib PATH, set %s, or run `make ort` in the source tree", err, evalharness.LibraryEnv)
+	case errors.Is(err, evalharness.ErrNoCUDA):
+		return fmt.Sprintf("%v\n  pass --ort-lib with a GPU build of ONNX Runtime, or use --ep cpu", err)
 	}
 	return err.Error()
 }

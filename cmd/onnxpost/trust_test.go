@@ -223,3 +223,17 @@ func TestEvalMergeRefusesInconsistentShards(t *testing.T) {
 		}
 	}
 }
+
+// eval --save-outputs with an unwritable report writes nothing.
+func TestEvalUnwritableReportWritesNothing(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	npz := filepath.Join(dir, "outs.npz")
+	report := filepath.Join(dir, "missing", "r.json")
+	if code := run([]string{"onnxpost", "eval", ehTestdata("mlp.onnx"), "--data", ehTestdata("mlp_data.npz"), "--save-outputs", npz, "--report", report}); code != exitError {
+		t.Fatalf("exit code %d, want %d", code, exitError)
+	}
+	if got := listFiles(t, dir); len(got) != 0 {
+		t.Errorf("files written: %v", got)
+	}
+}
