@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"syscall"
 )
 
 // LibraryEnv is the environment variable naming the ONNX Runtime shared
@@ -69,6 +70,9 @@ func FindLibrary(explicit string) (string, error) {
 	}
 	for _, p := range executableCandidates() {
 		if isFile(p) {
+			if err := ownedSafely(p); err != nil {
+				return "", fmt.Errorf("%w: refusing %s: %v", ErrNoLibrary, p, err)
+			}
 			return p, nil
 		}
 	}
@@ -94,6 +98,30 @@ func executableCandidates() []string {
 		filepath.Join(dir, "lib", LibraryName),
 		filepath.Join(filepath.Dir(dir), ".cache", "onnxruntime", LibraryName),
 	}
+}
+
+// ownedSafely checks that the library file found beside the executable,
+// and its folder, belong to the user or root and are not writable by group
+// or others: a binary copied into a shared folder (/tmp) must not pick up
+// a library someone else put beside it.
+func ownedSafely(p string) error {
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return err
+	}
+	for _, q := range []string{real, filepath.Dir(real)} {
+		st, err := os.Stat(q)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o022 != 0 {
+			return fmt.Errorf("%s is writable by others (mode %v)", q, st.Mode().Perm())
+		}
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Getuid() && sys.Uid != 0 {
+			return fmt.Errorf("%s belongs to another user (uid %d)", q, sys.Uid)
+		}
+	}
+	return nil
 }
 
 func isFile(p string) bool {

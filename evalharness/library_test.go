@@ -97,6 +97,20 @@ func TestFindLibrary(t *testing.T) {
 	})
 }
 
+// A library beside the executable that others can write is refused.
+func TestFindLibraryRefusesSharedFolder(t *testing.T) {
+	t.Setenv(LibraryEnv, "")
+	inst := t.TempDir()
+	lib := plant(t, filepath.Join(inst, "lib", LibraryName))
+	if err := os.Chmod(filepath.Dir(lib), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	fakeExecutable(t, filepath.Join(inst, "onnxpost"))
+	if p, err := FindLibrary(""); !errors.Is(err, ErrNoLibrary) || !strings.Contains(err.Error(), "writable by others") {
+		t.Fatalf("got %q, %v", p, err)
+	}
+}
+
 // TestFindLibraryIgnoresWorkingDirectory plants a library where an
 // untrusted model folder could hold one: in the working directory and in
 // a parent. Neither may be chosen.

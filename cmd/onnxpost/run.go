@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/pipeline"
 )
 
@@ -48,6 +49,7 @@ Exit code 3 when a gate fails.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print the recipe report as JSON on stdout"},
 			&cli.BoolFlag{Name: "check", Usage: "only validate the recipe"},
+			&cli.StringFlag{Name: "ort-lib", Usage: ortLibUsage + "; used by every step"},
 			&cli.StringFlag{Name: "out-dir", Usage: "write the recipe's outputs inside `DIR` (an existing folder) instead of the recipe's folder"},
 		},
 		Action: runAction,
@@ -96,6 +98,12 @@ func runAction(c *cli.Context) error {
 	if c.Bool("check") {
 		fmt.Fprintf(os.Stderr, "recipe %s: %d steps, valid\n", path, len(r.Steps))
 		return nil
+	}
+	if p := c.String("ort-lib"); p != "" {
+		// the library is loaded once per process: every step uses it
+		if err := evalharness.Init(p); err != nil {
+			return err
+		}
 	}
 	step := func(ctx context.Context, args []string) (map[string]any, error) {
 		fmt.Fprintf(os.Stderr, "==> onnxpost %v\n", args)
