@@ -240,10 +240,13 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 	r.outputPath = write("output", r.Output)
 	r.workPath = write("workdir", r.WorkDir)
 	if r.Report != "" {
+		n := len(errs)
 		r.reportPath = write("report", r.Report)
-		stem := strings.TrimSuffix(r.Report, filepath.Ext(r.Report))
-		write("report (its Markdown)", stem+".md")
-		write("report (its plot)", stem+".png")
+		if len(errs) == n { // the siblings only when the report itself is fine
+			stem := strings.TrimSuffix(r.Report, filepath.Ext(r.Report))
+			write("report (its Markdown)", stem+".md")
+			write("report (its plot)", stem+".png")
+		}
 	}
 	for i := range r.Steps {
 		s := &r.Steps[i]
