@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"regexp"
 
@@ -118,7 +117,7 @@ var processKeys = map[string]string{
 
 // LoadConfig reads and parses a merge config file.
 func LoadConfig(path string, opts ...ConfigOption) (*Config, error) {
-	b, err := os.ReadFile(path)
+	b, err := safefs.ReadConfig(path)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/internal/safefs"
 	"github.com/onnxpost/onnxpost/pipeline"
 )
 
@@ -79,7 +80,7 @@ func runAction(c *cli.Context) error {
 		return usagef("run takes one RECIPE.yaml argument")
 	}
 	path := c.Args().First()
-	src, err := os.ReadFile(path)
+	src, err := safefs.ReadConfig(path)
 	if err != nil {
 		return err
 	}

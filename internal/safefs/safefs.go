@@ -17,8 +17,10 @@ package safefs
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // ErrOutside reports a path that would write outside its base folder.
@@ -153,4 +155,33 @@ func (p *Pending) Abort() {
 	p.f.Close()
 	os.Remove(p.f.Name())
 	p.f = nil
+}
+
+// MaxConfigBytes bounds the size of a recipe or config file.
+const MaxConfigBytes = 1 << 20
+
+// ReadConfig reads a small configuration file (a recipe, a merge config):
+// it must be a regular file (a FIFO or device is refused without blocking
+// on it) of at most MaxConfigBytes.
+func ReadConfig(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%v)", path, st.Mode().Type())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxConfigBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxConfigBytes {
+		return nil, fmt.Errorf("%s is larger than %d bytes; a recipe or config is a short text file", path, MaxConfigBytes)
+	}
+	return b, nil
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -93,5 +95,29 @@ func TestPending(t *testing.T) {
 	}
 	if _, err := Prepare(dir); err == nil {
 		t.Error("Prepare of a folder succeeded")
+	}
+}
+
+func TestReadConfig(t *testing.T) {
+	dir := t.TempDir()
+	small := filepath.Join(dir, "r.yaml")
+	os.WriteFile(small, []byte("steps: []\n"), 0o644)
+	if b, err := ReadConfig(small); err != nil || string(b) != "steps: []\n" {
+		t.Fatalf("got %q, %v", b, err)
+	}
+	big := filepath.Join(dir, "big.yaml")
+	os.WriteFile(big, make([]byte, MaxConfigBytes+1), 0o644)
+	if _, err := ReadConfig(big); err == nil {
+		t.Error("an oversized config was read")
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Skip(err)
+	}
+	if _, err := ReadConfig(fifo); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("FIFO: %v", err)
+	}
+	if _, err := ReadConfig(dir); err == nil {
+		t.Error("a folder was read")
 	}
 }
