@@ -43,10 +43,12 @@
 // measures both).
 //
 // ONNX Runtime is loaded once per process (Init, guarded by sync.Once) from
-// the first library found in this order: an explicit path (the CLI's
-// --ort-lib), $ONNXPOST_ORT_LIB, .cache/onnxruntime/libonnxruntime.so.1
-// relative to the repository root, the executable's folder or the working
-// directory, then the system library paths. `make ort` installs the library.
+// the first library found in this order (FindLibrary): an explicit path
+// (the CLI's --ort-lib), $ONNXPOST_ORT_LIB, lib/libonnxruntime.so.1 beside
+// the executable or the `make` build's ../.cache/onnxruntime beside its
+// bin/ folder, then the system library paths. The working directory and its
+// parents are never searched: they may be an untrusted model's folder.
+// `make ort` installs the library.
 //
 // # Invariants
 //

@@ -163,6 +163,7 @@ func Evaluate(cand, ref Runner, ds *Dataset, opt EvalOptions) (*Result, error) {
 	if err := ds.Check(cand.Inputs()); err != nil {
 		return nil, err
 	}
+	datasetSamples := ds.N
 	if opt.Shard.Count > 1 {
 		lo, hi, err := opt.Shard.Range(ds.N)
 		if err != nil {
@@ -297,6 +298,7 @@ func Evaluate(cand, ref Runner, ds *Dataset, opt EvalOptions) (*Result, error) {
 		res.Shard = opt.Shard.String()
 		sums := acc.Sums
 		sums.Labels, sums.Reference = ds.Labels != nil, haveRef
+		sums.Dataset, sums.DatasetSamples = ds.Path, datasetSamples
 		for _, m := range AllMetrics {
 			if want[m] {
 				sums.Metrics = append(sums.Metrics, m)
@@ -442,6 +444,9 @@ func (s Shard) Range(n int64) (lo, hi int64, err error) {
 func MergeResults(parts []*Result) (*Result, error) {
 	if len(parts) == 0 {
 		return nil, fmt.Errorf("evalharness: no results to merge")
+	}
+	if err := CheckShards(parts); err != nil {
+		return nil, err
 	}
 	var total Sums
 	seen := map[string]bool{}

@@ -192,6 +192,11 @@ type Sums struct {
 	// present.
 	Labels    bool `json:"labels"`
 	Reference bool `json:"reference"`
+	// Dataset names the dataset and DatasetSamples counts its samples
+	// (all shards together), so that shards of different datasets are not
+	// merged.
+	Dataset        string `json:"dataset,omitempty"`
+	DatasetSamples int64  `json:"dataset_samples,omitempty"`
 	// Samples is the number of samples.
 	Samples int64 `json:"samples"`
 	// Correct, Top5, RefCorrect and RefTop5 count label hits of the

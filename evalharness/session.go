@@ -41,7 +41,7 @@ func Init(explicit string) error {
 		}
 		ort.SetSharedLibraryPath(lib)
 		if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
-			initErr = fmt.Errorf("evalharness: loading ONNX Runtime from %s: %v (run `make ort` to reinstall it)", lib, err)
+			initErr = fmt.Errorf("evalharness: loading ONNX Runtime from %s: %v (is it an ONNX Runtime 1.30 shared library for this platform? set %s or pass another path)", lib, err, LibraryEnv)
 			return
 		}
 		initLib = lib
@@ -206,8 +206,8 @@ func sessionOptions(opt SessionOptions) (*ort.SessionOptions, error) {
 		so.Destroy()
 		return nil, err
 	}
-	if opt.Threads < 0 {
-		return fail(fmt.Errorf("evalharness: threads must be >= 0, got %d", opt.Threads))
+	if err := CheckThreads(opt.Threads); err != nil {
+		return fail(fmt.Errorf("evalharness: %w", err))
 	}
 	if opt.Threads > 0 {
 		if err := so.SetIntraOpNumThreads(opt.Threads); err != nil {
@@ -243,7 +243,7 @@ func sessionOptions(opt SessionOptions) (*ort.SessionOptions, error) {
 var ErrNoCUDA = errors.New("evalharness: the CUDA execution provider is not available")
 
 func cudaError(err error) error {
-	return fmt.Errorf("%w: the ONNX Runtime library %s is a CPU-only build or no GPU/CUDA runtime is present (use --ort-lib with a GPU build of ONNX Runtime, see docs/ARCHITECTURE.md §6): %v", ErrNoCUDA, initLib, err)
+	return fmt.Errorf("%w: the ONNX Runtime library %s is a CPU-only build or no GPU/CUDA runtime is present (load a GPU build of ONNX Runtime instead): %v", ErrNoCUDA, initLib, err)
 }
 
 func infoOf(i ort.InputOutputInfo) TensorInfo {

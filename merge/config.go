@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"regexp"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/onnxpost/onnxpost/internal/safefs"
 )
 
 // Config is a merge described in a YAML file, in the spirit of mergekit's:
@@ -38,6 +39,13 @@ import (
 //
 // Unknown keys are an error. Relative paths are relative to the file's
 // folder. Per-model parameters override global ones.
+//
+// A config may come from someone else. The paths it reads (models, base,
+// fisher files, data) may be anywhere; the one it writes (output) must be
+// a relative path that stays inside the file's folder, or inside the
+// folder given by WithOutDir: absolute paths, ".." and symbolic links that
+// leave it are refused. Process-level options (ort-lib, threads) cannot be
+// set by a config.
 type Config struct {
 	// Method is the merge method; MergeMethod is mergekit's spelling of
 	// the key (after parsing, Method holds whichever was given).
@@ -88,24 +96,70 @@ type ConfigParams struct {
 	Exclude         string   `yaml:"exclude"`
 }
 
+// ConfigOption configures LoadConfig and ParseConfig.
+type ConfigOption func(*configOptions)
+
+type configOptions struct{ outDir string }
+
+// WithOutDir resolves the config's output inside dir (the CLI's
+// --out-dir) instead of the config's folder. dir must exist.
+func WithOutDir(dir string) ConfigOption {
+	return func(o *configOptions) { o.outDir = dir }
+}
+
+// processKeys are options of the process, not of a merge: a config may
+// not set them.
+var processKeys = map[string]string{
+	"ort-lib": "chooses the native ONNX Runtime library (pass --ort-lib on the command line)",
+	"ort_lib": "chooses the native ONNX Runtime library (pass --ort-lib on the command line)",
+	"threads": "sets the process's thread count (pass --threads on the command line)",
+}
+
 // LoadConfig reads and parses a merge config file.
-func LoadConfig(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+func LoadConfig(path string, opts ...ConfigOption) (*Config, error) {
+	b, err := safefs.ReadConfig(path)
 	if err != nil {
 		return nil, err
 	}
-	c, err := ParseConfig(bytes.NewReader(b), filepath.Dir(path))
+	c, err := ParseConfig(bytes.NewReader(b), filepath.Dir(path), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
 }
 
-// ParseConfig parses a merge config; relative paths are joined to dir.
-// Unknown keys, a second document, and missing models are errors wrapping
-// ErrOptions.
-func ParseConfig(r io.Reader, dir string) (*Config, error) {
-	dec := yaml.NewDecoder(r)
+// ParseConfig parses a merge config; relative paths are joined to dir
+// ("" for the working directory). Unknown keys, process-level keys, a
+// second document, missing models and an output that leaves its folder
+// are errors wrapping ErrOptions.
+func ParseConfig(r io.Reader, dir string, opts ...ConfigOption) (*Config, error) {
+	var o configOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	src, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(src, &root); err == nil && len(root.Content) > 0 && root.Content[0].Kind == yaml.MappingNode {
+		top := root.Content[0]
+		for i := 0; i+1 < len(top.Content); i += 2 {
+			k := top.Content[i]
+			if why, ok := processKeys[k.Value]; ok {
+				return nil, fmt.Errorf("%w: line %d: a merge config cannot set process-level options: %q %s", ErrOptions, k.Line, k.Value, why)
+			}
+			if k.Value == "parameters" && top.Content[i+1].Kind == yaml.MappingNode {
+				p := top.Content[i+1]
+				for j := 0; j < len(p.Content); j += 2 {
+					if why, ok := processKeys[p.Content[j].Value]; ok {
+						return nil, fmt.Errorf("%w: line %d: a merge config cannot set process-level options: %q %s", ErrOptions, p.Content[j].Line, p.Content[j].Value, why)
+					}
+				}
+			}
+		}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(src))
 	dec.KnownFields(true)
 	var c Config
 	if err := dec.Decode(&c); err != nil {
@@ -139,7 +193,21 @@ func ParseConfig(r io.Reader, dir string) (*Config, error) {
 		}
 		return filepath.Join(dir, p)
 	}
-	c.Base, c.Output, c.Data = join(c.Base), join(c.Output), join(c.Data)
+	if c.Output != "" {
+		base := dir
+		if o.outDir != "" {
+			base = o.outDir
+		}
+		if base == "" {
+			base = "."
+		}
+		out, err := safefs.WritePath(base, c.Output)
+		if err != nil {
+			return nil, fmt.Errorf("%w: output: %v", ErrOptions, err)
+		}
+		c.Output = out
+	}
+	c.Base, c.Data = join(c.Base), join(c.Data)
 	for i := range c.Models {
 		if c.Models[i].Model == "" {
 			return nil, fmt.Errorf("%w: model %d of the merge config has no path", ErrOptions, i+1)

@@ -102,14 +102,15 @@ output: out/merged.onnx
 data: val.npz
 gate: accuracy>=0.9
 `
-	c, err := ParseConfig(strings.NewReader(good), "/cfg")
+	cfg := t.TempDir()
+	c, err := ParseConfig(strings.NewReader(good), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Base != "/cfg/base.onnx" || c.Output != "/cfg/out/merged.onnx" || c.Data != "/cfg/val.npz" || c.Gate != "accuracy>=0.9" {
+	if c.Base != cfg+"/base.onnx" || c.Output != cfg+"/out/merged.onnx" || c.Data != cfg+"/val.npz" || c.Gate != "accuracy>=0.9" {
 		t.Fatalf("paths: %+v", c)
 	}
-	if p := c.Paths(); p[0] != "/cfg/a.onnx" || p[1] != "/abs/b.onnx" {
+	if p := c.Paths(); p[0] != cfg+"/a.onnx" || p[1] != "/abs/b.onnx" {
 		t.Fatalf("model paths %v", p)
 	}
 	o, err := c.Options()

@@ -16,6 +16,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/internal/safefs"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -37,6 +39,19 @@ import (
 // Each step names one command; its keys are that command's flags (without
 // dashes), plus "inputs" for the positional models. A step without inputs
 // takes the previous step's output. Unknown keys anywhere are errors.
+//
+// # Trust
+//
+// A recipe is data that may come from someone else. Paths it reads
+// (inputs, data, base, calib, ...) resolve against the recipe's folder.
+// Paths it writes (output, report and the .md/.png beside it, workdir, and
+// the write flags of steps: save-outputs, plots, baselines, cache-dir)
+// resolve against the write folder, which is the recipe's folder or the
+// folder given by WithOutDir, and must stay inside it: absolute paths,
+// ".." that leaves it and symbolic links that point outside are refused
+// at validation (safefs.WritePath), before anything runs. A recipe cannot
+// set process-level options: ort-lib (which native library is loaded) is
+// refused by name, and threads above evalharness.MaxThreads is refused.
 type Recipe struct {
 	Name         string
 	Seed         *int64
@@ -46,10 +61,17 @@ type Recipe struct {
 	Report       string
 	ExternalData bool
 	Steps        []Step
-	// Source is the recipe's text, recorded in the output's metadata.
+	// Source is the recipe's text as read. It is not written anywhere:
+	// the output's metadata records its SHA-256 and Canonical.
 	Source []byte
 	// Dir is the recipe file's folder; relative paths resolve against it.
 	Dir string
+	// OutDir is the folder written paths resolve against (Dir when no
+	// WithOutDir option was given).
+	OutDir string
+
+	outputPath, reportPath, workPath string
+	canonical                        []byte
 }
 
 // Step is one command of a recipe.
@@ -60,6 +82,51 @@ type Step struct {
 	Inputs  []string
 	Gate    string
 	Data    string
+
+	// writes maps the step's write flags to their resolved paths.
+	writes map[string]string
+}
+
+// RecipeOption configures ParseRecipe.
+type RecipeOption func(*Recipe)
+
+// WithOutDir makes the recipe write inside dir (the CLI's --out-dir)
+// instead of the recipe's folder. dir must exist.
+func WithOutDir(dir string) RecipeOption {
+	return func(r *Recipe) {
+		if dir != "" {
+			r.OutDir = dir
+		}
+	}
+}
+
+// ErrProcessOption reports a recipe or config key that would change the
+// process itself (which native library is loaded, how many threads run):
+// those come from the command line or the environment only.
+var ErrProcessOption = errors.New("a recipe cannot set process-level options")
+
+// stepWriteFlags are the command flags that name a path the command
+// writes; a recipe step's value is resolved as a write path.
+var stepWriteFlags = map[string]bool{"save-outputs": true, "plots": true, "baselines": true, "cache-dir": true}
+
+// recipeSetFlags are set by the recipe itself, never by a step.
+var recipeSetFlags = map[string]bool{"o": true, "output": true, "report": true, "json": true, "gate": true, "keep-rejected": true}
+
+// processKey returns why key may not be set by a recipe, or "".
+func processKey(key string, v *yaml.Node) string {
+	switch key {
+	case "ort-lib":
+		return fmt.Sprintf("%v: %q chooses the native ONNX Runtime library; pass --ort-lib on the command line or set %s", ErrProcessOption, key, evalharness.LibraryEnv)
+	case "threads":
+		n, err := strconv.Atoi(v.Value)
+		if v.Kind != yaml.ScalarNode || err != nil {
+			return fmt.Sprintf("threads %q is not an integer", v.Value)
+		}
+		if err := evalharness.CheckThreads(n); err != nil {
+			return fmt.Sprintf("%v: %v", ErrProcessOption, err)
+		}
+	}
+	return ""
 }
 
 // FlagSpec tells the recipe validator which flags a command has and which
@@ -68,9 +135,10 @@ type FlagSpec func(command string) (flags map[string]bool, ok bool)
 
 var recipeKeys = map[string]bool{"name": true, "seed": true, "data": true, "workdir": true, "output": true, "report": true, "external-data": true, "steps": true}
 
-// ParseRecipe parses and validates a recipe. spec says which commands and
-// flags exist; every problem found is reported in one error.
-func ParseRecipe(src []byte, dir string, spec FlagSpec) (*Recipe, error) {
+// ParseRecipe parses and validates a recipe read from a file in dir. spec
+// says which commands and flags exist; every problem found is reported in
+// one error. Nothing is written.
+func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*Recipe, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(src, &root); err != nil {
 		return nil, fmt.Errorf("recipe: %w", err)
@@ -78,7 +146,10 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec) (*Recipe, error) {
 	if len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
 		return nil, errors.New("recipe: the file must be a YAML mapping with a steps list")
 	}
-	r := &Recipe{Source: src, Dir: dir}
+	r := &Recipe{Source: src, Dir: dir, OutDir: dir}
+	for _, o := range opts {
+		o(r)
+	}
 	var errs []string
 	bad := func(n *yaml.Node, format string, args ...any) {
 		errs = append(errs, fmt.Sprintf("line %d: %s", n.Line, fmt.Sprintf(format, args...)))
@@ -116,6 +187,10 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec) (*Recipe, error) {
 				r.Steps = append(r.Steps, st)
 			}
 		default:
+			if why := processKey(k.Value, v); why != "" {
+				bad(k, "%s", why)
+				continue
+			}
 			bad(k, "unknown key %q (known: %s)", k.Value, keysOf(recipeKeys))
 		}
 	}
@@ -150,6 +225,50 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec) (*Recipe, error) {
 		if s.Gate != "" && s.Data == "" && r.Data == "" {
 			errs = append(errs, fmt.Sprintf("step %d has a gate but no data to evaluate it on", i+1))
 		}
+	}
+	// everything written must stay inside the write folder
+	write := func(key, p string) string {
+		if p == "" {
+			return ""
+		}
+		full, err := safefs.WritePath(r.OutDir, p)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", key, err))
+		}
+		return full
+	}
+	r.outputPath = write("output", r.Output)
+	r.workPath = write("workdir", r.WorkDir)
+	if r.Report != "" {
+		n := len(errs)
+		r.reportPath = write("report", r.Report)
+		if len(errs) == n { // the siblings only when the report itself is fine
+			stem := strings.TrimSuffix(r.Report, filepath.Ext(r.Report))
+			write("report (its Markdown)", stem+".md")
+			write("report (its plot)", stem+".png")
+		}
+	}
+	for i := range r.Steps {
+		s := &r.Steps[i]
+		for _, k := range sortedKeys(s.Args) {
+			if !stepWriteFlags[k] {
+				continue
+			}
+			v, ok := s.Args[k].(string)
+			if !ok {
+				errs = append(errs, fmt.Sprintf("step %d %s: a path is a string", i+1, k))
+				continue
+			}
+			if s.writes == nil {
+				s.writes = map[string]string{}
+			}
+			s.writes[k] = write(fmt.Sprintf("step %d %s", i+1, k), v)
+		}
+	}
+	if c, err := r.encodeCanonical(); err != nil {
+		errs = append(errs, fmt.Sprintf("the recipe cannot be recorded: %v", err))
+	} else {
+		r.canonical = c
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("recipe: %d problem(s):\n  %s", len(errs), strings.Join(errs, "\n  "))
@@ -202,9 +321,12 @@ func parseStep(n *yaml.Node, spec FlagSpec) (Step, []string) {
 					}
 					continue
 				}
-				switch fk.Value {
-				case "o", "output", "report", "json", "gate", "keep-rejected":
+				if recipeSetFlags[fk.Value] {
 					bad(fk, "%s: %q is set by the recipe, not by a step", k.Value, fk.Value)
+					continue
+				}
+				if why := processKey(fk.Value, fv); why != "" {
+					bad(fk, "%s: %s", k.Value, why)
 					continue
 				}
 				if _, ok := flags[fk.Value]; !ok {
@@ -235,13 +357,92 @@ func keysOf(m map[string]bool) string {
 	return strings.Join(ks, ", ")
 }
 
-// Path resolves p against the recipe's folder.
-func (r *Recipe) Path(p string) string {
-	if p == "" || filepath.IsAbs(p) {
-		return p
-	}
-	return filepath.Join(r.Dir, p)
+// Path resolves p, a path the recipe reads, against the recipe's folder.
+func (r *Recipe) Path(p string) string { return safefs.ReadPath(r.Dir, p) }
+
+// OutputPath returns the validated path the final model is written to.
+func (r *Recipe) OutputPath() string { return r.outputPath }
+
+// ReportPath returns the validated path of the JSON report ("" for none).
+func (r *Recipe) ReportPath() string { return r.reportPath }
+
+// canonicalRecipe is the recorded form of a recipe: only validated keys,
+// paths as written in the recipe, in a fixed order.
+type canonicalRecipe struct {
+	Name         string          `json:"name,omitempty"`
+	Seed         *int64          `json:"seed,omitempty"`
+	Data         string          `json:"data,omitempty"`
+	WorkDir      string          `json:"workdir,omitempty"`
+	Output       string          `json:"output"`
+	Report       string          `json:"report,omitempty"`
+	ExternalData bool            `json:"external-data,omitempty"`
+	Steps        []canonicalStep `json:"steps"`
 }
+
+type canonicalStep struct {
+	Name    string         `json:"name,omitempty"`
+	Command string         `json:"command"`
+	Args    map[string]any `json:"args,omitempty"`
+	Inputs  []string       `json:"inputs,omitempty"`
+	Gate    string         `json:"gate,omitempty"`
+	Data    string         `json:"data,omitempty"`
+}
+
+func (r *Recipe) encodeCanonical() ([]byte, error) {
+	c := canonicalRecipe{Name: r.Name, Seed: r.Seed, Data: r.Data, WorkDir: r.WorkDir, Output: r.Output,
+		Report: r.Report, ExternalData: r.ExternalData, Steps: []canonicalStep{}}
+	for _, s := range r.Steps {
+		args := map[string]any{}
+		for k, v := range s.Args {
+			args[k] = jsonable(v)
+		}
+		c.Steps = append(c.Steps, canonicalStep{Name: s.Name, Command: s.Command, Args: args, Inputs: s.Inputs, Gate: s.Gate, Data: s.Data})
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(c); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// jsonable converts YAML-decoded values (maps with non-string keys) to
+// values encoding/json accepts.
+func jsonable(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = jsonable(e)
+		}
+		return out
+	case map[any]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[fmt.Sprint(k)] = jsonable(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = jsonable(e)
+		}
+		return out
+	}
+	return v
+}
+
+// Canonical returns the recipe as recorded in the output's metadata
+// (key onnxpost.recipe): compact JSON of the parsed, validated recipe
+// (name, seed, data, workdir, output, report, external-data, and each
+// step's command, flags, inputs, gate and data), with paths as written in
+// the recipe and map keys sorted. The recipe's own text is not recorded:
+// it may hold comments, anchors, odd bytes or secrets that were never
+// validated, and the same recipe written two ways would record two
+// texts. Its SHA-256 (onnxpost.recipe_sha256) still identifies the exact
+// file.
+func (r *Recipe) Canonical() []byte { return r.canonical }
 
 // StepRunner runs one command with CLI-style arguments (command name
 // first) and returns the JSON result it reported. A failed gate is
@@ -303,6 +504,9 @@ func (r *Recipe) Args(i int, input, out, report string) []string {
 		if pathFlags[k] {
 			val = r.Path(val)
 		}
+		if w, ok := s.writes[k]; ok {
+			val = w
+		}
 		args = append(args, "--"+k, val)
 	}
 	if _, ok := s.Args["seed"]; !ok && r.Seed != nil {
@@ -336,7 +540,7 @@ func (r *Recipe) Args(i int, input, out, report string) []string {
 // The report is written in every case (when Report is set).
 func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*RecipeReport, error) {
 	rep := &RecipeReport{Recipe: r.Name, Version: version}
-	work := r.Path(r.WorkDir)
+	work := r.workPath
 	if r.WorkDir == "" {
 		d, err := os.MkdirTemp("", "onnxpost-recipe-*")
 		if err != nil {
@@ -347,21 +551,55 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 	} else if err := os.MkdirAll(work, 0o755); err != nil {
 		return rep, err
 	}
+	// The report's files are prepared before the output is committed, so
+	// a report that cannot be written leaves no output behind.
+	var pending []*safefs.Pending
+	prepare := func() error {
+		if r.reportPath == "" || pending != nil {
+			return nil
+		}
+		stem := strings.TrimSuffix(r.reportPath, filepath.Ext(r.reportPath))
+		for _, p := range []string{r.reportPath, stem + ".md"} {
+			f, err := safefs.Prepare(p)
+			if err != nil {
+				for _, q := range pending {
+					q.Abort()
+				}
+				pending = nil
+				return fmt.Errorf("writing the report: %w", err)
+			}
+			pending = append(pending, f)
+		}
+		return nil
+	}
+	defer func() {
+		for _, q := range pending {
+			q.Abort()
+		}
+	}()
 	finishReport := func(err error) (*RecipeReport, error) {
 		if err != nil {
 			rep.Error = err.Error()
 		}
-		if r.Report != "" {
-			b, jerr := json.MarshalIndent(rep, "", "  ")
-			if jerr == nil {
-				if werr := onnxio.WriteFileAtomic(r.Path(r.Report), append(b, '\n')); werr != nil && err == nil {
-					err = werr
-				}
-				stem := strings.TrimSuffix(r.Path(r.Report), filepath.Ext(r.Report))
-				_ = onnxio.WriteFileAtomic(stem+".md", []byte(RecipeMarkdown(rep)))
-				_ = PlotRecipe(stem+".png", rep) // a plot is a convenience: its failure does not fail the run
-			}
+		if r.reportPath == "" {
+			return rep, err
 		}
+		if perr := prepare(); perr != nil {
+			if err == nil {
+				err = perr
+			}
+			return rep, err
+		}
+		b, jerr := json.MarshalIndent(rep, "", "  ")
+		if jerr != nil {
+			return rep, errors.Join(err, jerr)
+		}
+		if werr := pending[0].Commit(append(b, '\n')); werr != nil && err == nil {
+			err = fmt.Errorf("writing the report: %w", werr)
+		}
+		_ = pending[1].Commit([]byte(RecipeMarkdown(rep)))
+		stem := strings.TrimSuffix(r.reportPath, filepath.Ext(r.reportPath))
+		_ = PlotRecipe(stem+".png", rep) // a plot is a convenience: its failure does not fail the run
 		return rep, err
 	}
 	prev := ""
@@ -390,16 +628,19 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 	}
 	sum := sha256.Sum256(r.Source)
 	m.SetMetadata("onnxpost.version", version)
-	m.SetMetadata("onnxpost.recipe", string(r.Source))
+	m.SetMetadata("onnxpost.recipe", string(r.canonical))
 	m.SetMetadata("onnxpost.recipe_sha256", hex.EncodeToString(sum[:]))
 	opts := &onnxio.SaveOptions{}
 	if r.ExternalData {
 		opts.External = onnxio.ExternalAlways
 	}
-	if err := m.Save(r.Path(r.Output), opts); err != nil {
+	if err := prepare(); err != nil {
+		return rep, err
+	}
+	if err := m.Save(r.outputPath, opts); err != nil {
 		return finishReport(err)
 	}
-	rep.Output = r.Path(r.Output)
+	rep.Output = r.outputPath
 	rep.Passed = true
 	return finishReport(nil)
 }
@@ -407,7 +648,7 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 // RecipeMarkdown renders a recipe report as Markdown.
 func RecipeMarkdown(rep *RecipeReport) string {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# Recipe %s (onnxpost %s)\n\n", rep.Recipe, rep.Version)
+	fmt.Fprintf(&b, "# Recipe %s (onnxpost %s)\n\n", mdText(rep.Recipe), rep.Version)
 	fmt.Fprintf(&b, "| step | command | accuracy | kl | agreement | params | bytes | gate |\n|---|---|---|---|---|---|---|---|\n")
 	for _, s := range rep.Steps {
 		acc, kl, agr, gate := "", "", "", ""
@@ -420,14 +661,27 @@ func RecipeMarkdown(rep *RecipeReport) string {
 		if s.Error != "" {
 			gate = "error: " + strings.SplitN(s.Error, "\n", 2)[0]
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", s.Name, s.Command, acc, kl, agr, num(s.Result["params"]), num(s.Result["bytes"]), gate)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", mdText(s.Name), mdText(s.Command), acc, kl, agr, num(s.Result["params"]), num(s.Result["bytes"]), mdText(gate))
 	}
 	if rep.Passed {
 		fmt.Fprintf(&b, "\nOutput: %s\n", rep.Output)
 	} else {
-		fmt.Fprintf(&b, "\nNo output written: %s\n", rep.Error)
+		fmt.Fprintf(&b, "\nNo output written: %s\n", strings.ReplaceAll(rep.Error, "\n", "\n    "))
 	}
 	return b.String()
+}
+
+// mdText makes a recipe-supplied string safe for one Markdown table cell
+// or heading: line breaks and control characters become spaces, "|" is
+// escaped.
+func mdText(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0x2028 || r == 0x2029 {
+			return ' '
+		}
+		return r
+	}, s)
+	return strings.ReplaceAll(s, "|", "\\|")
 }
 
 func num(v any) string {

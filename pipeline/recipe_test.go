@@ -15,7 +15,11 @@ func fakeSpec(cmd string) (map[string]bool, bool) {
 	case "merge":
 		return map[string]bool{"method": false, "base": false, "density": false, "seed": false, "no-normalize": true}, true
 	case "quantize":
-		return map[string]bool{"weights": false, "seed": false}, true
+		return map[string]bool{"weights": false, "seed": false, "threads": false, "ort-lib": false, "ep": false}, true
+	case "eval":
+		return map[string]bool{"save-outputs": false, "data": false}, true
+	case "search":
+		return map[string]bool{"plots": false, "baselines": false, "cache-dir": false, "target": false}, true
 	}
 	return nil, false
 }

@@ -48,6 +48,6 @@ printf '%-34s %8s\n' "greedy soup (val-selected)" "$acc"
 
 echo
 echo "== 3. The gated pipeline (models/demo-recipe.yaml) =="
-"$BIN" run models/demo-recipe.yaml
+"$BIN" run --out-dir out/demo models/demo-recipe.yaml
 echo
 echo "report: out/demo/recipe.json, out/demo/recipe.md; model: out/demo/mlp-final.onnx"

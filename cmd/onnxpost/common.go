@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/internal/safefs"
 	"github.com/onnxpost/onnxpost/onnxio"
 	"github.com/onnxpost/onnxpost/pipeline"
 )
@@ -31,9 +32,9 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "ep", Value: "cpu", Usage: "ONNX Runtime execution provider: cpu or cuda"},
 		&cli.BoolFlag{Name: "external-data", Usage: "store the output's tensors in an external data file"},
 		&cli.StringFlag{Name: "keep-rejected", Usage: "when the gate fails, write the candidate to `PATH` instead"},
-		&cli.StringFlag{Name: "ort-lib", Usage: "path of libonnxruntime.so (default: $ONNXPOST_ORT_LIB, then .cache/onnxruntime, then system paths)"},
+		&cli.StringFlag{Name: "ort-lib", Usage: ortLibUsage},
 		&cli.IntFlag{Name: "batch", Value: 64, Usage: "evaluation batch size"},
-		&cli.IntFlag{Name: "threads", Value: 0, Usage: "ONNX Runtime intra-op threads (0: its default)"},
+		threadsFlag(),
 	}
 }
 
@@ -44,8 +45,8 @@ func sessionOptions(c *cli.Context) (evalharness.SessionOptions, error) {
 	if ep != "cpu" && ep != "cuda" && ep != "" {
 		return evalharness.SessionOptions{}, usagef("--ep must be cpu or cuda, got %q", c.String("ep"))
 	}
-	if c.Int("threads") < 0 {
-		return evalharness.SessionOptions{}, usagef("--threads must be >= 0")
+	if err := checkThreads(c.Int("threads")); err != nil {
+		return evalharness.SessionOptions{}, err
 	}
 	return evalharness.SessionOptions{EP: ep, Threads: c.Int("threads"), Library: c.String("ort-lib")}, nil
 }
@@ -127,6 +128,13 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 	if len(gate.Conditions) > 0 {
 		passed = gate.CheckResult(res).Passed
 	}
+	// The report is prepared before the model is committed: a report that
+	// cannot be written fails the command with nothing written.
+	rep, err := prepareReport(c.String("report"))
+	if err != nil {
+		return err
+	}
+	defer rep.abort()
 	written := ""
 	saveOpts := &onnxio.SaveOptions{}
 	if c.Bool("external-data") {
@@ -152,7 +160,7 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 	if err != nil {
 		return err
 	}
-	if err := publish(c, res, doc, passed, written, out); err != nil {
+	if err := publish(c, rep, res, doc, passed, written, out); err != nil {
 		return err
 	}
 	if !passed {
@@ -161,14 +169,15 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 	return nil
 }
 
-// publish writes the report (--report, JSON and Markdown) and prints the
-// result: the JSON document on stdout with --json, else a short summary on
-// stderr.
-func publish(c *cli.Context, res *evalharness.Result, doc []byte, passed bool, written, out string) error {
-	if p := c.String("report"); p != "" {
-		if err := writeReport(p, doc); err != nil {
-			return err
+// publish commits the report prepared by prepareReport (JSON and
+// Markdown) and prints the result: the JSON document on stdout with --json,
+// else a short summary on stderr.
+func publish(c *cli.Context, rep *pendingReport, res *evalharness.Result, doc []byte, passed bool, written, out string) error {
+	if err := rep.commit(doc); err != nil {
+		if written != "" {
+			return fmt.Errorf("%w (after %s was written)", err, written)
 		}
+		return err
 	}
 	if c.Bool("json") {
 		os.Stdout.Write(doc)
@@ -178,24 +187,61 @@ func publish(c *cli.Context, res *evalharness.Result, doc []byte, passed bool, w
 	return nil
 }
 
-// writeReport writes the JSON result to path and its Markdown rendering
-// beside it (path with the extension .md), both atomically.
-func writeReport(path string, doc []byte) error {
-	if err := onnxio.WriteFileAtomic(path, doc); err != nil {
-		return fmt.Errorf("writing the report: %w", err)
-	}
-	md, err := pipeline.ResultMarkdown(doc)
-	if err != nil {
-		return fmt.Errorf("rendering the report: %w", err)
+// pendingReport is a report whose files (JSON and Markdown) are prepared
+// as temporary files beside their destinations before anything else is
+// committed, and renamed into place by commit. A nil *pendingReport (no
+// --report) commits nothing.
+type pendingReport struct {
+	json, md *safefs.Pending
+}
+
+// prepareReport creates the temporary files of the report at path (and of
+// its Markdown sibling); it fails when either cannot be written. path ""
+// gives a nil report.
+func prepareReport(path string) (*pendingReport, error) {
+	if path == "" {
+		return nil, nil
 	}
 	mdPath := strings.TrimSuffix(path, filepath.Ext(path)) + ".md"
 	if mdPath == path {
 		mdPath = path + ".md"
 	}
-	if err := onnxio.WriteFileAtomic(mdPath, []byte(md)); err != nil {
+	j, err := safefs.Prepare(path)
+	if err != nil {
+		return nil, fmt.Errorf("writing the report: %w", err)
+	}
+	md, err := safefs.Prepare(mdPath)
+	if err != nil {
+		j.Abort()
+		return nil, fmt.Errorf("writing the report: %w", err)
+	}
+	return &pendingReport{json: j, md: md}, nil
+}
+
+// commit renders the Markdown and renames both files into place.
+func (r *pendingReport) commit(doc []byte) error {
+	if r == nil {
+		return nil
+	}
+	md, err := pipeline.ResultMarkdown(doc)
+	if err != nil {
+		return fmt.Errorf("rendering the report: %w", err)
+	}
+	if err := r.json.Commit(doc); err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	if err := r.md.Commit([]byte(md)); err != nil {
 		return fmt.Errorf("writing the report: %w", err)
 	}
 	return nil
+}
+
+// abort removes whatever commit did not rename into place.
+func (r *pendingReport) abort() {
+	if r != nil {
+		r.json.Abort()
+		r.md.Abort()
+	}
 }
 
 // resultJSON merges the evaluation result, the command name, the output

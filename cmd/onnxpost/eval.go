@@ -47,8 +47,8 @@ X_drop is the reference's X minus the model's); on failure the exit code is 3.
 			&cli.StringFlag{Name: "gate", Usage: "conditions `EXPR` that must hold, else exit code 3"},
 			&cli.StringFlag{Name: "report", Usage: "also write the JSON result to `FILE.json`"},
 			&cli.StringFlag{Name: "ep", Value: "cpu", Usage: "ONNX Runtime execution provider: cpu or cuda"},
-			&cli.IntFlag{Name: "threads", Value: 0, Usage: "ONNX Runtime intra-op threads (0: its default)"},
-			&cli.StringFlag{Name: "ort-lib", Usage: "path of libonnxruntime.so (default: $ONNXPOST_ORT_LIB, then .cache/onnxruntime, then system paths)"},
+			threadsFlag(),
+			&cli.StringFlag{Name: "ort-lib", Usage: ortLibUsage},
 			&cli.StringFlag{Name: "output-name", Usage: "model output `NAME` the metrics use (default: the first output)"},
 			&cli.StringFlag{Name: "save-outputs", Usage: "write the model's outputs over the dataset to `FILE.npz`"},
 			&cli.IntFlag{Name: "warmup", Value: 3, Usage: "untimed runs (`N`) before timing latency/throughput"},
@@ -182,6 +182,13 @@ func evalAction(c *cli.Context) error {
 			res.Params = p
 		}
 	}
+	// the report is prepared before --save-outputs is written, so an
+	// unwritable report leaves nothing behind
+	rep, err := prepareReport(c.String("report"))
+	if err != nil {
+		return err
+	}
+	defer rep.abort()
 	if p := c.String("save-outputs"); p != "" {
 		arrays := map[string]*evalharness.Array{}
 		for i, o := range cand.Outputs() {
@@ -191,12 +198,22 @@ func evalAction(c *cli.Context) error {
 			return fmt.Errorf("--save-outputs: %w", err)
 		}
 	}
-	return evalOutput(c, res, gate)
+	return evalOutputTo(c, res, gate, rep)
 }
 
 // evalOutput checks the gate, writes --report, and prints the result as
 // JSON (--json) or a table.
 func evalOutput(c *cli.Context, res *evalharness.Result, gate *evalharness.Gate) error {
+	rep, err := prepareReport(c.String("report"))
+	if err != nil {
+		return err
+	}
+	defer rep.abort()
+	return evalOutputTo(c, res, gate, rep)
+}
+
+// evalOutputTo is evalOutput with the report already prepared.
+func evalOutputTo(c *cli.Context, res *evalharness.Result, gate *evalharness.Gate, rep *pendingReport) error {
 	if len(gate.Conditions) > 0 {
 		gate.CheckResult(res)
 	}
@@ -204,10 +221,8 @@ func evalOutput(c *cli.Context, res *evalharness.Result, gate *evalharness.Gate)
 	if err != nil {
 		return err
 	}
-	if p := c.String("report"); p != "" {
-		if err := writeReport(p, doc); err != nil {
-			return err
-		}
+	if err := rep.commit(doc); err != nil {
+		return err
 	}
 	if c.Bool("json") {
 		os.Stdout.Write(doc)
@@ -232,11 +247,11 @@ func contains(s []string, x string) bool {
 // printEvalTable prints the result as an aligned table.
 func printEvalTable(w io.Writer, res *evalharness.Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "model\t%s\n", res.Model)
+	fmt.Fprintf(tw, "model\t%s\n", displayName(res.Model))
 	if res.Reference != nil {
-		fmt.Fprintf(tw, "reference\t%s\n", res.Reference.Model)
+		fmt.Fprintf(tw, "reference\t%s\n", displayName(res.Reference.Model))
 	}
-	fmt.Fprintf(tw, "samples\t%d (batch %d, output %s)\n", res.Samples, res.Batch, res.Output)
+	fmt.Fprintf(tw, "samples\t%d (batch %d, output %s)\n", res.Samples, res.Batch, displayName(res.Output))
 	if res.Params > 0 {
 		fmt.Fprintf(tw, "params\t%d\n", res.Params)
 	}

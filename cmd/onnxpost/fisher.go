@@ -43,8 +43,8 @@ shaped like MODEL's parameters: what merge --method fisher --fisher reads.
 			&cli.BoolFlag{Name: "json", Usage: "print the machine-readable result on stdout"},
 			&cli.StringFlag{Name: "report", Usage: "write the JSON result to `FILE.json`"},
 			&cli.StringFlag{Name: "ep", Value: "cpu", Usage: "ONNX Runtime execution provider: cpu or cuda"},
-			&cli.IntFlag{Name: "threads", Value: 0, Usage: "ONNX Runtime intra-op threads (0: its default)"},
-			&cli.StringFlag{Name: "ort-lib", Usage: "path of libonnxruntime.so (default: $ONNXPOST_ORT_LIB, then .cache/onnxruntime, then system paths)"},
+			threadsFlag(),
+			&cli.StringFlag{Name: "ort-lib", Usage: ortLibUsage},
 		},
 		Action: fisherAction,
 	})
@@ -92,6 +92,11 @@ func fisherAction(c *cli.Context) error {
 	}
 	secs := time.Since(t0).Seconds()
 	fm.SetMetadata("onnxpost.version", version)
+	rep, err := prepareReport(c.String("report"))
+	if err != nil {
+		return err
+	}
+	defer rep.abort()
 	if err := fm.Save(out, &onnxio.SaveOptions{}); err != nil {
 		return fmt.Errorf("writing %s: %w", out, err)
 	}
@@ -113,10 +118,8 @@ func fisherAction(c *cli.Context) error {
 		return err
 	}
 	doc = append(doc, '\n')
-	if p := c.String("report"); p != "" {
-		if err := writeReport(p, doc); err != nil {
-			return err
-		}
+	if err := rep.commit(doc); err != nil {
+		return err
 	}
 	if c.Bool("json") {
 		os.Stdout.Write(doc)

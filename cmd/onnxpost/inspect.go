@@ -3,10 +3,14 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 
@@ -168,38 +172,81 @@ func inspectAction(c *cli.Context) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(r)
 	}
-	w := os.Stdout
-	fmt.Fprintf(w, "model      %s\n", c.Args().First())
-	fmt.Fprintf(w, "ir_version %d   producer %s\n", r.IRVersion, r.Producer)
+	printInspect(os.Stdout, c.Args().First(), r)
+	return nil
+}
+
+// printInspect writes the human-readable inspection. Every string that
+// comes from the model (names, op types, domains, dim params, producer)
+// goes through displayName: a model is untrusted input and its names must
+// not move the cursor, clear the terminal or fake table rows.
+func printInspect(w io.Writer, path string, r *inspectReport) {
+	fmt.Fprintf(w, "model      %s\n", displayName(path))
+	fmt.Fprintf(w, "ir_version %d   producer %s\n", r.IRVersion, displayName(r.Producer))
 	var ops []string
 	for d, v := range r.Opsets {
 		if d == "" {
 			d = "ai.onnx"
 		}
-		ops = append(ops, fmt.Sprintf("%s:%d", d, v))
+		ops = append(ops, fmt.Sprintf("%s:%d", displayName(d), v))
 	}
 	sort.Strings(ops)
 	fmt.Fprintf(w, "opsets     %s\n", strings.Join(ops, " "))
 	for _, v := range r.Inputs {
-		fmt.Fprintf(w, "input      %s %s %v\n", v.Name, v.DType, v.Shape)
+		fmt.Fprintf(w, "input      %s %s %s\n", displayName(v.Name), v.DType, displayShape(v.Shape))
 	}
 	for _, v := range r.Outputs {
-		fmt.Fprintf(w, "output     %s %s %v\n", v.Name, v.DType, v.Shape)
+		fmt.Fprintf(w, "output     %s %s %s\n", displayName(v.Name), v.DType, displayShape(v.Shape))
 	}
 	var hist []string
 	for op, n := range r.Ops {
-		hist = append(hist, fmt.Sprintf("%s×%d", op, n))
+		hist = append(hist, fmt.Sprintf("%s×%d", displayName(op), n))
 	}
 	sort.Strings(hist)
 	fmt.Fprintf(w, "ops        %s\n\n", strings.Join(hist, " "))
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tOP\tROLE\tSHAPE\tDTYPE\tPARAMS\tZEROS")
 	for _, x := range r.Weights {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%.1f%%\n", x.Name, x.Op, x.Role, x.Shape, x.DType, x.Params, 100*x.ZeroFraction)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%.1f%%\n", displayName(x.Name), displayName(x.Op), displayName(x.Role), x.Shape, x.DType, x.Params, 100*x.ZeroFraction)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\n%d parameters in %d tensors, %d bytes\n", r.Params, len(r.Weights), r.Bytes)
-	return nil
+}
+
+// displayName returns s as it is when it is plain printable text, else
+// quoted in Go syntax (strconv.Quote): a name that is empty, not valid
+// UTF-8, or holds a space, a control or format character (escape
+// sequences, newlines, tabs, bidirectional overrides), a quote, a
+// backslash or a "|" is shown quoted and escaped.
+func displayName(s string) string {
+	if s == "" {
+		return `""`
+	}
+	if !utf8.ValidString(s) {
+		return strconv.QuoteToASCII(s)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) || r == ' ' || r == '|' || r == '"' || r == '\\' || r == '\t' {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+// displayShape formats a shape whose symbolic dims come from the model.
+func displayShape(shape []any) string {
+	parts := make([]string, len(shape))
+	for i, d := range shape {
+		switch x := d.(type) {
+		case string:
+			parts[i] = displayName(x)
+		case nil:
+			parts[i] = "?"
+		default:
+			parts[i] = fmt.Sprint(x)
+		}
+	}
+	return "[" + strings.Join(parts, " ") + "]"
 }
 
 func convertAction(c *cli.Context) error {

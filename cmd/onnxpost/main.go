@@ -117,7 +117,7 @@ func exitCode(err error) int {
 		}
 		return ec.ExitCode()
 	}
-	fmt.Fprintln(os.Stderr, "onnxpost:", err)
+	fmt.Fprintln(os.Stderr, "onnxpost:", cliMessage(err))
 	return exitError
 }
 

@@ -52,7 +52,10 @@ the first model) and the inputs; --gate decides whether it is written.
 
 --config reads a mergekit-like YAML file (method, base_model, models with
 parameters weight/density, global parameters, output, data, gate); flags given
-on the command line override its values.`,
+on the command line override its values. Its paths are relative to its
+folder; its output must stay inside that folder, or inside --out-dir DIR
+(no absolute path, "..", or symbolic link leaving it), and it cannot set
+ort-lib or threads.`,
 		Flags: append(commonFlags(),
 			&cli.StringFlag{Name: "method", Usage: "merge `METHOD`: linear, task-arithmetic, ties, dare, dare-ties, slerp, fisher"},
 			&cli.StringFlag{Name: "base", Usage: "the pre-trained model `BASE.onnx` deltas are taken from"},
@@ -69,6 +72,7 @@ on the command line override its values.`,
 			&cli.StringFlag{Name: "include", Usage: "merge only tensors whose name matches `REGEX`"},
 			&cli.StringFlag{Name: "exclude", Usage: "do not merge tensors whose name matches `REGEX` (they keep the base's or first model's values)"},
 			&cli.StringFlag{Name: "config", Usage: "read the merge from `merge.yaml`"},
+			&cli.StringFlag{Name: "out-dir", Usage: "with --config: resolve the config's output inside `DIR` (an existing folder) instead of the config's folder"},
 			&cli.BoolFlag{Name: "progress", Usage: "show a progress bar on stderr even when it is not a terminal"},
 		),
 		Action: mergeAction,
@@ -107,7 +111,11 @@ func mergeSpecFrom(c *cli.Context) (*mergeSpec, error) {
 		if c.NArg() > 0 {
 			return nil, usagef("with --config the models come from the file; got %d model arguments too", c.NArg())
 		}
-		cfg, err := merge.LoadConfig(p)
+		outDir, err := outDirFlag(c)
+		if err != nil {
+			return nil, err
+		}
+		cfg, err := merge.LoadConfig(p, merge.WithOutDir(outDir))
 		if err != nil {
 			return nil, usagef("%v", err)
 		}
@@ -126,6 +134,9 @@ func mergeSpecFrom(c *cli.Context) (*mergeSpec, error) {
 			}
 		}
 	} else {
+		if c.IsSet("out-dir") {
+			return nil, usagef("--out-dir applies to --config only (-o names the output)")
+		}
 		s.models = c.Args().Slice()
 		if !c.IsSet("method") {
 			return nil, usagef("--method is required (linear, task-arithmetic, ties, dare, dare-ties, slerp, fisher) unless --config is given")
@@ -423,7 +434,13 @@ func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report m
 	if c.Bool("external-data") {
 		so.External = onnxio.ExternalAlways
 	}
-	err := mg.Save(out, path, so)
+	rep, err := prepareReport(c.String("report"))
+	if err != nil {
+		stopProgress()
+		return err
+	}
+	defer rep.abort()
+	err = mg.Save(out, path, so)
 	stopProgress()
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
@@ -436,7 +453,7 @@ func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report m
 	if err != nil {
 		return err
 	}
-	return publish(c, res, doc, true, path, path)
+	return publish(c, rep, res, doc, true, path, path)
 }
 
 // progressBar draws a one-line progress bar on stderr when it is a

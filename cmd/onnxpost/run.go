@@ -9,6 +9,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/internal/safefs"
 	"github.com/onnxpost/onnxpost/pipeline"
 )
 
@@ -37,10 +39,19 @@ is written in every case.
     - search: {target: 0.5, calib: models/data/digits_union_val.npz}
       gate: "accuracy_drop<=0.05"
 
-Paths are relative to the recipe's folder. Exit code 3 when a gate fails.`,
+Paths are relative to the recipe's folder. Everything the recipe writes
+(output, report and its .md/.png, workdir, and step flags such as
+save-outputs or plots) must stay inside that folder, or inside --out-dir
+DIR when given: absolute paths, ".." and symbolic links that leave it are
+refused before anything runs (exit code 2). A recipe cannot set ort-lib
+or threads above the limit (see SECURITY.md). The output's metadata
+records the recipe's SHA-256 and its validated form, not its text.
+Exit code 3 when a gate fails.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print the recipe report as JSON on stdout"},
 			&cli.BoolFlag{Name: "check", Usage: "only validate the recipe"},
+			&cli.StringFlag{Name: "ort-lib", Usage: ortLibUsage + "; used by every step"},
+			&cli.StringFlag{Name: "out-dir", Usage: "write the recipe's outputs inside `DIR` (an existing folder) instead of the recipe's folder"},
 		},
 		Action: runAction,
 	})
@@ -69,7 +80,7 @@ func runAction(c *cli.Context) error {
 		return usagef("run takes one RECIPE.yaml argument")
 	}
 	path := c.Args().First()
-	src, err := os.ReadFile(path)
+	src, err := safefs.ReadConfig(path)
 	if err != nil {
 		return err
 	}
@@ -77,13 +88,23 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := pipeline.ParseRecipe(src, abs, flagSpec)
+	outDir, err := outDirFlag(c)
+	if err != nil {
+		return err
+	}
+	r, err := pipeline.ParseRecipe(src, abs, flagSpec, pipeline.WithOutDir(outDir))
 	if err != nil {
 		return usageError{err.Error()}
 	}
 	if c.Bool("check") {
 		fmt.Fprintf(os.Stderr, "recipe %s: %d steps, valid\n", path, len(r.Steps))
 		return nil
+	}
+	if p := c.String("ort-lib"); p != "" {
+		// the library is loaded once per process: every step uses it
+		if err := evalharness.Init(p); err != nil {
+			return err
+		}
 	}
 	step := func(ctx context.Context, args []string) (map[string]any, error) {
 		fmt.Fprintf(os.Stderr, "==> onnxpost %v\n", args)
