@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -268,23 +267,12 @@ func modelParams(m *onnxio.Model) (int64, error) {
 	return n, nil
 }
 
-// fileBytes returns the size of a written model plus its external data
-// file when the same save wrote one (forced, or chosen automatically past
-// 2 GB; a stale file from an older save is not counted).
+// fileBytes returns the size of a written model plus the external data
+// files it references.
 func fileBytes(path string, so *onnxio.SaveOptions) int64 {
-	st, err := os.Stat(path)
+	n, err := onnxio.DiskSize(path)
 	if err != nil {
 		return 0
-	}
-	n := st.Size()
-	data := so.DataFile
-	if data == "" {
-		data = filepath.Base(path) + ".data"
-	}
-	if ds, err := os.Stat(filepath.Join(filepath.Dir(path), data)); err == nil {
-		if so.External == onnxio.ExternalAlways || !ds.ModTime().Before(st.ModTime().Add(-time.Minute)) {
-			n += ds.Size()
-		}
 	}
 	return n
 }
