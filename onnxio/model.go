@@ -50,7 +50,7 @@ func WithLimits(l Limits) Option { return func(c *loadConfig) { c.limits = l } }
 
 // Model is a loaded ONNX model. Its methods never modify the files it was
 // loaded from. A Model is not safe for concurrent mutation; concurrent
-// reads (Initializer, Weights, ...) are safe.
+// reads (Initializer, Weights, Bytes, Save, ...) are safe.
 type Model struct {
 	p      *pb.ModelProto
 	dir    string // folder external data is resolved against; "" forbids external data
