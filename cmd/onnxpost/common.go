@@ -50,13 +50,43 @@ func sessionOptions(c *cli.Context) (evalharness.SessionOptions, error) {
 }
 
 // loadDataset loads the dataset named by a flag (e.g. "data" or "calib");
-// it returns nil when the flag is not set.
+// it returns nil when the flag is not set. It reads only the arrays that
+// the command's model (its first argument) takes as inputs, and labels.
 func loadDataset(c *cli.Context, flag string) (*evalharness.Dataset, error) {
 	p := c.String(flag)
 	if p == "" {
 		return nil, nil
 	}
-	return evalharness.LoadDataset(p)
+	return loadDatasetFor(p, modelInputNames(c.Args().First()))
+}
+
+// loadDatasetFor loads the dataset at path reading only the arrays named
+// in inputs, and labels (every array when inputs is nil).
+func loadDatasetFor(path string, inputs []string) (*evalharness.Dataset, error) {
+	return evalharness.LoadDatasetFor(path, evalharness.DatasetOptions{Inputs: inputs})
+}
+
+// modelInputNames returns the input names of the model file at path, read
+// without loading its tensors, or nil when they cannot be read (the
+// dataset is then read whole and the model's own load reports the error).
+func modelInputNames(path string) []string {
+	if path == "" {
+		return nil
+	}
+	sig, err := onnxio.ReadSignature(path)
+	if err != nil {
+		return nil
+	}
+	return valueNames(sig.Inputs)
+}
+
+// valueNames returns the names of vs, or nil when there are none.
+func valueNames(vs []onnxio.ValueInfo) []string {
+	var names []string
+	for _, v := range vs {
+		names = append(names, v.Name)
+	}
+	return names
 }
 
 // finish is the single path every transforming command ends with

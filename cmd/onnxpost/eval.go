@@ -119,7 +119,7 @@ func evalAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ds, err := evalharness.LoadDataset(c.String("data"))
+	ds, err := loadDatasetFor(c.String("data"), modelInputNames(path))
 	if err != nil {
 		return err
 	}
