@@ -1,10 +1,12 @@
 package onnxio
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -31,6 +33,7 @@ type wireField struct {
 	num      protowire.Number
 	typ      protowire.Type
 	off, len int64
+	vstart   int64 // where the encoded value starts (just after the tag)
 }
 
 // scanFields calls fn for every field of the message in r[off:end),
@@ -51,7 +54,7 @@ func scanFields(r io.ReaderAt, off, end int64, fn func(f wireField) error) error
 			return fmt.Errorf("%w: %v", ErrFormat, protowire.ParseError(tl))
 		}
 		off += int64(tl)
-		f := wireField{num: num, typ: typ}
+		f := wireField{num: num, typ: typ, vstart: off}
 		switch typ {
 		case protowire.VarintType:
 			_, vl := protowire.ConsumeVarint(b[tl:])
@@ -195,6 +198,13 @@ func ReadSignature(path string) (*Signature, error) {
 	return s, nil
 }
 
+// ReadSignatureFrom is ReadSignature on a serialized model of size bytes
+// held by r (e.g. a bytes.Reader): nothing is copied but value infos and
+// initializer names.
+func ReadSignatureFrom(r io.ReaderAt, size int64) (*Signature, error) {
+	return readSignature(r, size)
+}
+
 func readSignature(r io.ReaderAt, size int64) (*Signature, error) {
 	var ins, outs []*pb.ValueInfoProto
 	inits := map[string]bool{}
@@ -271,4 +281,154 @@ func DiskSize(path string) (int64, error) {
 		n += ds.Size()
 	}
 	return n, nil
+}
+
+// lazyThreshold is the smallest inline raw_data that LoadLazy leaves in
+// the file.
+var lazyThreshold int64 = 64 << 10
+
+const fieldTensorRawData = 9 // TensorProto.raw_data
+
+// LoadLazy loads the model at path like Load but leaves the raw data of the
+// main graph's large inline initializers (64 KiB and more) in the file: they
+// become references into the model file itself, read on demand like
+// external data. Describing, inspecting and counting the parameters of a
+// large inline model thus costs memory for its graph only, not its weights.
+//
+// The model is meant for reading. Its large initializers report IsExternal,
+// so Save with ExternalAuto writes them to a data file; the model file must
+// not change while the model is in use.
+func LoadLazy(path string, opts ...Option) (*Model, error) {
+	cfg := loadConfig{limits: DefaultLimits}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	f, size, err := safefile.Open(path)
+	if errors.Is(err, ErrNotRegular) {
+		return nil, fmt.Errorf("%w: %w", ErrFormat, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if size > cfg.limits.MaxModelBytes {
+		return nil, fmt.Errorf("%w: %s is %d bytes, over the %d-byte limit", ErrLimit, path, size, cfg.limits.MaxModelBytes)
+	}
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	p, err := lazyModel(f, size, filepath.Base(path))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	m := &Model{p: p, dir: dir, limits: cfg.limits}
+	if err := m.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	m.reindex()
+	return m, nil
+}
+
+// appendField appends field f of r (tag and value) to b.
+func appendField(b []byte, r io.ReaderAt, f wireField) ([]byte, error) {
+	// the tag and length precede f.off; re-encode them
+	b = protowire.AppendTag(b, f.num, f.typ)
+	switch f.typ {
+	case protowire.BytesType:
+		b = protowire.AppendVarint(b, uint64(f.len))
+		n := len(b)
+		b = append(b, make([]byte, f.len)...)
+		if _, err := r.ReadAt(b[n:], f.off); err != nil && !(err == io.EOF && f.len == 0) {
+			return nil, err
+		}
+		return b, nil
+	}
+	// scalar fields: copy their encoded value
+	var v [binary64]byte
+	n, err := r.ReadAt(v[:], f.vstart)
+	if err != nil && err != io.EOF {
+		return nil, err
+	}
+	var l int
+	switch f.typ {
+	case protowire.VarintType:
+		_, l = protowire.ConsumeVarint(v[:n])
+	case protowire.Fixed32Type:
+		l = 4
+	case protowire.Fixed64Type:
+		l = 8
+	}
+	if l <= 0 || l > n {
+		return nil, fmt.Errorf("%w: bad field %d", ErrFormat, f.num)
+	}
+	return append(b, v[:l]...), nil
+}
+
+// lazyModel decodes the model in r field by field (protobuf merges
+// repeated occurrences of a message), replacing large raw_data of the main
+// graph's initializers by references to file at their offsets.
+func lazyModel(r io.ReaderAt, size int64, file string) (*pb.ModelProto, error) {
+	var top, graph []byte
+	var inits []*pb.TensorProto
+	err := scanFields(r, 0, size, func(f wireField) error {
+		if f.num != fieldModelGraph || f.typ != protowire.BytesType {
+			var err error
+			top, err = appendField(top, r, f)
+			return err
+		}
+		return scanFields(r, f.off, f.off+f.len, func(g wireField) error {
+			if g.num != fieldGraphInitializer || g.typ != protowire.BytesType {
+				var err error
+				graph, err = appendField(graph, r, g)
+				return err
+			}
+			var tb []byte
+			var raw *wireField
+			err := scanFields(r, g.off, g.off+g.len, func(t wireField) error {
+				if t.num == fieldTensorRawData && t.typ == protowire.BytesType && t.len >= lazyThreshold {
+					tf := t
+					raw = &tf
+					return nil
+				}
+				var err error
+				tb, err = appendField(tb, r, t)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			t := &pb.TensorProto{}
+			if err := proto.Unmarshal(tb, t); err != nil {
+				return fmt.Errorf("%w: %v", ErrFormat, err)
+			}
+			if raw != nil {
+				if t.GetDataLocation() == pb.TensorProto_EXTERNAL || len(t.ExternalData) > 0 {
+					return fmt.Errorf("%w: initializer %q has both raw_data and external data", ErrFormat, t.GetName())
+				}
+				t.DataLocation = pb.TensorProto_EXTERNAL.Enum()
+				t.ExternalData = []*pb.StringStringEntryProto{
+					{Key: proto.String("location"), Value: proto.String(file)},
+					{Key: proto.String("offset"), Value: proto.String(strconv.FormatInt(raw.off, 10))},
+					{Key: proto.String("length"), Value: proto.String(strconv.FormatInt(raw.len, 10))},
+				}
+			}
+			inits = append(inits, t)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	p := &pb.ModelProto{}
+	if err := proto.Unmarshal(top, p); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
+	}
+	g := &pb.GraphProto{}
+	if err := proto.Unmarshal(graph, g); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
+	}
+	g.Initializer = inits
+	p.Graph = g
+	return p, nil
 }

@@ -577,6 +577,9 @@ func WriteFile(path string, arrays map[string]*Array) (err error) {
 	if err = bw.Flush(); err != nil {
 		return err
 	}
+	if err = tmp.Chmod(0o644); err != nil { // CreateTemp makes 0600
+		return err
+	}
 	if err = tmp.Close(); err != nil {
 		return err
 	}
