@@ -85,3 +85,48 @@ func TestDuplicateInitializerNamesCLI(t *testing.T) {
 		}
 	}
 }
+
+// TestOutputPathRefusedCLI: -o naming a folder or nothing exits 1 and
+// writes nothing, neither DIR.data nor a "..data" file.
+func TestOutputPathRefusedCLI(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.onnx")
+	m := onnxio.New("mm", 17)
+	w, _ := onnxio.FromFloat32("W", onnxio.Float, []int64{64, 64}, make([]float32, 64*64))
+	if err := m.SetInitializer(w); err != nil {
+		t.Fatal(err)
+	}
+	m.AddInput(onnxio.ValueInfo{Name: "x", DType: onnxio.Float, Shape: []onnxio.Dim{{Value: 1}, {Value: 64}}})
+	m.AddOutput(onnxio.ValueInfo{Name: "y", DType: onnxio.Float, Shape: []onnxio.Dim{{Value: 1}, {Value: 64}}})
+	if err := m.InsertNodes(onnxio.Node{Name: "mm", OpType: "MatMul", Inputs: []string{"x", "W"}, Outputs: []string{"y"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Save(in, nil); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	wd, _ := os.Getwd()
+	if err := os.Chdir(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chdir(wd)
+	for _, out := range []string{sub, ""} {
+		code, stderr := runStderr(t, []string{"onnxpost", "quantize", in, "--weights", "fp16", "--external-data", "-o", out})
+		if code == 0 {
+			t.Errorf("-o %q: exit 0 (stderr %q)", out, stderr)
+		}
+		es, _ := os.ReadDir(dir)
+		for _, e := range es {
+			if e.Name() != "in.onnx" && e.Name() != "sub" {
+				t.Errorf("-o %q left %s", out, e.Name())
+			}
+		}
+	}
+	code, stderr := runStderr(t, []string{"onnxpost", "quantize", in, "--weights", "fp16", "-o", sub})
+	if code != 1 || !strings.Contains(stderr, "is a folder") {
+		t.Errorf("-o DIR: exit %d, stderr %q; want 1 and \"is a folder\"", code, stderr)
+	}
+}
