@@ -7,7 +7,13 @@
 //
 // Files are untrusted: every header field and length is checked, against
 // Limits too, before use; the reader allocates in proportion to the bytes
-// actually present, returns errors wrapping ErrFormat and never panics.
+// actually present, returns errors wrapping ErrFormat (ErrLimit past
+// Limits) and never panics. The arrays read from one archive hold at most
+// MaxTotalBytes together, checked against each entry's declared size and
+// .npy header before its data is inflated; an entry that inflates past its
+// declared size stops there; arrays a caller does not select
+// (ReadSelected) are skipped unread. Files are opened only when they are
+// regular files (FIFOs and devices are refused before the open).
 // Fortran-order, big-endian, structured, object and string arrays are
 // rejected with an error saying so.
 package npz
