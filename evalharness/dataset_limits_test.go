@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/onnxpost/onnxpost/evalharness/npz"
@@ -134,7 +133,7 @@ func TestNPZEntryLyingAboutItsSize(t *testing.T) {
 func TestDatasetSpecialFiles(t *testing.T) {
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "fifo.npz")
-	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+	if err := mkfifo(fifo); err != nil {
 		t.Skip("no FIFOs here:", err)
 	}
 	zero := filepath.Join(dir, "zero.npz")
@@ -143,7 +142,7 @@ func TestDatasetSpecialFiles(t *testing.T) {
 	tdZero := filepath.Join(dir, "td_zero", "test_data_set_0")
 	os.MkdirAll(tdFifo, 0o755)
 	os.MkdirAll(tdZero, 0o755)
-	syscall.Mkfifo(filepath.Join(tdFifo, "input_0.pb"), 0o644)
+	mkfifo(filepath.Join(tdFifo, "input_0.pb"))
 	os.Symlink("/dev/zero", filepath.Join(tdZero, "input_0.pb"))
 	for _, p := range []string{fifo, zero, filepath.Dir(tdFifo), filepath.Dir(tdZero)} {
 		if _, err := LoadDataset(p); !errors.Is(err, ErrDataset) || !strings.Contains(err.Error(), "not a regular file") && !strings.Contains(err.Error(), "is a ") {
