@@ -3,6 +3,7 @@ package evalharness
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -65,7 +66,11 @@ func loadTestDataDir(dir string, maxBytes int64) (*Dataset, error) {
 				continue
 			}
 			idx, _ := strconv.Atoi(m[2])
-			raw, err := safefile.ReadFile(filepath.Join(s.path, f.Name()), budget)
+			max := budget
+			if max > math.MaxInt32 {
+				max = math.MaxInt32 // protobuf's own limit for one message
+			}
+			raw, err := safefile.ReadFile(filepath.Join(s.path, f.Name()), max)
 			if errors.Is(err, safefile.ErrTooLarge) {
 				return nil, fmt.Errorf("%w: %s: %v: the test-data folder holds more than %d bytes (raise the limit with ONNXPOST_MAX_DATASET_BYTES)", ErrDataset, dir, err, maxBytes)
 			}
