@@ -5,6 +5,9 @@
 //
 //	go run ./evalharness/internal/memgen -mb 300 -out /tmp/evalmem
 //	/usr/bin/time -v onnxpost eval /tmp/evalmem/model.onnx --data /tmp/evalmem/data.npz
+//	/usr/bin/time -v python evalharness/internal/memgen/ort_eval.py /tmp/evalmem/model.onnx /tmp/evalmem/data.npz
+//
+// (the second is ONNX Runtime's own peak on the same file, for comparison).
 //
 // Weights are small (scaled so activations stay finite) and vary per layer.
 package main
