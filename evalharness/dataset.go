@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
+	"github.com/onnxpost/onnxpost/evalharness/npz"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -37,6 +39,9 @@ type Dataset struct {
 	// Extra lists arrays of the file that are neither inputs nor labels
 	// (they are ignored).
 	Extra []string
+
+	// skipped lists the arrays LoadDatasetFor did not read.
+	skipped []string
 }
 
 // NewDataset builds a dataset from arrays keyed by input name and optional
@@ -94,23 +99,82 @@ func (d *Dataset) inputNames() []string {
 	return names
 }
 
+// DefaultMaxDatasetBytes bounds the bytes of arrays that one dataset load
+// reads when DatasetOptions.MaxBytes is 0: 4 GiB, or the value of the
+// environment variable ONNXPOST_MAX_DATASET_BYTES (a byte count) when it
+// is set.
+var DefaultMaxDatasetBytes int64 = 4 << 30
+
+func init() {
+	if v, err := strconv.ParseInt(os.Getenv("ONNXPOST_MAX_DATASET_BYTES"), 10, 64); err == nil && v > 0 {
+		DefaultMaxDatasetBytes = v
+	}
+}
+
+// DatasetOptions selects and bounds what LoadDatasetFor reads.
+type DatasetOptions struct {
+	// Inputs names the arrays the model reads (its input names). A .npz's
+	// other arrays, except labels, are skipped unread and listed in
+	// Extra. nil reads every array.
+	Inputs []string
+	// MaxBytes bounds the bytes of all arrays read together (.npz data,
+	// or the .pb files of a test-data folder); 0 means
+	// DefaultMaxDatasetBytes. An archive entry or header that declares
+	// more than what is left is refused before its data is read.
+	MaxBytes int64
+}
+
+func (o DatasetOptions) maxBytes() int64 {
+	if o.MaxBytes > 0 {
+		return o.MaxBytes
+	}
+	return DefaultMaxDatasetBytes
+}
+
 // LoadDataset reads a .npz file (arrays named after the model inputs plus
 // an optional integer "labels" array) or an ONNX test-data folder
 // (test_data_set_*/input_*.pb and output_*.pb; the sets are concatenated
-// along the first axis).
+// along the first axis). It reads every array; LoadDatasetFor reads only
+// those a model needs.
 func LoadDataset(path string) (*Dataset, error) {
+	return LoadDatasetFor(path, DatasetOptions{})
+}
+
+// LoadDatasetFor is LoadDataset reading only the arrays named in
+// opt.Inputs (and labels), within opt.MaxBytes. Special files (FIFOs,
+// devices, also behind symlinks) are refused before they are opened.
+func LoadDatasetFor(path string, opt DatasetOptions) (*Dataset, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrDataset, err)
 	}
 	if st.IsDir() {
-		return loadTestDataDir(path)
+		return loadTestDataDir(path, opt.maxBytes())
 	}
-	arrays, err := ReadNPZ(path)
+	var want func(string) bool
+	if opt.Inputs != nil {
+		names := map[string]bool{LabelsName: true}
+		for _, n := range opt.Inputs {
+			names[n] = true
+		}
+		want = func(n string) bool { return names[n] }
+	}
+	arrays, skipped, err := readNPZSelected(path, want, opt.maxBytes())
+	if errors.Is(err, npz.ErrLimit) {
+		return nil, fmt.Errorf("%w: %w (raise the limit with ONNXPOST_MAX_DATASET_BYTES)", ErrDataset, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrDataset, err)
+		return nil, fmt.Errorf("%w: %w", ErrDataset, err)
 	}
-	return datasetFromArrays(path, arrays)
+	if len(arrays) == 0 && len(skipped) > 0 {
+		return nil, fmt.Errorf("%w: %s holds none of the model's inputs %s (it holds: %s)", ErrDataset, path, strings.Join(opt.Inputs, ", "), strings.Join(skipped, ", "))
+	}
+	d, err := datasetFromArrays(path, arrays)
+	if err != nil {
+		return nil, err
+	}
+	d.skipped = skipped
+	return d, nil
 }
 
 func datasetFromArrays(path string, arrays map[string]*Array) (*Dataset, error) {
@@ -178,7 +242,7 @@ func (d *Dataset) Check(inputs []TensorInfo) error {
 			}
 		}
 	}
-	d.Extra = d.Extra[:0]
+	d.Extra = append(d.Extra[:0], d.skipped...)
 	for _, n := range have {
 		if !want[n] {
 			d.Extra = append(d.Extra, n)

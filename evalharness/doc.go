@@ -24,7 +24,12 @@
 // fails with ErrNoCUDA otherwise).
 //
 // Datasets (LoadDataset) are .npz files, read by the bounds-checked reader
-// of package npz, or ONNX test-data folders; Dataset.Check reports one clear
+// of package npz, or ONNX test-data folders. LoadDatasetFor reads only the
+// arrays a model takes (and labels): the others are skipped unread, and
+// what is read is bounded in total (DatasetOptions.MaxBytes, default
+// DefaultMaxDatasetBytes, 4 GiB or $ONNXPOST_MAX_DATASET_BYTES) before it
+// is inflated. Special files (FIFOs, devices) are refused before they are
+// opened. Dataset.Check reports one clear
 // error for a missing input, a wrong dtype, rank or size, labels of the
 // wrong length or an empty file. Evaluate batches along the first axis; with
 // EvalOptions.Shard it evaluates one part of the dataset and MergeResults

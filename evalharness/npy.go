@@ -27,6 +27,23 @@ func ReadNPZ(path string) (map[string]*Array, error) {
 	return out, nil
 }
 
+// readNPZSelected reads the arrays of a .npz file that want selects (all
+// when want is nil), at most maxBytes of data in all, and names the
+// arrays it skipped unread.
+func readNPZSelected(path string, want func(string) bool, maxBytes int64) (map[string]*Array, []string, error) {
+	lim := npz.DefaultLimits
+	lim.MaxTotalBytes = maxBytes
+	m, skipped, err := lim.ReadFileSelected(path, want)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make(map[string]*Array, len(m))
+	for k, a := range m {
+		out[k] = &Array{DType: onnxio.DType(a.Type), Shape: a.Shape, Data: a.Data}
+	}
+	return out, skipped, nil
+}
+
 // WriteNPZ writes arrays to path as an uncompressed .npz (like numpy.savez),
 // atomically.
 func WriteNPZ(path string, arrays map[string]*Array) error {

@@ -3,6 +3,7 @@
 package evalharness
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -144,23 +145,25 @@ func newSession(model []byte, path string, outNames []string, opt SessionOptions
 }
 
 // modelIO describes a model's inputs and outputs. It reads them from the
-// model's graph through onnxio (a protobuf parse), falling back to ONNX
-// Runtime's own description, which costs a temporary session.
+// model's graph through onnxio's streaming scan (value infos and
+// initializer names only: the weights are neither read nor copied, so the
+// only copy of a large model in memory is ONNX Runtime's own), falling back
+// to ONNX Runtime's own description, which costs a temporary session.
 func modelIO(model []byte, path string) (ins, outs []TensorInfo, err error) {
-	var m *onnxio.Model
+	var sig *onnxio.Signature
 	if path != "" {
 		if _, err := os.Stat(path); err != nil {
 			return nil, nil, fmt.Errorf("evalharness: %w", err)
 		}
-		m, err = onnxio.Load(path)
+		sig, err = onnxio.ReadSignature(path)
 	} else {
-		m, err = onnxio.LoadBytes(model, "")
+		sig, err = onnxio.ReadSignatureFrom(bytes.NewReader(model), int64(len(model)))
 	}
 	if err == nil {
-		for _, v := range m.Inputs() {
+		for _, v := range sig.Inputs {
 			ins = append(ins, TensorInfo{Name: v.Name, DType: v.DType, Shape: dimsOf(v.Shape)})
 		}
-		for _, v := range m.Outputs() {
+		for _, v := range sig.Outputs {
 			outs = append(outs, TensorInfo{Name: v.Name, DType: v.DType, Shape: dimsOf(v.Shape)})
 		}
 		return ins, outs, nil

@@ -1,13 +1,16 @@
 package evalharness
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 
+	"github.com/onnxpost/onnxpost/internal/safefile"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -21,7 +24,10 @@ var (
 // concatenated along the first axis, in set order. Tensors are keyed by
 // their TensorProto name, or "#i" (the i-th model input/output) when
 // unnamed; Check resolves "#i" against the model.
-func loadTestDataDir(dir string) (*Dataset, error) {
+//
+// Each .pb file must be a regular file; all of them together hold at most
+// maxBytes.
+func loadTestDataDir(dir string, maxBytes int64) (*Dataset, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrDataset, err)
@@ -47,6 +53,7 @@ func loadTestDataDir(dir string) (*Dataset, error) {
 	ins := map[string][]*Array{}
 	outs := map[string][]*Array{}
 	var inKeys, outKeys []string
+	budget := maxBytes
 	for si, s := range sets {
 		files, err := os.ReadDir(s.path)
 		if err != nil {
@@ -59,10 +66,18 @@ func loadTestDataDir(dir string) (*Dataset, error) {
 				continue
 			}
 			idx, _ := strconv.Atoi(m[2])
-			raw, err := os.ReadFile(filepath.Join(s.path, f.Name()))
-			if err != nil {
-				return nil, fmt.Errorf("%w: %v", ErrDataset, err)
+			max := budget
+			if max > math.MaxInt32 {
+				max = math.MaxInt32 // protobuf's own limit for one message
 			}
+			raw, err := safefile.ReadFile(filepath.Join(s.path, f.Name()), max)
+			if errors.Is(err, safefile.ErrTooLarge) {
+				return nil, fmt.Errorf("%w: %s: %v: the test-data folder holds more than %d bytes (raise the limit with ONNXPOST_MAX_DATASET_BYTES)", ErrDataset, dir, err, maxBytes)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrDataset, err)
+			}
+			budget -= int64(len(raw))
 			name, a, err := decodeTensorProto(raw)
 			if err != nil {
 				return nil, fmt.Errorf("%w: %s: %v", ErrDataset, filepath.Join(s.path, f.Name()), err)
@@ -110,7 +125,21 @@ func loadTestDataDir(dir string) (*Dataset, error) {
 	if err := d.init(); err != nil {
 		return nil, err
 	}
+	for _, name := range sortedKeys(d.Outputs) {
+		if a := d.Outputs[name]; a.Shape[0] != d.N {
+			return nil, fmt.Errorf("%w: %s: expected output %q has %d rows but the inputs have %d samples", ErrDataset, dir, name, a.Shape[0], d.N)
+		}
+	}
 	return d, nil
+}
+
+func sortedKeys(m map[string]*Array) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // decodeTensorProto decodes a serialized ONNX TensorProto into its name and

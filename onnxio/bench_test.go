@@ -52,13 +52,9 @@ func BenchmarkLoadSaveExternal(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var total int64
-	for _, f := range []string{src, src + ".data"} {
-		st, err := os.Stat(f)
-		if err != nil {
-			b.Fatal(err)
-		}
-		total += st.Size()
+	total, err := onnxio.DiskSize(src)
+	if err != nil {
+		b.Fatal(err)
 	}
 	out := filepath.Join(dir, "out")
 	if err := os.Mkdir(out, 0o755); err != nil {

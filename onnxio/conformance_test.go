@@ -153,8 +153,12 @@ func TestConformanceModels(t *testing.T) {
 			}
 		}
 		os.Remove(out)
+		if locs, err := DataFiles(ext); err == nil {
+			for _, l := range locs {
+				os.Remove(filepath.Join(filepath.Dir(ext), l))
+			}
+		}
 		os.Remove(ext)
-		os.Remove(ext + ".data")
 	}
 	t.Logf("conformance: %d distinct model.onnx files (%d duplicates skipped) from %v round-tripped inline and with external data (%d initializers compared)", len(models), dups, roots, inits)
 }

@@ -8,9 +8,26 @@
 // initializer's dims, data length and external-data reference are validated
 // before any tensor is decoded, so a hostile file gives an error, never a
 // panic, and nothing outside the model's folder is ever read. Tensors held in
-// external data are read lazily, on demand. Model.Save writes atomically
-// (temporary file, fsync, rename), inline or with external data (chosen
-// automatically when the model would pass protobuf's 2 GB limit).
+// external data are read lazily, on demand. Model.Save writes inline or with
+// external data (chosen automatically when the model would pass protobuf's
+// 2 GB limit). ReadSignature and DataFiles stream over a model file without
+// reading its tensors.
+//
+// # Saving
+//
+// A save never leaves a model next to another save's data, after any crash,
+// and a failed or cancelled save changes nothing. Each save writes its
+// external data to a file of its own, "<output>.<16 hex digits>.data", fsynced
+// before the model is written; the model is fsynced under a temporary name
+// and renamed over the output, the single commit point. Only then are the
+// data files of the replaced model removed, and only those named like save
+// data of the same output: hand-made data files that another model may share
+// (model.onnx.data) are never removed. On Linux the replaced model is taken
+// atomically (renameat2 RENAME_EXCHANGE), so concurrent saves to one output
+// each clean up exactly the model they replaced. A crash leaves at most
+// hidden ".onnxpost-*" temporaries and one unreferenced data file. An empty
+// output path, a folder or a special file is refused before anything is
+// written.
 //
 // Tensor gives typed views of every numeric ONNX data type — float32/64,
 // float16 and bfloat16 (round-to-nearest-even), the float8 and float4 types,
@@ -35,5 +52,14 @@
 //
 // Model files are untrusted. Limits bounds what Load accepts; external data
 // locations must be local paths (filepath.IsLocal) that resolve, symlinks
-// included, inside the model's folder.
+// included, inside the model's folder. Model files and external data files
+// must be regular files: FIFOs, devices and sockets (also through symlinks)
+// are refused before they are opened for reading (ErrNotRegular). Two
+// initializers of one graph with the same name are refused (ErrFormat).
+//
+// # Concurrency
+//
+// A Model is safe for concurrent reads, Bytes and Save included (they build
+// the output from shallow copies and never modify the Model); edits need
+// exclusive access.
 package onnxio

@@ -262,8 +262,44 @@ func f32bytes(n int) []byte { return make([]byte, 4*n) }
 
 func TestLoadRejectsNonRegular(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := Load(dir); !errors.Is(err, ErrFormat) {
-		t.Fatalf("folder: got %v, want ErrFormat", err)
+	if _, err := Load(dir); !errors.Is(err, ErrFormat) || !errors.Is(err, ErrNotRegular) {
+		t.Fatalf("folder: got %v, want ErrFormat and ErrNotRegular", err)
+	}
+	// a FIFO (nobody writes it: opening it for reading would block) and a
+	// symlink to an endless device are refused before they are read
+	fifo := filepath.Join(dir, "fifo.onnx")
+	if err := mkfifo(fifo); err != nil {
+		t.Skip("no FIFOs here:", err)
+	}
+	zero := filepath.Join(dir, "zero.onnx")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{fifo, zero} {
+		if _, err := Load(p); !errors.Is(err, ErrNotRegular) {
+			t.Errorf("%s: got %v, want ErrNotRegular", p, err)
+		}
+		if _, err := ReadSignature(p); !errors.Is(err, ErrNotRegular) {
+			t.Errorf("ReadSignature(%s): got %v, want ErrNotRegular", p, err)
+		}
+	}
+	// external data that is a FIFO or a link to /dev/zero
+	for loc, want := range map[string]error{"fifo.onnx": ErrNotRegular, "zero.onnx": ErrExternalPath} {
+		m := New("ext", 17)
+		m.p.Graph.Initializer = append(m.p.Graph.Initializer, &pb.TensorProto{Name: strPtr("W"), DataType: proto.Int32(int32(Float)), Dims: []int64{4},
+			DataLocation: pb.TensorProto_EXTERNAL.Enum(),
+			ExternalData: []*pb.StringStringEntryProto{{Key: strPtr("location"), Value: strPtr(loc)}, {Key: strPtr("length"), Value: strPtr("16")}}})
+		b, err := m.marshalWith(m.p.Graph.Initializer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, "m.onnx")
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(p); !errors.Is(err, want) {
+			t.Errorf("external data %s: got %v, want %v", loc, err, want)
+		}
 	}
 	if _, err := Load(filepath.Join(dir, "missing.onnx")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing: got %v, want ErrNotExist", err)

@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/onnxpost/onnxpost/internal/safefile"
 	pb "github.com/onnxpost/onnxpost/onnxio/internal/onnxpb"
 )
 
@@ -49,7 +50,7 @@ func WithLimits(l Limits) Option { return func(c *loadConfig) { c.limits = l } }
 
 // Model is a loaded ONNX model. Its methods never modify the files it was
 // loaded from. A Model is not safe for concurrent mutation; concurrent
-// reads (Initializer, Weights, ...) are safe.
+// reads (Initializer, Weights, Bytes, Save, ...) are safe.
 type Model struct {
 	p      *pb.ModelProto
 	dir    string // folder external data is resolved against; "" forbids external data
@@ -64,22 +65,18 @@ func Load(path string, opts ...Option) (*Model, error) {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	f, err := os.Open(path)
+	f, size, err := safefile.Open(path)
+	if errors.Is(err, ErrNotRegular) {
+		return nil, fmt.Errorf("%w: %w", ErrFormat, err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
+	if size > cfg.limits.MaxModelBytes {
+		return nil, fmt.Errorf("%w: %s is %d bytes, over the %d-byte limit", ErrLimit, path, size, cfg.limits.MaxModelBytes)
 	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: %s is not a regular file", ErrFormat, path)
-	}
-	if st.Size() > cfg.limits.MaxModelBytes {
-		return nil, fmt.Errorf("%w: %s is %d bytes, over the %d-byte limit", ErrLimit, path, st.Size(), cfg.limits.MaxModelBytes)
-	}
-	b := make([]byte, st.Size())
+	b := make([]byte, size)
 	if _, err := io.ReadFull(f, b); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
@@ -197,10 +194,50 @@ func (m *Model) validate() error {
 		}
 	}
 	walk(g, 0)
+	if err := checkUniqueInitializers(g, 0); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 10 {
 		errs = append(errs[:10], fmt.Errorf("... and %d more", len(errs)-10))
 	}
 	return errors.Join(errs...)
+}
+
+// checkUniqueInitializers refuses a graph (or, recursively, a subgraph)
+// in which two initializers, or an initializer and a sparse initializer,
+// share a name: which tensor a node reads would be undefined, and passes
+// that index initializers by name would act on one of them only.
+func checkUniqueInitializers(g *pb.GraphProto, depth int) error {
+	if g == nil || depth > 64 {
+		return nil
+	}
+	seen := make(map[string]bool, len(g.Initializer))
+	for _, t := range g.Initializer {
+		if seen[t.GetName()] {
+			return fmt.Errorf("%w: two initializers are named %q", ErrFormat, t.GetName())
+		}
+		seen[t.GetName()] = true
+	}
+	for _, st := range g.SparseInitializer {
+		name := st.GetValues().GetName()
+		if seen[name] {
+			return fmt.Errorf("%w: initializer %q is defined twice (an initializer and a sparse initializer, or two sparse initializers)", ErrFormat, name)
+		}
+		seen[name] = true
+	}
+	for _, n := range g.Node {
+		for _, a := range n.Attribute {
+			if err := checkUniqueInitializers(a.G, depth+1); err != nil {
+				return err
+			}
+			for _, sg := range a.Graphs {
+				if err := checkUniqueInitializers(sg, depth+1); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // extRef is a parsed external-data reference.
@@ -319,7 +356,7 @@ func (m *Model) externalRef(t *pb.TensorProto) (extRef, error) {
 		return ref, fmt.Errorf("%w: external data: %v", ErrFormat, err)
 	}
 	if !st.Mode().IsRegular() {
-		return ref, fmt.Errorf("%w: external data %q is not a regular file", ErrFormat, loc)
+		return ref, fmt.Errorf("%w: external data %q: %w", ErrFormat, loc, ErrNotRegular)
 	}
 	if ref.length < 0 {
 		ref.length = st.Size() - ref.offset
@@ -383,7 +420,7 @@ func (m *Model) tensorFromProto(t *pb.TensorProto) (*Tensor, error) {
 }
 
 func readRange(ref extRef) ([]byte, error) {
-	f, err := os.Open(ref.path)
+	f, _, err := safefile.Open(ref.path)
 	if err != nil {
 		return nil, err
 	}

@@ -1,16 +1,22 @@
 package onnxio
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/onnxpost/onnxpost/internal/safefile"
 	pb "github.com/onnxpost/onnxpost/onnxio/internal/onnxpb"
 )
 
@@ -43,9 +49,6 @@ type TransformFunc func(name string, t *Tensor) (*Tensor, error)
 type SaveOptions struct {
 	// External chooses inline or external data (default ExternalAuto).
 	External ExternalMode
-	// DataFile is the external data file name, relative to the output's
-	// folder (default: the output's base name + ".data").
-	DataFile string
 	// Threshold is the smallest tensor (bytes) stored externally
 	// (default 1024).
 	Threshold int64
@@ -56,15 +59,47 @@ type SaveOptions struct {
 	Transform TransformFunc
 	// Workers bounds concurrent Transform calls (default GOMAXPROCS).
 	Workers int
+	// Context, if set, cancels the save: it is checked between tensors and
+	// before the commit; a cancelled save removes its temporary files and
+	// leaves an existing output untouched (nil: never cancelled).
+	Context context.Context
 }
 
-// Save writes the model to path atomically: data goes to temporary files in
-// the output folder that are fsynced and renamed into place, so a failure
-// leaves any existing output untouched. The model itself is not changed.
-func (m *Model) Save(path string, opts *SaveOptions) error {
+// Save writes the model to path so that no crash, kill or failure can
+// leave a model that reads another save's data, and a failed or cancelled
+// save changes nothing:
+//
+//   - path is checked first: "" and an existing folder or special file are
+//     refused before anything is written;
+//   - external data goes to a file named after this save alone,
+//     "<base>.<16 hex digits>.data" beside the output (base is path's base
+//     name), written and fsynced under a temporary name, then renamed;
+//   - the model is written and fsynced under a temporary name, then renamed
+//     over path: that rename is the single commit point;
+//   - only after the commit, the data files that the replaced model
+//     referenced are removed, and only those named like a save's data file
+//     for this base name ("<base>.<16 hex>.data"); hand-made data files
+//     (model.onnx.data, weights.bin) are never removed. On Linux the
+//     replaced model is obtained atomically (renameat2 RENAME_EXCHANGE),
+//     so with concurrent saves to one path each replaced model is cleaned
+//     up by exactly one saver and the data of the model left in place is
+//     never removed.
+//
+// A crash leaves at most hidden ".onnxpost-*" temporary files and, between
+// the data's rename and the commit, an unreferenced data file. After a save
+// over the file the model was loaded from, the old data file is gone: load
+// the output again to read its tensors. The model itself is not changed.
+func (m *Model) Save(path string, opts *SaveOptions) (err error) {
 	var o SaveOptions
 	if opts != nil {
 		o = *opts
+	}
+	if err := checkOutput(path); err != nil {
+		return err
+	}
+	ctx := o.Context
+	if ctx == nil {
+		ctx = context.Background()
 	}
 	if o.Threshold == 0 {
 		o.Threshold = 1024
@@ -82,34 +117,46 @@ func (m *Model) Save(path string, opts *SaveOptions) error {
 			o.External = ExternalNever
 		}
 	}
-	dir := filepath.Dir(path)
-	if o.DataFile == "" {
-		o.DataFile = filepath.Base(path) + ".data"
-	}
-	if o.External == ExternalAlways && !filepath.IsLocal(o.DataFile) {
-		return fmt.Errorf("%w: data file %q", ErrExternalPath, o.DataFile)
+	dir, base := filepath.Dir(path), filepath.Base(path)
+	// Everything created before the commit is removed on any error.
+	var temps []string
+	defer func() {
+		if err != nil {
+			for _, t := range temps {
+				os.Remove(t)
+			}
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 
-	g := m.p.Graph
-	orig := g.Initializer
+	dataName := ""
+	orig := m.p.GetGraph().GetInitializer()
 	out := make([]*pb.TensorProto, len(orig))
 	var dataTmp *os.File
-	cleanup := func() {
+	defer func() {
 		if dataTmp != nil {
 			dataTmp.Close()
-			os.Remove(dataTmp.Name())
 		}
-	}
+	}()
 	if o.External == ExternalAlways {
+		if dataName, err = newDataName(base); err != nil {
+			return err
+		}
 		f, err := os.CreateTemp(dir, ".onnxpost-data-*")
 		if err != nil {
 			return err
 		}
 		dataTmp = f
+		temps = append(temps, f.Name())
 	}
 	var offset int64
 	externals := 0
-	err := m.forEachOrdered(orig, o, func(i int, src *pb.TensorProto, t *Tensor) error {
+	err = m.forEachOrdered(orig, o, func(i int, src *pb.TensorProto, t *Tensor) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if o.External != ExternalAlways {
 			if t == nil {
 				out[i] = src // unchanged, inline stays inline byte for byte
@@ -183,7 +230,7 @@ func (m *Model) Save(path string, opts *SaveOptions) error {
 			MetadataProps: src.MetadataProps,
 			DataLocation:  pb.TensorProto_EXTERNAL.Enum(),
 			ExternalData: []*pb.StringStringEntryProto{
-				{Key: proto.String("location"), Value: proto.String(filepath.ToSlash(o.DataFile))},
+				{Key: proto.String("location"), Value: proto.String(dataName)},
 				{Key: proto.String("offset"), Value: proto.String(strconv.FormatInt(offset, 10))},
 				{Key: proto.String("length"), Value: proto.String(strconv.FormatInt(size, 10))},
 			},
@@ -200,16 +247,17 @@ func (m *Model) Save(path string, opts *SaveOptions) error {
 		return nil
 	})
 	if err != nil {
-		cleanup()
 		return err
 	}
 	if o.External != ExternalAlways {
 		// inline: also bring external tensors in
 		for i, p := range out {
 			if p.GetDataLocation() == pb.TensorProto_EXTERNAL {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
 				t, err := m.tensorFromProto(p)
 				if err != nil {
-					cleanup()
 					return err
 				}
 				np := tensorProto(t)
@@ -219,52 +267,192 @@ func (m *Model) Save(path string, opts *SaveOptions) error {
 			}
 		}
 	}
-	g.Initializer = out
-	mp, err := m.withInlineNested(m.p)
-	var b []byte
-	if err == nil {
-		b, err = proto.MarshalOptions{Deterministic: true}.Marshal(mp)
-	}
-	g.Initializer = orig
+	b, err := m.marshalWith(out)
 	if err != nil {
-		cleanup()
 		return err
 	}
 	if int64(len(b)) > DefaultLimits.MaxModelBytes {
-		cleanup()
 		return fmt.Errorf("%w: the serialized model is %d bytes, over protobuf's 2 GB limit: save with external data", ErrLimit, len(b))
 	}
-	if dataTmp != nil && externals == 0 {
-		// nothing reached the threshold: no data file
-		cleanup()
-		dataTmp = nil
-	}
-	// Both files are complete and synced before either is renamed, so a
-	// failure leaves an existing output (model and data) untouched.
-	modelTmp, err := writeTemp(dir, b)
-	if err != nil {
-		cleanup()
-		return err
-	}
 	if dataTmp != nil {
-		err := dataTmp.Chmod(0o644)
-		if err == nil {
-			err = dataTmp.Sync()
-		}
-		if cerr := dataTmp.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(dataTmp.Name(), filepath.Join(dir, filepath.FromSlash(o.DataFile)))
-		}
+		err := dataTmp.Close()
+		name := dataTmp.Name()
+		dataTmp = nil
 		if err != nil {
-			os.Remove(dataTmp.Name())
-			os.Remove(modelTmp)
 			return err
 		}
-		dataTmp = nil
+		if externals == 0 {
+			// nothing reached the threshold: no data file
+			os.Remove(name)
+		} else {
+			if err := finishData(name, filepath.Join(dir, dataName)); err != nil {
+				return err
+			}
+			temps = append(temps, filepath.Join(dir, dataName))
+		}
 	}
-	return renameSync(modelTmp, path)
+	modelTmp, err := writeTemp(dir, b)
+	if err != nil {
+		return err
+	}
+	temps = append(temps, modelTmp)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return commit(modelTmp, path, dataName)
+}
+
+// checkOutput refuses an output path that cannot hold a model file: empty,
+// an existing folder or special file, or a path ending in a separator.
+func checkOutput(path string) error {
+	if path == "" {
+		return fmt.Errorf("%w: the output path is empty", ErrOutputPath)
+	}
+	if os.IsPathSeparator(path[len(path)-1]) {
+		return fmt.Errorf("%w: %s names a folder, not a file", ErrOutputPath, path)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil // absent (or unreadable: creating the temporary file says why)
+	}
+	if st.IsDir() {
+		return fmt.Errorf("%w: %s is a folder", ErrOutputPath, path)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%w: %s exists and is not a regular file", ErrOutputPath, path)
+	}
+	return nil
+}
+
+// newDataName returns a data-file name for output base name base that no
+// other save uses: "<base>.<16 hex digits>.data".
+func newDataName(base string) (string, error) {
+	var r [8]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", err
+	}
+	return base + "." + hex.EncodeToString(r[:]) + ".data", nil
+}
+
+// isSaveData reports whether loc is the name Save gives the data file of an
+// output named base (see newDataName).
+func isSaveData(base, loc string) bool {
+	tok, ok := strings.CutPrefix(loc, base+".")
+	if !ok {
+		return false
+	}
+	tok, ok = strings.CutSuffix(tok, ".data")
+	if !ok || len(tok) != 16 {
+		return false
+	}
+	for _, c := range tok {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// finishData makes the written data file durable and gives it its name.
+func finishData(tmp, path string) error {
+	f, err := os.OpenFile(tmp, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Chmod(0o644)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	return err
+}
+
+// commit puts the written model (tmp) at path, then removes the data files
+// of the model it replaced that are named like this output's save data
+// (never keep, the new model's own). Errors after the rename are not
+// reported: the new model is in place and complete.
+func commit(tmp, path, keep string) error {
+	dir, base := filepath.Dir(path), filepath.Base(path)
+	var old []string
+	swapped, ok, err := swapInto(tmp, path)
+	if err != nil {
+		return err
+	}
+	switch {
+	case swapped:
+		// the replaced model is now at tmp
+		old, _ = DataFiles(tmp)
+		os.Remove(tmp)
+	case !ok:
+		// no atomic exchange: read what the current output references,
+		// then rename over it. A concurrent save may replace the output in
+		// between; then its data files may stay behind, but the data of
+		// the model left in place is never among those removed (each
+		// removed file belongs to a model that this rename displaced or
+		// that was displaced before it).
+		old, _ = DataFiles(path)
+		if err := os.Rename(tmp, path); err != nil {
+			return err
+		}
+	}
+	syncDir(dir)
+	removed := false
+	for _, loc := range old {
+		if loc != keep && isSaveData(base, loc) {
+			if os.Remove(filepath.Join(dir, loc)) == nil {
+				removed = true
+			}
+		}
+	}
+	if removed {
+		syncDir(dir)
+	}
+	return nil
+}
+
+// syncDir fsyncs a folder so that renames in it are durable.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// marshalWith serializes the model with its main graph's initializers
+// replaced by inits (and nested external tensors inline), without changing
+// the model, so concurrent readers are safe.
+func (m *Model) marshalWith(inits []*pb.TensorProto) ([]byte, error) {
+	mp := &pb.ModelProto{}
+	shallowCopy(mp, m.p)
+	if m.p.Graph != nil {
+		g := &pb.GraphProto{}
+		shallowCopy(g, m.p.Graph)
+		g.Initializer = inits
+		mp.Graph = g
+	}
+	mp, err := m.withInlineNested(mp)
+	if err != nil {
+		return nil, err
+	}
+	return proto.MarshalOptions{Deterministic: true}.Marshal(mp)
+}
+
+// shallowCopy sets every populated field of dst to src's value (messages
+// and lists shared, not copied) and copies unknown fields.
+func shallowCopy(dst, src proto.Message) {
+	d, s := dst.ProtoReflect(), src.ProtoReflect()
+	s.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		d.Set(fd, v)
+		return true
+	})
+	if u := s.GetUnknown(); len(u) > 0 {
+		d.SetUnknown(append(protoreflect.RawFields(nil), u...))
+	}
 }
 
 // forEachOrdered visits initializers in order. With a Transform, tensors are
@@ -468,7 +656,7 @@ func keepExtras(p, src *pb.TensorProto) {
 // copyRange appends ref's bytes to dst, with copy_file_range where the
 // kernel offers it.
 func copyRange(dst *os.File, ref extRef) error {
-	f, err := os.Open(ref.path)
+	f, _, err := safefile.Open(ref.path)
 	if err != nil {
 		return err
 	}
@@ -512,10 +700,10 @@ func (m *Model) dataBytes() int64 {
 }
 
 // Bytes serializes the model with every tensor inline (external data read
-// in), e.g. to create an ONNX Runtime session from memory.
+// in), e.g. to create an ONNX Runtime session from memory. The model is not
+// changed (concurrent reads are safe).
 func (m *Model) Bytes() ([]byte, error) {
-	g := m.p.Graph
-	orig := g.Initializer
+	orig := m.p.GetGraph().GetInitializer()
 	out := make([]*pb.TensorProto, len(orig))
 	for i, p := range orig {
 		if p.GetDataLocation() != pb.TensorProto_EXTERNAL {
@@ -531,13 +719,7 @@ func (m *Model) Bytes() ([]byte, error) {
 		keepExtras(np, p)
 		out[i] = np
 	}
-	g.Initializer = out
-	mp, err := m.withInlineNested(m.p)
-	var b []byte
-	if err == nil {
-		b, err = proto.MarshalOptions{Deterministic: true}.Marshal(mp)
-	}
-	g.Initializer = orig
+	b, err := m.marshalWith(out)
 	if err != nil {
 		return nil, err
 	}
@@ -589,9 +771,6 @@ func renameSync(tmp, path string) error {
 		os.Remove(tmp)
 		return err
 	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
-	}
+	syncDir(filepath.Dir(path))
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -174,7 +175,7 @@ func TestSaveExternalLayout(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ref.offset%4096 != 0 || filepath.Base(ref.path) != "m.onnx.data" {
+		if ref.offset%4096 != 0 || !isSaveData("m.onnx", filepath.Base(ref.path)) {
 			t.Errorf("%s at %s offset %d", p.GetName(), ref.path, ref.offset)
 		}
 	}
@@ -193,7 +194,7 @@ func TestSaveExternalLayout(t *testing.T) {
 	if err := m.Save(small, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(small + ".data"); !errors.Is(err, os.ErrNotExist) {
+	if dataFilesNear(t, small) != nil {
 		t.Error("ExternalAuto wrote a data file for a small model")
 	}
 	// nothing reaches the threshold: no data file, all inline
@@ -201,14 +202,8 @@ func TestSaveExternalLayout(t *testing.T) {
 	if err := m.Save(none, &SaveOptions{External: ExternalAlways, Threshold: 1 << 30}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(none + ".data"); !errors.Is(err, os.ErrNotExist) {
+	if dataFilesNear(t, none) != nil {
 		t.Error("a data file without tensors")
-	}
-	// the data file name must stay in the folder
-	for _, bad := range []string{"../x.data", "/tmp/x.data"} {
-		if err := m.Save(out, &SaveOptions{External: ExternalAlways, DataFile: bad}); !errors.Is(err, ErrExternalPath) {
-			t.Errorf("DataFile %q: got %v, want ErrExternalPath", bad, err)
-		}
 	}
 	assertNoTemp(t, dir)
 }
@@ -250,8 +245,11 @@ func TestInputNeverModified(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := hashFiles(t, dir)
-	delete(after, "other.onnx")
-	delete(after, "other.onnx.data")
+	for k := range after {
+		if strings.HasPrefix(k, "other.onnx") {
+			delete(after, k)
+		}
+	}
 	sameHashes(t, "input folder", before, after)
 	// and the loaded model still reads the original data
 	again, _ := Load(src)
@@ -480,14 +478,28 @@ func TestExternalAutoKeepsExternalData(t *testing.T) {
 	if !back.IsExternal("W1") {
 		t.Error("ExternalAuto wrote a model loaded with external data inline")
 	}
-	if _, err := os.Stat(out + ".data"); err != nil {
-		t.Error(err)
+	if d := dataFilesNear(t, out); len(d) != 1 {
+		t.Errorf("data files beside %s: %v, want one", out, d)
 	}
 	inl := filepath.Join(dir, "inline.onnx")
 	if err := kitchenSink(t, fixtureOpts{hidden: 300}).Save(inl, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(inl + ".data"); !errors.Is(err, os.ErrNotExist) {
+	if dataFilesNear(t, inl) != nil {
 		t.Error("ExternalAuto wrote external data for an inline model")
 	}
+}
+
+// dataFilesNear lists the files beside path named like a data file of a
+// save to path (path.<token>.data) or like the old fixed name (path.data).
+func dataFilesNear(t *testing.T, path string) []string {
+	t.Helper()
+	m, err := filepath.Glob(path + ".*.data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path + ".data"); err == nil {
+		m = append(m, path+".data")
+	}
+	return m
 }

@@ -36,8 +36,8 @@ for size in "${SIZES[@]}"; do
 	if [ ! -f "$d/ft3.onnx" ]; then
 		go run ./merge/internal/synth/gen -bytes "$size" -models 3 -out "$d" >&2
 	fi
-	in_bytes=$(cat "$d"/base.onnx.data "$d"/ft[123].onnx.data | wc -c)
-	cat "$d"/*.onnx.data > /dev/null
+	in_bytes=$(cat "$d"/base.onnx*.data "$d"/ft[123].onnx*.data | wc -c)
+	cat "$d"/*.onnx*.data > /dev/null
 	/usr/bin/time -v "$ONNXPOST" merge --method ties --base "$d/base.onnx" --density 0.2 \
 		--external-data -o "$d/merged.onnx" "$d/ft1.onnx" "$d/ft2.onnx" "$d/ft3.onnx" 2> "$d/go.time" >/dev/null
 	wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$d/go.time" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
@@ -46,7 +46,7 @@ for size in "${SIZES[@]}"; do
 	echo "| $(numfmt --to=si "$in_bytes")B | onnxpost merge | $wall | $cpu | $rss | $(awk -v b="$in_bytes" -v s="$wall" 'BEGIN{printf "%.0f", b/1e6/s}') | load $(cut -d' ' -f1 /proc/loadavg) |"
 	if [[ " $TORCH_SIZES " == *" $size "* ]]; then
 		"$VENV_PY" tools/bench_merge.py manifest "$d/manifest.json" "$d/base.onnx" "$d/ft1.onnx" "$d/ft2.onnx" "$d/ft3.onnx" "$d/merged.onnx"
-		cat "$d"/*.onnx.data > /dev/null
+		cat "$d"/*.onnx*.data > /dev/null
 		/usr/bin/time -v "$TORCH_PY" tools/bench_merge.py ties "$d/manifest.json" "$d/base.onnx" "$d/ft1.onnx" "$d/ft2.onnx" "$d/ft3.onnx" \
 			--density 0.2 --lambda 1 --check "$d/merged.onnx" > "$d/torch.json" 2> "$d/torch.time"
 		twall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$d/torch.time" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')

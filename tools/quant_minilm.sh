@@ -24,7 +24,7 @@ row() { # name model seconds
   printf '| %s | %s | %s | %s | %s |\n' "$1" \
     "$(echo "$res" | $PY -c 'import json,sys; print("%.5f" % json.load(sys.stdin)["metrics"]["cosine"])')" \
     "$(echo "$res" | $PY -c 'import json,sys; print("%.2e" % json.load(sys.stdin)["metrics"]["mse"])')" \
-    "$(( $(stat -c %s "$2") + $( [ -f "$2.data" ] && stat -c %s "$2.data" || echo 0) ))" "$3"
+    "$(cat "$2" "$2".*.data 2>/dev/null | wc -c)" "$3"
 }
 timed() { # out args...: runs and prints wall seconds
   local o=$1; shift

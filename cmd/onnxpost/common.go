@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -52,13 +51,43 @@ func sessionOptions(c *cli.Context) (evalharness.SessionOptions, error) {
 }
 
 // loadDataset loads the dataset named by a flag (e.g. "data" or "calib");
-// it returns nil when the flag is not set.
+// it returns nil when the flag is not set. It reads only the arrays that
+// the command's model (its first argument) takes as inputs, and labels.
 func loadDataset(c *cli.Context, flag string) (*evalharness.Dataset, error) {
 	p := c.String(flag)
 	if p == "" {
 		return nil, nil
 	}
-	return evalharness.LoadDataset(p)
+	return loadDatasetFor(p, modelInputNames(c.Args().First()))
+}
+
+// loadDatasetFor loads the dataset at path reading only the arrays named
+// in inputs, and labels (every array when inputs is nil).
+func loadDatasetFor(path string, inputs []string) (*evalharness.Dataset, error) {
+	return evalharness.LoadDatasetFor(path, evalharness.DatasetOptions{Inputs: inputs})
+}
+
+// modelInputNames returns the input names of the model file at path, read
+// without loading its tensors, or nil when they cannot be read (the
+// dataset is then read whole and the model's own load reports the error).
+func modelInputNames(path string) []string {
+	if path == "" {
+		return nil
+	}
+	sig, err := onnxio.ReadSignature(path)
+	if err != nil {
+		return nil
+	}
+	return valueNames(sig.Inputs)
+}
+
+// valueNames returns the names of vs, or nil when there are none.
+func valueNames(vs []onnxio.ValueInfo) []string {
+	var names []string
+	for _, v := range vs {
+		names = append(names, v.Name)
+	}
+	return names
 }
 
 // finish is the single path every transforming command ends with
@@ -314,23 +343,12 @@ func modelParams(m *onnxio.Model) (int64, error) {
 	return n, nil
 }
 
-// fileBytes returns the size of a written model plus its external data
-// file when the same save wrote one (forced, or chosen automatically past
-// 2 GB; a stale file from an older save is not counted).
+// fileBytes returns the size of a written model plus the external data
+// files it references.
 func fileBytes(path string, so *onnxio.SaveOptions) int64 {
-	st, err := os.Stat(path)
+	n, err := onnxio.DiskSize(path)
 	if err != nil {
 		return 0
-	}
-	n := st.Size()
-	data := so.DataFile
-	if data == "" {
-		data = filepath.Base(path) + ".data"
-	}
-	if ds, err := os.Stat(filepath.Join(filepath.Dir(path), data)); err == nil {
-		if so.External == onnxio.ExternalAlways || !ds.ModTime().Before(st.ModTime().Add(-time.Minute)) {
-			n += ds.Size()
-		}
 	}
 	return n
 }

@@ -119,7 +119,7 @@ func evalAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ds, err := evalharness.LoadDataset(c.String("data"))
+	ds, err := loadDatasetFor(c.String("data"), modelInputNames(path))
 	if err != nil {
 		return err
 	}
@@ -177,7 +177,7 @@ func evalAction(c *cli.Context) error {
 	if st, err := os.Stat(path); err == nil {
 		res.Bytes = st.Size()
 	}
-	if m, err := onnxio.Load(path); err == nil {
+	if m, err := onnxio.LoadLazy(path); err == nil { // weights stay in the file
 		if p, err := modelParams(m); err == nil {
 			res.Params = p
 		}

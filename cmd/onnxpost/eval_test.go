@@ -204,8 +204,8 @@ func TestFinish(t *testing.T) {
 					t.Errorf("output %v, bytes %v", r["output"], r["bytes"])
 				}
 				if c.name == "external data" {
-					if _, err := os.Stat(out + ".data"); err != nil {
-						t.Errorf("no external data: %v", err)
+					if locs, err := onnxio.DataFiles(out); err != nil || len(locs) != 1 {
+						t.Errorf("no external data: %v %v", locs, err)
 					}
 				}
 			} else if r["output"] != "" {

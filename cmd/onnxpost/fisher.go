@@ -8,7 +8,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/fisher"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -77,7 +76,7 @@ func fisherAction(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading %s: %w", path, err)
 	}
-	ds, err := evalharness.LoadDataset(c.String("data"))
+	ds, err := loadDatasetFor(c.String("data"), valueNames(m.Inputs()))
 	if err != nil {
 		return err
 	}

@@ -341,7 +341,7 @@ func mergeAction(c *cli.Context) error {
 			if len(s.fisherData) > 1 {
 				dp = s.fisherData[i]
 			}
-			ds, err := evalharness.LoadDataset(dp)
+			ds, err := loadDatasetFor(dp, valueNames(m.Inputs()))
 			if err != nil {
 				return err
 			}

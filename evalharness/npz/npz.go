@@ -7,7 +7,13 @@
 //
 // Files are untrusted: every header field and length is checked, against
 // Limits too, before use; the reader allocates in proportion to the bytes
-// actually present, returns errors wrapping ErrFormat and never panics.
+// actually present, returns errors wrapping ErrFormat (ErrLimit past
+// Limits) and never panics. The arrays read from one archive hold at most
+// MaxTotalBytes together, checked against each entry's declared size and
+// .npy header before its data is inflated; an entry that inflates past its
+// declared size stops there; arrays a caller does not select
+// (ReadSelected) are skipped unread. Files are opened only when they are
+// regular files (FIFOs and devices are refused before the open).
 // Fortran-order, big-endian, structured, object and string arrays are
 // rejected with an error saying so.
 package npz
@@ -25,6 +31,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/onnxpost/onnxpost/internal/safefile"
 )
 
 // ErrFormat reports a malformed or unsupported .npy/.npz file.
@@ -40,10 +48,18 @@ type Limits struct {
 	MaxHeaderBytes int
 	// MaxRank bounds the number of dimensions (default 32).
 	MaxRank int
+	// MaxTotalBytes bounds the data of all the arrays read from one .npz
+	// together (default 4 GiB). Arrays that are skipped (see ReadSelected)
+	// are not read and do not count.
+	MaxTotalBytes int64
 }
 
 // DefaultLimits are the limits used by ReadNPY, ReadNPZ and LoadDataset.
-var DefaultLimits = Limits{MaxArrayBytes: 4 << 30, MaxArrays: 4096, MaxHeaderBytes: 1 << 16, MaxRank: 32}
+var DefaultLimits = Limits{MaxArrayBytes: 4 << 30, MaxArrays: 4096, MaxHeaderBytes: 1 << 16, MaxRank: 32, MaxTotalBytes: 4 << 30}
+
+// ErrLimit reports an array or archive beyond Limits (its header or the
+// archive's directory says so before the data is read).
+var ErrLimit = errors.New("npz: limit exceeded")
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxArrayBytes <= 0 {
@@ -57,6 +73,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxRank <= 0 {
 		l.MaxRank = DefaultLimits.MaxRank
+	}
+	if l.MaxTotalBytes <= 0 {
+		l.MaxTotalBytes = DefaultLimits.MaxTotalBytes
 	}
 	return l
 }
@@ -85,12 +104,14 @@ func ReadNPY(r io.Reader) (*Array, error) { return DefaultLimits.ReadNPY(r) }
 // an error wrapping ErrFormat. Trailing bytes after the data are an error.
 func (l Limits) ReadNPY(r io.Reader) (*Array, error) {
 	l = l.withDefaults()
-	return l.readNPY(r)
+	return l.readNPY(r, -1, l.MaxArrayBytes)
 }
 
 // readNPY parses the header, then reads the data (and checks that nothing
-// follows it).
-func (l Limits) readNPY(r io.Reader) (*Array, error) {
+// follows it). avail is the number of bytes the source declares (an
+// archive entry's uncompressed size; -1: unknown); budget bounds the data.
+// Both are checked against the header's shape before any data is read.
+func (l Limits) readNPY(r io.Reader, avail, budget int64) (*Array, error) {
 	var pre [8]byte
 	if _, err := io.ReadFull(r, pre[:]); err != nil {
 		return nil, fmt.Errorf("%w: file too short for a .npy header", ErrFormat)
@@ -137,6 +158,12 @@ func (l Limits) readNPY(r io.Reader) (*Array, error) {
 		return nil, fmt.Errorf("%w: shape %v of %v exceeds the limit of %d bytes", ErrFormat, shape, dtype, l.MaxArrayBytes)
 	}
 	size := n * es
+	if avail >= 0 && size > avail {
+		return nil, fmt.Errorf("%w: data truncated: shape %v of %v needs %d bytes, the archive entry holds %d", ErrFormat, shape, dtype, size, avail)
+	}
+	if size > budget {
+		return nil, fmt.Errorf("%w: shape %v of %v needs %d bytes, over the %d bytes left of the limit for all arrays (MaxTotalBytes)", ErrLimit, shape, dtype, size, budget)
+	}
 	// Read gradually (io.ReadAll grows its buffer) so a lying header cannot
 	// make us allocate more than the bytes actually present.
 	data, err := io.ReadAll(io.LimitReader(r, size+1))
@@ -374,56 +401,115 @@ func ReadFile(path string) (map[string]*Array, error) { return DefaultLimits.Rea
 // ReadFile reads every array of the .npz file at path (numpy.savez or
 // savez_compressed), keyed by name without the .npy suffix.
 func (l Limits) ReadFile(path string) (map[string]*Array, error) {
-	f, err := os.Open(path)
+	m, _, err := l.ReadFileSelected(path, nil)
+	return m, err
+}
+
+// ReadFileSelected is ReadSelected on the .npz file at path. The path must
+// be a regular file (symlinks followed): FIFOs and devices are refused
+// before they are opened.
+func (l Limits) ReadFileSelected(path string, want func(name string) bool) (map[string]*Array, []string, error) {
+	f, size, err := safefile.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
+	m, skipped, err := l.ReadSelected(f, size, want)
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	m, err := l.Read(f, st.Size())
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return m, nil
+	return m, skipped, nil
 }
 
 // Read reads every array of a .npz archive of the given size.
 func (l Limits) Read(r io.ReaderAt, size int64) (map[string]*Array, error) {
+	m, _, err := l.ReadSelected(r, size, nil)
+	return m, err
+}
+
+// ReadSelected reads the arrays of a .npz archive for which want returns
+// true (all when want is nil) and returns the names of the others, which
+// are skipped unread (their data is neither inflated nor checked). The
+// arrays read together hold at most MaxTotalBytes: an entry whose declared
+// size, or whose .npy header, would pass what is left is refused before its
+// data is read, and an entry that inflates past its declared size is an
+// error as soon as it does.
+func (l Limits) ReadSelected(r io.ReaderAt, size int64, want func(name string) bool) (map[string]*Array, []string, error) {
 	l = l.withDefaults()
 	zr, err := zip.NewReader(r, size)
 	if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
-		return nil, fmt.Errorf("%w: not a .npz (zip) archive: %v", ErrFormat, err)
+		return nil, nil, fmt.Errorf("%w: not a .npz (zip) archive: %v", ErrFormat, err)
 	}
 	if len(zr.File) > l.MaxArrays {
-		return nil, fmt.Errorf("%w: %d arrays exceed the limit of %d", ErrFormat, len(zr.File), l.MaxArrays)
+		return nil, nil, fmt.Errorf("%w: %d arrays exceed the limit of %d", ErrFormat, len(zr.File), l.MaxArrays)
 	}
 	out := map[string]*Array{}
+	seen := map[string]bool{}
+	var skipped []string
+	budget := l.MaxTotalBytes
 	for _, f := range zr.File {
 		if strings.HasSuffix(f.Name, "/") {
 			continue // a folder entry
 		}
 		name, ok := strings.CutSuffix(f.Name, ".npy")
 		if !ok {
-			return nil, fmt.Errorf("%w: archive entry %q is not a .npy array", ErrFormat, f.Name)
+			return nil, nil, fmt.Errorf("%w: archive entry %q is not a .npy array", ErrFormat, f.Name)
 		}
-		if _, dup := out[name]; dup {
-			return nil, fmt.Errorf("%w: array %q appears twice", ErrFormat, name)
+		if seen[name] {
+			return nil, nil, fmt.Errorf("%w: array %q appears twice", ErrFormat, name)
+		}
+		seen[name] = true
+		if want != nil && !want(name) {
+			skipped = append(skipped, name)
+			continue
+		}
+		declared := f.UncompressedSize64
+		if declared > uint64(budget)+uint64(l.MaxHeaderBytes)+16 {
+			return nil, nil, fmt.Errorf("%w: array %q declares %d bytes, over the %d bytes left of the limit for all arrays (MaxTotalBytes)", ErrLimit, name, declared, budget)
 		}
 		rc, err := f.Open()
 		if err != nil {
-			return nil, fmt.Errorf("%w: array %q: %v", ErrFormat, name, err)
+			return nil, nil, fmt.Errorf("%w: array %q: %v", ErrFormat, name, err)
 		}
-		a, err := l.readNPY(bufio.NewReader(rc))
+		// archive/zip fails a read past the declared size; the limit
+		// reader makes that bound explicit for readNPY's size checks
+		a, err := l.readNPY(bufio.NewReader(&declaredReader{r: rc, left: int64(declared)}), int64(declared), budget)
 		rc.Close()
 		if err != nil {
-			return nil, fmt.Errorf("array %q: %w", name, err)
+			return nil, nil, fmt.Errorf("array %q: %w", name, err)
 		}
+		budget -= int64(len(a.Data))
 		out[name] = a
 	}
-	return out, nil
+	return out, skipped, nil
+}
+
+// declaredReader reads an archive entry and fails once it yields more
+// than the entry's declared uncompressed size (a zip bomb whose directory
+// understates its size stops there).
+type declaredReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (d *declaredReader) Read(p []byte) (int, error) {
+	if d.left <= 0 {
+		var one [1]byte
+		n, err := d.r.Read(one[:])
+		if n > 0 {
+			return 0, fmt.Errorf("%w: the archive entry inflates past its declared size", ErrFormat)
+		}
+		if err == nil || err == io.EOF {
+			return 0, io.EOF
+		}
+		return 0, err // e.g. the checksum, checked at the end
+	}
+	if int64(len(p)) > d.left {
+		p = p[:d.left]
+	}
+	n, err := d.r.Read(p)
+	d.left -= int64(n)
+	return n, err
 }
 
 // WriteNPY writes a as a version 1.0 .npy array (version 2.0 when the
@@ -495,6 +581,9 @@ func WriteFile(path string, arrays map[string]*Array) (err error) {
 		return err
 	}
 	if err = bw.Flush(); err != nil {
+		return err
+	}
+	if err = tmp.Chmod(0o644); err != nil { // CreateTemp makes 0600
 		return err
 	}
 	if err = tmp.Close(); err != nil {

@@ -136,7 +136,15 @@ func hash(s string) uint64 {
 // the cost model Save is measured against. It returns the bytes copied.
 func CopyModel(src, dstDir string) (int64, error) {
 	var total int64
-	for _, f := range []string{src, src + ".data"} {
+	files := []string{src}
+	locs, err := onnxio.DataFiles(src)
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range locs {
+		files = append(files, filepath.Join(filepath.Dir(src), l))
+	}
+	for _, f := range files {
 		n, err := copyFile(f, filepath.Join(dstDir, filepath.Base(f)))
 		if err != nil {
 			return total, err

@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/onnxpost/onnxpost/onnxio"
 	"github.com/onnxpost/onnxpost/onnxio/internal/benchgen"
 )
 
@@ -106,12 +107,12 @@ func drive(s benchgen.Shape, dir string, reps int, auto bool) error {
 		return err
 	}
 	src := filepath.Join(srcDir, "model.onnx")
-	st, err := os.Stat(src + ".data")
+	total, err := onnxio.DiskSize(src)
 	if err != nil {
 		return err
 	}
 	ms, _ := os.Stat(src)
-	total := st.Size() + ms.Size()
+	dataSize := total - ms.Size()
 	phases := []string{"copy", "loadsave", "loadsave-transform"}
 	if auto {
 		phases = append(phases, "loadsave-auto")
@@ -130,9 +131,10 @@ func drive(s benchgen.Shape, dir string, reps int, auto bool) error {
 				return err
 			}
 			if p != "copy" && p != "loadsave-auto" {
-				ost, err := os.Stat(filepath.Join(out, "model.onnx.data"))
-				if err != nil || ost.Size() != st.Size() {
-					return fmt.Errorf("%s wrote a data file of %v bytes (%v), want %d", p, ost.Size(), err, st.Size())
+				on, err := onnxio.DiskSize(filepath.Join(out, "model.onnx"))
+				om, _ := os.Stat(filepath.Join(out, "model.onnx"))
+				if err != nil || om == nil || on-om.Size() != dataSize {
+					return fmt.Errorf("%s wrote %v bytes of data (%v), want %d", p, on, err, dataSize)
 				}
 			}
 			os.RemoveAll(out)
@@ -146,7 +148,7 @@ func drive(s benchgen.Shape, dir string, reps int, auto bool) error {
 	}
 	mb := float64(total) / 1e6
 	fmt.Printf("model: %d layers, d=%d, %d tensors, %.0f MB (data %d bytes); generated in %.1f s (peak RSS %.0f MB)\n",
-		s.Layers, s.D, 16*s.Layers, mb, st.Size(), genT.Seconds(), float64(genRSS)/1e6)
+		s.Layers, s.D, 16*s.Layers, mb, dataSize, genT.Seconds(), float64(genRSS)/1e6)
 	fmt.Printf("machine: %s/%s, %d CPUs (GOMAXPROCS %d), %s; best of %d\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), reps)
 	fmt.Println("| phase | time | MB/s | vs copy (speed) | peak RSS | RSS / model size |")
 	fmt.Println("|---|---|---|---|---|---|")

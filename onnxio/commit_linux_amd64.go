@@ -1,0 +1,3 @@
+package onnxio
+
+const sysRenameat2 = 316 // renameat2 on linux/amd64
