@@ -37,7 +37,7 @@ func TestMergeWithComputedFisher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := mg.Model(nil)
+	out, err := mg.Model(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

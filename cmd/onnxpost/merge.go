@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -347,7 +346,7 @@ func mergeAction(c *cli.Context) error {
 			srcs = append(srcs, ds2...)
 		}
 	}
-	ctx := context.Background()
+	ctx := c.Context
 	bar := newProgressBar(c.Bool("progress"))
 	mg, err := merge.New(ctx, in, s.opt, bar.update)
 	if err != nil {
@@ -377,7 +376,7 @@ func mergeAction(c *cli.Context) error {
 	if c.String("data") == "" {
 		return saveStreaming(c, mg, out, report, stopTicker)
 	}
-	cand, err := mg.Model(out)
+	cand, err := mg.Model(ctx, out)
 	stopTicker()
 	if err != nil {
 		return err
@@ -423,7 +422,7 @@ func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report m
 	if c.Bool("external-data") {
 		so.External = onnxio.ExternalAlways
 	}
-	err := mg.Save(out, path, so)
+	err := mg.Save(c.Context, out, path, so)
 	stopProgress()
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
