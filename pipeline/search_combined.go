@@ -81,7 +81,7 @@ func sparsityBitsSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *
 	}
 	layers := append(append([]*searchLayer(nil), sps.layers...), bs.layers...)
 
-	combo := &LevelDB{Dir: opt.CacheDir, ModelHash: hash,
+	combo := &LevelDB{Dir: opt.CacheDir, ModelHash: hash, Log: opt.Log,
 		Method:    sps.db.Method + "+" + bs.db.Method,
 		CalibHash: sps.db.CalibHash + "+" + bs.db.CalibHash,
 	}

@@ -123,7 +123,7 @@ func sparsitySpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *eval
 	if method == "" {
 		method = string(sparsity.Magnitude)
 	}
-	db := &LevelDB{Dir: opt.CacheDir, ModelHash: hash, Method: "sparsity/" + method, Build: opt.Builder}
+	db := &LevelDB{Dir: opt.CacheDir, ModelHash: hash, Log: opt.Log, Method: "sparsity/" + method, Build: opt.Builder}
 	if db.Build == nil {
 		mt, err := sparsity.ParseMethod(method)
 		if err != nil {
@@ -266,7 +266,7 @@ func rankSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, opt LevelSearch
 	if method != "svd" {
 		return nil, fmt.Errorf("rank levels: method %q, want svd", method)
 	}
-	db := &LevelDB{Dir: opt.CacheDir, ModelHash: hash, Method: "rank/svd", Build: SVDLevel()}
+	db := &LevelDB{Dir: opt.CacheDir, ModelHash: hash, Log: opt.Log, Method: "rank/svd", Build: SVDLevel()}
 	var layers []*searchLayer
 	var total int64
 	type info struct{ m, n, be, ru int }
@@ -404,7 +404,7 @@ func bitsSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *evalharn
 	if method == "" {
 		method = "rtn"
 	}
-	db := &LevelDB{Dir: opt.CacheDir, ModelHash: hash, Method: fmt.Sprintf("bits/%s/b%d", method, block)}
+	db := &LevelDB{Dir: opt.CacheDir, ModelHash: hash, Log: opt.Log, Method: fmt.Sprintf("bits/%s/b%d", method, block)}
 	var layers []*searchLayer
 	for _, w := range ws {
 		if w.Op == "MatMul" && len(w.Shape) == 2 {
