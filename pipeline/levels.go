@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -20,8 +21,9 @@ import (
 // LevelBuilder computes the weights of one layer at one compression level,
 // dense-shaped: for sparsity the layer's weights with exactly `level`
 // entries set to zero, for rank the product of the rank-`level` factors,
-// for bits the weights quantized to `level` bits and dequantized.
-type LevelBuilder func(w onnxio.Weight, values []float32, level int64) ([]float32, error)
+// for bits the weights quantized to `level` bits and dequantized. A long
+// builder (SparseGPT, GPTQ) stops with ctx's error when ctx is cancelled.
+type LevelBuilder func(ctx context.Context, w onnxio.Weight, values []float32, level int64) ([]float32, error)
 
 // LevelDB is a per-layer ladder of compressed weights, built on demand and
 // cached in memory and, when Dir is set, on disk content-addressed by the
@@ -64,8 +66,10 @@ func (db *LevelDB) Key(layer string, level int64) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// Get returns layer w's weights at the given level (zeros, rank, bits).
-func (db *LevelDB) Get(w onnxio.Weight, dense []float32, level int64) ([]float32, error) {
+// Get returns layer w's weights at the given level (zeros, rank, bits),
+// building it unless a verified copy is cached. It returns ctx's error
+// before building when ctx is cancelled.
+func (db *LevelDB) Get(ctx context.Context, w onnxio.Weight, dense []float32, level int64) ([]float32, error) {
 	k := db.Key(w.Name, level)
 	if v, ok := db.mem[k]; ok {
 		return v, nil
@@ -85,7 +89,10 @@ func (db *LevelDB) Get(w onnxio.Weight, dense []float32, level int64) ([]float32
 			_ = os.Remove(path)
 		}
 	}
-	v, err := db.Build(w, dense, level)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	v, err := db.Build(ctx, w, dense, level)
 	if err != nil {
 		return nil, fmt.Errorf("level %d of %q: %w", level, w.Name, err)
 	}
@@ -192,7 +199,7 @@ func readLevel(path, key string, n int) ([]float32, error) {
 
 // MagnitudeLevel zeroes the `zeros` entries of smallest magnitude (ties
 // broken by index, so levels are nested and deterministic).
-func MagnitudeLevel(_ onnxio.Weight, values []float32, zeros int64) ([]float32, error) {
+func MagnitudeLevel(_ context.Context, _ onnxio.Weight, values []float32, zeros int64) ([]float32, error) {
 	if zeros < 0 || zeros > int64(len(values)) {
 		return nil, fmt.Errorf("%d zeros for %d weights", zeros, len(values))
 	}
@@ -225,7 +232,7 @@ func pruneInOrder(values []float32, order []int32, zeros int64) []float32 {
 func MagnitudeLevels() LevelBuilder {
 	var mu sync.Mutex
 	orders := map[string][]int32{}
-	return func(w onnxio.Weight, values []float32, zeros int64) ([]float32, error) {
+	return func(_ context.Context, w onnxio.Weight, values []float32, zeros int64) ([]float32, error) {
 		if zeros < 0 || zeros > int64(len(values)) {
 			return nil, fmt.Errorf("%d zeros for %d weights", zeros, len(values))
 		}

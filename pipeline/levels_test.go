@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -19,7 +20,7 @@ import (
 // countingDB returns a disk-backed LevelDB whose builder halves the values
 // and counts its calls, and whose warnings are collected.
 func countingDB(dir string, builds *int, warnings *[]string) *LevelDB {
-	return &LevelDB{Dir: dir, ModelHash: "m", Method: "test", Build: func(_ onnxio.Weight, v []float32, level int64) ([]float32, error) {
+	return &LevelDB{Dir: dir, ModelHash: "m", Method: "test", Build: func(_ context.Context, _ onnxio.Weight, v []float32, level int64) ([]float32, error) {
 		*builds++
 		out := make([]float32, len(v))
 		for i, x := range v {
@@ -74,17 +75,17 @@ func TestLevelCacheVerified(t *testing.T) {
 			var builds int
 			var warns []string
 			db := countingDB(dir, &builds, &warns)
-			if v, err := db.Get(w, dense, 2); err != nil || !slices.Equal(v, want) {
+			if v, err := db.Get(context.Background(), w, dense, 2); err != nil || !slices.Equal(v, want) {
 				t.Fatalf("first Get = %v, %v", v, err)
 			}
 			// a fresh database reads the verified entry without building
 			db = countingDB(dir, &builds, &warns)
-			if v, err := db.Get(w, dense, 2); err != nil || !slices.Equal(v, want) || builds != 1 {
+			if v, err := db.Get(context.Background(), w, dense, 2); err != nil || !slices.Equal(v, want) || builds != 1 {
 				t.Fatalf("cached Get = %v, %v after %d builds", v, err, builds)
 			}
 			tc.poison(t, entry(dir))
 			db = countingDB(dir, &builds, &warns)
-			v, err := db.Get(w, dense, 2)
+			v, err := db.Get(context.Background(), w, dense, 2)
 			if err != nil || !slices.Equal(v, want) {
 				t.Fatalf("Get over a poisoned entry = %v, %v, want the rebuilt %v", v, err, want)
 			}
@@ -107,7 +108,7 @@ func TestLevelCacheDirPrivate(t *testing.T) {
 	var builds int
 	var warns []string
 	db := countingDB(dir, &builds, &warns)
-	if _, err := db.Get(onnxio.Weight{Name: "x"}, []float32{1}, 1); err != nil {
+	if _, err := db.Get(context.Background(), onnxio.Weight{Name: "x"}, []float32{1}, 1); err != nil {
 		t.Fatal(err)
 	}
 	k := db.Key("x", 1)

@@ -86,7 +86,7 @@ func fisherAction(c *cli.Context) error {
 		MaxExamples: c.Int("max-examples"), Batch: c.Int("batch"), Mode: mode, Session: so,
 	}
 	t0 := time.Now()
-	fm, r, err := fisher.FromData(m, path, ds, opt)
+	fm, r, err := fisher.FromData(c.Context, m, path, ds, opt)
 	if err != nil {
 		return err
 	}

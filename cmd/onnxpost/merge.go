@@ -334,7 +334,7 @@ func mergeAction(c *cli.Context) error {
 				return err
 			}
 			fmt.Fprintf(os.Stderr, "merge: computing the diagonal Fisher of %s on %s\n", s.models[i], dp)
-			fm, _, err := fisher.FromData(m, s.models[i], ds, fisher.Options{Session: so, Seed: c.Int64("seed")})
+			fm, _, err := fisher.FromData(c.Context, m, s.models[i], ds, fisher.Options{Session: so, Seed: c.Int64("seed")})
 			if err != nil {
 				return fmt.Errorf("Fisher of %s on %s: %w", s.models[i], dp, err)
 			}
