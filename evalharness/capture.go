@@ -568,8 +568,8 @@ func (ts *TensorStats) Finite() error {
 	if ts.NaNs == 0 && ts.Infs == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: %s: %d of %d calibration values are NaN and %d are ±Inf (do the calibration inputs hold Inf, NaN or values near the float32 limit?)",
-		ErrNonFinite, ts.Name, ts.NaNs, ts.Count, ts.Infs)
+	return fmt.Errorf("%w: %s: %d NaN and %d ±Inf among %d calibration values (do the calibration inputs hold Inf, NaN or values near the float32 limit?)",
+		ErrNonFinite, ts.Name, ts.NaNs, ts.Infs, ts.Count)
 }
 
 func (ts *TensorStats) finish() {
