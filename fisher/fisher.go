@@ -751,7 +751,10 @@ func mustInts(v ...int64) *onnxio.Tensor {
 // Probe runs autodiff's probe model of m on one sample and returns the
 // dtype and shape of every value.
 func Probe(m *onnxio.Model, feed map[string]*evalharness.Array, so evalharness.SessionOptions) (map[string]autodiff.Info, error) {
-	pm, po := autodiff.ProbeModel(m)
+	pm, po, err := autodiff.ProbeModel(m)
+	if err != nil {
+		return nil, fmt.Errorf("fisher: %w", err)
+	}
 	b, err := pm.Bytes()
 	if err != nil {
 		return nil, err
