@@ -135,7 +135,7 @@ func run(args []string) int {
 // signalError is the cause of a context cancelled by SIGINT or SIGTERM.
 type signalError struct{ sig syscall.Signal }
 
-func (e signalError) Error() string { return "cancelled by " + e.name() }
+func (e signalError) Error() string { return "interrupted by " + e.name() }
 
 func (e signalError) name() string {
 	switch e.sig {
