@@ -293,7 +293,9 @@ func sweep(ctx context.Context, W []float32, rows, n int, U []float64, opt Optio
 			}
 		}
 		if i2 < n {
-			trailingUpdate(W, Err1, U32, rows, n, i1, cnt, workers)
+			if err := trailingUpdate(W, Err1, U32, rows, n, i1, cnt, workers); err != nil {
+				return nil, 0, err
+			}
 		}
 		if progress != nil {
 			progress(i2, n)
@@ -310,21 +312,24 @@ func sweep(ctx context.Context, W []float32, rows, n int, U []float64, opt Optio
 // W[:, i2:] −= Err1 · U[i1:i2, i2:] (i2 = i1+cnt), skipping the zero
 // entries of Err1: kept weights have no error, so with 2:4 half the
 // products vanish. Rows are split over goroutines and columns tiled so that
-// the block's rows of U stay in cache.
-func trailingUpdate(W, Err1, U32 []float32, rows, n, i1, cnt, workers int) {
+// the block's rows of U stay in cache. A worker's panic comes back as a
+// *safe.PanicError.
+func trailingUpdate(W, Err1, U32 []float32, rows, n, i1, cnt, workers int) error {
 	const tile = 1024
 	i2 := i1 + cnt
 	var impl gonum.Implementation
 	var wg sync.WaitGroup
 	chunk := (rows + workers - 1) / workers
+	errs := make([]error, workers)
 	for g := 0; g < workers; g++ {
 		r0, r1 := g*chunk, min((g+1)*chunk, rows)
 		if r0 >= r1 {
 			continue
 		}
 		wg.Add(1)
-		go func(r0, r1 int) {
+		go func(g, r0, r1 int) {
 			defer wg.Done()
+			defer safe.Recover("sparsegpt update worker", &errs[g])
 			for c0 := i2; c0 < n; c0 += tile {
 				c1 := min(c0+tile, n)
 				for r := r0; r < r1; r++ {
@@ -336,9 +341,15 @@ func trailingUpdate(W, Err1, U32 []float32, rows, n, i1, cnt, workers int) {
 					}
 				}
 			}
-		}(r0, r1)
+		}(g, r0, r1)
 	}
 	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // sweepRows processes rows r0..r1 of one column block [i1, i1+cnt): mask
