@@ -132,6 +132,11 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 	if c.Bool("external-data") {
 		saveOpts.External = onnxio.ExternalAlways
 	}
+	// a cancelled command writes nothing (TODO: also pass the context to
+	// the save itself once onnxio.SaveOptions takes one)
+	if err := c.Context.Err(); err != nil {
+		return err
+	}
 	switch {
 	case passed:
 		if err := cand.Save(out, saveOpts); err != nil {

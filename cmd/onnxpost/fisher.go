@@ -92,6 +92,10 @@ func fisherAction(c *cli.Context) error {
 	}
 	secs := time.Since(t0).Seconds()
 	fm.SetMetadata("onnxpost.version", version)
+	// TODO: pass the context to the save once onnxio.SaveOptions takes one
+	if err := c.Context.Err(); err != nil {
+		return err
+	}
 	if err := fm.Save(out, &onnxio.SaveOptions{}); err != nil {
 		return fmt.Errorf("writing %s: %w", out, err)
 	}
