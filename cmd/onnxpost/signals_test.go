@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -279,5 +281,67 @@ steps:
 	}
 	if rep.Passed || !rep.Cancelled || !strings.HasPrefix(rep.Error, "cancelled (interrupted by SIGTERM)") {
 		t.Errorf("report %+v, want a cancelled run", rep)
+	}
+}
+
+// Calibration sets with Inf, NaN or values at the float32 limit used to
+// panic in the capture (exit 2); static and GPTQ quantization now exit 1
+// naming the non-finite activations, and write nothing.
+func TestQuantizeNonFiniteCalibration(t *testing.T) {
+	requireORT(t)
+	mlp := zooPath(t, "zoo", "mlp", "base.onnx")
+	tr := zooPath(t, "zoo", "transformer", "base.onnx")
+	val := zooPath(t, "data", "digits_clean_val.npz")
+	arrays, err := evalharness.ReadNPZ(val)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	poisoned := func(name string, vals ...float32) string {
+		img, err := arrays["image"].Float64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := make([]float32, len(img))
+		for i, v := range img {
+			f[i] = float32(v)
+		}
+		for i, v := range vals {
+			f[17*i+3] = v
+		}
+		p := filepath.Join(dir, name+".npz")
+		if err := evalharness.WriteNPZ(p, map[string]*evalharness.Array{"image": evalharness.FromFloat32(arrays["image"].Shape, f), "labels": arrays["labels"]}); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	inf := float32(math.Inf(1))
+	for _, tc := range []struct {
+		name  string
+		model string
+		calib string
+		args  []string
+	}{
+		{"static, Inf", mlp, poisoned("inf", inf, -inf), []string{"--weights", "int8", "--activations", "int8"}},
+		{"static, NaN", mlp, poisoned("nan", float32(math.NaN())), []string{"--weights", "int8", "--activations", "int8"}},
+		{"static, float32 limit", mlp, poisoned("big", 3.3e38, -3.3e38, 3.3e38, 3.3e38), []string{"--weights", "int8", "--activations", "int8"}},
+		{"gptq, Inf", tr, poisoned("inf-tr", inf), []string{"--weights", "int4", "--method", "gptq", "--block", "16"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".onnx")
+			args := append([]string{"onnxpost", "quantize", tc.model, "--calib", tc.calib, "-o", out}, tc.args...)
+			var code int
+			msg := captureStderr(t, func() { code = run(args) })
+			if code != exitError {
+				t.Fatalf("exit code %d, want %d; stderr:\n%s", code, exitError, msg)
+			}
+			t.Logf("stderr: %s", msg)
+			if !strings.Contains(msg, "non-finite") || strings.Contains(msg, "internal error") {
+				t.Errorf("stderr %q, want a non-finite activations error", msg)
+			}
+			if _, err := os.Stat(out); err == nil {
+				t.Error("an output was written")
+			}
+		})
 	}
 }
