@@ -345,3 +345,50 @@ func TestQuantizeNonFiniteCalibration(t *testing.T) {
 		})
 	}
 }
+
+// fisher on a model whose graph has a cycle or reads an undefined value
+// used to panic (exit 2); it exits 1 naming the node.
+func TestFisherInvalidGraphCLI(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "d.npz")
+	if err := evalharness.WriteNPZ(data, map[string]*evalharness.Array{
+		"x":      evalharness.FromFloat32([]int64{2, 2}, []float32{1, 2, 3, 4}),
+		"labels": evalharness.FromInt64([]int64{2}, []int64{0, 1}),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, from, to, mention string }{
+		{"cycle", "x", "h", `cycle: "fc" (MatMul)`},
+		{"undefined input", "b", "nothing", `"nothing"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := onnxio.New("bad", 17)
+			w, _ := onnxio.FromFloat32("w", onnxio.Float, []int64{2, 2}, []float32{1, 0, 0, 1})
+			b, _ := onnxio.FromFloat32("b", onnxio.Float, []int64{2}, []float32{0, 1})
+			_ = m.SetInitializer(w)
+			_ = m.SetInitializer(b)
+			m.AddInput(onnxio.ValueInfo{Name: "x", DType: onnxio.Float, Shape: []onnxio.Dim{{Param: "n"}, {Value: 2}}})
+			if err := m.InsertNodes(
+				onnxio.Node{Name: "fc", OpType: "MatMul", Inputs: []string{"x", "w"}, Outputs: []string{"h"}},
+				onnxio.Node{Name: "bias", OpType: "Add", Inputs: []string{"h", "b"}, Outputs: []string{"logits"}},
+			); err != nil {
+				t.Fatal(err)
+			}
+			m.AddOutput(onnxio.ValueInfo{Name: "logits", DType: onnxio.Float})
+			m.RenameInput(tc.from, tc.to)
+			path := filepath.Join(dir, tc.name+".onnx")
+			if err := m.Save(path, nil); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(dir, tc.name+".fisher.onnx")
+			var code int
+			msg := captureStderr(t, func() { code = run([]string{"onnxpost", "fisher", "--data", data, "-o", out, path}) })
+			if code != exitError || !strings.Contains(msg, tc.mention) || strings.Contains(msg, "internal error") {
+				t.Fatalf("exit code %d, stderr %q; want 1 naming %s", code, msg, tc.mention)
+			}
+			if _, err := os.Stat(out); err == nil {
+				t.Error("a Fisher file was written")
+			}
+		})
+	}
+}
