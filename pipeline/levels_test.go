@@ -193,3 +193,21 @@ func writeAll(t *testing.T, p string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+// A cancelled context stops the level database before it builds anything.
+func TestLevelDBCancelled(t *testing.T) {
+	var builds int
+	var warns []string
+	db := countingDB(t.TempDir(), &builds, &warns)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := db.Get(ctx, onnxio.Weight{Name: "x"}, []float32{1, 2}, 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if builds != 0 {
+		t.Errorf("%d builds after cancellation", builds)
+	}
+	if _, err := ApplyAllocation(ctx, onnxio.New("m", 17), Allocation{Layers: []LayerChoice{{Name: "x"}}}, nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("ApplyAllocation: err = %v, want context.Canceled", err)
+	}
+}
