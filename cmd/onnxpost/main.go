@@ -67,7 +67,10 @@ Examples:
   onnxpost eval model.onnx --data test.npz --metrics accuracy,latency
   onnxpost merge --method ties --base base.onnx -o merged.onnx a.onnx b.onnx
 
-Exit codes: 0 done, 1 error, 2 usage, 3 gate failed (output not written).`,
+Exit codes: 0 done, 1 error, 2 usage, 3 gate failed (output not written),
+130 and 143 cancelled by SIGINT or SIGTERM (temporary files removed, existing
+outputs untouched; a second signal exits at once). A bug exits 1 with
+"internal error:"; set ONNXPOST_DEBUG=1 to print its stack.`,
 		Commands:        commands,
 		HideHelpCommand: false,
 		OnUsageError: func(c *cli.Context, err error, isSubcommand bool) error {
