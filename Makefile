@@ -66,6 +66,7 @@ fuzz:
 	$(GO) test ./onnxio -run '^$$' -fuzz '^FuzzParseTensor$$' -fuzztime 30s
 	$(GO) test ./evalharness/npz -run '^$$' -fuzz '^FuzzNPZ$$' -fuzztime 30s
 	$(GO) test ./pipeline -run '^$$' -fuzz '^FuzzRecipe$$' -fuzztime 30s
+	$(GO) test ./pipeline -run '^$$' -fuzz '^FuzzLevelCache$$' -fuzztime 30s
 
 ## bench-eval: onnxpost eval vs ONNX Runtime's Python runner (same model, batch, threads)
 bench-eval: ort build pyenv

@@ -61,6 +61,9 @@ type Options struct {
 // then declared as one, typed and shaped like output), a value of the graph,
 // or an initializer. The forward outputs are dropped.
 func Gradients(m *onnxio.Model, output, seed string, params []string, opt Options) (*onnxio.Model, []string, error) {
+	if err := CheckGraph(m); err != nil {
+		return nil, nil, err
+	}
 	g := m.Clone()
 	info, err := completeInfo(g, opt.Info)
 	if err != nil {
@@ -136,6 +139,9 @@ func fixedDims(s []int64) []onnxio.Dim {
 func VJP(m *onnxio.Model, output, seed string, params []string, opt Options) (map[string]string, error) {
 	if op, ok := m.Opsets()[""]; !ok || op < 13 {
 		return nil, fmt.Errorf("%w: the model imports ai.onnx opset %d; gradients need opset >= 13", ErrUnsupported, op)
+	}
+	if err := CheckGraph(m); err != nil {
+		return nil, err
 	}
 	info, err := completeInfo(m, opt.Info)
 	if err != nil {
@@ -422,8 +428,12 @@ type ProbeOutput struct {
 // it once on a sample and passing the results to ProbeInfo gives the dtypes
 // and shapes Options.Info needs. Use a sample of the batch size the gradient
 // graph will run with, or any batch size when the model has no axis that
-// broadcasts against the batch axis.
-func ProbeModel(m *onnxio.Model) (*onnxio.Model, []ProbeOutput) {
+// broadcasts against the batch axis. A graph CheckGraph refuses gives its
+// ErrGraph.
+func ProbeModel(m *onnxio.Model) (*onnxio.Model, []ProbeOutput, error) {
+	if err := CheckGraph(m); err != nil {
+		return nil, nil, err
+	}
 	p := m.Clone()
 	b := newBuilder(p, nil, "probe")
 	seen := map[string]bool{}
@@ -445,10 +455,10 @@ func ProbeModel(m *onnxio.Model) (*onnxio.Model, []ProbeOutput) {
 		}
 	}
 	if err := p.InsertNodes(b.nodes...); err != nil {
-		panic(fmt.Sprintf("autodiff: probe nodes: %v", err)) // only new, well-formed nodes
+		return nil, nil, fmt.Errorf("%w: probe nodes: %w", ErrGraph, err)
 	}
 	p.SetOutputs(outs)
-	return p, po
+	return p, po, nil
 }
 
 // ProbeInfo builds Options.Info from a run of a probe model: dtype returns

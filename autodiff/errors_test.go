@@ -107,3 +107,72 @@ func TestGradientsOfSum(t *testing.T) {
 		}
 	}
 }
+
+// Graphs that are not dataflow graphs (a cycle, a read of a value nothing
+// defines) used to panic in ProbeModel (fisher on such a model: exit 2). They
+// are ErrGraph naming the nodes, from ProbeModel, VJP and Gradients alike.
+func TestInvalidGraphs(t *testing.T) {
+	// build makes a valid graph of nodes, then renames the value from to
+	// to (RenameInput does not re-sort), which breaks it
+	build := func(from, to string, nodes ...onnxio.Node) *onnxio.Model {
+		m := onnxio.New("bad", 17)
+		for _, name := range []string{"w", "w2"} {
+			x, _ := onnxio.FromFloat32(name, onnxio.Float, []int64{2}, []float32{1, 2})
+			_ = m.SetInitializer(x)
+		}
+		m.AddInput(onnxio.ValueInfo{Name: "in", DType: onnxio.Float, Shape: []onnxio.Dim{{Value: 2}}})
+		m.AddInput(onnxio.ValueInfo{Name: "s", DType: onnxio.Float, Shape: []onnxio.Dim{{Value: 2}}})
+		if err := m.InsertNodes(nodes...); err != nil {
+			t.Fatal(err)
+		}
+		m.SetOutputs([]onnxio.ValueInfo{{Name: "y", DType: onnxio.Float}})
+		m.RenameInput(from, to)
+		return m
+	}
+	cases := []struct {
+		name    string
+		m       *onnxio.Model
+		mention []string
+	}{
+		{"undefined input", build("w2", "ghost",
+			onnxio.Node{Name: "mul", OpType: "Mul", Inputs: []string{"in", "w"}, Outputs: []string{"a"}},
+			onnxio.Node{Name: "add", OpType: "Add", Inputs: []string{"a", "w2"}, Outputs: []string{"y"}},
+		), []string{`"add" (Add)`, `"ghost"`}},
+		{"two-node cycle", build("in", "b",
+			onnxio.Node{Name: "first", OpType: "Add", Inputs: []string{"in", "w"}, Outputs: []string{"a"}},
+			onnxio.Node{Name: "second", OpType: "Mul", Inputs: []string{"a", "w"}, Outputs: []string{"b"}},
+			onnxio.Node{Name: "out", OpType: "Relu", Inputs: []string{"b"}, Outputs: []string{"y"}},
+		), []string{"cycle", `"first" (Add)`, `"second" (Mul)`}},
+		{"self loop", build("in", "y",
+			onnxio.Node{Name: "loop", OpType: "Add", Inputs: []string{"in", "w"}, Outputs: []string{"y"}},
+		), []string{"cycle", `"loop" (Add)`}},
+		{"unnamed nodes", build("in", "c",
+			onnxio.Node{OpType: "Sin", Inputs: []string{"in"}, Outputs: []string{"a"}},
+			onnxio.Node{OpType: "Cos", Inputs: []string{"a"}, Outputs: []string{"c"}},
+			onnxio.Node{OpType: "Relu", Inputs: []string{"w"}, Outputs: []string{"y"}},
+		), []string{"cycle", "(unnamed Sin)", "(unnamed Cos)"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			check := func(what string, err error) {
+				t.Helper()
+				if !errors.Is(err, autodiff.ErrGraph) {
+					t.Fatalf("%s: err = %v, want ErrGraph", what, err)
+				}
+				for _, s := range c.mention {
+					if !strings.Contains(err.Error(), s) {
+						t.Errorf("%s: %q does not mention %s", what, err, s)
+					}
+				}
+			}
+			_, _, err := autodiff.ProbeModel(c.m)
+			check("ProbeModel", err)
+			f := autodiff.Info{DType: onnxio.Float, Shape: []int64{2}}
+			info := map[string]autodiff.Info{"a": f, "b": f, "c": f, "y": f}
+			_, err = autodiff.VJP(c.m, "y", "s", []string{"w"}, autodiff.Options{Info: info})
+			check("VJP", err)
+			_, _, err = autodiff.Gradients(c.m, "y", "", []string{"w"}, autodiff.Options{Info: info})
+			check("Gradients", err)
+		})
+	}
+}

@@ -186,7 +186,10 @@ func run(m *onnxio.Model, inputs map[string]*evalharness.Array) (map[string]*eva
 
 // probe returns the dtype and shape of every value of m.
 func probe(m *onnxio.Model, inputs map[string]*evalharness.Array) (map[string]autodiff.Info, error) {
-	p, po := autodiff.ProbeModel(m)
+	p, po, err := autodiff.ProbeModel(m)
+	if err != nil {
+		return nil, err
+	}
 	outs, err := run(p, inputs)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package evalharness
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -66,9 +67,11 @@ type convGeom struct {
 type TensorStats struct {
 	// Name is the value name.
 	Name string
-	// Count is the number of elements seen; NaNs is how many were NaN
-	// (excluded from the other statistics).
-	Count, NaNs int64
+	// Count is the number of elements seen; NaNs is how many were NaN and
+	// Infs how many were +Inf or −Inf. Both are excluded from the other
+	// statistics (Min, Max, Mean, Std, Hist); a caller that needs finite
+	// activations (static quantization) checks them, see Finite.
+	Count, NaNs, Infs int64
 	// Min and Max are the extreme values; AbsMax is max(|Min|, |Max|).
 	Min, Max, AbsMax float64
 	// Mean and Std are the mean and standard deviation of the elements.
@@ -134,17 +137,18 @@ func (h *Histogram) add(v []float64) {
 	edges := h.Edges()
 	norm := float64(n) / w
 	for _, x := range v {
-		if math.IsNaN(x) || x < h.Lo || x > h.Hi {
+		if math.IsNaN(x) || math.IsInf(x, 0) || x < h.Lo || x > h.Hi {
 			continue
 		}
 		i := n - 1
-		if w > 0 {
+		if w > 0 && !math.IsInf(w, 0) {
 			// numpy.histogram's index computation and edge corrections.
 			i = int((x - h.Lo) * norm)
 			if i >= n {
 				i = n - 1
 			}
-			if x < edges[i] {
+			i = max(i, 0) // (x − Lo)·norm is never negative; a guard all the same
+			if i > 0 && x < edges[i] {
 				i--
 			} else if i != n-1 && x >= edges[i+1] {
 				i++
@@ -159,8 +163,13 @@ var ErrCapture = errors.New("evalharness: cannot capture activations")
 
 // Capture runs m over ds with the activations that opt asks for exposed as
 // graph outputs (on a copy of the model), and accumulates their statistics
-// batch by batch in float64.
-func Capture(m *onnxio.Model, ds *Dataset, opt CaptureOptions) (*Stats, error) {
+// batch by batch in float64. It stops with ctx's error, checked before
+// every batch, when ctx is cancelled.
+//
+// Non-finite activations: a Gram refuses them (ErrNonFinite); tensor
+// statistics count them (TensorStats.NaNs, Infs) and leave them out of the
+// range and histogram, so the caller decides (TensorStats.Finite).
+func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptions) (*Stats, error) {
 	st := &Stats{grams: map[string]*gram{}, tensors: map[string]*TensorStats{}}
 	wm, err := m.WeightMap()
 	if err != nil {
@@ -263,6 +272,9 @@ func Capture(m *onnxio.Model, ds *Dataset, opt CaptureOptions) (*Stats, error) {
 		return vals, shapes, nil
 	}
 	for i := int64(0); i < ds.N; i += batch {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		j := min(i+batch, ds.N)
 		vals, shapes, err := values(i, j)
 		if err != nil {
@@ -271,7 +283,7 @@ func Capture(m *onnxio.Model, ds *Dataset, opt CaptureOptions) (*Stats, error) {
 		for _, name := range opt.Grams {
 			g := st.grams[name]
 			if err := g.add(vals[g.input], shapes[g.input]); err != nil {
-				return nil, fmt.Errorf("%w: %s: %v", ErrCapture, name, err)
+				return nil, fmt.Errorf("%w: %s: %w", ErrCapture, name, err)
 			}
 		}
 		for _, ts := range st.tensors {
@@ -285,7 +297,7 @@ func Capture(m *onnxio.Model, ds *Dataset, opt CaptureOptions) (*Stats, error) {
 	if opt.Bins > 0 && len(opt.Tensors) > 0 {
 		for _, ts := range st.tensors {
 			lo, hi := ts.Min, ts.Max
-			if ts.Count == ts.NaNs {
+			if ts.Count == ts.NaNs+ts.Infs {
 				lo, hi = 0, 0
 			}
 			if lo == hi { // numpy.histogram widens an empty range the same way
@@ -294,6 +306,9 @@ func Capture(m *onnxio.Model, ds *Dataset, opt CaptureOptions) (*Stats, error) {
 			ts.Hist = &Histogram{Lo: lo, Hi: hi, Counts: make([]int64, opt.Bins)}
 		}
 		for i := int64(0); i < ds.N; i += batch {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
 			vals, _, err := values(i, min(i+batch, ds.N))
 			if err != nil {
 				return nil, err
@@ -401,10 +416,17 @@ func newGram(m *onnxio.Model, wm map[string]onnxio.Weight, nodes []onnxio.Node, 
 // that tests exercise several chunks.)
 var im2colChunkElems = 1 << 20
 
-// add accumulates one batch of the consumer's input activation.
+// add accumulates one batch of the consumer's input activation. A batch
+// holding NaN or ±Inf is refused (ErrNonFinite): XᵀX would carry them into
+// every weight the Gram calibrates.
 func (g *gram) add(x []float64, shape []int64) error {
 	if x == nil {
 		return fmt.Errorf("activation %q was not captured", g.input)
+	}
+	for i, v := range x {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("%w: activation %q holds %v (element %d of the batch); an input Gram needs finite activations (do the calibration inputs hold Inf, NaN or values near the float32 limit?)", ErrNonFinite, g.input, v, i)
+		}
 	}
 	sym := blas64.Symmetric{Uplo: blas.Upper, N: g.d, Stride: g.d, Data: g.xtx}
 	switch {
@@ -525,6 +547,10 @@ func (ts *TensorStats) addRange(v []float64) {
 			ts.NaNs++
 			continue
 		}
+		if math.IsInf(x, 0) {
+			ts.Infs++
+			continue
+		}
 		ts.Min = math.Min(ts.Min, x)
 		ts.Max = math.Max(ts.Max, x)
 		ts.sum += x
@@ -532,8 +558,22 @@ func (ts *TensorStats) addRange(v []float64) {
 	}
 }
 
+// ErrNonFinite reports captured activations that hold NaN or ±Inf where
+// the statistics asked for need finite values.
+var ErrNonFinite = errors.New("evalharness: non-finite activations")
+
+// Finite returns nil when every value seen was finite, else an
+// ErrNonFinite naming the tensor and how many values were NaN or infinite.
+func (ts *TensorStats) Finite() error {
+	if ts.NaNs == 0 && ts.Infs == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s: %d NaN and %d ±Inf among %d calibration values (do the calibration inputs hold Inf, NaN or values near the float32 limit?)",
+		ErrNonFinite, ts.Name, ts.NaNs, ts.Infs, ts.Count)
+}
+
 func (ts *TensorStats) finish() {
-	n := float64(ts.Count - ts.NaNs)
+	n := float64(ts.Count - ts.NaNs - ts.Infs)
 	if n == 0 {
 		ts.Min, ts.Max = math.NaN(), math.NaN()
 		return

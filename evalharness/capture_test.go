@@ -1,6 +1,7 @@
 package evalharness
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"os"
@@ -141,7 +142,7 @@ func TestCaptureMatchesNumpy(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if c.st, err = Capture(m, ds, CaptureOptions{Grams: c.grams, Tensors: c.tensors, Bins: bins, Batch: 17, Session: SessionOptions{Threads: 1}}); err != nil {
+		if c.st, err = Capture(context.Background(), m, ds, CaptureOptions{Grams: c.grams, Tensors: c.tensors, Bins: bins, Batch: 17, Session: SessionOptions{Threads: 1}}); err != nil {
 			t.Fatal(err)
 		}
 		// The oracle reads the model as saved (node names ensured).
@@ -225,11 +226,11 @@ func TestCaptureErrors(t *testing.T) {
 		{[]string{"nope"}, "not a weight"},
 		{[]string{"b1"}, "role bias"},
 	} {
-		if _, err := Capture(m, ds, CaptureOptions{Grams: c.grams}); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := Capture(context.Background(), m, ds, CaptureOptions{Grams: c.grams}); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: error %v, want %q", c.grams, err, c.want)
 		}
 	}
-	st, err := Capture(m, ds, CaptureOptions{Grams: []string{"w1"}})
+	st, err := Capture(context.Background(), m, ds, CaptureOptions{Grams: []string{"w1"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package evalharness
 
 import (
+	"context"
 	"math"
 	"testing"
 
@@ -37,7 +38,7 @@ func TestCaptureUnnamedNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := Capture(m, ds, CaptureOptions{Grams: []string{"w1", "w2"}})
+	st, err := Capture(context.Background(), m, ds, CaptureOptions{Grams: []string{"w1", "w2"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package evalharness_test
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/onnxpost/onnxpost/evalharness"
@@ -94,7 +95,7 @@ func Example_capture() {
 	if err != nil {
 		panic(err)
 	}
-	st, err := evalharness.Capture(m, ds, evalharness.CaptureOptions{
+	st, err := evalharness.Capture(context.Background(), m, ds, evalharness.CaptureOptions{
 		Grams:   []string{"w1"}, // XᵀX of the MatMul consuming w1
 		Tensors: []string{"h1"}, // min/max/histogram of an activation
 		Bins:    64,

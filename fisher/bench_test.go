@@ -2,6 +2,7 @@ package fisher_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os/exec"
 	"path/filepath"
@@ -39,7 +40,7 @@ func BenchmarkFisher(b *testing.B) {
 		b.Run(fam+"/onnxpost", func(b *testing.B) {
 			t0 := time.Now()
 			for i := 0; i < b.N; i++ {
-				if _, err := fisher.ComputeResult(m, ds, fisher.Options{Session: so}); err != nil {
+				if _, err := fisher.ComputeResult(context.Background(), m, ds, fisher.Options{Session: so}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -48,7 +49,7 @@ func BenchmarkFisher(b *testing.B) {
 		b.Run(fam+"/onnxpost-loop", func(b *testing.B) {
 			t0 := time.Now()
 			for i := 0; i < b.N; i++ {
-				if _, err := fisher.ComputeResult(m, ds, fisher.Options{Session: so, Mode: fisher.ModeLoop}); err != nil {
+				if _, err := fisher.ComputeResult(context.Background(), m, ds, fisher.Options{Session: so, Mode: fisher.ModeLoop}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,6 +1,7 @@
 package fisher_test
 
 import (
+	"context"
 	"fmt"
 	"log"
 
@@ -21,12 +22,12 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	f, err := fisher.Compute(m, ds, fisher.Options{})
+	f, err := fisher.Compute(context.Background(), m, ds, fisher.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println(len(f["conv1.weight"])) // 16·1·3·3 values
-	fm, _, err := fisher.FromData(m, "ft_flip.onnx", ds, fisher.Options{Samples: 4, Seed: 1})
+	fm, _, err := fisher.FromData(context.Background(), m, "ft_flip.onnx", ds, fisher.Options{Samples: 4, Seed: 1})
 	if err != nil {
 		log.Fatal(err)
 	}

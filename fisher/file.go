@@ -1,6 +1,7 @@
 package fisher
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strconv"
@@ -80,8 +81,8 @@ func Read(path string) (map[string][]float32, map[string][]int64, error) {
 // FromData computes the diagonal Fisher of m on ds (see Compute) and returns
 // it as a Fisher file model, ready for merge.Inputs.Fishers or Save. name
 // (a path or description of m) is recorded in the metadata.
-func FromData(m *onnxio.Model, name string, ds *evalharness.Dataset, opt Options) (*onnxio.Model, *Result, error) {
-	r, err := ComputeResult(m, ds, opt)
+func FromData(ctx context.Context, m *onnxio.Model, name string, ds *evalharness.Dataset, opt Options) (*onnxio.Model, *Result, error) {
+	r, err := ComputeResult(ctx, m, ds, opt)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -57,6 +57,7 @@
 package fisher
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -142,16 +143,18 @@ type Result struct {
 // Compute returns the diagonal Fisher of m over the dataset (see the
 // package documentation). The map is keyed by parameter name; each slice is
 // shaped like the parameter (row-major). It is ComputeResult(...).Fisher.
-func Compute(m *onnxio.Model, ds *evalharness.Dataset, opt Options) (map[string][]float32, error) {
-	r, err := ComputeResult(m, ds, opt)
+func Compute(ctx context.Context, m *onnxio.Model, ds *evalharness.Dataset, opt Options) (map[string][]float32, error) {
+	r, err := ComputeResult(ctx, m, ds, opt)
 	if err != nil {
 		return nil, err
 	}
 	return r.Fisher, nil
 }
 
-// ComputeResult is Compute returning the shapes, counts and mode too.
-func ComputeResult(m *onnxio.Model, ds *evalharness.Dataset, opt Options) (*Result, error) {
+// ComputeResult is Compute returning the shapes, counts and mode too. It
+// stops with ctx's error, checked before each batch (each example in
+// ModeLoop), when ctx is cancelled.
+func ComputeResult(ctx context.Context, m *onnxio.Model, ds *evalharness.Dataset, opt Options) (*Result, error) {
 	if ds == nil || ds.N == 0 {
 		return nil, fmt.Errorf("fisher: empty dataset")
 	}
@@ -206,6 +209,9 @@ func ComputeResult(m *onnxio.Model, ds *evalharness.Dataset, opt Options) (*Resu
 		step = opt.Batch
 	}
 	for i := 0; i < n && g.Mode == ModeLoop; i++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		if err := loopExample(g, sess, fwd, ds.Batch(int64(i), int64(i)+1), outIdx, acc, opt.Samples, rng); err != nil {
 			return nil, fmt.Errorf("fisher: example %d: %w", i, err)
 		}
@@ -214,6 +220,9 @@ func ComputeResult(m *onnxio.Model, ds *evalharness.Dataset, opt Options) (*Resu
 		}
 	}
 	for i := 0; i < n && g.Mode != ModeLoop; i += step {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		j := min(i+step, n)
 		feed := map[string]*evalharness.Array{}
 		for k, v := range ds.Batch(int64(i), int64(j)) {
@@ -742,7 +751,10 @@ func mustInts(v ...int64) *onnxio.Tensor {
 // Probe runs autodiff's probe model of m on one sample and returns the
 // dtype and shape of every value.
 func Probe(m *onnxio.Model, feed map[string]*evalharness.Array, so evalharness.SessionOptions) (map[string]autodiff.Info, error) {
-	pm, po := autodiff.ProbeModel(m)
+	pm, po, err := autodiff.ProbeModel(m)
+	if err != nil {
+		return nil, fmt.Errorf("fisher: %w", err)
+	}
 	b, err := pm.Bytes()
 	if err != nil {
 		return nil, err

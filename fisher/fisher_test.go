@@ -1,6 +1,7 @@
 package fisher_test
 
 import (
+	"context"
 	"errors"
 	"math"
 	"path/filepath"
@@ -65,13 +66,13 @@ func TestModesAgree(t *testing.T) {
 		m, ds := load(t, c.fam)
 		opt := fisher.Options{MaxExamples: 6, Samples: c.samples, Seed: 4, Batch: 4}
 		opt.Mode = fisher.ModeRows
-		rows, err := fisher.ComputeResult(m, ds, opt)
+		rows, err := fisher.ComputeResult(context.Background(), m, ds, opt)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, mode := range []string{fisher.ModeCopies, fisher.ModeLoop} {
 			opt.Mode = mode
-			other, err := fisher.ComputeResult(m, ds, opt)
+			other, err := fisher.ComputeResult(context.Background(), m, ds, opt)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -109,7 +110,7 @@ func TestSamplingSeeded(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := func(seed int64) map[string][]float32 {
-		f, err := fisher.Compute(m, ds, fisher.Options{MaxExamples: 20, Samples: 2, Seed: seed})
+		f, err := fisher.Compute(context.Background(), m, ds, fisher.Options{MaxExamples: 20, Samples: 2, Seed: seed})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -127,7 +128,7 @@ func TestSamplingSeeded(t *testing.T) {
 func TestFileRoundTrip(t *testing.T) {
 	requireORT(t)
 	m, ds := load(t, "mlp")
-	fm, r, err := fisher.FromData(m, "mlp/base.onnx", ds, fisher.Options{MaxExamples: 3})
+	fm, r, err := fisher.FromData(context.Background(), m, "mlp/base.onnx", ds, fisher.Options{MaxExamples: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,7 @@ func TestBadInput(t *testing.T) {
 		{"missing input", &evalharness.Dataset{N: 1, Inputs: map[string]*evalharness.Array{"other": ds.Inputs["image"].Slice(0, 1)}}, fisher.Options{}},
 	}
 	for _, c := range cases {
-		if _, err := fisher.Compute(m, c.ds, c.opt); err == nil {
+		if _, err := fisher.Compute(context.Background(), m, c.ds, c.opt); err == nil {
 			t.Errorf("%s: no error", c.name)
 		} else {
 			t.Logf("%s: %v", c.name, err)
@@ -232,7 +233,7 @@ func TestFallbackMatchesDefinition(t *testing.T) {
 		}
 	}
 	for _, mode := range []string{"", fisher.ModeLoop} {
-		r, err := fisher.ComputeResult(m, ds, fisher.Options{Mode: mode})
+		r, err := fisher.ComputeResult(context.Background(), m, ds, fisher.Options{Mode: mode})
 		if err != nil {
 			t.Fatal(err)
 		}

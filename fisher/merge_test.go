@@ -27,7 +27,7 @@ func TestMergeWithComputedFisher(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fm, r, err := fisher.FromData(m, task, ds, fisher.Options{MaxExamples: 16})
+		fm, r, err := fisher.FromData(context.Background(), m, task, ds, fisher.Options{MaxExamples: 16})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -37,7 +37,7 @@ func TestMergeWithComputedFisher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := mg.Model(nil)
+	out, err := mg.Model(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

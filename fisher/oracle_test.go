@@ -2,6 +2,7 @@ package fisher_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"math"
 	"math/rand"
@@ -182,7 +183,7 @@ func checkFisher(t *testing.T, m *onnxio.Model, ds *evalharness.Dataset, fam str
 		modes = append(modes, fisher.ModeCopies)
 	}
 	for _, mode := range modes {
-		r, err := fisher.ComputeResult(m, ds, fisher.Options{MaxExamples: oracleExamples, Mode: mode, Batch: 7})
+		r, err := fisher.ComputeResult(context.Background(), m, ds, fisher.Options{MaxExamples: oracleExamples, Mode: mode, Batch: 7})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 package merge
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -9,20 +10,31 @@ import (
 	"math"
 	"os"
 
+	"github.com/onnxpost/onnxpost/internal/safe"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
+// testTransformHook, when set by a test, is called by Transform with the
+// tensor's name before it is merged.
+var testTransformHook func(name string)
+
 // Transform computes the merged tensor named name; t is the template's
 // tensor of that name. Tensors that are not merged come back unchanged. It
-// is an onnxio.TransformFunc: Save calls it from a pool of workers as it
-// writes the output, so the merge streams.
-func (m *Merger) Transform(name string, t *onnxio.Tensor) (*onnxio.Tensor, error) {
+// returns ctx's error once ctx is cancelled, and a panic while merging as
+// a *safe.PanicError. TransformFunc adapts it to onnxio.TransformFunc:
+// Save calls it from a pool of workers as it writes the output, so the
+// merge streams.
+func (m *Merger) Transform(ctx context.Context, name string, t *onnxio.Tensor) (_ *onnxio.Tensor, err error) {
 	k, ok := m.index[name]
 	if !ok {
 		return t, nil
 	}
-	if err := m.ctx.Err(); err != nil {
+	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	defer safe.Recover("merging "+name, &err)
+	if testTransformHook != nil {
+		testTransformHook(name)
 	}
 	p := &m.plan[k]
 	base, xs, err := m.group(p, t)
@@ -121,6 +133,13 @@ func compute[T Float](m *Merger, p *TensorPlan, base *onnxio.Tensor, xs, fishers
 	return wrap()
 }
 
+// TransformFunc returns Transform under ctx as an onnxio.TransformFunc.
+func (m *Merger) TransformFunc(ctx context.Context) onnxio.TransformFunc {
+	return func(name string, t *onnxio.Tensor) (*onnxio.Tensor, error) {
+		return m.Transform(ctx, name, t)
+	}
+}
+
 // Done returns the number of elements merged so far (for progress bars).
 func (m *Merger) Done() int64 { return m.done.Load() }
 
@@ -131,19 +150,23 @@ func (m *Merger) Output() *onnxio.Model { return m.template.Clone() }
 
 // Save writes the merged model to path, merging each tensor as it is
 // written (a worker pool of so.Workers, default GOMAXPROCS). out is the
-// model to save (from Output, with provenance set); so may be nil.
-func (m *Merger) Save(out *onnxio.Model, path string, so *onnxio.SaveOptions) error {
+// model to save (from Output, with provenance set); so may be nil. When
+// ctx is cancelled the next tensor fails with ctx's error, and the save
+// removes its temporary files and leaves an existing output untouched.
+func (m *Merger) Save(ctx context.Context, out *onnxio.Model, path string, so *onnxio.SaveOptions) error {
 	var o onnxio.SaveOptions
 	if so != nil {
 		o = *so
 	}
-	o.Transform = m.Transform
+	o.Transform = m.TransformFunc(ctx)
+	o.Context = ctx
 	return out.Save(path, &o)
 }
 
 // Model returns the merged model in memory (out from Output, or nil for a
-// fresh copy of the template).
-func (m *Merger) Model(out *onnxio.Model) (*onnxio.Model, error) {
+// fresh copy of the template); it stops with ctx's error when ctx is
+// cancelled.
+func (m *Merger) Model(ctx context.Context, out *onnxio.Model) (*onnxio.Model, error) {
 	if out == nil {
 		out = m.Output()
 	}
@@ -152,7 +175,7 @@ func (m *Merger) Model(out *onnxio.Model) (*onnxio.Model, error) {
 		if err != nil {
 			return nil, err
 		}
-		mt, err := m.Transform(p.Out, t)
+		mt, err := m.Transform(ctx, p.Out, t)
 		if err != nil {
 			return nil, err
 		}

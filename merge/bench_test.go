@@ -102,7 +102,7 @@ func BenchmarkMergeTIESLarge(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.SetBytes(4 * 4 * mg.Elements())
-		if err := mg.Save(mg.Output(), out, &onnxio.SaveOptions{External: onnxio.ExternalAlways}); err != nil {
+		if err := mg.Save(context.Background(), mg.Output(), out, &onnxio.SaveOptions{External: onnxio.ExternalAlways}); err != nil {
 			b.Fatal(err)
 		}
 	}

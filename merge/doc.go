@@ -25,7 +25,7 @@
 //	mg, err := merge.New(ctx, merge.Inputs{Base: base, Models: []*onnxio.Model{a, b}}, opt, nil)
 //	out := mg.Output()
 //	merge.SetProvenance(out, &opt, nil) // method, parameters, inputs' sha256
-//	err = mg.Save(out, "merged.onnx", nil)
+//	err = mg.Save(ctx, out, "merged.onnx", nil)
 //
 // # Definitions and choices
 //

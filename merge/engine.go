@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/onnxpost/onnxpost/internal/safe"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -51,9 +52,9 @@ type TensorPlan struct {
 
 // Merger merges models tensor by tensor while the output is written, so
 // that at most (models + 1) tensors of one name per worker are in memory.
-// Create it with New, then Save (streaming) or Model (in memory).
+// Create it with New, then Save (streaming) or Model (in memory). A Merger
+// holds no context: each call that works takes its own.
 type Merger struct {
-	ctx      context.Context
 	opt      Options
 	in       Inputs
 	template *onnxio.Model
@@ -80,7 +81,8 @@ type Progress func(stage string, done, total int64)
 // initializers selected by opt.Include/Exclude are merged. For TIES with a
 // global trim scope New makes the selection passes over all merged tensors
 // (a radix selection, constant memory) to find each model's threshold; for
-// Fisher merging with normalization it computes ‖Fᵢ‖.
+// Fisher merging with normalization it computes ‖Fᵢ‖. Those passes stop
+// with ctx's error when ctx is cancelled.
 //
 // Weights held in Constant nodes are not merged: fold them first
 // (onnxio.Model.FoldConstantWeights). The input models are not modified.
@@ -95,7 +97,7 @@ func New(ctx context.Context, in Inputs, opt Options, progress Progress) (*Merge
 	} else if len(in.Fishers) > 0 {
 		return nil, fmt.Errorf("%w: Fisher files given to method %s", ErrOptions, opt.Method)
 	}
-	m := &Merger{ctx: ctx, opt: opt, in: in, index: map[string]int{}}
+	m := &Merger{opt: opt, in: in, index: map[string]int{}}
 	label := func(i int) string { // i = -1: base
 		k := i
 		if in.Base != nil {
@@ -181,11 +183,11 @@ func New(ctx context.Context, in Inputs, opt Options, progress Progress) (*Merge
 	}
 	switch {
 	case opt.Method == TIES && opt.TrimScope == TrimGlobal:
-		if err := m.globalThresholds(progress); err != nil {
+		if err := m.globalThresholds(ctx, progress); err != nil {
 			return nil, err
 		}
 	case opt.Method == Fisher:
-		if err := m.fisherCoeffs(); err != nil {
+		if err := m.fisherCoeffs(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -268,8 +270,9 @@ func (m *Merger) group(p *TensorPlan, t *onnxio.Tensor) (base *onnxio.Tensor, xs
 }
 
 // forEach runs fn over the plan with a worker pool, stopping at the first
-// error.
-func (m *Merger) forEach(fn func(p *TensorPlan) error) error {
+// error, at a worker's panic (returned as a *safe.PanicError) or when ctx
+// is cancelled.
+func (m *Merger) forEach(ctx context.Context, fn func(p *TensorPlan) error) error {
 	workers := min(runtime.GOMAXPROCS(0), len(m.plan))
 	jobs := make(chan int)
 	var (
@@ -283,7 +286,8 @@ func (m *Merger) forEach(fn func(p *TensorPlan) error) error {
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				if err := fn(&m.plan[i]); err != nil {
+				p := &m.plan[i]
+				if err := safe.Call("merge worker ("+p.Out+")", func() error { return fn(p) }); err != nil {
 					once.Do(func() { first = err; close(stop) })
 				}
 			}
@@ -291,12 +295,16 @@ func (m *Merger) forEach(fn func(p *TensorPlan) error) error {
 	}
 loop:
 	for i := range m.plan {
+		if err := ctx.Err(); err != nil {
+			once.Do(func() { first = err; close(stop) })
+			break
+		}
 		select {
 		case jobs <- i:
 		case <-stop:
 			break loop
-		case <-m.ctx.Done():
-			once.Do(func() { first = m.ctx.Err(); close(stop) })
+		case <-ctx.Done():
+			once.Do(func() { first = ctx.Err(); close(stop) })
 			break loop
 		}
 	}
@@ -308,7 +316,7 @@ loop:
 // globalThresholds finds, for each model, the k-th largest |τ| over all its
 // merged tensors with k = TrimCount(density, total) — by radix selection
 // passes, one tensor name at a time.
-func (m *Merger) globalThresholds(progress Progress) error {
+func (m *Merger) globalThresholds(ctx context.Context, progress Progress) error {
 	nm := len(m.in.Models)
 	sels := make([]*Selector, nm)
 	for i := range sels {
@@ -333,7 +341,7 @@ func (m *Merger) globalThresholds(progress Progress) error {
 			}
 		}
 		pool := sync.Pool{New: func() any { return make([]*Pass, nm) }}
-		err := m.forEach(func(p *TensorPlan) error {
+		err := m.forEach(ctx, func(p *TensorPlan) error {
 			base, xs, err := m.group(p, nil)
 			if err != nil {
 				return err
@@ -438,14 +446,14 @@ func tensorThreshold[T Float](base, x []T, density float64) (float64, error) {
 
 // fisherCoeffs sets the Fisher coefficients: the weights, divided by
 // ‖Fᵢ‖₂ over the merged tensors when normalizing.
-func (m *Merger) fisherCoeffs() error {
+func (m *Merger) fisherCoeffs(ctx context.Context) error {
 	m.coeffs = append([]float64(nil), m.opt.Weights...)
 	if !m.opt.FisherNormalize {
 		return nil
 	}
 	sq := make([]float64, len(m.in.Fishers))
 	var mu sync.Mutex
-	err := m.forEach(func(p *TensorPlan) error {
+	err := m.forEach(ctx, func(p *TensorPlan) error {
 		local := make([]float64, len(sq))
 		for i, f := range m.in.Fishers {
 			t, err := f.Initializer(p.Fishers[i])

@@ -54,7 +54,7 @@ func TestMergeFirstModelOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := mg.Model(nil)
+	out, err := mg.Model(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestMergeMatchesKernels(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, err := mg.Model(nil)
+			out, err := mg.Model(context.Background(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -159,13 +159,13 @@ func TestSaveStreamsSameAsInMemory(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			mem, err := mg.Model(nil)
+			mem, err := mg.Model(context.Background(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			path := filepath.Join(dir, string(m)+".onnx")
 			out := mg.Output()
-			if err := mg.Save(out, path, &onnxio.SaveOptions{External: onnxio.ExternalAlways, Threshold: 64, Workers: 3}); err != nil {
+			if err := mg.Save(context.Background(), out, path, &onnxio.SaveOptions{External: onnxio.ExternalAlways, Threshold: 64, Workers: 3}); err != nil {
 				t.Fatal(err)
 			}
 			disk, err := onnxio.Load(path)
@@ -199,7 +199,7 @@ func TestHalfPrecision(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, err := mg.Model(nil)
+			out, err := mg.Model(context.Background(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -304,7 +304,7 @@ func TestIncludeExclude(t *testing.T) {
 	if len(mg.Plan()) != 8 {
 		t.Fatalf("%d tensors merged", len(mg.Plan()))
 	}
-	out, err := mg.Model(nil)
+	out, err := mg.Model(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +321,7 @@ func TestDAREDeterministic(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out, err := mg.Model(nil)
+		out, err := mg.Model(context.Background(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -350,7 +350,7 @@ func TestNonFiniteInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = mg.Model(nil)
+	_, err = mg.Model(context.Background(), nil)
 	if err == nil || !strings.Contains(err.Error(), `"l0.q.b"`) || !strings.Contains(err.Error(), "NaN") {
 		t.Fatalf("error %v, want one naming l0.q.b and NaN", err)
 	}

@@ -41,7 +41,7 @@ func ExampleNew() {
 		fmt.Println(err)
 		return
 	}
-	out, err := mg.Model(nil)
+	out, err := mg.Model(context.Background(), nil)
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -156,7 +156,7 @@ func TestOracle(t *testing.T) {
 			}
 			opt = mg.opt
 			out := filepath.Join(dir, fam+"-"+tc.name+".onnx")
-			if err := mg.Save(mg.Output(), out, saveOpts); err != nil {
+			if err := mg.Save(context.Background(), mg.Output(), out, saveOpts); err != nil {
 				t.Fatal(err)
 			}
 			plan["output"] = out

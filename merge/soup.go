@@ -112,7 +112,7 @@ func Soup(ctx context.Context, models []*onnxio.Model, ingredients []int, opt Op
 	if err != nil {
 		return nil, err
 	}
-	return mg.Model(nil)
+	return mg.Model(ctx, nil)
 }
 
 // GreedySoupModels runs GreedySoup over models, building each candidate

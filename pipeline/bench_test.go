@@ -44,7 +44,7 @@ func newCandidateBench(b *testing.B) *candidateBench {
 		b.Fatal(err)
 	}
 	opt := LevelSearch{Target: 0.7, Levels: 4}
-	sp, err := sparsitySpace(m, ws, "bench", calib, opt, func(string, ...any) {})
+	sp, err := sparsitySpace(context.Background(), m, ws, "bench", calib, opt, func(string, ...any) {})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func newCandidateBench(b *testing.B) *candidateBench {
 	}
 	// build every level once, outside the timings
 	for _, lv := range cb.cands {
-		if _, err := setLevels(m, sp.layers, lv, sp.db); err != nil {
+		if _, err := setLevels(context.Background(), m, sp.layers, lv, sp.db); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -123,7 +123,7 @@ func BenchmarkCandidatesNewSession(b *testing.B) {
 	cb := newCandidateBench(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		cm, err := setLevels(cb.m, cb.sp.layers, cb.cands[i%len(cb.cands)], cb.sp.db)
+		cm, err := setLevels(context.Background(), cb.m, cb.sp.layers, cb.cands[i%len(cb.cands)], cb.sp.db)
 		if err != nil {
 			b.Fatal(err)
 		}

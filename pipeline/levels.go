@@ -1,10 +1,14 @@
 package pipeline
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -17,8 +21,9 @@ import (
 // LevelBuilder computes the weights of one layer at one compression level,
 // dense-shaped: for sparsity the layer's weights with exactly `level`
 // entries set to zero, for rank the product of the rank-`level` factors,
-// for bits the weights quantized to `level` bits and dequantized.
-type LevelBuilder func(w onnxio.Weight, values []float32, level int64) ([]float32, error)
+// for bits the weights quantized to `level` bits and dequantized. A long
+// builder (SparseGPT, GPTQ) stops with ctx's error when ctx is cancelled.
+type LevelBuilder func(ctx context.Context, w onnxio.Weight, values []float32, level int64) ([]float32, error)
 
 // LevelDB is a per-layer ladder of compressed weights, built on demand and
 // cached in memory and, when Dir is set, on disk content-addressed by the
@@ -26,6 +31,14 @@ type LevelBuilder func(w onnxio.Weight, values []float32, level int64) ([]float3
 // level, so later runs reuse it. With Dir set, the memory cache is not
 // kept (the disk files are read back through the page cache): ladders of
 // real models do not fit in memory twice.
+//
+// A disk entry is trusted only after it is verified: it carries its key
+// and the SHA-256 of the key and the values, checked before the values are
+// used. An entry that fails the check (truncated, corrupted, written for
+// another key, edited) is discarded with a warning and the level is
+// rebuilt. The check stops accidents and stale or copied files; it is not
+// a signature: anyone who can write to Dir can also write a valid entry,
+// so Dir must be private to the user (it is created 0700).
 type LevelDB struct {
 	// Dir is the on-disk cache folder ("" keeps the cache in memory only).
 	Dir string
@@ -39,6 +52,9 @@ type LevelDB struct {
 	CalibHash string
 	// Build computes a level that is not cached.
 	Build LevelBuilder
+	// Log, if set, receives the warnings about discarded cache entries
+	// (default: standard error).
+	Log func(format string, args ...any)
 
 	mem map[string][]float32
 }
@@ -50,8 +66,10 @@ func (db *LevelDB) Key(layer string, level int64) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// Get returns layer w's weights at the given level (zeros, rank, bits).
-func (db *LevelDB) Get(w onnxio.Weight, dense []float32, level int64) ([]float32, error) {
+// Get returns layer w's weights at the given level (zeros, rank, bits),
+// building it unless a verified copy is cached. It returns ctx's error
+// before building when ctx is cancelled.
+func (db *LevelDB) Get(ctx context.Context, w onnxio.Weight, dense []float32, level int64) ([]float32, error) {
 	k := db.Key(w.Name, level)
 	if v, ok := db.mem[k]; ok {
 		return v, nil
@@ -61,12 +79,20 @@ func (db *LevelDB) Get(w onnxio.Weight, dense []float32, level int64) ([]float32
 	}
 	var path string
 	if db.Dir != "" {
-		path = filepath.Join(db.Dir, k[:2], k+".f32")
-		if v, err := readF32(path, len(dense)); err == nil {
+		path = filepath.Join(db.Dir, k[:2], k+levelExt)
+		v, err := readLevel(path, k, len(dense))
+		switch {
+		case err == nil:
 			return v, nil
+		case !errors.Is(err, fs.ErrNotExist):
+			db.warnf("discarding cache entry %s (level %d of %q): %v; rebuilding it", path, level, w.Name, err)
+			_ = os.Remove(path)
 		}
 	}
-	v, err := db.Build(w, dense, level)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	v, err := db.Build(ctx, w, dense, level)
 	if err != nil {
 		return nil, fmt.Errorf("level %d of %q: %w", level, w.Name, err)
 	}
@@ -78,39 +104,102 @@ func (db *LevelDB) Get(w onnxio.Weight, dense []float32, level int64) ([]float32
 	} else {
 		// the cache is an optimization: a failed write is not fatal, the
 		// level then stays in memory
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil || writeF32(path, v) != nil {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil || onnxio.WriteFileAtomic(path, encodeLevel(k, v)) != nil {
 			db.mem[k] = v
 		}
 	}
 	return v, nil
 }
 
-func readF32(path string, n int) ([]float32, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
+func (db *LevelDB) warnf(format string, args ...any) {
+	if db.Log != nil {
+		db.Log("warning: "+format, args...)
+		return
 	}
-	if len(b) != 4*n {
-		return nil, fmt.Errorf("cache entry %s has %d bytes, want %d", path, len(b), 4*n)
+	fmt.Fprintf(os.Stderr, "onnxpost: warning: "+format+"\n", args...)
+}
+
+// ErrCacheEntry reports a level cache entry that failed verification.
+var ErrCacheEntry = errors.New("invalid level cache entry")
+
+// A level cache entry is levelMagic, the 32-byte key, the value count
+// (uint64 little-endian), the float32 values (little-endian) and the
+// SHA-256 of everything before it.
+const (
+	levelMagic  = "onnxpost-level-v2\n"
+	levelExt    = ".level"
+	levelHeader = len(levelMagic) + sha256.Size + 8
+)
+
+// encodeLevel returns the cache entry of values v under key (hex SHA-256).
+func encodeLevel(key string, v []float32) []byte {
+	kb, err := hex.DecodeString(key)
+	if err != nil || len(kb) != sha256.Size {
+		panic("pipeline: level key is not a hex SHA-256: " + key)
+	}
+	b := make([]byte, 0, levelHeader+4*len(v)+sha256.Size)
+	b = append(b, levelMagic...)
+	b = append(b, kb...)
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(v)))
+	for _, x := range v {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
+	}
+	sum := sha256.Sum256(b)
+	return append(b, sum[:]...)
+}
+
+// decodeLevel verifies a cache entry against key and the expected count n
+// and returns its values; any mismatch is an ErrCacheEntry.
+func decodeLevel(b []byte, key string, n int) ([]float32, error) {
+	kb, err := hex.DecodeString(key)
+	if err != nil || len(kb) != sha256.Size {
+		return nil, fmt.Errorf("%w: key %q is not a hex SHA-256", ErrCacheEntry, key)
+	}
+	if n < 0 || len(b) < levelHeader+sha256.Size || string(b[:len(levelMagic)]) != levelMagic {
+		return nil, fmt.Errorf("%w: not a level cache entry", ErrCacheEntry)
+	}
+	if got := uint64(len(b) - levelHeader - sha256.Size); got != 4*uint64(n) {
+		return nil, fmt.Errorf("%w: %d bytes of values, want %d", ErrCacheEntry, got, 4*n)
+	}
+	body, sum := b[:len(b)-sha256.Size], b[len(b)-sha256.Size:]
+	if want := sha256.Sum256(body); !bytes.Equal(sum, want[:]) {
+		return nil, fmt.Errorf("%w: checksum mismatch (corrupted or edited)", ErrCacheEntry)
+	}
+	if !bytes.Equal(b[len(levelMagic):len(levelMagic)+sha256.Size], kb) {
+		return nil, fmt.Errorf("%w: written for another key", ErrCacheEntry)
+	}
+	if c := binary.LittleEndian.Uint64(b[len(levelMagic)+sha256.Size:]); c != uint64(n) {
+		return nil, fmt.Errorf("%w: %d values, want %d", ErrCacheEntry, c, n)
 	}
 	v := make([]float32, n)
 	for i := range v {
-		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[levelHeader+4*i:]))
 	}
 	return v, nil
 }
 
-func writeF32(path string, v []float32) error {
-	b := make([]byte, 4*len(v))
-	for i, x := range v {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+// readLevel reads and verifies the cache entry at path.
+func readLevel(path, key string, n int) ([]float32, error) {
+	st, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
 	}
-	return onnxio.WriteFileAtomic(path, b)
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: not a regular file", ErrCacheEntry)
+	}
+	if want := int64(levelHeader+sha256.Size) + 4*int64(n); st.Size() != want {
+		return nil, fmt.Errorf("%w: %d bytes, want %d", ErrCacheEntry, st.Size(), want)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return decodeLevel(b, key, n)
 }
 
 // MagnitudeLevel zeroes the `zeros` entries of smallest magnitude (ties
 // broken by index, so levels are nested and deterministic).
-func MagnitudeLevel(_ onnxio.Weight, values []float32, zeros int64) ([]float32, error) {
+func MagnitudeLevel(_ context.Context, _ onnxio.Weight, values []float32, zeros int64) ([]float32, error) {
 	if zeros < 0 || zeros > int64(len(values)) {
 		return nil, fmt.Errorf("%d zeros for %d weights", zeros, len(values))
 	}
@@ -143,7 +232,7 @@ func pruneInOrder(values []float32, order []int32, zeros int64) []float32 {
 func MagnitudeLevels() LevelBuilder {
 	var mu sync.Mutex
 	orders := map[string][]int32{}
-	return func(w onnxio.Weight, values []float32, zeros int64) ([]float32, error) {
+	return func(_ context.Context, w onnxio.Weight, values []float32, zeros int64) ([]float32, error) {
 		if zeros < 0 || zeros > int64(len(values)) {
 			return nil, fmt.Errorf("%d zeros for %d weights", zeros, len(values))
 		}

@@ -468,6 +468,9 @@ type RecipeReport struct {
 	Output  string       `json:"output"`
 	Passed  bool         `json:"passed"`
 	Error   string       `json:"error,omitempty"`
+	// Cancelled is set when the run stopped because its context was
+	// cancelled (SIGINT, SIGTERM); Error then starts with "cancelled".
+	Cancelled bool `json:"cancelled,omitempty"`
 }
 
 // Args builds the command line of step i: flags from the step, the recipe's
@@ -537,7 +540,9 @@ func (r *Recipe) Args(i int, input, out, report string) []string {
 // first error or failed gate. Intermediate models go to WorkDir (or a
 // temporary folder); the last step's model is written to Output, with the
 // recipe and tool version in its metadata, only when every step passed.
-// The report is written in every case (when Report is set).
+// The report is written in every case (when Report is set), also when ctx
+// is cancelled: the report then says so, and the temporary folder is
+// removed all the same.
 func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*RecipeReport, error) {
 	rep := &RecipeReport{Recipe: r.Name, Version: version}
 	work := r.workPath
@@ -580,6 +585,10 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 	finishReport := func(err error) (*RecipeReport, error) {
 		if err != nil {
 			rep.Error = err.Error()
+			if ctx.Err() != nil {
+				rep.Cancelled = true
+				rep.Error = fmt.Sprintf("cancelled (%v): %v", context.Cause(ctx), err)
+			}
 		}
 		if r.reportPath == "" {
 			return rep, err
@@ -626,11 +635,16 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 	if err != nil {
 		return finishReport(err)
 	}
+	// a cancellation before the save keeps Output untouched; the save
+	// itself checks ctx between tensors
+	if err := ctx.Err(); err != nil {
+		return finishReport(err)
+	}
 	sum := sha256.Sum256(r.Source)
 	m.SetMetadata("onnxpost.version", version)
 	m.SetMetadata("onnxpost.recipe", string(r.canonical))
 	m.SetMetadata("onnxpost.recipe_sha256", hex.EncodeToString(sum[:]))
-	opts := &onnxio.SaveOptions{}
+	opts := &onnxio.SaveOptions{Context: ctx}
 	if r.ExternalData {
 		opts.External = onnxio.ExternalAlways
 	}

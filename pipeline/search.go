@@ -304,7 +304,7 @@ type space struct {
 	// fraction describes a layer at ladder index k.
 	fraction func(l *searchLayer, k int) float64
 	// apply writes the allocation into a copy of the model.
-	apply func(m *onnxio.Model, lv []int) (*onnxio.Model, error)
+	apply func(ctx context.Context, m *onnxio.Model, lv []int) (*onnxio.Model, error)
 	// extraInputs are further initializers fed as session inputs and
 	// extraFeed their values for layer i at ladder index level (drop:
 	// the biases zeroed with the weights); both optional.
@@ -319,7 +319,7 @@ type space struct {
 	// session's weight inputs for a whole candidate (and checks its
 	// budgets) instead of one input per entry.
 	parts []*space
-	feed  func(levels []int) (map[string]*evalharness.Array, error)
+	feed  func(ctx context.Context, levels []int) (map[string]*evalharness.Array, error)
 }
 
 // RunSearch searches per-layer compression levels of m in opt.Space at an
@@ -358,15 +358,15 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	var sp *space
 	switch opt.Space {
 	case SpaceSparsity:
-		sp, err = sparsitySpace(m, ws, hash, calib, opt, logf)
+		sp, err = sparsitySpace(ctx, m, ws, hash, calib, opt, logf)
 	case SpaceRank:
 		sp, err = rankSpace(m, ws, hash, opt)
 	case SpaceBits:
-		sp, err = bitsSpace(m, ws, hash, calib, opt, logf)
+		sp, err = bitsSpace(ctx, m, ws, hash, calib, opt, logf)
 	case SpaceDrop:
 		sp, err = dropSpace(m, ws, hash, opt, logf)
 	case SpaceSparsityBits:
-		sp, err = sparsityBitsSpace(m, ws, hash, calib, opt, logf)
+		sp, err = sparsityBitsSpace(ctx, m, ws, hash, calib, opt, logf)
 	default:
 		err = fmt.Errorf("search space %q: want sparsity, rank, bits, drop or sparsity,bits", opt.Space)
 	}
@@ -510,7 +510,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	if sp.heuristic != nil {
 		heur, err = sp.heuristic(ctx, ev, all)
 	} else {
-		heur, err = errorAllocation(layers, sl, start, sp.db)
+		heur, err = errorAllocation(ctx, layers, sl, start, sp.db)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -570,7 +570,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	}
 	logf("searched allocation: %s %.6g (%d evaluations, %.1f candidates/s)", fitness, report.Searched.Loss, res.Evaluations, report.CandidatesPS)
 
-	out, err := sp.apply(m, res.Levels)
+	out, err := sp.apply(ctx, m, res.Levels)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -580,7 +580,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 			name string
 			lv   []int
 		}{{uniName, start}, {heurName, heur}} {
-			bm, err := sp.apply(m, b.lv)
+			bm, err := sp.apply(ctx, m, b.lv)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -594,10 +594,10 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 // setLevels returns m with each layer's weight replaced by its level from
 // the database (dense-shaped: pruned, or a low-rank product, or
 // dequantized).
-func setLevels(m *onnxio.Model, layers []*searchLayer, lv []int, db *LevelDB) (*onnxio.Model, error) {
+func setLevels(ctx context.Context, m *onnxio.Model, layers []*searchLayer, lv []int, db *LevelDB) (*onnxio.Model, error) {
 	out := m.Clone()
 	for i, l := range layers {
-		v, err := db.Get(l.w, l.dense, l.keys[lv[i]])
+		v, err := db.Get(ctx, l.w, l.dense, l.keys[lv[i]])
 		if err != nil {
 			return nil, err
 		}
@@ -614,8 +614,9 @@ func setLevels(m *onnxio.Model, layers []*searchLayer, lv []int, db *LevelDB) (*
 
 // ApplyAllocation returns m with the layers of a sparsity allocation
 // pruned to their zeros (LayerChoice.Value) by the magnitude (or given)
-// builder; it serves baselines' outputs.
-func ApplyAllocation(m *onnxio.Model, a Allocation, build LevelBuilder) (*onnxio.Model, error) {
+// builder; it serves baselines' outputs. It stops with ctx's error,
+// checked before each layer, when ctx is cancelled.
+func ApplyAllocation(ctx context.Context, m *onnxio.Model, a Allocation, build LevelBuilder) (*onnxio.Model, error) {
 	if build == nil {
 		build = MagnitudeLevel
 	}
@@ -625,6 +626,9 @@ func ApplyAllocation(m *onnxio.Model, a Allocation, build LevelBuilder) (*onnxio
 	}
 	out := m.Clone()
 	for _, lc := range a.Layers {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		w, ok := ws[lc.Name]
 		if !ok {
 			return nil, fmt.Errorf("no weight %q", lc.Name)
@@ -637,7 +641,7 @@ func ApplyAllocation(m *onnxio.Model, a Allocation, build LevelBuilder) (*onnxio
 		if err != nil {
 			return nil, err
 		}
-		p, err := build(w, v, lc.Value)
+		p, err := build(ctx, w, v, lc.Value)
 		if err != nil {
 			return nil, err
 		}
@@ -656,7 +660,7 @@ func ApplyAllocation(m *onnxio.Model, a Allocation, build LevelBuilder) (*onnxio
 // repeatedly apply the single budget-neutral switch (one layer a level
 // more compressed, another of the same group a level less) that most
 // lowers the sum of relative layer errors ‖W−Ŵ‖²/‖W‖², until none does.
-func errorAllocation(layers []*searchLayer, sl []search.Layer, start []int, db *LevelDB) ([]int, error) {
+func errorAllocation(ctx context.Context, layers []*searchLayer, sl []search.Layer, start []int, db *LevelDB) ([]int, error) {
 	errAt := make([][]float64, len(layers))
 	for i, l := range layers {
 		errAt[i] = make([]float64, l.levels())
@@ -669,7 +673,7 @@ func errorAllocation(layers []*searchLayer, sl []search.Layer, start []int, db *
 			ldb = l.db
 		}
 		for k := 0; k < l.levels(); k++ {
-			v, err := ldb.Get(l.w, l.dense, l.keys[k])
+			v, err := ldb.Get(ctx, l.w, l.dense, l.keys[k])
 			if err != nil {
 				return nil, err
 			}
@@ -732,15 +736,15 @@ type fitnessEvaluator struct {
 	// extra, if set, gives further inputs for layer i at a level.
 	extra func(i, level int) map[string]*evalharness.Array
 	// feed, if set, gives all weight inputs of a candidate instead.
-	feed func(levels []int) (map[string]*evalharness.Array, error)
+	feed func(ctx context.Context, levels []int) (map[string]*evalharness.Array, error)
 }
 
-func (e *fitnessEvaluator) weightArray(i, level int) (*evalharness.Array, error) {
+func (e *fitnessEvaluator) weightArray(ctx context.Context, i, level int) (*evalharness.Array, error) {
 	if a, ok := e.arrays[[2]int{i, level}]; ok {
 		return a, nil
 	}
 	l := e.layers[i]
-	v, err := e.db.Get(l.w, l.dense, l.keys[level])
+	v, err := e.db.Get(ctx, l.w, l.dense, l.keys[level])
 	if err != nil {
 		return nil, err
 	}
@@ -754,7 +758,7 @@ func (e *fitnessEvaluator) Fitness(ctx context.Context, levels []int, samples []
 	feed := map[string]*evalharness.Array{}
 	layers := e.layers
 	if e.feed != nil {
-		f, err := e.feed(levels)
+		f, err := e.feed(ctx, levels)
 		if err != nil {
 			return 0, err
 		}
@@ -764,7 +768,7 @@ func (e *fitnessEvaluator) Fitness(ctx context.Context, levels []int, samples []
 		layers = nil
 	}
 	for i, l := range layers {
-		a, err := e.weightArray(i, levels[i])
+		a, err := e.weightArray(ctx, i, levels[i])
 		if err != nil {
 			return 0, err
 		}

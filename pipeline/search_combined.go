@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -41,7 +42,7 @@ func comboLevel(zeros, bits int64) int64 { return zeros<<8 | bits }
 // the sparsity builder's pruned weight, cached under a key holding both
 // levels and both methods. The written model prunes each layer to its
 // zeros, then packs it with quant.QuantizeMixed at its width.
-func sparsityBitsSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *evalharness.Dataset, opt LevelSearch, logf func(string, ...any)) (*space, error) {
+func sparsityBitsSpace(ctx context.Context, m *onnxio.Model, ws []onnxio.Weight, hash string, calib *evalharness.Dataset, opt LevelSearch, logf func(string, ...any)) (*space, error) {
 	var sel []onnxio.Weight
 	for _, w := range ws {
 		if w.Op == "MatMul" && len(w.Shape) == 2 {
@@ -53,13 +54,13 @@ func sparsityBitsSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *
 	}
 	so := opt
 	so.Space = SpaceSparsity
-	sps, err := sparsitySpace(m, sel, hash, calib, so, logf)
+	sps, err := sparsitySpace(ctx, m, sel, hash, calib, so, logf)
 	if err != nil {
 		return nil, err
 	}
 	bo := opt
 	bo.Space, bo.Target, bo.Method = SpaceBits, opt.TargetBits, opt.BitsMethod
-	bs, err := bitsSpace(m, sel, hash, calib, bo, logf)
+	bs, err := bitsSpace(ctx, m, sel, hash, calib, bo, logf)
 	if err != nil {
 		return nil, err
 	}
@@ -81,17 +82,17 @@ func sparsityBitsSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *
 	}
 	layers := append(append([]*searchLayer(nil), sps.layers...), bs.layers...)
 
-	combo := &LevelDB{Dir: opt.CacheDir, ModelHash: hash,
+	combo := &LevelDB{Dir: opt.CacheDir, ModelHash: hash, Log: opt.Log,
 		Method:    sps.db.Method + "+" + bs.db.Method,
 		CalibHash: sps.db.CalibHash + "+" + bs.db.CalibHash,
 	}
-	combo.Build = func(w onnxio.Weight, dense []float32, level int64) ([]float32, error) {
+	combo.Build = func(ctx context.Context, w onnxio.Weight, dense []float32, level int64) ([]float32, error) {
 		zeros, bits := level>>8, level&0xff
-		pruned, err := sps.db.Get(w, dense, zeros)
+		pruned, err := sps.db.Get(ctx, w, dense, zeros)
 		if err != nil {
 			return nil, err
 		}
-		return bs.db.Build(w, pruned, bits)
+		return bs.db.Build(ctx, w, pruned, bits)
 	}
 	var sCost, bCost int64 // the uniform budgets, checked for every candidate
 	for j := 0; j < n; j++ {
@@ -99,7 +100,7 @@ func sparsityBitsSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *
 		bCost += bs.layers[j].costs[bs.layers[j].offset]
 	}
 	arrays := map[[3]int]*evalharness.Array{}
-	feed := func(levels []int) (map[string]*evalharness.Array, error) {
+	feed := func(ctx context.Context, levels []int) (map[string]*evalharness.Array, error) {
 		var sc, bc int64
 		out := make(map[string]*evalharness.Array, n)
 		for j := 0; j < n; j++ {
@@ -110,7 +111,7 @@ func sparsityBitsSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *
 			key := [3]int{j, ks, kb}
 			a, ok := arrays[key]
 			if !ok {
-				v, err := combo.Get(sl.w, sl.dense, comboLevel(sl.keys[ks], bl.keys[kb]))
+				v, err := combo.Get(ctx, sl.w, sl.dense, comboLevel(sl.keys[ks], bl.keys[kb]))
 				if err != nil {
 					return nil, err
 				}
@@ -134,12 +135,12 @@ func sparsityBitsSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *
 			}
 			return sps.fraction(l, k)
 		},
-		apply: func(m *onnxio.Model, lv []int) (*onnxio.Model, error) {
-			pruned, err := setLevels(m, sps.layers, lv[:n], sps.db)
+		apply: func(ctx context.Context, m *onnxio.Model, lv []int) (*onnxio.Model, error) {
+			pruned, err := setLevels(ctx, m, sps.layers, lv[:n], sps.db)
 			if err != nil {
 				return nil, err
 			}
-			return bs.apply(pruned, lv[n:])
+			return bs.apply(ctx, pruned, lv[n:])
 		},
 	}, nil
 }

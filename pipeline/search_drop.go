@@ -377,7 +377,7 @@ func dropSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, opt LevelSearch
 		return nil, fmt.Errorf("drop target %v: want an integer number of blocks in [1, %d) (%d residual blocks found)", opt.Target, len(blocks), len(blocks))
 	}
 	logf("%d residual blocks; dropping %d", len(blocks), k)
-	db := &LevelDB{ModelHash: hash, Method: SpaceDrop, Build: func(_ onnxio.Weight, v []float32, level int64) ([]float32, error) {
+	db := &LevelDB{ModelHash: hash, Method: SpaceDrop, Build: func(_ context.Context, _ onnxio.Weight, v []float32, level int64) ([]float32, error) {
 		if level == 1 {
 			return make([]float32, len(v)), nil
 		}
@@ -410,7 +410,7 @@ func dropSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, opt LevelSearch
 			extra = append(extra, b.Bias)
 		}
 	}
-	apply := func(m *onnxio.Model, lv []int) (*onnxio.Model, error) {
+	apply := func(_ context.Context, m *onnxio.Model, lv []int) (*onnxio.Model, error) {
 		var drop []ResidualBlock
 		for i, b := range blocks {
 			if lv[i] == 1 {

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"regexp"
@@ -19,6 +20,9 @@ import (
 // the first request only, so that a run whose levels are all in the disk
 // cache never runs the capture.
 type lazyStats struct {
+	// ctx is the search's: the capture runs on the first InputGram, from
+	// inside a level builder, whose calibration interface has no context.
+	ctx   context.Context
 	once  sync.Once
 	m     *onnxio.Model
 	ds    *evalharness.Dataset
@@ -35,7 +39,7 @@ func (l *lazyStats) InputGram(weight string) ([]float64, int, int64, error) {
 	l.once.Do(func() {
 		l.logf("capturing the input Gram matrices of %d layers on %d calibration samples", len(l.names), l.ds.N)
 		l.opt.Grams = l.names
-		l.st, l.err = evalharness.Capture(l.m, l.ds, l.opt)
+		l.st, l.err = evalharness.Capture(l.ctx, l.m, l.ds, l.opt)
 	})
 	if l.err != nil {
 		return nil, 0, 0, l.err
@@ -43,7 +47,7 @@ func (l *lazyStats) InputGram(weight string) ([]float64, int, int64, error) {
 	return l.st.InputGram(weight)
 }
 
-func newLazyStats(m *onnxio.Model, calib *evalharness.Dataset, ws []onnxio.Weight, opt LevelSearch, logf func(string, ...any)) (*lazyStats, string, error) {
+func newLazyStats(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset, ws []onnxio.Weight, opt LevelSearch, logf func(string, ...any)) (*lazyStats, string, error) {
 	ds, err := subset(calib, opt.CalibSamples)
 	if err != nil {
 		return nil, "", err
@@ -52,7 +56,7 @@ func newLazyStats(m *onnxio.Model, calib *evalharness.Dataset, ws []onnxio.Weigh
 	for i, w := range ws {
 		names[i] = w.Name
 	}
-	return &lazyStats{m: m, ds: ds, names: names, logf: logf,
+	return &lazyStats{ctx: ctx, m: m, ds: ds, names: names, logf: logf,
 		opt: evalharness.CaptureOptions{Batch: opt.Batch, Session: opt.Session}}, DatasetHash(ds), nil
 }
 
@@ -87,7 +91,7 @@ func PrunerLevel(m *onnxio.Model, method sparsity.Method, calib sparsity.Calibra
 	for _, c := range cands {
 		layouts[c.Name] = c
 	}
-	return func(w onnxio.Weight, values []float32, zeros int64) ([]float32, error) {
+	return func(ctx context.Context, w onnxio.Weight, values []float32, zeros int64) ([]float32, error) {
 		l, ok := layouts[w.Name]
 		if !ok {
 			return nil, fmt.Errorf("package sparsity cannot prune %q", w.Name)
@@ -100,7 +104,7 @@ func PrunerLevel(m *onnxio.Model, method sparsity.Method, calib sparsity.Calibra
 			return nil, err
 		}
 		l.Data = values
-		out, rep, err := sparsity.PruneLayer(l, sparsity.Options{Method: method, Sparsity: s}, calib)
+		out, rep, err := sparsity.PruneLayer(ctx, l, sparsity.Options{Method: method, Sparsity: s}, calib)
 		if err != nil {
 			return nil, err
 		}
@@ -115,7 +119,7 @@ func PrunerLevel(m *onnxio.Model, method sparsity.Method, calib sparsity.Calibra
 }
 
 // sparsitySpace builds ladders of equal steps of zeros in every layer.
-func sparsitySpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *evalharness.Dataset, opt LevelSearch, logf func(string, ...any)) (*space, error) {
+func sparsitySpace(ctx context.Context, m *onnxio.Model, ws []onnxio.Weight, hash string, calib *evalharness.Dataset, opt LevelSearch, logf func(string, ...any)) (*space, error) {
 	if !(opt.Target > 0 && opt.Target < 1) {
 		return nil, fmt.Errorf("sparsity target %v outside (0, 1)", opt.Target)
 	}
@@ -123,7 +127,7 @@ func sparsitySpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *eval
 	if method == "" {
 		method = string(sparsity.Magnitude)
 	}
-	db := &LevelDB{Dir: opt.CacheDir, ModelHash: hash, Method: "sparsity/" + method, Build: opt.Builder}
+	db := &LevelDB{Dir: opt.CacheDir, ModelHash: hash, Log: opt.Log, Method: "sparsity/" + method, Build: opt.Builder}
 	if db.Build == nil {
 		mt, err := sparsity.ParseMethod(method)
 		if err != nil {
@@ -132,7 +136,7 @@ func sparsitySpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *eval
 		if mt == sparsity.Magnitude {
 			db.Build = MagnitudeLevels()
 		} else {
-			stats, h, err := newLazyStats(m, calib, ws, opt, logf)
+			stats, h, err := newLazyStats(ctx, m, calib, ws, opt, logf)
 			if err != nil {
 				return nil, err
 			}
@@ -177,7 +181,9 @@ func sparsitySpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *eval
 		name: SpaceSparsity, method: method, layers: layers, db: db, step: step,
 		achieved: func(cost int64) float64 { return float64(total-cost) / float64(total) },
 		fraction: func(l *searchLayer, k int) float64 { return float64(l.keys[k]) / float64(len(l.dense)) },
-		apply:    func(m *onnxio.Model, lv []int) (*onnxio.Model, error) { return setLevels(m, layers, lv, db) },
+		apply: func(ctx context.Context, m *onnxio.Model, lv []int) (*onnxio.Model, error) {
+			return setLevels(ctx, m, layers, lv, db)
+		},
 	}, nil
 }
 
@@ -208,7 +214,7 @@ func matrixDims(w onnxio.Weight) (int, int) {
 func SVDLevel() LevelBuilder {
 	var mu sync.Mutex
 	svds := map[string]*lowrank.SVD{}
-	return func(w onnxio.Weight, values []float32, rank int64) ([]float32, error) {
+	return func(ctx context.Context, w onnxio.Weight, values []float32, rank int64) ([]float32, error) {
 		m, n := matrixDims(w)
 		if rank < 1 || rank > int64(min(m, n)) {
 			return nil, fmt.Errorf("rank %d outside [1, %d]", rank, min(m, n))
@@ -266,7 +272,7 @@ func rankSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, opt LevelSearch
 	if method != "svd" {
 		return nil, fmt.Errorf("rank levels: method %q, want svd", method)
 	}
-	db := &LevelDB{Dir: opt.CacheDir, ModelHash: hash, Method: "rank/svd", Build: SVDLevel()}
+	db := &LevelDB{Dir: opt.CacheDir, ModelHash: hash, Log: opt.Log, Method: "rank/svd", Build: SVDLevel()}
 	var layers []*searchLayer
 	var total int64
 	type info struct{ m, n, be, ru int }
@@ -322,10 +328,10 @@ func rankSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, opt LevelSearch
 		name: SpaceRank, method: method, layers: layers, db: db,
 		achieved: func(cost int64) float64 { return float64(cost) / float64(total) },
 		fraction: func(l *searchLayer, k int) float64 { return float64(l.costs[k]) / float64(len(l.dense)) },
-		apply: func(m *onnxio.Model, lv []int) (*onnxio.Model, error) {
+		apply: func(ctx context.Context, m *onnxio.Model, lv []int) (*onnxio.Model, error) {
 			out := m.Clone()
 			for i, l := range layers {
-				_, err := lowrank.Apply(out, lowrank.Options{
+				_, err := lowrank.Apply(ctx, out, lowrank.Options{
 					Scheme:  lowrank.SchemeSVD,
 					Rule:    lowrank.Rule{Kind: lowrank.ByRank, Value: float64(l.keys[lv[i]])},
 					Include: regexp.MustCompile("^" + regexp.QuoteMeta(l.w.Name) + "$"),
@@ -344,7 +350,7 @@ func rankSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, opt LevelSearch
 // weight B [K,N] quantized block-wise along K by package quant (RTN, or
 // GPTQ with calib) and dequantized.
 func BitsLevel(method string, block int, calib quant.Calibration) LevelBuilder {
-	return func(w onnxio.Weight, values []float32, bits int64) ([]float32, error) {
+	return func(ctx context.Context, w onnxio.Weight, values []float32, bits int64) ([]float32, error) {
 		if w.Op != "MatMul" || len(w.Shape) != 2 {
 			return nil, fmt.Errorf("bits levels: %q is not a 2-D MatMul weight", w.Name)
 		}
@@ -360,7 +366,7 @@ func BitsLevel(method string, block int, calib quant.Calibration) LevelBuilder {
 			if d != k {
 				return nil, fmt.Errorf("Gram of %q is %d×%d, want %d", w.Name, d, d, k)
 			}
-			b, _, err = quant.GPTQ(values, k, n, xtx, quant.GPTQOptions{Block: bo})
+			b, _, err = quant.GPTQ(ctx, values, k, n, xtx, quant.GPTQOptions{Block: bo})
 		} else {
 			b, err = quant.QuantizeRTN(values, k, n, bo)
 		}
@@ -379,7 +385,7 @@ func BitsLevel(method string, block int, calib quant.Calibration) LevelBuilder {
 // higher one to the rest, so that each group averages the target as
 // closely as whole layers allow; the budget is then exact for every
 // candidate.
-func bitsSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *evalharness.Dataset, opt LevelSearch, logf func(string, ...any)) (*space, error) {
+func bitsSpace(ctx context.Context, m *onnxio.Model, ws []onnxio.Weight, hash string, calib *evalharness.Dataset, opt LevelSearch, logf func(string, ...any)) (*space, error) {
 	ladder := opt.Bits
 	if len(ladder) == 0 {
 		if opt.Target <= 4 {
@@ -404,7 +410,7 @@ func bitsSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *evalharn
 	if method == "" {
 		method = "rtn"
 	}
-	db := &LevelDB{Dir: opt.CacheDir, ModelHash: hash, Method: fmt.Sprintf("bits/%s/b%d", method, block)}
+	db := &LevelDB{Dir: opt.CacheDir, ModelHash: hash, Log: opt.Log, Method: fmt.Sprintf("bits/%s/b%d", method, block)}
 	var layers []*searchLayer
 	for _, w := range ws {
 		if w.Op == "MatMul" && len(w.Shape) == 2 {
@@ -427,7 +433,7 @@ func bitsSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *evalharn
 		for i, l := range layers {
 			sel[i] = l.w
 		}
-		stats, h, err := newLazyStats(m, calib, sel, opt, logf)
+		stats, h, err := newLazyStats(ctx, m, calib, sel, opt, logf)
 		if err != nil {
 			return nil, err
 		}
@@ -477,12 +483,12 @@ func bitsSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, calib *evalharn
 		// the written model holds the real packed weights: MatMulNBits with
 		// each layer's own width (the same codes the search evaluated
 		// dequantized); weights outside the search stay float
-		apply: func(m *onnxio.Model, lv []int) (*onnxio.Model, error) {
+		apply: func(ctx context.Context, m *onnxio.Model, lv []int) (*onnxio.Model, error) {
 			bits := make(map[string]int, len(layers))
 			for i, l := range layers {
 				bits[l.w.Name] = int(l.keys[lv[i]])
 			}
-			q, _, err := quant.QuantizeMixed(m, bits, quant.Options{Method: method, BlockSize: block, Calibration: qcalib, BitsOnly: true})
+			q, _, err := quant.QuantizeMixed(ctx, m, bits, quant.Options{Method: method, BlockSize: block, Calibration: qcalib, BitsOnly: true})
 			return q, err
 		},
 	}, nil

@@ -229,7 +229,7 @@ func TestWandaLevelsAndCacheKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stats, h, err := newLazyStats(m, ds, ws, LevelSearch{}, func(string, ...any) {})
+	stats, h, err := newLazyStats(context.Background(), m, ds, ws, LevelSearch{}, func(string, ...any) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func TestWandaLevelsAndCacheKey(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, z := range []int64{0, 1, int64(len(v)) / 3, int64(len(v)) - 1} {
-				p, err := build(w, v, z)
+				p, err := build(context.Background(), w, v, z)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -347,11 +347,11 @@ func TestMagnitudeLevelsMatchesMagnitudeLevel(t *testing.T) {
 	build := MagnitudeLevels()
 	w := onnxio.Weight{Name: "w"}
 	for _, z := range []int64{0, 1, 100, 256, 257} {
-		a, err := MagnitudeLevel(w, v, z)
+		a, err := MagnitudeLevel(context.Background(), w, v, z)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := build(w, v, z)
+		b, err := build(context.Background(), w, v, z)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -364,7 +364,7 @@ func TestMagnitudeLevelsMatchesMagnitudeLevel(t *testing.T) {
 			}
 		}
 	}
-	if _, err := build(w, v, 258); err == nil {
+	if _, err := build(context.Background(), w, v, 258); err == nil {
 		t.Error("258 zeros of 257 accepted")
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"math"
 	"runtime"
 	"sync"
+
+	"github.com/onnxpost/onnxpost/internal/safe"
 )
 
 // ScaleRule chooses how a block's scale and zero point are derived from its
@@ -165,7 +167,8 @@ func blockCode(x float64, scale float32, zp, bits int) uint8 {
 
 // QuantizeRTN quantizes the MatMul weight w [K, N] (row-major) block-wise
 // along K by rounding to nearest. It panics with ErrShape when
-// len(w) != k·n.
+// len(w) != k·n; a panic in one of its column workers comes back as a
+// *safe.PanicError.
 func QuantizeRTN(w []float32, k, n int, opt BlockOptions) (*Blockwise, error) {
 	if k < 0 || n < 0 || len(w) != k*n {
 		panic(fmt.Errorf("%w: %d values for [%d, %d]", ErrShape, len(w), k, n))
@@ -185,14 +188,21 @@ func QuantizeRTN(w []float32, k, n int, opt BlockOptions) (*Blockwise, error) {
 	workers := min(runtime.GOMAXPROCS(0), max(1, n*k/(1<<16)))
 	chunk := (n + workers - 1) / workers
 	var wg sync.WaitGroup
+	errs := make([]error, workers) // ⌈n/chunk⌉ ≤ workers goroutines
 	for c0 := 0; c0 < n; c0 += chunk {
 		wg.Add(1)
-		go func(c0, c1 int) {
+		go func(g, c0, c1 int) {
 			defer wg.Done()
+			defer safe.Recover("rtn worker", &errs[g])
 			b.rtnColumns(w, c0, c1, opt)
-		}(c0, min(c0+chunk, n))
+		}(c0/chunk, c0, min(c0+chunk, n))
 	}
 	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
 	return b, nil
 }
 

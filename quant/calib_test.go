@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"context"
 	"errors"
 	"math"
 	"math/rand"
@@ -117,7 +118,7 @@ func BenchmarkGPTQ256x256(b *testing.B) {
 	_, xtx := correlatedInputs(rng, 512, 256)
 	w := randWeights(rng, 256*256, 1)
 	for i := 0; i < b.N; i++ {
-		GPTQ(w, 256, 256, xtx, GPTQOptions{Block: BlockOptions{BlockSize: 32}})
+		GPTQ(context.Background(), w, 256, 256, xtx, GPTQOptions{Block: BlockOptions{BlockSize: 32}})
 	}
 }
 

@@ -1,6 +1,7 @@
 package quant_test
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/onnxpost/onnxpost/onnxio"
@@ -37,7 +38,7 @@ func ExampleQuantize() {
 	_ = m.InsertNodes(onnxio.Node{Name: "mm", OpType: "MatMul", Inputs: []string{"X", "W"}, Outputs: []string{"Y"}})
 	m.AddOutput(onnxio.ValueInfo{Name: "Y", DType: onnxio.Float, Shape: []onnxio.Dim{{Param: "batch"}, {Value: 3}}})
 
-	q, rep, err := quant.Quantize(m, quant.Options{Weights: "int8", PerChannel: true, Symmetric: true})
+	q, rep, err := quant.Quantize(context.Background(), m, quant.Options{Weights: "int8", PerChannel: true, Symmetric: true})
 	if err != nil {
 		panic(err)
 	}
@@ -73,7 +74,7 @@ func ExampleQuantizeMixed() {
 		onnxio.Node{Name: "mm3", OpType: "MatMul", Inputs: []string{"g", "W3"}, Outputs: []string{"Y"}})
 	m.AddOutput(onnxio.ValueInfo{Name: "Y", DType: onnxio.Float, Shape: []onnxio.Dim{{Param: "batch"}, {Value: 4}}})
 
-	q, rep, err := quant.QuantizeMixed(m, map[string]int{"W1": 2, "W3": 8}, quant.Options{BlockSize: 16})
+	q, rep, err := quant.QuantizeMixed(context.Background(), m, map[string]int{"W1": 2, "W3": 8}, quant.Options{BlockSize: 16})
 	if err != nil {
 		panic(err)
 	}

@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"sort"
@@ -58,8 +59,9 @@ type GPTQInfo struct {
 // not-yet-quantized columns inside a lazy block and to the rest after it,
 // block parameters computed when a block starts (or up front with
 // ActOrder). It panics with ErrShape when len(w) != k·n or
-// len(xtx) != k·k.
-func GPTQ(w []float32, k, n int, xtx []float64, opt GPTQOptions) (*Blockwise, GPTQInfo, error) {
+// len(xtx) != k·k. It stops with ctx's error, checked before each lazy
+// block, when ctx is cancelled.
+func GPTQ(ctx context.Context, w []float32, k, n int, xtx []float64, opt GPTQOptions) (*Blockwise, GPTQInfo, error) {
 	if k < 0 || n < 0 || len(w) != k*n {
 		panic(fmt.Errorf("%w: %d values for [%d, %d]", ErrShape, len(w), k, n))
 	}
@@ -172,6 +174,9 @@ func GPTQ(w []float32, k, n int, xtx []float64, opt GPTQOptions) (*Blockwise, GP
 
 	maxq := float64(int(1)<<bo.Bits - 1)
 	for i1 := 0; i1 < k; i1 += lazy {
+		if err := ctx.Err(); err != nil {
+			return nil, info, err
+		}
 		i2 := min(i1+lazy, k)
 		cnt := i2 - i1
 		W1 := make([]float64, n*cnt)

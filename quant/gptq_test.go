@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"context"
 	"errors"
 	"math"
 	"math/rand"
@@ -67,7 +68,7 @@ func TestGPTQBeatsRTNOnOutputs(t *testing.T) {
 			x, xtx := correlatedInputs(rng, rows, tc.k)
 			w := randWeights(rng, tc.k*tc.n, 0.5)
 			bo := BlockOptions{BlockSize: tc.bs, Symmetric: tc.sym, Rule: RuleGPTQ}
-			g, info, err := GPTQ(w, tc.k, tc.n, xtx, GPTQOptions{Block: bo, ActOrder: tc.actOrder, LazyBlock: tc.lazy})
+			g, info, err := GPTQ(context.Background(), w, tc.k, tc.n, xtx, GPTQOptions{Block: bo, ActOrder: tc.actOrder, LazyBlock: tc.lazy})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -104,7 +105,7 @@ func TestGPTQIdentityHessianIsRTN(t *testing.T) {
 	}
 	for _, sym := range []bool{false, true} {
 		bo := BlockOptions{BlockSize: 32, Symmetric: sym, Rule: RuleGPTQ}
-		g, _, err := GPTQ(w, k, n, h, GPTQOptions{Block: bo})
+		g, _, err := GPTQ(context.Background(), w, k, n, h, GPTQOptions{Block: bo})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -130,7 +131,7 @@ func TestGPTQDeadColumnsAndErrors(t *testing.T) {
 		xtx[3*k+j], xtx[j*k+3] = 0, 0
 	}
 	w := randWeights(rng, k*n, 1)
-	g, info, err := GPTQ(w, k, n, xtx, GPTQOptions{Block: BlockOptions{BlockSize: 16}})
+	g, info, err := GPTQ(context.Background(), w, k, n, xtx, GPTQOptions{Block: BlockOptions{BlockSize: 16}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,17 +146,17 @@ func TestGPTQDeadColumnsAndErrors(t *testing.T) {
 	}
 	bad := append([]float64(nil), xtx...)
 	bad[0] = math.NaN()
-	if _, _, err := GPTQ(w, k, n, bad, GPTQOptions{}); !errors.Is(err, ErrNonFinite) {
+	if _, _, err := GPTQ(context.Background(), w, k, n, bad, GPTQOptions{}); !errors.Is(err, ErrNonFinite) {
 		t.Fatalf("NaN Gram: %v", err)
 	}
-	if _, _, err := GPTQ(w, k, n, xtx, GPTQOptions{Block: BlockOptions{BlockSize: 20}}); !errors.Is(err, ErrBlockSize) {
+	if _, _, err := GPTQ(context.Background(), w, k, n, xtx, GPTQOptions{Block: BlockOptions{BlockSize: 20}}); !errors.Is(err, ErrBlockSize) {
 		t.Fatalf("block 20: %v", err)
 	}
 	neg := make([]float64, k*k)
 	for i := 0; i < k; i++ {
 		neg[i*k+i] = -1
 	}
-	if _, _, err := GPTQ(w, k, n, neg, GPTQOptions{}); !errors.Is(err, ErrCalibration) {
+	if _, _, err := GPTQ(context.Background(), w, k, n, neg, GPTQOptions{}); !errors.Is(err, ErrCalibration) {
 		t.Fatalf("negative definite H: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/onnxpost/onnxpost/onnxio"
@@ -17,8 +18,8 @@ import (
 // DequantizeLinear and refuses 2 bits. o.Method "gptq" takes the Gram
 // matrices from o.Calibration, as for Quantize. Names of bits that are not
 // quantized weights of m (unknown, excluded, shared, Conv) are refused with
-// ErrOptions; m is not changed.
-func QuantizeMixed(m *onnxio.Model, bits map[string]int, o Options) (*onnxio.Model, *Report, error) {
+// ErrOptions; m is not changed. ctx is checked as by Quantize.
+func QuantizeMixed(ctx context.Context, m *onnxio.Model, bits map[string]int, o Options) (*onnxio.Model, *Report, error) {
 	if o.Weights == "" {
 		o.Weights = "int4"
 	}
@@ -29,5 +30,5 @@ func QuantizeMixed(m *onnxio.Model, bits map[string]int, o Options) (*onnxio.Mod
 		return nil, nil, fmt.Errorf("%w: empty bit allocation", ErrOptions)
 	}
 	o.Bits = bits
-	return Quantize(m, o)
+	return Quantize(ctx, m, o)
 }

@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -190,7 +191,7 @@ func TestMixedBitsEachWidthInORT(t *testing.T) {
 	} {
 		name := fmt.Sprintf("%s-%dbit-sym=%v-bs%d", tc.format, tc.bits, tc.sym, tc.bs)
 		t.Run(name, func(t *testing.T) {
-			q, rep, err := QuantizeMixed(m, map[string]int{"W": tc.bits}, Options{Format: tc.format, Symmetric: tc.sym, BlockSize: tc.bs})
+			q, rep, err := QuantizeMixed(context.Background(), m, map[string]int{"W": tc.bits}, Options{Format: tc.format, Symmetric: tc.sym, BlockSize: tc.bs})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -263,7 +264,7 @@ func TestMixedBitsZooTransformer(t *testing.T) {
 	for i, name := range names {
 		bits[name] = []int{2, 4, 8}[i%3]
 	}
-	q, rep, err := QuantizeMixed(m, bits, Options{BlockSize: 32})
+	q, rep, err := QuantizeMixed(context.Background(), m, bits, Options{BlockSize: 32})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +319,7 @@ func TestMixedBitsGPTQ(t *testing.T) {
 		cal[w] = x
 	}
 	bits := map[string]int{"W1": 2, "W3": 8} // W2 (Gemm, transB) keeps 4
-	q, rep, err := QuantizeMixed(m, bits, Options{Method: "gptq", BlockSize: 16, Calibration: cal})
+	q, rep, err := QuantizeMixed(context.Background(), m, bits, Options{Method: "gptq", BlockSize: 16, Calibration: cal})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +330,7 @@ func TestMixedBitsGPTQ(t *testing.T) {
 	}
 	w1, _ := readFloat(m, "W1")
 	xtx, _, _, _ := cal.InputGram("W1")
-	direct, _, err := GPTQ(w1, 64, 32, xtx, GPTQOptions{Block: BlockOptions{Bits: 2, BlockSize: 16}})
+	direct, _, err := GPTQ(context.Background(), w1, 64, 32, xtx, GPTQOptions{Block: BlockOptions{Bits: 2, BlockSize: 16}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +345,7 @@ func TestMixedBitsGPTQ(t *testing.T) {
 	ref := dequantizedReference(t, m, q, rep, bits)
 	// BitsOnly: W2, absent from the allocation, stays float and the
 	// other codes do not change.
-	only, orep, err := QuantizeMixed(m, bits, Options{Method: "gptq", BlockSize: 16, Calibration: cal, BitsOnly: true})
+	only, orep, err := QuantizeMixed(context.Background(), m, bits, Options{Method: "gptq", BlockSize: 16, Calibration: cal, BitsOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,9 +389,9 @@ func TestMixedBitsRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
 			if tc.bits == nil {
-				_, _, err = Quantize(m, tc.opt)
+				_, _, err = Quantize(context.Background(), m, tc.opt)
 			} else {
-				_, _, err = QuantizeMixed(m, tc.bits, tc.opt)
+				_, _, err = QuantizeMixed(context.Background(), m, tc.bits, tc.opt)
 			}
 			if !errors.Is(err, tc.err) || !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("got %v, want %v containing %q", err, tc.err, tc.msg)

@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"regexp"
@@ -321,8 +322,9 @@ func weightBytes(m *onnxio.Model) int64 {
 
 // Quantize returns a quantized copy of m (m itself is not changed) and a
 // report. Models that already hold quantization ops are refused with
-// ErrAlreadyQuantized.
-func Quantize(m *onnxio.Model, o Options) (*onnxio.Model, *Report, error) {
+// ErrAlreadyQuantized. It stops with ctx's error, checked before each
+// weight, when ctx is cancelled.
+func Quantize(ctx context.Context, m *onnxio.Model, o Options) (*onnxio.Model, *Report, error) {
 	if err := o.Validate(); err != nil {
 		return nil, nil, err
 	}
@@ -350,11 +352,13 @@ func Quantize(m *onnxio.Model, o Options) (*onnxio.Model, *Report, error) {
 	var err error
 	switch o.Weights {
 	case "int8":
-		err = quantizeInt8(out, o, rep)
+		err = quantizeInt8(ctx, out, o, rep)
 	case "int4":
-		err = quantizeInt4(out, o, rep)
+		err = quantizeInt4(ctx, out, o, rep)
 	case "fp16", "bf16":
-		err = convertFloat16(out, o, rep)
+		if err = ctx.Err(); err == nil {
+			err = convertFloat16(out, o, rep)
+		}
 	}
 	if err != nil {
 		return nil, nil, err
@@ -440,7 +444,7 @@ func symName(sym bool) string {
 
 // quantizeInt8 applies int8 weights (QDQ), with dynamic or static
 // activations.
-func quantizeInt8(m *onnxio.Model, o Options, rep *Report) error {
+func quantizeInt8(ctx context.Context, m *onnxio.Model, o Options, rep *Report) error {
 	if o.PerChannel && m.Opsets()[""] < 13 {
 		return fmt.Errorf("%w: per-channel DequantizeLinear needs opset ≥ 13, the model imports %d (use per-tensor)", ErrUnsupported, m.Opsets()[""])
 	}
@@ -456,7 +460,7 @@ func quantizeInt8(m *onnxio.Model, o Options, rep *Report) error {
 		rep.Mode += ", activations " + o.Activations
 	}
 	if o.Activations == "dynamic" {
-		if err := quantizeDynamic(m, o, ts, rep); err != nil {
+		if err := quantizeDynamic(ctx, m, o, ts, rep); err != nil {
 			return err
 		}
 		return quantizeEmbeddings(m, o, rep)
@@ -467,6 +471,9 @@ func quantizeInt8(m *onnxio.Model, o Options, rep *Report) error {
 		}
 	}
 	for _, t := range ts {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if err := insertWeightDQ(m, o, t, rep); err != nil {
 			return err
 		}
@@ -661,6 +668,11 @@ func addActivationQDQ(m *onnxio.Model, o Options, ts []target, rep *Report) erro
 		if err != nil {
 			return fmt.Errorf("activation %s: %w", a, err)
 		}
+		if !finiteScale(lo, hi) {
+			// ScaleZeroPoint would fall back to a scale of 1: a
+			// silently useless quantizer
+			return fmt.Errorf("%w: activation %s: calibration range [%g, %g] has no finite int8 scale (Inf, NaN or values near the float32 limit in the calibration activations)", ErrNonFinite, a, lo, hi)
+		}
 		s, z := ScaleZeroPoint(lo, hi, -128, 127, false)
 		sName, zName := m.UniqueName(a+"_scale"), m.UniqueName(a+"_zero_point")
 		st, err := onnxio.FromFloat32(sName, onnxio.Float, []int64{}, []float32{s})
@@ -695,16 +707,29 @@ func addActivationQDQ(m *onnxio.Model, o Options, ts []target, rep *Report) erro
 	return nil
 }
 
+// finiteScale reports whether the range [lo, hi] gives a finite float32
+// int8 scale.
+func finiteScale(lo, hi float64) bool {
+	if math.IsNaN(lo) || math.IsNaN(hi) || math.IsInf(lo, 0) || math.IsInf(hi, 0) {
+		return false
+	}
+	s := float64(float32((math.Max(hi, 0) - math.Min(lo, 0)) / 255))
+	return !math.IsInf(s, 0)
+}
+
 // quantizeDynamic rewrites MatMul and Gemm as DynamicQuantizeLinear +
 // MatMulInteger (uint8 activations, int8 weights) + rescale, the pattern
 // ONNX Runtime's quantize_dynamic emits and its CPU kernels fuse; Conv
 // weights get int8 QDQ (weight-only).
-func quantizeDynamic(m *onnxio.Model, o Options, ts []target, rep *Report) error {
+func quantizeDynamic(ctx context.Context, m *onnxio.Model, o Options, ts []target, rep *Report) error {
 	if m.Opsets()[""] < 11 {
 		return fmt.Errorf("%w: DynamicQuantizeLinear needs opset ≥ 11, the model imports %d", ErrUnsupported, m.Opsets()[""])
 	}
 	dq := map[string][3]string{} // activation → (q, scale, zp)
 	for _, t := range ts {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if t.w.Role == onnxio.RoleConvW {
 			if err := insertWeightDQ(m, o, t, rep); err != nil {
 				return err
@@ -854,7 +879,7 @@ func transpose(x []float32, r, c int) []float32 {
 
 // quantizeInt4 applies 4-bit block-wise weights to MatMul and Gemm, as
 // MatMulNBits or as opset-21 blocked DequantizeLinear.
-func quantizeInt4(m *onnxio.Model, o Options, rep *Report) error {
+func quantizeInt4(ctx context.Context, m *onnxio.Model, o Options, rep *Report) error {
 	format := o.Format
 	if format == "" {
 		format = "matmulnbits"
@@ -886,6 +911,9 @@ func quantizeInt4(m *onnxio.Model, o Options, rep *Report) error {
 	used := map[string]bool{}
 	count := map[int]int{}
 	for _, t := range ts {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if t.w.Role == onnxio.RoleConvW {
 			rep.Skipped = append(rep.Skipped, Skip{Name: t.w.Name, Reason: "Conv weights stay float with int4 (MatMul and Gemm only)"})
 			continue
@@ -926,7 +954,7 @@ func quantizeInt4(m *onnxio.Model, o Options, rep *Report) error {
 				return fmt.Errorf("%w: Gram of %s is %d×%d (%d values), want K = %d", ErrCalibration, t.w.Name, d, d, len(xtx), k)
 			}
 			var info GPTQInfo
-			b, info, err = GPTQ(w, k, n, xtx, GPTQOptions{Block: lbo, Damp: o.Damp, ActOrder: o.ActOrder, LazyBlock: o.LazyBlock})
+			b, info, err = GPTQ(ctx, w, k, n, xtx, GPTQOptions{Block: lbo, Damp: o.Damp, ActOrder: o.ActOrder, LazyBlock: o.LazyBlock})
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.w.Name, err)
 			}

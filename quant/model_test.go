@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"context"
 	"errors"
 	"math"
 	"math/rand"
@@ -82,17 +83,17 @@ func TestQuantizeRefusals(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, _, err := Quantize(m, tc.opt); !errors.Is(err, tc.want) {
+			if _, _, err := Quantize(context.Background(), m, tc.opt); !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
 		})
 	}
 	// An already quantized model is refused, naming the ops.
-	q, _, err := Quantize(m, Options{Weights: "int4"})
+	q, _, err := Quantize(context.Background(), m, Options{Weights: "int4"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = Quantize(q, Options{Weights: "int8"})
+	_, _, err = Quantize(context.Background(), q, Options{Weights: "int8"})
 	if !errors.Is(err, ErrAlreadyQuantized) || !strings.Contains(err.Error(), "MatMulNBits") {
 		t.Fatalf("re-quantizing: %v", err)
 	}
@@ -125,7 +126,7 @@ func TestQuantizeRewrites(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := testModel(t, 2, tc.conv)
 			before := m.Clone()
-			q, rep, err := Quantize(m, tc.opt)
+			q, rep, err := Quantize(context.Background(), m, tc.opt)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -168,7 +169,7 @@ func TestFloat16Conversion(t *testing.T) {
 	w[0] = 1e6
 	mustInit(t, m, "W3", []int64{16, 10}, w)
 	for _, h := range []string{"fp16", "bf16"} {
-		q, rep, err := Quantize(m, Options{Weights: h})
+		q, rep, err := Quantize(context.Background(), m, Options{Weights: h})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -235,7 +236,7 @@ func TestQuantizeGPTQUsesCalibration(t *testing.T) {
 		x, _ := correlatedInputs(rng, 128, d)
 		cal[w] = x
 	}
-	q, rep, err := Quantize(m, Options{Weights: "int4", Method: "gptq", BlockSize: 16, Calibration: cal})
+	q, rep, err := Quantize(context.Background(), m, Options{Weights: "int4", Method: "gptq", BlockSize: 16, Calibration: cal})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +244,7 @@ func TestQuantizeGPTQUsesCalibration(t *testing.T) {
 		t.Fatalf("report %+v ops %v", rep, q.OpCounts())
 	}
 	delete(cal, "W2")
-	if _, _, err := Quantize(m, Options{Weights: "int4", Method: "gptq", Calibration: cal}); !errors.Is(err, ErrCalibration) {
+	if _, _, err := Quantize(context.Background(), m, Options{Weights: "int4", Method: "gptq", Calibration: cal}); !errors.Is(err, ErrCalibration) {
 		t.Fatalf("missing Gram: %v", err)
 	}
 }
@@ -274,7 +275,7 @@ func TestQuantizeStatic(t *testing.T) {
 	if strings.Join(acts, ",") != "X,a1,a2,img" {
 		t.Fatalf("activations %v", acts)
 	}
-	q, rep, err := Quantize(m, opt)
+	q, rep, err := Quantize(context.Background(), m, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +392,7 @@ func TestOracleQuantizedModelsInORT(t *testing.T) {
 		{"fp16", Options{Weights: "fp16"}, false, 0.99999},
 		{"bf16", Options{Weights: "bf16"}, false, 0.9999},
 	} {
-		q, _, err := Quantize(m, tc.opt)
+		q, _, err := Quantize(context.Background(), m, tc.opt)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
@@ -416,7 +417,7 @@ func TestOracleQuantizedModelsInORT(t *testing.T) {
 	if vi, ok := im.ValueInfo("h1"); !ok || vi.DType != onnxio.Float {
 		t.Fatalf("shape inference gave no value_info for h1: %+v", vi)
 	}
-	iq, _, err := Quantize(im, Options{Weights: "fp16"})
+	iq, _, err := Quantize(context.Background(), im, Options{Weights: "fp16"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +453,7 @@ func TestQuantizeFoldsConstantWeights(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.AddOutput(onnxio.ValueInfo{Name: "Y", DType: onnxio.Float, Shape: []onnxio.Dim{{Param: "batch"}, {Value: 4}}})
-	q, rep, err := Quantize(m, Options{Weights: "int4", BlockSize: 16})
+	q, rep, err := Quantize(context.Background(), m, Options{Weights: "int4", BlockSize: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,7 +464,7 @@ func TestQuantizeFoldsConstantWeights(t *testing.T) {
 
 func TestInt4BlockShrinksToK(t *testing.T) {
 	m := testModel(t, 10, false) // K = 64, 32, 16
-	q, rep, err := Quantize(m, Options{Weights: "int4", BlockSize: 128})
+	q, rep, err := Quantize(context.Background(), m, Options{Weights: "int4", BlockSize: 128})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,7 +505,7 @@ func TestUnnamedNodes(t *testing.T) {
 	if err != nil || len(gw) != 1 || gw[0] != "W" {
 		t.Fatalf("Gram weights %v, %v", gw, err)
 	}
-	if _, _, err := Quantize(m, opt); err != nil {
+	if _, _, err := Quantize(context.Background(), m, opt); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -517,14 +518,14 @@ func TestOpsetRefusals(t *testing.T) {
 		Attrs: []onnxio.Attr{onnxio.AttrIntList("axes", 1)}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := Quantize(m, Options{Weights: "int4", Format: "qdq"}); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "ReduceMean") {
+	if _, _, err := Quantize(context.Background(), m, Options{Weights: "int4", Format: "qdq"}); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "ReduceMean") {
 		t.Fatalf("int4 qdq on opset 17 with ReduceMean: %v", err)
 	}
-	if _, _, err := Quantize(m, Options{Weights: "int4"}); err != nil {
+	if _, _, err := Quantize(context.Background(), m, Options{Weights: "int4"}); err != nil {
 		t.Fatalf("MatMulNBits needs no opset change: %v", err)
 	}
 	// Without ReduceMean the opset is raised to 21 (IR ≥ 10).
-	q, _, err := Quantize(testModel(t, 12, false), Options{Weights: "int4", Format: "qdq"})
+	q, _, err := Quantize(context.Background(), testModel(t, 12, false), Options{Weights: "int4", Format: "qdq"})
 	if err != nil || q.Opsets()[""] != 21 || q.IRVersion() < 10 {
 		t.Fatalf("opset %v IR %d: %v", q.Opsets(), q.IRVersion(), err)
 	}
@@ -535,10 +536,10 @@ func TestOpsetRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	old.AddOutput(onnxio.ValueInfo{Name: "Y", DType: onnxio.Float, Shape: []onnxio.Dim{{Value: 1}, {Value: 2}}})
-	if _, _, err := Quantize(old, Options{Weights: "int8", PerChannel: true}); !errors.Is(err, ErrUnsupported) {
+	if _, _, err := Quantize(context.Background(), old, Options{Weights: "int8", PerChannel: true}); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("per-channel on opset 11: %v", err)
 	}
-	if _, _, err := Quantize(old, Options{Weights: "int8"}); err != nil {
+	if _, _, err := Quantize(context.Background(), old, Options{Weights: "int8"}); err != nil {
 		t.Fatalf("per-tensor on opset 11: %v", err)
 	}
 }

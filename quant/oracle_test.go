@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"math/rand"
@@ -394,7 +395,7 @@ func TestOracleGPTQ(t *testing.T) {
 	}{{64, 6, 32, 128, false, false}, {96, 4, 16, 32, true, false}, {64, 6, 16, 32, false, true}} {
 		_, xtx := correlatedInputs(rng, 128, tc.k)
 		w := randWeights(rng, tc.k*tc.n, 0.5)
-		g, _, err := GPTQ(w, tc.k, tc.n, xtx, GPTQOptions{
+		g, _, err := GPTQ(context.Background(), w, tc.k, tc.n, xtx, GPTQOptions{
 			Block: BlockOptions{BlockSize: tc.bs, Symmetric: tc.sym}, ActOrder: tc.act, LazyBlock: tc.lazy})
 		if err != nil {
 			t.Fatal(err)

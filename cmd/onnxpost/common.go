@@ -165,9 +165,14 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 	}
 	defer rep.abort()
 	written := ""
-	saveOpts := &onnxio.SaveOptions{}
+	saveOpts := &onnxio.SaveOptions{Context: c.Context}
 	if c.Bool("external-data") {
 		saveOpts.External = onnxio.ExternalAlways
+	}
+	// a cancelled command writes nothing; the save itself checks the
+	// context between tensors and removes its temporaries
+	if err := c.Context.Err(); err != nil {
+		return err
 	}
 	switch {
 	case passed:

@@ -85,7 +85,7 @@ func fisherAction(c *cli.Context) error {
 		MaxExamples: c.Int("max-examples"), Batch: c.Int("batch"), Mode: mode, Session: so,
 	}
 	t0 := time.Now()
-	fm, r, err := fisher.FromData(m, path, ds, opt)
+	fm, r, err := fisher.FromData(c.Context, m, path, ds, opt)
 	if err != nil {
 		return err
 	}
@@ -96,7 +96,7 @@ func fisherAction(c *cli.Context) error {
 		return err
 	}
 	defer rep.abort()
-	if err := fm.Save(out, &onnxio.SaveOptions{}); err != nil {
+	if err := fm.Save(out, &onnxio.SaveOptions{Context: c.Context}); err != nil {
 		return fmt.Errorf("writing %s: %w", out, err)
 	}
 	var elems int64

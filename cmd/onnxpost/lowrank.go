@@ -86,7 +86,7 @@ func lowrankAction(c *cli.Context) error {
 		}
 		opt.Calib = calib
 	}
-	rep, err := lowrank.Apply(model, opt)
+	rep, err := lowrank.Apply(c.Context, model, opt)
 	if err != nil {
 		return lowrankError(err)
 	}
@@ -206,7 +206,7 @@ func lowrankCalibration(c *cli.Context, model *onnxio.Model, opt lowrank.Options
 	if err != nil {
 		return nil, err
 	}
-	st, err := evalharness.Capture(model, ds, evalharness.CaptureOptions{Grams: names, Batch: c.Int("batch"), Session: so})
+	st, err := evalharness.Capture(c.Context, model, ds, evalharness.CaptureOptions{Grams: names, Batch: c.Int("batch"), Session: so})
 	if err != nil {
 		return nil, fmt.Errorf("calibration on %s: %w", c.String("calib"), err)
 	}

@@ -6,13 +6,18 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/onnxpost/onnxpost/internal/safe"
 )
 
 // Exit codes of the CLI contract (docs/ARCHITECTURE.md §3).
@@ -62,7 +67,10 @@ Examples:
   onnxpost eval model.onnx --data test.npz --metrics accuracy,latency
   onnxpost merge --method ties --base base.onnx -o merged.onnx a.onnx b.onnx
 
-Exit codes: 0 done, 1 error, 2 usage, 3 gate failed (output not written).`,
+Exit codes: 0 done, 1 error, 2 usage, 3 gate failed (output not written),
+130 and 143 cancelled by SIGINT or SIGTERM (temporary files removed, existing
+outputs untouched; a second signal exits at once). A bug exits 1 with
+"internal error:"; set ONNXPOST_DEBUG=1 to print its stack.`,
 		Commands:        commands,
 		HideHelpCommand: false,
 		OnUsageError: func(c *cli.Context, err error, isSubcommand bool) error {
@@ -84,16 +92,99 @@ func main() {
 	os.Exit(run(os.Args))
 }
 
+// commandHook, when set (by tests), is called with the command's name just
+// before the command runs, inside the same panic guard.
+var commandHook func(name string)
+
 // run executes the CLI and maps errors to the contract's exit codes.
+// SIGINT and SIGTERM cancel the context every command works under; the
+// command then returns, its deferred clean-ups remove the temporary files,
+// and run returns 130 or 143. A panic anywhere in the command (or in a
+// worker that converts it into an error) exits 1 with "internal error:".
 func run(args []string) int {
 	app := newApp()
-	if name := firstCommand(args); name != "" && name != "help" && name != "h" && app.Command(name) == nil {
+	name := firstCommand(args)
+	if name != "" && name != "help" && name != "h" && app.Command(name) == nil {
 		fmt.Fprintf(os.Stderr, "onnxpost: unknown command %q; see 'onnxpost --help'\n", name)
 		return exitUsage
 	}
+	if name == "" {
+		name = "onnxpost"
+	}
 	args = reorderArgs(app, args)
-	err := app.Run(args)
+	ctx, stop := signalContext(context.Background())
+	defer stop()
+	err := safe.Call(name, func() error {
+		if commandHook != nil {
+			commandHook(name)
+		}
+		return app.RunContext(ctx, args)
+	})
+	var se signalError
+	if errors.As(context.Cause(ctx), &se) {
+		var pe *safe.PanicError
+		if !errors.As(err, &pe) {
+			if err == nil {
+				fmt.Fprintf(os.Stderr, "onnxpost: %s: cancelled after %s had finished\n", se.name(), name)
+			} else {
+				fmt.Fprintf(os.Stderr, "onnxpost: %s: %s cancelled; temporary files removed, existing outputs untouched\n", se.name(), name)
+			}
+			return se.exitCode()
+		}
+	}
 	return exitCode(err)
+}
+
+// signalError is the cause of a context cancelled by SIGINT or SIGTERM.
+type signalError struct{ sig syscall.Signal }
+
+func (e signalError) Error() string { return "interrupted by " + e.name() }
+
+func (e signalError) name() string {
+	switch e.sig {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return e.sig.String()
+}
+
+// exitCode is the shell's convention: 128 + the signal's number (130 for
+// SIGINT, 143 for SIGTERM).
+func (e signalError) exitCode() int { return 128 + int(e.sig) }
+
+// signalContext returns a context cancelled (with a signalError cause) by
+// the first SIGINT or SIGTERM; a second one exits at once, without waiting
+// for the clean-up. stop releases the signals.
+func signalContext(parent context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		select {
+		case s := <-ch:
+			cancel(signalError{s.(syscall.Signal)})
+		case <-done:
+			return
+		}
+		select {
+		case s := <-ch:
+			se := signalError{s.(syscall.Signal)}
+			fmt.Fprintf(os.Stderr, "onnxpost: second %s: exiting without clean-up\n", se.name())
+			os.Exit(se.exitCode())
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(done)
+		<-finished
+		cancel(nil)
+	}
 }
 
 func exitCode(err error) int {
@@ -102,7 +193,16 @@ func exitCode(err error) int {
 	}
 	var ue usageError
 	var ge gateError
+	var pe *safe.PanicError
 	switch {
+	case errors.As(err, &pe):
+		fmt.Fprintln(os.Stderr, "onnxpost:", pe.Error())
+		if safe.Debug() {
+			os.Stderr.Write(pe.Stack)
+		} else {
+			fmt.Fprintf(os.Stderr, "onnxpost: this is a bug in onnxpost; run with %s=1 for the stack and report it\n", safe.DebugEnv)
+		}
+		return exitError
 	case errors.As(err, &ge):
 		fmt.Fprintln(os.Stderr, "onnxpost: gate failed:", ge.msg)
 		return exitGate

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -346,7 +345,7 @@ func mergeAction(c *cli.Context) error {
 				return err
 			}
 			fmt.Fprintf(os.Stderr, "merge: computing the diagonal Fisher of %s on %s\n", s.models[i], dp)
-			fm, _, err := fisher.FromData(m, s.models[i], ds, fisher.Options{Session: so, Seed: c.Int64("seed")})
+			fm, _, err := fisher.FromData(c.Context, m, s.models[i], ds, fisher.Options{Session: so, Seed: c.Int64("seed")})
 			if err != nil {
 				return fmt.Errorf("Fisher of %s on %s: %w", s.models[i], dp, err)
 			}
@@ -358,7 +357,7 @@ func mergeAction(c *cli.Context) error {
 			srcs = append(srcs, ds2...)
 		}
 	}
-	ctx := context.Background()
+	ctx := c.Context
 	bar := newProgressBar(c.Bool("progress"))
 	mg, err := merge.New(ctx, in, s.opt, bar.update)
 	if err != nil {
@@ -388,7 +387,7 @@ func mergeAction(c *cli.Context) error {
 	if c.String("data") == "" {
 		return saveStreaming(c, mg, out, report, stopTicker)
 	}
-	cand, err := mg.Model(out)
+	cand, err := mg.Model(ctx, out)
 	stopTicker()
 	if err != nil {
 		return err
@@ -440,7 +439,7 @@ func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report m
 		return err
 	}
 	defer rep.abort()
-	err = mg.Save(out, path, so)
+	err = mg.Save(c.Context, out, path, so)
 	stopProgress()
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)

@@ -109,7 +109,7 @@ func quantizeAction(c *cli.Context) error {
 		}
 		opt.Calibration, opt.Stats = acts, acts
 	}
-	cand, rep, err := quant.Quantize(model, opt)
+	cand, rep, err := quant.Quantize(c.Context, model, opt)
 	if err != nil {
 		if errors.Is(err, quant.ErrOptions) || errors.Is(err, quant.ErrBlockSize) {
 			return usagef("%v", err)
@@ -234,7 +234,7 @@ func quantCapture(c *cli.Context, model *onnxio.Model, opt quant.Options) (*harn
 			return nil, err
 		}
 	}
-	st, err := evalharness.Capture(model, ds, co)
+	st, err := evalharness.Capture(c.Context, model, ds, co)
 	if err != nil {
 		return nil, fmt.Errorf("calibration on %s: %w", c.String("calib"), err)
 	}
@@ -250,6 +250,11 @@ func (h *harnessStats) ActivationHistogram(tensor string) ([]int64, []float64, e
 	ts, ok := h.Tensor(tensor)
 	if !ok || ts.Hist == nil {
 		return nil, nil, fmt.Errorf("no histogram was captured for %s", tensor)
+	}
+	// a range that leaves out Inf or NaN would quantize them to the clip
+	// value silently: static quantization needs finite activations
+	if err := ts.Finite(); err != nil {
+		return nil, nil, err
 	}
 	return ts.Hist.Counts, ts.Hist.Edges(), nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/internal/safe"
 	"github.com/onnxpost/onnxpost/internal/safefs"
 	"github.com/onnxpost/onnxpost/pipeline"
 )
@@ -110,7 +111,8 @@ func runAction(c *cli.Context) error {
 		fmt.Fprintf(os.Stderr, "==> onnxpost %v\n", args)
 		app := newApp()
 		full := reorderArgs(app, append([]string{"onnxpost"}, args...))
-		err := app.RunContext(ctx, full)
+		// a step's panic fails the step, so the report is still written
+		err := safe.Call(args[0], func() error { return app.RunContext(ctx, full) })
 		var res map[string]any
 		for i := 0; i+1 < len(args); i++ {
 			if args[i] == "--report" {

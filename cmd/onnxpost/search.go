@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"math/rand"
 	"os"
@@ -295,7 +294,7 @@ func searchAction(c *cli.Context) error {
 			}
 		}
 	}
-	out, rep, err := pipeline.RunSearch(context.Background(), m, calib, opt)
+	out, rep, err := pipeline.RunSearch(c.Context, m, calib, opt)
 	if err != nil {
 		return err
 	}

@@ -79,7 +79,7 @@ func soupAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx := context.Background()
+	ctx := c.Context
 	report := map[string]any{"method": "uniform-soup", "inputs": srcs}
 	if !greedy {
 		bar := newProgressBar(c.Bool("progress"))
@@ -97,7 +97,7 @@ func soupAction(c *cli.Context) error {
 		if c.String("data") == "" {
 			return saveStreaming(c, mg, out, report, stop)
 		}
-		cand, err := mg.Model(out)
+		cand, err := mg.Model(ctx, out)
 		stop()
 		if err != nil {
 			return err

@@ -106,7 +106,7 @@ func sparsifyAction(c *cli.Context) error {
 			return err
 		}
 	}
-	rep, err := sparsity.PruneModel(model, opt, sel, calib)
+	rep, err := sparsity.PruneModel(c.Context, model, opt, sel, calib)
 	if err != nil {
 		if errors.Is(err, sparsity.ErrNoLayerFits) || errors.Is(err, sparsity.ErrNoCalibration) {
 			return usagef("%v", err)
@@ -265,6 +265,9 @@ func (l *liveCalibration) InputGram(weight string) ([]float64, int, int64, error
 // pruned nodes as extra outputs (evalharness) and returns them as a
 // sparsity.Captured, which computes each layer's XᵀX (im2col for Conv).
 func sparsifyCalibration(c *cli.Context, model *onnxio.Model, sel sparsity.Selection) (sparsity.Calibration, error) {
+	if err := c.Context.Err(); err != nil {
+		return nil, err
+	}
 	ds, err := loadDataset(c, "calib")
 	if err != nil {
 		return nil, fmt.Errorf("--calib: %w", err)

@@ -1,6 +1,7 @@
 package lowrank_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"regexp"
@@ -36,7 +37,7 @@ func ExampleApply() {
 	if err != nil {
 		panic(err)
 	}
-	rep, err := lowrank.Apply(model, lowrank.Options{
+	rep, err := lowrank.Apply(context.Background(), model, lowrank.Options{
 		Scheme:  lowrank.SchemeSVD,
 		Rule:    lowrank.Rule{Kind: lowrank.ByRankRatio, Value: 0.25},
 		Include: regexp.MustCompile(`fc[12]`),

@@ -1,6 +1,7 @@
 package lowrank
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"math/rand/v2"
@@ -94,7 +95,7 @@ func TestFullRankORT(t *testing.T) {
 			t.Fatal(err)
 		}
 		m := c.model(t)
-		rep, err := Apply(m, c.opt)
+		rep, err := Apply(context.Background(), m, c.opt)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
@@ -209,7 +210,7 @@ func TestZooFullRankORT(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rep, err := Apply(m, Options{Scheme: c.scheme, Rule: Rule{ByRankRatio, 1}, Include: all, Force: true})
+		rep, err := Apply(context.Background(), m, Options{Scheme: c.scheme, Rule: Rule{ByRankRatio, 1}, Include: all, Force: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 package lowrank
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"text/tabwriter"
 
+	"github.com/onnxpost/onnxpost/internal/safe"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -146,8 +148,12 @@ type layer struct {
 // express unless named by Include) are left alone and reported with a
 // reason. Errors: invalid options (ErrOption), an Include that matches no
 // layer, an included Conv the scheme cannot express (ErrUnsupported), bad
-// calibration (ErrCalibration), an impossible budget (ErrBudget).
-func Apply(model *onnxio.Model, opt Options) (*Report, error) {
+// calibration (ErrCalibration), an impossible budget (ErrBudget). It stops
+// with ctx's error, checked before each layer is read and before each SVD
+// starts (an SVD itself runs to its end), when ctx is cancelled; model is
+// then unchanged. A panic in a decomposition worker comes back as a
+// *safe.PanicError.
+func Apply(ctx context.Context, model *onnxio.Model, opt Options) (*Report, error) {
 	opt, damp, err := opt.normalize()
 	if err != nil {
 		return nil, err
@@ -173,6 +179,9 @@ func Apply(model *onnxio.Model, opt Options) (*Report, error) {
 		}
 	}
 	for _, l := range jobs {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		if err := l.prepare(model, opt); err != nil {
 			return nil, fmt.Errorf("layer %s: %w", l.w.Node, err)
 		}
@@ -185,10 +194,16 @@ func Apply(model *onnxio.Model, opt Options) (*Report, error) {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			errs[i] = l.decompose(opt, damp)
+			if errs[i] = ctx.Err(); errs[i] != nil {
+				return
+			}
+			errs[i] = safe.Call("decomposing "+l.w.Node, func() error { return l.decompose(opt, damp) })
 		}()
 	}
 	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	for i, err := range errs {
 		if err != nil {
 			return nil, fmt.Errorf("layer %s: %w", jobs[i].w.Node, err)

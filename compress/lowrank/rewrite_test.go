@@ -1,6 +1,7 @@
 package lowrank
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -162,7 +163,7 @@ func TestApplyGolden(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.file, func(t *testing.T) {
 			m := c.model(t)
-			rep, err := Apply(m, c.opt)
+			rep, err := Apply(context.Background(), m, c.opt)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -210,7 +211,7 @@ func TestApplyEckartYoung(t *testing.T) {
 	}
 	for _, r := range []int{1, 3, 5} {
 		mm := denseModel(t)
-		rep, err := Apply(mm, Options{Scheme: SchemeSVD, Rule: Rule{ByRank, float64(r)}, Include: regexp.MustCompile(`^fc1/`)})
+		rep, err := Apply(context.Background(), mm, Options{Scheme: SchemeSVD, Rule: Rule{ByRank, float64(r)}, Include: regexp.MustCompile(`^fc1/`)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -273,7 +274,7 @@ func TestApplyRefusals(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := Apply(c.model(t), c.opt)
+			_, err := Apply(context.Background(), c.model(t), c.opt)
 			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.msg) {
 				t.Fatalf("err = %v, want %v containing %q", err, c.want, c.msg)
 			}
@@ -288,7 +289,7 @@ func TestApplyRefusals(t *testing.T) {
 	if err := empty.SetInitializer(et); err != nil {
 		t.Fatal(err)
 	}
-	rep0, err := Apply(empty, Options{Rule: Rule{ByRank, 2}})
+	rep0, err := Apply(context.Background(), empty, Options{Rule: Rule{ByRank, 2}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +297,7 @@ func TestApplyRefusals(t *testing.T) {
 		t.Errorf("empty W3: %+v", l)
 	}
 	// Without --include the same grouped conv is skipped with a reason.
-	rep, err := Apply(grouped(t), Options{Scheme: SchemeChannel, Rule: Rule{ByRank, 2}})
+	rep, err := Apply(context.Background(), grouped(t), Options{Scheme: SchemeChannel, Rule: Rule{ByRank, 2}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +330,7 @@ func TestApplyWhitened(t *testing.T) {
 	out := func(opt Options) float64 {
 		m := denseModel(t)
 		w1 := initF64(t, m, "W1")
-		rep, err := Apply(m, opt)
+		rep, err := Apply(context.Background(), m, opt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -353,7 +354,7 @@ func TestApplyWhitened(t *testing.T) {
 		t.Errorf("whitened output error %g, plain %g", white, plain)
 	}
 	// Calibration errors surface.
-	_, err := Apply(denseModel(t), Options{Rule: Rule{ByRank, 3}, Calib: gramCalib{}})
+	_, err := Apply(context.Background(), denseModel(t), Options{Rule: Rule{ByRank, 3}, Calib: gramCalib{}})
 	if !errors.Is(err, ErrCalibration) {
 		t.Errorf("missing Gram: err = %v, want ErrCalibration", err)
 	}
@@ -367,7 +368,7 @@ func TestApplyParams(t *testing.T) {
 		if sc == SchemeSVD {
 			m = denseModel(t)
 		}
-		rep, err := Apply(m, Options{Scheme: sc, Rule: Rule{ByRankRatio, 0.25}, Include: regexp.MustCompile(`.`)})
+		rep, err := Apply(context.Background(), m, Options{Scheme: sc, Rule: Rule{ByRankRatio, 0.25}, Include: regexp.MustCompile(`.`)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -395,7 +396,7 @@ func TestApplyParams(t *testing.T) {
 // budget.
 func TestApplyBudget(t *testing.T) {
 	m := convModel(t)
-	rep, err := Apply(m, Options{Scheme: SchemeAuto, Rule: Rule{ByParamsRatio, 0.6}, Include: regexp.MustCompile(`.`)})
+	rep, err := Apply(context.Background(), m, Options{Scheme: SchemeAuto, Rule: Rule{ByParamsRatio, 0.6}, Include: regexp.MustCompile(`.`)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package sparsity
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand"
@@ -48,7 +49,7 @@ func BenchmarkSparseGPT(b *testing.B) {
 			b.ResetTimer()
 			cpu0 := cpuSeconds()
 			for i := 0; i < b.N; i++ {
-				if _, err := PruneSparseGPT(w, sh, h, Options{Pattern: Pattern{2, 4}}); err != nil {
+				if _, err := PruneSparseGPT(context.Background(), w, sh, h, Options{Pattern: Pattern{2, 4}}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,7 +1,9 @@
 package sparsity
 
 import (
+	"errors"
 	"fmt"
+	"math"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
@@ -56,6 +58,10 @@ func ActivationTensors(m *onnxio.Model, sel Selection) ([]string, error) {
 	return out, nil
 }
 
+// ErrNonFinite reports calibration activations holding NaN or ±Inf: XᵀX
+// would carry them into every score and update.
+var ErrNonFinite = errors.New("sparsity: non-finite calibration activations")
+
 // NewCaptured indexes activations (tensor name → captured values) for the
 // weights of m.
 func NewCaptured(m *onnxio.Model, acts map[string]Activation) (*Captured, error) {
@@ -95,8 +101,13 @@ func (c *Captured) InputGram(weight string) ([]float64, int, int64, error) {
 	for _, d := range a.Shape {
 		size *= d
 	}
-	if size != int64(len(a.Data)) || len(a.Shape) == 0 {
+	if size != int64(len(a.Data)) || len(a.Shape) == 0 || a.Shape[len(a.Shape)-1] <= 0 {
 		return nil, 0, 0, fmt.Errorf("activation %s: %d values for shape %v", n.Input(0), len(a.Data), a.Shape)
+	}
+	for i, v := range a.Data {
+		if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil, 0, 0, fmt.Errorf("%w: activation %s of node %s holds %v (element %d); calibration needs finite activations (do the calibration inputs hold Inf, NaN or values near the float32 limit?)", ErrNonFinite, n.Input(0), n.Name, v, i)
+		}
 	}
 	wd := c.dims[weight]
 	switch n.OpType {

@@ -1,6 +1,7 @@
 package sparsity_test
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/onnxpost/onnxpost/compress/sparsity"
@@ -20,7 +21,7 @@ func Example() {
 		0.7, 0.05,
 	}
 	layers := []sparsity.Layer{{Name: "B", Layout: sparsity.LayoutKN, Dims: []int64{8, 2}, Data: b}}
-	outs, rep, err := sparsity.Prune(layers, sparsity.Options{Method: sparsity.Magnitude, Pattern: sparsity.Pattern{N: 2, M: 4}}, nil)
+	outs, rep, err := sparsity.Prune(context.Background(), layers, sparsity.Options{Method: sparsity.Magnitude, Pattern: sparsity.Pattern{N: 2, M: 4}}, nil)
 	if err != nil {
 		panic(err)
 	}

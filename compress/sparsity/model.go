@@ -1,6 +1,7 @@
 package sparsity
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 
@@ -100,7 +101,9 @@ func Candidates(m *onnxio.Model, sel Selection) ([]Layer, []LayerReport, error) 
 // held in Constant nodes are folded into initializers first. calib may be
 // nil for Magnitude. With Options.Scope global, all selected weights are in
 // memory at once; otherwise one layer at a time (plus m's own copies).
-func PruneModel(m *onnxio.Model, opt Options, sel Selection, calib Calibration) (Report, error) {
+// It stops with ctx's error, checked before each layer, when ctx is
+// cancelled (m is then partly pruned: prune a copy when that matters).
+func PruneModel(ctx context.Context, m *onnxio.Model, opt Options, sel Selection, calib Calibration) (Report, error) {
 	opt, err := opt.withDefaults()
 	if err != nil {
 		return Report{}, err
@@ -131,7 +134,7 @@ func PruneModel(m *onnxio.Model, opt Options, sel Selection, calib Calibration) 
 		if global {
 			continue
 		}
-		out, lr, err := PruneLayer(layers[i], opt, calib)
+		out, lr, err := PruneLayer(ctx, layers[i], opt, calib)
 		if err != nil {
 			return Report{}, err
 		}
@@ -148,7 +151,7 @@ func PruneModel(m *onnxio.Model, opt Options, sel Selection, calib Calibration) 
 		rep.Pattern, rep.Scope, rep.Sparsity = opt.Pattern.String(), "", 0
 	}
 	if global {
-		outs, r, err := Prune(layers, opt, calib)
+		outs, r, err := Prune(ctx, layers, opt, calib)
 		if err != nil {
 			return Report{}, err
 		}

@@ -1,6 +1,7 @@
 package sparsity
 
 import (
+	"context"
 	"errors"
 	"math/rand"
 	"regexp"
@@ -63,7 +64,7 @@ func TestPruneModel(t *testing.T) {
 	layouts := map[string]Layout{"w_conv": LayoutConv, "w_mm": LayoutKN, "w_gemm": LayoutNK}
 	for _, p := range []Pattern{{2, 4}, {4, 8}} {
 		m := base.Clone()
-		rep, err := PruneModel(m, Options{Pattern: p}, Selection{}, nil)
+		rep, err := PruneModel(context.Background(), m, Options{Pattern: p}, Selection{}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,25 +108,25 @@ func TestPruneModel(t *testing.T) {
 		}
 	}
 	m := base.Clone()
-	rep, err := PruneModel(m, Options{Pattern: Pattern{2, 4}}, Selection{Include: regexp.MustCompile("odd")}, nil)
+	rep, err := PruneModel(context.Background(), m, Options{Pattern: Pattern{2, 4}}, Selection{Include: regexp.MustCompile("odd")}, nil)
 	if err != nil || len(rep.Layers) != 1 || rep.Layers[0].Skipped != "" || rep.Pruned != 36 {
 		t.Fatalf("include odd: %+v %v", rep, err)
 	}
 	// exclude everything that fits 8: refusal
 	m = base.Clone()
-	if _, err := PruneModel(m, Options{Pattern: Pattern{4, 8}}, Selection{Include: regexp.MustCompile("odd")}, nil); !errors.Is(err, ErrNoLayerFits) {
+	if _, err := PruneModel(context.Background(), m, Options{Pattern: Pattern{4, 8}}, Selection{Include: regexp.MustCompile("odd")}, nil); !errors.Is(err, ErrNoLayerFits) {
 		t.Errorf("4:8 on w_odd only: %v, want ErrNoLayerFits", err)
 	}
 	// global unstructured, exclude conv
 	m = base.Clone()
-	rep, err = PruneModel(m, Options{Sparsity: 0.7, Scope: ScopeGlobal}, Selection{Exclude: regexp.MustCompile("conv")}, nil)
+	rep, err = PruneModel(context.Background(), m, Options{Sparsity: 0.7, Scope: ScopeGlobal}, Selection{Exclude: regexp.MustCompile("conv")}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n := 128*16 + 12*16 + 12*6; rep.Pruned != PrunedCount(0.7, n) || len(rep.Layers) != 3 {
 		t.Errorf("global: pruned %d of %d, layers %d", rep.Pruned, n, len(rep.Layers))
 	}
-	if _, err := PruneModel(base.Clone(), Options{Method: Wanda, Sparsity: 0.5}, Selection{}, nil); !errors.Is(err, ErrNoCalibration) {
+	if _, err := PruneModel(context.Background(), base.Clone(), Options{Method: Wanda, Sparsity: 0.5}, Selection{}, nil); !errors.Is(err, ErrNoCalibration) {
 		t.Errorf("wanda without calibration: %v", err)
 	}
 }

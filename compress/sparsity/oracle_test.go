@@ -2,6 +2,7 @@ package sparsity
 
 import (
 	"compress/gzip"
+	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -105,7 +106,7 @@ func checkOracle(t *testing.T, doc oracleDoc) {
 	for _, c := range doc.Cases {
 		want := decodeF32(t, c.W)
 		opt := parseCase(t, c.Name)
-		got, rep, err := PruneLayer(layer, opt, calib)
+		got, rep, err := PruneLayer(context.Background(), layer, opt, calib)
 		if err != nil {
 			t.Fatalf("%s: %v", c.Name, err)
 		}

@@ -1,6 +1,7 @@
 package sparsity
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -116,8 +117,9 @@ func sparse24(data []float32, l Layout, dims []int64) bool {
 // in the same layout (nil for a skipped layer) and a report. calib may be
 // nil for Magnitude. Inputs are not modified. With an N:M pattern, layers
 // whose reduction size is not a multiple of M are skipped (and reported);
-// if no layer fits, Prune returns ErrNoLayerFits.
-func Prune(layers []Layer, opt Options, calib Calibration) ([][]float32, Report, error) {
+// if no layer fits, Prune returns ErrNoLayerFits. It stops with ctx's
+// error, checked before each layer, when ctx is cancelled.
+func Prune(ctx context.Context, layers []Layer, opt Options, calib Calibration) ([][]float32, Report, error) {
 	opt, err := opt.withDefaults()
 	if err != nil {
 		return nil, Report{}, err
@@ -146,12 +148,12 @@ func Prune(layers []Layer, opt Options, calib Calibration) ([][]float32, Report,
 		}
 	}
 	if opt.Pattern.IsZero() && opt.Scope == ScopeGlobal {
-		if err := pruneGlobal(layers, opt, calib, outs, reps); err != nil {
+		if err := pruneGlobal(ctx, layers, opt, calib, outs, reps); err != nil {
 			return nil, rep, err
 		}
 	} else {
 		for i, l := range layers {
-			outs[i], reps[i], err = PruneLayer(l, opt, calib)
+			outs[i], reps[i], err = PruneLayer(ctx, l, opt, calib)
 			if err != nil {
 				return nil, rep, err
 			}
@@ -189,8 +191,12 @@ func Prune(layers []Layer, opt Options, calib Calibration) ([][]float32, Report,
 
 // PruneLayer prunes one layer on its own (per-layer scope, or an N:M
 // pattern) and returns its data in the same layout, nil when skipped. It
-// does not run VerifyNM; Prune does.
-func PruneLayer(l Layer, opt Options, calib Calibration) ([]float32, LayerReport, error) {
+// does not run VerifyNM; Prune does. ctx is checked first and, for
+// SparseGPT, before each column block.
+func PruneLayer(ctx context.Context, l Layer, opt Options, calib Calibration) ([]float32, LayerReport, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, LayerReport{Name: l.Name}, err
+	}
 	start := time.Now()
 	opt, err := opt.withDefaults()
 	if err != nil {
@@ -237,7 +243,7 @@ func PruneLayer(l Layer, opt Options, calib Calibration) ([]float32, LayerReport
 				}
 			}
 		}
-		res, err := pruneSparseGPT(w, sh, gram, opt, progress)
+		res, err := pruneSparseGPT(ctx, w, sh, gram, opt, progress)
 		if err != nil {
 			return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
 		}
@@ -272,12 +278,15 @@ func PruneLayer(l Layer, opt Options, calib Calibration) ([]float32, LayerReport
 }
 
 // pruneGlobal applies one unstructured threshold over all layers.
-func pruneGlobal(layers []Layer, opt Options, calib Calibration, outs [][]float32, reps []LayerReport) error {
+func pruneGlobal(ctx context.Context, layers []Layer, opt Options, calib Calibration, outs [][]float32, reps []LayerReport) error {
 	start := time.Now()
 	mats := make([][]float32, len(layers))
 	shapes := make([]Shape, len(layers))
 	scores := make([][]float64, len(layers))
 	for i, l := range layers {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		reps[i] = LayerReport{Name: l.Name, Layout: l.Layout, Shape: append([]int64(nil), l.Dims...), Params: len(l.Data), ZerosBefore: CountZeros(l.Data)}
 		w, sh, err := ToMatrix(l.Data, l.Layout, l.Dims)
 		if err != nil {

@@ -1,6 +1,7 @@
 package sparsity
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -11,6 +12,8 @@ import (
 	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/blas/gonum"
 	"gonum.org/v1/gonum/lapack/lapack64"
+
+	"github.com/onnxpost/onnxpost/internal/safe"
 )
 
 // ErrNotPositiveDefinite is returned when XᵀX + λI has no Cholesky
@@ -39,12 +42,14 @@ type SparseGPTResult struct {
 // sweep runs over columns ordered so that groups are consecutive (kernel
 // position, then channel, for Conv). Unstructured, each block prunes its
 // share of floor(S·n) (see the package doc) of the lowest w²/U_jj² over the
-// block. w is not modified.
-func PruneSparseGPT(w []float32, sh Shape, xtx []float64, opt Options) (SparseGPTResult, error) {
-	return pruneSparseGPT(w, sh, xtx, opt, nil)
+// block. w is not modified. It stops with ctx's error, checked before each
+// column block, when ctx is cancelled; a panic in one of its workers comes
+// back as a *safe.PanicError.
+func PruneSparseGPT(ctx context.Context, w []float32, sh Shape, xtx []float64, opt Options) (SparseGPTResult, error) {
+	return pruneSparseGPT(ctx, w, sh, xtx, opt, nil)
 }
 
-func pruneSparseGPT(w []float32, sh Shape, xtx []float64, opt Options, progress func(done, total int)) (SparseGPTResult, error) {
+func pruneSparseGPT(ctx context.Context, w []float32, sh Shape, xtx []float64, opt Options, progress func(done, total int)) (SparseGPTResult, error) {
 	opt, err := opt.withDefaults()
 	if err != nil {
 		return SparseGPTResult{}, err
@@ -110,7 +115,10 @@ func pruneSparseGPT(w []float32, sh Shape, xtx []float64, opt Options, progress 
 		return SparseGPTResult{}, err
 	}
 	H = nil
-	pruned, loss := sweep(W, sh.Rows, n, U, opt, progress)
+	pruned, loss, err := sweep(ctx, W, sh.Rows, n, U, opt, progress)
+	if err != nil {
+		return SparseGPTResult{}, err
+	}
 	res := SparseGPTResult{Loss: loss}
 	if perm == nil {
 		res.W, res.Pruned = W, pruned
@@ -213,7 +221,7 @@ func upperCholOfInverse(H []float64, n int) ([]float64, error) {
 // sweep runs SparseGPT's blocked column sweep over W (rows×n, updated in
 // place) with U the upper Cholesky factor of H⁻¹, and returns the mask and
 // the OBS loss.
-func sweep(W []float32, rows, n int, U []float64, opt Options, progress func(done, total int)) ([]bool, float64) {
+func sweep(ctx context.Context, W []float32, rows, n int, U []float64, opt Options, progress func(done, total int)) ([]bool, float64, error) {
 	bs := opt.BlockSize
 	workers := opt.Workers
 	if workers <= 0 {
@@ -237,7 +245,11 @@ func sweep(W []float32, rows, n int, U []float64, opt Options, progress func(don
 	W1 := make([]float64, rows*bs)
 	Err1 := make([]float32, rows*bs)
 	losses := make([]float64, workers)
+	errs := make([]error, workers)
 	for b, i1 := 0, 0; i1 < n; b, i1 = b+1, i1+bs {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
 		i2 := min(i1+bs, n)
 		cnt := i2 - i1
 		for r := 0; r < rows; r++ {
@@ -270,12 +282,20 @@ func sweep(W []float32, rows, n int, U []float64, opt Options, progress func(don
 			wg.Add(1)
 			go func(g, r0, r1 int) {
 				defer wg.Done()
+				defer safe.Recover("sparsegpt worker", &errs[g])
 				losses[g] += sweepRows(W, W1, Err1, pruned, bmask, U, r0, r1, n, i1, cnt, opt.Pattern)
 			}(g, r0, r1)
 		}
 		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				return nil, 0, err
+			}
+		}
 		if i2 < n {
-			trailingUpdate(W, Err1, U32, rows, n, i1, cnt, workers)
+			if err := trailingUpdate(W, Err1, U32, rows, n, i1, cnt, workers); err != nil {
+				return nil, 0, err
+			}
 		}
 		if progress != nil {
 			progress(i2, n)
@@ -285,28 +305,31 @@ func sweep(W []float32, rows, n int, U []float64, opt Options, progress func(don
 	for _, l := range losses {
 		loss += l
 	}
-	return pruned, loss
+	return pruned, loss, nil
 }
 
 // trailingUpdate applies the lazy batched update of one block,
 // W[:, i2:] −= Err1 · U[i1:i2, i2:] (i2 = i1+cnt), skipping the zero
 // entries of Err1: kept weights have no error, so with 2:4 half the
 // products vanish. Rows are split over goroutines and columns tiled so that
-// the block's rows of U stay in cache.
-func trailingUpdate(W, Err1, U32 []float32, rows, n, i1, cnt, workers int) {
+// the block's rows of U stay in cache. A worker's panic comes back as a
+// *safe.PanicError.
+func trailingUpdate(W, Err1, U32 []float32, rows, n, i1, cnt, workers int) error {
 	const tile = 1024
 	i2 := i1 + cnt
 	var impl gonum.Implementation
 	var wg sync.WaitGroup
 	chunk := (rows + workers - 1) / workers
+	errs := make([]error, workers)
 	for g := 0; g < workers; g++ {
 		r0, r1 := g*chunk, min((g+1)*chunk, rows)
 		if r0 >= r1 {
 			continue
 		}
 		wg.Add(1)
-		go func(r0, r1 int) {
+		go func(g, r0, r1 int) {
 			defer wg.Done()
+			defer safe.Recover("sparsegpt update worker", &errs[g])
 			for c0 := i2; c0 < n; c0 += tile {
 				c1 := min(c0+tile, n)
 				for r := r0; r < r1; r++ {
@@ -318,9 +341,15 @@ func trailingUpdate(W, Err1, U32 []float32, rows, n, i1, cnt, workers int) {
 					}
 				}
 			}
-		}(r0, r1)
+		}(g, r0, r1)
 	}
 	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // sweepRows processes rows r0..r1 of one column block [i1, i1+cnt): mask

@@ -1,6 +1,7 @@
 package sparsity
 
 import (
+	"context"
 	"math"
 	"math/rand"
 	"testing"
@@ -201,7 +202,7 @@ func TestSparseGPTMatchesNaive(t *testing.T) {
 			w := randMat(rng, tc.sh.Len())
 			w0 := append([]float32(nil), w...)
 			opt := Options{Pattern: tc.p, Sparsity: tc.s, BlockSize: tc.bs, Workers: tc.workers, Damp: 0.01}
-			res, err := PruneSparseGPT(w, tc.sh, xtx, opt)
+			res, err := PruneSparseGPT(context.Background(), w, tc.sh, xtx, opt)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -278,7 +279,7 @@ func TestCriteriaQuality(t *testing.T) {
 		errs := map[Method]float64{}
 		for _, m := range []Method{Magnitude, Wanda, SparseGPT} {
 			o.Method = m
-			outs, _, err := Prune(l, o, c)
+			outs, _, err := Prune(context.Background(), l, o, c)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -293,20 +294,20 @@ func TestCriteriaQuality(t *testing.T) {
 func TestSparseGPTErrors(t *testing.T) {
 	sh := Shape{2, 4, 1}
 	w := []float32{1, 2, 3, 4, 5, 6, 7, 8}
-	if _, err := PruneSparseGPT(w, sh, make([]float64, 9), Options{Pattern: Pattern{2, 4}}); err == nil {
+	if _, err := PruneSparseGPT(context.Background(), w, sh, make([]float64, 9), Options{Pattern: Pattern{2, 4}}); err == nil {
 		t.Error("XᵀX of wrong size: want error")
 	}
 	xtx := make([]float64, 16)
 	xtx[0] = math.NaN()
-	if _, err := PruneSparseGPT(w, sh, xtx, Options{Pattern: Pattern{2, 4}}); err == nil {
+	if _, err := PruneSparseGPT(context.Background(), w, sh, xtx, Options{Pattern: Pattern{2, 4}}); err == nil {
 		t.Error("NaN XᵀX: want error")
 	}
 	w[3] = float32(math.Inf(1))
-	if _, err := PruneSparseGPT(w, sh, make([]float64, 16), Options{Pattern: Pattern{2, 4}}); err == nil {
+	if _, err := PruneSparseGPT(context.Background(), w, sh, make([]float64, 16), Options{Pattern: Pattern{2, 4}}); err == nil {
 		t.Error("Inf weight: want error")
 	}
 	// all-zero XᵀX: every column dead, weights zeroed, no error
-	res, err := PruneSparseGPT([]float32{1, 2, 3, 4, 5, 6, 7, 8}, sh, make([]float64, 16), Options{Pattern: Pattern{2, 4}})
+	res, err := PruneSparseGPT(context.Background(), []float32{1, 2, 3, 4, 5, 6, 7, 8}, sh, make([]float64, 16), Options{Pattern: Pattern{2, 4}})
 	if err != nil || CountZeros(res.W) != 8 {
 		t.Errorf("dead layer: %v %v", res.W, err)
 	}

@@ -1,6 +1,7 @@
 package sparsity
 
 import (
+	"context"
 	"errors"
 	"math"
 	"math/rand"
@@ -234,7 +235,7 @@ func TestNMRoundTripLayouts(t *testing.T) {
 			n *= int(d)
 		}
 		data := randMat(rng, n)
-		outs, rep, err := Prune([]Layer{{Name: "w", Layout: tc.l, Dims: tc.dims, Data: data}}, Options{Pattern: tc.p}, nil)
+		outs, rep, err := Prune(context.Background(), []Layer{{Name: "w", Layout: tc.l, Dims: tc.dims, Data: data}}, Options{Pattern: tc.p}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -410,28 +411,28 @@ func correlated(rng *rand.Rand, n, d int) []float64 {
 
 func TestPruneRefusals(t *testing.T) {
 	l := []Layer{{Name: "w", Layout: LayoutNK, Dims: []int64{2, 6}, Data: make([]float32, 12)}}
-	if _, _, err := Prune(l, Options{Pattern: Pattern{2, 4}}, nil); !errors.Is(err, ErrNoLayerFits) {
+	if _, _, err := Prune(context.Background(), l, Options{Pattern: Pattern{2, 4}}, nil); !errors.Is(err, ErrNoLayerFits) {
 		t.Errorf("M=4 on K=6: err %v, want ErrNoLayerFits", err)
 	}
-	if _, _, err := Prune(l, Options{Method: Wanda, Sparsity: 0.5}, nil); !errors.Is(err, ErrNoCalibration) {
+	if _, _, err := Prune(context.Background(), l, Options{Method: Wanda, Sparsity: 0.5}, nil); !errors.Is(err, ErrNoCalibration) {
 		t.Errorf("wanda without calibration: err %v", err)
 	}
-	if _, _, err := Prune(l, Options{Method: SparseGPT, Pattern: Pattern{2, 4}}, nil); !errors.Is(err, ErrNoCalibration) {
+	if _, _, err := Prune(context.Background(), l, Options{Method: SparseGPT, Pattern: Pattern{2, 4}}, nil); !errors.Is(err, ErrNoCalibration) {
 		t.Errorf("sparsegpt without calibration: err %v", err)
 	}
-	if _, _, err := Prune(l, Options{Pattern: Pattern{4, 4}}, nil); err == nil {
+	if _, _, err := Prune(context.Background(), l, Options{Pattern: Pattern{4, 4}}, nil); err == nil {
 		t.Error("4:4: want error")
 	}
-	if _, _, err := Prune(l, Options{Method: SparseGPT, Sparsity: 0.5, Scope: ScopeGlobal}, gramCalib{}); err == nil {
+	if _, _, err := Prune(context.Background(), l, Options{Method: SparseGPT, Sparsity: 0.5, Scope: ScopeGlobal}, gramCalib{}); err == nil {
 		t.Error("sparsegpt global: want error")
 	}
-	if _, _, err := Prune(l, Options{Method: SparseGPT, Pattern: Pattern{2, 8}, BlockSize: 12}, gramCalib{}); err == nil {
+	if _, _, err := Prune(context.Background(), l, Options{Method: SparseGPT, Pattern: Pattern{2, 8}, BlockSize: 12}, gramCalib{}); err == nil {
 		t.Error("block 12 with M=8: want error")
 	}
 	// one layer fits, one is skipped and reported
 	rng := rand.New(rand.NewSource(7))
 	l2 := []Layer{l[0], {Name: "v", Layout: LayoutKN, Dims: []int64{8, 3}, Data: randMat(rng, 24)}}
-	outs, rep, err := Prune(l2, Options{Pattern: Pattern{2, 4}}, nil)
+	outs, rep, err := Prune(context.Background(), l2, Options{Pattern: Pattern{2, 4}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -440,7 +441,7 @@ func TestPruneRefusals(t *testing.T) {
 	}
 	// d mismatch from calibration
 	c := gramCalib{x: map[string][]float64{"v": make([]float64, 10*4)}, d: map[string]int{"v": 4}}
-	if _, _, err := Prune(l2[1:], Options{Method: Wanda, Pattern: Pattern{2, 4}}, c); err == nil {
+	if _, _, err := Prune(context.Background(), l2[1:], Options{Method: Wanda, Pattern: Pattern{2, 4}}, c); err == nil {
 		t.Error("gram size mismatch: want error")
 	}
 }
@@ -458,7 +459,7 @@ func TestPruneUnstructuredExact(t *testing.T) {
 				continue
 			}
 			for _, s := range []float64{0.5, 0.7} {
-				_, rep, err := Prune(layers, Options{Method: m, Sparsity: s, Scope: sc, BlockSize: 8}, c)
+				_, rep, err := Prune(context.Background(), layers, Options{Method: m, Sparsity: s, Scope: sc, BlockSize: 8}, c)
 				if err != nil {
 					t.Fatal(err)
 				}
