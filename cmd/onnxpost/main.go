@@ -210,6 +210,10 @@ func exitCode(err error) int {
 		fmt.Fprintln(os.Stderr, "onnxpost: usage:", ue.msg)
 		return exitUsage
 	}
+	if isMissingFlag(err) {
+		fmt.Fprintln(os.Stderr, "onnxpost: usage:", err.Error())
+		return exitUsage
+	}
 	var ec cli.ExitCoder
 	if errors.As(err, &ec) {
 		if msg := ec.Error(); msg != "" {
@@ -295,4 +299,13 @@ func firstCommand(args []string) string {
 		}
 	}
 	return ""
+}
+
+// isMissingFlag reports whether err is urfave/cli's error for a flag
+// declared Required that was not given: a usage error (exit 2), not a
+// failure of the command. The library's error type is unexported, so it
+// is recognised by its fixed message.
+func isMissingFlag(err error) bool {
+	msg := err.Error()
+	return strings.HasPrefix(msg, "Required flag ") || strings.HasPrefix(msg, "Required flags ")
 }

@@ -237,3 +237,21 @@ func TestEvalUnwritableReportWritesNothing(t *testing.T) {
 		t.Errorf("files written: %v", got)
 	}
 }
+
+// TestMissingRequiredFlagIsUsage checks that a required flag left out is a
+// usage error (exit 2), like every other command-line mistake.
+func TestMissingRequiredFlagIsUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"eval", "model.onnx"},
+		{"convert", "model.onnx"},
+	} {
+		var code int
+		msg := captureStderr(t, func() { code = run(append([]string{"onnxpost"}, args...)) })
+		if code != exitUsage {
+			t.Errorf("%v: exit code %d, want %d (stderr %q)", args, code, exitUsage, msg)
+		}
+		if !strings.Contains(msg, "Required flag") {
+			t.Errorf("%v: stderr %q does not name the missing flag", args, msg)
+		}
+	}
+}
