@@ -158,10 +158,10 @@ func modelIO(model []byte, path string) (ins, outs []TensorInfo, err error) {
 	}
 	if err == nil {
 		for _, v := range m.Inputs() {
-			ins = append(ins, TensorInfo{Name: v.Name, DType: v.DType, Shape: dimsOf(v.Shape)})
+			ins = append(ins, TensorInfo{Name: v.Name, DType: v.DType, Shape: dimsOf(v.Shape), DimParams: paramsOf(v.Shape)})
 		}
 		for _, v := range m.Outputs() {
-			outs = append(outs, TensorInfo{Name: v.Name, DType: v.DType, Shape: dimsOf(v.Shape)})
+			outs = append(outs, TensorInfo{Name: v.Name, DType: v.DType, Shape: dimsOf(v.Shape), DimParams: paramsOf(v.Shape)})
 		}
 		return ins, outs, nil
 	}

@@ -1,6 +1,7 @@
 package evalharness
 
 import (
+	"context"
 	"encoding/json"
 	"math/rand"
 	"strings"
@@ -21,7 +22,7 @@ func TestShardsMerge(t *testing.T) {
 	}
 	ds, _ := NewDataset(map[string]*Array{"x": FromFloat32([]int64{n, in}, x)}, labels)
 	opt := EvalOptions{Metrics: []string{"accuracy", "top5", "agreement", "kl", "cosine", "mse", "max_abs", "latency", "throughput"}, Batch: 5}
-	whole, err := Evaluate(cand, ref, ds, opt)
+	whole, err := Evaluate(context.Background(), cand, ref, ds, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +30,7 @@ func TestShardsMerge(t *testing.T) {
 	for _, i := range []int{2, 0, 3, 1} { // any order
 		o := opt
 		o.Shard = Shard{i, 4}
-		r, err := Evaluate(cand, ref, ds, o)
+		r, err := Evaluate(context.Background(), cand, ref, ds, o)
 		if err != nil {
 			t.Fatal(err)
 		}

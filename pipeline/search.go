@@ -90,11 +90,11 @@ type LevelSearch struct {
 	// Search configures the evolutionary search (TotalSamples is set from
 	// the calibration set).
 	Search search.Options
-	// Output names the model output compared (default: the first).
+	// Output names the model output compared (default: the first with a
+	// floating-point type).
 	Output string
-	// Fitness is FitnessKL, FitnessMSE or FitnessCosine; "" chooses KL
-	// when the output looks like logits (the calibration set has labels,
-	// or the output's name contains "logit") and cosine otherwise.
+	// Fitness is FitnessKL, FitnessMSE or FitnessCosine; "" chooses by the
+	// output's shape (FitnessForShape).
 	Fitness string
 	// Log, if set, receives progress lines.
 	Log func(format string, args ...any)
@@ -286,6 +286,23 @@ func ChooseFitness(requested, output string, labels bool) (string, error) {
 	return "", fmt.Errorf("fitness %q: want kl, mse or cosine", requested)
 }
 
+// FitnessForShape returns the fitness to use on an output of the given
+// shape: the requested one, or, when none is, KL for [N, C] class scores
+// and [N, T, V] token scores (token-level, masked by attention_mask) and
+// cosine (1 − cosine) for any other shape (maps, embeddings, audio).
+func FitnessForShape(requested string, shape []int64) (string, error) {
+	switch requested {
+	case FitnessKL, FitnessMSE, FitnessCosine:
+		return requested, nil
+	case "":
+		if len(shape) == 2 || len(shape) == 3 {
+			return FitnessKL, nil
+		}
+		return FitnessCosine, nil
+	}
+	return "", fmt.Errorf("fitness %q: want kl, mse or cosine", requested)
+}
+
 // RunSparsitySearch is RunSearch in the sparsity space.
 func RunSparsitySearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset, opt LevelSearch) (*onnxio.Model, *SearchReport, error) {
 	opt.Space = SpaceSparsity
@@ -401,19 +418,16 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	if err != nil {
 		return nil, nil, err
 	}
-	outIdx := 0
+	var outNames []string
 	if opt.Output != "" {
-		outIdx = -1
-		for k, o := range denseSess.Outputs() {
-			if o.Name == opt.Output {
-				outIdx = k
-			}
-		}
-		if outIdx < 0 {
-			denseSess.Close()
-			return nil, nil, fmt.Errorf("the model has no output %q", opt.Output)
-		}
+		outNames = []string{opt.Output}
 	}
+	outIdxs, err := evalharness.OutputIndices(denseSess.Outputs(), outNames)
+	if err != nil {
+		denseSess.Close()
+		return nil, nil, err
+	}
+	outIdx := outIdxs[0]
 	outName := denseSess.Outputs()[outIdx].Name
 	refOuts, err := evalharness.Predict(denseSess, calib, opt.Batch)
 	denseSess.Close()
@@ -424,7 +438,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	if err != nil {
 		return nil, nil, err
 	}
-	fitness, err := ChooseFitness(opt.Fitness, outName, calib.Labels != nil)
+	fitness, err := FitnessForShape(opt.Fitness, refOuts[outIdx].Shape)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -462,6 +476,9 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	ev.classes = ev.rowLen
 	if len(shape) > 1 && shape[len(shape)-1] > 0 {
 		ev.classes = int(shape[len(shape)-1])
+	}
+	if err := ev.setMask(calib, shape); err != nil {
+		return nil, nil, err
 	}
 
 	report := &SearchReport{Space: sp.name, Method: sp.method, Fitness: fitness, Target: opt.Target, TotalWeights: total,
@@ -729,6 +746,10 @@ type fitnessEvaluator struct {
 	layers  []*searchLayer
 	db      *LevelDB
 	arrays  map[[2]int]*evalharness.Array
+	// mask, when set, is the calibration set's attention_mask ([N, T]):
+	// KL over token scores counts only positions where it is 1.
+	mask []int64
+	t    int
 	// extra, if set, gives further inputs for layer i at a level.
 	extra func(i, level int) map[string]*evalharness.Array
 	// feed, if set, gives all weight inputs of a candidate instead.
@@ -802,7 +823,10 @@ func (e *fitnessEvaluator) Fitness(ctx context.Context, levels []int, samples []
 			switch e.kind {
 			case FitnessKL:
 				c := e.classes
-				for r := 0; r+c <= e.rowLen; r += c {
+				for r, pos := 0, 0; r+c <= e.rowLen; r, pos = r+c, pos+1 {
+					if e.mask != nil && e.mask[sidx*e.t+pos] == 0 {
+						continue
+					}
 					sum += evalharness.KL(ref[r:r+c], cand[r:r+c])
 					rows++
 				}
@@ -828,6 +852,21 @@ func (e *fitnessEvaluator) Fitness(ctx context.Context, levels []int, samples []
 		return 0, errors.New("fitness is NaN")
 	}
 	return f, nil
+}
+
+// setMask keeps the calibration set's attention_mask when the compared
+// output holds [N, T, V] token scores with T positions.
+func (e *fitnessEvaluator) setMask(calib *evalharness.Dataset, shape []int64) error {
+	m, ok := calib.Inputs["attention_mask"]
+	if !ok || len(shape) != 3 || len(m.Shape) != 2 || m.Shape[1] != shape[1] {
+		return nil
+	}
+	v, err := m.Int64()
+	if err != nil {
+		return fmt.Errorf("attention_mask: %w", err)
+	}
+	e.mask, e.t = v, int(shape[1])
+	return nil
 }
 
 // gatherRows returns the rows idx of a along its first axis.

@@ -34,7 +34,34 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "ort-lib", Usage: "path of libonnxruntime.so (default: $ONNXPOST_ORT_LIB, then .cache/onnxruntime, then system paths)"},
 		&cli.IntFlag{Name: "batch", Value: 64, Usage: "evaluation batch size"},
 		&cli.IntFlag{Name: "threads", Value: 0, Usage: "ONNX Runtime intra-op threads (0: its default)"},
+		&cli.StringFlag{Name: "output-name", Usage: "model output(s) `NAME[,NAME...]` measured with --data (default: the first floating-point output)"},
+		&cli.StringFlag{Name: "metrics", Usage: "metrics `LIST` measured with --data (default: those that apply to the output's shape and to what the data holds)"},
 	}
+}
+
+// evalOptions returns the evaluation options of the flags --output-name,
+// --metrics and --batch; the gate's metrics are required besides
+// (computed when the data allows).
+func evalOptions(c *cli.Context, gate *evalharness.Gate) (evalharness.EvalOptions, error) {
+	eo := evalharness.EvalOptions{Batch: c.Int("batch"), Outputs: evalharness.ParseOutputNames(c.String("output-name"))}
+	if s := c.String("metrics"); s != "" {
+		m, err := evalharness.ParseMetrics(s)
+		if err != nil {
+			return eo, usagef("--metrics: %v", err)
+		}
+		eo.Metrics = m
+	}
+	if gate != nil {
+		eo.Require, _ = gate.Metrics()
+	}
+	return eo, nil
+}
+
+// gateNeeded reports whether the result must be checked: the gate has
+// conditions, or a measured output turned NaN/Inf where the reference's
+// did not (which fails even without conditions).
+func gateNeeded(gate *evalharness.Gate, res *evalharness.Result) bool {
+	return len(gate.Conditions) > 0 || len(res.NewNonfinite()) > 0
 }
 
 // sessionOptions returns the ONNX Runtime session options of the common
@@ -109,11 +136,11 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 	if ds, err := loadDataset(c, "data"); err != nil {
 		return err
 	} else if ds != nil {
-		eo := evalharness.EvalOptions{
-			Metrics: evalharness.DefaultMetrics(gate, ds.Labels != nil, ref != nil || ds.Outputs != nil),
-			Batch:   c.Int("batch"),
+		eo, err := evalOptions(c, gate)
+		if err != nil {
+			return err
 		}
-		r, err := evalharness.EvaluateModels(cand, ref, ds, so, eo)
+		r, err := evalharness.EvaluateModels(c.Context, cand, ref, ds, so, eo)
 		if err != nil {
 			return fmt.Errorf("evaluating on %s: %w", c.String("data"), err)
 		}
@@ -124,7 +151,7 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 		res.Params = params
 	}
 	passed := true
-	if len(gate.Conditions) > 0 {
+	if gateNeeded(gate, res) {
 		passed = gate.CheckResult(res).Passed
 	}
 	written := ""
@@ -307,7 +334,10 @@ func printSummary(w io.Writer, res *evalharness.Result, passed bool, written, ou
 			}
 			parts = append(parts, s)
 		}
-		fmt.Fprintf(w, "evaluated on %d samples: %s\n", res.Samples, strings.Join(parts, ", "))
+		fmt.Fprintf(w, "evaluated output %s on %d samples: %s\n", strings.Join(res.OutputNames, ","), res.Samples, strings.Join(parts, ", "))
+		if len(res.Nonfinite) > 0 {
+			fmt.Fprintf(w, "non-finite (NaN/Inf): %s\n", strings.Join(res.Nonfinite, ", "))
+		}
 	}
 	if res.Gate != nil {
 		state := "passed"
