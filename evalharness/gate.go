@@ -205,7 +205,12 @@ func (g *Gate) CheckResult(res *Result) *GateResult {
 	if res.Reference != nil {
 		ref = res.Reference.Metrics
 	}
-	res.Gate = g.Check(res.Metrics, ref)
+	cand := map[string]float64(res.Metrics)
+	if len(res.OutputNames) <= 1 && res.Output != "" {
+		// with one output measured, OUTPUT.metric is the plain metric
+		cand, ref = qualify(cand, res.Output), qualify(ref, res.Output)
+	}
+	res.Gate = g.Check(cand, ref)
 	for _, name := range res.NewNonfinite() {
 		res.Gate.Passed = false
 		res.Gate.Conditions = append(res.Gate.Conditions, ConditionResult{
@@ -214,6 +219,21 @@ func (g *Gate) CheckResult(res *Result) *GateResult {
 		})
 	}
 	return res.Gate
+}
+
+// qualify returns m plus every plain metric under "output.metric".
+func qualify(m map[string]float64, output string) map[string]float64 {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]float64, 2*len(m))
+	for k, v := range m {
+		out[k] = v
+		if !strings.Contains(k, ".") {
+			out[output+"."+k] = v
+		}
+	}
+	return out
 }
 
 func lookup(metric string, cand, ref map[string]float64) (float64, string) {
