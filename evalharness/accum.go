@@ -392,7 +392,13 @@ func (a *outAcc) stats(haveRef bool) *OutputStats {
 		mean := a.sum / f
 		std := math.Sqrt(math.Max(a.sumSq/f-mean*mean, 0))
 		mn, mx := a.min, a.max
-		s.Min, s.Max, s.Mean, s.Std = &mn, &mx, &mean, &std
+		s.Min, s.Max = &mn, &mx
+		if finite(mean) {
+			s.Mean = &mean
+		}
+		if finite(std) { // sums of squares of huge values overflow
+			s.Std = &std
+		}
 	}
 	if haveRef {
 		r := a.RefNonfinite

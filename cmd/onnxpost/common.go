@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -268,7 +269,16 @@ func marshalJSON(v any) ([]byte, error) {
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {
-		return nil, fmt.Errorf("encoding JSON: %w", err)
+		// A NaN or Inf somewhere in a command's report: write it as null
+		// rather than fail after the model was written.
+		var uv *json.UnsupportedValueError
+		if !errors.As(err, &uv) {
+			return nil, fmt.Errorf("encoding JSON: %w", err)
+		}
+		buf.Reset()
+		if err := enc.Encode(jsonSafe(v)); err != nil {
+			return nil, fmt.Errorf("encoding JSON: %w", err)
+		}
 	}
 	return buf.Bytes(), nil
 }
@@ -344,7 +354,11 @@ func printSummary(w io.Writer, res *evalharness.Result, passed bool, written, ou
 		if !passed {
 			state = "FAILED: " + res.Gate.Failed()
 		}
-		fmt.Fprintf(w, "gate %s: %s\n", res.Gate.Expr, state)
+		expr := res.Gate.Expr
+		if expr == "" {
+			expr = "(finite outputs)"
+		}
+		fmt.Fprintf(w, "gate %s: %s\n", expr, state)
 	}
 	switch {
 	case passed:
