@@ -195,3 +195,53 @@ func intArray(dt onnxio.DType, shape []int64, v []int64) *Array {
 	}
 	return &Array{DType: onnxio.Int64, Shape: append([]int64(nil), shape...), Data: b}
 }
+
+// Rows returns the samples idx (in that order) of every input, gathered
+// along each input's batch axis (see Batch; inputs without one whole), as
+// new arrays, plus the derived inputs.
+func (d *Dataset) Rows(idx []int) map[string]*Array {
+	out := make(map[string]*Array, len(d.Inputs)+len(d.derived))
+	for n, a := range d.Inputs {
+		ax, ok := d.axes[n]
+		if ok && ax < 0 {
+			out[n] = a
+			continue
+		}
+		parts := make([]*Array, len(idx))
+		for k, i := range idx {
+			parts[k] = a.sliceAxis(max(ax, 0), int64(i), int64(i)+1)
+		}
+		out[n] = concatAxis(parts, max(ax, 0))
+	}
+	for _, in := range d.derived {
+		out[in.Name] = deriveInput(in, out, int64(len(idx)))
+	}
+	return out
+}
+
+// concatAxis joins arrays that differ only along axis ax.
+func concatAxis(parts []*Array, ax int) *Array {
+	first := parts[0]
+	outer := int64(1)
+	for _, d := range first.Shape[:ax] {
+		outer *= d
+	}
+	inner := int64(ElemSize(first.DType))
+	for _, d := range first.Shape[ax+1:] {
+		inner *= d
+	}
+	total := int64(0)
+	for _, p := range parts {
+		total += p.Shape[ax]
+	}
+	data := make([]byte, 0, outer*total*inner)
+	for o := int64(0); o < outer; o++ {
+		for _, p := range parts {
+			w := p.Shape[ax] * inner
+			data = append(data, p.Data[o*w:(o+1)*w]...)
+		}
+	}
+	shape := append([]int64(nil), first.Shape...)
+	shape[ax] = total
+	return &Array{DType: first.DType, Shape: shape, Data: data}
+}

@@ -704,3 +704,39 @@ func TestEvaluateChecksContext(t *testing.T) {
 		t.Fatalf("error %v after %d runs, want context.Canceled after at most 1", err, runs)
 	}
 }
+
+// TestRowsAlongBatchAxes: Rows gathers samples along each input's batch
+// axis and keeps inputs without one whole.
+func TestRowsAlongBatchAxes(t *testing.T) {
+	st := make([]float32, 2*3*2)
+	for i := range st {
+		st[i] = float32(i)
+	}
+	ds, err := NewDataset(map[string]*Array{
+		"x":     FromFloat32([]int64{3, 1}, []float32{10, 11, 12}),
+		"sr":    FromFloat32(nil, []float32{8000}),
+		"state": FromFloat32([]int64{2, 3, 2}, st),
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ins := []TensorInfo{
+		{Name: "x", DType: onnxio.Float, Shape: []int64{-1, 1}, DimParams: []string{"N", ""}},
+		{Name: "sr", DType: onnxio.Float, Shape: []int64{}, DimParams: []string{}},
+		{Name: "state", DType: onnxio.Float, Shape: []int64{2, -1, 2}, DimParams: []string{"", "N", ""}},
+	}
+	if err := ds.Check(ins); err != nil {
+		t.Fatal(err)
+	}
+	r := ds.Rows([]int{2, 0})
+	x, _ := r["x"].Float64()
+	s, _ := r["state"].Float64()
+	if fmtFloats(x) != "[12 10]" || fmtFloats(s) != "[4 5 0 1 10 11 6 7]" || len(r["sr"].Shape) != 0 {
+		t.Errorf("rows: x %v, state %v %v, sr %v", x, s, r["state"].Shape, r["sr"].Shape)
+	}
+	b := ds.Batch(1, 3)
+	bs, _ := b["state"].Float64()
+	if fmtFloats(bs) != "[2 3 4 5 8 9 10 11]" || !equalShape(b["state"].Shape, []int64{2, 2, 2}) {
+		t.Errorf("batch: state %v %v", bs, b["state"].Shape)
+	}
+}

@@ -803,8 +803,8 @@ func (e *fitnessEvaluator) Fitness(ctx context.Context, levels []int, samples []
 			return 0, err
 		}
 		idx := samples[s:min(s+e.batch, len(samples))]
-		for name, arr := range e.calib.Inputs {
-			feed[name] = gatherRows(arr, idx)
+		for name, arr := range e.calib.Rows(idx) {
+			feed[name] = arr
 		}
 		outs, err := e.sess.Run(feed)
 		if err != nil {
