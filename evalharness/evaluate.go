@@ -48,6 +48,9 @@ type EvalOptions struct {
 	// KeepOutputs stores the candidate's outputs of every sample in
 	// Result.Outputs (concatenated along the first axis).
 	KeepOutputs bool
+	// NoDefaultLatency leaves latency out of the defaults when there is
+	// nothing to compare (for callers that only want the statistics).
+	NoDefaultLatency bool
 }
 
 // ModelMetrics holds one model's metrics; it is the "reference" object of
@@ -442,7 +445,7 @@ func Evaluate(ctx context.Context, cand, ref Runner, ds *Dataset, opt EvalOption
 		return nil, err
 	}
 	nothing := !haveLabels && !haveRef && tgtSrc == ""
-	timing := explicit[MetricLatency] || explicit[MetricThroughput] || len(opt.Metrics) == 0 && nothing
+	timing := explicit[MetricLatency] || explicit[MetricThroughput] || len(opt.Metrics) == 0 && nothing && !opt.NoDefaultLatency
 	for _, r := range opt.Require {
 		timing = timing || r == MetricLatency || r == MetricThroughput
 	}

@@ -405,6 +405,7 @@ func evalInputs(c *cli.Context, paths []string, models []*onnxio.Model, report m
 		if err != nil {
 			return err
 		}
+		eo.NoDefaultLatency = true
 		r, err := evalharness.EvaluateModels(c.Context, m, nil, ds, so, eo)
 		if err != nil {
 			return fmt.Errorf("evaluating %s: %w", paths[i], err)
