@@ -119,38 +119,12 @@ func TestTokenScoresOfTheFloatOutput(t *testing.T) {
 	if res.Output != "logits" || strings.Join(res.OutputNames, ",") != "logits" {
 		t.Fatalf("measured %q %v, want logits (the first float output)", res.Output, res.OutputNames)
 	}
-	// Direct: logits at t predict the token at t+1; a position counts when
-	// mask[t] and mask[t+1] are 1.
-	var sum float64
-	var count, correct int
-	for i := 0; i < n; i++ {
-		for p := 0; p+1 < seq; p++ {
-			if mask[i*seq+p] == 0 || mask[i*seq+p+1] == 0 {
-				continue
-			}
-			row := table[ids[i*seq+p]*v : (ids[i*seq+p]+1)*v]
-			y := ids[i*seq+p+1]
-			var z float64
-			best := 0
-			for j, x := range row {
-				z += math.Exp(float64(x))
-				if x > row[best] {
-					best = j
-				}
-			}
-			sum += math.Log(z) - float64(row[y])
-			count++
-			if int64(best) == y {
-				correct++
-			}
-		}
-	}
-	want := math.Exp(sum / float64(count))
+	want, acc := directPerplexity(table, v, seq, ids, ids, mask)
 	if got := res.Metrics[MetricPerplexity]; math.Abs(got-want) > 1e-5*want {
 		t.Errorf("perplexity %.9g, want %.9g", got, want)
 	}
-	if got := res.Metrics[MetricTokenAcc]; math.Abs(got-float64(correct)/float64(count)) > 1e-12 {
-		t.Errorf("token_accuracy %v, want %v", got, float64(correct)/float64(count))
+	if got := res.Metrics[MetricTokenAcc]; math.Abs(got-acc) > 1e-12 {
+		t.Errorf("token_accuracy %v, want %v", got, acc)
 	}
 
 	// [N, T] labels replace input_ids as targets; -100 is ignored.
@@ -168,8 +142,12 @@ func TestTokenScoresOfTheFloatOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rl.Sums == nil && rl.Metrics[MetricPerplexity] == res.Metrics[MetricPerplexity] {
-		t.Errorf("ignored labels did not change the perplexity")
+	wantL, accL := directPerplexity(table, v, seq, ids, labels, mask)
+	if got := rl.Metrics[MetricPerplexity]; math.Abs(got-wantL) > 1e-5*wantL || got == want {
+		t.Errorf("perplexity with labels %.9g, want %.9g (without: %.9g)", got, wantL, want)
+	}
+	if got := rl.Metrics[MetricTokenAcc]; math.Abs(got-accL) > 1e-12 {
+		t.Errorf("token_accuracy with labels %v, want %v", got, accL)
 	}
 	for _, m := range []string{MetricPerplexity, MetricTokenAcc, MetricAgreement, MetricKL, MetricCosine} {
 		if _, ok := rl.Metrics[m]; !ok {
@@ -199,6 +177,39 @@ func TestTokenScoresOfTheFloatOutput(t *testing.T) {
 	if _, err := Evaluate(context.Background(), lm, nil, lab1, EvalOptions{Metrics: []string{MetricAccuracy}}); err == nil || !strings.Contains(err.Error(), "does not apply to output \"logits\" of shape [2 6 7]") && !strings.Contains(err.Error(), "of shape [5 6 7]") {
 		t.Errorf("accuracy on token scores: %v", err)
 	}
+}
+
+// directPerplexity computes, from the definition, the perplexity and token
+// accuracy of the bigram model: logits at t (the table row of ids[t])
+// predict targets[t+1]; a position counts when mask[t] and mask[t+1] are 1
+// and the target is not -100.
+func directPerplexity(table []float32, v, seq int64, ids, targets, mask []int64) (ppl, acc float64) {
+	var sum float64
+	var count, correct int
+	n := int64(len(ids)) / seq
+	for i := int64(0); i < n; i++ {
+		for p := int64(0); p+1 < seq; p++ {
+			if mask[i*seq+p] == 0 || mask[i*seq+p+1] == 0 || targets[i*seq+p+1] == -100 {
+				continue
+			}
+			row := table[ids[i*seq+p]*v : (ids[i*seq+p]+1)*v]
+			y := targets[i*seq+p+1]
+			var z float64
+			best := 0
+			for j, x := range row {
+				z += math.Exp(float64(x))
+				if x > row[best] {
+					best = j
+				}
+			}
+			sum += math.Log(z) - float64(row[y])
+			count++
+			if int64(best) == y {
+				correct++
+			}
+		}
+	}
+	return math.Exp(sum / float64(count)), float64(correct) / float64(count)
 }
 
 // TestNaNCandidateFailsTheGate: a candidate whose float output is all NaN
