@@ -278,8 +278,8 @@ func (a *outAcc) addClass(shape []int64, cv, rv []float64, labels []int64, n int
 	if err != nil {
 		return err
 	}
-	hit := func(row []float64, label int64) (top1, top5 bool) {
-		if !rowFinite(row) {
+	hit := func(row []float64, fin bool, label int64) (top1, top5 bool) {
+		if !fin {
 			return false, false // NaN/Inf scores never count as right
 		}
 		top1 = argmaxRow(row) == int(label)
@@ -287,26 +287,28 @@ func (a *outAcc) addClass(shape []int64, cv, rv []float64, labels []int64, n int
 	}
 	for i := int64(0); i < n; i++ {
 		row := cv[int(i)*c : int(i+1)*c]
+		cf, rf := rowFinite(row), false
 		var rrow []float64
 		if rv != nil {
 			rrow = rv[int(i)*c : int(i+1)*c]
+			rf = rowFinite(rrow)
 		}
 		if needLabels {
 			l := labels[i]
 			if l < 0 || l >= int64(c) {
 				return fmt.Errorf("%w: label %d of a sample is outside the %d classes of output %q (shape %v): labels must be in [0, %d)", ErrDataset, l, c, a.name, shape, c)
 			}
-			t1, t5 := hit(row, l)
+			t1, t5 := hit(row, cf, l)
 			a.Correct += b2i(t1)
 			a.Top5 += b2i(t5)
 			if rrow != nil {
-				t1, t5 := hit(rrow, l)
+				t1, t5 := hit(rrow, rf, l)
 				a.RefCorrect += b2i(t1)
 				a.RefTop5 += b2i(t5)
 			}
 		}
 		if needRef {
-			if rowFinite(row) && rowFinite(rrow) && argmaxRow(row) == argmaxRow(rrow) {
+			if cf && rf && argmaxRow(row) == argmaxRow(rrow) {
 				a.Agree++
 			}
 			if a.want[MetricKL] {
