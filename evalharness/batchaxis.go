@@ -139,8 +139,8 @@ func (a *Array) sliceAxis(ax int, i, j int64) *Array {
 // deriveInput builds an input the dataset lacks for a batch of n samples:
 // position_ids from attention_mask (cumulative sum − 1, 1 at padding), or
 // an empty past_key_values tensor (n on its batch axis, 0 on its other
-// symbolic axes).
-func deriveInput(in TensorInfo, batch map[string]*Array, n int64) *Array {
+// symbolic axes); param is the batch dimension's name.
+func deriveInput(in TensorInfo, batch map[string]*Array, n int64, param string) *Array {
 	if in.Name == "position_ids" {
 		mask := batch["attention_mask"]
 		mv, err := mask.Int64()
@@ -162,14 +162,21 @@ func deriveInput(in TensorInfo, batch map[string]*Array, n int64) *Array {
 		}
 		return intArray(in.DType, mask.Shape, pos)
 	}
+	// the batch axis: the one named like the other inputs' batch
+	// dimension, else the first symbolic one; other symbolic axes are 0
+	ax := -1
+	for k, p := range in.DimParams {
+		if p != "" && p == param {
+			ax = k
+		}
+	}
 	shape := make([]int64, len(in.Shape))
-	batchDone := false
 	for k, d := range in.Shape {
 		switch {
 		case d >= 0:
 			shape[k] = d
-		case !batchDone:
-			shape[k], batchDone = n, true
+		case ax < 0 || ax == k:
+			shape[k], ax = n, k
 		}
 	}
 	es := ElemSize(in.DType)
@@ -214,7 +221,7 @@ func (d *Dataset) Rows(idx []int) map[string]*Array {
 		out[n] = concatAxis(parts, max(ax, 0))
 	}
 	for _, in := range d.derived {
-		out[in.Name] = deriveInput(in, out, int64(len(idx)))
+		out[in.Name] = deriveInput(in, out, int64(len(idx)), d.batchParam)
 	}
 	return out
 }

@@ -47,6 +47,8 @@ type Dataset struct {
 	// derived lists model inputs the dataset lacks that Batch derives
 	// (empty past_key_values.*, position_ids from attention_mask).
 	derived []TensorInfo
+	// batchParam is the batch dimension's dim_param ("" when unnamed).
+	batchParam string
 }
 
 // NewDataset builds a dataset from arrays keyed by input name and optional
@@ -259,7 +261,7 @@ func (d *Dataset) Check(inputs []TensorInfo) error {
 	if d.TokenLabels != nil && d.TokenLabels.Shape[0] != n {
 		return fmt.Errorf("%w: %s: %q has %d rows but the inputs have %d samples", ErrDataset, d.where(), LabelsName, d.TokenLabels.Shape[0], n)
 	}
-	d.N, d.axes, d.derived = n, axes, derived
+	d.N, d.axes, d.derived, d.batchParam = n, axes, derived, batchParam
 	d.Extra = d.Extra[:0]
 	for _, nm := range have {
 		if !want[nm] {
@@ -317,7 +319,7 @@ func (d *Dataset) Batch(i, j int64) map[string]*Array {
 		}
 	}
 	for _, in := range d.derived {
-		out[in.Name] = deriveInput(in, out, j-i)
+		out[in.Name] = deriveInput(in, out, j-i, d.batchParam)
 	}
 	return out
 }
@@ -334,7 +336,7 @@ func (d *Dataset) Head(n int64) *Dataset {
 // Range returns a dataset view of samples [lo, hi), sharing memory. It
 // panics when the range is outside [0, N] (a caller bug).
 func (d *Dataset) Range(lo, hi int64) *Dataset {
-	h := &Dataset{Path: d.Path, Inputs: map[string]*Array{}, N: hi - lo, axes: d.axes, derived: d.derived}
+	h := &Dataset{Path: d.Path, Inputs: map[string]*Array{}, N: hi - lo, axes: d.axes, derived: d.derived, batchParam: d.batchParam}
 	for n, a := range d.Inputs {
 		ax, ok := d.axes[n]
 		switch {

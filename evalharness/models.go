@@ -38,11 +38,12 @@ func EvaluateModels(ctx context.Context, cand, ref *onnxio.Model, ds *Dataset, s
 	return Evaluate(ctx, cs, rr, ds, eo)
 }
 
-// DefaultMetrics returns the metrics a transforming command evaluates: the
-// given defaults (empty: accuracy with labels, agreement, kl and cosine with
-// a reference) plus those the gate needs, keeping only those that the data
-// and the presence of a reference allow; a gate condition on an unavailable
-// metric then fails with a reason.
+// DefaultMetrics returns an explicit metric list for [N, C] class scores:
+// accuracy with labels, agreement, kl and cosine with a reference, plus the
+// plain metrics the gate names, keeping only those that the data and the
+// presence of a reference allow. Evaluate chooses its defaults by output
+// shape when EvalOptions.Metrics is empty (gates go to EvalOptions.Require);
+// this list suits callers that know their output holds class scores.
 func DefaultMetrics(g *Gate, haveLabels, haveRef bool) []string {
 	var out []string
 	seen := map[string]bool{}

@@ -430,6 +430,7 @@ func TestDerivedDecoderInputs(t *testing.T) {
 			{Name: "attention_mask", DType: onnxio.Int64, Shape: []int64{-1, -1}, DimParams: []string{"batch", "seq"}},
 			{Name: "position_ids", DType: onnxio.Int64, Shape: []int64{-1, -1}, DimParams: []string{"batch", "seq"}},
 			{Name: "past_key_values.0.key", DType: onnxio.Float, Shape: []int64{-1, 2, -1, 4}, DimParams: []string{"batch", "", "past", ""}},
+			{Name: "past_key_values.0.value", DType: onnxio.Float, Shape: []int64{2, -1, -1, 4}, DimParams: []string{"", "past", "batch", ""}},
 		},
 		outs: []TensorInfo{{Name: "y", DType: onnxio.Float, Shape: []int64{-1, 1}}},
 		fn: func(in map[string]*Array) ([]*Array, error) {
@@ -453,6 +454,9 @@ func TestDerivedDecoderInputs(t *testing.T) {
 	}
 	if pkv := fed["past_key_values.0.key"]; pkv == nil || !equalShape(pkv.Shape, []int64{2, 2, 0, 4}) {
 		t.Errorf("past_key_values: %+v", pkv)
+	}
+	if pkv := fed["past_key_values.0.value"]; pkv == nil || !equalShape(pkv.Shape, []int64{2, 0, 2, 4}) || len(pkv.Data) != 0 {
+		t.Errorf("past_key_values (batch on axis 2): %+v", pkv)
 	}
 }
 
