@@ -420,6 +420,40 @@ func fmtFloats(v []float64) string {
 	return "[" + strings.Join(parts, " ") + "]"
 }
 
+// TestScalarInputORT: a model with a true 0-d input (a sample rate) runs
+// in ONNX Runtime with the scalar fed whole to every batch.
+func TestScalarInputORT(t *testing.T) {
+	requireORTLib(t)
+	m := onnxio.New("sr", 17)
+	m.AddInput(onnxio.ValueInfo{Name: "x", DType: onnxio.Float, Shape: []onnxio.Dim{{Value: -1, Param: "N"}, {Value: 2}}})
+	m.AddInput(onnxio.ValueInfo{Name: "sr", DType: onnxio.Int64, Shape: []onnxio.Dim{}})
+	if err := m.InsertNodes(
+		node("Cast", []string{"sr"}, []string{"srf"}, onnxio.AttrInt("to", int64(onnxio.Float))),
+		node("Mul", []string{"x", "srf"}, []string{"y"}),
+	); err != nil {
+		t.Fatal(err)
+	}
+	m.AddOutput(onnxio.ValueInfo{Name: "y", DType: onnxio.Float, Shape: []onnxio.Dim{{Value: -1, Param: "N"}, {Value: 2}}})
+	b, _ := m.Bytes()
+	s, err := NewSession(b, SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ds, err := NewDataset(map[string]*Array{"x": FromFloat32([]int64{3, 2}, []float32{1, 2, 3, 4, 5, 6}), "sr": FromInt64(nil, []int64{16000})}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Evaluate(context.Background(), s, nil, ds, EvalOptions{Batch: 2, KeepOutputs: true, NoDefaultLatency: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := res.Outputs[0].Float64()
+	if fmtFloats(got) != "[16000 32000 48000 64000 80000 96000]" {
+		t.Errorf("y = %v", got)
+	}
+}
+
 // TestDerivedDecoderInputs: position_ids come from attention_mask and
 // missing past_key_values.* are fed empty.
 func TestDerivedDecoderInputs(t *testing.T) {

@@ -379,9 +379,7 @@ func toValue(a *Array) (ort.Value, error) {
 	}
 	shape := ort.Shape(append([]int64(nil), a.Shape...))
 	if len(shape) == 0 {
-		// onnxruntime_go rejects empty shapes; a scalar is fed as [1]
-		// only when the model accepts it, so report it clearly.
-		return nil, fmt.Errorf("%w: scalar inputs are not supported", ErrArray)
+		return scalarValue(a) // onnxruntime_go's tensors refuse empty shapes
 	}
 	return ort.NewCustomDataTensor(shape, data, ort.TensorElementDataType(a.DType))
 }
