@@ -79,6 +79,11 @@ type Sums struct {
 	Targets   bool `json:"targets,omitempty"`
 	// Kind is the output's kind: "class", "token" or "other".
 	Kind string `json:"kind,omitempty"`
+	// Output names the output these sums are of.
+	Output string `json:"output,omitempty"`
+	// More holds the sums of the further measured outputs (EvalOptions
+	// Outputs), in order.
+	More []*Sums `json:"more,omitempty"`
 	// Samples is the number of samples.
 	Samples int64 `json:"samples"`
 	// Correct, Top5, RefCorrect and RefTop5 count label hits of the

@@ -412,9 +412,6 @@ func Evaluate(ctx context.Context, cand, ref Runner, ds *Dataset, opt EvalOption
 	if err != nil {
 		return nil, err
 	}
-	if len(idx) > 1 && opt.Shard.Count > 1 {
-		return nil, fmt.Errorf("evalharness: a shard measures one output; %d were named", len(idx))
-	}
 	if ref == nil && ds.Outputs != nil {
 		resolveIndexed(ds.Outputs, cand.Outputs())
 	}
@@ -602,6 +599,17 @@ func Evaluate(ctx context.Context, cand, ref Runner, ds *Dataset, opt EvalOption
 			sums.BatchMs, sums.TimedSamples = timed.cand, timed.candSamples
 			sums.RefBatchMs, sums.RefTimedSamples = timed.ref, timed.refSamples
 		}
+		sums.Output = accs[0].name
+		for _, a := range accs[1:] {
+			more := a.Sums
+			more.Output, more.Labels, more.Reference = a.name, haveLabels, a.ri >= 0 || haveExpected
+			for _, m := range AllMetrics {
+				if a.want[m] {
+					more.Metrics = append(more.Metrics, m)
+				}
+			}
+			sums.More = append(sums.More, &more)
+		}
 		res.Sums = &sums
 	}
 	if ref != nil {
@@ -768,7 +776,7 @@ func MergeResults(parts []*Result) (*Result, error) {
 	if len(parts) == 0 {
 		return nil, fmt.Errorf("evalharness: no results to merge")
 	}
-	var total Sums
+	var totals []*Sums // the first output's, then Sums.More's
 	seen := map[string]bool{}
 	count := -1
 	for k, p := range parts {
@@ -784,47 +792,85 @@ func MergeResults(parts []*Result) (*Result, error) {
 			return nil, fmt.Errorf("evalharness: shard %s does not belong with shards of %d", p.Shard, count)
 		case seen[p.Shard]:
 			return nil, fmt.Errorf("evalharness: shard %s appears twice", p.Shard)
-		case p.Model != parts[0].Model || p.Output != parts[0].Output:
+		case p.Model != parts[0].Model || p.Output != parts[0].Output || strings.Join(p.OutputNames, ",") != strings.Join(parts[0].OutputNames, ","):
 			return nil, fmt.Errorf("evalharness: shard %s is of %s/%s, not %s/%s", p.Shard, p.Model, p.Output, parts[0].Model, parts[0].Output)
 		case strings.Join(p.Sums.Metrics, ",") != strings.Join(parts[0].Sums.Metrics, ","):
 			return nil, fmt.Errorf("evalharness: shard %s measured %v, shard %s %v", p.Shard, p.Sums.Metrics, parts[0].Shard, parts[0].Sums.Metrics)
+		case len(p.Sums.More) != len(parts[0].Sums.More):
+			return nil, fmt.Errorf("evalharness: shard %s measured %d outputs, shard %s %d", p.Shard, len(p.Sums.More)+1, parts[0].Shard, len(parts[0].Sums.More)+1)
 		}
 		count = sh.Count
 		seen[p.Shard] = true
-		s := p.Sums
-		if k == 0 {
-			total.Metrics, total.Labels, total.Reference = s.Metrics, s.Labels, s.Reference
-			total.Kind, total.Targets = s.Kind, s.Targets
+		all := append([]*Sums{p.Sums}, p.Sums.More...)
+		for o, s := range all {
+			if k == 0 {
+				totals = append(totals, &Sums{Metrics: s.Metrics, Labels: s.Labels, Reference: s.Reference, Kind: s.Kind, Targets: s.Targets, Output: s.Output})
+			}
+			totals[o].add(s)
 		}
-		total.add(s)
 	}
 	if len(seen) != count {
 		return nil, fmt.Errorf("evalharness: %d of %d shards given", len(seen), count)
 	}
-	want := map[string]bool{}
-	for _, m := range total.Metrics {
-		want[m] = true
-	}
-	cm, rm := total.results(want, total.Labels, total.Reference)
-	if len(total.BatchMs) > 0 {
-		addTiming(cm, total.BatchMs, total.TimedSamples, want)
-	}
-	if len(total.RefBatchMs) > 0 {
-		addTiming(rm, total.RefBatchMs, total.RefTimedSamples, want)
-	}
 	first := parts[0]
-	res := &Result{Model: first.Model, Samples: total.Samples, Metrics: cm, Params: first.Params, Bytes: first.Bytes, Output: first.Output, OutputNames: first.OutputNames, Batch: first.Batch}
+	res := &Result{Model: first.Model, Samples: totals[0].Samples, Metrics: Metrics{}, Params: first.Params, Bytes: first.Bytes, Output: first.Output, OutputNames: first.OutputNames, Batch: first.Batch, Stats: map[string]*OutputStats{}}
+	rm := Metrics{}
+	for o, total := range totals {
+		name := total.Output
+		if name == "" {
+			name = first.Output
+		}
+		want := map[string]bool{}
+		for _, m := range total.Metrics {
+			want[m] = true
+		}
+		cm, r := total.results(want, total.Labels, total.Reference)
+		if o == 0 {
+			if len(total.BatchMs) > 0 {
+				addTiming(cm, total.BatchMs, total.TimedSamples, want)
+			}
+			if len(total.RefBatchMs) > 0 {
+				addTiming(r, total.RefBatchMs, total.RefTimedSamples, want)
+			}
+		}
+		for m, v := range cm {
+			if o == 0 {
+				res.Metrics[m] = v
+			}
+			if len(totals) > 1 && !timingMetrics[m] && m != MetricLatencyP50 && m != MetricLatencyP90 {
+				res.Metrics[name+"."+m] = v
+			}
+		}
+		for m, v := range r {
+			if o == 0 {
+				rm[m] = v
+			}
+			if len(totals) > 1 && !timingMetrics[m] && m != MetricLatencyP50 && m != MetricLatencyP90 {
+				rm[name+"."+m] = v
+			}
+		}
+		st := &OutputStats{Nonfinite: total.CandNonfinite}
+		if total.Reference {
+			rn := total.RefNonfinite
+			st.RefNonfinite = &rn
+		}
+		res.Stats[name] = st
+	}
 	res.Nonfinite = res.Metrics.Nonfinite()
-	if total.CandNonfinite > 0 {
-		res.Nonfinite = append(res.Nonfinite, first.Output)
-	}
-	res.Stats = map[string]*OutputStats{first.Output: {Nonfinite: total.CandNonfinite}}
-	if first.Reference != nil {
-		r := total.RefNonfinite
-		res.Stats[first.Output].RefNonfinite = &r
-	}
 	if first.Reference != nil {
 		res.Reference = &ModelMetrics{Model: first.Reference.Model, Metrics: rm}
+		for _, m := range rm.Nonfinite() {
+			res.Nonfinite = append(res.Nonfinite, "reference."+m)
+		}
+	}
+	for _, total := range totals {
+		if total.CandNonfinite > 0 {
+			name := total.Output
+			if name == "" {
+				name = first.Output
+			}
+			res.Nonfinite = append(res.Nonfinite, name)
+		}
 	}
 	return res, nil
 }

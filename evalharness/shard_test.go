@@ -95,3 +95,65 @@ func TestParseShard(t *testing.T) {
 		t.Error("empty shard accepted")
 	}
 }
+
+// TestShardsMergeSeveralOutputs: shards that measure several outputs merge
+// into the whole dataset's per-output metrics (z [N, 9] counts as
+// class scores: agreement, kl, cosine; y a map: cosine, mse, max_abs, psnr).
+func TestShardsMergeSeveralOutputs(t *testing.T) {
+	two := func(scale float64) Runner {
+		m := mapRunner(scale, 0)
+		inner := m.fn
+		m.outs = append(m.outs, TensorInfo{Name: "z", DType: m.outs[0].DType, Shape: []int64{-1, 9}})
+		m.fn = func(in map[string]*Array) ([]*Array, error) {
+			o, err := inner(in)
+			if err != nil {
+				return nil, err
+			}
+			v, _ := o[0].Float64()
+			z := make([]float32, len(v))
+			for i, x := range v {
+				z[i] = float32(x * x)
+			}
+			return []*Array{o[0], FromFloat32([]int64{o[0].Shape[0], 9}, z)}, nil
+		}
+		return m
+	}
+	rng := rand.New(rand.NewSource(10))
+	x := make([]float32, 10*9)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	ds, _ := NewDataset(map[string]*Array{"x": FromFloat32([]int64{10, 1, 3, 3}, x)}, nil)
+	opt := EvalOptions{Outputs: []string{"z", "y"}, Batch: 3}
+	whole, err := Evaluate(context.Background(), two(1.1), two(1), ds, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []*Result
+	for i := 0; i < 3; i++ {
+		o := opt
+		o.Shard = Shard{i, 3}
+		r, err := Evaluate(context.Background(), two(1.1), two(1), ds, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(r)
+		var back Result
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, &back)
+	}
+	merged, err := MergeResults(parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(whole.Metrics) != 10 || len(merged.Metrics) != len(whole.Metrics) {
+		t.Fatalf("whole %v, merged %v", whole.Metrics, merged.Metrics)
+	}
+	for k, w := range whole.Metrics {
+		if g := merged.Metrics[k]; !near(g, w, 1e-12) {
+			t.Errorf("%s: merged %v, whole %v", k, g, w)
+		}
+	}
+}
