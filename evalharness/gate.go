@@ -211,6 +211,15 @@ func (g *Gate) CheckResult(res *Result) *GateResult {
 		cand, ref = qualify(cand, res.Output), qualify(ref, res.Output)
 	}
 	res.Gate = g.Check(cand, ref)
+	measured := map[string]bool{res.Output: true}
+	for _, n := range res.OutputNames {
+		measured[n] = true
+	}
+	for i, c := range g.Conditions {
+		if prefix, _, _ := splitCondMetric(c.Metric); prefix != "" && !measured[strings.TrimSuffix(prefix, ".")] {
+			res.Gate.Conditions[i].Reason = fmt.Sprintf("output %q was not measured (name it in --output-name)", strings.TrimSuffix(prefix, "."))
+		}
+	}
 	for _, name := range res.NewNonfinite() {
 		res.Gate.Passed = false
 		res.Gate.Conditions = append(res.Gate.Conditions, ConditionResult{

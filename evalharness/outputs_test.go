@@ -599,11 +599,11 @@ func TestMapOutputs(t *testing.T) {
 			t.Errorf("gate on %s of a map: %v", m, err)
 		}
 	}
-	g, err := ParseGate("cosine>=0.99,y.psnr>=30,mse_ratio<=2")
+	g, err := ParseGate("cosine>=0.99,y.psnr>=30,mse_ratio<=2,w.cosine>=0.5")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if gr := g.CheckResult(res); !gr.Conditions[0].Passed || !gr.Conditions[1].Passed || gr.Conditions[2].Reason == "" {
+	if gr := g.CheckResult(res); !gr.Conditions[0].Passed || !gr.Conditions[1].Passed || gr.Conditions[2].Reason == "" || gr.Conditions[3].Reason != `output "w" was not measured (name it in --output-name)` {
 		t.Errorf("gate: %+v", gr)
 	}
 }
