@@ -441,7 +441,14 @@ func Evaluate(ctx context.Context, cand, ref Runner, ds *Dataset, opt EvalOption
 	if err != nil {
 		return nil, err
 	}
-	nothing := !haveLabels && !haveRef && tgtSrc == ""
+	// nothing to compare: no labels, no reference, and no output that may
+	// hold token scores with next-token targets
+	tokenable := false
+	for _, a := range accs {
+		sh := cand.Outputs()[a.ci].Shape
+		tokenable = tokenable || tgtSrc != "" && (sh == nil || len(sh) == 3)
+	}
+	nothing := !haveLabels && !haveRef && !tokenable
 	timing := explicit[MetricLatency] || explicit[MetricThroughput] || len(opt.Metrics) == 0 && nothing && !opt.NoDefaultLatency
 	for _, r := range opt.Require {
 		timing = timing || r == MetricLatency || r == MetricThroughput
