@@ -311,13 +311,21 @@ func tokens(ds *Dataset, batch map[string]*Array, src string, useMask bool, i, j
 }
 
 // resolve fixes the output's kind and metric set from its first batch.
-func (a *outAcc) resolve(shape []int64, explicit map[string]bool, require []string, haveLabels, haveRef bool, tgtT int64) error {
+func (a *outAcc) resolve(shape []int64, explicit map[string]bool, all bool, require []string, haveLabels, haveRef bool, tgtT int64) error {
 	a.kind, a.shape, a.resolved = kindOf(shape), append([]int64(nil), shape...), true
 	a.Kind = a.kind.String()
 	a.haveTargets = a.kind == kindToken && tgtT == shape[1]
 	a.want = map[string]bool{}
 	avail := func(m string) bool {
 		return !(labelMetrics[m] && !haveLabels || refMetrics[m] && !haveRef || tokenMetrics[m] && !a.haveTargets)
+	}
+	if all {
+		for _, m := range AllMetrics {
+			if !timingMetrics[m] && applies(m, a.kind) && avail(m) {
+				a.want[m] = true
+			}
+		}
+		explicit = nil
 	}
 	for m := range explicit {
 		if timingMetrics[m] {
@@ -331,7 +339,7 @@ func (a *outAcc) resolve(shape []int64, explicit map[string]bool, require []stri
 		}
 		a.want[m] = true
 	}
-	if len(explicit) == 0 {
+	if len(explicit) == 0 && !all {
 		var defaults []string
 		switch a.kind {
 		case kindClass:
@@ -360,6 +368,20 @@ func (a *outAcc) resolve(shape []int64, explicit map[string]bool, require []stri
 	}
 	a.Targets = a.haveTargets
 	return nil
+}
+
+// coversAll reports whether req names every metric (ParseMetrics("all")).
+func coversAll(req []string) bool {
+	have := map[string]bool{}
+	for _, m := range req {
+		have[m] = true
+	}
+	for _, m := range AllMetrics {
+		if !have[m] {
+			return false
+		}
+	}
+	return true
 }
 
 // requireFor returns the required metrics of output k (named name): the
@@ -437,9 +459,14 @@ func Evaluate(ctx context.Context, cand, ref Runner, ds *Dataset, opt EvalOption
 	haveRef := ref != nil || haveExpected
 	haveLabels := ds.Labels != nil
 	tgtSrc, useMask := tokenSource(cand, ds)
-	explicit, err := resolveMetrics(opt.Metrics, haveLabels, tgtSrc != "", haveRef)
-	if err != nil {
-		return nil, err
+	// every metric (--metrics all) means every one that applies to each
+	// output and that the data allows
+	all := coversAll(opt.Metrics)
+	explicit := map[string]bool{MetricLatency: true, MetricThroughput: true}
+	if !all {
+		if explicit, err = resolveMetrics(opt.Metrics, haveLabels, tgtSrc != "", haveRef); err != nil {
+			return nil, err
+		}
 	}
 	// nothing to compare: no labels, no reference, and no output that may
 	// hold token scores with next-token targets
@@ -530,7 +557,7 @@ func Evaluate(ctx context.Context, cand, ref Runner, ds *Dataset, opt EvalOption
 				if tb.targets != nil {
 					tgtT = tb.t
 				}
-				if err := a.resolve(out.Shape, explicit, requireFor(opt.Require, a.name, k == 0), haveLabels, rout != nil, tgtT); err != nil {
+				if err := a.resolve(out.Shape, explicit, all, requireFor(opt.Require, a.name, k == 0), haveLabels, rout != nil, tgtT); err != nil {
 					return nil, err
 				}
 			}

@@ -38,7 +38,8 @@ var refMetrics = map[string]bool{MetricAgreement: true, MetricKL: true, MetricCo
 var timingMetrics = map[string]bool{MetricLatency: true, MetricThroughput: true}
 
 // ParseMetrics parses a comma-separated list of metric names. "all" selects
-// every metric.
+// every metric (Evaluate then computes every one that applies to each
+// output's shape and that the data allows).
 func ParseMetrics(s string) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}

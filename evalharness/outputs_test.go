@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -787,5 +788,29 @@ func TestRowsAlongBatchAxes(t *testing.T) {
 	bs, _ := b["state"].Float64()
 	if fmtFloats(bs) != "[2 3 4 5 8 9 10 11]" || !equalShape(b["state"].Shape, []int64{2, 2, 2}) {
 		t.Errorf("batch: state %v %v", bs, b["state"].Shape)
+	}
+}
+
+// TestMetricsAll: every metric means every one that applies and that the
+// data allows, per output shape.
+func TestMetricsAll(t *testing.T) {
+	all, _ := ParseMetrics("all")
+	rng := rand.New(rand.NewSource(12))
+	x := make([]float32, 4*9)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	ds, _ := NewDataset(map[string]*Array{"x": FromFloat32([]int64{4, 1, 3, 3}, x)}, []int64{0, 1, 0, 1})
+	res, err := Evaluate(context.Background(), mapRunner(1.01, 0), mapRunner(1, 0), ds, EvalOptions{Metrics: all, MinTimedRuns: 2, Warmup: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for k := range res.Metrics {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if got := strings.Join(keys, ","); got != "cosine,latency_p50_ms,latency_p90_ms,max_abs,mse,psnr,throughput" {
+		t.Errorf("all on a map: %s", got)
 	}
 }
