@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/onnxpost/onnxpost/evalharness"
@@ -37,6 +38,23 @@ func TestSearchFitnessSkipsIntegerOutput(t *testing.T) {
 	}
 	if rep.Fitness != FitnessKL || rep.Uniform.Loss <= 0 || rep.Heuristic.Loss == rep.Uniform.Loss {
 		t.Errorf("fitness %s: uniform %.6g, heuristic %.6g, searched %.6g: scored blind", rep.Fitness, rep.Uniform.Loss, rep.Heuristic.Loss, rep.Searched.Loss)
+	}
+
+	// Several outputs: the fitness is the mean of each output's loss.
+	logits := m.Outputs()[1].Name
+	if err := m.InsertNodes(onnxio.Node{Name: "probs_node", OpType: "Softmax", Inputs: []string{logits}, Outputs: []string{"probs"}}); err != nil {
+		t.Fatal(err)
+	}
+	m.AddOutput(onnxio.ValueInfo{Name: "probs", DType: onnxio.Float, Shape: m.Outputs()[1].Shape})
+	_, rep2, err := RunSparsitySearch(context.Background(), m, calib, SparsitySearch{Target: 0.8, Levels: 4, CacheDir: t.TempDir(), Search: smallSearch(1), Outputs: []string{logits, "probs"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep2.Fitness != FitnessKL || rep2.Uniform.Loss <= 0 || rep2.Uniform.Loss == rep.Uniform.Loss {
+		t.Errorf("two outputs: fitness %s, uniform %.6g (one output: %.6g)", rep2.Fitness, rep2.Uniform.Loss, rep.Uniform.Loss)
+	}
+	if _, _, err := RunSparsitySearch(context.Background(), m, calib, SparsitySearch{Target: 0.8, Levels: 4, CacheDir: t.TempDir(), Search: smallSearch(1), Outputs: []string{"ids_copy"}}); err == nil || !strings.Contains(err.Error(), "is int64") {
+		t.Errorf("searching on the int64 output: %v", err)
 	}
 }
 
@@ -105,16 +123,23 @@ func TestTokenFitnessIsMasked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := &fitnessEvaluator{sess: r, calib: calib, ref: ref, rowLen: T * V, classes: V, batch: 2, kind: FitnessKL,
-		feed: func([]int) (map[string]*evalharness.Array, error) { return nil, nil }}
-	if err := ev.setMask(calib, []int64{2, T, V}); err != nil {
+	if err := calib.Check(r.Inputs()); err != nil {
 		t.Fatal(err)
 	}
+	tg, err := newOutTarget(0, evalharness.FromFloat64([]int64{2, T, V}, ref), calib, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tg.kind != FitnessKL || tg.mask == nil {
+		t.Fatalf("target: kind %s, mask %v", tg.kind, tg.mask)
+	}
+	ev := &fitnessEvaluator{sess: r, calib: calib, outs: []*outTarget{tg}, batch: 2,
+		feed: func([]int) (map[string]*evalharness.Array, error) { return nil, nil }}
 	f, err := ev.Fitness(context.Background(), nil, []int{0, 1})
 	if err != nil || f != 0 {
 		t.Errorf("masked fitness %v, %v; want 0 (only padded positions differ)", f, err)
 	}
-	ev.mask = nil
+	tg.mask = nil
 	if f, err := ev.Fitness(context.Background(), nil, []int{0, 1}); err != nil || f <= 0 {
 		t.Errorf("unmasked fitness %v, %v; want > 0", f, err)
 	}

@@ -87,7 +87,8 @@ Fitness (--fitness): kl (mean KL(dense‖candidate) of softmax outputs, per
 token position for [N, T, V] outputs, masked by attention_mask), mse, or
 cosine (mean 1 − cosine of each sample's flattened outputs). By default kl
 for [N, C] and [N, T, V] outputs, cosine for any other shape. The output
-compared is the first floating-point output, or the first --output-name.
+compared is the first floating-point output, or those --output-name names
+(the fitness is then the mean of their losses).
 
 Levels are cached on disk (--cache-dir) under a content address made of the
 model's hash, the space and method, the calibration data's hash (for
@@ -116,14 +117,6 @@ data-aware methods), the layer and the level, so later runs reuse them.`,
 		),
 		Action: searchAction,
 	})
-}
-
-// firstName returns the first of names, or "" when there is none.
-func firstName(names []string) string {
-	if len(names) == 0 {
-		return ""
-	}
-	return names[0]
 }
 
 func defaultCacheDir() string {
@@ -289,7 +282,7 @@ func searchAction(c *cli.Context) error {
 		Space: space, Method: method, BitsMethod: bitsMethod, TargetBits: c.Float64("target-bits"), Fitness: c.String("fitness"), Bits: bits, BlockSize: c.Int("block"),
 		CalibSamples: c.Int("calib-samples"), Baselines: c.String("baselines") != "", Start: c.String("start"),
 		Target: t, Levels: c.Int("levels"), Include: inc, Exclude: exc, CacheDir: c.String("cache-dir"),
-		Batch: c.Int("batch"), Session: so, Output: firstName(evalharness.ParseOutputNames(c.String("output-name"))),
+		Batch: c.Int("batch"), Session: so, Outputs: evalharness.ParseOutputNames(c.String("output-name")),
 		Search: search.Options{
 			Generations: c.Int("generations"), Offspring: c.Int("offspring"), Survivors: sel, Samples: tok,
 			Rand: rand.New(rand.NewSource(c.Int64("seed"))),
