@@ -189,9 +189,9 @@ func rowFinite(row []float64) bool {
 	return true
 }
 
-// nll returns −log softmax(row)[y] in float64 (NaN when the row holds
-// NaN).
-func nll(row []float64, y int64) float64 {
+// logSumExp returns log Σ exp(row) computed stably (NaN when the row
+// holds NaN).
+func logSumExp(row []float64) float64 {
 	m := math.Inf(-1)
 	for _, v := range row {
 		if v > m || math.IsNaN(v) {
@@ -202,7 +202,22 @@ func nll(row []float64, y int64) float64 {
 	for _, v := range row {
 		sum += math.Exp(v - m)
 	}
-	return m + math.Log(sum) - row[y]
+	return m + math.Log(sum)
+}
+
+// klLSE is KL(softmax(ref) ‖ softmax(cand)) given both rows' log-sum-exp.
+func klLSE(ref, cand []float64, lseR, lseC float64) float64 {
+	kl := 0.0
+	for i, r := range ref {
+		lp := r - lseR
+		if p := math.Exp(lp); p > 0 || math.IsNaN(p) { // NaN stays NaN
+			kl += p * (lp - (cand[i] - lseC))
+		}
+	}
+	if math.IsNaN(kl) {
+		return kl
+	}
+	return math.Max(kl, 0)
 }
 
 // add accumulates one batch of n samples: cand (and ref, nil when absent)
@@ -359,24 +374,31 @@ func (a *outAcc) addToken(shape []int64, cv, rv []float64, tok tokenBatch, n int
 				rrow = rv[at*V : (at+1)*V]
 			}
 			a.Positions++
+			// one log-sum-exp and argmax per row serve every metric
+			lseC, amC, finC := logSumExp(row), argmaxRow(row), rowFinite(row)
+			var lseR float64
+			amR, finR := -1, false
+			if rrow != nil {
+				lseR, amR, finR = logSumExp(rrow), argmaxRow(rrow), rowFinite(rrow)
+			}
 			if y >= 0 {
-				a.NLL += nll(row, y)
-				if rowFinite(row) && argmaxRow(row) == int(y) {
+				a.NLL += lseC - row[y]
+				if finC && amC == int(y) {
 					a.TokCorrect++
 				}
 				if rrow != nil {
-					a.RefNLL += nll(rrow, y)
-					if rowFinite(rrow) && argmaxRow(rrow) == int(y) {
+					a.RefNLL += lseR - rrow[y]
+					if finR && amR == int(y) {
 						a.RefTokCorrect++
 					}
 				}
 			}
 			if rrow != nil {
-				if rowFinite(row) && rowFinite(rrow) && argmaxRow(row) == argmaxRow(rrow) {
+				if finC && finR && amC == amR {
 					a.Agree++
 				}
 				if a.want[MetricKL] {
-					a.KL += KL(rrow, row)
+					a.KL += klLSE(rrow, row, lseR, lseC)
 				}
 			}
 		}

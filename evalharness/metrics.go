@@ -152,7 +152,7 @@ func KL(ref, cand []float64) float64 {
 	kl := 0.0
 	for i := range lp {
 		p := math.Exp(lp[i])
-		if p > 0 {
+		if p > 0 || math.IsNaN(p) { // a NaN reference gives NaN, not 0
 			kl += p * (lp[i] - lq[i])
 		}
 	}

@@ -57,3 +57,53 @@ func BenchmarkMetricsClass1000(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMetricsTokens64x2048 measures the token metrics (perplexity,
+// token_accuracy, agreement, kl, cosine against a reference) of [32, 64,
+// 2048] token scores with an attention mask, batch 8, with no model cost.
+func BenchmarkMetricsTokens64x2048(b *testing.B) {
+	const n, t, v = 32, 64, 2048
+	rng := rand.New(rand.NewSource(2))
+	cv, rv := make([]float32, n*t*v), make([]float32, n*t*v)
+	for i := range cv {
+		rv[i] = float32(rng.NormFloat64())
+		cv[i] = rv[i] + float32(rng.NormFloat64()*0.1)
+	}
+	ids := make([]int64, n*t)
+	mask := make([]int64, n*t)
+	for i := range ids {
+		ids[i] = rng.Int63n(v)
+		mask[i] = 1
+		if i%t > t-8 {
+			mask[i] = 0
+		}
+	}
+	info := TensorInfo{Name: "logits", DType: onnxio.Float, Shape: []int64{-1, -1, v}}
+	mk := func(data []float32) Runner {
+		return &fnRunner{
+			ins:  []TensorInfo{{Name: "input_ids", DType: onnxio.Int64, Shape: []int64{-1, t}}, {Name: "attention_mask", DType: onnxio.Int64, Shape: []int64{-1, t}}, {Name: "i", DType: onnxio.Int64, Shape: []int64{-1, 1}}},
+			outs: []TensorInfo{info},
+			fn: func(in map[string]*Array) ([]*Array, error) {
+				idx, _ := in["i"].Int64()
+				k := in["i"].Shape[0]
+				return []*Array{FromFloat32([]int64{k, t, v}, data[idx[0]*t*v:(idx[0]+k)*t*v])}, nil
+			},
+		}
+	}
+	order := make([]int64, n)
+	for i := range order {
+		order[i] = int64(i)
+	}
+	ds, err := NewDataset(map[string]*Array{"input_ids": FromInt64([]int64{n, t}, ids), "attention_mask": FromInt64([]int64{n, t}, mask), "i": FromInt64([]int64{n, 1}, order)}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cand, ref := mk(cv), mk(rv)
+	b.SetBytes(n * t * v * 4 * 2)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := Evaluate(context.Background(), cand, ref, ds, EvalOptions{Batch: 8}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -814,3 +814,28 @@ func TestMetricsAll(t *testing.T) {
 		t.Errorf("all on a map: %s", got)
 	}
 }
+
+// TestKLFromLogSumExp: the fused token-position KL equals KL.
+func TestKLFromLogSumExp(t *testing.T) {
+	rng := rand.New(rand.NewSource(13))
+	for k := 0; k < 20; k++ {
+		a, b := make([]float64, 50), make([]float64, 50)
+		for i := range a {
+			a[i], b[i] = rng.NormFloat64()*3, rng.NormFloat64()*3
+		}
+		want := KL(a, b)
+		if got := klLSE(a, b, logSumExp(a), logSumExp(b)); math.Abs(got-want) > 1e-12*math.Max(1, want) {
+			t.Fatalf("klLSE %v, KL %v", got, want)
+		}
+	}
+	if !math.IsNaN(klLSE([]float64{1, math.NaN()}, []float64{1, 2}, logSumExp([]float64{1, math.NaN()}), logSumExp([]float64{1, 2}))) {
+		t.Error("NaN lost")
+	}
+}
+
+// TestKLOfNaNReference: a NaN reference row gives a NaN KL, never 0.
+func TestKLOfNaNReference(t *testing.T) {
+	if v := KL([]float64{math.NaN(), 1}, []float64{1, 2}); !math.IsNaN(v) {
+		t.Errorf("KL with a NaN reference = %v", v)
+	}
+}
