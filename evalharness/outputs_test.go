@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"math/rand"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -837,5 +838,45 @@ func TestKLFromLogSumExp(t *testing.T) {
 func TestKLOfNaNReference(t *testing.T) {
 	if v := KL([]float64{math.NaN(), 1}, []float64{1, 2}); !math.IsNaN(v) {
 		t.Errorf("KL with a NaN reference = %v", v)
+	}
+}
+
+// TestTestDataDirScalar: an ONNX test-data folder may hold a scalar input
+// (the same in every set); it is fed whole, and one that differs between
+// sets is an error.
+func TestTestDataDirScalar(t *testing.T) {
+	dir := t.TempDir()
+	write := func(set, file string, tt *onnxio.Tensor) {
+		b, err := onnxio.MarshalTensor(tt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, set)
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(p, file), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k, sr := range []float32{16000, 16000} {
+		set := "test_data_set_" + strconv.Itoa(k)
+		x, _ := onnxio.FromFloat32("x", onnxio.Float, []int64{1, 2}, []float32{float32(k), 1})
+		s, _ := onnxio.FromFloat32("sr", onnxio.Float, nil, []float32{sr})
+		write(set, "input_0.pb", x)
+		write(set, "input_1.pb", s)
+	}
+	ds, err := LoadDataset(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ins := []TensorInfo{{Name: "x", DType: onnxio.Float, Shape: []int64{-1, 2}, DimParams: []string{"N", ""}}, {Name: "sr", DType: onnxio.Float, Shape: []int64{}}}
+	if err := ds.Check(ins); err != nil || ds.N != 2 || ds.BatchAxes()["sr"] != -1 {
+		t.Fatalf("check: %v, N %d, axes %v", err, ds.N, ds.BatchAxes())
+	}
+	s, _ := onnxio.FromFloat32("sr", onnxio.Float, nil, []float32{8000})
+	write("test_data_set_1", "input_1.pb", s)
+	if _, err := LoadDataset(dir); err == nil || !strings.Contains(err.Error(), `scalar input "sr" differs between the sets`) {
+		t.Errorf("differing scalars: %v", err)
 	}
 }
