@@ -99,9 +99,13 @@ func loadDataset(c *cli.Context, flag string) (*evalharness.Dataset, error) {
 //  1. records provenance (onnxpost version and command line) in cand's
 //     metadata_props;
 //  2. with --data, evaluates cand and ref with ONNX Runtime (--ep,
-//     --threads, --ort-lib, --batch): accuracy when the data has labels,
-//     agreement, kl and cosine against ref, plus what --gate needs;
-//  3. checks --gate (a gate without --data is a usage error);
+//     --threads, --ort-lib, --batch) on the outputs --output-name names
+//     (default: the first floating-point output): --metrics, else the
+//     metrics that apply to each output's shape and to the data, plus
+//     what --gate needs;
+//  3. checks --gate (a gate without --data is a usage error); an output
+//     that turned NaN/Inf where ref's did not fails it even without
+//     conditions;
 //  4. when the gate passes (or there is none) saves cand to -o atomically,
 //     with external data when --external-data is set; when it fails, writes
 //     nothing there, saves cand to --keep-rejected if given, and returns a
@@ -112,7 +116,8 @@ func loadDataset(c *cli.Context, flag string) (*evalharness.Dataset, error) {
 //
 // The JSON result has the keys of ARCHITECTURE.md §4 ("model", "samples",
 // "metrics", "reference", "gate", "params", "bytes") plus "command",
-// "output" (the path written, "" when rejected) and the report's keys.
+// "output" (the path written, "" when rejected), "outputs" (the model
+// outputs measured), "stats", "nonfinite" and the report's keys.
 // The command's flags must include commonFlags().
 func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) error {
 	out := c.String("o")
