@@ -114,7 +114,7 @@ func loadDataset(c *cli.Context, flag string) (*evalharness.Dataset, error) {
 //  6. prints the JSON result on stdout with --json, otherwise a short
 //     summary on stderr.
 //
-// The JSON result has the keys of ARCHITECTURE.md §4 ("model", "samples",
+// The JSON result has the keys of docs/ARCHITECTURE.md ("model", "samples",
 // "metrics", "reference", "gate", "params", "bytes") plus "command",
 // "output" (the path written, "" when rejected), "outputs" (the model
 // outputs measured), "stats", "nonfinite" and the report's keys.
