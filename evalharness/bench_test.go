@@ -1,6 +1,7 @@
 package evalharness
 
 import (
+	"context"
 	"path/filepath"
 	"testing"
 
@@ -26,7 +27,7 @@ func BenchmarkEvaluate(b *testing.B) {
 		}
 		b.Run(fam+"/batch64", func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				if _, err := Evaluate(s, nil, ds, EvalOptions{Metrics: []string{MetricAccuracy}, Batch: 64}); err != nil {
+				if _, err := Evaluate(context.Background(), s, nil, ds, EvalOptions{Metrics: []string{MetricAccuracy}, Batch: 64}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,6 +1,7 @@
 package evalharness
 
 import (
+	"context"
 	"errors"
 	"os"
 	"testing"
@@ -25,7 +26,7 @@ func TestCUDA(t *testing.T) {
 	ds := loadData(t, "mlp_data.npz")
 	gpu := openSession(t, "mlp.onnx", SessionOptions{EP: "cuda"})
 	cpu := openSession(t, "mlp.onnx", SessionOptions{})
-	res, err := Evaluate(gpu, cpu, ds, EvalOptions{Metrics: []string{MetricMaxAbs, MetricLatency}})
+	res, err := Evaluate(context.Background(), gpu, cpu, ds, EvalOptions{Metrics: []string{MetricMaxAbs, MetricLatency}})
 	if err != nil {
 		t.Fatal(err)
 	}

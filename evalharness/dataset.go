@@ -39,6 +39,18 @@ type Dataset struct {
 	// Extra lists arrays of the file that are neither inputs nor labels
 	// (they are ignored).
 	Extra []string
+	// TokenLabels holds a [N, T] integer "labels" array (the next-token
+	// targets of a language model, -100 ignored), or nil.
+	TokenLabels *Array
+
+	// axes maps an input name to its batch axis (-1: fed whole to every
+	// batch); set by Check. Inputs absent from it are batched along axis 0.
+	axes map[string]int
+	// derived lists model inputs the dataset lacks that Batch derives
+	// (empty past_key_values.*, position_ids from attention_mask).
+	derived []TensorInfo
+	// batchParam is the batch dimension's dim_param ("" when unnamed).
+	batchParam string
 
 	// skipped lists the arrays LoadDatasetFor did not read.
 	skipped []string
@@ -66,20 +78,28 @@ func (d *Dataset) init() error {
 		return fmt.Errorf("%w: %s is empty: it holds no input arrays", ErrDataset, d.where())
 	}
 	names := d.inputNames()
+	// N is the common first-axis size; when the arrays disagree (inputs
+	// batched along another axis, or given once), Check decides it from
+	// the model's inputs.
 	d.N = -1
+	agree := true
 	for _, n := range names {
 		a := d.Inputs[n]
 		if err := a.Validate(); err != nil {
 			return fmt.Errorf("%w: %s: array %q: %v", ErrDataset, d.where(), n, err)
 		}
-		if len(a.Shape) == 0 {
-			return fmt.Errorf("%w: %s: array %q is a scalar; arrays need a first (sample) axis", ErrDataset, d.where(), n)
-		}
-		if d.N < 0 {
+		switch {
+		case len(a.Shape) == 0:
+			agree = false
+		case d.N < 0:
 			d.N = a.Shape[0]
-		} else if a.Shape[0] != d.N {
-			return fmt.Errorf("%w: %s: arrays disagree on the number of samples: %q has %d, %q has %d", ErrDataset, d.where(), names[0], d.N, n, a.Shape[0])
+		case a.Shape[0] != d.N:
+			agree = false
 		}
+	}
+	if !agree || d.N < 0 {
+		d.N = -1
+		return nil
 	}
 	if d.N == 0 {
 		return fmt.Errorf("%w: %s is empty: its arrays have 0 samples", ErrDataset, d.where())
@@ -190,6 +210,10 @@ func datasetFromArrays(path string, arrays map[string]*Array) (*Dataset, error) 
 		if len(a.Shape) == 2 && a.Shape[1] == 1 {
 			a = &Array{DType: a.DType, Shape: a.Shape[:1], Data: a.Data}
 		}
+		if len(a.Shape) == 2 && isInteger(a.DType) {
+			d.TokenLabels = a // [N, T] next-token targets
+			continue
+		}
 		if len(a.Shape) != 1 {
 			return nil, fmt.Errorf("%w: %s: %q must be a 1-D array of class ids, got shape %v", ErrDataset, d.where(), LabelsName, a.Shape)
 		}
@@ -214,38 +238,98 @@ func datasetFromArrays(path string, arrays map[string]*Array) (*Dataset, error) 
 }
 
 // Check verifies the dataset against a model's inputs and returns one clear
-// error for the first problem: a missing input, a wrong dtype, a wrong rank
-// or a fixed dimension that differs. Arrays that match no input are
-// recorded in Extra and otherwise ignored.
+// error for the first problem: a missing input, a wrong dtype, a wrong rank,
+// a fixed dimension that differs, or batch axes that disagree on the number
+// of samples. It records each input's batch axis (see BatchAxes) and sets
+// N. Arrays that match no input are recorded in Extra and otherwise
+// ignored.
 func (d *Dataset) Check(inputs []TensorInfo) error {
 	resolveIndexed(d.Inputs, inputs)
 	have := d.inputNames()
 	want := map[string]bool{}
+	batchParam := batchDimParam(inputs)
+	axes := map[string]int{}
+	var derived []TensorInfo
+	_, haveMask := d.Inputs["attention_mask"]
 	for _, in := range inputs {
 		want[in.Name] = true
 		a, ok := d.Inputs[in.Name]
 		if !ok {
+			if strings.HasPrefix(in.Name, "past_key_values") || in.Name == "position_ids" && haveMask {
+				derived = append(derived, in)
+				continue
+			}
 			return fmt.Errorf("%w: %s has no array for model input %q (it holds: %s)", ErrDataset, d.where(), in.Name, d.describe(have))
 		}
 		if a.DType != in.DType {
 			return fmt.Errorf("%w: %s: array %q is %v but model input %q is %v (convert it, e.g. x.astype(np.%s))", ErrDataset, d.where(), in.Name, a.DType, in.Name, in.DType, npName(in.DType))
 		}
 		if in.Shape == nil {
+			if len(a.Shape) == 0 {
+				axes[in.Name] = -1
+			}
 			continue // rank unknown
 		}
 		if len(a.Shape) != len(in.Shape) {
 			return fmt.Errorf("%w: %s: array %q has shape %v (rank %d) but model input %q has rank %d (shape %s)", ErrDataset, d.where(), in.Name, a.Shape, len(a.Shape), in.Name, len(in.Shape), fmtShape(in.Shape))
 		}
-		for k := 1; k < len(in.Shape); k++ {
-			if in.Shape[k] >= 0 && a.Shape[k] != in.Shape[k] {
+		ax := batchAxis(in, a, batchParam)
+		axes[in.Name] = ax
+		for k := range in.Shape {
+			if k != ax && in.Shape[k] >= 0 && a.Shape[k] != in.Shape[k] {
 				return fmt.Errorf("%w: %s: array %q has shape %v but model input %q needs %s (axis %d differs)", ErrDataset, d.where(), in.Name, a.Shape, in.Name, fmtShape(in.Shape), k)
 			}
 		}
 	}
+	batched := false
+	for _, in := range inputs {
+		if ax, ok := axes[in.Name]; (!ok || ax >= 0) && d.Inputs[in.Name] != nil {
+			batched = true
+		}
+	}
+	for name, ax := range axes {
+		if ax == fixedAxis {
+			axes[name] = 0
+			if batched {
+				axes[name] = -1
+			}
+		}
+	}
+	n, first := int64(-1), ""
+	for _, in := range inputs {
+		ax, ok := axes[in.Name]
+		a := d.Inputs[in.Name]
+		if a == nil || ok && ax < 0 {
+			continue
+		}
+		if len(a.Shape) == 0 {
+			return fmt.Errorf("%w: %s: array %q is a scalar but model input %q has a batch axis", ErrDataset, d.where(), in.Name, in.Name)
+		}
+		rows := a.Shape[max(ax, 0)]
+		switch {
+		case n < 0:
+			n, first = rows, in.Name
+		case rows != n:
+			return fmt.Errorf("%w: %s: arrays disagree on the number of samples: %q has %d along its batch axis, %q has %d along axis %d", ErrDataset, d.where(), first, n, in.Name, rows, max(ax, 0))
+		}
+	}
+	if n < 0 {
+		n = 1 // every input is given once: one run
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: %s is empty: its arrays have 0 samples", ErrDataset, d.where())
+	}
+	if d.Labels != nil && int64(len(d.Labels)) != n {
+		return fmt.Errorf("%w: %s: %q has %d entries but the inputs have %d samples", ErrDataset, d.where(), LabelsName, len(d.Labels), n)
+	}
+	if d.TokenLabels != nil && d.TokenLabels.Shape[0] != n {
+		return fmt.Errorf("%w: %s: %q has %d rows but the inputs have %d samples", ErrDataset, d.where(), LabelsName, d.TokenLabels.Shape[0], n)
+	}
+	d.N, d.axes, d.derived, d.batchParam = n, axes, derived, batchParam
 	d.Extra = append(d.Extra[:0], d.skipped...)
-	for _, n := range have {
-		if !want[n] {
-			d.Extra = append(d.Extra, n)
+	for _, nm := range have {
+		if !want[nm] {
+			d.Extra = append(d.Extra, nm)
 		}
 	}
 	return nil
@@ -281,12 +365,25 @@ func fmtShape(s []int64) string {
 	return "[" + strings.Join(parts, ",") + "]"
 }
 
-// Batch returns samples [i, j) of every input, sharing the dataset's
-// memory.
+// Batch returns samples [i, j) of every input: sliced along the input's
+// batch axis (axis 0 unless Check found another; sharing the dataset's
+// memory on axis 0), inputs without one whole, plus the inputs Check found
+// derivable (empty past_key_values.*, position_ids from attention_mask).
 func (d *Dataset) Batch(i, j int64) map[string]*Array {
-	out := make(map[string]*Array, len(d.Inputs))
+	out := make(map[string]*Array, len(d.Inputs)+len(d.derived))
 	for n, a := range d.Inputs {
-		out[n] = a.Slice(i, j)
+		ax, ok := d.axes[n]
+		switch {
+		case ok && ax < 0:
+			out[n] = a
+		case ax > 0:
+			out[n] = a.sliceAxis(ax, i, j)
+		default:
+			out[n] = a.Slice(i, j)
+		}
+	}
+	for _, in := range d.derived {
+		out[in.Name] = deriveInput(in, out, j-i, d.batchParam)
 	}
 	return out
 }
@@ -303,9 +400,23 @@ func (d *Dataset) Head(n int64) *Dataset {
 // Range returns a dataset view of samples [lo, hi), sharing memory. It
 // panics when the range is outside [0, N] (a caller bug).
 func (d *Dataset) Range(lo, hi int64) *Dataset {
-	h := &Dataset{Path: d.Path, Inputs: d.Batch(lo, hi), N: hi - lo}
+	h := &Dataset{Path: d.Path, Inputs: map[string]*Array{}, N: hi - lo, axes: d.axes, derived: d.derived, batchParam: d.batchParam}
+	for n, a := range d.Inputs {
+		ax, ok := d.axes[n]
+		switch {
+		case ok && ax < 0:
+			h.Inputs[n] = a
+		case ax > 0:
+			h.Inputs[n] = a.sliceAxis(ax, lo, hi)
+		default:
+			h.Inputs[n] = a.Slice(lo, hi)
+		}
+	}
 	if d.Labels != nil {
 		h.Labels = d.Labels[lo:hi]
+	}
+	if d.TokenLabels != nil {
+		h.TokenLabels = d.TokenLabels.Slice(lo, hi)
 	}
 	if d.Outputs != nil {
 		h.Outputs = map[string]*Array{}

@@ -1,8 +1,9 @@
 // Package evalharness runs ONNX models with ONNX Runtime and measures them:
 // library discovery and initialization, sessions on the CPU or CUDA
 // execution provider, datasets (.npz files and ONNX test-data folders),
-// metrics (accuracy, top-5, agreement, KL, cosine, MSE, max-abs, latency,
-// throughput), accuracy gates, activation statistics for calibration, and
+// metrics by output shape (class scores: accuracy, top-5, agreement, KL;
+// token scores: perplexity, token accuracy, masked agreement and KL; any
+// shape: cosine, MSE, max-abs, PSNR; latency, throughput), accuracy gates, activation statistics for calibration, and
 // fast candidate evaluation with weights fed as graph inputs.
 //
 // # Overview
@@ -13,7 +14,7 @@
 //	ds, err := evalharness.LoadDataset("test.npz")
 //	cand, err := evalharness.NewSessionFromFile("model.onnx", evalharness.SessionOptions{})
 //	ref, err := evalharness.NewSessionFromFile("base.onnx", evalharness.SessionOptions{})
-//	res, err := evalharness.Evaluate(cand, ref, ds, evalharness.EvalOptions{Metrics: []string{"accuracy", "kl"}})
+//	res, err := evalharness.Evaluate(ctx, cand, ref, ds, evalharness.EvalOptions{Metrics: []string{"accuracy", "kl"}})
 //	g, err := evalharness.ParseGate("accuracy_drop<=0.01,kl<=0.02")
 //	ok := g.CheckResult(res).Passed
 //
@@ -31,9 +32,16 @@
 // is inflated. Special files (FIFOs, devices) are refused before they are
 // opened. Dataset.Check reports one clear
 // error for a missing input, a wrong dtype, rank or size, labels of the
-// wrong length or an empty file. Evaluate batches along the first axis; with
-// EvalOptions.Shard it evaluates one part of the dataset and MergeResults
-// combines the parts exactly.
+// wrong length or an empty file, and finds each input's batch axis (the
+// axis whose dim_param is the batch dimension; inputs without one, such as
+// a scalar sample rate, are fed whole to every batch). Evaluate measures the
+// first floating-point output, or those EvalOptions.Outputs names, batch by
+// batch, checking its context before each; with EvalOptions.Shard it
+// evaluates one part of the dataset and MergeResults combines the parts
+// exactly. NaN and Inf never pass for valid numbers: such scores count as
+// wrong, non-finite metrics are listed in Result.Nonfinite (null in JSON)
+// and fail every gate condition that reads them, and an output that turned
+// NaN/Inf where the reference's did not fails the gate.
 //
 // Capture exposes chosen intermediate tensors as outputs of a copy of the
 // model and accumulates, with bounded memory, the input Gram matrix XᵀX of

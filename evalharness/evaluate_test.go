@@ -1,6 +1,7 @@
 package evalharness
 
 import (
+	"context"
 	"errors"
 	"math"
 	"math/rand"
@@ -98,7 +99,7 @@ func TestEvaluateBatching(t *testing.T) {
 		"kl": klSum / n, "cosine": cosSum / n, "mse": sq / (n * out), "max_abs": maxAbs,
 	}
 	for _, b := range []int{1, 3, 7, 23, 100} {
-		res, err := Evaluate(cand, ref, ds, EvalOptions{Metrics: []string{"accuracy", "top5", "agreement", "kl", "cosine", "mse", "max_abs"}, Batch: b})
+		res, err := Evaluate(context.Background(), cand, ref, ds, EvalOptions{Metrics: []string{"accuracy", "top5", "agreement", "kl", "cosine", "mse", "max_abs"}, Batch: b})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +121,7 @@ func TestEvaluateTiming(t *testing.T) {
 	rng := rand.New(rand.NewSource(2))
 	r := randomLinear(rng, 3, 2, 1)
 	ds, _ := NewDataset(map[string]*Array{"x": FromFloat32([]int64{10, 3}, make([]float32, 30))}, nil)
-	res, err := Evaluate(r, nil, ds, EvalOptions{Metrics: []string{"latency", "throughput"}, Batch: 4, Warmup: 2, MinTimedRuns: 9})
+	res, err := Evaluate(context.Background(), r, nil, ds, EvalOptions{Metrics: []string{"latency", "throughput"}, Batch: 4, Warmup: 2, MinTimedRuns: 9})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,14 +145,22 @@ func TestEvaluateMetricAvailability(t *testing.T) {
 	for _, c := range []struct{ metric, want string }{
 		{"accuracy", "needs labels"}, {"top5", "needs labels"}, {"kl", "pass --ref"}, {"agreement", "pass --ref"}, {"f1", "unknown metric"},
 	} {
-		_, err := Evaluate(r, nil, ds, EvalOptions{Metrics: []string{c.metric}})
+		_, err := Evaluate(context.Background(), r, nil, ds, EvalOptions{Metrics: []string{c.metric}})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want %q", c.metric, err, c.want)
 		}
 	}
-	res, err := Evaluate(r, nil, ds, EvalOptions{})
-	if err != nil || len(res.Metrics) != 0 {
-		t.Errorf("no labels, no reference: %v, %v", res.Metrics, err)
+	// Nothing to compare: the result says so and shows output statistics
+	// and latency instead of an empty table.
+	res, err := Evaluate(context.Background(), r, nil, ds, EvalOptions{MinTimedRuns: 2, Warmup: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(res.Note, "nothing to compare") || res.Stats["y"] == nil || res.Stats["y"].Mean == nil {
+		t.Errorf("no labels, no reference: note %q, stats %+v", res.Note, res.Stats)
+	}
+	if _, ok := res.Metrics[MetricLatencyP50]; !ok || len(res.Metrics) != 2 {
+		t.Errorf("no labels, no reference: metrics %v, want latency only", res.Metrics)
 	}
 }
 
@@ -175,12 +184,11 @@ func TestBadDatasets(t *testing.T) {
 		{"labels length", map[string]*Array{"x": f32(3, 4), "labels": FromInt64([]int64{2}, []int64{0, 1})}, `"labels" has 2 entries but the inputs have 3 samples`},
 		{"float labels", map[string]*Array{"x": f32(3, 4), "labels": FromFloat32([]int64{3}, []float32{0, 1, 2})}, `must hold integer class ids`},
 		{"negative label", map[string]*Array{"x": f32(3, 4), "labels": FromInt64([]int64{3}, []int64{0, -1, 2})}, `is negative`},
-		{"2-D labels", map[string]*Array{"x": f32(3, 4), "labels": FromInt64([]int64{3, 2}, make([]int64, 6))}, `must be a 1-D array`},
+		{"3-D labels", map[string]*Array{"x": f32(3, 4), "labels": FromInt64([]int64{3, 2, 1}, make([]int64, 6))}, `must be a 1-D array`},
 		{"empty file", map[string]*Array{}, "is empty: it holds no arrays"},
 		{"zero samples", map[string]*Array{"x": f32(0, 4)}, "0 samples"},
 		{"only labels", map[string]*Array{"labels": FromInt64([]int64{1}, []int64{0})}, "holds only"},
-		{"sample counts differ", map[string]*Array{"x": f32(3, 4), "y": f32(2, 4)}, "disagree on the number of samples"},
-		{"scalar", map[string]*Array{"x": FromFloat32(nil, []float32{1})}, "is a scalar"},
+		{"scalar", map[string]*Array{"x": FromFloat32(nil, []float32{1})}, `has shape [] (rank 0) but model input "x" has rank 2`},
 	}
 	dir := t.TempDir()
 	for i, c := range cases {
@@ -261,7 +269,7 @@ func TestTestDataDir(t *testing.T) {
 	if ds.N != 4 {
 		t.Fatalf("N = %d, want 4", ds.N)
 	}
-	res, err := Evaluate(r, nil, ds, EvalOptions{Metrics: []string{"max_abs"}, Batch: 3})
+	res, err := Evaluate(context.Background(), r, nil, ds, EvalOptions{Metrics: []string{"max_abs"}, Batch: 3})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	res, err := evalharness.Evaluate(doubler{2}, doubler{1}, ds, evalharness.EvalOptions{
+	res, err := evalharness.Evaluate(context.Background(), doubler{2}, doubler{1}, ds, evalharness.EvalOptions{
 		Metrics: []string{"accuracy", "agreement", "cosine"},
 		Batch:   2,
 	})
@@ -77,7 +77,7 @@ func Example_onnxRuntime() {
 		return
 	}
 	defer s.Close()
-	res, err := evalharness.Evaluate(s, nil, ds, evalharness.EvalOptions{Metrics: []string{"accuracy", "latency"}})
+	res, err := evalharness.Evaluate(context.Background(), s, nil, ds, evalharness.EvalOptions{Metrics: []string{"accuracy", "latency"}})
 	if err != nil {
 		panic(err)
 	}
@@ -136,7 +136,7 @@ func Example_weightSession() {
 		if err != nil {
 			panic(err)
 		}
-		res, err := evalharness.Evaluate(r, nil, ds, evalharness.EvalOptions{Metrics: []string{"accuracy"}})
+		res, err := evalharness.Evaluate(context.Background(), r, nil, ds, evalharness.EvalOptions{Metrics: []string{"accuracy"}})
 		if err != nil {
 			panic(err)
 		}

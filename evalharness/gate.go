@@ -14,8 +14,10 @@ var ErrGate = errors.New("evalharness: bad gate expression")
 // Condition is one comparison of a gate, e.g. accuracy_drop<=0.01.
 type Condition struct {
 	// Metric is a metric name (see AllMetrics, plus latency_p50_ms,
-	// latency_p90_ms), or a metric name followed by "_drop" for the
-	// reference's value minus the candidate's.
+	// latency_p90_ms), optionally followed by "_drop" for the reference's
+	// value minus the candidate's or "_ratio" for the candidate's divided
+	// by the reference's, and optionally preceded by "OUTPUT." for a named
+	// output's metric.
 	Metric string
 	// Op is one of <=, >=, <, >, ==.
 	Op string
@@ -41,7 +43,23 @@ type Gate struct {
 var gateMetrics = map[string]bool{
 	MetricAccuracy: true, MetricTop5: true, MetricAgreement: true, MetricKL: true,
 	MetricCosine: true, MetricMSE: true, MetricMaxAbs: true, MetricLatencyP50: true,
-	MetricLatencyP90: true, MetricThroughput: true,
+	MetricLatencyP90: true, MetricThroughput: true, MetricPSNR: true, MetricPerplexity: true,
+	MetricTokenAcc: true,
+}
+
+// splitCondMetric splits a condition's metric into the output prefix
+// ("OUTPUT." or ""), the base metric name and the suffix ("_drop",
+// "_ratio" or "").
+func splitCondMetric(m string) (prefix, base, suffix string) {
+	if k := strings.LastIndexByte(m, '.'); k > 0 {
+		prefix, m = m[:k+1], m[k+1:]
+	}
+	for _, s := range []string{"_drop", "_ratio"} {
+		if b, ok := strings.CutSuffix(m, s); ok {
+			return prefix, b, s
+		}
+	}
+	return prefix, m, ""
 }
 
 // ParseGate parses comma-separated conditions such as
@@ -61,7 +79,12 @@ func ParseGate(expr string) (*Gate, error) {
 		if i <= 0 {
 			return nil, fmt.Errorf("%w: %q is not METRIC<=VALUE (operators: <= >= < > ==)", ErrGate, part)
 		}
-		metric := strings.ToLower(strings.TrimSpace(part[:i]))
+		metric := strings.TrimSpace(part[:i])
+		prefix := ""
+		if k := strings.LastIndexByte(metric, '.'); k > 0 {
+			prefix, metric = metric[:k+1], metric[k+1:]
+		}
+		metric = prefix + strings.ToLower(metric)
 		rest := part[i:]
 		var op string
 		for _, o := range []string{"<=", ">=", "==", "<", ">"} {
@@ -78,9 +101,12 @@ func ParseGate(expr string) (*Gate, error) {
 		if err != nil || math.IsNaN(v) {
 			return nil, fmt.Errorf("%w: %q: %q is not a number", ErrGate, part, vs)
 		}
-		base := strings.TrimSuffix(metric, "_drop")
+		_, base, _ := splitCondMetric(metric)
 		if !gateMetrics[base] {
-			return nil, fmt.Errorf("%w: %q: unknown metric %q (known: accuracy, top5, agreement, kl, cosine, mse, max_abs, latency_p50_ms, latency_p90_ms, throughput, and X_drop for the reference's X minus the candidate's)", ErrGate, part, metric)
+			return nil, fmt.Errorf("%w: %q: unknown metric %q (known: accuracy, top5, agreement, kl, cosine, mse, max_abs, psnr, perplexity, token_accuracy, latency_p50_ms, latency_p90_ms, throughput; X_drop for the reference's X minus the candidate's, X_ratio for the candidate's X over the reference's; OUTPUT.X for a named output)", ErrGate, part, metric)
+		}
+		if prefix != "" && (base == MetricLatencyP50 || base == MetricLatencyP90 || base == MetricThroughput) {
+			return nil, fmt.Errorf("%w: %q: %s is measured per model, not per output", ErrGate, part, base)
 		}
 		g.Conditions = append(g.Conditions, Condition{Metric: metric, Op: op, Value: v})
 	}
@@ -92,19 +118,16 @@ func ParseGate(expr string) (*Gate, error) {
 func (g *Gate) Metrics() (names []string, needRef bool) {
 	seen := map[string]bool{}
 	for _, c := range g.Conditions {
-		base := strings.TrimSuffix(c.Metric, "_drop")
-		if base != c.Metric {
-			needRef = true
-		}
-		if refMetrics[base] {
+		prefix, base, suffix := splitCondMetric(c.Metric)
+		if suffix != "" || refMetrics[base] {
 			needRef = true
 		}
 		if base == MetricLatencyP50 || base == MetricLatencyP90 {
 			base = MetricLatency
 		}
-		if !seen[base] {
-			seen[base] = true
-			names = append(names, base)
+		if !seen[prefix+base] {
+			seen[prefix+base] = true
+			names = append(names, prefix+base)
 		}
 	}
 	return names, needRef
@@ -152,15 +175,18 @@ func (r *GateResult) Failed() string {
 
 // Check evaluates the gate on a candidate's metrics and the reference's
 // (ref may be nil). A condition whose metric was not measured fails, with
-// a reason; NaN values fail every comparison.
+// a reason; a NaN or ±Inf value fails every condition that reads it.
 func (g *Gate) Check(cand, ref map[string]float64) *GateResult {
 	r := &GateResult{Expr: g.Expr, Passed: true}
 	for _, c := range g.Conditions {
 		cr := ConditionResult{Condition: c.String()}
 		v, reason := lookup(c.Metric, cand, ref)
-		if reason != "" {
+		switch {
+		case reason != "":
 			cr.Reason = reason
-		} else {
+		case !finite(v):
+			cr.Reason = "measured " + formatNonfinite(v) + ": a non-finite value fails every condition"
+		default:
 			cr.Value = &v
 			cr.Passed = compare(v, c.Op, c.Value)
 		}
@@ -171,41 +197,86 @@ func (g *Gate) Check(cand, ref map[string]float64) *GateResult {
 }
 
 // CheckResult evaluates the gate on an evaluation result and stores the
-// outcome in res.Gate.
+// outcome in res.Gate. Besides the gate's conditions, a measured output
+// whose candidate values hold NaN or ±Inf where the reference's do not
+// fails the gate (Result.NewNonfinite).
 func (g *Gate) CheckResult(res *Result) *GateResult {
 	var ref map[string]float64
 	if res.Reference != nil {
 		ref = res.Reference.Metrics
 	}
-	res.Gate = g.Check(res.Metrics, ref)
+	cand := map[string]float64(res.Metrics)
+	if len(res.OutputNames) <= 1 && res.Output != "" {
+		// with one output measured, OUTPUT.metric is the plain metric
+		cand, ref = qualify(cand, res.Output), qualify(ref, res.Output)
+	}
+	res.Gate = g.Check(cand, ref)
+	measured := map[string]bool{res.Output: true}
+	for _, n := range res.OutputNames {
+		measured[n] = true
+	}
+	for i, c := range g.Conditions {
+		if prefix, _, _ := splitCondMetric(c.Metric); prefix != "" && !measured[strings.TrimSuffix(prefix, ".")] {
+			res.Gate.Conditions[i].Reason = fmt.Sprintf("output %q was not measured (name it in --output-name)", strings.TrimSuffix(prefix, "."))
+		}
+	}
+	for _, name := range res.NewNonfinite() {
+		res.Gate.Passed = false
+		res.Gate.Conditions = append(res.Gate.Conditions, ConditionResult{
+			Condition: "finite(" + name + ")",
+			Reason:    fmt.Sprintf("output %q holds %d NaN/Inf values where the reference's holds none", name, res.Stats[name].Nonfinite),
+		})
+	}
 	return res.Gate
 }
 
+// qualify returns m plus every plain metric under "output.metric".
+func qualify(m map[string]float64, output string) map[string]float64 {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]float64, 2*len(m))
+	for k, v := range m {
+		out[k] = v
+		if !strings.Contains(k, ".") {
+			out[output+"."+k] = v
+		}
+	}
+	return out
+}
+
 func lookup(metric string, cand, ref map[string]float64) (float64, string) {
-	if base, ok := strings.CutSuffix(metric, "_drop"); ok {
-		c, okc := cand[base]
-		r, okr := ref[base]
+	prefix, base, suffix := splitCondMetric(metric)
+	key := prefix + base
+	if suffix != "" {
+		c, okc := cand[key]
+		r, okr := ref[key]
 		switch {
 		case !okc:
-			return 0, base + " was not measured (needs --data" + labelHint(base) + ")"
+			return 0, key + " was not measured (needs --data" + labelHint(base) + ")"
 		case !okr:
-			return 0, "the reference's " + base + " was not measured (needs a reference model)"
+			return 0, "the reference's " + key + " was not measured (needs a reference model)"
+		case suffix == "_ratio":
+			return c / r, ""
 		}
 		return r - c, ""
 	}
-	v, ok := cand[metric]
+	v, ok := cand[key]
 	if !ok {
-		if refMetrics[metric] {
-			return 0, metric + " was not measured (needs --data and a reference model)"
+		if refMetrics[base] {
+			return 0, key + " was not measured (needs --data and a reference model)"
 		}
-		return 0, metric + " was not measured (needs --data" + labelHint(metric) + ")"
+		return 0, key + " was not measured (needs --data" + labelHint(base) + ")"
 	}
 	return v, ""
 }
 
 func labelHint(m string) string {
-	if labelMetrics[m] {
+	switch {
+	case labelMetrics[m]:
 		return " with labels"
+	case tokenMetrics[m]:
+		return " with next-token targets"
 	}
 	return ""
 }

@@ -20,16 +20,26 @@ const (
 	MetricLatencyP50 = "latency_p50_ms" // median run time of one batch, milliseconds
 	MetricLatencyP90 = "latency_p90_ms" // 90th percentile run time of one batch, milliseconds
 	MetricThroughput = "throughput"     // samples per second over the timed runs
+	MetricPerplexity = "perplexity"     // exp(mean next-token NLL) of [N, T, V] token scores
+	MetricTokenAcc   = "token_accuracy" // fraction of counted positions whose argmax is the next token
+	MetricPSNR       = "psnr"           // 10·log10(peak²/mse), peak = largest |reference| value
 )
 
+// psnrCeiling is the PSNR reported when the outputs are identical (mse 0),
+// so that the value stays finite.
+const psnrCeiling = 200.0
+
 // AllMetrics lists the metric names EvalOptions.Metrics accepts.
-var AllMetrics = []string{MetricAccuracy, MetricTop5, MetricAgreement, MetricKL, MetricCosine, MetricMSE, MetricMaxAbs, MetricLatency, MetricThroughput}
+var AllMetrics = []string{MetricAccuracy, MetricTop5, MetricAgreement, MetricKL, MetricCosine, MetricMSE, MetricMaxAbs, MetricLatency, MetricThroughput, MetricPerplexity, MetricTokenAcc, MetricPSNR}
 
 var labelMetrics = map[string]bool{MetricAccuracy: true, MetricTop5: true}
-var refMetrics = map[string]bool{MetricAgreement: true, MetricKL: true, MetricCosine: true, MetricMSE: true, MetricMaxAbs: true}
+var tokenMetrics = map[string]bool{MetricPerplexity: true, MetricTokenAcc: true}
+var refMetrics = map[string]bool{MetricAgreement: true, MetricKL: true, MetricCosine: true, MetricMSE: true, MetricMaxAbs: true, MetricPSNR: true}
+var timingMetrics = map[string]bool{MetricLatency: true, MetricThroughput: true}
 
 // ParseMetrics parses a comma-separated list of metric names. "all" selects
-// every metric.
+// every metric (Evaluate then computes every one that applies to each
+// output's shape and that the data allows).
 func ParseMetrics(s string) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
@@ -142,7 +152,7 @@ func KL(ref, cand []float64) float64 {
 	kl := 0.0
 	for i := range lp {
 		p := math.Exp(lp[i])
-		if p > 0 {
+		if p > 0 || math.IsNaN(p) { // a NaN reference gives NaN, not 0
 			kl += p * (lp[i] - lq[i])
 		}
 	}
@@ -180,171 +190,4 @@ func Percentile(v []float64, p float64) float64 {
 	hi := int(math.Ceil(pos))
 	frac := pos - float64(lo)
 	return s[lo] + (s[hi]-s[lo])*frac
-}
-
-// Sums are the additive statistics behind the metrics: results of shards
-// of a dataset (EvalOptions.Shard) merge exactly by adding them
-// (MergeResults).
-type Sums struct {
-	// Metrics lists the metrics asked for.
-	Metrics []string `json:"metrics"`
-	// Labels and Reference record whether labels and a reference were
-	// present.
-	Labels    bool `json:"labels"`
-	Reference bool `json:"reference"`
-	// Dataset names the dataset and DatasetSamples counts its samples
-	// (all shards together), so that shards of different datasets are not
-	// merged.
-	Dataset        string `json:"dataset,omitempty"`
-	DatasetSamples int64  `json:"dataset_samples,omitempty"`
-	// Samples is the number of samples.
-	Samples int64 `json:"samples"`
-	// Correct, Top5, RefCorrect and RefTop5 count label hits of the
-	// candidate and the reference; Agree counts equal top-1 predictions.
-	Correct    int64 `json:"correct"`
-	Top5       int64 `json:"top5"`
-	RefCorrect int64 `json:"ref_correct"`
-	RefTop5    int64 `json:"ref_top5"`
-	Agree      int64 `json:"agree"`
-	// KL and Cosine sum the per-sample values; SqErr sums squared
-	// differences over Elems elements; MaxAbs is the largest difference.
-	KL     float64 `json:"kl"`
-	Cosine float64 `json:"cosine"`
-	SqErr  float64 `json:"sq_err"`
-	Elems  int64   `json:"elems"`
-	MaxAbs float64 `json:"max_abs"`
-	// BatchMs and RefBatchMs are the timed runs' durations; TimedSamples
-	// and RefTimedSamples the samples they processed.
-	BatchMs         []float64 `json:"batch_ms,omitempty"`
-	RefBatchMs      []float64 `json:"ref_batch_ms,omitempty"`
-	TimedSamples    int64     `json:"timed_samples,omitempty"`
-	RefTimedSamples int64     `json:"ref_timed_samples,omitempty"`
-}
-
-// accumulator sums metrics over batches in float64.
-type accumulator struct {
-	want map[string]bool
-	Sums
-}
-
-// add accumulates one batch: cand (and ref, nil when absent) are the chosen
-// output of the batch's n samples; labels is nil when absent.
-func (a *accumulator) add(cand, ref *Array, labels []int64, n int64) error {
-	cv, err := cand.Float64()
-	if err != nil {
-		return err
-	}
-	var rv []float64
-	if ref != nil {
-		if !equalShape(cand.Shape, ref.Shape) {
-			return fmt.Errorf("evalharness: candidate output shape %v differs from the reference's %v", cand.Shape, ref.Shape)
-		}
-		if rv, err = ref.Float64(); err != nil {
-			return err
-		}
-	}
-	needRows := (labels != nil && (a.want[MetricAccuracy] || a.want[MetricTop5])) ||
-		(ref != nil && (a.want[MetricAgreement] || a.want[MetricKL]))
-	c := 0
-	if needRows {
-		if c, err = classRows(cand.Shape, n, "accuracy/agreement/kl"); err != nil {
-			return err
-		}
-	}
-	if labels != nil && (a.want[MetricAccuracy] || a.want[MetricTop5]) {
-		for i := int64(0); i < n; i++ {
-			row := cv[int(i)*c : int(i+1)*c]
-			if argmaxRow(row) == int(labels[i]) {
-				a.Correct++
-			}
-			if inTopK(row, labels[i], 5) {
-				a.Top5++
-			}
-			if rv != nil {
-				rrow := rv[int(i)*c : int(i+1)*c]
-				if argmaxRow(rrow) == int(labels[i]) {
-					a.RefCorrect++
-				}
-				if inTopK(rrow, labels[i], 5) {
-					a.RefTop5++
-				}
-			}
-		}
-	}
-	if rv != nil {
-		if a.want[MetricAgreement] || a.want[MetricKL] {
-			for i := int64(0); i < n; i++ {
-				crow, rrow := cv[int(i)*c:int(i+1)*c], rv[int(i)*c:int(i+1)*c]
-				if argmaxRow(crow) == argmaxRow(rrow) {
-					a.Agree++
-				}
-				if a.want[MetricKL] {
-					a.KL += KL(rrow, crow)
-				}
-			}
-		}
-		if a.want[MetricCosine] && n > 0 {
-			per := len(cv) / int(n)
-			for i := 0; i < int(n); i++ {
-				a.Cosine += Cosine(cv[i*per:(i+1)*per], rv[i*per:(i+1)*per])
-			}
-		}
-		for i := range cv {
-			d := cv[i] - rv[i]
-			a.SqErr += d * d
-			if ad := math.Abs(d); ad > a.MaxAbs || math.IsNaN(ad) {
-				a.MaxAbs = ad
-			}
-		}
-		a.Elems += int64(len(cv))
-	}
-	a.Samples += n
-	return nil
-}
-
-// results returns the candidate's and the reference's metrics.
-func (a *accumulator) results(haveLabels, haveRef bool) (cand, ref map[string]float64) {
-	return a.Sums.results(a.want, haveLabels, haveRef)
-}
-
-func (a *Sums) results(want map[string]bool, haveLabels, haveRef bool) (cand, ref map[string]float64) {
-	cand, ref = map[string]float64{}, map[string]float64{}
-	if a.Samples == 0 {
-		return cand, ref
-	}
-	n := float64(a.Samples)
-	if haveLabels {
-		if want[MetricAccuracy] {
-			cand[MetricAccuracy] = float64(a.Correct) / n
-		}
-		if want[MetricTop5] {
-			cand[MetricTop5] = float64(a.Top5) / n
-		}
-		if haveRef {
-			if want[MetricAccuracy] {
-				ref[MetricAccuracy] = float64(a.RefCorrect) / n
-			}
-			if want[MetricTop5] {
-				ref[MetricTop5] = float64(a.RefTop5) / n
-			}
-		}
-	}
-	if haveRef {
-		if want[MetricAgreement] {
-			cand[MetricAgreement] = float64(a.Agree) / n
-		}
-		if want[MetricKL] {
-			cand[MetricKL] = a.KL / n
-		}
-		if want[MetricCosine] {
-			cand[MetricCosine] = a.Cosine / n
-		}
-		if want[MetricMSE] && a.Elems > 0 {
-			cand[MetricMSE] = a.SqErr / float64(a.Elems)
-		}
-		if want[MetricMaxAbs] {
-			cand[MetricMaxAbs] = a.MaxAbs
-		}
-	}
-	return cand, ref
 }

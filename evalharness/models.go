@@ -1,7 +1,9 @@
 package evalharness
 
 import (
+	"context"
 	"fmt"
+	"strings"
 
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -18,7 +20,7 @@ func SessionFromModel(m *onnxio.Model, opt SessionOptions) (*Session, error) {
 
 // EvaluateModels opens sessions for cand and ref (ref may be nil), runs
 // Evaluate and closes them.
-func EvaluateModels(cand, ref *onnxio.Model, ds *Dataset, so SessionOptions, eo EvalOptions) (*Result, error) {
+func EvaluateModels(ctx context.Context, cand, ref *onnxio.Model, ds *Dataset, so SessionOptions, eo EvalOptions) (*Result, error) {
 	cs, err := SessionFromModel(cand, so)
 	if err != nil {
 		return nil, fmt.Errorf("candidate model: %w", err)
@@ -33,14 +35,15 @@ func EvaluateModels(cand, ref *onnxio.Model, ds *Dataset, so SessionOptions, eo 
 		defer rs.Close()
 		rr = rs
 	}
-	return Evaluate(cs, rr, ds, eo)
+	return Evaluate(ctx, cs, rr, ds, eo)
 }
 
-// DefaultMetrics returns the metrics a transforming command evaluates: the
-// given defaults (empty: accuracy with labels, agreement, kl and cosine with
-// a reference) plus those the gate needs, keeping only those that the data
-// and the presence of a reference allow; a gate condition on an unavailable
-// metric then fails with a reason.
+// DefaultMetrics returns an explicit metric list for [N, C] class scores:
+// accuracy with labels, agreement, kl and cosine with a reference, plus the
+// plain metrics the gate names, keeping only those that the data and the
+// presence of a reference allow. Evaluate chooses its defaults by output
+// shape when EvalOptions.Metrics is empty (gates go to EvalOptions.Require);
+// this list suits callers that know their output holds class scores.
 func DefaultMetrics(g *Gate, haveLabels, haveRef bool) []string {
 	var out []string
 	seen := map[string]bool{}
@@ -62,7 +65,9 @@ func DefaultMetrics(g *Gate, haveLabels, haveRef bool) []string {
 	if g != nil {
 		names, _ := g.Metrics()
 		for _, m := range names {
-			add(m)
+			if !strings.Contains(m, ".") { // OUTPUT.metric goes to EvalOptions.Require
+				add(m)
+			}
 		}
 	}
 	return out

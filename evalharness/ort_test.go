@@ -1,6 +1,7 @@
 package evalharness
 
 import (
+	"context"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -46,7 +47,7 @@ func TestSessionSmoke(t *testing.T) {
 	s := openSession(t, "mlp.onnx", SessionOptions{Threads: 1})
 	t.Logf("ORT %s from %s; inputs %+v outputs %+v", Version(), LibraryPath(), s.Inputs(), s.Outputs())
 	ds := loadData(t, "mlp_data.npz")
-	res, err := Evaluate(s, nil, ds, EvalOptions{Metrics: []string{"accuracy", "top5", "latency", "throughput"}, Batch: 16})
+	res, err := Evaluate(context.Background(), s, nil, ds, EvalOptions{Metrics: []string{"accuracy", "top5", "latency", "throughput"}, Batch: 16})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,10 @@ type TensorInfo struct {
 	DType onnxio.DType
 	// Shape lists the dimensions; -1 marks a symbolic or unknown dimension.
 	Shape []int64
+	// DimParams holds the symbolic name of each dimension ("" for a fixed
+	// or unnamed one), or nil when unknown; it locates the batch axis of
+	// inputs that are not batched along axis 0.
+	DimParams []string
 }
 
 // Runner runs a model on named inputs. *Session implements it with ONNX

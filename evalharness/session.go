@@ -161,10 +161,10 @@ func modelIO(model []byte, path string) (ins, outs []TensorInfo, err error) {
 	}
 	if err == nil {
 		for _, v := range sig.Inputs {
-			ins = append(ins, TensorInfo{Name: v.Name, DType: v.DType, Shape: dimsOf(v.Shape)})
+			ins = append(ins, TensorInfo{Name: v.Name, DType: v.DType, Shape: dimsOf(v.Shape), DimParams: paramsOf(v.Shape)})
 		}
 		for _, v := range sig.Outputs {
-			outs = append(outs, TensorInfo{Name: v.Name, DType: v.DType, Shape: dimsOf(v.Shape)})
+			outs = append(outs, TensorInfo{Name: v.Name, DType: v.DType, Shape: dimsOf(v.Shape), DimParams: paramsOf(v.Shape)})
 		}
 		return ins, outs, nil
 	}
@@ -382,9 +382,7 @@ func toValue(a *Array) (ort.Value, error) {
 	}
 	shape := ort.Shape(append([]int64(nil), a.Shape...))
 	if len(shape) == 0 {
-		// onnxruntime_go rejects empty shapes; a scalar is fed as [1]
-		// only when the model accepts it, so report it clearly.
-		return nil, fmt.Errorf("%w: scalar inputs are not supported", ErrArray)
+		return scalarValue(a) // onnxruntime_go's tensors refuse empty shapes
 	}
 	return ort.NewCustomDataTensor(shape, data, ort.TensorElementDataType(a.DType))
 }

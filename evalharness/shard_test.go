@@ -1,6 +1,7 @@
 package evalharness
 
 import (
+	"context"
 	"encoding/json"
 	"math/rand"
 	"strings"
@@ -21,7 +22,7 @@ func TestShardsMerge(t *testing.T) {
 	}
 	ds, _ := NewDataset(map[string]*Array{"x": FromFloat32([]int64{n, in}, x)}, labels)
 	opt := EvalOptions{Metrics: []string{"accuracy", "top5", "agreement", "kl", "cosine", "mse", "max_abs", "latency", "throughput"}, Batch: 5}
-	whole, err := Evaluate(cand, ref, ds, opt)
+	whole, err := Evaluate(context.Background(), cand, ref, ds, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +30,7 @@ func TestShardsMerge(t *testing.T) {
 	for _, i := range []int{2, 0, 3, 1} { // any order
 		o := opt
 		o.Shard = Shard{i, 4}
-		r, err := Evaluate(cand, ref, ds, o)
+		r, err := Evaluate(context.Background(), cand, ref, ds, o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -92,5 +93,67 @@ func TestParseShard(t *testing.T) {
 	}
 	if _, _, err := (Shard{0, 5}).Range(3); err == nil {
 		t.Error("empty shard accepted")
+	}
+}
+
+// TestShardsMergeSeveralOutputs: shards that measure several outputs merge
+// into the whole dataset's per-output metrics (z [N, 9] counts as
+// class scores: agreement, kl, cosine; y a map: cosine, mse, max_abs, psnr).
+func TestShardsMergeSeveralOutputs(t *testing.T) {
+	two := func(scale float64) Runner {
+		m := mapRunner(scale, 0)
+		inner := m.fn
+		m.outs = append(m.outs, TensorInfo{Name: "z", DType: m.outs[0].DType, Shape: []int64{-1, 9}})
+		m.fn = func(in map[string]*Array) ([]*Array, error) {
+			o, err := inner(in)
+			if err != nil {
+				return nil, err
+			}
+			v, _ := o[0].Float64()
+			z := make([]float32, len(v))
+			for i, x := range v {
+				z[i] = float32(x * x)
+			}
+			return []*Array{o[0], FromFloat32([]int64{o[0].Shape[0], 9}, z)}, nil
+		}
+		return m
+	}
+	rng := rand.New(rand.NewSource(10))
+	x := make([]float32, 10*9)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	ds, _ := NewDataset(map[string]*Array{"x": FromFloat32([]int64{10, 1, 3, 3}, x)}, nil)
+	opt := EvalOptions{Outputs: []string{"z", "y"}, Batch: 3}
+	whole, err := Evaluate(context.Background(), two(1.1), two(1), ds, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []*Result
+	for i := 0; i < 3; i++ {
+		o := opt
+		o.Shard = Shard{i, 3}
+		r, err := Evaluate(context.Background(), two(1.1), two(1), ds, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(r)
+		var back Result
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, &back)
+	}
+	merged, err := MergeResults(parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(whole.Metrics) != 10 || len(merged.Metrics) != len(whole.Metrics) {
+		t.Fatalf("whole %v, merged %v", whole.Metrics, merged.Metrics)
+	}
+	for k, w := range whole.Metrics {
+		if g := merged.Metrics[k]; !near(g, w, 1e-12) {
+			t.Errorf("%s: merged %v, whole %v", k, g, w)
+		}
 	}
 }

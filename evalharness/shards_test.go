@@ -1,6 +1,7 @@
 package evalharness
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"math/rand"
@@ -27,7 +28,7 @@ func shardParts(t *testing.T, n int) []*Result {
 	ds.Path = "data.npz"
 	var parts []*Result
 	for i := 0; i < n; i++ {
-		r, err := Evaluate(cand, ref, ds, EvalOptions{Metrics: []string{"accuracy", "agreement", "kl"}, Batch: 4, Shard: Shard{i, n}})
+		r, err := Evaluate(context.Background(), cand, ref, ds, EvalOptions{Metrics: []string{"accuracy", "agreement", "kl"}, Batch: 4, Shard: Shard{i, n}})
 		if err != nil {
 			t.Fatal(err)
 		}

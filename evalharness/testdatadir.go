@@ -85,9 +85,6 @@ func loadTestDataDir(dir string, maxBytes int64) (*Dataset, error) {
 			if name == "" {
 				name = "#" + strconv.Itoa(idx)
 			}
-			if len(a.Shape) == 0 {
-				return nil, fmt.Errorf("%w: %s: scalar tensors cannot be batched", ErrDataset, filepath.Join(s.path, f.Name()))
-			}
 			if m[1] == "input" {
 				ins[name] = append(ins[name], a)
 				setIn = append(setIn, name)
@@ -106,6 +103,17 @@ func loadTestDataDir(dir string, maxBytes int64) (*Dataset, error) {
 	}
 	d := &Dataset{Path: dir, Inputs: map[string]*Array{}}
 	for name, parts := range ins {
+		if len(parts[0].Shape) == 0 {
+			// a scalar (a sample rate) is given once, fed whole to every
+			// batch: every set must hold the same value
+			for _, p := range parts[1:] {
+				if len(p.Shape) != 0 || string(p.Data) != string(parts[0].Data) {
+					return nil, fmt.Errorf("%w: %s: scalar input %q differs between the sets; a scalar has no sample axis to concatenate along", ErrDataset, dir, name)
+				}
+			}
+			d.Inputs[name] = parts[0]
+			continue
+		}
 		a, err := Concat(parts)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: input %q: %v", ErrDataset, dir, name, err)

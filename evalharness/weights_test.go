@@ -1,6 +1,7 @@
 package evalharness
 
 import (
+	"context"
 	"math/rand"
 	"path/filepath"
 	"strings"
@@ -157,7 +158,7 @@ func BenchmarkCandidates(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := Evaluate(cand, nil, ds, opt); err != nil {
+				if _, err := Evaluate(context.Background(), cand, nil, ds, opt); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -169,7 +170,7 @@ func BenchmarkCandidates(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				_, err = Evaluate(s, nil, ds, opt)
+				_, err = Evaluate(context.Background(), s, nil, ds, opt)
 				s.Close()
 				if err != nil {
 					b.Fatal(err)

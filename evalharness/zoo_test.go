@@ -1,6 +1,7 @@
 package evalharness
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"os"
@@ -49,7 +50,7 @@ func TestZooMatchesPyTorch(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			res, err := Evaluate(s, nil, ds, EvalOptions{Metrics: []string{MetricAccuracy}, Batch: 50, KeepOutputs: true})
+			res, err := Evaluate(context.Background(), s, nil, ds, EvalOptions{Metrics: []string{MetricAccuracy}, Batch: 50, KeepOutputs: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -118,7 +119,7 @@ json.dump(res, sys.stdout)
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := Evaluate(s, nil, ds, EvalOptions{Metrics: []string{MetricAccuracy}, Batch: 64, KeepOutputs: true})
+		res, err := Evaluate(context.Background(), s, nil, ds, EvalOptions{Metrics: []string{MetricAccuracy}, Batch: 64, KeepOutputs: true})
 		s.Close()
 		if err != nil {
 			t.Fatal(err)
@@ -198,7 +199,7 @@ json.dump({
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := Evaluate(cand, ref, ds, EvalOptions{Metrics: []string{"accuracy", "top5", "agreement", "kl", "cosine", "mse", "max_abs"}, Batch: 50})
+	res, err := Evaluate(context.Background(), cand, ref, ds, EvalOptions{Metrics: []string{"accuracy", "top5", "agreement", "kl", "cosine", "mse", "max_abs"}, Batch: 50})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +228,7 @@ func TestZooTestDataFolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := Evaluate(s, nil, ds, EvalOptions{Metrics: []string{"max_abs", "agreement"}})
+	res, err := Evaluate(context.Background(), s, nil, ds, EvalOptions{Metrics: []string{"max_abs", "agreement"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -96,7 +96,8 @@ const copiesLimit = 4000
 
 // Options configure Compute.
 type Options struct {
-	// Output names the logits output (default: the model's first output).
+	// Output names the logits output (default: the model's first
+	// floating-point output).
 	// It must have shape [batch, classes]; p(y|x) = softmax(logits).
 	Output string
 	// Params lists the tensors to compute the Fisher of (default: every
@@ -307,7 +308,16 @@ func Build(m *onnxio.Model, ds *evalharness.Dataset, opt Options) (*Graph, error
 	}
 	output := opt.Output
 	if output == "" {
-		output = outs[0].Name
+		// the first floating-point output: never an integer copy of an input
+		for _, o := range outs {
+			if o.DType == onnxio.Float || o.DType == onnxio.Double || o.DType == onnxio.Float16 || o.DType == onnxio.BFloat16 {
+				output = o.Name
+				break
+			}
+		}
+		if output == "" {
+			return nil, fmt.Errorf("%w: the model has no floating-point output to take as logits", ErrModel)
+		}
 	}
 	params := opt.Params
 	if params == nil {

@@ -104,9 +104,9 @@ func BenchmarkCandidatesWeightsAsInputs(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer sess.Close()
-	ev := &fitnessEvaluator{sess: sess, calib: cb.calib, ref: cb.ref, batch: 64, kind: FitnessKL,
-		layers: cb.sp.layers, db: cb.sp.db, arrays: map[[2]int]*evalharness.Array{},
-		rowLen: cb.classes, classes: cb.classes}
+	ev := &fitnessEvaluator{sess: sess, calib: cb.calib, batch: 64,
+		outs:   []*outTarget{{ref: cb.ref, kind: FitnessKL, rowLen: cb.classes, classes: cb.classes}},
+		layers: cb.sp.layers, db: cb.sp.db, arrays: map[[2]int]*evalharness.Array{}}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := ev.Fitness(context.Background(), cb.cands[i%len(cb.cands)], cb.samples); err != nil {
@@ -135,8 +135,8 @@ func BenchmarkCandidatesNewSession(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		ev := &fitnessEvaluator{sess: sess, calib: cb.calib, ref: cb.ref, batch: 64, kind: FitnessKL,
-			rowLen: cb.classes, classes: cb.classes}
+		ev := &fitnessEvaluator{sess: sess, calib: cb.calib, batch: 64,
+			outs: []*outTarget{{ref: cb.ref, kind: FitnessKL, rowLen: cb.classes, classes: cb.classes}}}
 		_, err = ev.Fitness(context.Background(), nil, cb.samples)
 		sess.Close()
 		if err != nil {

@@ -90,11 +90,14 @@ type LevelSearch struct {
 	// Search configures the evolutionary search (TotalSamples is set from
 	// the calibration set).
 	Search search.Options
-	// Output names the model output compared (default: the first).
+	// Output names the model output compared (default: the first with a
+	// floating-point type).
 	Output string
-	// Fitness is FitnessKL, FitnessMSE or FitnessCosine; "" chooses KL
-	// when the output looks like logits (the calibration set has labels,
-	// or the output's name contains "logit") and cosine otherwise.
+	// Outputs names several compared outputs (the fitness is the mean of
+	// their losses); it takes precedence over Output.
+	Outputs []string
+	// Fitness is FitnessKL, FitnessMSE or FitnessCosine; "" chooses by the
+	// output's shape (FitnessForShape).
 	Fitness string
 	// Log, if set, receives progress lines.
 	Log func(format string, args ...any)
@@ -286,6 +289,23 @@ func ChooseFitness(requested, output string, labels bool) (string, error) {
 	return "", fmt.Errorf("fitness %q: want kl, mse or cosine", requested)
 }
 
+// FitnessForShape returns the fitness to use on an output of the given
+// shape: the requested one, or, when none is, KL for [N, C] class scores
+// and [N, T, V] token scores (token-level, masked by attention_mask) and
+// cosine (1 − cosine) for any other shape (maps, embeddings, audio).
+func FitnessForShape(requested string, shape []int64) (string, error) {
+	switch requested {
+	case FitnessKL, FitnessMSE, FitnessCosine:
+		return requested, nil
+	case "":
+		if len(shape) == 2 || len(shape) == 3 {
+			return FitnessKL, nil
+		}
+		return FitnessCosine, nil
+	}
+	return "", fmt.Errorf("fitness %q: want kl, mse or cosine", requested)
+}
+
 // RunSparsitySearch is RunSearch in the sparsity space.
 func RunSparsitySearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset, opt LevelSearch) (*onnxio.Model, *SearchReport, error) {
 	opt.Space = SpaceSparsity
@@ -401,33 +421,37 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	if err != nil {
 		return nil, nil, err
 	}
-	outIdx := 0
-	if opt.Output != "" {
-		outIdx = -1
-		for k, o := range denseSess.Outputs() {
-			if o.Name == opt.Output {
-				outIdx = k
-			}
-		}
-		if outIdx < 0 {
-			denseSess.Close()
-			return nil, nil, fmt.Errorf("the model has no output %q", opt.Output)
-		}
+	outNames := opt.Outputs
+	if len(outNames) == 0 && opt.Output != "" {
+		outNames = []string{opt.Output}
 	}
-	outName := denseSess.Outputs()[outIdx].Name
+	outIdxs, err := evalharness.OutputIndices(denseSess.Outputs(), outNames)
+	if err != nil {
+		denseSess.Close()
+		return nil, nil, err
+	}
 	refOuts, err := evalharness.Predict(denseSess, calib, opt.Batch)
+	var names0 []string
+	for _, oi := range outIdxs {
+		names0 = append(names0, denseSess.Outputs()[oi].Name)
+	}
 	denseSess.Close()
 	if err != nil {
 		return nil, nil, err
 	}
-	ref, err := refOuts[outIdx].Float64()
-	if err != nil {
-		return nil, nil, err
+	var targets []*outTarget
+	var kinds []string
+	for k, oi := range outIdxs {
+		tg, err := newOutTarget(k, refOuts[oi], calib, opt.Fitness)
+		if err != nil {
+			return nil, nil, fmt.Errorf("output %q: %w", names0[k], err)
+		}
+		targets = append(targets, tg)
+		if len(kinds) == 0 || kinds[len(kinds)-1] != tg.kind {
+			kinds = append(kinds, tg.kind)
+		}
 	}
-	fitness, err := ChooseFitness(opt.Fitness, outName, calib.Labels != nil)
-	if err != nil {
-		return nil, nil, err
-	}
+	fitness := strings.Join(kinds, "+")
 
 	// one session with the searched weights as inputs
 	wi := m.Clone()
@@ -447,21 +471,15 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	if err != nil {
 		return nil, nil, err
 	}
-	sess, err := evalharness.NewSessionOutputs(wiBytes, []string{outName}, opt.Session)
+	sess, err := evalharness.NewSessionOutputs(wiBytes, names0, opt.Session)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer sess.Close()
 
 	ev := &fitnessEvaluator{
-		sess: sess, calib: calib, ref: ref, batch: opt.Batch, layers: layers, db: sp.db, kind: fitness,
+		sess: sess, calib: calib, outs: targets, batch: opt.Batch, layers: layers, db: sp.db,
 		arrays: map[[2]int]*evalharness.Array{}, extra: sp.extraFeed, feed: sp.feed,
-	}
-	ev.rowLen = len(ref) / int(calib.N)
-	shape := refOuts[outIdx].Shape
-	ev.classes = ev.rowLen
-	if len(shape) > 1 && shape[len(shape)-1] > 0 {
-		ev.classes = int(shape[len(shape)-1])
 	}
 
 	report := &SearchReport{Space: sp.name, Method: sp.method, Fitness: fitness, Target: opt.Target, TotalWeights: total,
@@ -720,23 +738,56 @@ func errorAllocation(ctx context.Context, layers []*searchLayer, sl []search.Lay
 
 // fitnessEvaluator scores a level configuration by the mean loss (KL,
 // MSE or 1 − cosine) between the dense outputs and the candidate's over
-// chosen calibration samples, feeding the layers' weights as inputs of one
-// session.
+// chosen calibration samples (averaged over the compared outputs), feeding
+// the layers' weights as inputs of one session.
 type fitnessEvaluator struct {
-	sess    evalharness.Runner
-	calib   *evalharness.Dataset
-	ref     []float64
-	rowLen  int
-	classes int
-	batch   int
-	kind    string
-	layers  []*searchLayer
-	db      *LevelDB
-	arrays  map[[2]int]*evalharness.Array
+	sess   evalharness.Runner
+	calib  *evalharness.Dataset
+	outs   []*outTarget
+	batch  int
+	layers []*searchLayer
+	db     *LevelDB
+	arrays map[[2]int]*evalharness.Array
 	// extra, if set, gives further inputs for layer i at a level.
 	extra func(i, level int) map[string]*evalharness.Array
 	// feed, if set, gives all weight inputs of a candidate instead.
 	feed func(ctx context.Context, levels []int) (map[string]*evalharness.Array, error)
+}
+
+// outTarget is one compared output: its index among the session's
+// outputs, the dense reference over the calibration set and the loss.
+type outTarget struct {
+	index   int
+	ref     []float64
+	rowLen  int
+	classes int
+	kind    string
+	// mask, when set, is the calibration set's attention_mask ([N, T]):
+	// KL over token scores counts only positions where it is 1.
+	mask []int64
+	t    int
+}
+
+// newOutTarget describes output index k of the session from its dense
+// outputs over calib; requested is the fitness asked for ("" by shape).
+func newOutTarget(k int, dense *evalharness.Array, calib *evalharness.Dataset, requested string) (*outTarget, error) {
+	ref, err := dense.Float64()
+	if err != nil {
+		return nil, err
+	}
+	kind, err := FitnessForShape(requested, dense.Shape)
+	if err != nil {
+		return nil, err
+	}
+	tg := &outTarget{index: k, ref: ref, kind: kind, rowLen: len(ref) / int(calib.N)}
+	tg.classes = tg.rowLen
+	if len(dense.Shape) > 1 && dense.Shape[len(dense.Shape)-1] > 0 {
+		tg.classes = int(dense.Shape[len(dense.Shape)-1])
+	}
+	if err := tg.setMask(calib, dense.Shape); err != nil {
+		return nil, err
+	}
+	return tg, nil
 }
 
 func (e *fitnessEvaluator) weightArray(ctx context.Context, i, level int) (*evalharness.Array, error) {
@@ -779,59 +830,95 @@ func (e *fitnessEvaluator) Fitness(ctx context.Context, levels []int, samples []
 			}
 		}
 	}
-	var sum float64
-	var rows int
+	sums := make([]float64, len(e.outs))
+	rows := make([]int, len(e.outs))
 	for s := 0; s < len(samples); s += e.batch {
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
 		idx := samples[s:min(s+e.batch, len(samples))]
-		for name, arr := range e.calib.Inputs {
-			feed[name] = gatherRows(arr, idx)
+		for name, arr := range e.calib.Rows(idx) {
+			feed[name] = arr
 		}
 		outs, err := e.sess.Run(feed)
 		if err != nil {
 			return 0, err
 		}
-		got, err := outs[0].Float64()
-		if err != nil {
-			return 0, err
-		}
-		if len(got) != len(idx)*e.rowLen {
-			return 0, fmt.Errorf("candidate output has %d values for %d samples, want %d each", len(got), len(idx), e.rowLen)
-		}
-		for k, sidx := range idx {
-			ref := e.ref[sidx*e.rowLen : (sidx+1)*e.rowLen]
-			cand := got[k*e.rowLen : (k+1)*e.rowLen]
-			switch e.kind {
-			case FitnessKL:
-				c := e.classes
-				for r := 0; r+c <= e.rowLen; r += c {
-					sum += evalharness.KL(ref[r:r+c], cand[r:r+c])
-					rows++
-				}
-			case FitnessMSE:
-				var se float64
-				for j := range ref {
-					d := ref[j] - cand[j]
-					se += d * d
-				}
-				sum += se / float64(len(ref))
-				rows++
-			case FitnessCosine:
-				sum += 1 - evalharness.Cosine(ref, cand)
-				rows++
+		for o, tg := range e.outs {
+			got, err := outs[tg.index].Float64()
+			if err != nil {
+				return 0, err
 			}
+			sum, n, err := tg.loss(got, idx)
+			if err != nil {
+				return 0, err
+			}
+			sums[o] += sum
+			rows[o] += n
 		}
 	}
-	if rows == 0 {
-		return 0, errors.New("no samples to evaluate")
+	var f float64
+	for o := range e.outs {
+		if rows[o] == 0 {
+			return 0, errors.New("no samples to evaluate")
+		}
+		f += sums[o] / float64(rows[o])
 	}
-	f := sum / float64(rows)
+	f /= float64(len(e.outs))
 	if math.IsNaN(f) {
 		return 0, errors.New("fitness is NaN")
 	}
 	return f, nil
+}
+
+// loss returns the summed loss of one batch's output (samples idx of the
+// calibration set) and the number of terms.
+func (tg *outTarget) loss(got []float64, idx []int) (sum float64, rows int, err error) {
+	if len(got) != len(idx)*tg.rowLen {
+		return 0, 0, fmt.Errorf("candidate output has %d values for %d samples, want %d each", len(got), len(idx), tg.rowLen)
+	}
+	for k, sidx := range idx {
+		ref := tg.ref[sidx*tg.rowLen : (sidx+1)*tg.rowLen]
+		cand := got[k*tg.rowLen : (k+1)*tg.rowLen]
+		switch tg.kind {
+		case FitnessKL:
+			c := tg.classes
+			for r, pos := 0, 0; r+c <= tg.rowLen; r, pos = r+c, pos+1 {
+				if tg.mask != nil && tg.mask[sidx*tg.t+pos] == 0 {
+					continue
+				}
+				sum += evalharness.KL(ref[r:r+c], cand[r:r+c])
+				rows++
+			}
+		case FitnessMSE:
+			var se float64
+			for j := range ref {
+				d := ref[j] - cand[j]
+				se += d * d
+			}
+			sum += se / float64(len(ref))
+			rows++
+		case FitnessCosine:
+			sum += 1 - evalharness.Cosine(ref, cand)
+			rows++
+		}
+	}
+	return sum, rows, nil
+}
+
+// setMask keeps the calibration set's attention_mask when the compared
+// output holds [N, T, V] token scores with T positions.
+func (tg *outTarget) setMask(calib *evalharness.Dataset, shape []int64) error {
+	m, ok := calib.Inputs["attention_mask"]
+	if !ok || len(shape) != 3 || len(m.Shape) != 2 || m.Shape[1] != shape[1] {
+		return nil
+	}
+	v, err := m.Int64()
+	if err != nil {
+		return fmt.Errorf("attention_mask: %w", err)
+	}
+	tg.mask, tg.t = v, int(shape[1])
+	return nil
 }
 
 // gatherRows returns the rows idx of a along its first axis.

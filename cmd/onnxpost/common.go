@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -34,7 +35,34 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "ort-lib", Usage: ortLibUsage},
 		&cli.IntFlag{Name: "batch", Value: 64, Usage: "evaluation batch size"},
 		threadsFlag(),
+		&cli.StringFlag{Name: "output-name", Usage: "model output(s) `NAME[,NAME...]` measured with --data (default: the first floating-point output)"},
+		&cli.StringFlag{Name: "metrics", Usage: "metrics `LIST` measured with --data (default: those that apply to the output's shape and to what the data holds)"},
 	}
+}
+
+// evalOptions returns the evaluation options of the flags --output-name,
+// --metrics and --batch; the gate's metrics are required besides
+// (computed when the data allows).
+func evalOptions(c *cli.Context, gate *evalharness.Gate) (evalharness.EvalOptions, error) {
+	eo := evalharness.EvalOptions{Batch: c.Int("batch"), Outputs: evalharness.ParseOutputNames(c.String("output-name"))}
+	if s := c.String("metrics"); s != "" {
+		m, err := evalharness.ParseMetrics(s)
+		if err != nil {
+			return eo, usagef("--metrics: %v", err)
+		}
+		eo.Metrics = m
+	}
+	if gate != nil {
+		eo.Require, _ = gate.Metrics()
+	}
+	return eo, nil
+}
+
+// gateNeeded reports whether the result must be checked: the gate has
+// conditions, or a measured output turned NaN/Inf where the reference's
+// did not (which fails even without conditions).
+func gateNeeded(gate *evalharness.Gate, res *evalharness.Result) bool {
+	return len(gate.Conditions) > 0 || len(res.NewNonfinite()) > 0
 }
 
 // sessionOptions returns the ONNX Runtime session options of the common
@@ -101,9 +129,13 @@ func valueNames(vs []onnxio.ValueInfo) []string {
 //  1. records provenance (onnxpost version and command line) in cand's
 //     metadata_props;
 //  2. with --data, evaluates cand and ref with ONNX Runtime (--ep,
-//     --threads, --ort-lib, --batch): accuracy when the data has labels,
-//     agreement, kl and cosine against ref, plus what --gate needs;
-//  3. checks --gate (a gate without --data is a usage error);
+//     --threads, --ort-lib, --batch) on the outputs --output-name names
+//     (default: the first floating-point output): --metrics, else the
+//     metrics that apply to each output's shape and to the data, plus
+//     what --gate needs;
+//  3. checks --gate (a gate without --data is a usage error); an output
+//     that turned NaN/Inf where ref's did not fails it even without
+//     conditions;
 //  4. when the gate passes (or there is none) saves cand to -o atomically,
 //     with external data when --external-data is set; when it fails, writes
 //     nothing there, saves cand to --keep-rejected if given, and returns a
@@ -114,7 +146,8 @@ func valueNames(vs []onnxio.ValueInfo) []string {
 //
 // The JSON result has the keys of docs/ARCHITECTURE.md §4 ("model", "samples",
 // "metrics", "reference", "gate", "params", "bytes") plus "command",
-// "output" (the path written, "" when rejected) and the report's keys.
+// "output" (the path written, "" when rejected), "outputs" (the model
+// outputs measured), "stats", "nonfinite" and the report's keys.
 // The command's flags must include commonFlags().
 func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) error {
 	out := c.String("o")
@@ -139,11 +172,11 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 	if ds, err := loadDataset(c, "data"); err != nil {
 		return err
 	} else if ds != nil {
-		eo := evalharness.EvalOptions{
-			Metrics: evalharness.DefaultMetrics(gate, ds.Labels != nil, ref != nil || ds.Outputs != nil),
-			Batch:   c.Int("batch"),
+		eo, err := evalOptions(c, gate)
+		if err != nil {
+			return err
 		}
-		r, err := evalharness.EvaluateModels(cand, ref, ds, so, eo)
+		r, err := evalharness.EvaluateModels(c.Context, cand, ref, ds, so, eo)
 		if err != nil {
 			return fmt.Errorf("evaluating on %s: %w", c.String("data"), err)
 		}
@@ -154,7 +187,7 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 		res.Params = params
 	}
 	passed := true
-	if len(gate.Conditions) > 0 {
+	if gateNeeded(gate, res) {
 		passed = gate.CheckResult(res).Passed
 	}
 	// The report is prepared before the model is committed: a report that
@@ -321,7 +354,16 @@ func marshalJSON(v any) ([]byte, error) {
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {
-		return nil, fmt.Errorf("encoding JSON: %w", err)
+		// A NaN or Inf somewhere in a command's report: write it as null
+		// rather than fail after the model was written.
+		var uv *json.UnsupportedValueError
+		if !errors.As(err, &uv) {
+			return nil, fmt.Errorf("encoding JSON: %w", err)
+		}
+		buf.Reset()
+		if err := enc.Encode(jsonSafe(v)); err != nil {
+			return nil, fmt.Errorf("encoding JSON: %w", err)
+		}
 	}
 	return buf.Bytes(), nil
 }
@@ -376,14 +418,21 @@ func printSummary(w io.Writer, res *evalharness.Result, passed bool, written, ou
 			}
 			parts = append(parts, s)
 		}
-		fmt.Fprintf(w, "evaluated on %d samples: %s\n", res.Samples, strings.Join(parts, ", "))
+		fmt.Fprintf(w, "evaluated output %s on %d samples: %s\n", strings.Join(res.OutputNames, ","), res.Samples, strings.Join(parts, ", "))
+		if len(res.Nonfinite) > 0 {
+			fmt.Fprintf(w, "non-finite (NaN/Inf): %s\n", strings.Join(res.Nonfinite, ", "))
+		}
 	}
 	if res.Gate != nil {
 		state := "passed"
 		if !passed {
 			state = "FAILED: " + res.Gate.Failed()
 		}
-		fmt.Fprintf(w, "gate %s: %s\n", res.Gate.Expr, state)
+		expr := res.Gate.Expr
+		if expr == "" {
+			expr = "(finite outputs)"
+		}
+		fmt.Fprintf(w, "gate %s: %s\n", expr, state)
 	}
 	switch {
 	case passed:

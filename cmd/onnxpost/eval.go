@@ -26,14 +26,23 @@ optional integer "labels" array, or an ONNX test-data folder
 (test_data_set_*/input_*.pb, output_*.pb; the expected outputs then serve as
 the reference when --ref is not given). The first axis is the sample axis.
 
-Metrics: accuracy, top5 (need labels); agreement, kl (mean KL(ref||model) of
-softmax), cosine, mse, max_abs (need --ref); latency (p50/p90 ms per batch
-after warm-up), throughput (samples/s); "all". Default: accuracy with labels,
-plus agreement,kl,cosine with --ref. Metrics use the first model output
-unless --output-name says otherwise.
+Metrics by output shape: [N, C] class scores take accuracy, top5 (need
+labels), agreement, kl (mean KL(ref||model) of softmax), cosine, mse,
+max_abs (need --ref); [N, T, V] token scores take perplexity and
+token_accuracy (next-token targets: an [N, T] "labels" array, else input_ids
+shifted by one; masked by attention_mask) and agreement, kl, cosine, mse,
+max_abs; any other shape takes cosine, mse, max_abs, psnr. latency (p50/p90
+ms per batch after warm-up), throughput (samples/s); "all". Default: the
+metrics that apply to the output's shape and to what the data holds; with
+neither labels nor --ref, output statistics and latency. Metrics use the
+first floating-point output unless --output-name names others
+(several: metrics.NAME.METRIC; gates may say NAME.METRIC).
 
 --gate checks conditions on the result (e.g. "accuracy_drop<=0.01,kl<=0.02";
-X_drop is the reference's X minus the model's); on failure the exit code is 3.
+X_drop is the reference's X minus the model's, X_ratio the model's over the
+reference's); on failure the exit code is 3. A NaN or Inf metric fails every
+condition that reads it, and an output that holds NaN/Inf where the
+reference's does not fails the gate.
 
   onnxpost eval model.onnx --data test.npz
   onnxpost eval pruned.onnx --data test.npz --ref model.onnx --metrics accuracy,kl,agreement,latency
@@ -41,7 +50,7 @@ X_drop is the reference's X minus the model's); on failure the exit code is 3.
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "data", Usage: "`DATASET` (.npz or ONNX test-data folder)", Required: true},
 			&cli.StringFlag{Name: "ref", Usage: "reference model `REF.onnx` for fidelity metrics"},
-			&cli.StringFlag{Name: "metrics", Usage: "comma-separated `LIST` of metrics (accuracy,top5,agreement,kl,cosine,mse,max_abs,latency,throughput or all)"},
+			&cli.StringFlag{Name: "metrics", Usage: "comma-separated `LIST` of metrics (accuracy,top5,agreement,kl,cosine,mse,max_abs,psnr,perplexity,token_accuracy,latency,throughput or all)"},
 			&cli.IntFlag{Name: "batch", Value: 64, Usage: "samples per run (`N`)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the JSON result (docs/ARCHITECTURE.md §4) on stdout"},
 			&cli.StringFlag{Name: "gate", Usage: "conditions `EXPR` that must hold, else exit code 3"},
@@ -49,7 +58,7 @@ X_drop is the reference's X minus the model's); on failure the exit code is 3.
 			&cli.StringFlag{Name: "ep", Value: "cpu", Usage: "ONNX Runtime execution provider: cpu or cuda"},
 			threadsFlag(),
 			&cli.StringFlag{Name: "ort-lib", Usage: ortLibUsage},
-			&cli.StringFlag{Name: "output-name", Usage: "model output `NAME` the metrics use (default: the first output)"},
+			&cli.StringFlag{Name: "output-name", Usage: "model output(s) `NAME[,NAME...]` the metrics use (default: the first floating-point output)"},
 			&cli.StringFlag{Name: "save-outputs", Usage: "write the model's outputs over the dataset to `FILE.npz`"},
 			&cli.IntFlag{Name: "warmup", Value: 3, Usage: "untimed runs (`N`) before timing latency/throughput"},
 			&cli.StringFlag{Name: "shard", Usage: "evaluate part `I/N` (0-based) of the dataset; combine the reports with eval-merge"},
@@ -124,24 +133,13 @@ func evalAction(c *cli.Context) error {
 		return err
 	}
 	refPath := c.String("ref")
-	haveRef := refPath != "" || ds.Outputs != nil
 	var metrics []string
 	if s := c.String("metrics"); s != "" {
 		if metrics, err = evalharness.ParseMetrics(s); err != nil {
 			return usagef("--metrics: %v", err)
 		}
-		seen := map[string]bool{}
-		for _, m := range metrics {
-			seen[m] = true
-		}
-		for _, m := range evalharness.DefaultMetrics(gate, ds.Labels != nil, haveRef) {
-			if names, _ := gate.Metrics(); contains(names, m) && !seen[m] {
-				metrics = append(metrics, m)
-			}
-		}
-	} else {
-		metrics = evalharness.DefaultMetrics(gate, ds.Labels != nil, haveRef)
 	}
+	require, _ := gate.Metrics()
 	cand, err := evalharness.NewSessionFromFile(path, so)
 	if err != nil {
 		return err
@@ -162,9 +160,9 @@ func evalAction(c *cli.Context) error {
 			return usagef("--shard: %v", err)
 		}
 	}
-	res, err := evalharness.Evaluate(cand, ref, ds, evalharness.EvalOptions{
+	res, err := evalharness.Evaluate(c.Context, cand, ref, ds, evalharness.EvalOptions{
 		Shard:   shard,
-		Metrics: metrics, Batch: c.Int("batch"), Output: c.String("output-name"),
+		Metrics: metrics, Require: require, Batch: c.Int("batch"), Outputs: evalharness.ParseOutputNames(c.String("output-name")),
 		Warmup: c.Int("warmup"), MinTimedRuns: c.Int("timed-runs"), KeepOutputs: c.String("save-outputs") != "",
 	})
 	if err != nil {
@@ -214,7 +212,7 @@ func evalOutput(c *cli.Context, res *evalharness.Result, gate *evalharness.Gate)
 
 // evalOutputTo is evalOutput with the report already prepared.
 func evalOutputTo(c *cli.Context, res *evalharness.Result, gate *evalharness.Gate, rep *pendingReport) error {
-	if len(gate.Conditions) > 0 {
+	if gateNeeded(gate, res) {
 		gate.CheckResult(res)
 	}
 	doc, err := marshalJSON(res)
@@ -251,7 +249,17 @@ func printEvalTable(w io.Writer, res *evalharness.Result) {
 	if res.Reference != nil {
 		fmt.Fprintf(tw, "reference\t%s\n", displayName(res.Reference.Model))
 	}
-	fmt.Fprintf(tw, "samples\t%d (batch %d, output %s)\n", res.Samples, res.Batch, displayName(res.Output))
+	outs := displayNames(res.OutputNames)
+	if outs == "" {
+		outs = displayName(res.Output)
+	}
+	fmt.Fprintf(tw, "samples\t%d (batch %d, output %s)\n", res.Samples, res.Batch, outs)
+	if res.Note != "" {
+		fmt.Fprintf(tw, "note\t%s\n", res.Note)
+	}
+	if len(res.Nonfinite) > 0 {
+		fmt.Fprintf(tw, "non-finite\t%s\n", displayNames(res.Nonfinite))
+	}
 	if res.Params > 0 {
 		fmt.Fprintf(tw, "params\t%d\n", res.Params)
 	}
@@ -275,6 +283,16 @@ func printEvalTable(w io.Writer, res *evalharness.Result) {
 		}
 		fmt.Fprintln(tw, line)
 	}
+	if len(res.Stats) > 0 {
+		fmt.Fprintln(tw, "\noutput\tshape\tmin\tmax\tmean\tstd\tnon-finite")
+		for _, name := range res.OutputNames {
+			st := res.Stats[name]
+			if st == nil {
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%s\t%d\n", name, st.Shape, fmtPtr(st.Min), fmtPtr(st.Max), fmtPtr(st.Mean), fmtPtr(st.Std), st.Nonfinite)
+		}
+	}
 	if res.Gate != nil {
 		state := "passed"
 		if !res.Gate.Passed {
@@ -283,6 +301,13 @@ func printEvalTable(w io.Writer, res *evalharness.Result) {
 		fmt.Fprintf(tw, "\ngate\t%s: %s\n", res.Gate.Expr, state)
 	}
 	tw.Flush()
+}
+
+func fmtPtr(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmtMetric(*v)
 }
 
 func fmtMetric(v float64) string {

@@ -37,7 +37,7 @@ shaped like MODEL's parameters: what merge --method fisher --fisher reads.
 			&cli.Int64Flag{Name: "seed", Usage: "random seed (`N`) of the label sampling"},
 			&cli.IntFlag{Name: "max-examples", Usage: "use at most `N` examples (0: all)"},
 			&cli.IntFlag{Name: "batch", Value: 16, Usage: "examples per ONNX Runtime run (`N`)"},
-			&cli.StringFlag{Name: "logits", Usage: "model output `NAME` holding the logits (default: the first output)"},
+			&cli.StringFlag{Name: "logits", Aliases: []string{"output-name"}, Usage: "model output `NAME` holding the logits (default: the first floating-point output)"},
 			&cli.StringFlag{Name: "mode", Usage: "gradient graph `MODE`: rows (per-example gradients of a batch, replicated per class), copies (one example per run, one backward pass per class in one graph) or loop (one run per example and class); default rows when the graph allows it, else copies for small graphs and loop for large ones"},
 			&cli.BoolFlag{Name: "json", Usage: "print the machine-readable result on stdout"},
 			&cli.StringFlag{Name: "report", Usage: "write the JSON result to `FILE.json`"},

@@ -269,3 +269,13 @@ func convertAction(c *cli.Context) error {
 	}
 	return m.Save(c.String("o"), opts)
 }
+
+// displayNames joins names for terminal output, each escaped as by
+// displayName; "" for none.
+func displayNames(names []string) string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = displayName(n)
+	}
+	return strings.Join(out, ",")
+}

@@ -411,7 +411,12 @@ func evalInputs(c *cli.Context, paths []string, models []*onnxio.Model, report m
 	}
 	var rows []map[string]any
 	for i, m := range models {
-		r, err := evalharness.EvaluateModels(m, nil, ds, so, evalharness.EvalOptions{Batch: c.Int("batch")})
+		eo, err := evalOptions(c, nil)
+		if err != nil {
+			return err
+		}
+		eo.NoDefaultLatency = true
+		r, err := evalharness.EvaluateModels(c.Context, m, nil, ds, so, eo)
 		if err != nil {
 			return fmt.Errorf("evaluating %s: %w", paths[i], err)
 		}

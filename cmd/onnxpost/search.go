@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onnxpost/onnxpost/compress/search"
+	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
 	"github.com/onnxpost/onnxpost/pipeline"
 )
@@ -81,10 +82,12 @@ Spaces (one per run, or sparsity and bits together):
   onnxpost search model.onnx --space sparsity,bits --target 0.5 \
       --target-bits 3 --calib calib.npz --data test.npz -o out.onnx
 
-Fitness (--fitness): kl (mean KL(dense‖candidate) of softmax outputs, for
-classifier logits), mse, or cosine (mean 1 − cosine of each sample's
-flattened outputs, for embeddings). By default kl when the calibration set
-has labels or the output's name contains "logit", cosine otherwise.
+Fitness (--fitness): kl (mean KL(dense‖candidate) of softmax outputs, per
+token position for [N, T, V] outputs, masked by attention_mask), mse, or
+cosine (mean 1 − cosine of each sample's flattened outputs). By default kl
+for [N, C] and [N, T, V] outputs, cosine for any other shape. The output
+compared is the first floating-point output, or those --output-name names
+(the fitness is then the mean of their losses).
 
 Levels are cached on disk (--cache-dir) under a content address made of the
 model's hash, the space and method, the calibration data's hash (for
@@ -95,7 +98,7 @@ data-aware methods), the layer and the level, so later runs reuse them.`,
 			&cli.Float64Flag{Name: "target-bits", Usage: "sparsity,bits only: mean bits per weight (required there)"},
 			&cli.StringFlag{Name: "calib", Usage: "calibration `DATASET` for the fitness (required)"},
 			&cli.IntFlag{Name: "calib-samples", Usage: "capture activations for wanda/sparsegpt/gptq on the first `N` calibration samples (0: all)"},
-			&cli.StringFlag{Name: "fitness", Usage: "kl, mse or cosine (default: kl for logits, cosine otherwise)"},
+			&cli.StringFlag{Name: "fitness", Usage: "kl, mse or cosine (default: kl for [N, C] and [N, T, V] outputs, cosine otherwise)"},
 			&cli.StringFlag{Name: "bits", Usage: "bits ladder `B1,B2,...` with equal steps (default 2,4 or 4,8)"},
 			&cli.IntFlag{Name: "block", Value: 32, Usage: "bits: quantization block size along K"},
 			&cli.IntFlag{Name: "generations", Value: 50, Usage: "generations of the (1+λ) loop"},
@@ -278,7 +281,7 @@ func searchAction(c *cli.Context) error {
 		Space: space, Method: method, BitsMethod: bitsMethod, TargetBits: c.Float64("target-bits"), Fitness: c.String("fitness"), Bits: bits, BlockSize: c.Int("block"),
 		CalibSamples: c.Int("calib-samples"), Baselines: c.String("baselines") != "", Start: c.String("start"),
 		Target: t, Levels: c.Int("levels"), Include: inc, Exclude: exc, CacheDir: c.String("cache-dir"),
-		Batch: c.Int("batch"), Session: so,
+		Batch: c.Int("batch"), Session: so, Outputs: evalharness.ParseOutputNames(c.String("output-name")),
 		Search: search.Options{
 			Generations: c.Int("generations"), Offspring: c.Int("offspring"), Survivors: sel, Samples: tok,
 			Rand: rand.New(rand.NewSource(c.Int64("seed"))),

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"regexp"
 
 	"github.com/urfave/cli/v2"
@@ -120,11 +121,16 @@ func soupAction(c *cli.Context) error {
 		return usagef("--greedy scores %s, which needs labels in %s", metric, c.String("data"))
 	}
 	scorer := merge.ScorerFunc(func(ctx context.Context, cand *onnxio.Model) (float64, error) {
-		r, err := evalharness.EvaluateModels(cand, nil, ds, so, evalharness.EvalOptions{Metrics: []string{metric}, Batch: c.Int("batch")})
+		eo := evalharness.EvalOptions{Metrics: []string{metric}, Batch: c.Int("batch"), Outputs: evalharness.ParseOutputNames(c.String("output-name"))}
+		r, err := evalharness.EvaluateModels(ctx, cand, nil, ds, so, eo)
 		if err != nil {
 			return 0, err
 		}
-		return r.Metrics[metric], nil
+		v := r.Metrics[metric]
+		if math.IsNaN(v) {
+			return math.Inf(-1), nil // never the best: a NaN soup is not kept
+		}
+		return v, nil
 	})
 	soup, res, err := merge.GreedySoupModels(ctx, models, scorer, opt)
 	if err != nil {

@@ -1,0 +1,254 @@
+package evalharness
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+// fixedAxis marks, during Check, an input whose every dimension is fixed
+// and whose array has exactly that shape: it is fed whole when another
+// input carries the batch axis, else batched along axis 0.
+const fixedAxis = -2
+
+// paramsOf returns the symbolic name of each dimension ("" when fixed or
+// unnamed), or nil when the rank is unknown.
+func paramsOf(ds []onnxio.Dim) []string {
+	if ds == nil {
+		return nil
+	}
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = d.Param
+	}
+	return out
+}
+
+// isInteger reports whether d is a signed or unsigned integer type.
+func isInteger(d onnxio.DType) bool {
+	switch d {
+	case onnxio.Int8, onnxio.Int16, onnxio.Int32, onnxio.Int64,
+		onnxio.Uint8, onnxio.Uint16, onnxio.Uint32, onnxio.Uint64:
+		return true
+	}
+	return false
+}
+
+// isFloat reports whether d is a floating-point type.
+func isFloat(d onnxio.DType) bool {
+	switch d {
+	case onnxio.Float, onnxio.Double, onnxio.Float16, onnxio.BFloat16:
+		return true
+	}
+	return false
+}
+
+// batchDimParam returns the batch dimension's symbolic name: the dim_param
+// most inputs carry on axis 0 ("" when none does).
+func batchDimParam(inputs []TensorInfo) string {
+	count := map[string]int{}
+	best := ""
+	for _, in := range inputs {
+		if len(in.DimParams) > 0 && in.DimParams[0] != "" {
+			p := in.DimParams[0]
+			count[p]++
+			if count[p] > count[best] || best == "" {
+				best = p
+			}
+		}
+	}
+	return best
+}
+
+// batchAxis returns the batch axis of input in for its dataset array a:
+// the axis whose dim_param is the batch dimension's, else the only
+// symbolic axis, else axis 0 when that one is symbolic; -1 for a scalar
+// or an input with no symbolic axis given at its exact shape (fixedAxis,
+// resolved by Check); 0 otherwise.
+func batchAxis(in TensorInfo, a *Array, param string) int {
+	if len(in.Shape) == 0 {
+		return -1
+	}
+	if param != "" {
+		for k, p := range in.DimParams {
+			if p == param {
+				return k
+			}
+		}
+	}
+	var sym []int
+	for k, d := range in.Shape {
+		if d < 0 {
+			sym = append(sym, k)
+		}
+	}
+	switch {
+	case len(sym) == 1:
+		return sym[0]
+	case len(sym) > 1:
+		if in.Shape[0] < 0 {
+			return 0
+		}
+		return sym[0]
+	case equalShape(a.Shape, in.Shape):
+		return fixedAxis
+	}
+	return 0
+}
+
+// BatchAxes returns each input's batch axis as Check found it (-1 for an
+// input fed whole to every batch); nil before Check.
+func (d *Dataset) BatchAxes() map[string]int {
+	if d.axes == nil {
+		return nil
+	}
+	out := make(map[string]int, len(d.axes))
+	for k, v := range d.axes {
+		out[k] = v
+	}
+	return out
+}
+
+// sliceAxis returns [i, j) along axis ax as a new array.
+func (a *Array) sliceAxis(ax int, i, j int64) *Array {
+	if ax == 0 {
+		return a.Slice(i, j)
+	}
+	if ax >= len(a.Shape) || i < 0 || j < i || j > a.Shape[ax] {
+		panic(fmt.Sprintf("evalharness: sliceAxis(%d, %d, %d) of shape %v", ax, i, j, a.Shape))
+	}
+	outer := int64(1)
+	for _, d := range a.Shape[:ax] {
+		outer *= d
+	}
+	inner := int64(ElemSize(a.DType))
+	for _, d := range a.Shape[ax+1:] {
+		inner *= d
+	}
+	dim := a.Shape[ax]
+	data := make([]byte, 0, outer*(j-i)*inner)
+	for o := int64(0); o < outer; o++ {
+		data = append(data, a.Data[(o*dim+i)*inner:(o*dim+j)*inner]...)
+	}
+	shape := append([]int64(nil), a.Shape...)
+	shape[ax] = j - i
+	return &Array{DType: a.DType, Shape: shape, Data: data}
+}
+
+// deriveInput builds an input the dataset lacks for a batch of n samples:
+// position_ids from attention_mask (cumulative sum − 1, 1 at padding), or
+// an empty past_key_values tensor (n on its batch axis, 0 on its other
+// symbolic axes); param is the batch dimension's name.
+func deriveInput(in TensorInfo, batch map[string]*Array, n int64, param string) *Array {
+	if in.Name == "position_ids" {
+		mask := batch["attention_mask"]
+		mv, err := mask.Int64()
+		if err != nil || len(mask.Shape) != 2 {
+			return mask // Run reports the mismatch
+		}
+		pos := make([]int64, len(mv))
+		t := int(mask.Shape[1])
+		for r := 0; r < int(mask.Shape[0]); r++ {
+			c := int64(0)
+			for k := 0; k < t; k++ {
+				c += mv[r*t+k]
+				if mv[r*t+k] == 0 {
+					pos[r*t+k] = 1
+				} else {
+					pos[r*t+k] = c - 1
+				}
+			}
+		}
+		return intArray(in.DType, mask.Shape, pos)
+	}
+	// the batch axis: the one named like the other inputs' batch
+	// dimension, else the first symbolic one; other symbolic axes are 0
+	ax := -1
+	for k, p := range in.DimParams {
+		if p != "" && p == param {
+			ax = k
+		}
+	}
+	shape := make([]int64, len(in.Shape))
+	for k, d := range in.Shape {
+		switch {
+		case d >= 0:
+			shape[k] = d
+		case ax < 0 || ax == k:
+			shape[k], ax = n, k
+		}
+	}
+	es := ElemSize(in.DType)
+	size := int64(es)
+	for _, d := range shape {
+		size *= d
+	}
+	return &Array{DType: in.DType, Shape: shape, Data: make([]byte, size)}
+}
+
+// intArray encodes v as an int32 or int64 array.
+func intArray(dt onnxio.DType, shape []int64, v []int64) *Array {
+	if dt == onnxio.Int32 {
+		b := make([]byte, 4*len(v))
+		for i, x := range v {
+			binary.LittleEndian.PutUint32(b[4*i:], uint32(int32(x)))
+		}
+		return &Array{DType: dt, Shape: append([]int64(nil), shape...), Data: b}
+	}
+	b := make([]byte, 8*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint64(b[8*i:], uint64(x))
+	}
+	return &Array{DType: onnxio.Int64, Shape: append([]int64(nil), shape...), Data: b}
+}
+
+// Rows returns the samples idx (in that order) of every input, gathered
+// along each input's batch axis (see Batch; inputs without one whole), as
+// new arrays, plus the derived inputs.
+func (d *Dataset) Rows(idx []int) map[string]*Array {
+	out := make(map[string]*Array, len(d.Inputs)+len(d.derived))
+	for n, a := range d.Inputs {
+		ax, ok := d.axes[n]
+		if ok && ax < 0 {
+			out[n] = a
+			continue
+		}
+		parts := make([]*Array, len(idx))
+		for k, i := range idx {
+			parts[k] = a.sliceAxis(max(ax, 0), int64(i), int64(i)+1)
+		}
+		out[n] = concatAxis(parts, max(ax, 0))
+	}
+	for _, in := range d.derived {
+		out[in.Name] = deriveInput(in, out, int64(len(idx)), d.batchParam)
+	}
+	return out
+}
+
+// concatAxis joins arrays that differ only along axis ax.
+func concatAxis(parts []*Array, ax int) *Array {
+	first := parts[0]
+	outer := int64(1)
+	for _, d := range first.Shape[:ax] {
+		outer *= d
+	}
+	inner := int64(ElemSize(first.DType))
+	for _, d := range first.Shape[ax+1:] {
+		inner *= d
+	}
+	total := int64(0)
+	for _, p := range parts {
+		total += p.Shape[ax]
+	}
+	data := make([]byte, 0, outer*total*inner)
+	for o := int64(0); o < outer; o++ {
+		for _, p := range parts {
+			w := p.Shape[ax] * inner
+			data = append(data, p.Data[o*w:(o+1)*w]...)
+		}
+	}
+	shape := append([]int64(nil), first.Shape...)
+	shape[ax] = total
+	return &Array{DType: first.DType, Shape: shape, Data: data}
+}
