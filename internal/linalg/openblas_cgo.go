@@ -15,8 +15,8 @@ typedef void (*dgesdd_t)(const char*, const int*, const int*, double*, const int
 typedef void (*dgesvd_t)(const char*, const char*, const int*, const int*, double*, const int*, double*, double*, const int*, double*, const int*, double*, const int*, int*, size_t, size_t);
 typedef void (*dpotrx_t)(const char*, const int*, double*, const int*, int*, size_t);
 typedef void (*dtrtri_t)(const char*, const char*, const int*, double*, const int*, int*, size_t, size_t);
-typedef void (*dgelqf_t)(const int*, const int*, double*, const int*, double*, double*, const int*, int*);
-typedef void (*dorglq_t)(const int*, const int*, const int*, double*, const int*, double*, double*, const int*, int*);
+typedef void (*dgeqrf_t)(const int*, const int*, double*, const int*, double*, double*, const int*, int*);
+typedef void (*dorgqr_t)(const int*, const int*, const int*, double*, const int*, double*, double*, const int*, int*);
 typedef char* (*str_t)(void);
 
 static void *ob_open(const char *name) { return dlopen(name, RTLD_NOW | RTLD_LOCAL); }
@@ -52,14 +52,14 @@ static int ob_dtrtri(void *f, char ul, char diag, int n, double *a, int lda) {
 	((dtrtri_t)f)(&ul, &diag, &n, a, &lda, &info, 1, 1);
 	return info;
 }
-static int ob_dgelqf(void *f, int m, int n, double *a, int lda, double *tau, double *work, int lwork) {
+static int ob_dgeqrf(void *f, int m, int n, double *a, int lda, double *tau, double *work, int lwork) {
 	int info = 0;
-	((dgelqf_t)f)(&m, &n, a, &lda, tau, work, &lwork, &info);
+	((dgeqrf_t)f)(&m, &n, a, &lda, tau, work, &lwork, &info);
 	return info;
 }
-static int ob_dorglq(void *f, int m, int n, int k, double *a, int lda, double *tau, double *work, int lwork) {
+static int ob_dorgqr(void *f, int m, int n, int k, double *a, int lda, double *tau, double *work, int lwork) {
 	int info = 0;
-	((dorglq_t)f)(&m, &n, &k, a, &lda, tau, work, &lwork, &info);
+	((dorgqr_t)f)(&m, &n, &k, a, &lda, tau, work, &lwork, &info);
 	return info;
 }
 static const char *ob_str(void *f) { return f ? ((str_t)f)() : ""; }
@@ -90,7 +90,7 @@ type openblasSyms struct {
 	handle                                 unsafe.Pointer
 	dgemm, dsyrk, dtrmm, dtrsm             unsafe.Pointer
 	dgesdd, dgesvd, dpotrf, dpotri, dtrtri unsafe.Pointer
-	dgelqf, dorglq                         unsafe.Pointer
+	dgeqrf, dorgqr                         unsafe.Pointer
 	config, corename                       string
 	soname                                 string
 }
@@ -142,7 +142,7 @@ func loadOpenBLAS() (*openblasSyms, error) {
 	s.dgemm, s.dsyrk, s.dtrmm, s.dtrsm = sym("cblas_dgemm"), sym("cblas_dsyrk"), sym("cblas_dtrmm"), sym("cblas_dtrsm")
 	s.dgesdd, s.dgesvd = sym("dgesdd_"), sym("dgesvd_")
 	s.dpotrf, s.dpotri, s.dtrtri = sym("dpotrf_"), sym("dpotri_"), sym("dtrtri_")
-	s.dgelqf, s.dorglq = sym("dgelqf_"), sym("dorglq_")
+	s.dgeqrf, s.dorgqr = sym("dgeqrf_"), sym("dorgqr_")
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("%s lacks %s (an OpenBLAS built without LAPACK?)", soname, strings.Join(missing, ", "))
 	}
@@ -394,9 +394,9 @@ func (b *openblasBackend) SVD(a blas64.General, s []float64, u, vt blas64.Genera
 	return svdWith(obLAPACK{s: b.syms}, saved, s, u, vt)
 }
 
-// Orthonormalize is the LQ factorization of the column-major view aᵀ
-// (Dgelqf, Dorglq): aᵀ = L·Q̃ with orthonormal rows, so Q̃ᵀ, which is the
-// same buffer read row-major, spans the columns of a.
+// Orthonormalize copies a into column-major order (the columns of a tall
+// matrix contiguous, as Householder QR wants them), runs Dgeqrf and Dorgqr,
+// and copies Q back.
 func (b *openblasBackend) Orthonormalize(a blas64.General) {
 	m, l := a.Rows, a.Cols
 	if l == 0 {
@@ -405,20 +405,32 @@ func (b *openblasBackend) Orthonormalize(a blas64.General) {
 	if m < l {
 		panic(fmt.Errorf("%w: orthonormalize %d×%d (wide)", errShape, m, l))
 	}
-	if !fits(m, l, a.Stride) {
+	if !fits(m, l, m*l) {
 		orthonormalizeQR(gonumlapack.Implementation{}, a)
 		return
 	}
 	need(a.Data, m, l, a.Stride)
+	cm := make([]float64, m*l)
+	for i := 0; i < m; i++ {
+		for j, v := range a.Data[i*a.Stride : i*a.Stride+l] {
+			cm[j*m+i] = v
+		}
+	}
 	tau := make([]float64, l)
 	q := []float64{0}
-	C.ob_dgelqf(b.syms.dgelqf, C.int(l), C.int(m), ptr(a.Data), C.int(a.Stride), ptr(tau), ptr(q), -1)
+	C.ob_dgeqrf(b.syms.dgeqrf, C.int(m), C.int(l), ptr(cm), C.int(m), ptr(tau), ptr(q), -1)
 	lw := int(q[0])
-	C.ob_dorglq(b.syms.dorglq, C.int(l), C.int(m), C.int(l), ptr(a.Data), C.int(a.Stride), ptr(tau), ptr(q), -1)
+	C.ob_dorgqr(b.syms.dorgqr, C.int(m), C.int(l), C.int(l), ptr(cm), C.int(m), ptr(tau), ptr(q), -1)
 	lw = max(lw, int(q[0]), l, 1)
 	work := make([]float64, lw)
-	if C.ob_dgelqf(b.syms.dgelqf, C.int(l), C.int(m), ptr(a.Data), C.int(a.Stride), ptr(tau), ptr(work), C.int(lw)) != 0 ||
-		C.ob_dorglq(b.syms.dorglq, C.int(l), C.int(m), C.int(l), ptr(a.Data), C.int(a.Stride), ptr(tau), ptr(work), C.int(lw)) != 0 {
-		panic(fmt.Errorf("%w: LQ of %d×%d failed", errShape, l, m))
+	if C.ob_dgeqrf(b.syms.dgeqrf, C.int(m), C.int(l), ptr(cm), C.int(m), ptr(tau), ptr(work), C.int(lw)) != 0 ||
+		C.ob_dorgqr(b.syms.dorgqr, C.int(m), C.int(l), C.int(l), ptr(cm), C.int(m), ptr(tau), ptr(work), C.int(lw)) != 0 {
+		panic(fmt.Errorf("%w: QR of %d×%d failed", errShape, m, l))
+	}
+	for i := 0; i < m; i++ {
+		row := a.Data[i*a.Stride : i*a.Stride+l]
+		for j := range row {
+			row[j] = cm[j*m+i]
+		}
 	}
 }
