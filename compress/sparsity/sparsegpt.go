@@ -11,6 +11,8 @@ import (
 	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/blas/gonum"
 	"gonum.org/v1/gonum/lapack/lapack64"
+
+	"github.com/onnxpost/onnxpost/internal/linalg"
 )
 
 // ErrNotPositiveDefinite is returned when XᵀX + λI has no Cholesky
@@ -131,10 +133,17 @@ func pruneSparseGPT(w []float32, sh Shape, xtx []float64, opt Options, progress 
 // (row-major, the upper part ignored), block row by block row:
 // X_II = L_II⁻¹ and X_IJ = −X_II·(L[I, J:I]·X[J:I, J]) for J < I, the
 // blocks J in parallel, so that the work is matrix products on all cores
-// (gonum's Dtrtri runs on one).
+// (gonum's Dtrtri runs on one). With OpenBLAS (internal/linalg), whose
+// Dtrtri is blocked and threaded, it is one Dtrtri call.
 func invertLower(l []float64, n int) ([]float64, bool) {
 	const nb = 128
 	x := make([]float64, n*n)
+	if linalg.Default().Name() != "go" {
+		for i := 0; i < n; i++ {
+			copy(x[i*n:i*n+i+1], l[i*n:i*n+i+1])
+		}
+		return x, linalg.Trtri(blas64.Triangular{Uplo: blas.Lower, Diag: blas.NonUnit, N: n, Stride: n, Data: x})
+	}
 	workers := runtime.GOMAXPROCS(0)
 	for i0 := 0; i0 < n; i0 += nb {
 		i1 := min(i0+nb, n)
@@ -193,7 +202,7 @@ func upperCholOfInverse(H []float64, n int) ([]float64, error) {
 			a[i*n+j] = H[(n-1-i)*n+(n-1-j)]
 		}
 	}
-	t, ok := lapack64.Potrf(blas64.Symmetric{Uplo: blas.Lower, N: n, Stride: n, Data: a})
+	t, ok := linalg.Potrf(blas64.Symmetric{Uplo: blas.Lower, N: n, Stride: n, Data: a})
 	if !ok {
 		return nil, ErrNotPositiveDefinite
 	}
