@@ -86,27 +86,29 @@ var (
 )
 
 func choose() {
-	once.Do(func() {
-		chosen = Pure()
-		mode := os.Getenv(EnvVar)
-		switch mode {
-		case "go":
-			return
-		case "", "auto", "openblas":
-		default:
-			envErr = fmt.Errorf("linalg: %s=%q: want go, openblas or auto", EnvVar, mode)
-			return
+	once.Do(func() { chosen, probeErr, envErr = selectBackend(os.Getenv(EnvVar)) })
+}
+
+// selectBackend picks the backend for an ONNXPOST_LINALG value: the
+// backend, why OpenBLAS is not in use (when probed and absent), and an
+// error for a value that asks for something that cannot be had (the
+// pure-Go backend is then returned).
+func selectBackend(mode string) (b Backend, probe, env error) {
+	switch mode {
+	case "go":
+		return Pure(), nil, nil
+	case "", "auto", "openblas":
+	default:
+		return Pure(), nil, fmt.Errorf("linalg: %s=%q: want go, openblas or auto", EnvVar, mode)
+	}
+	ob, err := OpenBLAS()
+	if err != nil {
+		if mode == "openblas" {
+			return Pure(), err, fmt.Errorf("linalg: %s=openblas: %w", EnvVar, err)
 		}
-		b, err := OpenBLAS()
-		if err != nil {
-			probeErr = err
-			if mode == "openblas" {
-				envErr = fmt.Errorf("linalg: %s=openblas: %w", EnvVar, err)
-			}
-			return
-		}
-		chosen = b
-	})
+		return Pure(), err, nil
+	}
+	return ob, nil, nil
 }
 
 // Default returns the backend in use: OpenBLAS when it loads and

@@ -324,3 +324,28 @@ func TestDefaultFollowsEnv(t *testing.T) {
 	}
 	t.Logf("backend: %s; %s", Describe(), Info())
 }
+
+// TestSelectBackend covers every ONNXPOST_LINALG value, with and without
+// the library.
+func TestSelectBackend(t *testing.T) {
+	_, obErr := OpenBLAS()
+	have := obErr == nil
+	cases := []struct {
+		mode    string
+		want    string // backend name
+		wantErr bool
+	}{
+		{"go", "go", false},
+		{"", map[bool]string{true: "openblas", false: "go"}[have], false},
+		{"auto", map[bool]string{true: "openblas", false: "go"}[have], false},
+		{"openblas", map[bool]string{true: "openblas", false: "go"}[have], !have},
+		{"mkl", "go", true},
+		{"GO", "go", true},
+	}
+	for _, c := range cases {
+		b, _, err := selectBackend(c.mode)
+		if b.Name() != c.want || (err != nil) != c.wantErr {
+			t.Errorf("%s=%q: backend %s, error %v; want %s, error %v", EnvVar, c.mode, b.Name(), err, c.want, c.wantErr)
+		}
+	}
+}

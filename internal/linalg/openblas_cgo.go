@@ -104,18 +104,20 @@ var (
 // OpenBLAS returns the OpenBLAS backend, or an error saying why the library
 // could not be loaded (not installed, or missing a symbol).
 func OpenBLAS() (Backend, error) {
-	obOnce.Do(func() { obSyms, obErr = loadOpenBLAS() })
+	obOnce.Do(func() { obSyms, obErr = loadOpenBLAS(libNames) })
 	if obErr != nil {
 		return nil, obErr
 	}
 	return &openblasBackend{syms: obSyms}, nil
 }
 
-func loadOpenBLAS() (*openblasSyms, error) {
+// loadOpenBLAS opens the first of names that loads and resolves the
+// kernels in it.
+func loadOpenBLAS(names []string) (*openblasSyms, error) {
 	var h unsafe.Pointer
 	var tried []string
 	var soname string
-	for _, name := range libNames {
+	for _, name := range names {
 		cs := C.CString(name)
 		h = C.ob_open(cs)
 		C.free(unsafe.Pointer(cs))
