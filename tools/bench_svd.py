@@ -18,7 +18,7 @@ OpenBLAS builds and would slow numpy's current one. The kernel numpy's
 OpenBLAS then picks is printed (threadpoolctl, when installed).
 
 Usage (repo root): python3 tools/bench_svd.py [--sizes 1024,2048]
-    [--repeats 3] [--solver-size 4096] [--python PY]
+    [--repeats 3] [--solver-size 4096] [--solver-repeats 2] [--python PY]
 `make bench-svd` runs it with the project's virtualenv.
 """
 import argparse
@@ -41,6 +41,7 @@ try:
             for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
 except ImportError:
     info = "threadpoolctl not installed"
+np.linalg.svd(np.eye(16) + 1.0, full_matrices=False)  # warm up the thread pool
 a = np.random.default_rng(n).standard_normal((n, n))
 r0 = resource.getrusage(resource.RUSAGE_SELF)
 t0 = time.perf_counter()
@@ -86,6 +87,8 @@ def main():
     ap.add_argument("--sizes", default="1024,2048")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--solver-size", type=int, default=4096, help="GPTQ/SparseGPT size (0: skip)")
+    ap.add_argument("--solver-repeats", type=int, default=2)
+    ap.add_argument("--sparsegpt-size", type=int, default=2048, help="whole SparseGPT run size (its setup is always 4096)")
     ap.add_argument("--python", default=".venv/bin/python" if os.path.exists(".venv/bin/python") else "/usr/bin/python3")
     a = ap.parse_args()
     sizes = [int(s) for s in a.sizes.split(",")]
@@ -99,6 +102,7 @@ def main():
         print("warning: OpenBLAS backend not in use (install libopenblas0; make bench-svd does)")
     env_notes = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "GOMAXPROCS")}
     print(f"environment (onnxpost runs): {env_notes}; numpy runs without OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE")
+    print(f"load average at start: {os.getloadavg()}; {os.cpu_count()} CPUs")
     rows = []
     shown = False
     for rep in range(a.repeats):
@@ -112,7 +116,7 @@ def main():
             obv = next(iter(ob.values()), (float("nan"), float("nan")))
             gov = next(iter(go.values()), (float("nan"), float("nan")))
             rows.append((n, rep + 1, obv, gov, (npy["wall"], npy["cpu"])))
-            print(f"  {n}² run {rep + 1}: openblas {obv[0]:.2f} s, go {gov[0]:.2f} s, numpy {npy['wall']:.2f} s", flush=True)
+            print(f"  {n}² run {rep + 1}: openblas {obv[0]:.2f} s, go {gov[0]:.2f} s, numpy {npy['wall']:.2f} s; load average {os.getloadavg()[0]:.1f}", flush=True)
     print()
     print("| n×n | run | OpenBLAS wall / CPU s | pure Go wall / CPU s | numpy wall / CPU s | OpenBLAS ÷ numpy (wall, CPU) | Go ÷ numpy (wall, CPU) |")
     print("|---|---|---|---|---|---|---|")
@@ -134,19 +138,19 @@ def main():
     compile_test("./quant", quant_bin)
     compile_test("./compress/sparsity", sp_bin)
     print()
-    print(f"| {d}×{d} | go (before) wall / CPU s | {backend.split(' ')[0]} (after) wall / CPU s | speed-up (wall) |")
+    print(f"| {d}×{d} | go (before) wall / CPU s | {backend.split(';')[0]} (after) wall / CPU s | speed-up (wall) |")
     print("|---|---|---|---|")
     cases = [
         ("GPTQ setup (Cholesky of H⁻¹)", quant_bin, "^BenchmarkGPTQHinv$", {"ONNXPOST_BENCH_GPTQ_SIZE": str(d)}),
         ("GPTQ 4-bit, block 128", quant_bin, "^BenchmarkGPTQLarge$", {"ONNXPOST_BENCH_GPTQ_SIZE": str(d)}),
         ("SparseGPT setup (4096, fixed)", sp_bin, "^BenchmarkSparseGPTHinv$", {}),
-        ("SparseGPT 2:4", sp_bin, f"^BenchmarkSparseGPT$/^{d}x{d}$", {}),
+        (f"SparseGPT 2:4 at {a.sparsegpt_size}²", sp_bin, f"^BenchmarkSparseGPT$/^{a.sparsegpt_size}x{a.sparsegpt_size}$", {}),
     ]
-    for rep in range(a.repeats):
+    for rep in range(a.solver_repeats):
         for name, binary, pat, env in cases:
             before = next(iter(run_bench(binary, pat, dict(env, ONNXPOST_LINALG="go")).values()))
             after = next(iter(run_bench(binary, pat, env).values()))
-            print(f"| {name} (run {rep + 1}) | {before[0]:.2f} / {before[1]:.2f} | {after[0]:.2f} / {after[1]:.2f} | {before[0] / after[0]:.1f}× |", flush=True)
+            print(f"| {name} (run {rep + 1}, load {os.getloadavg()[0]:.1f}) | {before[0]:.2f} / {before[1]:.2f} | {after[0]:.2f} / {after[1]:.2f} | {before[0] / after[0]:.1f}× |", flush=True)
 
 
 if __name__ == "__main__":

@@ -349,3 +349,51 @@ func TestSelectBackend(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentCalls: lowrank.Apply decomposes layers on several
+// goroutines at once; concurrent SVDs and products through OpenBLAS give
+// the same results as sequential ones.
+func TestConcurrentCalls(t *testing.T) {
+	ob := openblas(t)
+	rng := rand.New(rand.NewPCG(15, 16))
+	const workers = 4
+	inputs := make([]blas64.General, workers)
+	want := make([][]float64, workers)
+	for i := range inputs {
+		inputs[i] = randGeneral(rng, 90+7*i, 60)
+		want[i], _, _ = svdOf(t, ob, inputs[i])
+	}
+	errs := make(chan string, workers)
+	done := make(chan struct{})
+	for i := 0; i < workers; i++ {
+		go func(i int) {
+			defer func() { done <- struct{}{} }()
+			for rep := 0; rep < 5; rep++ {
+				g := inputs[i]
+				k := min(g.Rows, g.Cols)
+				s := make([]float64, k)
+				u := blas64.General{Rows: g.Rows, Cols: k, Stride: k, Data: make([]float64, g.Rows*k)}
+				vt := blas64.General{Rows: k, Cols: g.Cols, Stride: g.Cols, Data: make([]float64, k*g.Cols)}
+				if !ob.SVD(clone(g), s, u, vt) {
+					errs <- "no convergence"
+					return
+				}
+				for j := range s {
+					if math.Abs(s[j]-want[i][j]) > 1e-12*want[i][0] {
+						errs <- "concurrent SVD differs from the sequential one"
+						return
+					}
+				}
+				c := make([]float64, g.Rows*g.Rows)
+				ob.BLAS().Dgemm(blas.NoTrans, blas.Trans, g.Rows, g.Rows, g.Cols, 1, g.Data, g.Cols, g.Data, g.Cols, 0, c, g.Rows)
+			}
+		}(i)
+	}
+	for i := 0; i < workers; i++ {
+		<-done
+	}
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
+	}
+}
