@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
 	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/blas/gonum"
 	"gonum.org/v1/gonum/lapack/lapack64"
@@ -302,9 +303,27 @@ func sweep(W []float32, rows, n int, U []float64, opt Options, progress func(don
 // entries of Err1: kept weights have no error, so with 2:4 half the
 // products vanish. Rows are split over goroutines and columns tiled so that
 // the block's rows of U stay in cache.
+//
+// With OpenBLAS (internal/linalg) a dense SGEMM is cheaper once more than a
+// quarter of the errors are non-zero (2:4: half): it then does the update.
 func trailingUpdate(W, Err1, U32 []float32, rows, n, i1, cnt, workers int) {
 	const tile = 1024
 	i2 := i1 + cnt
+	if linalg.Default().Name() != "go" {
+		nz := 0
+		for _, e := range Err1[:rows*cnt] {
+			if e != 0 {
+				nz++
+			}
+		}
+		if 4*nz > rows*cnt {
+			linalg.Sgemm(blas.NoTrans, blas.NoTrans, -1,
+				blas32.General{Rows: rows, Cols: cnt, Stride: cnt, Data: Err1},
+				blas32.General{Rows: cnt, Cols: n - i2, Stride: n, Data: U32[i1*n+i2:]},
+				1, blas32.General{Rows: rows, Cols: n - i2, Stride: n, Data: W[i2:]})
+			return
+		}
+	}
 	var impl gonum.Implementation
 	var wg sync.WaitGroup
 	chunk := (rows + workers - 1) / workers

@@ -46,6 +46,7 @@ import (
 	"sync"
 
 	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
 	"gonum.org/v1/gonum/blas/blas64"
 	gonumblas "gonum.org/v1/gonum/blas/gonum"
 	"gonum.org/v1/gonum/lapack"
@@ -152,6 +153,16 @@ func Gemm(tA, tB blas.Transpose, alpha float64, a, b blas64.General, beta float6
 		k = a.Rows
 	}
 	BLAS().Dgemm(tA, tB, m, n, k, alpha, a.Data, max(1, a.Stride), b.Data, max(1, b.Stride), beta, c.Data, max(1, c.Stride))
+}
+
+// Sgemm computes c = alpha·op(a)·op(b) + beta·c in float32 with the
+// default backend (both backends' BLAS implement blas.Float32 too).
+func Sgemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float32, c blas32.General) {
+	m, n, k := c.Rows, c.Cols, a.Cols
+	if tA != blas.NoTrans {
+		k = a.Rows
+	}
+	BLAS().(blas.Float32).Sgemm(tA, tB, m, n, k, alpha, a.Data, max(1, a.Stride), b.Data, max(1, b.Stride), beta, c.Data, max(1, c.Stride))
 }
 
 // Syrk computes the triangle c.Uplo of c = alpha·a·aᵀ + beta·c (t NoTrans)

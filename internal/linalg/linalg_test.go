@@ -202,6 +202,11 @@ func TestBLASMatchesPure(t *testing.T) {
 			pb.Dgemm(tA, tB, m, n, k, 0.7, a, 64, b, 64, -0.3, want, 50)
 			ob.Dgemm(tA, tB, m, n, k, 0.7, a, 64, b, 64, -0.3, c, 50)
 			maxRelDiff(t, "Dgemm", c, want, 1e-13)
+			a32, b32, c32 := f32(a), f32(b), f32(c)
+			want32 := append([]float32(nil), c32...)
+			pb.(blas.Float32).Sgemm(tA, tB, m, n, k, 0.7, a32, 64, b32, 64, -0.3, want32, 50)
+			ob.(blas.Float32).Sgemm(tA, tB, m, n, k, 0.7, a32, 64, b32, 64, -0.3, c32, 50)
+			maxRelDiff(t, "Sgemm", f64(c32), f64(want32), 1e-5)
 		}
 		for _, ul := range []blas.Uplo{blas.Upper, blas.Lower} {
 			a, c := rnd(64*64), rnd(n*40)
@@ -396,4 +401,20 @@ func TestConcurrentCalls(t *testing.T) {
 	for e := range errs {
 		t.Fatal(e)
 	}
+}
+
+func f32(x []float64) []float32 {
+	out := make([]float32, len(x))
+	for i, v := range x {
+		out[i] = float32(v)
+	}
+	return out
+}
+
+func f64(x []float32) []float64 {
+	out := make([]float64, len(x))
+	for i, v := range x {
+		out[i] = float64(v)
+	}
+	return out
 }

@@ -9,6 +9,7 @@ package linalg
 #include <stddef.h>
 
 typedef void (*dgemm_t)(int, int, int, int, int, int, double, const double*, int, const double*, int, double, double*, int);
+typedef void (*sgemm_t)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*, int);
 typedef void (*dsyrk_t)(int, int, int, int, int, double, const double*, int, double, double*, int);
 typedef void (*dtrxm_t)(int, int, int, int, int, int, int, double, const double*, int, double*, int);
 typedef void (*dgesdd_t)(const char*, const int*, const int*, double*, const int*, double*, double*, const int*, double*, const int*, double*, const int*, int*, int*, size_t);
@@ -25,6 +26,9 @@ static const char *ob_error(void) { const char *e = dlerror(); return e ? e : "u
 
 static void ob_dgemm(void *f, int tA, int tB, int m, int n, int k, double alpha, const double *a, int lda, const double *b, int ldb, double beta, double *c, int ldc) {
 	((dgemm_t)f)(101, tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+static void ob_sgemm(void *f, int tA, int tB, int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+	((sgemm_t)f)(101, tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 static void ob_dsyrk(void *f, int ul, int t, int n, int k, double alpha, const double *a, int lda, double beta, double *c, int ldc) {
 	((dsyrk_t)f)(101, ul, t, n, k, alpha, a, lda, beta, c, ldc);
@@ -88,7 +92,7 @@ var libNames = []string{"libopenblas.so.0", "libopenblas.so", "libopenblas.dylib
 
 type openblasSyms struct {
 	handle                                 unsafe.Pointer
-	dgemm, dsyrk, dtrmm, dtrsm             unsafe.Pointer
+	dgemm, dsyrk, dtrmm, dtrsm, sgemm      unsafe.Pointer
 	dgesdd, dgesvd, dpotrf, dpotri, dtrtri unsafe.Pointer
 	dgeqrf, dorgqr                         unsafe.Pointer
 	config, corename                       string
@@ -142,6 +146,7 @@ func loadOpenBLAS(names []string) (*openblasSyms, error) {
 		return p
 	}
 	s.dgemm, s.dsyrk, s.dtrmm, s.dtrsm = sym("cblas_dgemm"), sym("cblas_dsyrk"), sym("cblas_dtrmm"), sym("cblas_dtrsm")
+	s.sgemm = sym("cblas_sgemm")
 	s.dgesdd, s.dgesvd = sym("dgesdd_"), sym("dgesvd_")
 	s.dpotrf, s.dpotri, s.dtrtri = sym("dpotrf_"), sym("dpotri_"), sym("dtrtri_")
 	s.dgeqrf, s.dorgqr = sym("dgeqrf_"), sym("dorgqr_")
@@ -243,6 +248,39 @@ func (o obBLAS) Dgemm(tA, tB blas.Transpose, m, n, k int, alpha float64, a []flo
 	}
 	checkGemm(tA, tB, m, n, k, a, lda, b, ldb, c, ldc)
 	C.ob_dgemm(o.s.dgemm, cTrans(tA), cTrans(tB), C.int(m), C.int(n), C.int(k), C.double(alpha), ptr(a), C.int(lda), ptr(b), C.int(ldb), C.double(beta), ptr(c), C.int(ldc))
+}
+
+// Sgemm computes c = alpha·op(a)·op(b) + beta·c (row-major, float32) in
+// OpenBLAS.
+func (o obBLAS) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 || !fits(m, n, k, lda, ldb, ldc) {
+		o.Implementation.Sgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	ar, ac, br, bc := m, k, k, n
+	if tA != blas.NoTrans {
+		ar, ac = k, m
+	}
+	if tB != blas.NoTrans {
+		br, bc = n, k
+	}
+	need32(a, ar, ac, lda)
+	need32(b, br, bc, ldb)
+	need32(c, m, n, ldc)
+	C.ob_sgemm(o.s.sgemm, cTrans(tA), cTrans(tB), C.int(m), C.int(n), C.int(k), C.float(alpha), ptr32(a), C.int(lda), ptr32(b), C.int(ldb), C.float(beta), ptr32(c), C.int(ldc))
+}
+
+func ptr32(s []float32) *C.float {
+	if len(s) == 0 {
+		return nil
+	}
+	return (*C.float)(unsafe.Pointer(&s[0]))
+}
+
+func need32(s []float32, r, c, ld int) {
+	if ld < max(1, c) || (r > 0 && c > 0 && len(s) < (r-1)*ld+c) {
+		panic(fmt.Errorf("%w: %d×%d with stride %d in %d values", errShape, r, c, ld, len(s)))
+	}
 }
 
 // Dsyrk computes the ul triangle of c = alpha·op(a)·op(a)ᵀ + beta·c in OpenBLAS.
