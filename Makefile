@@ -10,7 +10,7 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 BIN := bin/onnxpost
 
-.PHONY: all build test demo ort pyenv proto zoo minilm bench bench-eval bench-large bench-sparsegpt bench-quant bench-merge merge-results fisher-results lowrank-results fuzz vet clean
+.PHONY: all build test demo ort pyenv linalg bench-svd proto zoo minilm bench bench-eval bench-large bench-sparsegpt bench-quant bench-merge merge-results fisher-results lowrank-results fuzz vet clean
 
 all: build
 
@@ -30,6 +30,17 @@ $(ORT_LIB):
 	rm -rf $(ORT_DIR)/pkg
 	@echo "ONNX Runtime $(ORT_VERSION): $(ORT_LIB)"
 
+## linalg: OpenBLAS for internal/linalg's fast backend (Debian's libopenblas-dev, liblapacke-dev).
+## A no-op when libopenblas.so.0 is already there; without apt-get or root it only says so: the
+## build never needs the library (it is loaded at run time) and falls back to pure Go without it.
+linalg:
+	@if ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so\.0'; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing OpenBLAS (libopenblas-dev liblapacke-dev)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev liblapacke-dev >/dev/null; } \
+			|| echo "warning: OpenBLAS not installed; linear algebra runs in pure Go"; \
+	else echo "note: no OpenBLAS (apt-get install libopenblas-dev liblapacke-dev); linear algebra runs in pure Go"; fi
+
 ## pyenv: a light virtualenv (numpy, onnx, onnxruntime) for the oracle tests
 pyenv: $(VENV)/.ok
 
@@ -39,13 +50,15 @@ $(VENV)/.ok: tools/requirements-test.txt
 	touch $@
 
 ## test: vet and run every test, with ONNX Runtime and the Python oracles installed
-test: ort pyenv
+## (the packages with dense linear algebra run a second time on the pure-Go backend)
+test: ort pyenv linalg
 	PY=$(CURDIR)/$(VENV_PY) ./tools/gen_conformance.sh
 	$(GO) vet ./...
 	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ONNXPOST_PYTHON=$(CURDIR)/$(VENV_PY) $(GO) test -count=1 ./...
+	ONNXPOST_LINALG=go ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ONNXPOST_PYTHON=$(CURDIR)/$(VENV_PY) $(GO) test -count=1 ./internal/linalg ./compress/lowrank ./quant ./compress/sparsity
 
 ## demo: the main job on the bundled zoo
-demo: ort build
+demo: ort linalg build
 	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ./tools/demo.sh
 
 ## proto: regenerate onnxio/internal/onnxpb from the onnx wheel's onnx.proto
@@ -80,6 +93,11 @@ bench: ort build
 bench-large:
 	ONNXIO_BENCH_LARGE=1 $(GO) test ./onnxio -run '^$$' -bench LoadSaveExternal -benchtime 3x
 	$(GO) run ./onnxio/internal/benchmain -layers 24 -d 1024 -reps 3 -auto
+
+## bench-svd: exact SVD (1024², 2048²) OpenBLAS vs pure Go vs numpy, and GPTQ/SparseGPT before/after (docs/BENCHMARKS.md)
+bench-svd: linalg pyenv
+	$(VENV_PY) -m pip install -q --disable-pip-version-check threadpoolctl
+	nice $(VENV_PY) tools/bench_svd.py --python $(VENV_PY) $(BENCH_SVD_ARGS)
 
 ## bench-sparsegpt: SparseGPT 4096×4096 2:4, Go against PyTorch (Debian python3-torch) in one run
 bench-sparsegpt:

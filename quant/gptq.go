@@ -8,7 +8,8 @@ import (
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
-	"gonum.org/v1/gonum/lapack/lapack64"
+
+	"github.com/onnxpost/onnxpost/internal/linalg"
 )
 
 // Calibration gives the Gram matrix XᵀX of the input activations of the op
@@ -221,9 +222,9 @@ func GPTQ(ctx context.Context, w []float32, k, n int, xtx []float64, opt GPTQOpt
 			}
 		}
 		// W[:, i2:] -= Err1 · U[i1:i2, i2:] (the lazy batch update, the
-		// O(N·K²) part: a BLAS GEMM on strided views).
+		// O(N·K²) part: a BLAS GEMM on strided views, OpenBLAS when present).
 		if i2 < k {
-			blas64.Gemm(blas.NoTrans, blas.NoTrans, -1,
+			linalg.Gemm(blas.NoTrans, blas.NoTrans, -1,
 				blas64.General{Rows: n, Cols: cnt, Stride: cnt, Data: Err1},
 				blas64.General{Rows: cnt, Cols: k - i2, Stride: k, Data: U[i1*k+i2:]},
 				1,
@@ -274,7 +275,7 @@ func hinvUpper(H []float64, k int, damp float64) []float64 {
 		A[i*k+i] += damp * mean
 	}
 	// Cholesky factor of J·H·J (LAPACK dpotrf, lower, row-major).
-	if _, ok := lapack64.Potrf(blas64.Symmetric{Uplo: blas.Lower, N: k, Stride: k, Data: A}); !ok {
+	if _, ok := linalg.Potrf(blas64.Symmetric{Uplo: blas.Lower, N: k, Stride: k, Data: A}); !ok {
 		return nil
 	}
 	U := make([]float64, k*k) // R = J·M·J, upper triangular
@@ -287,7 +288,7 @@ func hinvUpper(H []float64, k int, damp float64) []float64 {
 		}
 	}
 	// U = R⁻¹ in place (LAPACK dtrtri).
-	if !lapack64.Trtri(blas64.Triangular{Uplo: blas.Upper, Diag: blas.NonUnit, N: k, Stride: k, Data: U}) {
+	if !linalg.Trtri(blas64.Triangular{Uplo: blas.Upper, Diag: blas.NonUnit, N: k, Stride: k, Data: U}) {
 		return nil
 	}
 	return U

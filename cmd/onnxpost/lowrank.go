@@ -27,9 +27,9 @@ func init() {
 		&cli.IntFlag{Name: "calib-samples", Value: 256, Usage: "use at most `N` calibration samples"},
 		&cli.StringFlag{Name: "include", Usage: "factorize only layers whose node or weight name matches `REGEX` (also takes Convs the default leaves out: first, strided, 1×1)"},
 		&cli.StringFlag{Name: "exclude", Usage: "leave layers whose node or weight name matches `REGEX`"},
-		&cli.StringFlag{Name: "svd", Value: "auto", Usage: "SVD `METHOD`: exact, randomized (when the rank is known in advance), auto (randomized when r+10 ≤ min(m,n)/4)"},
+		&cli.StringFlag{Name: "svd", Value: "auto", Usage: "SVD `METHOD`: exact, randomized (when the rank is known in advance; iterates until the kept energy converges, else exact), auto (exact unless the randomized SVD is predicted ≥3× faster)"},
 		&cli.IntFlag{Name: "oversample", Value: 10, Usage: "randomized SVD oversampling"},
-		&cli.IntFlag{Name: "power-iters", Value: 2, Usage: "randomized SVD power iterations"},
+		&cli.IntFlag{Name: "power-iters", Value: 2, Usage: "randomized SVD power iterations (at least; more until converged)"},
 		&cli.BoolFlag{Name: "force", Usage: "factorize even layers whose rank saves no parameters (exactness checks at full rank)"},
 	)
 	register(&cli.Command{

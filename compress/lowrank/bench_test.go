@@ -13,14 +13,15 @@ func benchMatrix(n int) []float64 {
 	return randVec(rand.New(rand.NewPCG(uint64(n), 1)), n*n)
 }
 
-// BenchmarkSVD times gonum's exact SVD against the randomized SVD (rank 64,
-// oversampling 10, 2 power iterations) on a 1024×1024 matrix.
+// BenchmarkSVD times the exact SVD (default backend, see internal/linalg)
+// against the randomized SVD (rank 64, oversampling 10, adaptive power
+// iterations) on a 1024×1024 matrix.
 func BenchmarkSVD(b *testing.B) {
 	benchSVD(b, 1024)
 }
 
 // BenchmarkSVDLarge is the same on 2048×2048 and 4096×4096. The exact SVD
-// takes minutes there with gonum's pure-Go BLAS (about 64× the 1024² time
+// takes minutes there with gonum's pure-Go LAPACK (about 64× the 1024² time
 // at 4096²), so this benchmark runs only when the -bench pattern names it
 // explicitly: go test -run '^$' -bench SVDLarge -benchtime 1x
 // ./compress/lowrank (or -bench 'SVDLarge/randomized' for the fast half).

@@ -29,10 +29,14 @@
 // and the right factor unwhitened by L⁻¹ (SVD-LLM): the factorization then
 // minimizes the layer's output error on the calibration data.
 //
-// SVD: ExactSVD is gonum's LAPACK (Dgesvd) in float64; RandomizedSVD is the
-// range finder of Halko, Martinsson and Tropp with oversampling and power
-// iterations, seeded, used when the rank is known in advance and small
-// (Method).
+// SVD: ExactSVD runs in float64 on the backend of internal/linalg
+// (OpenBLAS's Dgesdd when libopenblas is installed, gonum's pure-Go Dgesvd
+// otherwise or with ONNXPOST_LINALG=go). RandomizedSVD is the range finder
+// of Halko, Martinsson and Tropp with oversampling and power iterations,
+// seeded, iterating until the kept energy has converged (falling back to the
+// exact SVD when it cannot). Auto (Method) uses the exact SVD unless a cost
+// model of the backend predicts the randomized one at least 3× faster, so a
+// fixed rank gets the Eckart–Young optimum.
 //
 // The algorithms (ExactSVD, RandomizedSVD, Rule, Budget, SpatialMatrix,
 // SplitChannel, NewWhitener, …) are pure functions over row-major

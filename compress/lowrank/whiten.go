@@ -6,7 +6,8 @@ import (
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
-	"gonum.org/v1/gonum/lapack/lapack64"
+
+	"github.com/onnxpost/onnxpost/internal/linalg"
 )
 
 // Calibration is the source of activation statistics for the data-aware
@@ -69,7 +70,7 @@ func NewWhitener(xtx []float64, d int, damp float64) (*Whitener, error) {
 		for i := 0; i < d; i++ {
 			buf[i*d+i] += lambda
 		}
-		if _, ok := lapack64.Potrf(blas64.Symmetric{Uplo: blas.Lower, N: d, Stride: d, Data: buf}); ok {
+		if _, ok := linalg.Potrf(blas64.Symmetric{Uplo: blas.Lower, N: d, Stride: d, Data: buf}); ok {
 			break
 		}
 		if lambda >= mean {
@@ -93,7 +94,7 @@ func (wh *Whitener) Whiten(w []float64, m int) []float64 {
 		panic(fmt.Errorf("%w: %d values for a %d×%d matrix", ErrShape, len(w), m, wh.D))
 	}
 	out := append([]float64(nil), w...)
-	blas64.Trmm(blas.Right, blas.NoTrans, 1, wh.tri(), blas64.General{Rows: m, Cols: wh.D, Stride: wh.D, Data: out})
+	linalg.Trmm(blas.Right, blas.NoTrans, 1, wh.tri(), blas64.General{Rows: m, Cols: wh.D, Stride: wh.D, Data: out})
 	return out
 }
 
@@ -104,7 +105,7 @@ func (wh *Whitener) Unwhiten(b []float64, r int) []float64 {
 		panic(fmt.Errorf("%w: %d values for a %d×%d matrix", ErrShape, len(b), r, wh.D))
 	}
 	out := append([]float64(nil), b...)
-	blas64.Trsm(blas.Right, blas.NoTrans, 1, wh.tri(), blas64.General{Rows: r, Cols: wh.D, Stride: wh.D, Data: out})
+	linalg.Trsm(blas.Right, blas.NoTrans, 1, wh.tri(), blas64.General{Rows: r, Cols: wh.D, Stride: wh.D, Data: out})
 	return out
 }
 
@@ -119,10 +120,7 @@ func Decompose(w []float64, m, n int, wh *Whitener, prior int, meth Method, ro R
 		}
 		w = wh.Whiten(w, m)
 	}
-	if meth.useRandomized(m, n, prior, ro) {
-		return RandomizedSVD(w, m, n, prior, ro)
-	}
-	return ExactSVD(w, m, n)
+	return decompose(w, m, n, prior, meth, ro)
 }
 
 // Factorize returns the rank-r factors A (m×r) and B (r×n) of the

@@ -12,6 +12,8 @@ import (
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
+
+	"github.com/onnxpost/onnxpost/internal/linalg"
 )
 
 // cpuSeconds returns the process's user+system CPU time.
@@ -98,6 +100,16 @@ func BenchmarkTrailing(b *testing.B) {
 			trailingUpdate(W, E, U, rows, n, 0, cnt, runtime.GOMAXPROCS(0))
 		}
 		b.ReportMetric((cpuSeconds()-cpu0)/float64(b.N), "cpu-s/op")
+	})
+	b.Run("linalg-sgemm", func(b *testing.B) {
+		cpu0 := cpuSeconds()
+		defer func() { b.ReportMetric((cpuSeconds()-cpu0)/float64(b.N), "cpu-s/op") }()
+		for i := 0; i < b.N; i++ {
+			linalg.Sgemm(blas.NoTrans, blas.NoTrans, -1,
+				blas32.General{Rows: rows, Cols: cnt, Stride: cnt, Data: E},
+				blas32.General{Rows: cnt, Cols: n - cnt, Stride: n, Data: U[cnt:]},
+				1, blas32.General{Rows: rows, Cols: n - cnt, Stride: n, Data: W[cnt:]})
+		}
 	})
 	b.Run("sgemm", func(b *testing.B) {
 		cpu0 := cpuSeconds()

@@ -9,11 +9,13 @@ import (
 	"sync"
 
 	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
 	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/blas/gonum"
 	"gonum.org/v1/gonum/lapack/lapack64"
 
 	"github.com/onnxpost/onnxpost/internal/safe"
+	"github.com/onnxpost/onnxpost/internal/linalg"
 )
 
 // ErrNotPositiveDefinite is returned when XᵀX + λI has no Cholesky
@@ -139,10 +141,17 @@ func pruneSparseGPT(ctx context.Context, w []float32, sh Shape, xtx []float64, o
 // (row-major, the upper part ignored), block row by block row:
 // X_II = L_II⁻¹ and X_IJ = −X_II·(L[I, J:I]·X[J:I, J]) for J < I, the
 // blocks J in parallel, so that the work is matrix products on all cores
-// (gonum's Dtrtri runs on one).
+// (gonum's Dtrtri runs on one). With OpenBLAS (internal/linalg), whose
+// Dtrtri is blocked and threaded, it is one Dtrtri call.
 func invertLower(l []float64, n int) ([]float64, bool) {
 	const nb = 128
 	x := make([]float64, n*n)
+	if linalg.Default().Name() != "go" {
+		for i := 0; i < n; i++ {
+			copy(x[i*n:i*n+i+1], l[i*n:i*n+i+1])
+		}
+		return x, linalg.Trtri(blas64.Triangular{Uplo: blas.Lower, Diag: blas.NonUnit, N: n, Stride: n, Data: x})
+	}
 	workers := runtime.GOMAXPROCS(0)
 	for i0 := 0; i0 < n; i0 += nb {
 		i1 := min(i0+nb, n)
@@ -201,7 +210,7 @@ func upperCholOfInverse(H []float64, n int) ([]float64, error) {
 			a[i*n+j] = H[(n-1-i)*n+(n-1-j)]
 		}
 	}
-	t, ok := lapack64.Potrf(blas64.Symmetric{Uplo: blas.Lower, N: n, Stride: n, Data: a})
+	t, ok := linalg.Potrf(blas64.Symmetric{Uplo: blas.Lower, N: n, Stride: n, Data: a})
 	if !ok {
 		return nil, ErrNotPositiveDefinite
 	}
@@ -314,9 +323,27 @@ func sweep(ctx context.Context, W []float32, rows, n int, U []float64, opt Optio
 // products vanish. Rows are split over goroutines and columns tiled so that
 // the block's rows of U stay in cache. A worker's panic comes back as a
 // *safe.PanicError.
+//
+// With OpenBLAS (internal/linalg) a dense SGEMM is cheaper once more than a
+// quarter of the errors are non-zero (2:4: half): it then does the update.
 func trailingUpdate(W, Err1, U32 []float32, rows, n, i1, cnt, workers int) error {
 	const tile = 1024
 	i2 := i1 + cnt
+	if linalg.Default().Name() != "go" {
+		nz := 0
+		for _, e := range Err1[:rows*cnt] {
+			if e != 0 {
+				nz++
+			}
+		}
+		if 4*nz > rows*cnt {
+			linalg.Sgemm(blas.NoTrans, blas.NoTrans, -1,
+				blas32.General{Rows: rows, Cols: cnt, Stride: cnt, Data: Err1},
+				blas32.General{Rows: cnt, Cols: n - i2, Stride: n, Data: U32[i1*n+i2:]},
+				1, blas32.General{Rows: rows, Cols: n - i2, Stride: n, Data: W[i2:]})
+			return nil
+		}
+	}
 	var impl gonum.Implementation
 	var wg sync.WaitGroup
 	chunk := (rows + workers - 1) / workers
