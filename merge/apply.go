@@ -123,7 +123,9 @@ func compute[T Float](m *Merger, p *TensorPlan, base *onnxio.Tensor, xs, fishers
 		}
 		FisherTo(dst, vals, fs, m.coeffs, o.FisherFloor)
 	default:
-		return nil, fmt.Errorf("%w: method %q", ErrOptions, o.Method)
+		if err := computeMergekit(o, p, dst, b, vals); err != nil {
+			return nil, err
+		}
 	}
 	for j, v := range dst {
 		if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
