@@ -64,6 +64,9 @@ type Merger struct {
 	thresholds []float64
 	// coeffs are the Fisher coefficients (weights, normalized if asked)
 	coeffs []float64
+	// popts are the options of each plan entry when parameters vary by
+	// tensor (Options.Tensor), else nil
+	popts []*Options
 	total  int64 // elements to merge
 	done   atomic.Int64
 }
@@ -180,6 +183,9 @@ func New(ctx context.Context, in Inputs, opt Options, progress Progress) (*Merge
 	}
 	if len(m.plan) == 0 {
 		return nil, fmt.Errorf("%w: no floating-point tensor selected to merge", ErrOptions)
+	}
+	if err := m.resolveTensorSettings(label); err != nil {
+		return nil, err
 	}
 	switch {
 	case opt.Method == TIES && opt.TrimScope == TrimGlobal:

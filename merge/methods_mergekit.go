@@ -132,9 +132,39 @@ var mergekitMethods = map[Method]methodSpec{
 		doc: "keep the model's entries whose |Δ|·KL(softmax) reaches median + 1.5·IQR, the base's elsewhere"},
 }
 
-// Params returns the parameters the method declares (mergekit's names),
-// or nil for the methods of options.go.
-func (m Method) Params() []ParamSpec { return mergekitMethods[m].params }
+// nativeParams are the mergekit-named parameters of the methods of
+// options.go (their other options have flags and config keys of their own).
+var nativeParams = map[Method][]ParamSpec{
+	Linear: {pWeight, {Name: "normalize", Kind: "bool", Default: "true", Doc: "divide by the sum of the weights"}},
+	TaskArithmetic: {pWeight, pLambda, pInt8},
+	TIES: {pWeight, {Name: "density", PerModel: true, Kind: "float", Default: "0.2", Doc: "fraction of each task vector kept, in (0, 1]"}, pLambda, pInt8,
+		{Name: "normalize", Kind: "bool", Default: "true", Doc: "disjoint mean (true) or disjoint sum (false) of the agreeing deltas"}},
+	DARE:     {pWeight, {Name: "density", PerModel: true, Kind: "float", Default: "0.5", Doc: "keep probability of each delta entry"}, pLambda, pSeed},
+	DARETIES: {pWeight, {Name: "density", PerModel: true, Kind: "float", Default: "0.5", Doc: "keep probability of each delta entry"}, pLambda, pSeed, pInt8},
+	SLERP:    {{Name: "t", Kind: "float", Default: "", Doc: "interpolation parameter in [0, 1] (0: the base or first model)"}},
+	Fisher:   {pWeight},
+}
+
+// Params returns the parameters the method declares, with mergekit's
+// names: those a config's parameters (or --param) may set.
+func (m Method) Params() []ParamSpec {
+	if p, ok := nativeParams[m]; ok {
+		return p
+	}
+	return mergekitMethods[m].params
+}
+
+// paramSpec returns the declaration of parameter name (dashes accepted)
+// of method m, or an error naming the parameters it takes.
+func paramSpec(m Method, name string) (ParamSpec, error) {
+	key := strings.ReplaceAll(strings.TrimSpace(name), "-", "_")
+	for _, p := range m.Params() {
+		if p.Name == key {
+			return p, nil
+		}
+	}
+	return ParamSpec{}, fmt.Errorf("%w: method %s has no parameter %q (it takes %s)", ErrOptions, m, name, paramNames(m))
+}
 
 // Doc returns a one-line definition of a mergekit method ("" for others).
 func (m Method) Doc() string { return mergekitMethods[m].doc }
@@ -179,20 +209,13 @@ func (o *Options) SetParam(name, value string) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrOptions}, args...)...)
 	}
-	key := strings.ReplaceAll(strings.TrimSpace(name), "-", "_")
-	var spec *ParamSpec
-	for _, p := range o.Method.Params() {
-		if p.Name == key {
-			spec = &p
-			break
-		}
+	spec, err := paramSpec(o.Method, name)
+	if err != nil {
+		return err
 	}
-	if spec == nil {
-		return bad("method %s has no parameter %q (it takes %s)", o.Method, name, paramNames(o.Method))
-	}
+	key := spec.Name
 	var f float64
 	var b bool
-	var err error
 	switch spec.Kind {
 	case "float":
 		f, err = strconv.ParseFloat(strings.TrimSpace(value), 64)
@@ -218,7 +241,14 @@ func (o *Options) SetParam(name, value string) error {
 	case "seed":
 		o.Seed = int64(f)
 	case "normalize":
-		mp.Normalize = &b
+		switch o.Method {
+		case Linear:
+			o.NoNormalize = !b
+		case TIES:
+			o.TIESDisjointSum = !b
+		default:
+			mp.Normalize = &b
+		}
 	case "rescale":
 		mp.Rescale = &b
 	case "int8_mask":

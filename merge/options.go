@@ -120,6 +120,15 @@ type Options struct {
 	// Mergekit holds the parameters of the mergekit methods
 	// (methods_mergekit.go).
 	Mergekit MethodParams
+	// TIESDisjointSum makes TIES add the agreeing deltas instead of
+	// averaging them (mergekit's ties with normalize: false).
+	TIESDisjointSum bool
+	// RequireLayers, when positive, is the number of layers (FindLayers)
+	// the template must have: a mergekit slices: config's layer_range.
+	RequireLayers int
+	// Tensor holds parameters that vary by tensor (mergekit gradients and
+	// filters, settings.go); nil when none does.
+	Tensor *TensorSettings
 	// Include and Exclude select the merged tensors by output name: a
 	// tensor is merged when it matches Include (nil: all) and not Exclude
 	// (nil: none). Unselected tensors keep the template's values (the base
@@ -259,6 +268,9 @@ func (o *Options) Params() map[string]string {
 		p["lambda"] = f(o.lambda())
 	case TIES:
 		p["lambda"], p["densities"], p["trim_scope"] = f(o.lambda()), fs(o.Densities), string(o.TrimScope)
+		if o.TIESDisjointSum {
+			p["normalize"] = "false"
+		}
 	case DARE, DARETIES:
 		p["lambda"], p["densities"], p["seed"] = f(o.lambda()), fs(o.Densities), fmt.Sprint(o.Seed)
 	case SLERP:
@@ -273,6 +285,9 @@ func (o *Options) Params() map[string]string {
 	}
 	if o.Exclude != nil {
 		p["exclude"] = o.Exclude.String()
+	}
+	if o.Tensor != nil {
+		p["per_tensor"] = o.Tensor.describe()
 	}
 	return p
 }
