@@ -67,8 +67,8 @@ type Merger struct {
 	// popts are the options of each plan entry when parameters vary by
 	// tensor (Options.Tensor), else nil
 	popts []*Options
-	total  int64 // elements to merge
-	done   atomic.Int64
+	total int64 // elements to merge
+	done  atomic.Int64
 }
 
 // Progress reports the selection passes of New: it is called with a stage

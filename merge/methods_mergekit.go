@@ -135,7 +135,7 @@ var mergekitMethods = map[Method]methodSpec{
 // nativeParams are the mergekit-named parameters of the methods of
 // options.go (their other options have flags and config keys of their own).
 var nativeParams = map[Method][]ParamSpec{
-	Linear: {pWeight, {Name: "normalize", Kind: "bool", Default: "true", Doc: "divide by the sum of the weights"}},
+	Linear:         {pWeight, {Name: "normalize", Kind: "bool", Default: "true", Doc: "divide by the sum of the weights"}},
 	TaskArithmetic: {pWeight, pLambda, pInt8},
 	TIES: {pWeight, {Name: "density", PerModel: true, Kind: "float", Default: "0.2", Doc: "fraction of each task vector kept, in (0, 1]"}, pLambda, pInt8,
 		{Name: "normalize", Kind: "bool", Default: "true", Doc: "disjoint mean (true) or disjoint sum (false) of the agreeing deltas"}},
