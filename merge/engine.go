@@ -64,11 +64,12 @@ type Merger struct {
 	thresholds []float64
 	// coeffs are the Fisher coefficients (weights, normalized if asked)
 	coeffs []float64
+	total  int64 // elements to merge
+	done   atomic.Int64
+
 	// popts are the options of each plan entry when parameters vary by
 	// tensor (Options.Tensor), else nil
 	popts []*Options
-	total int64 // elements to merge
-	done  atomic.Int64
 }
 
 // Progress reports the selection passes of New: it is called with a stage
