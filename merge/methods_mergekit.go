@@ -166,8 +166,15 @@ func paramSpec(m Method, name string) (ParamSpec, error) {
 	return ParamSpec{}, fmt.Errorf("%w: method %s has no parameter %q (it takes %s)", ErrOptions, m, name, paramNames(m))
 }
 
-// Doc returns a one-line definition of a mergekit method ("" for others).
-func (m Method) Doc() string { return mergekitMethods[m].doc }
+// Doc returns a one-line definition of a mergekit method, with its use of
+// a base model ("" for the methods of options.go).
+func (m Method) Doc() string {
+	spec, ok := mergekitMethods[m]
+	if !ok {
+		return ""
+	}
+	return spec.doc + [...]string{baseNone: " (no --base)", baseRequired: " (needs --base)", baseOptional: " (--base optional: task vectors)"}[spec.base]
+}
 
 // MethodParams holds the parameters of the mergekit methods (see
 // Method.Params); nil or zero means the method's default.

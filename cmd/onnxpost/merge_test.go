@@ -37,6 +37,12 @@ parameters: {density: 0.2, lambda: 1.0}
 output: cfg-out.onnx
 `), 0o644)
 	lowVal := filepath.Join("..", "..", "models", "data", "digits_low_val.npz")
+	folder := filepath.Join(dir, "folder")
+	os.MkdirAll(folder, 0o755)
+	if data, err := os.ReadFile(a); err == nil {
+		os.WriteFile(filepath.Join(folder, "model.onnx"), data, 0o644)
+	}
+	folderModel := folder
 	badCfg := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(badCfg, []byte("method: ties\nmodels: [{model: a.onnx}]\nlamda: 1\n"), 0o644)
 
@@ -61,6 +67,14 @@ output: cfg-out.onnx
 		{"ties without base", []string{"--method", "ties", "-o", "OUT", a, b}, 2, ""},
 		{"gate without data", []string{"--method", "linear", "--gate", "accuracy>=0.5", "-o", "OUT", a, b}, 2, ""},
 		{"fisher-data for ties", []string{"--method", "ties", "--base", base, "--fisher-data", lowVal, "-o", "OUT", a, b}, 2, ""},
+		{"mergekit model_stock", []string{"--method", "model_stock", "--base", base, "-o", "OUT", a, b, c}, 0, "OUT"},
+		{"mergekit della dashed with params", []string{"--method", "della-linear", "--base", base, "--density", "0.5", "--param", "epsilon=0.1", "--param", "rescale=false", "-o", "OUT", a, b}, 0, "OUT"},
+		{"mergekit nearswap t", []string{"--method", "nearswap", "--base", base, "--t", "0.001", "-o", "OUT", a}, 0, "OUT"},
+		{"mergekit model folder", []string{"--method", "karcher", "-o", "OUT", folderModel, b}, 0, "OUT"},
+		{"passthrough refused", []string{"--method", "passthrough", "-o", "OUT", a, b}, 2, ""},
+		{"param not declared", []string{"--method", "breadcrumbs", "--base", base, "--param", "epsilon=0.1", "-o", "OUT", a, b}, 2, ""},
+		{"param without value", []string{"--method", "breadcrumbs", "--base", base, "--param", "gamma", "-o", "OUT", a, b}, 2, ""},
+		{"model_stock one model", []string{"--method", "model_stock", "--base", base, "-o", "OUT", a}, 2, ""},
 		{"fisher-data count", []string{"--method", "fisher", "--fisher-data", lowVal + "," + lowVal + "," + lowVal, "-o", "OUT", a, b}, 2, ""},
 	}
 	for i, tc := range tests {
