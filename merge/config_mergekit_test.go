@@ -340,6 +340,7 @@ func TestMergekitConfigRefusals(t *testing.T) {
 		{"bad dtype", "merge_method: linear\nmodels: [{model: a}]\ndtype: int4\n", `dtype "int4"`},
 		{"nearswap without t", "merge_method: nearswap\nbase_model: b\nmodels: [{model: a}]\n", ""},
 		{"della epsilon too wide", "merge_method: della\nbase_model: b\nmodels: [{model: a, parameters: {density: 0.1, epsilon: 0.2}}]\n", ""},
+		{"dare_ties normalize false", "merge_method: dare_ties\nbase_model: b\nmodels: [{model: a}]\nparameters: {normalize: false}\n", "dare-ties takes normalize: true only"},
 		{"bad rescale", "merge_method: dare_linear\nbase_model: b\nmodels: [{model: a}]\nparameters: {rescale: maybe}\n", `parameter rescale: "maybe" is not a bool`},
 	}
 	for _, tc := range cases {

@@ -45,6 +45,15 @@
 // float32, merged with float64 accumulation and rounded back to their type;
 // float64 tensors are merged in float64.
 //
+// mergekit's other methods (DARELinear, Breadcrumbs, BreadcrumbsTIES, Della,
+// DellaLinear, ModelStock, NuSlerp, MultiSlerp, Karcher, SCE, NearSwap,
+// ArceeFusion) follow mergekit's implementation, each kernel's doc comment
+// giving its exact definition and where it departs from mergekit or the
+// paper; their parameters are declared by Method.Params and set by
+// Options.SetParam. Config reads mergekit's YAML: gradients and filters
+// (Setting) are evaluated per tensor over the layers FindLayers finds in
+// the graph; passthrough (layer stacking) is refused.
+//
 // # Invariants
 //
 // Input models are never modified. Every floating-point initializer
@@ -58,7 +67,7 @@
 //
 // The kernels write only dst. dst may alias an input for LinearTo,
 // TaskArithmeticTo, TIESTo and DARETo (each element is read before it is
-// written); SLERPTo and FisherTo allow it as well.
+// written); SLERPTo, FisherTo and the mergekit kernels allow it as well.
 //
 // # Trust
 //

@@ -136,13 +136,14 @@ var mergekitMethods = map[Method]methodSpec{
 // options.go (their other options have flags and config keys of their own).
 var nativeParams = map[Method][]ParamSpec{
 	Linear:         {pWeight, {Name: "normalize", Kind: "bool", Default: "true", Doc: "divide by the sum of the weights"}},
-	TaskArithmetic: {pWeight, pLambda, pInt8},
+	TaskArithmetic: {pWeight, pLambda, pInt8, {Name: "normalize", Kind: "bool", Default: "false", Doc: "only false: task arithmetic sums the weighted deltas"}},
 	TIES: {pWeight, {Name: "density", PerModel: true, Kind: "float", Default: "0.2", Doc: "fraction of each task vector kept, in (0, 1]"}, pLambda, pInt8,
 		{Name: "normalize", Kind: "bool", Default: "true", Doc: "disjoint mean (true) or disjoint sum (false) of the agreeing deltas"}},
-	DARE:     {pWeight, {Name: "density", PerModel: true, Kind: "float", Default: "0.5", Doc: "keep probability of each delta entry"}, pLambda, pSeed},
-	DARETIES: {pWeight, {Name: "density", PerModel: true, Kind: "float", Default: "0.5", Doc: "keep probability of each delta entry"}, pLambda, pSeed, pInt8},
-	SLERP:    {{Name: "t", Kind: "float", Default: "", Doc: "interpolation parameter in [0, 1] (0: the base or first model)"}},
-	Fisher:   {pWeight},
+	DARE: {pWeight, {Name: "density", PerModel: true, Kind: "float", Default: "0.5", Doc: "keep probability of each delta entry"}, pLambda, pSeed},
+	DARETIES: {pWeight, {Name: "density", PerModel: true, Kind: "float", Default: "0.5", Doc: "keep probability of each delta entry"}, pLambda, pSeed, pInt8,
+		{Name: "normalize", Kind: "bool", Default: "true", Doc: "only true: dare-ties takes the disjoint mean"}},
+	SLERP:  {{Name: "t", Kind: "float", Default: "", Doc: "interpolation parameter in [0, 1] (0: the base or first model)"}},
+	Fisher: {pWeight},
 }
 
 // Params returns the parameters the method declares, with mergekit's
@@ -253,6 +254,10 @@ func (o *Options) SetParam(name, value string) error {
 			o.NoNormalize = !b
 		case TIES:
 			o.TIESDisjointSum = !b
+		case TaskArithmetic, DARETIES:
+			if want := o.Method == DARETIES; b != want {
+				return bad("%s takes normalize: %v only (onnxpost's definition; mergekit's ties with normalize is method ties)", o.Method, want)
+			}
 		default:
 			mp.Normalize = &b
 		}
