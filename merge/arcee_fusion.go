@@ -20,6 +20,9 @@ import (
 // mergekit's implementation is the definition.
 func ArceeFusionTo[T Float](dst, a, b []T, shape []int64) {
 	mustSameLen("model", len(dst), a, b)
+	if len(dst) == 0 {
+		return
+	}
 	outer, m, inner := 1, len(dst), 1
 	if len(shape) > 0 {
 		outer, m, inner = axisSplit(shape, len(shape)-1, len(dst))

@@ -67,3 +67,26 @@ func TestMergekitKernelsAliasAndSeed(t *testing.T) {
 		})
 	}
 }
+
+// TestMergekitKernelsEmpty: a tensor with no elements merges to nothing
+// (ONNX allows zero-size initializers).
+func TestMergekitKernelsEmpty(t *testing.T) {
+	for _, tc := range mergekitCases() {
+		opt := tc.opt
+		if err := opt.Validate(tc.models, tc.base); err != nil {
+			t.Fatal(err)
+		}
+		var b []float32
+		if tc.base {
+			b = []float32{}
+		}
+		xs := make([][]float32, tc.models)
+		for i := range xs {
+			xs[i] = []float32{}
+		}
+		err := computeMergekit(&opt, &TensorPlan{Out: "e", Shape: []int64{0, 3}}, []float32{}, b, xs)
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}

@@ -35,6 +35,9 @@ func MultiSlerpTo[T Float](dst, base []T, xs [][]T, weights []float64, normalize
 		}
 		return x
 	}
+	if len(dst) == 0 {
+		return nil
+	}
 	if n == 1 {
 		for j := range dst {
 			dst[j] = xs[0][j]
