@@ -7,7 +7,7 @@ A plan is either inline ({"method", "params", "shape", "name", "base": list|null
 "base": path|null, "models": [paths], "output": path, "tensors": [...]}).
 params holds the merge's provenance parameters as strings (Options.Params).
 Prints a JSON list with, per plan, {tensor: {"err": max abs error, "scale":
-max |expected|}}.
+max |expected|, "ulp": float16 spacing of the expected values or 0}}.
 
 Random drops use the same counter-based generator as merge/rng.go (written
 here from its documented formula), so masks agree entry for entry.
@@ -295,9 +295,14 @@ def f64(a):
     return np.asarray(a, dtype=np.float64).ravel()
 
 
-def compare(got, exp):
+def compare(got, exp, raw=None):
+    ulp = 0.0
+    if raw is not None and raw.dtype == np.float16 and exp.size:
+        # the output is rounded to float16: allow one unit in the last place
+        ulp = float(np.max(np.spacing(np.abs(exp).astype(np.float16)).astype(np.float64)))
     return {"err": float(np.max(np.abs(got - exp))) if exp.size else 0.0,
-            "scale": float(np.max(np.abs(exp))) if exp.size else 0.0}
+            "scale": float(np.max(np.abs(exp))) if exp.size else 0.0,
+            "ulp": ulp}
 
 
 def check(plan):
@@ -322,7 +327,7 @@ def check(plan):
         X = [f64(models[i][t["models"][i]]) for i in range(len(models))]
         b = f64(base[t["base"]]) if base is not None else None
         exp = expected(method, p, b, X, t["shape"], t["out"])
-        res[t["out"]] = compare(f64(out[t["out"]]), exp)
+        res[t["out"]] = compare(f64(out[t["out"]]), exp, out[t["out"]])
     return res
 
 
