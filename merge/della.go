@@ -1,7 +1,5 @@
 package merge
 
-import "sort"
-
 // DellaTo applies DELLA-Merging's MagPrune (Deep et al., arXiv 2406.11617)
 // as mergekit's della (p.Consensus, normalize and rescale on by default)
 // and della_linear define it, to one whole tensor. The task vector is cut
@@ -31,14 +29,14 @@ func DellaTo[T Float](dst, base []T, xs [][]T, p GTAParams) {
 	outer, m, inner := axisSplit(p.Shape, axis, len(dst))
 	gtaTo(dst, base, xs, p, func(i int, tau []float64, keep []bool) {
 		d, eps := p.Densities[i], p.Epsilons[i]
-		row := make([]int, m)
+		keys := make([]keyed, m)
 		for o := 0; o < outer; o++ {
 			for in := 0; in < inner; in++ {
-				for k := range row {
-					row[k] = (o*m+k)*inner + in
+				for k := range keys {
+					j := (o*m+k)*inner + in
+					keys[k] = keyed{abs(tau[j]), j}
 				}
-				sort.SliceStable(row, func(a, b int) bool { return abs(tau[row[a]]) < abs(tau[row[b]]) })
-				for r, j := range row {
+				for r, j := range sortKeyed(keys, false) {
 					prob := d
 					if m > 1 {
 						prob = (d - eps) + 2*eps*float64(r)/float64(m-1)

@@ -2,7 +2,7 @@ package merge
 
 import (
 	"math"
-	"sort"
+	"slices"
 )
 
 // The generalized task arithmetic (GTA) family, as mergekit groups it:
@@ -97,13 +97,45 @@ func applyMask(tau []float64, keep []bool, rescale bool) {
 }
 
 // ascendingByMagnitude returns the indices of v sorted by |v| ascending,
-// ties by index (a stable order, so that masks are deterministic).
+// ties by index (the order a stable sort gives, so that masks are
+// deterministic).
 func ascendingByMagnitude(v []float64) []int {
-	idx := make([]int, len(v))
-	for i := range idx {
-		idx[i] = i
+	keys := make([]keyed, len(v))
+	for i, x := range v {
+		keys[i] = keyed{math.Abs(x), i}
 	}
-	sort.SliceStable(idx, func(a, b int) bool { return math.Abs(v[idx[a]]) < math.Abs(v[idx[b]]) })
+	return sortKeyed(keys, false)
+}
+
+// keyed is a value and its position.
+type keyed struct {
+	k float64
+	i int
+}
+
+// sortKeyed returns the positions of keys ordered by k (ascending, or
+// descending with desc), ties by position ascending. It sorts in
+// O(n log n) (pdqsort on a total order), unlike a stable sort's n log² n.
+func sortKeyed(keys []keyed, desc bool) []int {
+	slices.SortFunc(keys, func(a, b keyed) int {
+		switch {
+		case a.k < b.k:
+			if desc {
+				return 1
+			}
+			return -1
+		case a.k > b.k:
+			if desc {
+				return -1
+			}
+			return 1
+		}
+		return a.i - b.i
+	})
+	idx := make([]int, len(keys))
+	for j, k := range keys {
+		idx[j] = k.i
+	}
 	return idx
 }
 

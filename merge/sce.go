@@ -1,9 +1,6 @@
 package merge
 
-import (
-	"math"
-	"sort"
-)
+import "math"
 
 // SCETo applies SCE (Select, Calculate, Erase; FuseChat, Wan et al.,
 // arXiv 2408.07990) as mergekit defines it, to one whole tensor of a base
@@ -32,7 +29,7 @@ func SCETo[T Float](dst, base []T, xs [][]T, topK float64) {
 		keep := make([]bool, len(dst))
 		if topK > 0 {
 			vars := make([]float64, len(dst))
-			var nz []int
+			var nz []keyed
 			for j := range dst {
 				mean := 0.0
 				for _, t := range taus {
@@ -45,12 +42,11 @@ func SCETo[T Float](dst, base []T, xs [][]T, topK float64) {
 				}
 				vars[j] = v / float64(n)
 				if vars[j] != 0 {
-					nz = append(nz, j)
+					nz = append(nz, keyed{vars[j], j})
 				}
 			}
 			k := int(float64(len(nz)) * topK)
-			sort.SliceStable(nz, func(a, b int) bool { return vars[nz[a]] > vars[nz[b]] })
-			for _, j := range nz[:k] {
+			for _, j := range sortKeyed(nz, true)[:k] {
 				keep[j] = true
 			}
 		}
