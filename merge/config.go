@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -331,7 +332,7 @@ func (c *Config) Options() (Options, error) {
 		s := c.Parameters.Settings[name]
 		spec, err := paramSpec(m, name)
 		if err != nil {
-			return o, fmt.Errorf("line %d: %w", s.line, err)
+			return o, at(s.line, "", err)
 		}
 		if !s.IsScalar() && spec.Kind != "float" {
 			return o, bad("line %d: parameter %s is a %s: it cannot vary by tensor", s.line, name, spec.Kind)
@@ -359,7 +360,7 @@ func (c *Config) Options() (Options, error) {
 			o.Density = gd
 		default:
 			if err := o.SetParam(spec.Name, v); err != nil {
-				return o, fmt.Errorf("line %d: %w", s.line, err)
+				return o, at(s.line, "", err)
 			}
 		}
 	}
@@ -376,7 +377,7 @@ func (c *Config) Options() (Options, error) {
 		for name, s := range mm.Parameters {
 			spec, err := paramSpec(m, name)
 			if err != nil {
-				return o, fmt.Errorf("line %d: model %d: %w", s.line, i+1, err)
+				return o, at(s.line, fmt.Sprintf("model %d: ", i+1), err)
 			}
 			if !spec.PerModel {
 				return o, bad("line %d: model %d: parameter %s is global, not per model (set it under the top-level parameters)", s.line, i+1, name)
@@ -462,6 +463,12 @@ func (c *Config) Options() (Options, error) {
 		*re.dst = r
 	}
 	return o, nil
+}
+
+// at places a line number (and prefix) after ErrOptions's text in err.
+func at(line int, prefix string, err error) error {
+	msg := strings.TrimPrefix(err.Error(), ErrOptions.Error()+": ")
+	return fmt.Errorf("%w: line %d: %s%s", ErrOptions, line, prefix, msg)
 }
 
 // note adds a note once.

@@ -219,3 +219,65 @@ func TestMergeProvenanceHashesExternalData(t *testing.T) {
 		t.Fatalf("provenance lacks the external data's sha256 %s: %s", want, inputs)
 	}
 }
+
+// TestMergeMergekitConfigCLI runs mergekit's gradient-slerp example shape
+// through merge --config on the zoo transformer, and refuses passthrough
+// and an unknown parameter with exit 2 before reading any model.
+func TestMergeMergekitConfigCLI(t *testing.T) {
+	z := filepath.Join("..", "..", "models", "zoo", "transformer")
+	if _, err := os.Stat(filepath.Join(z, "base.onnx")); err != nil {
+		t.Skipf("zoo missing (make zoo): %v", err)
+	}
+	dir := t.TempDir()
+	za := abs(t, z)
+	cfg := filepath.Join(dir, "slerp.yaml")
+	os.WriteFile(cfg, []byte(`slices:
+  - sources:
+      - model: `+za+`/ft_low.onnx
+        layer_range: [0, 2]
+      - model: high
+        layer_range: [0, 2]
+merge_method: slerp
+base_model: `+za+`/ft_low.onnx
+parameters:
+  t:
+    - filter: self_attn
+      value: [0, 0.5, 0.3, 0.7, 1]
+    - filter: mlp
+      value: [1, 0.5, 0.7, 0.3, 0]
+    - value: 0.5
+dtype: bfloat16
+tokenizer_source: union
+output: merged.onnx
+`), 0o644)
+	// the folder form: a folder holding model.onnx
+	data, err := os.ReadFile(filepath.Join(z, "ft_high.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(dir, "high"), 0o755)
+	os.WriteFile(filepath.Join(dir, "high", "model.onnx"), data, 0o644)
+	if code := run([]string{"onnxpost", "merge", "--config", cfg}); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	m, err := onnxio.Load(filepath.Join(dir, "merged.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := m.Metadata()[merge.MetaParams]; !strings.Contains(p, `"per_tensor":"t"`) {
+		t.Errorf("provenance params %s", p)
+	}
+	for name, yaml := range map[string]string{
+		"passthrough": "merge_method: passthrough\nmodels: [{model: nope.onnx}]\noutput: x.onnx\n",
+		"gamma":       "merge_method: ties\nbase_model: nope.onnx\nmodels: [{model: nope2.onnx, parameters: {gamma: 0.1}}]\noutput: x.onnx\n",
+	} {
+		p := filepath.Join(dir, name+".yaml")
+		os.WriteFile(p, []byte(yaml), 0o644)
+		if code := run([]string{"onnxpost", "merge", "--config", p}); code != 2 {
+			t.Errorf("%s: exit %d, want 2", name, code)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "x.onnx")); err == nil {
+			t.Errorf("%s: output written", name)
+		}
+	}
+}
