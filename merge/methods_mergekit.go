@@ -322,6 +322,24 @@ func (o *Options) validateMergekit(spec methodSpec, n int, haveBase bool) error 
 	case spec.base == baseNone && haveBase:
 		return bad("%s does not use a base model; drop --base or list it among the models", m)
 	}
+	declared := func(name string) bool { _, err := paramSpec(m, name); return err == nil }
+	if !declared("weight") {
+		for _, w := range o.Weights {
+			if w != 1 {
+				return bad("%s takes no weights (it weighs the models itself); got %v", m, o.Weights)
+			}
+		}
+	}
+	if !declared("density") {
+		for _, d := range append([]float64{o.Density}, o.Densities...) {
+			if d != 0 && d != 1 {
+				return bad("%s takes no density; got %v", m, d)
+			}
+		}
+	}
+	if l := o.lambda(); !declared("lambda") && l != 1 {
+		return bad("%s takes no lambda; got %v", m, l)
+	}
 	if o.Weights == nil {
 		o.Weights = make([]float64, n)
 		for i := range o.Weights {

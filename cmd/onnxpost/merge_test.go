@@ -74,6 +74,9 @@ output: cfg-out.onnx
 		{"passthrough refused", []string{"--method", "passthrough", "-o", "OUT", a, b}, 2, ""},
 		{"param not declared", []string{"--method", "breadcrumbs", "--base", base, "--param", "epsilon=0.1", "-o", "OUT", a, b}, 2, ""},
 		{"param without value", []string{"--method", "breadcrumbs", "--base", base, "--param", "gamma", "-o", "OUT", a, b}, 2, ""},
+		{"karcher weights", []string{"--method", "karcher", "--weights", "1,2", "-o", "OUT", a, b}, 2, ""},
+		{"model_stock density", []string{"--method", "model_stock", "--base", base, "--density", "0.5", "-o", "OUT", a, b}, 2, ""},
+		{"sce lambda", []string{"--method", "sce", "--base", base, "--lambda", "2", "-o", "OUT", a, b}, 2, ""},
 		{"model_stock one model", []string{"--method", "model_stock", "--base", base, "-o", "OUT", a}, 2, ""},
 		{"fisher-data count", []string{"--method", "fisher", "--fisher-data", lowVal + "," + lowVal + "," + lowVal, "-o", "OUT", a, b}, 2, ""},
 	}
