@@ -18,9 +18,11 @@ import (
 // (the rule of pipeline's FindResidualBlocks). Its tensors are the
 // initializers read by the nodes on those paths (ancestors of the branch
 // that depend on the skip). The sub-blocks, in graph order, are grouped
-// into layers by the smallest period p dividing their count such that
-// sub-block i and i + p have the same operator multiset (a transformer's
-// attention and MLP sub-blocks give p = 2). A tensor belongs to the first
+// into layers: when some hold attention (a Softmax), a layer starts at
+// each attention sub-block (mergekit's decoder layer: attention, MLP);
+// otherwise by the smallest period p below their count such that
+// sub-block i and i + p have the same operator multiset, or one sub-block
+// per layer when none fits. A tensor belongs to the first
 // sub-block whose paths read it; every other tensor is outside the layers.
 //
 // Names for filters: each tensor also gets a mergekit-style name —
@@ -178,24 +180,45 @@ func FindLayers(m *onnxio.Model) *Layers {
 		}
 		return l
 	}
-	period := len(subs)
-	for p := 1; p <= len(subs); p++ {
-		if len(subs)%p != 0 {
-			continue
-		}
-		ok := true
-		for i := 0; i+p < len(subs) && ok; i++ {
-			ok = subs[i].sig == subs[i+p].sig
-		}
-		if ok {
-			period = p
-			break
-		}
+	layerOf := make([]int, len(subs))
+	attn := false
+	for _, sb := range subs {
+		attn = attn || sb.attn
 	}
-	l.Count = len(subs) / period
+	if attn {
+		// a layer starts at each attention sub-block (a decoder layer:
+		// attention, then the MLP and whatever follows it)
+		k := -1
+		for si, sb := range subs {
+			if sb.attn || k < 0 {
+				k++
+			}
+			layerOf[si] = k
+		}
+		l.Count = k + 1
+	} else {
+		period := 1 // no repetition: every sub-block is a layer
+		for p := 1; p < len(subs); p++ {
+			if len(subs)%p != 0 {
+				continue
+			}
+			ok := true
+			for i := 0; i+p < len(subs) && ok; i++ {
+				ok = subs[i].sig == subs[i+p].sig
+			}
+			if ok {
+				period = p
+				break
+			}
+		}
+		for si := range subs {
+			layerOf[si] = si / period
+		}
+		l.Count = len(subs) / period
+	}
 	firstLayerNode := len(nodes)
 	for si, s := range subs {
-		k := si / period
+		k := layerOf[si]
 		for _, t := range s.tensors {
 			if _, done := l.Layer[t]; done {
 				continue

@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/onnxpost/onnxpost/merge/internal/synth"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -45,5 +46,32 @@ func TestFindLayersZoo(t *testing.T) {
 	}
 	if l := FindLayers(load("mlp")); l.Count != 0 {
 		t.Errorf("mlp: %d layers, want 0", l.Count)
+	}
+}
+
+// TestFindLayersSynth finds the layers of synthetic transformers built by
+// another graph builder (merge/internal/synth), for 1, 3 and 5 layers.
+func TestFindLayersSynth(t *testing.T) {
+	for _, layers := range []int{1, 3, 5} {
+		p := filepath.Join(t.TempDir(), "m.onnx")
+		c := synth.Config{Layers: layers, Hidden: 8, FFN: 16, Vocab: 20, Classes: 3, DType: onnxio.Float}
+		if err := synth.Write(p, c, 1, 0, 0, false); err != nil {
+			t.Fatal(err)
+		}
+		m, err := onnxio.Load(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := FindLayers(m)
+		if l.Count != layers {
+			t.Errorf("%d-layer synth: found %d layers", layers, l.Count)
+		}
+		seen := map[int]bool{}
+		for _, k := range l.Layer {
+			seen[k] = true
+		}
+		if len(seen) != layers {
+			t.Errorf("%d-layer synth: tensors in %d distinct layers", layers, len(seen))
+		}
 	}
 }
