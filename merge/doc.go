@@ -61,7 +61,11 @@
 // copied after checking they are equal in every model; weights held in
 // Constant nodes are left as in the template. At most (models + 1) tensors
 // of one name (plus Fisher tensors) are in memory per worker, plus the
-// output tensor.
+// output tensor; the mergekit kernels also hold, per worker, float64
+// working copies of the tensor (8 bytes per element and model for the
+// task vectors of the GTA family and sce, a few vectors for the spherical
+// methods) and, for the ranking ones (breadcrumbs, della, sce with
+// select_topk), a 16-byte sort key per element.
 //
 // # Aliasing
 //
