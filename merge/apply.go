@@ -81,7 +81,7 @@ func compute[T Float](m *Merger, p *TensorPlan, base *onnxio.Tensor, xs, fishers
 	}
 	n := len(vals[0])
 	dst, wrap := outBuffer[T](p.Out, p.DType, p.Shape, n)
-	o := &m.opt
+	o := m.optionsFor(p)
 	switch o.Method {
 	case Linear:
 		LinearTo(dst, vals, o.Weights, !o.NoNormalize)
@@ -99,7 +99,11 @@ func compute[T Float](m *Merger, p *TensorPlan, base *onnxio.Tensor, xs, fishers
 				thr[i] = t
 			}
 		}
-		TIESTo(dst, b, vals, o.Weights, thr, o.lambda())
+		if o.TIESDisjointSum {
+			TIESSumTo(dst, b, vals, o.Weights, thr, o.lambda())
+		} else {
+			TIESTo(dst, b, vals, o.Weights, thr, o.lambda())
+		}
 	case DARE, DARETIES:
 		keys := make([]uint64, len(vals))
 		for i := range keys {
@@ -123,7 +127,9 @@ func compute[T Float](m *Merger, p *TensorPlan, base *onnxio.Tensor, xs, fishers
 		}
 		FisherTo(dst, vals, fs, m.coeffs, o.FisherFloor)
 	default:
-		return nil, fmt.Errorf("%w: method %q", ErrOptions, o.Method)
+		if err := computeMergekit(o, p, dst, b, vals); err != nil {
+			return nil, err
+		}
 	}
 	for j, v := range dst {
 		if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
