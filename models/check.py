@@ -185,8 +185,42 @@ def check_lm():
     ok = abs(got - want) <= 1e-3 * want
     bad += not ok
     print("%-4s lm/base_kv.onnx (empty past) on lm_pydoc_test perplexity %.3f (PyTorch %.3f)" % ("ok" if ok else "FAIL", got, want))
+    bad += check_textwindows(os.path.join(d, "base.onnx"))
     if bad:
         sys.exit("check: %d LM failures" % bad)
+
+
+def check_textwindows(model):
+    """tools/textwindows.py: the tokenizer round-trips any bytes; labels without overlap change nothing; with overlap each token counts once."""
+    import tempfile
+
+    from lm_perplexity import perplexity
+    from textwindows import Tokenizer, split_documents, windows
+
+    bad = 0
+    tok = Tokenizer.load()
+    text = open("/usr/share/common-licenses/GPL-3", "rb").read()[:6000] + "\n%\nnaïve café — ünïcödé, tabs\there\r\n%\n\n".encode() + bytes(range(256))
+    ok = tok.decode(tok.encode(text)) == text
+    bad += not ok
+    print("%-4s textwindows: decode(encode(x)) == x on %d bytes (%d tokens)" % ("ok" if ok else "FAIL", len(text), len(tok.encode(text))))
+    docs = [tok.encode(x) + [tok.eot_id] for x in split_documents(text, "%")]
+    real = sum(len(x) - 1 for x in docs if len(x) >= 2)  # targets: every token but each document's first
+    with tempfile.TemporaryDirectory() as tmp:
+        res, pairs = {}, {}
+        for name, stride, labels in (("plain", 64, False), ("labels", 64, True), ("overlap", 40, True)):
+            p = os.path.join(tmp, name + ".npz")
+            w = windows(docs, 64, stride, True, tok.pad_id, 0, labels)
+            np.savez(p, **w)
+            res[name] = perplexity(model, p)
+            pairs[name] = int((w["attention_mask"][:, :-1] * w["attention_mask"][:, 1:]).sum())
+    # Without overlap a window's first token is no target (its predecessor is in the previous window).
+    ok = abs(res["plain"][0] - res["labels"][0]) <= 1e-9 * res["plain"][0] and res["plain"][2] == res["labels"][2] == pairs["plain"] < real
+    bad += not ok
+    print("%-4s textwindows: labels without overlap give the same perplexity (%.4f, %d of the text's %d targets)" % ("ok" if ok else "FAIL", res["labels"][0], res["labels"][2], real))
+    ok = res["overlap"][2] == real
+    bad += not ok
+    print("%-4s textwindows: stride 40 of 64 with labels scores each token once (%d tokens, perplexity %.4f)" % ("ok" if ok else "FAIL", res["overlap"][2], res["overlap"][0]))
+    return bad
 
 
 def main():

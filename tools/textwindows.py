@@ -24,6 +24,8 @@ Output (np.savez, uncompressed):
                                    (stride < seq), on the tokens an earlier
                                    window of the same document already
                                    scored, so that each token counts once
+                                   (when --max-windows drops that earlier
+                                   window, those tokens count nowhere)
 
 Perplexity convention (tools/lm_perplexity.py): the logits at position t
 predict token t+1; a position counts when mask[t] and mask[t+1] are 1 and
