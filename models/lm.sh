@@ -2,7 +2,7 @@
 # Regenerate the zoo language model (`make zoo-lm`, also run by `make zoo`):
 # models/zoo/lm and models/data/lm_*.npz. Needs Debian's PyTorch and onnx for
 # /usr/bin/python3 and the corpora's Debian packages; installs them when
-# missing. About 15 minutes of one CPU core.
+# missing. 15-20 minutes of one core (1071 s wall, niced, on a busy 2-core machine).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=/usr/bin/python3
