@@ -56,7 +56,7 @@ proto:
 zoo:
 	./models/build.sh
 
-## zoo-lm: regenerate only the zoo language model (models/zoo/lm, models/data/lm_*; about 15 min of one core)
+## zoo-lm: regenerate only the zoo language model (models/zoo/lm, models/data/lm_*; 15–20 min of one core)
 zoo-lm:
 	./models/lm.sh
 
