@@ -177,7 +177,7 @@ func New(ctx context.Context, in Inputs, opt Options, progress Progress) (*Merge
 		m.plan = append(m.plan, p)
 	}
 	if len(m.plan) == 0 {
-		return nil, fmt.Errorf("%w: no floating-point tensor selected to merge", ErrOptions)
+		return nil, fmt.Errorf("%w: nothing to transform: no floating-point tensor selected to merge", ErrOptions)
 	}
 	switch {
 	case opt.Method == TIES && opt.TrimScope == TrimGlobal:

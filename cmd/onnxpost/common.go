@@ -32,6 +32,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "ep", Value: "cpu", Usage: "ONNX Runtime execution provider: cpu or cuda"},
 		&cli.BoolFlag{Name: "external-data", Usage: "store the output's tensors in an external data file"},
 		&cli.StringFlag{Name: "keep-rejected", Usage: "when the gate fails, write the candidate to `PATH` instead"},
+		allowNoopFlag(),
 		&cli.StringFlag{Name: "ort-lib", Usage: ortLibUsage},
 		&cli.IntFlag{Name: "batch", Value: 64, Usage: "evaluation batch size"},
 		threadsFlag(),
@@ -74,6 +75,7 @@ func loadDataset(c *cli.Context, flag string) (*evalharness.Dataset, error) {
 //  2. with --data, evaluates cand and ref with ONNX Runtime (--ep,
 //     --threads, --ort-lib, --batch): accuracy when the data has labels,
 //     agreement, kl and cosine against ref, plus what --gate needs;
+//     without --data, checks that cand loads in ONNX Runtime (checkLoads);
 //  3. checks --gate (a gate without --data is a usage error);
 //  4. when the gate passes (or there is none) saves cand to -o atomically,
 //     with external data when --external-data is set; when it fails, writes
@@ -120,6 +122,8 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 		}
 		r.Model = out
 		res = r
+	} else if err := checkLoads(c, cand, so); err != nil {
+		return err
 	}
 	if params, err := modelParams(cand); err == nil {
 		res.Params = params

@@ -93,6 +93,15 @@ func lowrankAction(c *cli.Context) error {
 	if err := rep.WriteTable(os.Stderr); err != nil {
 		return err
 	}
+	var why []string
+	for _, l := range rep.Layers {
+		if !l.Factorized {
+			why = append(why, l.Weight+": "+l.Reason)
+		}
+	}
+	if err := requireChange(c, model, ref, why); err != nil {
+		return err
+	}
 	b, err := json.Marshal(rep)
 	if err != nil {
 		return err

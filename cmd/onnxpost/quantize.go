@@ -117,6 +117,13 @@ func quantizeAction(c *cli.Context) error {
 		return err
 	}
 	writeQuantTable(os.Stderr, rep)
+	var why []string
+	for _, sk := range rep.Skipped {
+		why = append(why, sk.Name+": "+sk.Reason)
+	}
+	if err := requireChange(c, cand, model, why); err != nil {
+		return err
+	}
 	b, err := json.Marshal(rep)
 	if err != nil {
 		return err

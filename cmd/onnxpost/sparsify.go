@@ -119,6 +119,18 @@ func sparsifyAction(c *cli.Context) error {
 	if !c.Bool("quiet") {
 		writeSparsityTable(os.Stderr, rep)
 	}
+	var why []string
+	for _, l := range rep.Layers {
+		switch {
+		case l.Skipped != "":
+			why = append(why, l.Name+": "+l.Skipped)
+		case l.Pruned == 0:
+			why = append(why, l.Name+": no weight pruned")
+		}
+	}
+	if err := requireChange(c, model, ref, why); err != nil {
+		return err
+	}
 	b, err := json.Marshal(rep)
 	if err != nil {
 		return err

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+// allowNoopFlag is --allow-noop of the transforming commands.
+func allowNoopFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "allow-noop", Usage: "write the copy even when no weight was changed (otherwise that is an error: nothing to transform)"}
+}
+
+// errNothing is the error of a transforming command that changed no
+// weight (exit code 1).
+var errNothing = errors.New("nothing to transform")
+
+// requireChange returns an error wrapping errNothing when cand's graph is
+// the same as ref's (no weight, node or type changed) and --allow-noop is
+// not set; reasons (one line per candidate layer, "name: why") are listed
+// in the message. With --allow-noop it only warns.
+func requireChange(c *cli.Context, cand, ref *onnxio.Model, reasons []string) error {
+	if cand == nil || ref == nil || !cand.SameGraph(ref) {
+		return nil
+	}
+	return nothingToTransform(c, reasons)
+}
+
+// nothingToTransform is requireChange's outcome once no change is known.
+func nothingToTransform(c *cli.Context, reasons []string) error {
+	why := "no candidate layer"
+	if len(reasons) > 0 {
+		why = strings.Join(reasons, "\n  ")
+	}
+	if c.Bool("allow-noop") {
+		fmt.Fprintf(os.Stderr, "%s: warning: nothing to transform (--allow-noop writes the unchanged copy):\n  %s\n", c.Command.Name, why)
+		return nil
+	}
+	return fmt.Errorf("%w: no weight changed (--allow-noop writes the unchanged copy):\n  %s", errNothing, why)
+}
+
+// checkLoads creates (and closes) an ONNX Runtime session on cand, so
+// that a model ONNX Runtime rejects is never written. When the library
+// cannot be found and none was named (--ort-lib, $ONNXPOST_ORT_LIB), the
+// check cannot run: the command warns and writes.
+func checkLoads(c *cli.Context, cand *onnxio.Model, so evalharness.SessionOptions) error {
+	return loadCheck(os.Stderr, c.Command.Name, cand, so)
+}
+
+// loadCheck is checkLoads without the CLI context; warnings go to w.
+func loadCheck(w io.Writer, command string, cand *onnxio.Model, so evalharness.SessionOptions) error {
+	s, err := evalharness.SessionFromModel(cand, so)
+	if err == nil {
+		s.Close()
+		return nil
+	}
+	if errors.Is(err, evalharness.ErrNoLibrary) && so.Library == "" && os.Getenv(evalharness.LibraryEnv) == "" {
+		fmt.Fprintf(w, "%s: warning: ONNX Runtime not found, the output was not checked to load (%v)\n", command, err)
+		return nil
+	}
+	return fmt.Errorf("the transformed model does not load in ONNX Runtime, nothing written: %w", err)
+}
