@@ -274,6 +274,9 @@ func targets(m *onnxio.Model, o Options, rep *Report) ([]target, error) {
 		case o.Exclude != nil && (o.Exclude.MatchString(w.Name) || o.Exclude.MatchString(w.Node)):
 			skip("name matches --exclude")
 			continue
+		case w.Quantized:
+			skip(w.Special())
+			continue
 		case w.DType != onnxio.Float:
 			skip("not float32 (" + w.DType.String() + ")")
 			continue

@@ -298,9 +298,10 @@ func marshalJSON(v any) ([]byte, error) {
 
 // modelParams counts the elements of the model's parameter tensors; the
 // packed weights of MatMulNBits nodes count as their K×N logical weights,
-// quantization scales and zero points do not count.
+// quantization scales and zero points do not count. Weights in subgraphs,
+// sparse initializers and already-quantized weights count (AllWeights).
 func modelParams(m *onnxio.Model) (int64, error) {
-	ws, err := m.Weights()
+	ws, err := m.AllWeights()
 	if err != nil {
 		return 0, err
 	}

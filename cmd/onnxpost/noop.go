@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -22,12 +23,13 @@ func allowNoopFlag() cli.Flag {
 // weight (exit code 1).
 var errNothing = errors.New("nothing to transform")
 
-// requireChange returns an error wrapping errNothing when cand's graph is
-// the same as ref's (no weight, node or type changed) and --allow-noop is
-// not set; reasons (one line per candidate layer, "name: why") are listed
-// in the message. With --allow-noop it only warns.
-func requireChange(c *cli.Context, cand, ref *onnxio.Model, reasons []string) error {
-	if cand == nil || ref == nil || !cand.SameGraph(ref) {
+// requireChange returns an error wrapping errNothing when the command
+// changed no weight: changed is false (the command's own count of rewritten
+// layers is zero) or cand's graph is the same as ref's. reasons (one line
+// per candidate layer, "name: why") are listed in the message. With
+// --allow-noop it only warns.
+func requireChange(c *cli.Context, cand, ref *onnxio.Model, changed bool, reasons []string) error {
+	if changed && (cand == nil || ref == nil || !cand.SameGraph(ref)) {
 		return nil
 	}
 	return nothingToTransform(c, reasons)
@@ -67,3 +69,34 @@ func loadCheck(w io.Writer, command string, cand *onnxio.Model, so evalharness.S
 	}
 	return fmt.Errorf("the transformed model does not load in ONNX Runtime, nothing written: %w", err)
 }
+
+// unhandledWeights lists, as "name: why" lines, the weights of m that a
+// command rewriting main-graph tensors in place does not transform: those
+// held or read inside If/Loop/Scan subgraphs and sparse initializers
+// (onnxio.Weight.Special). Only weights of the roles the command
+// transforms are listed (all float weights when roles is empty). The lines
+// are printed on stderr as "skipped ..." and belong in the command's
+// report and in its nothing-to-transform reasons.
+func unhandledWeights(m *onnxio.Model, command string, roles ...string) []string {
+	ws, err := m.AllWeights()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, w := range ws {
+		if w.Stored == "" && w.Scope == "" && !w.Sparse {
+			continue
+		}
+		if len(roles) > 0 && !slices.Contains(roles, w.Role) {
+			continue
+		}
+		line := fmt.Sprintf("%s: %s; %s does not rewrite it", w.Name, w.Special(), command)
+		fmt.Fprintf(os.Stderr, "skipped %s\n", line)
+		out = append(out, line)
+	}
+	return out
+}
+
+// computeRoles are the roles of the weights quantize, lowrank and sparsify
+// transform.
+var computeRoles = []string{onnxio.RoleMatMulB, onnxio.RoleGemmB, onnxio.RoleConvW, onnxio.RoleConvTransposeW}

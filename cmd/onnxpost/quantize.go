@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -117,11 +118,16 @@ func quantizeAction(c *cli.Context) error {
 		return err
 	}
 	writeQuantTable(os.Stderr, rep)
-	var why []string
+	roles := computeRoles
+	if opt.Weights == "fp16" || opt.Weights == "bf16" {
+		roles = nil
+	}
+	unhandled := unhandledWeights(model, "quantize", roles...)
+	why := slices.Clone(unhandled)
 	for _, sk := range rep.Skipped {
 		why = append(why, sk.Name+": "+sk.Reason)
 	}
-	if err := requireChange(c, cand, model, why); err != nil {
+	if err := requireChange(c, cand, model, len(rep.Layers) > 0, why); err != nil {
 		return err
 	}
 	b, err := json.Marshal(rep)
@@ -131,6 +137,9 @@ func quantizeAction(c *cli.Context) error {
 	report := map[string]any{}
 	if err := json.Unmarshal(b, &report); err != nil {
 		return err
+	}
+	if len(unhandled) > 0 {
+		report["unhandled"] = unhandled
 	}
 	if st, err := os.Stat(c.Args().First()); err == nil {
 		report["input_bytes"] = st.Size()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -79,6 +80,17 @@ func sparsifyAction(c *cli.Context) error {
 		return err
 	}
 	ref := model.Clone()
+	unhandled := unhandledWeights(ref, "sparsify", computeRoles...)
+	if layers, skipped, err := sparsity.Candidates(model, sel); err == nil && len(layers) == 0 {
+		why := slices.Clone(unhandled)
+		for _, l := range skipped {
+			why = append(why, l.Name+": "+l.Skipped)
+		}
+		if err := nothingToTransform(c, why); err != nil {
+			return err
+		}
+		return finish(c, model, ref, map[string]any{"sparsity": map[string]any{"layers": []any{}, "unhandled": why}})
+	}
 	if !opt.Pattern.IsZero() {
 		// refuse before any calibration run when M fits no selected layer
 		layers, _, err := sparsity.Candidates(model, sel)
@@ -119,7 +131,7 @@ func sparsifyAction(c *cli.Context) error {
 	if !c.Bool("quiet") {
 		writeSparsityTable(os.Stderr, rep)
 	}
-	var why []string
+	why := slices.Clone(unhandled)
 	for _, l := range rep.Layers {
 		switch {
 		case l.Skipped != "":
@@ -128,7 +140,7 @@ func sparsifyAction(c *cli.Context) error {
 			why = append(why, l.Name+": no weight pruned")
 		}
 	}
-	if err := requireChange(c, model, ref, why); err != nil {
+	if err := requireChange(c, model, ref, true, why); err != nil {
 		return err
 	}
 	b, err := json.Marshal(rep)
@@ -138,6 +150,9 @@ func sparsifyAction(c *cli.Context) error {
 	var m map[string]any
 	if err := json.Unmarshal(b, &m); err != nil {
 		return err
+	}
+	if len(unhandled) > 0 {
+		m["unhandled"] = unhandled
 	}
 	return finish(c, model, ref, map[string]any{"sparsity": m})
 }

@@ -85,6 +85,9 @@ func Candidates(m *onnxio.Model, sel Selection) ([]Layer, []LayerReport, error) 
 			continue
 		}
 		l, why := layoutOf(w)
+		if w.Quantized {
+			why = w.Special()
+		}
 		if why != "" {
 			skipped = append(skipped, LayerReport{Name: w.Name, Shape: w.Shape, Params: int(w.Params()), Skipped: why})
 			continue

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/onnxpost/onnxpost/internal/pyoracle"
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+// weightsFixture is a model of onnxio/testdata/weights (gen.py there).
+func weightsFixture(name string) string {
+	return filepath.Join("..", "..", "onnxio", "testdata", "weights", name)
+}
+
+// checkModelFull runs onnx.checker.check_model(full_check=True) on path
+// when the oracle Python is available.
+func checkModelFull(t *testing.T, path string) {
+	t.Helper()
+	if os.Getenv("ONNXPOST_PYTHON") == "" {
+		return
+	}
+	pyoracle.Run(t, "import sys, onnx; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)", path)
+}
+
+// TestWeightsEverywhereCLI: weights in subgraphs, sparse initializers and
+// already-quantized weights are transformed or refused by name; a command
+// that can rewrite none of them exits 1 with "nothing to transform";
+// Constant-node weights are factorized by lowrank. Every written model
+// passes onnx.checker's full check.
+func TestWeightsEverywhereCLI(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		code  int
+		wants []string
+	}{
+		{"int8 if", []string{"quantize", weightsFixture("if.onnx")}, 0,
+			[]string{"skipped Wo: read inside subgraph if0.else_branch; quantize does not rewrite it", "skipped Wt: held in subgraph if0.then_branch"}},
+		{"lowrank constant weight", []string{"lowrank", weightsFixture("if.onnx"), "--rank", "2"}, 0,
+			[]string{"1 factorized", "skipped Wt: held in subgraph if0.then_branch; lowrank does not rewrite it"}},
+		{"sparsify if", []string{"sparsify", weightsFixture("if.onnx"), "--sparsity", "0.5"}, 0, []string{"skipped Wo"}},
+		{"int8 loop", []string{"quantize", weightsFixture("loop.onnx")}, 1,
+			[]string{"nothing to transform", "Wl: read inside subgraph loop.body; quantize does not rewrite it"}},
+		{"int4 loop", []string{"quantize", weightsFixture("loop.onnx"), "--weights", "int4", "--block", "16"}, 1, []string{"nothing to transform", "Wl: read inside subgraph loop.body"}},
+		{"dynamic loop", []string{"quantize", weightsFixture("loop.onnx"), "--activations", "dynamic"}, 1, []string{"nothing to transform"}},
+		{"lowrank loop", []string{"lowrank", weightsFixture("loop.onnx"), "--rank", "2"}, 1, []string{"nothing to transform", "Wl: read inside subgraph loop.body"}},
+		{"sparsify loop", []string{"sparsify", weightsFixture("loop.onnx"), "--sparsity", "0.5"}, 1, []string{"nothing to transform", "Wl: read inside subgraph loop.body"}},
+		{"lowrank quantized", []string{"lowrank", weightsFixture("quantized.onnx"), "--rank", "2"}, 1,
+			[]string{"nothing to transform", "Wq: already quantized (DequantizeLinear)", "Wk: already quantized (Cast→Mul)"}},
+		{"sparsify quantized", []string{"sparsify", weightsFixture("quantized.onnx"), "--sparsity", "0.5"}, 1, []string{"Wk: already quantized (Cast→Mul)"}},
+		{"int4 quantized", []string{"quantize", weightsFixture("quantized.onnx"), "--weights", "int4"}, 1, []string{"already quantized"}},
+		{"int8 sparse", []string{"quantize", weightsFixture("sparse.onnx")}, 1, []string{"nothing to transform", "Ws: a sparse_initializer"}},
+		{"lowrank sparse", []string{"lowrank", weightsFixture("sparse.onnx"), "--rank", "2"}, 1, []string{"Ws: a sparse_initializer"}},
+		{"fp16 loop refused at load", []string{"quantize", weightsFixture("loop.onnx"), "--weights", "fp16"}, 1, []string{"skipped Wl"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".onnx")
+			code, stderr := captureRun(t, append(tc.args, "-o", out)...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d:\n%s", code, tc.code, stderr)
+			}
+			for _, w := range tc.wants {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr)
+				}
+			}
+			_, err := os.Stat(out)
+			if (err == nil) != (tc.code == 0) {
+				t.Fatalf("written: %v, exit %d", err == nil, code)
+			}
+			if tc.code == 0 {
+				checkModelFull(t, out)
+			}
+		})
+	}
+}
+
+// TestInspectCountsEveryWeight: inspect counts weights in subgraphs,
+// sparse initializers and already-quantized weights, and says where they
+// live.
+func TestInspectCountsEveryWeight(t *testing.T) {
+	for _, tc := range []struct {
+		file   string
+		params int64
+		where  map[string]string
+	}{
+		{"if.onnx", 784, map[string]string{"Wo": "read inside subgraph if0.else_branch", "Wt": "held in subgraph if0.then_branch", "Wc": ""}},
+		{"loop.onnx", 256, map[string]string{"Wl": "read inside subgraph loop.body"}},
+		{"quantized.onnx", 514, map[string]string{"Wq": "already quantized (DequantizeLinear)", "Wk": "already quantized (Cast→Mul)"}},
+		{"sparse.onnx", 256, map[string]string{"Ws": "a sparse_initializer"}},
+	} {
+		m := loadFixtureModel(t, weightsFixture(tc.file))
+		r, err := buildInspect(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Params != tc.params {
+			t.Errorf("%s: %d parameters, want %d", tc.file, r.Params, tc.params)
+		}
+		for _, w := range r.Weights {
+			if want, ok := tc.where[w.Name]; ok && w.Where != want {
+				t.Errorf("%s: %s where %q, want %q", tc.file, w.Name, w.Where, want)
+			}
+			if w.Op == "(unused)" {
+				t.Errorf("%s: %s unused", tc.file, w.Name)
+			}
+		}
+	}
+}
+
+func loadFixtureModel(t *testing.T, path string) *onnxio.Model {
+	t.Helper()
+	m, err := onnxio.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
