@@ -727,9 +727,14 @@ func (m *Model) initSignature() []struct {
 // Match pairs every initializer of a with its counterpart in b by graph
 // position: the op and input slot of its first consumer, that node's index
 // in the graph order, its dtype and shape — not by name, since independent
-// exports name tensors differently. Any difference (node count, op types,
-// shapes, dtypes, initializer count) is reported, all at once, in a
-// *MatchError.
+// exports name tensors differently. Nodes at the same position must also
+// agree on the attributes that give a weight its meaning (Gemm
+// transA/transB, Conv group, Transpose perm, axes, layouts...: every
+// numeric and string attribute, absent ones taking their defaults): a
+// Gemm whose B is stored transposed in one model would otherwise be
+// averaged with the transpose of its counterpart. Any difference (node
+// count, op types, attributes, shapes, dtypes, initializer count) is
+// reported, all at once, in a *MatchError.
 func Match(a, b *Model) ([]Pair, error) {
 	var diffs []string
 	ga, gb := a.p.GetGraph(), b.p.GetGraph()
@@ -740,6 +745,8 @@ func Match(a, b *Model) ([]Pair, error) {
 		na, nb := ga.Node[i], gb.Node[i]
 		if na.GetOpType() != nb.GetOpType() || na.GetDomain() != nb.GetDomain() {
 			diffs = append(diffs, fmt.Sprintf("node %d: %s (%q) vs %s (%q)", i, na.GetOpType(), na.GetName(), nb.GetOpType(), nb.GetName()))
+		} else if d := attrDiffs(na, nb); len(d) > 0 {
+			diffs = append(diffs, fmt.Sprintf("node %d: %s (%q vs %q): %s", i, na.GetOpType(), na.GetName(), nb.GetName(), strings.Join(d, "; ")))
 		}
 	}
 	sa, sb := a.initSignature(), b.initSignature()
@@ -779,4 +786,88 @@ func equalShape(a, b []int64) bool {
 		}
 	}
 	return true
+}
+
+// attrDefaults are the defaults of attributes whose absence does not mean
+// zero.
+var attrDefaults = map[string]string{"alpha": "1", "beta": "1", "group": "1"}
+
+// attrDiffs lists the differing numeric and string attributes of two nodes
+// of the same op (tensor and graph attributes are not compared: Constant
+// values are weights, subgraphs are compared through their own weights).
+func attrDiffs(a, b *pb.NodeProto) []string {
+	va, vb := attrValues(a), attrValues(b)
+	names := map[string]bool{}
+	for k := range va {
+		names[k] = true
+	}
+	for k := range vb {
+		names[k] = true
+	}
+	keys := make([]string, 0, len(names))
+	for k := range names {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var out []string
+	for _, k := range keys {
+		x, okx := va[k]
+		y, oky := vb[k]
+		if !okx {
+			x = attrDefault(k, y)
+		}
+		if !oky {
+			y = attrDefault(k, x)
+		}
+		if x == y {
+			continue
+		}
+		d := fmt.Sprintf("attribute %s %s vs %s", k, x, y)
+		if k == "transA" || k == "transB" {
+			d += " (the tensor is stored transposed in one model: refusing rather than averaging W with its transpose)"
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// attrDefault returns the value an absent attribute k stands for, given
+// the other node's value (used to pick the zero of its kind).
+func attrDefault(k, other string) string {
+	if d, ok := attrDefaults[k]; ok {
+		return d
+	}
+	switch {
+	case strings.HasPrefix(other, "["):
+		return "[]"
+	case strings.HasPrefix(other, `"`):
+		return `""`
+	}
+	return "0"
+}
+
+// attrValues renders a node's numeric and string attributes.
+func attrValues(n *pb.NodeProto) map[string]string {
+	out := map[string]string{}
+	for _, a := range n.Attribute {
+		var v string
+		switch a.GetType() {
+		case pb.AttributeProto_INT:
+			v = fmt.Sprint(a.GetI())
+		case pb.AttributeProto_FLOAT:
+			v = fmt.Sprint(a.GetF())
+		case pb.AttributeProto_STRING:
+			v = fmt.Sprintf("%q", a.GetS())
+		case pb.AttributeProto_INTS:
+			v = fmt.Sprint(a.Ints)
+		case pb.AttributeProto_FLOATS:
+			v = fmt.Sprint(a.Floats)
+		case pb.AttributeProto_STRINGS:
+			v = fmt.Sprintf("%q", a.Strings)
+		default:
+			continue
+		}
+		out[a.GetName()] = v
+	}
+	return out
 }

@@ -140,3 +140,27 @@ func (m *Model) densify(sp *pb.SparseTensorProto) (*Tensor, error) {
 	}
 	return NewTensor(name, vals.DType, append([]int64{}, sp.Dims...), raw)
 }
+
+// DensifySparseInitializers replaces every sparse initializer of the main
+// graph by a dense initializer of the same name, so that it can be read
+// and rewritten like any other. It returns how many it replaced.
+func (m *Model) DensifySparseInitializers() (int, error) {
+	g := m.p.Graph
+	if len(g.GetSparseInitializer()) == 0 {
+		return 0, nil
+	}
+	var dense []*Tensor
+	for _, sp := range g.SparseInitializer {
+		t, err := m.densify(sp)
+		if err != nil {
+			return 0, err
+		}
+		dense = append(dense, t)
+	}
+	g.SparseInitializer = nil
+	for _, t := range dense {
+		g.Initializer = append(g.Initializer, tensorProto(t))
+	}
+	m.reindex()
+	return len(dense), nil
+}
