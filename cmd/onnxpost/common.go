@@ -70,7 +70,8 @@ func loadDataset(c *cli.Context, flag string) (*evalharness.Dataset, error) {
 // JSON result and report under their own keys (nil is fine).
 //
 // finish, in order:
-//  1. records provenance (onnxpost version and command line) in cand's
+//  1. drops graph inputs that named rewritten weights (dropStaleInputs) and
+//     records provenance (onnxpost version and command line) in cand's
 //     metadata_props;
 //  2. with --data, evaluates cand and ref with ONNX Runtime (--ep,
 //     --threads, --ort-lib, --batch): accuracy when the data has labels,
@@ -103,6 +104,9 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 	}
 	so, err := sessionOptions(c)
 	if err != nil {
+		return err
+	}
+	if err := dropStaleInputs(c, cand, ref); err != nil {
 		return err
 	}
 	cand.SetMetadata("onnxpost.version", version)

@@ -100,3 +100,19 @@ func unhandledWeights(m *onnxio.Model, command string, roles ...string) []string
 // computeRoles are the roles of the weights quantize, lowrank and sparsify
 // transform.
 var computeRoles = []string{onnxio.RoleMatMulB, onnxio.RoleGemmB, onnxio.RoleConvW, onnxio.RoleConvTransposeW}
+
+// dropStaleInputs removes the graph inputs that named weights the command
+// rewrote (onnxio.DropStaleWeightInputs) and says so on stderr.
+func dropStaleInputs(c *cli.Context, cand, ref *onnxio.Model) error {
+	if ref == nil || cand == ref {
+		return nil
+	}
+	removed, err := onnxio.DropStaleWeightInputs(cand, ref)
+	if err != nil {
+		return err
+	}
+	for _, name := range removed {
+		fmt.Fprintf(os.Stderr, "%s: removed graph input %s: it was the weight %s, which was rewritten (callers can no longer override it)\n", c.Command.Name, displayName(name), displayName(name))
+	}
+	return nil
+}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/internal/pyoracle"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -120,4 +121,49 @@ func loadFixtureModel(t *testing.T, path string) *onnxio.Model {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// TestWeightInputDropped: a weight that is also a graph input is removed
+// from the inputs when a transform rewrites it (the output must not
+// require an input "W"); a transform that keeps it (same name and dtype)
+// keeps the input.
+func TestWeightInputDropped(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		dropped bool
+	}{
+		{"int8", []string{"quantize"}, true},
+		{"int4", []string{"quantize", "--weights", "int4"}, true},
+		{"fp16", []string{"quantize", "--weights", "fp16"}, true},
+		{"lowrank", []string{"lowrank", "--rank", "8"}, true},
+		{"sparsify", []string{"sparsify", "--sparsity", "0.5"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(dir, tc.name+".onnx")
+			code, stderr := captureRun(t, append(append(tc.args, weightsFixture("weight_input.onnx")), "-o", out)...)
+			if code != 0 {
+				t.Fatalf("exit %d:\n%s", code, stderr)
+			}
+			if got := strings.Contains(stderr, "removed graph input W"); got != tc.dropped {
+				t.Errorf("removal reported %v, want %v:\n%s", got, tc.dropped, stderr)
+			}
+			s, err := evalharness.NewSessionFromFile(out, evalharness.SessionOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			var names []string
+			for _, in := range s.Inputs() {
+				names = append(names, in.Name)
+			}
+			// a W left as an input without its initializer would be required
+			if strings.Join(names, ",") != "x" {
+				t.Errorf("required inputs %v, want x", names)
+			}
+			checkModelFull(t, out)
+		})
+	}
 }
