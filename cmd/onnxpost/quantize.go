@@ -56,7 +56,12 @@ func init() {
                    layer's input (damping --damp, optional --act-order).
   --weights fp16|bf16  initializers and compute in half precision, model inputs
                    and outputs kept float32 through Casts, an op block list kept
-                   in fp32, values beyond ±65504 clamped and counted.
+                   in fp32; weights with values beyond ±65504 (BatchNorm
+                   statistics) and weights matching --exclude stay float32
+                   with their consumers (reported), Resize/Upsample scales
+                   are never converted, If/Loop/Scan nodes and what their
+                   subgraphs read stay float32; Constant values beyond
+                   ±65504 are clamped and counted.
 
 Models that already hold quantization ops are refused. The report lists per
 layer the scale summary and ‖W−Ŵ‖/‖W‖, and the weight bytes before and after.

@@ -37,7 +37,7 @@ def if_model():
     add = helper.make_node("Add", ["z", "B"], ["y"], name="add")
     g = helper.make_graph([wc, mm0, iff, add], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16]),
-                           helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                           helper.make_tensor_value_info("c", TensorProto.BOOL, [1])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])],
                           [numpy_helper.from_array(f32(16, 16), "Wo"), numpy_helper.from_array(f32(16), "B")])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)

@@ -1,0 +1,82 @@
+package onnxio
+
+import pb "github.com/onnxpost/onnxpost/onnxio/internal/onnxpb"
+
+// HasSubgraphs reports whether n has graph attributes (If branches, Loop
+// and Scan bodies).
+func HasSubgraphs(n Node) bool { return n.raw != nil && len(subgraphs(n.raw)) > 0 }
+
+// SubgraphOutputTypes returns the element types of n's outputs as its
+// subgraphs declare them: If's then_branch outputs, Loop's body outputs
+// after the condition, Scan's body outputs. Outputs it cannot tell are
+// Undefined; nil when n has no subgraph.
+func SubgraphOutputTypes(n Node) []DType {
+	if n.raw == nil {
+		return nil
+	}
+	var body *pb.GraphProto
+	skip := 0
+	for _, sub := range subgraphs(n.raw) {
+		switch {
+		case n.OpType == "If" && sub.attr == "then_branch":
+			body = sub.g
+		case n.OpType == "Loop" && sub.attr == "body":
+			body, skip = sub.g, 1
+		case n.OpType == "Scan" && sub.attr == "body":
+			body = sub.g
+		}
+	}
+	if body == nil {
+		return nil
+	}
+	out := make([]DType, len(n.Outputs))
+	for i := range out {
+		if k := i + skip; k < len(body.Output) {
+			out[i] = DType(body.Output[k].GetType().GetTensorType().GetElemType())
+		}
+	}
+	return out
+}
+
+// RenameSubgraphReads makes the subgraphs of n read new wherever they read
+// old from the enclosing graph (a subgraph that defines old itself is left
+// alone). It edits the subgraphs of the node as it is stored in the model
+// n came from: use it on a node about to be replaced with n.
+func RenameSubgraphReads(n Node, old, new string) {
+	if n.raw == nil {
+		return
+	}
+	for _, sub := range subgraphs(n.raw) {
+		renameFree(sub.g, old, new)
+	}
+}
+
+func renameFree(g *pb.GraphProto, old, new string) {
+	for _, v := range g.GetInput() {
+		if v.GetName() == old {
+			return
+		}
+	}
+	for _, t := range g.GetInitializer() {
+		if t.GetName() == old {
+			return
+		}
+	}
+	for _, n := range g.GetNode() {
+		for _, o := range n.Output {
+			if o == old {
+				return
+			}
+		}
+	}
+	for _, n := range g.GetNode() {
+		for i, in := range n.Input {
+			if in == old {
+				n.Input[i] = new
+			}
+		}
+		for _, sub := range subgraphs(n) {
+			renameFree(sub.g, old, new)
+		}
+	}
+}
