@@ -80,3 +80,29 @@ func renameFree(g *pb.GraphProto, old, new string) {
 		}
 	}
 }
+
+// SubgraphOps returns the op types (domain-qualified outside the default
+// domain, "domain.Op") of the nodes inside n's subgraphs, recursively.
+func SubgraphOps(n Node) []string {
+	if n.raw == nil {
+		return nil
+	}
+	var out []string
+	var walk func(g *pb.GraphProto)
+	walk = func(g *pb.GraphProto) {
+		for _, x := range g.GetNode() {
+			op := x.GetOpType()
+			if d := x.GetDomain(); d != "" && d != "ai.onnx" {
+				op = d + "." + op
+			}
+			out = append(out, op)
+			for _, sub := range subgraphs(x) {
+				walk(sub.g)
+			}
+		}
+	}
+	for _, sub := range subgraphs(n.raw) {
+		walk(sub.g)
+	}
+	return out
+}

@@ -115,6 +115,8 @@ type Report struct {
 	Clamped int64 `json:"clamped,omitempty"`
 	// MeanRelError is the parameter-weighted mean of RelError.
 	MeanRelError float64 `json:"mean_rel_error"`
+	// Notes lists changes beyond the weights (an opset upgrade).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // quantizedOps are op types whose presence means a model is already
@@ -444,8 +446,14 @@ func symName(sym bool) string {
 // quantizeInt8 applies int8 weights (QDQ), with dynamic or static
 // activations.
 func quantizeInt8(m *onnxio.Model, o Options, rep *Report) error {
-	if o.PerChannel && m.Opsets()[""] < 13 {
-		return fmt.Errorf("%w: per-channel DequantizeLinear needs opset ≥ 13, the model imports %d (use per-tensor)", ErrUnsupported, m.Opsets()[""])
+	if o.PerChannel {
+		note, err := upgradeOpset13(m)
+		if err != nil {
+			return err
+		}
+		if note != "" {
+			rep.Notes = append(rep.Notes, note)
+		}
 	}
 	if m.Opsets()[""] < 10 {
 		return fmt.Errorf("%w: DequantizeLinear needs opset ≥ 10, the model imports %d", ErrUnsupported, m.Opsets()[""])

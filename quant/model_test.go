@@ -544,8 +544,15 @@ func TestOpsetRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	old.AddOutput(onnxio.ValueInfo{Name: "Y", DType: onnxio.Float, Shape: []onnxio.Dim{{Value: 1}, {Value: 2}}})
-	if _, _, err := Quantize(old, Options{Weights: "int8", PerChannel: true}); !errors.Is(err, ErrUnsupported) {
+	// Per channel upgrades opset 11 to 13 (nothing else to convert here);
+	// below 11 it is refused with advice other than per-tensor.
+	if q, rep, err := Quantize(old, Options{Weights: "int8", PerChannel: true}); err != nil || q.Opsets()[""] != 13 || len(rep.Notes) != 1 {
 		t.Fatalf("per-channel on opset 11: %v", err)
+	}
+	older := old.Clone()
+	older.SetOpset("", 10)
+	if _, _, err := Quantize(older, Options{Weights: "int8", PerChannel: true}); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "convert the model to opset 13") {
+		t.Fatalf("per-channel on opset 10: %v", err)
 	}
 	if _, _, err := Quantize(old, Options{Weights: "int8"}); err != nil {
 		t.Fatalf("per-tensor on opset 11: %v", err)

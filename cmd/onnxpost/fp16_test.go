@@ -22,6 +22,12 @@ func f32Array(shape []int64, v []float32) *evalharness.Array {
 // runFirst runs the model at path on inputs and returns its first output.
 func runFirst(t *testing.T, path string, inputs map[string]*evalharness.Array) []float64 {
 	t.Helper()
+	return runOutput(t, path, inputs, 0)
+}
+
+// runOutput runs the model at path on inputs and returns output k.
+func runOutput(t *testing.T, path string, inputs map[string]*evalharness.Array, k int) []float64 {
+	t.Helper()
 	s, err := evalharness.NewSessionFromFile(path, evalharness.SessionOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +37,7 @@ func runFirst(t *testing.T, path string, inputs map[string]*evalharness.Array) [
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := out[0].Float64()
+	v, err := out[k].Float64()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -290,6 +290,9 @@ func writeQuantTable(w io.Writer, rep *quant.Report) {
 	for _, a := range rep.Activations {
 		fmt.Fprintf(w, "activation %s\n", a)
 	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
 	if rep.Clamped > 0 {
 		fmt.Fprintf(w, "%d values clamped to ±65504\n", rep.Clamped)
 	}

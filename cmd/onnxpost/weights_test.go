@@ -167,3 +167,45 @@ func TestWeightInputDropped(t *testing.T) {
 		})
 	}
 }
+
+// TestInt8PerChannelOldOpset: per-channel int8 on an opset-12 model
+// upgrades it to opset 13 (attribute axes become inputs) and keeps its
+// accuracy; a Softmax whose meaning changed in opset 13 is refused by name
+// with advice that is not "use per-tensor".
+func TestInt8PerChannelOldOpset(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "q.onnx")
+	code, stderr := captureRun(t, "quantize", weightsFixture("opset12.onnx"), "-o", out)
+	if code != 0 || !strings.Contains(stderr, "note: ai.onnx opset 12 → 13 for per-channel DequantizeLinear (attribute → input: ReduceSum×1, Split×1, Squeeze×1, Unsqueeze×1)") {
+		t.Fatalf("exit %d:\n%s", code, stderr)
+	}
+	m, err := onnxio.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := m.Opsets()[""]; v != 13 {
+		t.Fatalf("opset %d", v)
+	}
+	x := make([]float32, 3*16)
+	for i := range x {
+		x[i] = float32(i%9)*0.3 - 1
+	}
+	in := map[string]*evalharness.Array{"x": f32Array([]int64{3, 16}, x)}
+	for k := 0; k < 2; k++ {
+		ref, got := runOutput(t, weightsFixture("opset12.onnx"), in, k), runOutput(t, out, in, k)
+		if c := cosine(ref, got); !(c > 0.99) {
+			t.Errorf("output %d: cosine %v", k, c)
+		}
+	}
+	checkModelFull(t, out)
+
+	out2 := filepath.Join(dir, "q2.onnx")
+	code, stderr = captureRun(t, "quantize", weightsFixture("opset12_softmax3d.onnx"), "-o", out2)
+	if code != 1 || !strings.Contains(stderr, `Softmax "softmax" has axis 1`) || !strings.Contains(stderr, "convert the model to opset 13") {
+		t.Fatalf("exit %d:\n%s", code, stderr)
+	}
+	if _, err := os.Stat(out2); err == nil {
+		t.Fatal("written")
+	}
+}

@@ -104,9 +104,40 @@ def loop_model():
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
+def opset12_model(softmax_axis=1, rank3=False):
+    """Opset 12: Unsqueeze/Squeeze/Split/ReduceSum with attribute axes
+    around two MatMuls, and a Softmax (axis 1 over a rank-2 value, or over
+    a rank-3 value when rank3: its meaning changed in opset 13)."""
+    nodes = [
+        helper.make_node("Unsqueeze", ["x"], ["u"], name="unsq", axes=[1]),
+        helper.make_node("Squeeze", ["u"], ["s"], name="sq", axes=[1]),
+        helper.make_node("MatMul", ["s", "W1"], ["h"], name="mm1"),
+        helper.make_node("Split", ["h"], ["h1", "h2"], name="split", axis=1, split=[8, 8]),
+        helper.make_node("Concat", ["h2", "h1"], ["hc"], name="cat", axis=1),
+        helper.make_node("MatMul", ["hc", "W2"], ["z"], name="mm2"),
+    ]
+    vi = []
+    if rank3:
+        nodes += [helper.make_node("Unsqueeze", ["z"], ["z3"], name="unsq3", axes=[0]),
+                  helper.make_node("Softmax", ["z3"], ["p3"], name="softmax", axis=softmax_axis),
+                  helper.make_node("Squeeze", ["p3"], ["p"], name="sq3", axes=[0])]
+    else:
+        nodes.append(helper.make_node("Softmax", ["z"], ["p"], name="softmax", axis=softmax_axis))
+        vi.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 16]))
+    nodes.append(helper.make_node("ReduceSum", ["p"], ["y"], name="rsum", axes=[1], keepdims=1))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1]),
+                           helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 16])],
+                          [numpy_helper.from_array(f32(16, 16), "W1"), numpy_helper.from_array(f32(16, 16), "W2")],
+                          value_info=[v for v in vi if False])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 12)], ir_version=7)
+
+
 if __name__ == "__main__":
     save(if_model(), "if.onnx")
     save(quantized_model(), "quantized.onnx")
     save(sparse_model(), "sparse.onnx", full_check=False)
     save(weight_input_model(), "weight_input.onnx")
     save(loop_model(), "loop.onnx")
+    save(opset12_model(), "opset12.onnx")
+    save(opset12_model(rank3=True), "opset12_softmax3d.onnx")
