@@ -21,8 +21,11 @@ func DropStaleWeightInputs(cand, ref *Model) ([]string, error) {
 		return nil, nil
 	}
 	g := cand.p.Graph
-	read := map[string]bool{}
+	read, produced := map[string]bool{}, map[string]bool{}
 	for _, n := range g.GetNode() {
+		for _, o := range n.Output {
+			produced[o] = true
+		}
 		for _, in := range n.Input {
 			read[in] = true
 		}
@@ -46,7 +49,7 @@ func DropStaleWeightInputs(cand, ref *Model) ([]string, error) {
 			kept = append(kept, v)
 			continue
 		}
-		if !isInit && read[name] {
+		if !isInit && read[name] && !produced[name] {
 			return nil, fmt.Errorf("%w: graph input %q was weight %q, which the transform removed while a node still reads it", ErrFormat, name, name)
 		}
 		removed = append(removed, name)

@@ -1,6 +1,11 @@
 package onnxio
 
-import pb "github.com/onnxpost/onnxpost/onnxio/internal/onnxpb"
+import (
+	"errors"
+	"fmt"
+
+	pb "github.com/onnxpost/onnxpost/onnxio/internal/onnxpb"
+)
 
 // HasSubgraphs reports whether n has graph attributes (If branches, Loop
 // and Scan bodies).
@@ -105,4 +110,64 @@ func SubgraphOps(n Node) []string {
 		walk(sub.g)
 	}
 	return out
+}
+
+// ErrHoist reports a subgraph weight HoistWeight cannot move to the main
+// graph.
+var ErrHoist = errors.New("onnxio: cannot move the weight out of its subgraph")
+
+// HoistWeight moves a weight held as an initializer of a subgraph (w from
+// AllWeights, w.Stored not empty) to the main graph's initializers, where
+// the subgraph still reads it by name from the outer scope; main-graph
+// transforms can then rewrite it. It refuses (ErrHoist) a Constant
+// or sparse weight, and a name that the main graph or another subgraph
+// also uses, since moving it could change what that name refers to.
+func (m *Model) HoistWeight(w Weight) error {
+	if w.Stored == "" {
+		return nil
+	}
+	if w.holder == nil || w.src == nil || w.Constant || w.Sparse {
+		return fmt.Errorf("%w: weight %q in %s is not a subgraph initializer", ErrHoist, w.Name, w.Stored)
+	}
+	if m.names()[w.Name] {
+		return fmt.Errorf("%w: weight %q in %s: the main graph uses the name too", ErrHoist, w.Name, w.Stored)
+	}
+	defs := 0
+	var walk func(g *pb.GraphProto)
+	walk = func(g *pb.GraphProto) {
+		for _, t := range g.GetInitializer() {
+			if t.GetName() == w.Name {
+				defs++
+			}
+		}
+		for _, v := range g.GetInput() {
+			if v.GetName() == w.Name {
+				defs++
+			}
+		}
+		for _, n := range g.GetNode() {
+			for _, o := range n.Output {
+				if o == w.Name {
+					defs++
+				}
+			}
+			for _, sub := range subgraphs(n) {
+				walk(sub.g)
+			}
+		}
+	}
+	walk(m.p.GetGraph())
+	if defs != 1 {
+		return fmt.Errorf("%w: weight %q in %s: the name is defined %d times in the model", ErrHoist, w.Name, w.Stored, defs)
+	}
+	h := w.holder
+	for i, t := range h.Initializer {
+		if t == w.src {
+			h.Initializer = append(h.Initializer[:i:i], h.Initializer[i+1:]...)
+			m.p.Graph.Initializer = append(m.p.Graph.Initializer, t)
+			m.reindex()
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: weight %q in %s", ErrNotFound, w.Name, w.Stored)
 }

@@ -1,6 +1,7 @@
 package onnxio
 
 import (
+	"errors"
 	"path/filepath"
 	"testing"
 )
@@ -153,5 +154,39 @@ func TestRemoveWeightConstant(t *testing.T) {
 	}
 	if err := m.RemoveWeight("nope"); err == nil {
 		t.Fatal("removing a missing weight succeeded")
+	}
+}
+
+// TestHoistWeight: a subgraph initializer moves to the main graph, where
+// the subgraph reads it from the outer scope; a name clash is refused.
+func TestHoistWeight(t *testing.T) {
+	find := func(m *Model, name string) Weight {
+		ws, err := m.AllWeights()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range ws {
+			if w.Name == name {
+				return w
+			}
+		}
+		t.Fatalf("no weight %s", name)
+		return Weight{}
+	}
+	m := loadWeightsFixture(t, "if.onnx")
+	if err := m.HoistWeight(find(m, "Wt")); err != nil {
+		t.Fatal(err)
+	}
+	w := find(m, "Wt")
+	if w.Stored != "" || w.Scope != "if0.then_branch" || w.Role != RoleMatMulB || !m.HasInitializer("Wt") {
+		t.Fatalf("after hoisting: %+v", w)
+	}
+	clash := loadWeightsFixture(t, "if.onnx")
+	wt, _ := FromFloat32("Wt", Float, []int64{1}, []float32{1})
+	if err := clash.SetInitializer(wt); err != nil {
+		t.Fatal(err)
+	}
+	if err := clash.HoistWeight(find(clash, "Wt")); !errors.Is(err, ErrHoist) {
+		t.Fatalf("clash: %v", err)
 	}
 }

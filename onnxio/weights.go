@@ -68,6 +68,7 @@ type Weight struct {
 
 	src    *pb.TensorProto
 	sparse *pb.SparseTensorProto
+	holder *pb.GraphProto
 }
 
 // Special returns why a transform that rewrites main-graph weights in place
@@ -185,7 +186,7 @@ func (m *Model) collectWeights(sc *scope, out *[]Weight) {
 		if !ok {
 			return
 		}
-		w.Constant, w.Stored, w.src, w.sparse = constant, sc.path, tp, sp
+		w.Constant, w.Stored, w.src, w.sparse, w.holder = constant, sc.path, tp, sp, sc.g
 		w.Sparse = sp != nil
 		*out = append(*out, w)
 	}

@@ -482,6 +482,11 @@ func quantizeInt8(m *onnxio.Model, o Options, rep *Report) error {
 			return err
 		}
 	}
+	if o.Activations == "" {
+		if err := quantizeSubgraphWeights(m, o, rep); err != nil {
+			return err
+		}
+	}
 	return quantizeEmbeddings(m, o, rep)
 }
 

@@ -117,3 +117,50 @@ func upgradeOpset13(m *onnxio.Model) (string, error) {
 	}
 	return note, nil
 }
+
+// quantizeSubgraphWeights quantizes to int8 the MatMul/Gemm/Conv weights
+// that If/Loop/Scan subgraphs read (weight-only QDQ): a weight held in a
+// subgraph is moved to the main graph first (onnxio.Model.HoistWeight), then
+// its initializer is replaced by int8 codes and a main-graph
+// DequantizeLinear whose output keeps the weight's name, so the subgraph
+// reads the dequantized weight unchanged. Weights it cannot move or that
+// --exclude names are listed in rep.Skipped.
+func quantizeSubgraphWeights(m *onnxio.Model, o Options, rep *Report) error {
+	ws, err := m.AllWeights()
+	if err != nil {
+		return err
+	}
+	for _, w := range ws {
+		if w.Scope == "" || w.Sparse || w.Constant || w.Quantized || w.DType != onnxio.Float {
+			continue
+		}
+		if w.Role != onnxio.RoleMatMulB && w.Role != onnxio.RoleGemmB && w.Role != onnxio.RoleConvW {
+			continue
+		}
+		skip := func(reason string) { rep.Skipped = append(rep.Skipped, Skip{Name: w.Name, Reason: reason}) }
+		switch {
+		case o.excludedOp(w.Op):
+			skip("op " + w.Op + " excluded")
+			continue
+		case o.Exclude != nil && (o.Exclude.MatchString(w.Name) || o.Exclude.MatchString(w.Node)):
+			skip("name matches --exclude")
+			continue
+		}
+		if err := m.HoistWeight(w); err != nil {
+			skip(fmt.Sprintf("%s: %v", w.Special(), err))
+			continue
+		}
+		dq, err := weightDQ(m, o, target{w: w, node: onnxio.Node{Name: w.Node}}, rep)
+		if err != nil {
+			return err
+		}
+		if err := m.RemoveInitializer(w.Name); err != nil {
+			return err
+		}
+		dq.Outputs = []string{w.Name}
+		if err := m.InsertNodes(dq); err != nil {
+			return err
+		}
+	}
+	return nil
+}

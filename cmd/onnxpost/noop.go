@@ -73,7 +73,8 @@ func loadCheck(w io.Writer, command string, cand *onnxio.Model, so evalharness.S
 // unhandledWeights lists, as "name: why" lines, the weights of m that a
 // command rewriting main-graph tensors in place does not transform: those
 // held or read inside If/Loop/Scan subgraphs and sparse initializers
-// (onnxio.Weight.Special). Only weights of the roles the command
+// (onnxio.Weight.Special), float ones only: given the command's output, it
+// lists what the command left. Only weights of the roles the command
 // transforms are listed (all float weights when roles is empty). The lines
 // are printed on stderr as "skipped ..." and belong in the command's
 // report and in its nothing-to-transform reasons.
@@ -84,7 +85,7 @@ func unhandledWeights(m *onnxio.Model, command string, roles ...string) []string
 	}
 	var out []string
 	for _, w := range ws {
-		if w.Stored == "" && w.Scope == "" && !w.Sparse {
+		if w.Stored == "" && w.Scope == "" && !w.Sparse || !w.DType.IsFloat() {
 			continue
 		}
 		if len(roles) > 0 && !slices.Contains(roles, w.Role) {

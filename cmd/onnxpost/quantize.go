@@ -127,7 +127,7 @@ func quantizeAction(c *cli.Context) error {
 	if opt.Weights == "fp16" || opt.Weights == "bf16" {
 		roles = nil
 	}
-	unhandled := unhandledWeights(model, "quantize", roles...)
+	unhandled := unhandledWeights(cand, "quantize", roles...)
 	why := slices.Clone(unhandled)
 	for _, sk := range rep.Skipped {
 		why = append(why, sk.Name+": "+sk.Reason)

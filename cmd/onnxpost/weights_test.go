@@ -27,7 +27,8 @@ func checkModelFull(t *testing.T, path string) {
 }
 
 // TestWeightsEverywhereCLI: weights in subgraphs, sparse initializers and
-// already-quantized weights are transformed or refused by name; a command
+// already-quantized weights are transformed (int8 weight-only QDQ of
+// subgraph weights) or refused by name; a command
 // that can rewrite none of them exits 1 with "nothing to transform";
 // Constant-node weights are factorized by lowrank. Every written model
 // passes onnx.checker's full check.
@@ -41,12 +42,13 @@ func TestWeightsEverywhereCLI(t *testing.T) {
 		wants []string
 	}{
 		{"int8 if", []string{"quantize", weightsFixture("if.onnx")}, 0,
+			[]string{"weights: 2112 → 1072 bytes"}},
+		{"dynamic if", []string{"quantize", weightsFixture("if.onnx"), "--activations", "dynamic"}, 0,
 			[]string{"skipped Wo: read inside subgraph if0.else_branch; quantize does not rewrite it", "skipped Wt: held in subgraph if0.then_branch"}},
 		{"lowrank constant weight", []string{"lowrank", weightsFixture("if.onnx"), "--rank", "2"}, 0,
 			[]string{"1 factorized", "skipped Wt: held in subgraph if0.then_branch; lowrank does not rewrite it"}},
 		{"sparsify if", []string{"sparsify", weightsFixture("if.onnx"), "--sparsity", "0.5"}, 0, []string{"skipped Wo"}},
-		{"int8 loop", []string{"quantize", weightsFixture("loop.onnx")}, 1,
-			[]string{"nothing to transform", "Wl: read inside subgraph loop.body; quantize does not rewrite it"}},
+		{"int8 loop", []string{"quantize", weightsFixture("loop.onnx")}, 0, []string{"weights: 1032 → 344 bytes"}},
 		{"int4 loop", []string{"quantize", weightsFixture("loop.onnx"), "--weights", "int4", "--block", "16"}, 1, []string{"nothing to transform", "Wl: read inside subgraph loop.body"}},
 		{"dynamic loop", []string{"quantize", weightsFixture("loop.onnx"), "--activations", "dynamic"}, 1, []string{"nothing to transform"}},
 		{"lowrank loop", []string{"lowrank", weightsFixture("loop.onnx"), "--rank", "2"}, 1, []string{"nothing to transform", "Wl: read inside subgraph loop.body"}},
@@ -207,5 +209,46 @@ func TestInt8PerChannelOldOpset(t *testing.T) {
 	}
 	if _, err := os.Stat(out2); err == nil {
 		t.Fatal("written")
+	}
+}
+
+// TestInt8SubgraphWeights: int8 weight-only QDQ quantizes the weights If
+// and Loop subgraphs read (held there or in the main graph) and the result
+// tracks the float model.
+func TestInt8SubgraphWeights(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	h := make([]float32, 32)
+	for i := range h {
+		h[i] = float32(i%5)*0.1 - 0.2
+	}
+	for _, tc := range []struct {
+		file   string
+		inputs map[string]*evalharness.Array
+	}{
+		{"if.onnx", map[string]*evalharness.Array{"x": f32Array([]int64{2, 16}, h), "c": {DType: onnxio.Bool, Shape: []int64{1}, Data: []byte{1}}}},
+		{"if.onnx", map[string]*evalharness.Array{"x": f32Array([]int64{2, 16}, h), "c": {DType: onnxio.Bool, Shape: []int64{1}, Data: []byte{0}}}},
+		{"loop.onnx", map[string]*evalharness.Array{"x": f32Array([]int64{2, 16}, h)}},
+	} {
+		out := filepath.Join(dir, tc.file)
+		if code, stderr := captureRun(t, "quantize", weightsFixture(tc.file), "-o", out); code != 0 {
+			t.Fatalf("%s: exit %d\n%s", tc.file, code, stderr)
+		}
+		m, err := onnxio.Load(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws, err := m.AllWeights()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range ws {
+			if w.Role == onnxio.RoleMatMulB && !w.Quantized {
+				t.Errorf("%s: %s not quantized (%s)", tc.file, w.Name, w.Special())
+			}
+		}
+		if c := cosine(runFirst(t, weightsFixture(tc.file), tc.inputs), runFirst(t, out, tc.inputs)); !(c > 0.999) {
+			t.Errorf("%s: cosine %v", tc.file, c)
+		}
 	}
 }
