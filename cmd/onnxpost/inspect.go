@@ -40,7 +40,8 @@ element count and fraction of zeros; then totals.
 		ArgsUsage: "MODEL",
 		Description: `Loads MODEL (checking it) and writes it to OUT atomically, with every
 tensor inline (--inline) or tensors of 1 KiB or more in OUT.data
-(--external-data). Without either flag, the output keeps external data when
+(--external-data; weights held in Constant nodes become initializers so
+that they go there too). Without either flag, the output keeps external data when
 the input has it, and uses it when the model would pass protobuf's 2 GB limit.
 
   onnxpost convert big.onnx -o big-ext.onnx --external-data`,
@@ -276,6 +277,15 @@ func convertAction(c *cli.Context) error {
 	switch {
 	case c.Bool("external-data"):
 		opts.External = onnxio.ExternalAlways
+		// weights held in Constant nodes (paddle2onnx exports) go to the
+		// data file too: as initializers of the same name
+		n, err := m.FoldConstantWeights()
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			fmt.Fprintf(os.Stderr, "convert: %d Constant nodes became initializers (large ones are stored in the data file)\n", n)
+		}
 	case c.Bool("inline"):
 		opts.External = onnxio.ExternalNever
 	}

@@ -252,3 +252,43 @@ func TestInt8SubgraphWeights(t *testing.T) {
 		}
 	}
 }
+
+// TestConvertExternalConstantWeights: convert --external-data moves
+// weights held in Constant nodes to the data file.
+func TestConvertExternalConstantWeights(t *testing.T) {
+	dir := t.TempDir()
+	v := make([]float32, 64*64)
+	for i := range v {
+		v[i] = float32(i%11) - 5
+	}
+	in := oneOpModel(t, filepath.Join(dir, "c.onnx"), "MatMul", onnxio.Float, []int64{1, 64}, []int64{64, 64}, []int64{1, 64}, v, true)
+	out := filepath.Join(dir, "ext.onnx")
+	if code, stderr := captureRun(t, "convert", in, "--external-data", "-o", out); code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	st, err := os.Stat(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := os.Stat(out + ".data")
+	if err != nil {
+		t.Fatalf("no data file: %v", err)
+	}
+	if st.Size() > 2048 || ds.Size() < 64*64*4 {
+		t.Fatalf("model %d bytes, data %d bytes", st.Size(), ds.Size())
+	}
+	m, err := onnxio.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := m.ConstantOrInitializer("W")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := w.Float32()
+	for i := range v {
+		if got[i] != v[i] {
+			t.Fatalf("W[%d] = %v, want %v", i, got[i], v[i])
+		}
+	}
+}
