@@ -332,6 +332,78 @@ func convertFloat16(m *onnxio.Model, o Options, rep *Report) error {
 			return fmt.Errorf("fp16 conversion of node %s: %w", n.Name, err)
 		}
 	}
+	return halfSubgraphWeights(m, o, half, rep)
+}
+
+// halfSubgraphWeights stores in half precision the float32 weights that
+// only If/Loop/Scan subgraphs read (those nodes compute in float32): a
+// weight held in a subgraph moves to the main graph first
+// (onnxio.Model.HoistWeight), then a main-graph Cast to float32 produces it
+// under its own name from a half-precision initializer, so the subgraph
+// reads it unchanged. Weights --exclude names, with values beyond the
+// float16 range, or that cannot be moved stay float32 and are reported.
+func halfSubgraphWeights(m *onnxio.Model, o Options, half onnxio.DType, rep *Report) error {
+	ws, err := m.AllWeights()
+	if err != nil {
+		return err
+	}
+	for _, w := range ws {
+		if w.Scope == "" || w.DType != onnxio.Float || w.Sparse || w.Constant || w.Params() == 0 {
+			continue
+		}
+		skip := func(reason string) { rep.Skipped = append(rep.Skipped, Skip{Name: w.Name, Reason: reason}) }
+		if o.Exclude != nil && o.Exclude.MatchString(w.Name) {
+			if w.Stored != "" { // main-graph ones are reported by keptFloat32
+				skip("kept float32: name matches --exclude")
+			}
+			continue
+		}
+		t, err := m.WeightTensor(w)
+		if err != nil {
+			return err
+		}
+		v, err := t.Float32()
+		if err != nil {
+			return err
+		}
+		if half == onnxio.Float16 {
+			big := 0.0
+			for _, x := range v {
+				if a := math.Abs(float64(x)); a > big || math.IsNaN(a) {
+					big = a
+				}
+			}
+			if big > Float16Max || math.IsNaN(big) {
+				skip(fmt.Sprintf("kept float32: values up to %.4g exceed the float16 range ±%d", big, Float16Max))
+				continue
+			}
+		}
+		if err := m.HoistWeight(w); err != nil {
+			skip(fmt.Sprintf("%s: %v", w.Special(), err))
+			continue
+		}
+		hName := m.UniqueName(w.Name + "_" + half.String())
+		nt, err := onnxio.FromFloat32(hName, half, t.Shape, v)
+		if err != nil {
+			return err
+		}
+		if err := m.SetInitializer(nt); err != nil {
+			return err
+		}
+		if err := m.RemoveInitializer(w.Name); err != nil {
+			return err
+		}
+		cast := onnxio.Node{Name: m.UniqueName(w.Name + "_Cast_float32"), OpType: "Cast", Inputs: []string{hName}, Outputs: []string{w.Name},
+			Attrs: []onnxio.Attr{onnxio.AttrInt("to", int64(onnxio.Float))}}
+		if err := m.InsertNodes(cast); err != nil {
+			return err
+		}
+		back, err := nt.Float32()
+		if err != nil {
+			return err
+		}
+		rep.Layers = append(rep.Layers, LayerReport{Weight: w.Name, Op: w.Op, Node: w.Node, Shape: t.Shape, Scheme: half.String() + " (stored; computed in float32 in " + w.Scope + ")", RelError: RelError(v, back)})
+	}
 	return nil
 }
 

@@ -126,8 +126,9 @@ func TestFloat16KeepsWhatItCannotRepresent(t *testing.T) {
 		{"batchnorm variance", bn, bnIn, nil, []string{"skipped var: kept float32 with its consumers: values up to 9.8e+07"}, []string{"var", "mean", "scales"}},
 		{"block list replaced", bn, bnIn, []string{"--exclude-ops", "Pow"}, nil, []string{"scales"}},
 		{"exclude by name", bn, bnIn, []string{"--exclude", "^W$"}, []string{"skipped W: kept float32: name matches --exclude"}, []string{"W"}},
-		{"if subgraphs", weightsFixture("if.onnx"), ifIn, nil, []string{"skipped Wt: held in subgraph"}, []string{"Wo"}},
-		{"loop subgraph", weightsFixture("loop.onnx"), loopIn, nil, nil, []string{"Wl"}},
+		{"if subgraphs", weightsFixture("if.onnx"), ifIn, nil, []string{"float16 (stored; computed in float32 in if0.else_branch)"}, nil},
+		{"loop subgraph", weightsFixture("loop.onnx"), loopIn, nil, []string{"float16 (stored; computed in float32 in loop.body)"}, nil},
+		{"subgraph weight excluded", weightsFixture("loop.onnx"), loopIn, []string{"--exclude", "^Wl$"}, []string{"skipped Wl: kept float32: name matches --exclude"}, []string{"Wl"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".onnx")
@@ -139,6 +140,9 @@ func TestFloat16KeepsWhatItCannotRepresent(t *testing.T) {
 				if !strings.Contains(stderr, w) {
 					t.Errorf("stderr lacks %q:\n%s", w, stderr)
 				}
+			}
+			if tc.args == nil && strings.Contains(stderr, "does not rewrite") {
+				t.Errorf("a weight left unconverted:\n%s", stderr)
 			}
 			m, err := onnxio.Load(out)
 			if err != nil {
