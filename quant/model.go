@@ -1016,6 +1016,12 @@ func ensureOpset21(m *onnxio.Model) error {
 	if v >= 21 {
 		return nil
 	}
+	if v < 13 {
+		// Squeeze, Unsqueeze, Split and ReduceSum changed form in opset 13
+		if _, err := upgradeOpset13For(m, "int4 QDQ (opset 21)"); err != nil {
+			return err
+		}
+	}
 	if v < 18 {
 		for _, n := range m.Nodes() {
 			if n.Domain == "" && opsChangedSince18[n.OpType] {

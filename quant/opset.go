@@ -29,12 +29,18 @@ var softmaxLike = map[string]bool{"Softmax": true, "LogSoftmax": true, "Hardmax"
 // op, when that cannot be shown, and below opset 11. It returns a note of
 // what it did ("" when the opset was already 13 or more).
 func upgradeOpset13(m *onnxio.Model) (string, error) {
+	return upgradeOpset13For(m, "per-channel DequantizeLinear")
+}
+
+// upgradeOpset13For is upgradeOpset13 with the purpose named in its note
+// and errors.
+func upgradeOpset13For(m *onnxio.Model, purpose string) (string, error) {
 	v := m.Opsets()[""]
 	if v >= 13 {
 		return "", nil
 	}
 	refuse := func(format string, args ...any) error {
-		return fmt.Errorf("%w: per-channel DequantizeLinear needs opset ≥ 13 and the model imports %d: %s; %s", ErrUnsupported, v, fmt.Sprintf(format, args...), opset13Advice)
+		return fmt.Errorf("%w: %s needs opset ≥ 13 and the model imports %d: %s; %s", ErrUnsupported, purpose, v, fmt.Sprintf(format, args...), opset13Advice)
 	}
 	if v < 11 {
 		return "", refuse("upgrading from below opset 11 is not supported")
@@ -111,7 +117,7 @@ func upgradeOpset13(m *onnxio.Model) (string, error) {
 		done = append(done, fmt.Sprintf("%s×%d", op, c))
 	}
 	sort.Strings(done)
-	note := fmt.Sprintf("ai.onnx opset %d → 13 for per-channel DequantizeLinear", v)
+	note := fmt.Sprintf("ai.onnx opset %d → 13 for %s", v, purpose)
 	if len(done) > 0 {
 		note += " (attribute → input: " + strings.Join(done, ", ") + ")"
 	}

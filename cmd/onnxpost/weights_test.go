@@ -292,3 +292,22 @@ func TestConvertExternalConstantWeights(t *testing.T) {
 		}
 	}
 }
+
+// TestInt4QDQOldOpset: int4 QDQ raises an opset-12 model to 21 through the
+// opset-13 conversion (attribute axes become inputs); the result loads.
+func TestInt4QDQOldOpset(t *testing.T) {
+	requireORT(t)
+	out := filepath.Join(t.TempDir(), "q4.onnx")
+	code, stderr := captureRun(t, "quantize", weightsFixture("opset12.onnx"), "--weights", "int4", "--format", "qdq", "--block", "16", "-o", out)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	m, err := onnxio.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := m.Opsets()[""]; v != 21 {
+		t.Fatalf("opset %d", v)
+	}
+	checkModelFull(t, out)
+}
