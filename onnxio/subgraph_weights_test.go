@@ -3,6 +3,7 @@ package onnxio
 import (
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -188,5 +189,39 @@ func TestHoistWeight(t *testing.T) {
 	}
 	if err := clash.HoistWeight(find(clash, "Wt")); !errors.Is(err, ErrHoist) {
 		t.Fatalf("clash: %v", err)
+	}
+}
+
+// TestMatchAttributes: nodes at the same position must agree on the
+// attributes that give a weight its meaning (absent ones at their
+// defaults); training-only attributes may differ.
+func TestMatchAttributes(t *testing.T) {
+	build := func(attrs ...Attr) *Model {
+		m := New("g", 17)
+		w, _ := FromFloat32("W", Float, []int64{2, 2}, []float32{1, 2, 3, 4})
+		if err := m.SetInitializer(w); err != nil {
+			t.Fatal(err)
+		}
+		m.AddInput(ValueInfo{Name: "x", DType: Float, Shape: []Dim{{Value: 1}, {Value: 2}}})
+		if err := m.InsertNodes(Node{Name: "g", OpType: "Gemm", Inputs: []string{"x", "W"}, Outputs: []string{"y"}, Attrs: attrs}); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		a, b []Attr
+		diff string
+	}{
+		{"transB", nil, []Attr{AttrInt("transB", 1)}, "attribute transB 0 vs 1"},
+		{"alpha default", []Attr{AttrFloatVal("alpha", 1)}, nil, ""},
+		{"alpha", []Attr{AttrFloatVal("alpha", 2)}, nil, "attribute alpha 2 vs 1"},
+		{"explicit zero", []Attr{AttrInt("transA", 0)}, nil, ""},
+		{"seed", []Attr{AttrFloatVal("seed", 1)}, []Attr{AttrFloatVal("seed", 2)}, ""},
+	} {
+		_, err := Match(build(tc.a...), build(tc.b...))
+		if tc.diff == "" && err != nil || tc.diff != "" && (err == nil || !strings.Contains(err.Error(), tc.diff)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.diff)
+		}
 	}
 }

@@ -793,11 +793,20 @@ func equalShape(a, b []int64) bool {
 // zero.
 var attrDefaults = map[string]string{"alpha": "1", "beta": "1", "group": "1"}
 
+// inferenceNeutral are attributes that do not change what a node computes
+// at inference (training statistics, random seeds): they may differ
+// between the models of a merge.
+var inferenceNeutral = map[string]bool{"momentum": true, "seed": true}
+
 // attrDiffs lists the differing numeric and string attributes of two nodes
 // of the same op (tensor and graph attributes are not compared: Constant
 // values are weights, subgraphs are compared through their own weights).
 func attrDiffs(a, b *pb.NodeProto) []string {
 	va, vb := attrValues(a), attrValues(b)
+	for k := range inferenceNeutral {
+		delete(va, k)
+		delete(vb, k)
+	}
 	names := map[string]bool{}
 	for k := range va {
 		names[k] = true
