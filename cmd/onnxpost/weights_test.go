@@ -57,9 +57,12 @@ func TestWeightsEverywhereCLI(t *testing.T) {
 			[]string{"nothing to transform", "Wq: already quantized (DequantizeLinear)", "Wk: already quantized (Cast→Mul)"}},
 		{"sparsify quantized", []string{"sparsify", weightsFixture("quantized.onnx"), "--sparsity", "0.5"}, 1, []string{"Wk: already quantized (Cast→Mul)"}},
 		{"int4 quantized", []string{"quantize", weightsFixture("quantized.onnx"), "--weights", "int4"}, 1, []string{"already quantized"}},
+		{"int8 cast+mul", []string{"quantize", weightsFixture("castmul.onnx")}, 1, []string{"nothing to transform", "Wk: already quantized (Cast→Mul)"}},
+		{"int4 cast+mul", []string{"quantize", weightsFixture("castmul.onnx"), "--weights", "int4"}, 1, []string{"nothing to transform", "Wk: already quantized (Cast→Mul)"}},
+		{"dynamic cast+mul", []string{"quantize", weightsFixture("castmul.onnx"), "--activations", "dynamic"}, 1, []string{"Wk: already quantized (Cast→Mul)"}},
 		{"int8 sparse", []string{"quantize", weightsFixture("sparse.onnx")}, 1, []string{"nothing to transform", "Ws: a sparse_initializer"}},
 		{"lowrank sparse", []string{"lowrank", weightsFixture("sparse.onnx"), "--rank", "2"}, 1, []string{"Ws: a sparse_initializer"}},
-		{"fp16 loop refused at load", []string{"quantize", weightsFixture("loop.onnx"), "--weights", "fp16"}, 1, []string{"skipped Wl"}},
+		{"fp16 loop", []string{"quantize", weightsFixture("loop.onnx"), "--weights", "fp16"}, 0, []string{"float16 (stored; computed in float32 in loop.body)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".onnx")

@@ -62,6 +62,20 @@ def quantized_model():
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
+def castmul_model():
+    """int8 Wk → Cast → Mul(s) → MatMul only (no DequantizeLinear)."""
+    wk = rng.integers(-127, 128, (16, 16), dtype=np.int8)
+    nodes = [
+        helper.make_node("Cast", ["Wk"], ["Wk_c"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["Wk_c", "sk"], ["Wk_f"], name="scale"),
+        helper.make_node("MatMul", ["x", "Wk_f"], ["y"], name="mm_k"),
+    ]
+    inits = [numpy_helper.from_array(wk, "Wk"), numpy_helper.from_array(np.float32(0.02), "sk")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
 def sparse_model():
     """x·Ws with Ws a sparse_initializer (COO, 1-D indices)."""
     dense = f32(16, 16)
@@ -141,3 +155,4 @@ if __name__ == "__main__":
     save(loop_model(), "loop.onnx")
     save(opset12_model(), "opset12.onnx")
     save(opset12_model(rank3=True), "opset12_softmax3d.onnx")
+    save(castmul_model(), "castmul.onnx")
