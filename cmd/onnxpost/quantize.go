@@ -63,6 +63,12 @@ func init() {
                    subgraphs read stay float32; Constant values beyond
                    ±65504 are clamped and counted.
 
+Weights that If/Loop/Scan subgraphs read (held there or in the main graph)
+are quantized by --weights int8 (weight-only) and fp16/bf16 through a
+main-graph DequantizeLinear or Cast that keeps the weight's name; the other
+modes list them as skipped. On opset 11/12 models, per-channel int8 first
+converts the model to opset 13. A run that changes no weight exits 1
+("nothing to transform", with the reason per weight) unless --allow-noop.
 Models that already hold quantization ops are refused. The report lists per
 layer the scale summary and ‖W−Ŵ‖/‖W‖, and the weight bytes before and after.
 
