@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -53,12 +54,25 @@ func nothingToTransform(c *cli.Context, reasons []string) error {
 // cannot be found and none was named (--ort-lib, $ONNXPOST_ORT_LIB), the
 // check cannot run: the command warns and writes.
 func checkLoads(c *cli.Context, cand *onnxio.Model, so evalharness.SessionOptions) error {
-	return loadCheck(os.Stderr, c.Command.Name, cand, so)
+	return loadCheck(os.Stderr, c.Command.Name, cand, so, filepath.Dir(c.String("o")))
 }
 
-// loadCheck is checkLoads without the CLI context; warnings go to w.
-func loadCheck(w io.Writer, command string, cand *onnxio.Model, so evalharness.SessionOptions) error {
-	s, err := evalharness.SessionFromModel(cand, so)
+// inMemoryLoadLimit is the tensor size above which loadCheck saves the
+// candidate with external data to check it (ONNX Runtime reads one
+// serialized model of at most 2 GB).
+const inMemoryLoadLimit = 1 << 30
+
+// loadCheck is checkLoads without the CLI context; warnings go to w. A
+// candidate whose tensors pass inMemoryLoadLimit is saved with external
+// data in a temporary folder inside dir and checked from there.
+func loadCheck(w io.Writer, command string, cand *onnxio.Model, so evalharness.SessionOptions, dir string) error {
+	var s *evalharness.Session
+	var err error
+	if tensorBytes(cand) > inMemoryLoadLimit {
+		s, err = sessionFromTempSave(cand, so, dir)
+	} else {
+		s, err = evalharness.SessionFromModel(cand, so)
+	}
 	if err == nil {
 		s.Close()
 		return nil
@@ -119,4 +133,32 @@ func dropStaleInputs(c *cli.Context, cand, ref *onnxio.Model) error {
 		fmt.Fprintf(os.Stderr, "%s: removed graph input %s: it was the weight %s, which was rewritten (callers can no longer override it)\n", c.Command.Name, displayName(name), displayName(name))
 	}
 	return nil
+}
+
+// tensorBytes sums the sizes of the main graph's initializers.
+func tensorBytes(m *onnxio.Model) int64 {
+	var n int64
+	for _, name := range m.Initializers() {
+		if dt, shape, err := m.InitializerInfo(name); err == nil {
+			if k, err := onnxio.NumElements(shape); err == nil {
+				n += dt.ByteSize(k)
+			}
+		}
+	}
+	return n
+}
+
+// sessionFromTempSave saves m with external data in a temporary folder
+// inside dir, opens a session on it and removes the folder.
+func sessionFromTempSave(m *onnxio.Model, so evalharness.SessionOptions, dir string) (*evalharness.Session, error) {
+	tmp, err := os.MkdirTemp(dir, ".onnxpost-loadcheck-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	p := filepath.Join(tmp, "candidate.onnx")
+	if err := m.Save(p, &onnxio.SaveOptions{External: onnxio.ExternalAlways}); err != nil {
+		return nil, err
+	}
+	return evalharness.NewSessionFromFile(p, so)
 }
