@@ -93,6 +93,12 @@ func loadCheck(w io.Writer, command string, cand *onnxio.Model, so evalharness.S
 // are printed on stderr as "skipped ..." and belong in the command's
 // report and in its nothing-to-transform reasons.
 func unhandledWeights(m *onnxio.Model, command string, roles ...string) []string {
+	return unhandledExcept(m, command, nil, roles...)
+}
+
+// unhandledExcept is unhandledWeights leaving out the weights named in
+// handled (those the command transforms after all).
+func unhandledExcept(m *onnxio.Model, command string, handled map[string]bool, roles ...string) []string {
 	ws, err := m.AllWeights()
 	if err != nil {
 		return nil
@@ -105,7 +111,7 @@ func unhandledWeights(m *onnxio.Model, command string, roles ...string) []string
 		if w.DType != onnxio.Float && slices.Contains(w.Via, "Cast") {
 			continue // stored in half precision by the command, cast back for its reader
 		}
-		if len(roles) > 0 && !slices.Contains(roles, w.Role) {
+		if len(roles) > 0 && !slices.Contains(roles, w.Role) || handled[w.Name] {
 			continue
 		}
 		line := fmt.Sprintf("%s: %s; %s does not rewrite it", w.Name, w.Special(), command)

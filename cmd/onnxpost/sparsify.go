@@ -80,8 +80,24 @@ func sparsifyAction(c *cli.Context) error {
 		return err
 	}
 	ref := model.Clone()
-	unhandled := unhandledWeights(ref, "sparsify", computeRoles...)
-	if layers, skipped, err := sparsity.Candidates(model, sel); err == nil && len(layers) == 0 {
+	if !opt.Method.NeedsCalibration() {
+		// weights that subgraphs read are pruned in place (magnitude needs
+		// no capture of their inputs)
+		sel.Subgraphs = true
+		if _, err := sparsity.HoistSubgraphWeights(model, sel); err != nil {
+			return err
+		}
+	}
+	layers, skipped, err := sparsity.Candidates(model, sel)
+	if err != nil {
+		return err
+	}
+	taken := map[string]bool{}
+	for _, l := range layers {
+		taken[l.Name] = true
+	}
+	unhandled := unhandledExcept(model, "sparsify", taken, computeRoles...)
+	if len(layers) == 0 {
 		why := slices.Clone(unhandled)
 		for _, l := range skipped {
 			why = append(why, l.Name+": "+l.Skipped)
