@@ -257,11 +257,13 @@ func loadModels(paths []string) ([]*onnxio.Model, error) {
 }
 
 // mergeReady prepares loaded models for merging, which reads main-graph
-// initializers: weights held in Constant nodes are folded into initializers
-// and sparse initializers made dense (in every model alike, so the
-// structural pairing still holds); float weights held in If/Loop/Scan
-// subgraphs are refused by name, since merging would silently keep the
-// template's values for them.
+// initializers: weights held in Constant nodes are folded into initializers,
+// sparse initializers made dense and initializers of If/Loop/Scan
+// subgraphs moved to the main graph (onnxio.Model.HoistWeight), in every
+// model alike, so the structural pairing still holds. Float weights that
+// cannot be moved (Constant nodes inside subgraphs, a name used twice) are
+// refused by name, since merging would silently keep the template's values
+// for them.
 func mergeReady(models []*onnxio.Model, paths []string) error {
 	for i, m := range models {
 		ws, err := m.AllWeights()
@@ -270,7 +272,10 @@ func mergeReady(models []*onnxio.Model, paths []string) error {
 		}
 		var held []string
 		for _, w := range ws {
-			if w.Stored != "" && w.DType.IsFloat() {
+			if w.Stored == "" || !w.DType.IsFloat() {
+				continue
+			}
+			if err := m.HoistWeight(w); err != nil {
 				held = append(held, fmt.Sprintf("%s (%s)", displayName(w.Name), displayName(w.Stored)))
 			}
 		}

@@ -81,7 +81,6 @@ func TestMergeWeightsMeaning(t *testing.T) {
 	f3 := oneOpModel(t, p("f3.onnx"), "MatMul", onnxio.Float, []int64{1, 2}, []int64{2, 1}, []int64{1, 1}, []float32{3, 6}, false)
 	k1 := oneOpModel(t, p("k1.onnx"), "MatMul", onnxio.Float, []int64{1, 2}, []int64{2, 1}, []int64{1, 1}, []float32{1, 2}, true)
 	k3 := oneOpModel(t, p("k3.onnx"), "MatMul", onnxio.Float, []int64{1, 2}, []int64{2, 1}, []int64{1, 1}, []float32{3, 6}, true)
-	ifm := weightsFixture("if.onnx")
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -95,7 +94,6 @@ func TestMergeWeightsMeaning(t *testing.T) {
 		{"fp16 overflow after rounding", []string{h1, h2, "--no-normalize"}, 1, `tensor "W": merged value 0 overflows float16`, nil},
 		{"huge weights normalized", []string{f1, f3, "--weights", "1e308,1e308"}, 0, "", []float32{2, 4}},
 		{"constant-node weights merged", []string{k1, k3}, 0, "", []float32{2, 4}},
-		{"subgraph weights refused", []string{ifm, ifm}, 1, "holds weights in subgraphs, which merge does not merge", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := p(strings.ReplaceAll(tc.name, " ", "_") + ".onnx")
@@ -117,4 +115,63 @@ func TestMergeWeightsMeaning(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMergeSubgraphWeights: weights held in or read by If subgraphs, and
+// Constant-node weights, are merged in every model (not kept from the
+// first).
+func TestMergeSubgraphWeights(t *testing.T) {
+	dir := t.TempDir()
+	in := weightsFixture("if.onnx")
+	// the second model: every float weight ×3 (moved to the main graph, the
+	// same function of its weights)
+	m3, err := onnxio.Load(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mergeReady([]*onnxio.Model{m3}, []string{in}); err != nil {
+		t.Fatal(err)
+	}
+	orig := map[string][]float32{}
+	for _, name := range m3.Initializers() {
+		w, err := m3.Initializer(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := w.Float32()
+		orig[name] = v
+		x := make([]float32, len(v))
+		for i := range v {
+			x[i] = 3 * v[i]
+		}
+		nt, _ := onnxio.FromFloat32(name, w.DType, w.Shape, x)
+		if err := m3.SetInitializer(nt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p3 := filepath.Join(dir, "if3.onnx")
+	if err := m3.Save(p3, nil); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "merged.onnx")
+	if code, stderr := captureRun(t, "merge", "--method", "linear", in, p3, "-o", out); code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	got, err := onnxio.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"Wt", "Wo", "Wc", "B"} {
+		w, err := got.ConstantOrInitializer(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := w.Float32()
+		for i := range v {
+			if d := v[i] - 2*orig[name][i]; d > 1e-5 || d < -1e-5 {
+				t.Fatalf("%s[%d] = %v, want %v", name, i, v[i], 2*orig[name][i])
+			}
+		}
+	}
+	checkModelFull(t, out)
 }
