@@ -126,6 +126,14 @@ func convertFloat16(m *onnxio.Model, o Options, rep *Report) error {
 	half := onnxio.Float16
 	if o.Weights == "bf16" {
 		half = onnxio.BFloat16
+		// bfloat16 tensors (Cast from bfloat16) need opset 13
+		note, err := upgradeOpset13For(m, "bfloat16 weights")
+		if err != nil {
+			return err
+		}
+		if note != "" {
+			rep.Notes = append(rep.Notes, note)
+		}
 	}
 	rep.Mode = o.Weights
 	block := map[string]bool{}

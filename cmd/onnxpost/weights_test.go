@@ -205,6 +205,14 @@ func TestInt8PerChannelOldOpset(t *testing.T) {
 	}
 	checkModelFull(t, out)
 
+	// bf16 needs opset 13 too (Cast from bfloat16)
+	outB := filepath.Join(dir, "b.onnx")
+	code, stderr = captureRun(t, "quantize", "--weights", "bf16", weightsFixture("opset12.onnx"), "-o", outB)
+	if code != 0 || !strings.Contains(stderr, "note: ai.onnx opset 12 → 13 for bfloat16 weights") {
+		t.Fatalf("bf16: exit %d:\n%s", code, stderr)
+	}
+	checkModelFull(t, outB)
+
 	out2 := filepath.Join(dir, "q2.onnx")
 	code, stderr = captureRun(t, "quantize", weightsFixture("opset12_softmax3d.onnx"), "-o", out2)
 	if code != 1 || !strings.Contains(stderr, `Softmax "softmax" has axis 1`) || !strings.Contains(stderr, "convert the model to opset 13") {
