@@ -82,8 +82,10 @@ func (w Weight) Special() string {
 		return "read inside subgraph " + w.Scope
 	case w.Sparse:
 		return "a sparse_initializer"
-	case w.Quantized:
+	case w.Quantized && len(w.Via) > 0:
 		return "already quantized (" + strings.Join(w.Via, "→") + ")"
+	case w.Quantized:
+		return "already quantized (" + w.Op + ")"
 	}
 	return ""
 }
@@ -458,7 +460,7 @@ func (m *Model) classify(sc *scope, name string, dt DType, shape []int64) (Weigh
 		}
 		break
 	}
-	quantized := dt.IsInteger() && (viaDQ || viaCast && viaScale)
+	quantized := dt.IsInteger() && (viaDQ || viaCast && viaScale || integerWeightSlot(w.Op, w.Slot))
 	if !dt.IsFloat() && !quantized {
 		return w, false
 	}
@@ -480,8 +482,22 @@ func slicesContains(s []string, v string) bool {
 
 func isCompute(op string) bool {
 	switch op {
-	case "MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "MatMulNBits", "MatMulInteger":
+	case "MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "MatMulNBits", "MatMulInteger",
+		"ConvInteger", "QLinearMatMul", "QLinearConv":
 		return true
+	}
+	return false
+}
+
+// integerWeightSlot reports whether input slot of op takes integer weights
+// directly (an already-quantized model: MatMulInteger and ConvInteger B/W,
+// QLinearMatMul b, QLinearConv w).
+func integerWeightSlot(op string, slot int) bool {
+	switch op {
+	case "MatMulInteger", "ConvInteger":
+		return slot == 1
+	case "QLinearMatMul", "QLinearConv":
+		return slot == 3
 	}
 	return false
 }
@@ -610,8 +626,33 @@ func (m *Model) setRole(w *Weight, n *pb.NodeProto, slot, rank int, producers ma
 				w.OutAxis = 0
 			}
 		}
-	case "DequantizeLinear":
+	case "DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear":
 		w.Role = RoleQuantParam
+	case "ConvInteger":
+		switch slot {
+		case 1:
+			w.Role = RoleConvW
+			if rank >= 2 {
+				w.OutAxis, w.InAxis = 0, 1
+			}
+		case 2, 3:
+			w.Role = RoleQuantParam
+		}
+	case "QLinearMatMul", "QLinearConv":
+		// a, a_scale, a_zero_point, b|w, b_scale, b_zero_point, y_scale,
+		// y_zero_point[, bias]
+		switch {
+		case slot == 3 && op == "QLinearMatMul" && rank >= 2:
+			w.Role = RoleMatMulB
+			swap(rank-1, rank-2)
+		case slot == 3 && op == "QLinearConv" && rank >= 2:
+			w.Role = RoleConvW
+			w.OutAxis, w.InAxis = 0, 1
+		case slot == 8:
+			w.Role = RoleBias
+		default:
+			w.Role = RoleQuantParam
+		}
 	case "MatMulNBits":
 		// inputs: A, B (packed), scales, zero_points, g_idx, bias
 		switch {

@@ -322,3 +322,30 @@ func TestInt4QDQOldOpset(t *testing.T) {
 	}
 	checkModelFull(t, out)
 }
+
+// TestInspectCountsIntegerOpWeights: int8 weights consumed directly by
+// MatMulInteger (a dynamically quantized model) are counted with their
+// float parameter count and marked already quantized.
+func TestInspectCountsIntegerOpWeights(t *testing.T) {
+	requireORT(t)
+	out := filepath.Join(t.TempDir(), "dyn.onnx")
+	if code, stderr := captureRun(t, "quantize", "--activations", "dynamic", weightsFixture("weight_input.onnx"), "-o", out); code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	r, err := buildInspect(loadFixtureModel(t, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, w := range r.Weights {
+		if w.Op == "MatMulInteger" && w.Role == onnxio.RoleMatMulB {
+			found = true
+			if w.Params != 64*64 || w.Where != "already quantized (MatMulInteger)" || !w.Quantized {
+				t.Errorf("%+v", w)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no MatMulInteger weight listed: %+v", r.Weights)
+	}
+}
