@@ -136,7 +136,33 @@ func compute[T Float](m *Merger, p *TensorPlan, base *onnxio.Tensor, xs, fishers
 			return nil, fmt.Errorf("%w: merged value %d is %v (do the inputs hold NaN or Inf?)", ErrIncompatible, j, f)
 		}
 	}
-	return wrap()
+	t, err := wrap()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkRounded(t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// checkRounded fails when rounding the merged values to the output dtype
+// (float16, bfloat16) made one of them infinite: the merge was finite in
+// the computation type but overflows the tensor's.
+func checkRounded(t *onnxio.Tensor) error {
+	if t.DType != onnxio.Float16 && t.DType != onnxio.BFloat16 {
+		return nil
+	}
+	vs, err := t.Float32()
+	if err != nil {
+		return err
+	}
+	for j, v := range vs {
+		if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
+			return fmt.Errorf("%w: tensor %q: merged value %d overflows %v (it is %v after rounding)", ErrIncompatible, t.Name, j, t.DType, f)
+		}
+	}
+	return nil
 }
 
 // TransformFunc returns Transform under ctx as an onnxio.TransformFunc.

@@ -183,7 +183,7 @@ func New(ctx context.Context, in Inputs, opt Options, progress Progress) (*Merge
 		m.plan = append(m.plan, p)
 	}
 	if len(m.plan) == 0 {
-		return nil, fmt.Errorf("%w: no floating-point tensor selected to merge", ErrOptions)
+		return nil, fmt.Errorf("%w: nothing to transform: no floating-point tensor selected to merge", ErrOptions)
 	}
 	if err := m.resolveTensorSettings(label); err != nil {
 		return nil, err

@@ -181,7 +181,7 @@ func (o *Options) Validate(n int, haveBase bool) error {
 			return bad("weight %d is %v", i+1, w)
 		}
 	}
-	if sum(o.Weights) == 0 && o.Method != SLERP {
+	if sum(normalizedScale(o.Weights)) == 0 && o.Method != SLERP {
 		return bad("weights %v sum to zero", o.Weights)
 	}
 	if o.Method == Fisher {

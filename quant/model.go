@@ -116,6 +116,8 @@ type Report struct {
 	Clamped int64 `json:"clamped,omitempty"`
 	// MeanRelError is the parameter-weighted mean of RelError.
 	MeanRelError float64 `json:"mean_rel_error"`
+	// Notes lists changes beyond the weights (an opset upgrade).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // quantizedOps are op types whose presence means a model is already
@@ -274,6 +276,9 @@ func targets(m *onnxio.Model, o Options, rep *Report) ([]target, error) {
 			continue
 		case o.Exclude != nil && (o.Exclude.MatchString(w.Name) || o.Exclude.MatchString(w.Node)):
 			skip("name matches --exclude")
+			continue
+		case w.Quantized:
+			skip(w.Special())
 			continue
 		case w.DType != onnxio.Float:
 			skip("not float32 (" + w.DType.String() + ")")
@@ -445,8 +450,14 @@ func symName(sym bool) string {
 // quantizeInt8 applies int8 weights (QDQ), with dynamic or static
 // activations.
 func quantizeInt8(ctx context.Context, m *onnxio.Model, o Options, rep *Report) error {
-	if o.PerChannel && m.Opsets()[""] < 13 {
-		return fmt.Errorf("%w: per-channel DequantizeLinear needs opset ≥ 13, the model imports %d (use per-tensor)", ErrUnsupported, m.Opsets()[""])
+	if o.PerChannel {
+		note, err := upgradeOpset13(m)
+		if err != nil {
+			return err
+		}
+		if note != "" {
+			rep.Notes = append(rep.Notes, note)
+		}
 	}
 	if m.Opsets()[""] < 10 {
 		return fmt.Errorf("%w: DequantizeLinear needs opset ≥ 10, the model imports %d", ErrUnsupported, m.Opsets()[""])
@@ -475,6 +486,11 @@ func quantizeInt8(ctx context.Context, m *onnxio.Model, o Options, rep *Report) 
 			return err
 		}
 		if err := insertWeightDQ(m, o, t, rep); err != nil {
+			return err
+		}
+	}
+	if o.Activations == "" {
+		if err := quantizeSubgraphWeights(m, o, rep); err != nil {
 			return err
 		}
 	}
@@ -1027,6 +1043,12 @@ func ensureOpset21(m *onnxio.Model) error {
 	v := m.Opsets()[""]
 	if v >= 21 {
 		return nil
+	}
+	if v < 13 {
+		// Squeeze, Unsqueeze, Split and ReduceSum changed form in opset 13
+		if _, err := upgradeOpset13For(m, "int4 QDQ (opset 21)"); err != nil {
+			return err
+		}
 	}
 	if v < 18 {
 		for _, n := range m.Nodes() {

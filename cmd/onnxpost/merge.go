@@ -280,6 +280,42 @@ func loadModels(paths []string) ([]*onnxio.Model, error) {
 	return out, nil
 }
 
+// mergeReady prepares loaded models for merging, which reads main-graph
+// initializers: weights held in Constant nodes are folded into initializers,
+// sparse initializers made dense and initializers of If/Loop/Scan
+// subgraphs moved to the main graph (onnxio.Model.HoistWeight), in every
+// model alike, so the structural pairing still holds. Float weights that
+// cannot be moved (Constant nodes inside subgraphs, a name used twice) are
+// refused by name, since merging would silently keep the template's values
+// for them.
+func mergeReady(models []*onnxio.Model, paths []string) error {
+	for i, m := range models {
+		ws, err := m.AllWeights()
+		if err != nil {
+			return err
+		}
+		var held []string
+		for _, w := range ws {
+			if w.Stored == "" || !w.DType.IsFloat() {
+				continue
+			}
+			if err := m.HoistWeight(w); err != nil {
+				held = append(held, fmt.Sprintf("%s (%s)", displayName(w.Name), displayName(w.Stored)))
+			}
+		}
+		if len(held) > 0 {
+			return fmt.Errorf("%s holds weights in subgraphs, which merge does not merge (it would keep one model's values): %s", paths[i], strings.Join(held, ", "))
+		}
+		if _, err := m.FoldConstantWeights(); err != nil {
+			return fmt.Errorf("%s: %w", paths[i], err)
+		}
+		if _, err := m.DensifySparseInitializers(); err != nil {
+			return fmt.Errorf("%s: %w", paths[i], err)
+		}
+	}
+	return nil
+}
+
 // sources hashes the input files for provenance.
 // models, when not nil, are the loaded models of paths: their external
 // data files are hashed too.
@@ -330,6 +366,9 @@ func mergeAction(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
+		if err := mergeReady(bs, []string{s.base}); err != nil {
+			return err
+		}
 		in.Base = bs[0]
 		in.Labels = append(in.Labels, s.base)
 		if srcs, err = sources("base", []string{s.base}, bs); err != nil {
@@ -337,6 +376,9 @@ func mergeAction(c *cli.Context) error {
 		}
 	}
 	if in.Models, err = loadModels(s.models); err != nil {
+		return err
+	}
+	if err := mergeReady(in.Models, s.models); err != nil {
 		return err
 	}
 	in.Labels = append(in.Labels, s.models...)
