@@ -281,7 +281,11 @@ func TestConvertExternalConstantWeights(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds, err := os.Stat(out + ".data")
+	files, err := onnxio.DataFiles(out)
+	if err != nil || len(files) != 1 {
+		t.Fatalf("data files %v, %v; want one", files, err)
+	}
+	ds, err := os.Stat(filepath.Join(dir, files[0]))
 	if err != nil {
 		t.Fatalf("no data file: %v", err)
 	}
