@@ -49,9 +49,15 @@ CELLS = [
     ("lowrank-0.5", "lowrank --rank-ratio 0.5 -o {o} {m}", True),
     ("search-sparsity", "search --space sparsity --target 0.5 --calib {d} --generations 2 --offspring 2 "
                         "--tokens 4:16 --levels 2 --cache-dir '' --batch {bs} -o {o} {m}", True),
+    ("q-fp16-gated", "quantize --weights fp16 --data {d} --gate cosine>=0.99 --batch {bs} --keep-rejected {o} -o {o} {m}", True),
+    ("sparsify-gated", "sparsify --pattern 2:4 --quiet --data {d} --gate cosine>=0.9 --batch {bs} --keep-rejected {o} -o {o} {m}", True),
     ("merge-self", "merge --method linear -o {o} {m} {m}", True),
     ("merge-ties", "merge --method ties --base {m} -o {o} {p1} {p2}", True),
 ]
+
+
+# cosine thresholds of the gated cells (their --gate "cosine>=T")
+GATES = {"q-fp16-gated": 0.99, "sparsify-gated": 0.9}
 
 
 def log(*a):
@@ -329,7 +335,10 @@ def main():
                 pc = (cell.get("quality") or {}).get("cosine")
                 if oc is not None and pc is not None:
                     cell["cosine_matches_python"] = abs(oc - pc) <= 1e-4
-            if writes and rc == 0:
+            gate = GATES.get(cid)
+            if gate and rc in (0, 3):
+                cell["gate"] = {"threshold": gate, "passed": rc == 0}
+            if writes and (rc == 0 or (gate and rc == 3)):
                 if not os.path.exists(o):
                     cell["written"] = False
                 else:
@@ -346,6 +355,9 @@ def main():
                             cell["quality"] = judge(e, args.corpus, ref, out)
                         except Exception as ex:  # noqa: BLE001
                             cell["quality"] = {"note": "run failed: %s" % str(ex).strip().splitlines()[0][:200]}
+            if gate and rc in (0, 3) and (cell.get("quality") or {}).get("cosine") is not None:
+                # the gate's decision against the script's own cosine of the same candidate
+                cell["gate"]["consistent"] = (rc == 0) == (cell["quality"]["cosine"] >= gate)
             row[cid] = cell
             log("%-16s %-16s rc=%-3s %5.1fs %s %s" % (name, cid, rc, cell["seconds"], cell.get("error", ""),
                                                        headline(cell.get("quality"))))

@@ -9,7 +9,7 @@ import subprocess
 # Exits that refuse, by name, what the command does not do (the contract allows it): shown as "refused", listed apart.
 REFUSALS = ("is already quantized", "needs opset")
 
-TRANSFORMS = {"q-int8", "q-int8-dyn", "q-int4", "q-fp16", "sparsify-2:4", "lowrank-0.5", "search-sparsity", "merge-ties"}
+TRANSFORMS = {"q-fp16-gated", "sparsify-gated", "q-int8", "q-int8-dyn", "q-int4", "q-fp16", "sparsify-2:4", "lowrank-0.5", "search-sparsity", "merge-ties"}
 
 HEADER = """# Real models: every command on every model
 
@@ -39,14 +39,18 @@ intersection over union of the text masks (probability > 0.3) of the text
 detector. `eval-self` evaluates the model against itself, `eval-perturbed` a
 copy whose float weights of rank ≥ 2 (in every graph and Constant) were
 multiplied by 1 + 0.02·N(0,1) (seed 1); `merge-ties` merges two such copies
-(seeds 1 and 2) onto the original as base. The commands run without `--data`
-(no gate), so a cell shows the transform alone; `eval` and `search` read the
-dataset.
+(seeds 1 and 2) onto the original as base. The transforming commands run
+without `--data`, so a cell shows the transform alone, except the two gated
+cells: `q-fp16-gated` (`--data`, `--gate cosine>=0.99`) and `sparsify-gated`
+(2:4, `--gate cosine>=0.9`), both with `--keep-rejected`, so that the script
+judges the candidate either way and checks the gate's decision against its own
+cosine. `eval` and `search` read the dataset.
 
 Legend: **exit N** (with the first line of the error in the failure list),
-**no-op** (exit 0, a model written, not one tensor changed by a transforming
-command), **checker✗** / **ORT✗** (the written model fails the check / does not
-load), then the quality.
+**refused** (an exit that names what the command does not do, as the contract
+allows), **no-op** (exit 0, a model written, not one tensor changed by a
+transforming command), **checker✗** / **ORT✗** (the written model fails the
+check / does not load), **gate passed / failed**, then the quality.
 """
 
 
@@ -64,7 +68,8 @@ def cell_text(cid, c, fids, unperturbed=False):
     if c is None:
         return ""
     refs = " ".join("[F%d](#f%d)" % (f, f) for f in (fids or []))
-    if c.get("rc") != 0:
+    g = c.get("gate")
+    if c.get("rc") != 0 and not (g and c.get("rc") == 3):
         if any(r in c.get("error", "") for r in REFUSALS):
             return "refused (exit %s) %s" % (c.get("rc"), refs)
         return ("**exit %s** " % c.get("rc")) + refs
@@ -82,6 +87,9 @@ def cell_text(cid, c, fids, unperturbed=False):
         parts.append("**checker✗**")
     if c.get("ort", "ok") != "ok":
         parts.append("**ORT✗**")
+    if g:
+        parts.append("gate %s%s" % ("passed" if g["passed"] else "failed (exit 3)",
+                                    "" if g.get("consistent", True) else " **against the script's cosine**"))
     q = c.get("quality") or {}
     from matrix import headline
     h = headline(q)
@@ -126,7 +134,7 @@ def write(path, manifest, results):
             if not c:
                 continue
             keys = []
-            if c.get("rc") != 0:
+            if c.get("rc") != 0 and not (c.get("gate") and c.get("rc") == 3):
                 keys.append(("exit %s: %s" % (c.get("rc"), c.get("error", "")), e["name"], "exit"))
             else:
                 if cid in TRANSFORMS and c.get("changed_tensors") == 0 and not (cid == "merge-ties" and row.get("_perturbed_tensors") == 0):
@@ -135,6 +143,8 @@ def write(path, manifest, results):
                     keys.append(("written model fails onnx.checker: %s" % c["checker"][6:], None, "checker"))
                 if c.get("ort", "ok") != "ok":
                     keys.append(("written model does not load in ONNX Runtime: %s" % c["ort"][6:], None, "ort"))
+                if (c.get("gate") or {}).get("consistent") is False:
+                    keys.append(("the gate's decision disagrees with the script's cosine of the same candidate", None, "gate"))
                 if c.get("cosine_matches_python") is False:
                     keys.append(("eval's cosine differs from the script's", None, "eval"))
             for msg, _, _ in keys:
