@@ -412,7 +412,7 @@ def make_magika(d, model, cfg):
             f.write("%s\t%s\n" % (path, labels[i]))
     with open(os.path.join(d, "labels.txt"), "w") as f:
         f.write("\n".join(labels) + "\n")
-    return ("%d files of this machine (%d globs: licenses, docs, Python, ELF, fonts, certificates, man pages, XML, ...), "
+    return ("%d files of this machine (%d globs: licenses, docs, Python source and bytecode, ELF, fonts, man pages, XML, ...), "
             "magika's byte features" % (len(files), len(MAGIKA_GLOBS))), \
         {"distinct_labels": int(len(set(p.argmax(1))))}
 
@@ -480,7 +480,7 @@ def make_t5(out, wheel, n=32, steps=16):
     with open(os.path.join(dd, "truth.txt"), "w") as f:
         f.write("\n".join("%s\t%s" % (a, b) for a, b in zip(lines, titles)) + "\n")
     return ("%d change descriptions from this machine's Debian changelogs, T5-tokenized (padded to the longest, at most 48)" % len(lines),
-            "the encoder's states for the same %d descriptions; decoder input = <pad> + the model's own greedy title (%d tokens)" % (len(lines), steps),
+            "the encoder's states for the same %d descriptions; decoder input = `<pad>` + the model's own greedy title (%d tokens)" % (len(lines), steps),
             {"mean_title_tokens": float(valid.sum(1).mean()), "example": titles[0]})
 
 

