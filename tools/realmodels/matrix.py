@@ -41,6 +41,7 @@ CELLS = [
     ("convert-ext", "convert --external-data -o {o} {m}", True),
     ("eval-self", "eval {m} --data {d} --ref {m} --json{b}", False),
     ("eval-perturbed", "eval {p1} --data {d} --ref {m} --json{b}", False),
+    ("eval-cosine", "eval {p1} --data {d} --ref {m} --metrics cosine --json{b}", False),
     ("q-int8", "quantize --weights int8 -o {o} {m}", True),
     ("q-int8-dyn", "quantize --weights int8 --activations dynamic -o {o} {m}", True),
     ("q-int4", "quantize --weights int4 -o {o} {m}", True),

@@ -38,7 +38,7 @@ types); `speech` = agreement of speech/non-speech at 0.5 per chunk; `IoU` =
 intersection over union of the text masks (probability > 0.3) of the text
 detector. `eval-self` evaluates the model against itself, `eval-perturbed` a
 copy whose float weights of rank ≥ 2 (in every graph and Constant) were
-multiplied by 1 + 0.02·N(0,1) (seed 1); `merge-ties` merges two such copies
+multiplied by 1 + 0.02·N(0,1) (seed 1); `eval-cosine` the same with `--metrics cosine` (no default metrics); `merge-ties` merges two such copies
 (seeds 1 and 2) onto the original as base. The transforming commands run
 without `--data`, so a cell shows the transform alone, except the two gated
 cells: `q-fp16-gated` (`--data`, `--gate cosine>=0.99`) and `sparsify-gated`
@@ -87,6 +87,8 @@ def cell_text(cid, c, fids, unperturbed=False):
         parts.append("**checker✗**")
     if c.get("ort", "ok") != "ok":
         parts.append("**ORT✗**")
+    if unperturbed and cid in ("eval-perturbed", "eval-cosine"):
+        parts.append("(the perturbed copy equals the model)")
     if g:
         parts.append("gate %s%s" % ("passed" if g["passed"] else "failed (exit 3)",
                                     "" if g.get("consistent", True) else " **against the script's cosine**"))
