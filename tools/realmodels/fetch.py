@@ -259,7 +259,7 @@ def make_cls(d, model):
 def make_det(d, model):
     from PIL import Image, ImageDraw, ImageFont
     sents = sentences()
-    pages, masks = [], []
+    pages, masks, nlines = [], [], []
     k = 0
     for p in range(6):
         img = Image.new("RGB", (640, 640), (255, 255, 255))
@@ -280,6 +280,7 @@ def make_det(d, model):
             dr.text((x0, y), line, fill=(0, 0, 0), font=font)
             dm.rectangle(dr.textbbox((x0, y), line, font=font), fill=1)
             y += int(size * (1.6 + (k % 3) * 0.4))
+        nlines.append(k - sum(nlines))
         pages.append(norm_chw(img))
         masks.append(np.asarray(mask, np.uint8))
     x = np.stack(pages)
@@ -290,7 +291,7 @@ def make_det(d, model):
     t = np.stack(masks) > 0
     inter = (m & t).sum()
     # DB predicts shrunk text kernels: report how much of the predicted text lies on real text
-    return "6 pages 640×640 of real sentences (DejaVu Sans 18–30 px, 8–14 lines each)", \
+    return "6 pages 640×640 of real sentences (DejaVu Sans 18–30 px, %d–%d lines each)" % (min(nlines), max(nlines)), \
         {"precision_on_text": float(inter / max(1, m.sum())), "text_covered": float(inter / max(1, t.sum()))}
 
 

@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 
-# Exits that refuse, by name, what the command does not do (the contract allows it): shown as "refused", listed apart.
+# Exits that refuse, by name, what the command does not do (docs/ARCHITECTURE.md allows it): shown as "refused".
 REFUSALS = ("is already quantized", "needs opset")
 
 TRANSFORMS = {"q-fp16-gated", "sparsify-gated", "q-int8", "q-int8-dyn", "q-int4", "q-fp16", "sparsify-2:4", "lowrank-0.5", "search-sparsity", "merge-ties"}
@@ -47,8 +47,8 @@ judges the candidate either way and checks the gate's decision against its own
 cosine. `eval` and `search` read the dataset.
 
 Legend: **exit N** (with the first line of the error in the failure list),
-**refused** (an exit that names what the command does not do, as the contract
-allows), **no-op** (exit 0, a model written, not one tensor changed by a
+**refused** (an exit that names what the command does not do, which
+docs/ARCHITECTURE.md allows), **no-op** (exit 0, a model written, not one tensor changed by a
 transforming command), **checker✗** / **ORT✗** (the written model fails the
 check / does not load), **gate passed / failed**, then the quality.
 """
@@ -187,7 +187,7 @@ def write(path, manifest, results):
     L.append("Each entry: what went wrong, the cells where it happens, and one command that reproduces it "
              "(after `make realmodels`; the perturbed copies come from `tools/realmodels/matrix.py --models NAME`).\n")
     for i, (k, g) in enumerate(groups.items(), 1):
-        kind = " (a refusal by name, allowed by the contract)" if any(r in g["msg"] for r in REFUSALS) else ""
+        kind = " (a refusal by name)" if any(r in g["msg"] for r in REFUSALS) else ""
         L.append('<a id="f%d"></a>**F%d.**%s %s  ' % (i, i, kind, g["msg"].replace("|", "\\|")))
         L.append("Cells (%d): %s  " % (len(g["cells"]), ", ".join(g["cells"])))
         L.append("Reproduce: `%s`\n" % g["cmd"].replace("|", "\\|"))
