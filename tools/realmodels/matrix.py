@@ -280,6 +280,9 @@ def main():
     resfile = os.path.join(args.out, "matrix.json")
     results = json.load(open(resfile)) if os.path.exists(resfile) else {}
     env = dict(os.environ)
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "?"
+    results["_run"] = {"utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "commit": rev,
+                       "ort": ort.__version__, "cells": [c[0] for c in cells]}
     for e in manifest:
         name = e["name"]
         mdir = os.path.join(args.corpus, name)

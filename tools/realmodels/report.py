@@ -1,10 +1,8 @@
 """Write docs/results/real-models.md from the corpus manifest and the matrix results (used by matrix.py --doc)."""
 
 import collections
-import datetime
 import os
 import re
-import subprocess
 
 # Exits that refuse, by name, what the command does not do (docs/ARCHITECTURE.md allows it): shown as "refused".
 REFUSALS = ("is already quantized", "needs opset")
@@ -116,13 +114,6 @@ def fmt_int(n):
     return str(n)
 
 
-def git_rev():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
-
-
 def write(path, manifest, results):
     from matrix import CELLS
     cells = [c[0] for c in CELLS]
@@ -156,8 +147,9 @@ def write(path, manifest, results):
                 cellfid.setdefault((e["name"], cid), []).append(list(groups).index(k) + 1)
 
     L = [HEADER]
-    L.append("Run of %s UTC on commit `%s` (CPU, ONNX Runtime 1.30.0).\n" % (
-        datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"), git_rev()))
+    run = results.get("_run") or {}
+    L.append("Matrix run of %s UTC, onnxpost built from commit `%s` (CPU; ONNX Runtime %s in the script, 1.30.0 in onnxpost).\n" % (
+        run.get("utc", "?"), run.get("commit", "?"), run.get("ort", "?")))
     L.append("## Models\n")
     L.append("| model | task | converter (producer) | opset | source package | license | sha256 | params (all graphs, Constants) | input data | float model on its data |")
     L.append("|---|---|---|---|---|---|---|---|---|---|")
