@@ -3,10 +3,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/onnxpost/onnxpost/onnxio"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/onnxpost/onnxpost/internal/pyoracle"
@@ -145,5 +147,103 @@ func TestRealModels(t *testing.T) {
 			}
 			check(t, m.Name+"/eval", failure)
 		})
+		t.Run(m.Name+"/nan", func(t *testing.T) {
+			if _, known := realModelKnownFailures[m.Name+"/eval"]; known {
+				t.Skip("eval of this model is a known failure")
+			}
+			nan, which := nanCopy(t, model, filepath.Join(out, m.Name+"-nan.onnx"))
+			report := filepath.Join(out, m.Name+"-nan.json")
+			args := []string{"onnxpost", "eval", nan, "--data", data, "--ref", model, "--gate", "cosine>=-1", "--report", report}
+			var code int
+			captureStdout(t, func() { code = run(args) })
+			if code != exitGate {
+				t.Fatalf("eval of a copy with NaN in %s: exit code %d, want %d", which, code, exitGate)
+			}
+			r := evalReadJSON(t, report)
+			if nf, _ := r["nonfinite"].([]any); len(nf) == 0 {
+				t.Fatalf("report of the NaN copy (%s) lists no nonfinite values: %v", which, r)
+			}
+		})
 	}
+}
+
+// nanCopy writes to dst a copy of the model at src in which the float
+// weight of the main graph's last MatMul, Gemm or Conv (else its last norm
+// or bias, else its last float tensor of at least 64 values) is NaN
+// throughout (the
+// last, because an earlier NaN may be absorbed on its way: ONNX Runtime's
+// Relu maps NaN to 0), or every float weight when all of them live in
+// subgraphs (a branch that is not taken would hide one), and says which
+// weight it changed.
+func nanCopy(t *testing.T, src, dst string) (string, string) {
+	t.Helper()
+	m, err := onnxio.Load(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.FoldConstantWeights(); err != nil {
+		t.Fatal(err)
+	}
+	ws, err := m.AllWeights()
+	if err != nil {
+		t.Fatal(err)
+	}
+	isFloat := func(w onnxio.Weight) bool {
+		return !w.Quantized && !w.Sparse && (w.DType == onnxio.Float || w.DType == onnxio.Float16 || w.DType == onnxio.Double)
+	}
+	var pick []onnxio.Weight
+	for _, roles := range [][]string{
+		{onnxio.RoleMatMulB, onnxio.RoleGemmB, onnxio.RoleConvW},
+		{onnxio.RoleNorm, onnxio.RoleBias},
+		{onnxio.RoleOther}, // e.g. the scale of an RMSNorm built from Mul
+	} {
+		for _, w := range ws {
+			if slices.Contains(roles, w.Role) && isFloat(w) && elems(w.Shape) >= 64 && w.Stored == "" && w.Scope == "" && (len(pick) == 0 || w.NodeIndex >= pick[0].NodeIndex) {
+				pick = []onnxio.Weight{w}
+			}
+		}
+		if len(pick) > 0 {
+			break
+		}
+	}
+	which := ""
+	if len(pick) == 0 {
+		which = "every float weight"
+		for _, w := range ws {
+			if isFloat(w) && m.HoistWeight(w) == nil {
+				pick = append(pick, w)
+			}
+		}
+	}
+	if len(pick) == 0 {
+		t.Skip("no float weight to set to NaN")
+	}
+	for _, w := range pick {
+		v := make([]float32, elems(w.Shape))
+		for i := range v {
+			v[i] = float32(math.NaN())
+		}
+		nt, err := onnxio.FromFloat32(w.Name, w.DType, w.Shape, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.SetInitializer(nt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if which == "" {
+		which = fmt.Sprintf("weight %q", pick[0].Name)
+	}
+	if err := m.Save(dst, nil); err != nil {
+		t.Fatal(err)
+	}
+	return dst, which
+}
+
+func elems(shape []int64) int64 {
+	n := int64(1)
+	for _, d := range shape {
+		n *= d
+	}
+	return n
 }
