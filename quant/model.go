@@ -338,7 +338,14 @@ func Quantize(ctx context.Context, m *onnxio.Model, o Options) (*onnxio.Model, *
 	}
 	out := m.Clone()
 	out.EnsureNodeNames()
-	if o.Weights == "int8" || o.Weights == "int4" {
+	switch o.Weights {
+	case "fp16", "bf16":
+		// Every weight held in a Constant node becomes an initializer
+		// first, so that it is converted like the others.
+		if _, err := out.FoldConstantWeights(); err != nil {
+			return nil, nil, err
+		}
+	case "int8", "int4":
 		// Weights held in Constant nodes become initializers first.
 		ws, err := out.Weights()
 		if err != nil {

@@ -353,3 +353,28 @@ func TestInspectCountsIntegerOpWeights(t *testing.T) {
 		t.Fatalf("no MatMulInteger weight listed: %+v", r.Weights)
 	}
 }
+
+// TestFloat16ConstantWeights: fp16 converts weights held in Constant nodes
+// (every paddle2onnx export) instead of reporting nothing to transform.
+func TestFloat16ConstantWeights(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	v := make([]float32, 16*16)
+	for i := range v {
+		v[i] = float32(i%7) - 3
+	}
+	in := oneOpModel(t, filepath.Join(dir, "c.onnx"), "MatMul", onnxio.Float, []int64{1, 16}, []int64{16, 16}, []int64{1, 16}, v, true)
+	out := filepath.Join(dir, "c16.onnx")
+	if code, stderr := captureRun(t, "quantize", in, "--weights", "fp16", "-o", out); code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	m := loadFixtureModel(t, out)
+	w, err := m.ConstantOrInitializer("W")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.DType != onnxio.Float16 {
+		t.Fatalf("W is %v, want float16", w.DType)
+	}
+	checkModelFull(t, out)
+}
