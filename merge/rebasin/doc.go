@@ -1,0 +1,20 @@
+// Package rebasin aligns the hidden units of ONNX models trained from
+// different initializations (Git Re-Basin, Ainsworth et al.), so that they
+// can be merged in weight space.
+//
+// Groups finds the permutation groups of a graph: the output units of each
+// hidden MatMul/Gemm layer (with its bias) or channels of each hidden Conv
+// (with its bias and any BatchNormalization), tied to the input axis of the
+// layer that reads them, through element-wise activations, pooling,
+// Dropout/Identity and Flatten (a channel then owns a block of H·W input
+// rows of the following Gemm or MatMul). Graphs it cannot permute exactly
+// (residual additions of two computed values, grouped convolutions,
+// reshapes, attention) are refused with the node that stops it.
+//
+// WeightMatching finds one permutation per group by coordinate descent:
+// groups in a seeded random order, each solving a linear assignment problem
+// (SolveLAP) on Σ over the tensors touching the group of ⟨W_a[i], P W_b[j]⟩,
+// until a whole pass changes nothing. Permute applies permutations to a
+// copy of a model; the permuted model computes the same function (the
+// values are moved, never rounded).
+package rebasin
