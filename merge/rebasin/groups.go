@@ -1,0 +1,504 @@
+package rebasin
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+// ErrUnsupported is wrapped by the errors of graphs whose hidden units
+// cannot be permuted exactly by this package.
+var ErrUnsupported = errors.New("rebasin: graph not supported")
+
+// Member is one axis of one initializer that a group permutes: the axis,
+// of length Size·Block, is cut into Size blocks of Block consecutive
+// entries and the blocks are permuted (Block > 1 where a Flatten turned C
+// channels of H·W values into C·H·W rows of a Gemm).
+type Member struct {
+	Tensor string
+	Axis   int
+	Block  int
+}
+
+// Group is one set of hidden units permuted together: Size units, and every
+// initializer axis that indexes them.
+type Group struct {
+	Name    string // the layer whose outputs the units are (its weight's name)
+	Size    int
+	Members []Member
+}
+
+// layout is how the units of a group sit in a computed value.
+type layout int
+
+const (
+	lastAxis layout = iota // [..., N]: Gemm and MatMul outputs
+	chanAxis               // [B, N, spatial...]: Conv outputs
+	flatAxis               // Flatten of chanAxis: [B, N·H·W], blocks of H·W
+)
+
+// graph indexes a model's main graph for Groups.
+type graph struct {
+	m         *onnxio.Model
+	nodes     []onnxio.Node
+	consumers map[string][]int
+	producer  map[string]int
+	outputs   map[string]bool
+}
+
+func newGraph(m *onnxio.Model) *graph {
+	g := &graph{m: m, nodes: m.Nodes(), consumers: map[string][]int{}, producer: map[string]int{}, outputs: map[string]bool{}}
+	for i, n := range g.nodes {
+		for _, in := range n.Inputs {
+			if in != "" {
+				g.consumers[in] = append(g.consumers[in], i)
+			}
+		}
+		for _, o := range n.Outputs {
+			g.producer[o] = i
+		}
+	}
+	for _, o := range m.Outputs() {
+		g.outputs[o.Name] = true
+	}
+	return g
+}
+
+func (g *graph) shape(name string) []int64 {
+	_, s, err := g.m.InitializerInfo(name)
+	if err != nil {
+		return nil
+	}
+	return s
+}
+
+// constElems returns the element count of a constant input (initializer or
+// Constant node output), or -1 when the input is computed.
+func (g *graph) constElems(name string) (int64, []int64) {
+	if g.m.HasInitializer(name) {
+		s := g.shape(name)
+		n, _ := onnxio.NumElements(s)
+		return n, s
+	}
+	if i, ok := g.producer[name]; ok && g.nodes[i].OpType == "Constant" && g.nodes[i].Domain == "" {
+		t, err := g.m.NodeTensor(g.nodes[i], "value")
+		if err != nil {
+			return -1, nil
+		}
+		n, _ := onnxio.NumElements(t.Shape)
+		return n, t.Shape
+	}
+	return -1, nil
+}
+
+// layer describes a node whose weight is an initializer: the axes of its
+// weight that index its output units and its input units.
+type layer struct {
+	weight        string
+	outAxis       int
+	inAxis        int
+	bias          string // "" when none
+	inputLayout   layout
+	acceptsLayout map[layout]bool
+}
+
+// asLayer returns the layer node n is, when its input 0 is computed and
+// its weight an initializer; err when it is a layer this package refuses.
+func (g *graph) asLayer(n onnxio.Node) (*layer, error) {
+	if n.Domain != "" && n.Domain != "ai.onnx" {
+		return nil, nil
+	}
+	in := func(i int) string {
+		if i < len(n.Inputs) {
+			return n.Inputs[i]
+		}
+		return ""
+	}
+	switch n.OpType {
+	case "Gemm":
+		if !g.m.HasInitializer(in(1)) || len(g.shape(in(1))) != 2 {
+			return nil, nil
+		}
+		if n.Int("transA", 0) != 0 {
+			return nil, fmt.Errorf("%w: Gemm node %q has transA=1", ErrUnsupported, n.Name)
+		}
+		l := &layer{weight: in(1), outAxis: 1, inAxis: 0, acceptsLayout: map[layout]bool{lastAxis: true, flatAxis: true}}
+		if n.Int("transB", 0) != 0 {
+			l.outAxis, l.inAxis = 0, 1
+		}
+		if b := in(2); b != "" {
+			if !g.m.HasInitializer(b) {
+				return nil, fmt.Errorf("%w: Gemm node %q has a computed bias", ErrUnsupported, n.Name)
+			}
+			l.bias = b
+		}
+		return l, nil
+	case "MatMul":
+		if !g.m.HasInitializer(in(1)) || len(g.shape(in(1))) != 2 {
+			return nil, nil
+		}
+		return &layer{weight: in(1), outAxis: 1, inAxis: 0, acceptsLayout: map[layout]bool{lastAxis: true, flatAxis: true}}, nil
+	case "Conv":
+		if !g.m.HasInitializer(in(1)) {
+			return nil, nil
+		}
+		if grp := n.Int("group", 1); grp != 1 {
+			return nil, fmt.Errorf("%w: Conv node %q is a grouped or depthwise convolution (group=%d): its channels cannot be permuted independently", ErrUnsupported, n.Name, grp)
+		}
+		l := &layer{weight: in(1), outAxis: 0, inAxis: 1, acceptsLayout: map[layout]bool{chanAxis: true}}
+		if b := in(2); b != "" {
+			if !g.m.HasInitializer(b) {
+				return nil, fmt.Errorf("%w: Conv node %q has a computed bias", ErrUnsupported, n.Name)
+			}
+			l.bias = b
+		}
+		return l, nil
+	}
+	return nil, nil
+}
+
+// passThrough lists the ops applied unit by unit (each output unit depends
+// on the same unit of the input only).
+var passThrough = map[string]bool{
+	"Relu": true, "LeakyRelu": true, "Sigmoid": true, "Tanh": true, "Elu": true, "Selu": true,
+	"Gelu": true, "Softplus": true, "Softsign": true, "HardSigmoid": true, "HardSwish": true,
+	"Mish": true, "Erf": true, "Abs": true, "Neg": true, "Exp": true, "Log": true, "Sqrt": true,
+	"Sin": true, "Cos": true, "Identity": true, "Dropout": true, "Clip": true, "PRelu": false,
+	"Celu": true, "ThresholdedRelu": true, "Reciprocal": true, "Floor": true, "Ceil": true,
+}
+
+// pools act per channel.
+var pools = map[string]bool{"MaxPool": true, "AveragePool": true, "GlobalAveragePool": true, "GlobalMaxPool": true, "LpPool": true, "GlobalLpPool": true}
+
+// stop records why a group's trace could not continue.
+type stop struct {
+	node   int
+	reason string
+}
+
+// Groups returns the permutation groups of m's main graph, in graph order.
+// A layer whose outputs reach a graph output, or reach only ops this
+// package does not follow with no weight after them (a final Softmax), is
+// not a group: its units stay in place. Where the units of a layer reach an
+// op it does not follow and weights come after it (residual additions,
+// reshapes, attention, grouped convolutions), Groups fails with an error
+// wrapping ErrUnsupported that names the node.
+func Groups(m *onnxio.Model) ([]Group, error) {
+	g := newGraph(m)
+	if err := g.refuseTransformer(); err != nil {
+		return nil, err
+	}
+	var groups []Group
+	owner := map[string]string{} // "tensor#axis" → group
+	for _, n := range g.nodes {
+		l, err := g.asLayer(n)
+		if err != nil {
+			return nil, err
+		}
+		if l == nil || len(n.Outputs) == 0 {
+			continue
+		}
+		ws := g.shape(l.weight)
+		size := int(ws[l.outAxis])
+		grp := Group{Name: l.weight, Size: size, Members: []Member{{l.weight, l.outAxis, 1}}}
+		if l.bias != "" {
+			bn, bs := g.constElems(l.bias)
+			switch {
+			case bn == int64(size) && len(bs) >= 1:
+				grp.Members = append(grp.Members, Member{l.bias, unitAxis(bs, size), 1})
+			case bn == 1:
+			default:
+				return nil, fmt.Errorf("%w: node %q: bias %q of shape %v does not match %d units", ErrUnsupported, n.Name, l.bias, bs, size)
+			}
+		}
+		startLayout := lastAxis
+		if n.OpType == "Conv" {
+			startLayout = chanAxis
+		}
+		more, st, fixed := g.trace(n.Outputs[0], startLayout, size)
+		if st != nil {
+			if g.weightsAfter(st.node) {
+				sn := g.nodes[st.node]
+				return nil, fmt.Errorf("%w: the units of layer %q reach %s node %q: %s", ErrUnsupported, l.weight, sn.OpType, sn.Name, st.reason)
+			}
+			fixed = true
+		}
+		if fixed || size < 2 {
+			continue
+		}
+		grp.Members = append(grp.Members, more...)
+		for _, mb := range grp.Members {
+			k := fmt.Sprintf("%s#%d", mb.Tensor, mb.Axis)
+			if o, ok := owner[k]; ok {
+				return nil, fmt.Errorf("%w: axis %d of %q belongs to the units of both %q and %q (shared weight)", ErrUnsupported, mb.Axis, mb.Tensor, o, grp.Name)
+			}
+			owner[k] = grp.Name
+		}
+		groups = append(groups, grp)
+	}
+	return groups, nil
+}
+
+// unitAxis returns the axis of shape holding n units (the last such axis:
+// biases broadcast from the right).
+func unitAxis(shape []int64, n int) int {
+	for a := len(shape) - 1; a >= 0; a-- {
+		if shape[a] == int64(n) {
+			return a
+		}
+	}
+	return len(shape) - 1
+}
+
+// trace follows a layer's output value forward and returns the initializer
+// axes its units reach (the next layers' inputs, per-unit parameters), a
+// stop when an op cannot be followed, and whether the value reaches a
+// graph output (then the units cannot move).
+func (g *graph) trace(start string, lay layout, size int) ([]Member, *stop, bool) {
+	type item struct {
+		v   string
+		lay layout
+	}
+	seen := map[string]layout{start: lay}
+	queue := []item{{start, lay}}
+	var out []Member
+	fixed := false
+	visited := map[int]bool{}
+	retries := map[int]int{}
+	for len(queue) > 0 {
+		it := queue[0]
+		queue = queue[1:]
+		if g.outputs[it.v] {
+			fixed = true
+		}
+		for _, ci := range g.consumers[it.v] {
+			n := g.nodes[ci]
+			fail := func(why string) ([]Member, *stop, bool) { return nil, &stop{ci, why}, fixed }
+			if visited[ci] && n.OpType != "Add" && n.OpType != "Mul" && n.OpType != "Sub" && n.OpType != "Div" {
+				continue
+			}
+			visited[ci] = true
+			emit := func(v string, l layout) {
+				if old, ok := seen[v]; ok {
+					if old != l {
+						fixed = true // cannot happen for the ops followed; be safe
+					}
+					return
+				}
+				seen[v] = l
+				queue = append(queue, item{v, l})
+			}
+			if n.Domain != "" && n.Domain != "ai.onnx" {
+				return fail("ops outside the default domain are not followed")
+			}
+			if l, err := g.asLayer(n); err != nil {
+				return fail(err.Error())
+			} else if l != nil {
+				if n.Inputs[0] != it.v {
+					return fail("the value is the layer's weight, not its input")
+				}
+				if !l.acceptsLayout[it.lay] {
+					return fail("the layout of the units does not match the layer's input")
+				}
+				k := g.shape(l.weight)[l.inAxis]
+				if k%int64(size) != 0 || (it.lay != flatAxis && k != int64(size)) {
+					return fail(fmt.Sprintf("%d units feed an input axis of length %d", size, k))
+				}
+				out = append(out, Member{l.weight, l.inAxis, int(k / int64(size))})
+				continue
+			}
+			switch {
+			case passThrough[n.OpType]:
+				if n.Inputs[0] != it.v {
+					return fail("the units are not its first input")
+				}
+				for _, extra := range n.Inputs[1:] {
+					if e, _ := g.constElems(extra); extra != "" && e != 1 {
+						return fail(fmt.Sprintf("its input %q is not a constant scalar", extra))
+					}
+				}
+				emit(n.Outputs[0], it.lay)
+			case pools[n.OpType]:
+				if it.lay != chanAxis {
+					return fail("pooling of units that are not channels")
+				}
+				emit(n.Outputs[0], chanAxis)
+			case n.OpType == "Flatten":
+				ax := n.Int("axis", 1)
+				switch {
+				case ax == 1 && it.lay == chanAxis:
+					emit(n.Outputs[0], flatAxis)
+				case ax == 1 && it.lay == lastAxis && g.producerIsGemmChain(it.v):
+					emit(n.Outputs[0], lastAxis)
+				default:
+					return fail(fmt.Sprintf("Flatten with axis=%d of this layout", ax))
+				}
+			case n.OpType == "BatchNormalization":
+				if n.Inputs[0] != it.v || (it.lay != chanAxis && it.lay != lastAxis) {
+					return fail("the units are not its normalized input")
+				}
+				for _, p := range n.Inputs[1:5] {
+					e, s := g.constElems(p)
+					if e != int64(size) || !g.m.HasInitializer(p) {
+						return fail(fmt.Sprintf("parameter %q is not an initializer of %d values", p, size))
+					}
+					out = append(out, Member{p, unitAxis(s, size), 1})
+				}
+				emit(n.Outputs[0], it.lay)
+			case n.OpType == "Add" || n.OpType == "Sub" || n.OpType == "Mul" || n.OpType == "Div":
+				if len(n.Inputs) != 2 {
+					return fail("not a binary op")
+				}
+				other := n.Inputs[0]
+				if other == it.v {
+					other = n.Inputs[1]
+				}
+				if other == it.v {
+					emit(n.Outputs[0], it.lay)
+					continue
+				}
+				e, s := g.constElems(other)
+				switch {
+				case e == 1:
+					emit(n.Outputs[0], it.lay)
+				case e == int64(size) && g.m.HasInitializer(other) && perUnit(s, size, it.lay):
+					out = append(out, Member{other, unitAxis(s, size), 1})
+					emit(n.Outputs[0], it.lay)
+				case e < 0:
+					if l2, ok := seen[other]; ok && l2 == it.lay {
+						emit(n.Outputs[0], it.lay)
+						continue
+					}
+					// The other operand may be reached later from the same
+					// units (GELU written out); retry the node once the queue
+					// has moved on, else it is a residual connection.
+					retries[ci]++
+					if g.derivedFrom(other, start) && retries[ci] <= len(g.nodes)+1 {
+						visited[ci] = false
+						queue = append(queue, it)
+						continue
+					}
+					return fail("it combines these units with another computed value (a residual connection); tied permutations are not supported")
+				default:
+					return fail(fmt.Sprintf("its constant operand %q of shape %v is not per unit", other, s))
+				}
+			default:
+				return fail("re-basin does not follow this op (supported: MatMul/Gemm/Conv layers, element-wise activations, per-unit Add/Mul, BatchNormalization, pooling, Flatten; transformer attention heads, reshapes and residual additions are not)")
+			}
+		}
+	}
+	return out, nil, fixed
+}
+
+// perUnit reports whether a constant of shape s broadcasts one value per
+// unit onto a value of the given layout.
+func perUnit(s []int64, size int, lay layout) bool {
+	if lay == chanAxis {
+		// [N, 1, 1] or [1, N, 1, 1]: the unit axis is followed by ones only
+		// and is the rank−2-from-spatial axis; accept N followed by ≥1 ones.
+		a := unitAxis(s, size)
+		return a < len(s)-1
+	}
+	return unitAxis(s, size) == len(s)-1
+}
+
+// producerIsGemmChain reports whether v is a rank-2 value from a Gemm
+// (through ops that keep the shape).
+func (g *graph) producerIsGemmChain(v string) bool {
+	for {
+		i, ok := g.producer[v]
+		if !ok {
+			return false
+		}
+		n := g.nodes[i]
+		if n.OpType == "Gemm" {
+			return true
+		}
+		if len(n.Inputs) == 0 || !(passThrough[n.OpType] || n.OpType == "Add" || n.OpType == "Mul" || n.OpType == "BatchNormalization") {
+			return false
+		}
+		v = n.Inputs[0]
+	}
+}
+
+// derivedFrom reports whether value v depends on value from through
+// computed values only.
+func (g *graph) derivedFrom(v, from string) bool {
+	seen := map[string]bool{}
+	stack := []string{v}
+	for len(stack) > 0 {
+		x := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if x == from {
+			return true
+		}
+		if seen[x] {
+			continue
+		}
+		seen[x] = true
+		if i, ok := g.producer[x]; ok {
+			for _, in := range g.nodes[i].Inputs {
+				if in != "" && !g.m.HasInitializer(in) {
+					stack = append(stack, in)
+				}
+			}
+		}
+	}
+	return false
+}
+
+// weightsAfter reports whether any node downstream of node i (itself
+// included) reads an initializer: units that stop there are hidden units.
+func (g *graph) weightsAfter(i int) bool {
+	seen := map[int]bool{}
+	stack := []int{i}
+	for len(stack) > 0 {
+		k := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		n := g.nodes[k]
+		for _, in := range n.Inputs {
+			if in != "" && g.m.HasInitializer(in) {
+				if e, _ := g.constElems(in); e > 1 {
+					return true
+				}
+			}
+		}
+		for _, o := range n.Outputs {
+			stack = append(stack, g.consumers[o]...)
+		}
+	}
+	return false
+}
+
+// refuseTransformer names the first node that makes m a transformer-shaped
+// graph: attention (a MatMul of two computed values, an Attention op) or
+// layer normalization. Aligning attention heads is not implemented.
+func (g *graph) refuseTransformer() error {
+	for _, n := range g.nodes {
+		why := ""
+		switch n.OpType {
+		case "Attention", "MultiHeadAttention", "GroupQueryAttention":
+			why = "attention"
+		case "LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization", "RMSNormalization":
+			why = "layer normalization"
+		case "MatMul":
+			if len(n.Inputs) == 2 && g.constElemsOr(n.Inputs[0]) < 0 && g.constElemsOr(n.Inputs[1]) < 0 {
+				why = "a product of two computed values (attention scores)"
+			}
+		}
+		if why != "" {
+			return fmt.Errorf("%w: transformer-shaped graph (%s node %q: %s): aligning attention heads and the MLP units of transformer blocks is not implemented", ErrUnsupported, n.OpType, n.Name, why)
+		}
+	}
+	return nil
+}
+
+func (g *graph) constElemsOr(name string) int64 {
+	e, _ := g.constElems(name)
+	return e
+}

@@ -1,0 +1,349 @@
+package rebasin
+
+import (
+	"context"
+	"errors"
+	"math"
+	"math/rand"
+	"strings"
+	"testing"
+
+	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+func loadZoo(t *testing.T, name string) *onnxio.Model {
+	t.Helper()
+	m, err := onnxio.Load("../../models/zoo/" + name + "/base.onnx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestGroupsZoo(t *testing.T) {
+	for _, tc := range []struct {
+		zoo  string
+		want []Group
+	}{
+		{"mlp", []Group{
+			{"fc1.weight", 128, []Member{{"fc1.weight", 0, 1}, {"fc1.bias", 0, 1}, {"fc2.weight", 1, 1}}},
+			{"fc2.weight", 64, []Member{{"fc2.weight", 0, 1}, {"fc2.bias", 0, 1}, {"fc3.weight", 1, 1}}},
+		}},
+		{"cnn", []Group{
+			{"conv1.weight", 16, []Member{{"conv1.weight", 0, 1}, {"conv1.bias", 0, 1}, {"conv2.weight", 1, 1}}},
+			{"conv2.weight", 32, []Member{{"conv2.weight", 0, 1}, {"conv2.bias", 0, 1}, {"conv3.weight", 1, 1}}},
+			// MaxPool to 2×2, Flatten: each channel owns 4 rows of fc.
+			{"conv3.weight", 32, []Member{{"conv3.weight", 0, 1}, {"conv3.bias", 0, 1}, {"fc.weight", 1, 4}}},
+		}},
+	} {
+		got, err := Groups(loadZoo(t, tc.zoo))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(tc.want) {
+			t.Fatalf("%s: got %+v", tc.zoo, got)
+		}
+		for i := range got {
+			g, w := got[i], tc.want[i]
+			if g.Name != w.Name || g.Size != w.Size || len(g.Members) != len(w.Members) {
+				t.Fatalf("%s: group %d: got %+v want %+v", tc.zoo, i, g, w)
+			}
+			for k := range g.Members {
+				if g.Members[k] != w.Members[k] {
+					t.Fatalf("%s: group %d: got %+v want %+v", tc.zoo, i, g, w)
+				}
+			}
+		}
+	}
+	_, err := Groups(loadZoo(t, "transformer"))
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "transformer-shaped graph (LayerNormalization node") {
+		t.Fatalf("transformer: %v", err)
+	}
+}
+
+// builder assembles small test graphs.
+type builder struct {
+	m   *onnxio.Model
+	rng *rand.Rand
+}
+
+func newBuilder(t *testing.T, in string, shape ...int64) *builder {
+	b := &builder{m: onnxio.New("t", 17), rng: rand.New(rand.NewSource(3))}
+	var dims []onnxio.Dim
+	for _, d := range shape {
+		dims = append(dims, onnxio.Dim{Value: d})
+	}
+	b.m.AddInput(onnxio.ValueInfo{Name: in, DType: onnxio.Float, Shape: dims})
+	return b
+}
+
+func (b *builder) init(t *testing.T, name string, shape ...int64) string {
+	t.Helper()
+	n, _ := onnxio.NumElements(shape)
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(b.rng.NormFloat64())
+	}
+	tt, err := onnxio.FromFloat32(name, onnxio.Float, shape, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.m.SetInitializer(tt); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func (b *builder) node(t *testing.T, op string, in []string, out string, attrs ...onnxio.Attr) string {
+	t.Helper()
+	if err := b.m.InsertNodes(onnxio.Node{Name: out + "_n", OpType: op, Inputs: in, Outputs: []string{out}, Attrs: attrs}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (b *builder) done(out string) *onnxio.Model {
+	b.m.SetOutputs([]onnxio.ValueInfo{{Name: out, DType: onnxio.Float}})
+	return b.m
+}
+
+func TestGroupsSynthetic(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		build func(t *testing.T) *onnxio.Model
+		want  string // error text; "" for success
+		check func(t *testing.T, gs []Group)
+	}{
+		{"matmul-bias-batchnorm-gelu-softmax", func(t *testing.T) *onnxio.Model {
+			b := newBuilder(t, "x", 2, 4)
+			h := b.node(t, "MatMul", []string{"x", b.init(t, "w1", 4, 6)}, "h")
+			h = b.node(t, "Add", []string{b.init(t, "b1", 6), h}, "hb")
+			h = b.node(t, "BatchNormalization", []string{h, b.init(t, "s", 6), b.init(t, "o", 6), b.init(t, "mu", 6), b.init(t, "var", 6)}, "bn")
+			s := b.node(t, "Sigmoid", []string{h}, "sg")
+			h = b.node(t, "Mul", []string{h, s}, "gelu")
+			y := b.node(t, "Gemm", []string{h, b.init(t, "w2", 3, 6), b.init(t, "b2", 3)}, "y", onnxio.AttrInt("transB", 1))
+			return b.done(b.node(t, "Softmax", []string{y}, "p"))
+		}, "", func(t *testing.T, gs []Group) {
+			if len(gs) != 1 || gs[0].Size != 6 || len(gs[0].Members) != 7 {
+				t.Fatalf("%+v", gs)
+			}
+		}},
+		{"residual", func(t *testing.T) *onnxio.Model {
+			b := newBuilder(t, "x", 2, 4)
+			h := b.node(t, "Gemm", []string{"x", b.init(t, "w1", 4, 4)}, "h")
+			h2 := b.node(t, "Gemm", []string{h, b.init(t, "w2", 4, 4)}, "h2")
+			r := b.node(t, "Add", []string{h, h2}, "r")
+			return b.done(b.node(t, "Gemm", []string{r, b.init(t, "w3", 4, 2)}, "y"))
+		}, `reach Add node "r_n": it combines these units with another computed value (a residual connection)`, nil},
+		{"grouped-conv", func(t *testing.T) *onnxio.Model {
+			b := newBuilder(t, "x", 1, 4, 5, 5)
+			h := b.node(t, "Conv", []string{"x", b.init(t, "c1", 4, 1, 3, 3)}, "h", onnxio.AttrInt("group", 4))
+			return b.done(h)
+		}, `Conv node "h_n" is a grouped or depthwise convolution (group=4)`, nil},
+		{"reshape", func(t *testing.T) *onnxio.Model {
+			b := newBuilder(t, "x", 2, 4)
+			h := b.node(t, "Gemm", []string{"x", b.init(t, "w1", 4, 4)}, "h")
+			r := b.node(t, "Transpose", []string{h}, "r")
+			return b.done(b.node(t, "Gemm", []string{r, b.init(t, "w3", 2, 2)}, "y"))
+		}, `reach Transpose node "r_n": re-basin does not follow this op`, nil},
+		{"attention", func(t *testing.T) *onnxio.Model {
+			b := newBuilder(t, "x", 2, 4)
+			q := b.node(t, "MatMul", []string{"x", b.init(t, "wq", 4, 4)}, "q")
+			return b.done(b.node(t, "MatMul", []string{q, "x"}, "s"))
+		}, `transformer-shaped graph (MatMul node "s_n": a product of two computed values`, nil},
+		{"hidden-is-output", func(t *testing.T) *onnxio.Model {
+			b := newBuilder(t, "x", 2, 4)
+			h := b.node(t, "Gemm", []string{"x", b.init(t, "w1", 4, 4)}, "h")
+			b.node(t, "Gemm", []string{h, b.init(t, "w2", 4, 2)}, "y")
+			b.m.SetOutputs([]onnxio.ValueInfo{{Name: "y", DType: onnxio.Float}, {Name: "h", DType: onnxio.Float}})
+			return b.m
+		}, "", func(t *testing.T, gs []Group) {
+			if len(gs) != 0 { // h is an output: its units cannot move
+				t.Fatalf("%+v", gs)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gs, err := Groups(tc.build(t))
+			if tc.want != "" {
+				if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("got %v, want %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, gs)
+		})
+	}
+}
+
+// randomPerms draws one permutation per group.
+func randomPerms(gs []Group, seed int64) [][]int {
+	r := rand.New(rand.NewSource(seed))
+	out := make([][]int, len(gs))
+	for i, g := range gs {
+		out[i] = r.Perm(g.Size)
+	}
+	return out
+}
+
+func sameWeights(t *testing.T, a, b *onnxio.Model) {
+	t.Helper()
+	for _, n := range a.Initializers() {
+		x, _ := a.Initializer(n)
+		y, err := b.Initializer(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		xv, _ := x.Float64()
+		yv, _ := y.Float64()
+		for i := range xv {
+			if xv[i] != yv[i] {
+				t.Fatalf("%s[%d]: %v != %v", n, i, xv[i], yv[i])
+			}
+		}
+	}
+}
+
+// TestAlignRecoversPermutation permutes a zoo model at random, then aligns
+// it back onto the original: weight matching must find the inverse, so the
+// realigned weights equal the original's exactly.
+func TestAlignRecoversPermutation(t *testing.T) {
+	for _, zoo := range []string{"mlp", "cnn"} {
+		t.Run(zoo, func(t *testing.T) {
+			a := loadZoo(t, zoo)
+			before, _ := a.Bytes()
+			gs, err := Groups(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			perms := randomPerms(gs, 7)
+			b, err := Permute(a, gs, perms)
+			if err != nil {
+				t.Fatal(err)
+			}
+			after, _ := a.Bytes()
+			if string(before) != string(after) {
+				t.Fatal("Permute modified its input")
+			}
+			aligned, res, err := Align(context.Background(), a, b, Options{Seed: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameWeights(t, a, aligned)
+			for g, mv := range res.Moved() {
+				if mv < 0.5 {
+					t.Errorf("group %s: only %.2f of the units moved", gs[g].Name, mv)
+				}
+			}
+			// Aligning a model onto itself moves nothing.
+			_, res, err = Align(context.Background(), a, a, Options{Seed: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for g, mv := range res.Moved() {
+				if mv != 0 {
+					t.Errorf("self-alignment moved %.2f of %s", mv, gs[g].Name)
+				}
+			}
+		})
+	}
+}
+
+// TestPermutedSameFunction runs the zoo models and their random
+// permutations in ONNX Runtime: the outputs agree within 1e-5.
+func TestPermutedSameFunction(t *testing.T) {
+	if err := evalharness.Init(""); err != nil {
+		if errors.Is(err, evalharness.ErrNoLibrary) {
+			t.Skipf("ONNX Runtime not available: %v", err)
+		}
+		t.Fatal(err)
+	}
+	for _, zoo := range []string{"mlp", "cnn"} {
+		t.Run(zoo, func(t *testing.T) {
+			a := loadZoo(t, zoo)
+			gs, err := Groups(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := Permute(a, gs, randomPerms(gs, 11))
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := a.Inputs()[0]
+			shape := []int64{32}
+			for _, d := range in.Shape[1:] {
+				shape = append(shape, d.Value)
+			}
+			n, _ := onnxio.NumElements(shape)
+			r := rand.New(rand.NewSource(5))
+			x := make([]float32, n)
+			for i := range x {
+				x[i] = float32(r.Float64())
+			}
+			run := func(m *onnxio.Model) []float64 {
+				raw, err := m.Bytes()
+				if err != nil {
+					t.Fatal(err)
+				}
+				s, err := evalharness.NewSession(raw, evalharness.SessionOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Close()
+				out, err := s.Run(map[string]*evalharness.Array{in.Name: evalharness.FromFloat32(shape, x)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				v, err := out[0].Float64()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+			ya, yb := run(a), run(b)
+			worst, moved := 0.0, 0.0
+			for i := range ya {
+				worst = math.Max(worst, math.Abs(ya[i]-yb[i]))
+			}
+			for _, m := range (&Result{Perms: randomPerms(gs, 11)}).Moved() {
+				moved += m
+			}
+			t.Logf("max abs difference %g", worst)
+			if worst > 1e-5 || moved == 0 {
+				t.Fatalf("max abs difference %g (moved %g)", worst, moved)
+			}
+		})
+	}
+}
+
+func TestPermuteErrors(t *testing.T) {
+	a := loadZoo(t, "mlp")
+	gs, _ := Groups(a)
+	bad := randomPerms(gs, 1)
+	bad[0][0] = bad[0][1]
+	for _, tc := range []struct {
+		perms [][]int
+		want  string
+	}{
+		{bad, `group "fc1.weight": not a permutation`},
+		{bad[:1], "1 permutations for 2 groups"},
+		{[][]int{{0}, bad[1]}, `group "fc1.weight": permutation of 1 for 128 units`},
+	} {
+		if _, err := Permute(a, gs, tc.perms); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("got %v, want %q", err, tc.want)
+		}
+	}
+	_, err := WeightMatching(context.Background(), a, loadZoo(t, "cnn"), Options{})
+	if !errors.Is(err, ErrIncompatible) {
+		t.Fatalf("mlp vs cnn: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := WeightMatching(ctx, a, a, Options{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v", err)
+	}
+}
