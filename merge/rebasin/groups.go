@@ -27,6 +27,11 @@ type Group struct {
 	Name    string // the layer whose outputs the units are (its weight's name)
 	Size    int
 	Members []Member
+	// Probe is the computed value the next layer reads the units from
+	// (after activation and pooling, before any Flatten), and ProbeAxis
+	// its unit axis: 1 for channels, −1 for the last axis.
+	Probe     string
+	ProbeAxis int
 }
 
 // layout is how the units of a group sit in a computed value.
@@ -216,7 +221,7 @@ func Groups(m *onnxio.Model) ([]Group, error) {
 		if n.OpType == "Conv" {
 			startLayout = chanAxis
 		}
-		more, st, fixed := g.trace(n.Outputs[0], startLayout, size)
+		more, probe, st, fixed := g.trace(n.Outputs[0], startLayout, size)
 		if st != nil {
 			if g.weightsAfter(st.node) {
 				sn := g.nodes[st.node]
@@ -228,6 +233,10 @@ func Groups(m *onnxio.Model) ([]Group, error) {
 			continue
 		}
 		grp.Members = append(grp.Members, more...)
+		grp.Probe, grp.ProbeAxis = probe.v, -1
+		if probe.lay == chanAxis {
+			grp.ProbeAxis = 1
+		}
 		for _, mb := range grp.Members {
 			k := fmt.Sprintf("%s#%d", mb.Tensor, mb.Axis)
 			if o, ok := owner[k]; ok {
@@ -251,30 +260,36 @@ func unitAxis(shape []int64, n int) int {
 	return len(shape) - 1
 }
 
+// item is a value and the layout of the units in it.
+type item struct {
+	v   string
+	lay layout
+}
+
 // trace follows a layer's output value forward and returns the initializer
 // axes its units reach (the next layers' inputs, per-unit parameters), a
 // stop when an op cannot be followed, and whether the value reaches a
 // graph output (then the units cannot move).
-func (g *graph) trace(start string, lay layout, size int) ([]Member, *stop, bool) {
-	type item struct {
-		v   string
-		lay layout
-	}
+func (g *graph) trace(start string, lay layout, size int) ([]Member, item, *stop, bool) {
 	seen := map[string]layout{start: lay}
 	queue := []item{{start, lay}}
 	var out []Member
+	probe := item{start, lay}
 	fixed := false
 	visited := map[int]bool{}
 	retries := map[int]int{}
 	for len(queue) > 0 {
 		it := queue[0]
 		queue = queue[1:]
+		if it.lay != flatAxis {
+			probe = it
+		}
 		if g.outputs[it.v] {
 			fixed = true
 		}
 		for _, ci := range g.consumers[it.v] {
 			n := g.nodes[ci]
-			fail := func(why string) ([]Member, *stop, bool) { return nil, &stop{ci, why}, fixed }
+			fail := func(why string) ([]Member, item, *stop, bool) { return nil, probe, &stop{ci, why}, fixed }
 			if visited[ci] && n.OpType != "Add" && n.OpType != "Mul" && n.OpType != "Sub" && n.OpType != "Div" {
 				continue
 			}
@@ -388,7 +403,7 @@ func (g *graph) trace(start string, lay layout, size int) ([]Member, *stop, bool
 			}
 		}
 	}
-	return out, nil, fixed
+	return out, probe, nil, fixed
 }
 
 // perUnit reports whether a constant of shape s broadcasts one value per

@@ -27,14 +27,14 @@ func TestGroupsZoo(t *testing.T) {
 		want []Group
 	}{
 		{"mlp", []Group{
-			{"fc1.weight", 128, []Member{{"fc1.weight", 0, 1}, {"fc1.bias", 0, 1}, {"fc2.weight", 1, 1}}},
-			{"fc2.weight", 64, []Member{{"fc2.weight", 0, 1}, {"fc2.bias", 0, 1}, {"fc3.weight", 1, 1}}},
+			{"fc1.weight", 128, []Member{{"fc1.weight", 0, 1}, {"fc1.bias", 0, 1}, {"fc2.weight", 1, 1}}, "/Relu_output_0", -1},
+			{"fc2.weight", 64, []Member{{"fc2.weight", 0, 1}, {"fc2.bias", 0, 1}, {"fc3.weight", 1, 1}}, "/Relu_1_output_0", -1},
 		}},
 		{"cnn", []Group{
-			{"conv1.weight", 16, []Member{{"conv1.weight", 0, 1}, {"conv1.bias", 0, 1}, {"conv2.weight", 1, 1}}},
-			{"conv2.weight", 32, []Member{{"conv2.weight", 0, 1}, {"conv2.bias", 0, 1}, {"conv3.weight", 1, 1}}},
+			{"conv1.weight", 16, []Member{{"conv1.weight", 0, 1}, {"conv1.bias", 0, 1}, {"conv2.weight", 1, 1}}, "/Relu_output_0", 1},
+			{"conv2.weight", 32, []Member{{"conv2.weight", 0, 1}, {"conv2.bias", 0, 1}, {"conv3.weight", 1, 1}}, "/MaxPool_output_0", 1},
 			// MaxPool to 2×2, Flatten: each channel owns 4 rows of fc.
-			{"conv3.weight", 32, []Member{{"conv3.weight", 0, 1}, {"conv3.bias", 0, 1}, {"fc.weight", 1, 4}}},
+			{"conv3.weight", 32, []Member{{"conv3.weight", 0, 1}, {"conv3.bias", 0, 1}, {"fc.weight", 1, 4}}, "/MaxPool_1_output_0", 1},
 		}},
 	} {
 		got, err := Groups(loadZoo(t, tc.zoo))
@@ -46,7 +46,7 @@ func TestGroupsZoo(t *testing.T) {
 		}
 		for i := range got {
 			g, w := got[i], tc.want[i]
-			if g.Name != w.Name || g.Size != w.Size || len(g.Members) != len(w.Members) {
+			if g.Name != w.Name || g.Size != w.Size || g.Probe != w.Probe || g.ProbeAxis != w.ProbeAxis || len(g.Members) != len(w.Members) {
 				t.Fatalf("%s: group %d: got %+v want %+v", tc.zoo, i, g, w)
 			}
 			for k := range g.Members {
@@ -346,4 +346,82 @@ func TestPermuteErrors(t *testing.T) {
 	if _, err := WeightMatching(ctx, a, a, Options{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled: %v", err)
 	}
+}
+
+// TestActivationMatchingRecovers permutes a zoo model at random and aligns
+// it back by activation matching on the digits test set.
+func TestActivationMatchingRecovers(t *testing.T) {
+	if err := evalharness.Init(""); err != nil {
+		if errors.Is(err, evalharness.ErrNoLibrary) {
+			t.Skipf("ONNX Runtime not available: %v", err)
+		}
+		t.Fatal(err)
+	}
+	for _, zoo := range []string{"mlp", "cnn"} {
+		t.Run(zoo, func(t *testing.T) {
+			a := loadZoo(t, zoo)
+			ds, err := evalharness.LoadDatasetFor("../../models/data/digits_clean_test.npz", evalharness.DatasetOptions{Inputs: []string{a.Inputs()[0].Name}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			gs, _ := Groups(a)
+			b, err := Permute(a, gs, randomPerms(gs, 3))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := ActivationMatching(context.Background(), a, b, ds.Head(200), ActivationOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Units that are constant on the data (dead ReLUs) carry no
+			// signal and may land anywhere; every other unit must return to
+			// its place.
+			truth := randomPerms(gs, 3)
+			for g := range gs {
+				wrong, dead := 0, 0
+				for i, j := range res.Perms[g] {
+					if truth[g][j] != i {
+						wrong++
+					}
+				}
+				st := deadUnits(t, a, gs[g], ds.Head(200))
+				dead = st
+				t.Logf("group %s: %d of %d units misplaced, %d dead", gs[g].Name, wrong, gs[g].Size, dead)
+				if wrong > dead {
+					t.Errorf("group %s: %d units misplaced, only %d dead", gs[g].Name, wrong, dead)
+				}
+			}
+		})
+	}
+}
+
+// deadUnits counts the units of g constant over ds.
+func deadUnits(t *testing.T, m *onnxio.Model, g Group, ds *evalharness.Dataset) int {
+	s, err := probeSession(m, []Group{g}, evalharness.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := ds.Check(s.Inputs()); err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Run(ds.Batch(0, ds.N))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, n, err := rows(out[0], g.ProbeAxis, g.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := 0
+	for u := 0; u < g.Size; u++ {
+		same := true
+		for k := 1; k < n && same; k++ {
+			same = r[k*g.Size+u] == r[u]
+		}
+		if same {
+			dead++
+		}
+	}
+	return dead
 }
