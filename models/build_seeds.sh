@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Generate the re-basin pairs (`make rebasin-zoo`): MLP and CNN trained from
 # two initialization seeds, and on split tasks (models/gen_seeds.py). Writes
-# only zoo/*/seed_*.onnx, zoo/*/split_*.onnx and zoo/rebasin.json.
+# only zoo/*/seed_*, zoo/*/split_* (.onnx, .golden.npz) and zoo/rebasin.json.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=/usr/bin/python3

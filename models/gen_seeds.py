@@ -9,6 +9,7 @@ and writes only these files (the rest of the zoo is not regenerated):
   zoo/<family>/seed_a.onnx, seed_b.onnx   clean task, init seeds 101 and 202
   zoo/<family>/split_low.onnx             digits 0-4 only, init seed 101
   zoo/<family>/split_high.onnx            digits 5-9 only, init seed 202
+  zoo/<family>/<name>.golden.npz          PyTorch logits on data/digits_clean_test.npz
   zoo/rebasin.json                        their test accuracies
 
 for the families mlp and cnn (the transformer is not aligned yet).
@@ -17,6 +18,7 @@ for the families mlp and cnn (the transformer is not aligned yet).
 import json
 import os
 
+import numpy as np
 import torch
 
 import gen
@@ -40,6 +42,9 @@ def main():
             m = gen.FAMILIES[fam]()
             gen.train(m, *tr[task], r["base_epochs"], r["base_lr"], seed)
             gen.export(m, os.path.join(d, name + ".onnx"))
+            lg = gen.logits_of(m, te["clean"][0])
+            acc0 = float((lg.argmax(1) == te["clean"][1]).mean())
+            np.savez(os.path.join(d, name + ".golden.npz"), logits=lg, accuracy=np.float64(acc0))
             acc = {t: round(gen.accuracy(m, te[t]), 4) for t in ("clean", "low", "high")}
             out["%s/%s" % (fam, name)] = {"task": task, "init_seed": seed, "test_accuracy": acc}
             print(fam, name, acc, flush=True)
