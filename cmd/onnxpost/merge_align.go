@@ -107,7 +107,11 @@ func alignModels(c *cli.Context, in *merge.Inputs, labels []string) ([]map[strin
 		if len(groups) == 0 {
 			fmt.Fprintf(os.Stderr, "merge: --align: %s has no hidden units to permute\n", labels[i])
 		} else {
-			fmt.Fprintf(os.Stderr, "merge: aligned %s (%s matching, %d passes): moved %s\n", labels[i], mode, res.Passes, strings.Join(parts, ", "))
+			how := mode + " matching"
+			if mode == "weights" {
+				how += fmt.Sprintf(", %d passes", res.Passes)
+			}
+			fmt.Fprintf(os.Stderr, "merge: aligned %s (%s): moved %s\n", labels[i], how, strings.Join(parts, ", "))
 		}
 		rows = append(rows, map[string]any{"model": labels[i], "method": mode, "passes": res.Passes, "groups": groups})
 	}

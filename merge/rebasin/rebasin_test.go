@@ -425,3 +425,42 @@ func deadUnits(t *testing.T, m *onnxio.Model, g Group, ds *evalharness.Dataset) 
 	}
 	return dead
 }
+
+// TestWeightMatchingSeedPair aligns the two zoo MLPs and CNNs trained from
+// different initializations: the aligned B is closer to A in weight space
+// than B is (by a wide margin), and the search ends with a pass that
+// changes nothing.
+func TestWeightMatchingSeedPair(t *testing.T) {
+	for _, fam := range []string{"mlp", "cnn"} {
+		a, err := onnxio.Load("../../models/zoo/" + fam + "/seed_a.onnx")
+		if err != nil {
+			t.Skipf("re-basin pair missing (make rebasin-zoo): %v", err)
+		}
+		b, err := onnxio.Load("../../models/zoo/" + fam + "/seed_b.onnx")
+		if err != nil {
+			t.Fatal(err)
+		}
+		aligned, res, err := Align(context.Background(), a, b, Options{Seed: 0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dist := func(x, y *onnxio.Model) float64 {
+			s := 0.0
+			for _, n := range x.Initializers() {
+				p, _ := x.Initializer(n)
+				q, _ := y.Initializer(n)
+				pv, _ := p.Float64()
+				qv, _ := q.Float64()
+				for i := range pv {
+					s += (pv[i] - qv[i]) * (pv[i] - qv[i])
+				}
+			}
+			return math.Sqrt(s)
+		}
+		before, after := dist(a, b), dist(a, aligned)
+		t.Logf("%s: ‖A − B‖ = %.3f, ‖A − PB‖ = %.3f after %d passes", fam, before, after, res.Passes)
+		if after > 0.9*before || res.Passes < 2 || res.Passes >= 100 {
+			t.Fatalf("%s: ‖A − B‖ = %.3f, ‖A − PB‖ = %.3f, %d passes", fam, before, after, res.Passes)
+		}
+	}
+}
