@@ -23,8 +23,9 @@ descent over the groups (order drawn from --seed), each step a linear
 assignment on the product of the two models' weights; activations matching
 solves one assignment per group on the correlation of the units' outputs over
 --calib DATASET. The permuted models compute exactly the same function.
-Residual additions, grouped convolutions, reshapes and transformer blocks are
-refused by name. The report lists, per model and group, the fraction of
+Layers added together by residual connections share one permutation (units
+added to the model's input stay in place); grouped convolutions, reshapes and
+transformer blocks (attention heads) are refused by name. The report lists, per model and group, the fraction of
 units moved.
 
   onnxpost merge --align weights --method linear -o mid.onnx seed_a.onnx seed_b.onnx

@@ -7,9 +7,11 @@
 // (with its bias and any BatchNormalization), tied to the input axis of the
 // layer that reads them, through element-wise activations, pooling,
 // Dropout/Identity and Flatten (a channel then owns a block of H·W input
-// rows of the following Gemm or MatMul). Graphs it cannot permute exactly
-// (residual additions of two computed values, grouped convolutions,
-// reshapes, attention) are refused with the node that stops it.
+// rows of the following Gemm or MatMul). Layers whose outputs are added
+// together (residual connections) share one permutation. Graphs it cannot
+// permute exactly (grouped convolutions, reshapes, concatenations,
+// attention and layer normalization) are refused with the node that stops
+// it.
 //
 // WeightMatching finds one permutation per group by coordinate descent:
 // groups in a seeded random order, each solving a linear assignment problem

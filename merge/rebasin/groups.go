@@ -176,6 +176,13 @@ var passThrough = map[string]bool{
 // pools act per channel.
 var pools = map[string]bool{"MaxPool": true, "AveragePool": true, "GlobalAveragePool": true, "GlobalMaxPool": true, "LpPool": true, "GlobalLpPool": true}
 
+// tie is an element-wise node combining a group's units with another
+// computed value of the same layout (a residual addition).
+type tie struct {
+	node int
+	lay  layout
+}
+
 // stop records why a group's trace could not continue.
 type stop struct {
 	node   int
@@ -183,19 +190,26 @@ type stop struct {
 }
 
 // Groups returns the permutation groups of m's main graph, in graph order.
-// A layer whose outputs reach a graph output, or reach only ops this
-// package does not follow with no weight after them (a final Softmax), is
-// not a group: its units stay in place. Where the units of a layer reach an
-// op it does not follow and weights come after it (residual additions,
-// reshapes, attention, grouped convolutions), Groups fails with an error
-// wrapping ErrUnsupported that names the node.
+// Layers whose units are combined element-wise with each other (residual
+// additions) form one group. A layer whose outputs reach a graph output, or
+// reach only ops this package does not follow with no weight after them (a
+// final Softmax), or are added to a value that carries no layer's units
+// (the graph input), is not a group: its units stay in place. Where the
+// units of a layer reach an op it does not follow and weights come after
+// it (reshapes, concatenations, grouped convolutions), Groups fails with an
+// error wrapping ErrUnsupported that names the node; transformer-shaped
+// graphs (attention, layer normalization) are refused as a whole.
 func Groups(m *onnxio.Model) ([]Group, error) {
 	g := newGraph(m)
 	if err := g.refuseTransformer(); err != nil {
 		return nil, err
 	}
-	var groups []Group
-	owner := map[string]string{} // "tensor#axis" → group
+	type cand struct {
+		grp   Group
+		fixed bool
+		ties  []tie
+	}
+	var cands []cand
 	for _, n := range g.nodes {
 		l, err := g.asLayer(n)
 		if err != nil {
@@ -221,7 +235,7 @@ func Groups(m *onnxio.Model) ([]Group, error) {
 		if n.OpType == "Conv" {
 			startLayout = chanAxis
 		}
-		more, probe, st, fixed := g.trace(n.Outputs[0], startLayout, size)
+		more, probe, ties, st, fixed := g.trace(n.Outputs[0], startLayout, size)
 		if st != nil {
 			if g.weightsAfter(st.node) {
 				sn := g.nodes[st.node]
@@ -229,14 +243,98 @@ func Groups(m *onnxio.Model) ([]Group, error) {
 			}
 			fixed = true
 		}
-		if fixed || size < 2 {
-			continue
-		}
 		grp.Members = append(grp.Members, more...)
 		grp.Probe, grp.ProbeAxis = probe.v, -1
 		if probe.lay == chanAxis {
 			grp.ProbeAxis = 1
 		}
+		cands = append(cands, cand{grp, fixed || size < 2, ties})
+	}
+	// Residual connections: every group reaching one element-wise node
+	// shares one permutation; a node one of whose computed operands
+	// carries no group (the graph input, a gate) fixes them all.
+	parent := make([]int, len(cands))
+	for i := range parent {
+		parent[i] = i
+	}
+	var find func(int) int
+	find = func(i int) int {
+		for parent[i] != i {
+			parent[i] = parent[parent[i]]
+			i = parent[i]
+		}
+		return i
+	}
+	arrivals := map[int][]int{}
+	lays := map[int]map[layout]bool{}
+	for ci, c := range cands {
+		for _, t := range c.ties {
+			arrivals[t.node] = append(arrivals[t.node], ci)
+			if lays[t.node] == nil {
+				lays[t.node] = map[layout]bool{}
+			}
+			lays[t.node][t.lay] = true
+		}
+	}
+	fixedRoot := map[int]bool{}
+	for node, cs := range arrivals {
+		for _, ci := range cs[1:] {
+			a, b := find(cs[0]), find(ci)
+			if a != b {
+				parent[b] = a
+			}
+		}
+		ok := len(lays[node]) == 1
+		for _, ci := range cs {
+			ok = ok && cands[ci].grp.Size == cands[cs[0]].grp.Size
+		}
+		// Each computed operand must be reached by some group.
+		for _, in := range g.nodes[node].Inputs {
+			if e, _ := g.constElems(in); e >= 0 {
+				continue
+			}
+			reached := false
+			for _, ci := range cs {
+				reached = reached || g.reaches(cands[ci].grp, in)
+			}
+			ok = ok && reached
+		}
+		if !ok {
+			for _, ci := range cs {
+				cands[ci].fixed = true
+			}
+		}
+	}
+	for ci, c := range cands {
+		if c.fixed {
+			fixedRoot[find(ci)] = true
+		}
+	}
+	var groups []Group
+	index := map[int]int{} // root → position in groups
+	for ci, c := range cands {
+		r := find(ci)
+		if fixedRoot[r] {
+			continue
+		}
+		k, ok := index[r]
+		if !ok {
+			index[r] = len(groups)
+			groups = append(groups, Group{Name: c.grp.Name, Size: c.grp.Size, Probe: c.grp.Probe, ProbeAxis: c.grp.ProbeAxis})
+			k = len(groups) - 1
+		}
+		for _, mb := range c.grp.Members {
+			dup := false
+			for _, x := range groups[k].Members {
+				dup = dup || x == mb
+			}
+			if !dup {
+				groups[k].Members = append(groups[k].Members, mb)
+			}
+		}
+	}
+	owner := map[string]string{} // "tensor#axis" → group
+	for _, grp := range groups {
 		for _, mb := range grp.Members {
 			k := fmt.Sprintf("%s#%d", mb.Tensor, mb.Axis)
 			if o, ok := owner[k]; ok {
@@ -244,9 +342,19 @@ func Groups(m *onnxio.Model) ([]Group, error) {
 			}
 			owner[k] = grp.Name
 		}
-		groups = append(groups, grp)
 	}
 	return groups, nil
+}
+
+// reaches reports whether value v carries the units of grp: v is computed
+// from the output of grp's layer without passing another layer.
+func (g *graph) reaches(grp Group, v string) bool {
+	for _, n := range g.nodes {
+		if l, _ := g.asLayer(n); l != nil && l.weight == grp.Name && len(n.Outputs) > 0 {
+			return g.derivedFrom(v, n.Outputs[0])
+		}
+	}
+	return false
 }
 
 // unitAxis returns the axis of shape holding n units (the last such axis:
@@ -270,10 +378,11 @@ type item struct {
 // axes its units reach (the next layers' inputs, per-unit parameters), a
 // stop when an op cannot be followed, and whether the value reaches a
 // graph output (then the units cannot move).
-func (g *graph) trace(start string, lay layout, size int) ([]Member, item, *stop, bool) {
+func (g *graph) trace(start string, lay layout, size int) ([]Member, item, []tie, *stop, bool) {
 	seen := map[string]layout{start: lay}
 	queue := []item{{start, lay}}
 	var out []Member
+	var ties []tie
 	probe := item{start, lay}
 	fixed := false
 	visited := map[int]bool{}
@@ -289,7 +398,7 @@ func (g *graph) trace(start string, lay layout, size int) ([]Member, item, *stop
 		}
 		for _, ci := range g.consumers[it.v] {
 			n := g.nodes[ci]
-			fail := func(why string) ([]Member, item, *stop, bool) { return nil, probe, &stop{ci, why}, fixed }
+			fail := func(why string) ([]Member, item, []tie, *stop, bool) { return nil, probe, nil, &stop{ci, why}, fixed }
 			if visited[ci] && n.OpType != "Add" && n.OpType != "Mul" && n.OpType != "Sub" && n.OpType != "Div" {
 				continue
 			}
@@ -387,23 +496,26 @@ func (g *graph) trace(start string, lay layout, size int) ([]Member, item, *stop
 					}
 					// The other operand may be reached later from the same
 					// units (GELU written out); retry the node once the queue
-					// has moved on, else it is a residual connection.
+					// has moved on, else it is a residual connection: the
+					// units are tied to the other operand's (Groups unites
+					// them) and the trace goes on through the sum.
 					retries[ci]++
 					if g.derivedFrom(other, start) && retries[ci] <= len(g.nodes)+1 {
 						visited[ci] = false
 						queue = append(queue, it)
 						continue
 					}
-					return fail("it combines these units with another computed value (a residual connection); tied permutations are not supported")
+					ties = append(ties, tie{ci, it.lay})
+					emit(n.Outputs[0], it.lay)
 				default:
 					return fail(fmt.Sprintf("its constant operand %q of shape %v is not per unit", other, s))
 				}
 			default:
-				return fail("re-basin does not follow this op (supported: MatMul/Gemm/Conv layers, element-wise activations, per-unit Add/Mul, BatchNormalization, pooling, Flatten; transformer attention heads, reshapes and residual additions are not)")
+				return fail("re-basin does not follow this op (supported: MatMul/Gemm/Conv layers, element-wise activations, per-unit Add/Mul, residual additions, BatchNormalization, pooling, Flatten; transformer attention heads, reshapes and concatenations are not)")
 			}
 		}
 	}
-	return out, probe, nil, fixed
+	return out, probe, ties, nil, fixed
 }
 
 // perUnit reports whether a constant of shape s broadcasts one value per
@@ -438,7 +550,8 @@ func (g *graph) producerIsGemmChain(v string) bool {
 }
 
 // derivedFrom reports whether value v depends on value from through
-// computed values only.
+// computed values only, without passing a layer (whose outputs are other
+// units).
 func (g *graph) derivedFrom(v, from string) bool {
 	seen := map[string]bool{}
 	stack := []string{v}
@@ -453,6 +566,9 @@ func (g *graph) derivedFrom(v, from string) bool {
 		}
 		seen[x] = true
 		if i, ok := g.producer[x]; ok {
+			if l, _ := g.asLayer(g.nodes[i]); l != nil {
+				continue
+			}
 			for _, in := range g.nodes[i].Inputs {
 				if in != "" && !g.m.HasInitializer(in) {
 					stack = append(stack, in)

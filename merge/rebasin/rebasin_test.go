@@ -135,7 +135,28 @@ func TestGroupsSynthetic(t *testing.T) {
 			h2 := b.node(t, "Gemm", []string{h, b.init(t, "w2", 4, 4)}, "h2")
 			r := b.node(t, "Add", []string{h, h2}, "r")
 			return b.done(b.node(t, "Gemm", []string{r, b.init(t, "w3", 4, 2)}, "y"))
-		}, `reach Add node "r_n": it combines these units with another computed value (a residual connection)`, nil},
+		}, "", func(t *testing.T, gs []Group) {
+			// The two layers added together share one permutation.
+			want := []Member{{"w1", 1, 1}, {"w2", 0, 1}, {"w3", 0, 1}, {"w2", 1, 1}}
+			if len(gs) != 1 || len(gs[0].Members) != len(want) {
+				t.Fatalf("%+v", gs)
+			}
+			for i := range want {
+				if gs[0].Members[i] != want[i] {
+					t.Fatalf("%+v", gs)
+				}
+			}
+		}},
+		{"residual-from-input", func(t *testing.T) *onnxio.Model {
+			b := newBuilder(t, "x", 2, 4)
+			h := b.node(t, "Gemm", []string{"x", b.init(t, "w1", 4, 4)}, "h")
+			r := b.node(t, "Add", []string{"x", h}, "r")
+			return b.done(b.node(t, "Gemm", []string{r, b.init(t, "w3", 4, 2)}, "y"))
+		}, "", func(t *testing.T, gs []Group) {
+			if len(gs) != 0 { // tied to the input features: cannot move
+				t.Fatalf("%+v", gs)
+			}
+		}},
 		{"grouped-conv", func(t *testing.T) *onnxio.Model {
 			b := newBuilder(t, "x", 1, 4, 5, 5)
 			h := b.node(t, "Conv", []string{"x", b.init(t, "c1", 4, 1, 3, 3)}, "h", onnxio.AttrInt("group", 4))
@@ -461,6 +482,76 @@ func TestWeightMatchingSeedPair(t *testing.T) {
 		t.Logf("%s: ‖A − B‖ = %.3f, ‖A − PB‖ = %.3f after %d passes", fam, before, after, res.Passes)
 		if after > 0.9*before || res.Passes < 2 || res.Passes >= 100 {
 			t.Fatalf("%s: ‖A − B‖ = %.3f, ‖A − PB‖ = %.3f, %d passes", fam, before, after, res.Passes)
+		}
+	}
+}
+
+// residualMLP is x → Gemm+Relu (a0) → Gemm+Relu → Gemm (h2); Relu(a0 + h2)
+// → Gemm: the first and third layers' units are tied by the addition.
+func residualMLP(t *testing.T) *onnxio.Model {
+	b := newBuilder(t, "x", 5, 6)
+	h := b.node(t, "Gemm", []string{"x", b.init(t, "w0", 6, 8), b.init(t, "b0", 8)}, "h0")
+	a0 := b.node(t, "Relu", []string{h}, "a0")
+	h = b.node(t, "Gemm", []string{a0, b.init(t, "w1", 8, 8)}, "h1")
+	h = b.node(t, "Relu", []string{h}, "a1")
+	h = b.node(t, "Gemm", []string{h, b.init(t, "w2", 8, 8), b.init(t, "b2", 8)}, "h2")
+	r := b.node(t, "Add", []string{a0, h}, "r")
+	r = b.node(t, "Relu", []string{r}, "ar")
+	return b.done(b.node(t, "Gemm", []string{r, b.init(t, "w3", 8, 3)}, "y"))
+}
+
+// TestResidualPermuteAndRecover: a random permutation of the residual MLP
+// keeps its function in ONNX Runtime (when available), and weight matching
+// aligns it back onto the original exactly.
+func TestResidualPermuteAndRecover(t *testing.T) {
+	a := residualMLP(t)
+	gs, err := Groups(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gs) != 2 || gs[0].Name != "w0" || len(gs[0].Members) != 6 || gs[1].Name != "w1" {
+		t.Fatalf("%+v", gs)
+	}
+	b, err := Permute(a, gs, randomPerms(gs, 9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	aligned, _, err := Align(context.Background(), a, b, Options{Seed: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameWeights(t, a, aligned)
+	if err := evalharness.Init(""); err != nil {
+		if errors.Is(err, evalharness.ErrNoLibrary) {
+			t.Skipf("ONNX Runtime not available: %v", err)
+		}
+		t.Fatal(err)
+	}
+	x := make([]float32, 5*6)
+	for i := range x {
+		x[i] = float32(i%7) - 3
+	}
+	run := func(m *onnxio.Model) []float64 {
+		raw, err := m.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := evalharness.NewSession(raw, evalharness.SessionOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		out, err := s.Run(map[string]*evalharness.Array{"x": evalharness.FromFloat32([]int64{5, 6}, x)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := out[0].Float64()
+		return v
+	}
+	ya, yb := run(a), run(b)
+	for i := range ya {
+		if math.Abs(ya[i]-yb[i]) > 1e-5 {
+			t.Fatalf("output %d: %v against %v", i, ya[i], yb[i])
 		}
 	}
 }
