@@ -64,8 +64,9 @@ func TestGroupsZoo(t *testing.T) {
 
 // builder assembles small test graphs.
 type builder struct {
-	m   *onnxio.Model
-	rng *rand.Rand
+	m     *onnxio.Model
+	rng   *rand.Rand
+	scale float64 // of the random weights; 0: 1
 }
 
 func newBuilder(t *testing.T, in string, shape ...int64) *builder {
@@ -84,6 +85,9 @@ func (b *builder) init(t *testing.T, name string, shape ...int64) string {
 	v := make([]float32, n)
 	for i := range v {
 		v[i] = float32(b.rng.NormFloat64())
+		if b.scale != 0 {
+			v[i] *= float32(b.scale)
+		}
 	}
 	tt, err := onnxio.FromFloat32(name, onnxio.Float, shape, v)
 	if err != nil {
@@ -490,6 +494,7 @@ func TestWeightMatchingSeedPair(t *testing.T) {
 // → Gemm: the first and third layers' units are tied by the addition.
 func residualMLP(t *testing.T) *onnxio.Model {
 	b := newBuilder(t, "x", 5, 6)
+	b.scale = 0.5
 	h := b.node(t, "Gemm", []string{"x", b.init(t, "w0", 6, 8), b.init(t, "b0", 8)}, "h0")
 	a0 := b.node(t, "Relu", []string{h}, "a0")
 	h = b.node(t, "Gemm", []string{a0, b.init(t, "w1", 8, 8)}, "h1")
@@ -549,9 +554,106 @@ func TestResidualPermuteAndRecover(t *testing.T) {
 		return v
 	}
 	ya, yb := run(a), run(b)
+	worst := 0.0
 	for i := range ya {
-		if math.Abs(ya[i]-yb[i]) > 1e-5 {
-			t.Fatalf("output %d: %v against %v", i, ya[i], yb[i])
+		worst = math.Max(worst, math.Abs(ya[i]-yb[i]))
+	}
+	t.Logf("max abs difference %g", worst)
+	if worst > 1e-5 {
+		t.Fatalf("max abs difference %g", worst)
+	}
+}
+
+// residualCNN: Conv+BN+Relu (c0), Conv+BN+Relu, Conv+BN, added to c0, Relu,
+// MaxPool, Flatten, Gemm: BatchNorm parameters, residual channels and the
+// Flatten blocks all move with their channels.
+func residualCNN(t *testing.T) *onnxio.Model {
+	b := newBuilder(t, "x", 3, 2, 6, 6)
+	b.scale = 0.3 // outputs of order 1: the 1e-5 bound is then float32 reassociation
+	pads := onnxio.AttrIntList("pads", 1, 1, 1, 1)
+	bn := func(in, p string, c int64) string {
+		v := b.init(t, p+"v", c)
+		vt, _ := b.m.Initializer(v)
+		vv, _ := vt.Float32()
+		for i := range vv {
+			vv[i] = vv[i]*vv[i] + 0.5 // a variance must be positive
 		}
+		nt, _ := onnxio.FromFloat32(v, onnxio.Float, []int64{c}, vv)
+		b.m.SetInitializer(nt)
+		return b.node(t, "BatchNormalization", []string{in, b.init(t, p+"s", c), b.init(t, p+"o", c), b.init(t, p+"m", c), v}, p+"out")
+	}
+	h := b.node(t, "Conv", []string{"x", b.init(t, "k0", 4, 2, 3, 3), b.init(t, "kb0", 4)}, "c0", pads)
+	c0 := b.node(t, "Relu", []string{bn(h, "bn0", 4)}, "r0")
+	h = b.node(t, "Conv", []string{c0, b.init(t, "k1", 5, 4, 3, 3)}, "c1", pads)
+	h = b.node(t, "Relu", []string{bn(h, "bn1", 5)}, "r1")
+	h = b.node(t, "Conv", []string{h, b.init(t, "k2", 4, 5, 3, 3), b.init(t, "kb2", 4)}, "c2", pads)
+	h = bn(h, "bn2", 4)
+	h = b.node(t, "Add", []string{c0, h}, "sum")
+	h = b.node(t, "Relu", []string{h}, "rs")
+	h = b.node(t, "MaxPool", []string{h}, "mp", onnxio.AttrIntList("kernel_shape", 2, 2), onnxio.AttrIntList("strides", 2, 2))
+	h = b.node(t, "Flatten", []string{h}, "fl")
+	return b.done(b.node(t, "Gemm", []string{h, b.init(t, "fc", 3, 36)}, "y", onnxio.AttrInt("transB", 1)))
+}
+
+func TestResidualCNNPermuteAndRecover(t *testing.T) {
+	a := residualCNN(t)
+	gs, err := Groups(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// k0 ∪ k2 (tied by the sum: 2 weights, 2 biases, 8 BN parameters, the
+	// input axes of k1 and fc), and k1 (its BN and k2's input).
+	if len(gs) != 2 || gs[0].Size != 4 || len(gs[0].Members) != 14 || gs[1].Size != 5 || len(gs[1].Members) != 6 {
+		t.Fatalf("%+v", gs)
+	}
+	for _, m := range gs[0].Members {
+		if m.Tensor == "fc" && m.Block != 9 {
+			t.Fatalf("fc block %d, want 9 (3×3 after pooling)", m.Block)
+		}
+	}
+	b, err := Permute(a, gs, randomPerms(gs, 21))
+	if err != nil {
+		t.Fatal(err)
+	}
+	aligned, _, err := Align(context.Background(), a, b, Options{Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameWeights(t, a, aligned)
+	if err := evalharness.Init(""); err != nil {
+		if errors.Is(err, evalharness.ErrNoLibrary) {
+			t.Skipf("ONNX Runtime not available: %v", err)
+		}
+		t.Fatal(err)
+	}
+	x := make([]float32, 3*2*6*6)
+	for i := range x {
+		x[i] = float32((i*37)%11)/5 - 1
+	}
+	run := func(m *onnxio.Model) []float64 {
+		raw, err := m.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := evalharness.NewSession(raw, evalharness.SessionOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		out, err := s.Run(map[string]*evalharness.Array{"x": evalharness.FromFloat32([]int64{3, 2, 6, 6}, x)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := out[0].Float64()
+		return v
+	}
+	ya, yb := run(a), run(b)
+	worst := 0.0
+	for i := range ya {
+		worst = math.Max(worst, math.Abs(ya[i]-yb[i]))
+	}
+	t.Logf("max abs difference %g", worst)
+	if worst > 1e-5 {
+		t.Fatalf("max abs difference %g", worst)
 	}
 }
