@@ -118,6 +118,22 @@ func TestMergeAlignCLI(t *testing.T) {
 			}
 		})
 	}
+	t.Run("onto base", func(t *testing.T) {
+		// Every model is aligned onto --base: the permuted copy's task
+		// vector is then zero and task arithmetic returns the base.
+		out := filepath.Join(dir, "onto_base.onnx")
+		if code := run([]string{"onnxpost", "merge", "--method", "task-arithmetic", "--base", base, "--align", "weights", "-o", out, perm}); code != 0 {
+			t.Fatalf("exit code %d", code)
+		}
+		got := initValues(t, out)
+		for n, v := range want {
+			for i := range v {
+				if v[i] != got[n][i] {
+					t.Fatalf("%s[%d]: %v, want %v", n, i, got[n][i], v[i])
+				}
+			}
+		}
+	})
 	t.Run("transformer refused", func(t *testing.T) {
 		out := filepath.Join(dir, "tr.onnx")
 		if code := run([]string{"onnxpost", "merge", "--method", "linear", "--align", "weights", "-o", out, tr, tr}); code != 1 {
