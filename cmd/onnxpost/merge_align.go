@@ -24,8 +24,11 @@ assignment on the product of the two models' weights; activations matching
 solves one assignment per group on the correlation of the units' outputs over
 --calib DATASET. The permuted models compute exactly the same function.
 Layers added together by residual connections share one permutation (units
-added to the model's input stay in place); grouped convolutions, reshapes and
-transformer blocks (attention heads) are refused by name. The report lists, per model and group, the fraction of
+added to the model's input stay in place). In transformer blocks the residual
+stream (embedding, LayerNorm parameters, every projection's input and
+output) and each block's MLP units are aligned; the query, key and value
+units of the attention heads are left in place (listed on stderr). Grouped
+convolutions, reshapes and concatenations of hidden units are refused by name. The report lists, per model and group, the fraction of
 units moved.
 
   onnxpost merge --align weights --method linear -o mid.onnx seed_a.onnx seed_b.onnx
@@ -99,6 +102,13 @@ func alignModels(c *cli.Context, in *merge.Inputs, labels []string) ([]map[strin
 			return nil, fmt.Errorf("--align %s: %s: %w", mode, labels[i], err)
 		}
 		in.Models[i] = out
+		if i == first {
+			if _, held, err := rebasin.Analyze(ref); err == nil {
+				for _, h := range held {
+					fmt.Fprintf(os.Stderr, "merge: --align: %s stays in place: %s\n", h.Layer, h.Reason)
+				}
+			}
+		}
 		var groups []map[string]any
 		var parts []string
 		for g, mv := range res.Moved() {

@@ -134,9 +134,33 @@ func TestMergeAlignCLI(t *testing.T) {
 			}
 		}
 	})
-	t.Run("transformer refused", func(t *testing.T) {
+	t.Run("transformer", func(t *testing.T) {
 		out := filepath.Join(dir, "tr.onnx")
-		if code := run([]string{"onnxpost", "merge", "--method", "linear", "--align", "weights", "-o", out, tr, tr}); code != 1 {
+		if code := run([]string{"onnxpost", "merge", "--method", "linear", "--align", "weights", "-o", out, tr, tr}); code != 0 {
+			t.Fatalf("exit code %d, want 0", code)
+		}
+	})
+	t.Run("unsupported refused", func(t *testing.T) {
+		// Gemm → Transpose → Gemm: the hidden units are reshuffled by an
+		// op re-basin does not follow: exit 1, nothing written.
+		m := onnxio.New("t", 17)
+		m.AddInput(onnxio.ValueInfo{Name: "x", DType: onnxio.Float, Shape: []onnxio.Dim{{Value: 4}, {Value: 4}}})
+		for _, w := range []string{"w1", "w2"} {
+			tt, _ := onnxio.FromFloat32(w, onnxio.Float, []int64{4, 4}, make([]float32, 16))
+			m.SetInitializer(tt)
+		}
+		m.InsertNodes(
+			onnxio.Node{Name: "g1", OpType: "Gemm", Inputs: []string{"x", "w1"}, Outputs: []string{"h"}},
+			onnxio.Node{Name: "tr", OpType: "Transpose", Inputs: []string{"h"}, Outputs: []string{"t"}},
+			onnxio.Node{Name: "g2", OpType: "Gemm", Inputs: []string{"t", "w2"}, Outputs: []string{"y"}},
+		)
+		m.SetOutputs([]onnxio.ValueInfo{{Name: "y", DType: onnxio.Float}})
+		in := filepath.Join(dir, "transpose.onnx")
+		if err := m.Save(in, nil); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(dir, "refused.onnx")
+		if code := run([]string{"onnxpost", "merge", "--method", "linear", "--align", "weights", "-o", out, in, in}); code != 1 {
 			t.Fatalf("exit code %d, want 1", code)
 		}
 		if _, err := os.Stat(out); err == nil {

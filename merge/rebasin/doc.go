@@ -8,10 +8,13 @@
 // layer that reads them, through element-wise activations, pooling,
 // Dropout/Identity and Flatten (a channel then owns a block of H·W input
 // rows of the following Gemm or MatMul). Layers whose outputs are added
-// together (residual connections) share one permutation. Graphs it cannot
-// permute exactly (grouped convolutions, reshapes, concatenations,
-// attention and layer normalization) are refused with the node that stops
-// it.
+// together (residual connections) share one permutation, and
+// LayerNormalization over the units moves its scale and bias with them: in
+// a transformer the residual stream is one group and each block's MLP
+// units another, while the query, key and value units feeding attention
+// heads are held in place (Analyze lists them). Graphs it cannot permute
+// exactly (grouped convolutions, reshapes or concatenations of hidden
+// units outside attention) are refused with the node that stops it.
 //
 // WeightMatching finds one permutation per group by coordinate descent:
 // groups in a seeded random order, each solving a linear assignment problem

@@ -50,6 +50,14 @@ type graph struct {
 	consumers map[string][]int
 	producer  map[string]int
 	outputs   map[string]bool
+	held      []Held
+}
+
+// Held is a layer whose units stay in place although layers follow it, and
+// why.
+type Held struct {
+	Layer  string
+	Reason string
 }
 
 func newGraph(m *onnxio.Model) *graph {
@@ -197,13 +205,20 @@ type stop struct {
 // (the graph input), is not a group: its units stay in place. Where the
 // units of a layer reach an op it does not follow and weights come after
 // it (reshapes, concatenations, grouped convolutions), Groups fails with an
-// error wrapping ErrUnsupported that names the node; transformer-shaped
-// graphs (attention, layer normalization) are refused as a whole.
+// error wrapping ErrUnsupported that names the node, except in
+// transformer-shaped graphs (a MatMul of two computed values, an attention
+// op), where the layers feeding attention heads are held in place.
 func Groups(m *onnxio.Model) ([]Group, error) {
+	gs, _, err := Analyze(m)
+	return gs, err
+}
+
+// Analyze is Groups, also returning the layers of transformer-shaped graphs
+// whose units are held in place (the queries, keys and values feeding
+// attention heads).
+func Analyze(m *onnxio.Model) ([]Group, []Held, error) {
 	g := newGraph(m)
-	if err := g.refuseTransformer(); err != nil {
-		return nil, err
-	}
+	attention := g.attentionNode()
 	type cand struct {
 		grp   Group
 		fixed bool
@@ -213,7 +228,7 @@ func Groups(m *onnxio.Model) ([]Group, error) {
 	for _, n := range g.nodes {
 		l, err := g.asLayer(n)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if l == nil || len(n.Outputs) == 0 {
 			continue
@@ -228,7 +243,7 @@ func Groups(m *onnxio.Model) ([]Group, error) {
 				grp.Members = append(grp.Members, Member{l.bias, unitAxis(bs, size), 1})
 			case bn == 1:
 			default:
-				return nil, fmt.Errorf("%w: node %q: bias %q of shape %v does not match %d units", ErrUnsupported, n.Name, l.bias, bs, size)
+				return nil, nil, fmt.Errorf("%w: node %q: bias %q of shape %v does not match %d units", ErrUnsupported, n.Name, l.bias, bs, size)
 			}
 		}
 		startLayout := lastAxis
@@ -237,9 +252,14 @@ func Groups(m *onnxio.Model) ([]Group, error) {
 		}
 		more, probe, ties, st, fixed := g.trace(n.Outputs[0], startLayout, size)
 		if st != nil {
+			sn := g.nodes[st.node]
 			if g.weightsAfter(st.node) {
-				sn := g.nodes[st.node]
-				return nil, fmt.Errorf("%w: the units of layer %q reach %s node %q: %s", ErrUnsupported, l.weight, sn.OpType, sn.Name, st.reason)
+				if attention == "" {
+					return nil, nil, fmt.Errorf("%w: the units of layer %q reach %s node %q: %s", ErrUnsupported, l.weight, sn.OpType, sn.Name, st.reason)
+				}
+				// Transformer blocks: the query, key and value units go
+				// into the attention heads, which are not permuted.
+				g.held = append(g.held, Held{Layer: l.weight, Reason: fmt.Sprintf("reaches %s node %q (attention heads are not aligned)", sn.OpType, sn.Name)})
 			}
 			fixed = true
 		}
@@ -338,12 +358,12 @@ func Groups(m *onnxio.Model) ([]Group, error) {
 		for _, mb := range grp.Members {
 			k := fmt.Sprintf("%s#%d", mb.Tensor, mb.Axis)
 			if o, ok := owner[k]; ok {
-				return nil, fmt.Errorf("%w: axis %d of %q belongs to the units of both %q and %q (shared weight)", ErrUnsupported, mb.Axis, mb.Tensor, o, grp.Name)
+				return nil, nil, fmt.Errorf("%w: axis %d of %q belongs to the units of both %q and %q (shared weight)", ErrUnsupported, mb.Axis, mb.Tensor, o, grp.Name)
 			}
 			owner[k] = grp.Name
 		}
 	}
-	return groups, nil
+	return groups, g.held, nil
 }
 
 // reaches reports whether value v carries the units of grp: v is computed
@@ -458,6 +478,35 @@ func (g *graph) trace(start string, lay layout, size int) ([]Member, item, []tie
 				default:
 					return fail(fmt.Sprintf("Flatten with axis=%d of this layout", ax))
 				}
+			case n.OpType == "LayerNormalization" || n.OpType == "RMSNormalization" || n.OpType == "SimplifiedLayerNormalization":
+				// Normalizing over the units' axis only is equivariant
+				// when the scale and bias move with the units.
+				if n.Inputs[0] != it.v || it.lay != lastAxis || n.Int("axis", -1) != -1 {
+					return fail("normalization over other axes than the units' last axis")
+				}
+				for _, p := range n.Inputs[1:] {
+					if p == "" {
+						continue
+					}
+					e, s := g.constElems(p)
+					if e != int64(size) || !g.m.HasInitializer(p) {
+						return fail(fmt.Sprintf("parameter %q is not an initializer of %d values", p, size))
+					}
+					out = append(out, Member{p, len(s) - 1, 1})
+				}
+				emit(n.Outputs[0], it.lay)
+			case n.OpType == "ReduceMean" || n.OpType == "ReduceSum" || n.OpType == "ReduceMax":
+				// Over the token axes of [B, T, N]: the units stay last.
+				axes := n.Ints("axes")
+				if it.lay != lastAxis || len(axes) == 0 || len(n.Inputs) > 1 {
+					return fail("a reduction without an axes attribute")
+				}
+				for _, a := range axes {
+					if a < 1 {
+						return fail("a reduction over the batch or the last axis")
+					}
+				}
+				emit(n.Outputs[0], it.lay)
 			case n.OpType == "BatchNormalization":
 				if n.Inputs[0] != it.v || (it.lay != chanAxis && it.lay != lastAxis) {
 					return fail("the units are not its normalized input")
@@ -486,7 +535,7 @@ func (g *graph) trace(start string, lay layout, size int) ([]Member, item, []tie
 				switch {
 				case e == 1:
 					emit(n.Outputs[0], it.lay)
-				case e == int64(size) && g.m.HasInitializer(other) && perUnit(s, size, it.lay):
+				case e >= int64(size) && g.m.HasInitializer(other) && perUnit(s, size, it.lay) && (it.lay == lastAxis || e == int64(size)):
 					out = append(out, Member{other, unitAxis(s, size), 1})
 					emit(n.Outputs[0], it.lay)
 				case e < 0:
@@ -527,7 +576,7 @@ func perUnit(s []int64, size int, lay layout) bool {
 		a := unitAxis(s, size)
 		return a < len(s)-1
 	}
-	return unitAxis(s, size) == len(s)-1
+	return len(s) > 0 && s[len(s)-1] == int64(size)
 }
 
 // producerIsGemmChain reports whether v is a rank-2 value from a Gemm
@@ -606,27 +655,20 @@ func (g *graph) weightsAfter(i int) bool {
 	return false
 }
 
-// refuseTransformer names the first node that makes m a transformer-shaped
-// graph: attention (a MatMul of two computed values, an Attention op) or
-// layer normalization. Aligning attention heads is not implemented.
-func (g *graph) refuseTransformer() error {
+// attentionNode names the first node that makes m a transformer-shaped
+// graph (a MatMul of two computed values, an attention op), or "".
+func (g *graph) attentionNode() string {
 	for _, n := range g.nodes {
-		why := ""
 		switch n.OpType {
 		case "Attention", "MultiHeadAttention", "GroupQueryAttention":
-			why = "attention"
-		case "LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization", "RMSNormalization":
-			why = "layer normalization"
+			return n.Name
 		case "MatMul":
 			if len(n.Inputs) == 2 && g.constElemsOr(n.Inputs[0]) < 0 && g.constElemsOr(n.Inputs[1]) < 0 {
-				why = "a product of two computed values (attention scores)"
+				return n.Name
 			}
 		}
-		if why != "" {
-			return fmt.Errorf("%w: transformer-shaped graph (%s node %q: %s): aligning attention heads and the MLP units of transformer blocks is not implemented", ErrUnsupported, n.OpType, n.Name, why)
-		}
 	}
-	return nil
+	return ""
 }
 
 func (g *graph) constElemsOr(name string) int64 {
