@@ -173,7 +173,7 @@ func ActivationMatching(ctx context.Context, a, b *onnxio.Model, ds *evalharness
 		}
 	}
 	for g, grp := range groups {
-		p, _, err := SolveLAP(stats[g].corr(), grp.Size)
+		p, _, err := solveGroup(stats[g].corr(), grp.Size, grp.Heads)
 		if err != nil {
 			return nil, fmt.Errorf("group %q: %w", grp.Name, err)
 		}

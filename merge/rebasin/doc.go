@@ -10,11 +10,14 @@
 // rows of the following Gemm or MatMul). Layers whose outputs are added
 // together (residual connections) share one permutation, and
 // LayerNormalization over the units moves its scale and bias with them: in
-// a transformer the residual stream is one group and each block's MLP
-// units another, while the query, key and value units feeding attention
-// heads are held in place (Analyze lists them). Graphs it cannot permute
-// exactly (grouped convolutions, reshapes or concatenations of hidden
-// units outside attention) are refused with the node that stops it.
+// a transformer the residual stream is one group, each block's MLP units
+// another, and the head dimensions of the queries with the keys, and of the
+// values with the output projection's input, are permuted within each head
+// (Group.Heads; the attention pattern Reshape → Transpose → MatMul of
+// PyTorch's exports is recognized; projections in other patterns are held
+// in place and listed by Analyze). Graphs it cannot permute exactly
+// (grouped convolutions, reshapes or concatenations of hidden units outside
+// attention) are refused with the node that stops it.
 //
 // WeightMatching finds one permutation per group by coordinate descent:
 // groups in a seeded random order, each solving a linear assignment problem

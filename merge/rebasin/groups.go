@@ -3,6 +3,7 @@ package rebasin
 import (
 	"errors"
 	"fmt"
+	"sort"
 
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -32,6 +33,10 @@ type Group struct {
 	// its unit axis: 1 for channels, −1 for the last axis.
 	Probe     string
 	ProbeAxis int
+	// Heads > 1 restricts the permutation to each of Heads consecutive
+	// blocks of Size/Heads units (the dimensions of one attention head:
+	// queries with keys, values with the output projection's input).
+	Heads int
 }
 
 // layout is how the units of a group sit in a computed value.
@@ -219,6 +224,7 @@ func Groups(m *onnxio.Model) ([]Group, error) {
 func Analyze(m *onnxio.Model) ([]Group, []Held, error) {
 	g := newGraph(m)
 	attention := g.attentionNode()
+	var outs []string // each candidate's layer output
 	type cand struct {
 		grp   Group
 		fixed bool
@@ -259,7 +265,7 @@ func Analyze(m *onnxio.Model) ([]Group, []Held, error) {
 				}
 				// Transformer blocks: the query, key and value units go
 				// into the attention heads, which are not permuted.
-				g.held = append(g.held, Held{Layer: l.weight, Reason: fmt.Sprintf("reaches %s node %q (attention heads are not aligned)", sn.OpType, sn.Name)})
+				g.held = append(g.held, Held{Layer: l.weight, Reason: fmt.Sprintf("reaches %s node %q, not a query, key or value of a recognized attention pattern", sn.OpType, sn.Name)})
 			}
 			fixed = true
 		}
@@ -269,6 +275,62 @@ func Analyze(m *onnxio.Model) ([]Group, []Held, error) {
 			grp.ProbeAxis = 1
 		}
 		cands = append(cands, cand{grp, fixed || size < 2, ties})
+		outs = append(outs, n.Outputs[0])
+	}
+	var headGroups []Group
+	if attention != "" {
+		var kept []Held
+		byLayer := map[string]int{}
+		for ci, c := range cands {
+			byLayer[c.grp.Name] = ci
+		}
+		paths := map[int]headPath{}
+		for _, h := range g.held {
+			ci := byLayer[h.Layer]
+			if p, ok := g.headPath(outs[ci], cands[ci].grp.Size); ok {
+				paths[ci] = p
+			}
+		}
+		order := make([]int, 0, len(paths))
+		for ci := range paths {
+			order = append(order, ci)
+		}
+		sort.Ints(order)
+		done := map[int]bool{}
+		for _, cq := range order {
+			pq := paths[cq]
+			if pq.input != 0 || !equalInts(pq.perm, []int64{0, 2, 1, 3}) {
+				continue
+			}
+			for _, ck := range order {
+				pk := paths[ck]
+				if pk.mm != pq.mm || pk.input != 1 || !equalInts(pk.perm, []int64{0, 2, 3, 1}) || pk.heads != pq.heads || cands[ck].grp.Size != cands[cq].grp.Size {
+					continue
+				}
+				grp := Group{Name: cands[cq].grp.Name, Size: cands[cq].grp.Size, Heads: int(pq.heads), Probe: pq.probe, ProbeAxis: -1}
+				grp.Members = append(append(append(append(grp.Members, cands[cq].grp.Members...), pq.members...), cands[ck].grp.Members...), pk.members...)
+				headGroups = append(headGroups, grp)
+				done[cq], done[ck] = true, true
+			}
+		}
+		for _, cv := range order {
+			pv := paths[cv]
+			if done[cv] || pv.input != 1 || !equalInts(pv.perm, []int64{0, 2, 1, 3}) {
+				continue
+			}
+			if mb, ok := g.contextToLayer(pv.mm, cands[cv].grp.Size); ok {
+				grp := Group{Name: cands[cv].grp.Name, Size: cands[cv].grp.Size, Heads: int(pv.heads), Probe: pv.probe, ProbeAxis: -1}
+				grp.Members = append(append(append(grp.Members, cands[cv].grp.Members...), pv.members...), mb)
+				headGroups = append(headGroups, grp)
+				done[cv] = true
+			}
+		}
+		for _, h := range g.held {
+			if !done[byLayer[h.Layer]] {
+				kept = append(kept, h)
+			}
+		}
+		g.held = kept
 	}
 	// Residual connections: every group reaching one element-wise node
 	// shares one permutation; a node one of whose computed operands
@@ -353,6 +415,7 @@ func Analyze(m *onnxio.Model) ([]Group, []Held, error) {
 			}
 		}
 	}
+	groups = append(groups, headGroups...)
 	owner := map[string]string{} // "tensor#axis" → group
 	for _, grp := range groups {
 		for _, mb := range grp.Members {
@@ -674,4 +737,132 @@ func (g *graph) attentionNode() string {
 func (g *graph) constElemsOr(name string) int64 {
 	e, _ := g.constElems(name)
 	return e
+}
+
+// headPath is the way from a query, key or value projection to the
+// attention MatMul: an optional per-unit bias, a Reshape to
+// [batch, tokens, heads, head_dim], a Transpose.
+type headPath struct {
+	mm, input int     // the attention MatMul and which of its inputs
+	heads     int64   // number of heads
+	perm      []int64 // the Transpose's permutation
+	members   []Member
+	probe     string // the value before the Reshape
+}
+
+// single returns the only consumer of v, or −1.
+func (g *graph) single(v string) int {
+	if c := g.consumers[v]; len(c) == 1 && !g.outputs[v] {
+		return c[0]
+	}
+	return -1
+}
+
+// shapeConst returns the values of a constant int64 input.
+func (g *graph) shapeConst(name string) []int64 {
+	var t *onnxio.Tensor
+	if g.m.HasInitializer(name) {
+		t, _ = g.m.Initializer(name)
+	} else if i, ok := g.producer[name]; ok && g.nodes[i].OpType == "Constant" {
+		t, _ = g.m.NodeTensor(g.nodes[i], "value")
+	}
+	if t == nil || t.DType != onnxio.Int64 {
+		return nil
+	}
+	v, err := t.Float64()
+	if err != nil {
+		return nil
+	}
+	out := make([]int64, len(v))
+	for i, x := range v {
+		out[i] = int64(x)
+	}
+	return out
+}
+
+func (g *graph) headPath(v string, size int) (headPath, bool) {
+	var p headPath
+	i := g.single(v)
+	if i >= 0 && g.nodes[i].OpType == "Add" {
+		n := g.nodes[i]
+		other := n.Inputs[0]
+		if other == v {
+			other = n.Inputs[1]
+		}
+		e, s := g.constElems(other)
+		if e != int64(size) || !g.m.HasInitializer(other) {
+			return p, false
+		}
+		p.members = append(p.members, Member{other, len(s) - 1, 1})
+		v = n.Outputs[0]
+		i = g.single(v)
+	}
+	p.probe = v
+	if i < 0 || g.nodes[i].OpType != "Reshape" || g.nodes[i].Inputs[0] != v {
+		return p, false
+	}
+	shape := g.shapeConst(g.nodes[i].Inputs[1])
+	if len(shape) != 4 || shape[2] < 1 || shape[3] < 1 || shape[2]*shape[3] != int64(size) {
+		return p, false
+	}
+	p.heads = shape[2]
+	t := g.single(g.nodes[i].Outputs[0])
+	if t < 0 || g.nodes[t].OpType != "Transpose" {
+		return p, false
+	}
+	p.perm = g.nodes[t].Ints("perm")
+	m := g.single(g.nodes[t].Outputs[0])
+	if m < 0 || g.nodes[m].OpType != "MatMul" {
+		return p, false
+	}
+	p.mm = m
+	for k, in := range g.nodes[m].Inputs {
+		if in == g.nodes[t].Outputs[0] {
+			p.input = k
+		}
+	}
+	return p, true
+}
+
+// contextToLayer follows the output of the attention-weighted values
+// (MatMul(probabilities, V)) through Transpose [0,2,1,3] and a Reshape back
+// to [batch, tokens, units] into the output projection, whose input axis it
+// returns.
+func (g *graph) contextToLayer(mm, size int) (Member, bool) {
+	// The probabilities come from a Softmax over the scores.
+	if pi, ok := g.producer[g.nodes[mm].Inputs[0]]; !ok || g.nodes[pi].OpType != "Softmax" {
+		return Member{}, false
+	}
+	t := g.single(g.nodes[mm].Outputs[0])
+	if t < 0 || g.nodes[t].OpType != "Transpose" || !equalInts(g.nodes[t].Ints("perm"), []int64{0, 2, 1, 3}) {
+		return Member{}, false
+	}
+	r := g.single(g.nodes[t].Outputs[0])
+	if r < 0 || g.nodes[r].OpType != "Reshape" {
+		return Member{}, false
+	}
+	if sh := g.shapeConst(g.nodes[r].Inputs[1]); len(sh) != 3 || sh[2] != int64(size) {
+		return Member{}, false
+	}
+	o := g.single(g.nodes[r].Outputs[0])
+	if o < 0 {
+		return Member{}, false
+	}
+	l, err := g.asLayer(g.nodes[o])
+	if err != nil || l == nil || g.nodes[o].Inputs[0] != g.nodes[r].Outputs[0] || g.shape(l.weight)[l.inAxis] != int64(size) {
+		return Member{}, false
+	}
+	return Member{l.weight, l.inAxis, 1}, true
+}
+
+func equalInts(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }

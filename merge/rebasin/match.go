@@ -74,7 +74,7 @@ func sameGroups(a, b *onnxio.Model) ([]Group, error) {
 	}
 	for i := range ga {
 		x, y := ga[i], gb[i]
-		same := x.Name == y.Name && x.Size == y.Size && len(x.Members) == len(y.Members)
+		same := x.Name == y.Name && x.Size == y.Size && x.Heads == y.Heads && len(x.Members) == len(y.Members)
 		for k := 0; same && k < len(x.Members); k++ {
 			same = x.Members[k] == y.Members[k]
 		}
@@ -203,7 +203,7 @@ func WeightMatching(ctx context.Context, a, b *onnxio.Model, opt Options) (*Resu
 			for i, j := range perms[g] {
 				old += c[i*n+j]
 			}
-			p, best, err := SolveLAP(c, n)
+			p, best, err := solveGroup(c, n, groups[g].Heads)
 			if err != nil {
 				return nil, fmt.Errorf("group %q: %w", groups[g].Name, err)
 			}
@@ -267,6 +267,14 @@ func Permute(m *onnxio.Model, groups []Group, perms [][]int) (*onnxio.Model, err
 			}
 			seen[j] = true
 		}
+		if h := groups[g].Heads; h > 1 {
+			hd := len(p) / h
+			for i, j := range p {
+				if i/hd != j/hd {
+					return nil, fmt.Errorf("rebasin: group %q: the permutation moves a unit from head %d to head %d", groups[g].Name, j/hd, i/hd)
+				}
+			}
+		}
 	}
 	data, uses, err := load(m, groups)
 	if err != nil {
@@ -301,4 +309,35 @@ func Align(ctx context.Context, ref, m *onnxio.Model, opt Options) (*onnxio.Mode
 		return nil, nil, err
 	}
 	return out, r, nil
+}
+
+// solveGroup maximizes Σ c[i, π(i)] over the permutations allowed in a
+// group: any, or with heads > 1 those keeping each block of n/heads units
+// in place (one assignment per block).
+func solveGroup(c []float64, n, heads int) ([]int, float64, error) {
+	if heads <= 1 {
+		return SolveLAP(c, n)
+	}
+	if n%heads != 0 {
+		return nil, 0, fmt.Errorf("rebasin: %d units in %d heads", n, heads)
+	}
+	hd := n / heads
+	perm := make([]int, n)
+	total := 0.0
+	sub := make([]float64, hd*hd)
+	for h := 0; h < heads; h++ {
+		o := h * hd
+		for i := 0; i < hd; i++ {
+			copy(sub[i*hd:(i+1)*hd], c[(o+i)*n+o:(o+i)*n+o+hd])
+		}
+		p, v, err := SolveLAP(sub, hd)
+		if err != nil {
+			return nil, 0, err
+		}
+		for i, j := range p {
+			perm[o+i] = o + j
+		}
+		total += v
+	}
+	return perm, total, nil
 }

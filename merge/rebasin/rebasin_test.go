@@ -27,14 +27,14 @@ func TestGroupsZoo(t *testing.T) {
 		want []Group
 	}{
 		{"mlp", []Group{
-			{"fc1.weight", 128, []Member{{"fc1.weight", 0, 1}, {"fc1.bias", 0, 1}, {"fc2.weight", 1, 1}}, "/Relu_output_0", -1},
-			{"fc2.weight", 64, []Member{{"fc2.weight", 0, 1}, {"fc2.bias", 0, 1}, {"fc3.weight", 1, 1}}, "/Relu_1_output_0", -1},
+			{"fc1.weight", 128, []Member{{"fc1.weight", 0, 1}, {"fc1.bias", 0, 1}, {"fc2.weight", 1, 1}}, "/Relu_output_0", -1, 0},
+			{"fc2.weight", 64, []Member{{"fc2.weight", 0, 1}, {"fc2.bias", 0, 1}, {"fc3.weight", 1, 1}}, "/Relu_1_output_0", -1, 0},
 		}},
 		{"cnn", []Group{
-			{"conv1.weight", 16, []Member{{"conv1.weight", 0, 1}, {"conv1.bias", 0, 1}, {"conv2.weight", 1, 1}}, "/Relu_output_0", 1},
-			{"conv2.weight", 32, []Member{{"conv2.weight", 0, 1}, {"conv2.bias", 0, 1}, {"conv3.weight", 1, 1}}, "/MaxPool_output_0", 1},
+			{"conv1.weight", 16, []Member{{"conv1.weight", 0, 1}, {"conv1.bias", 0, 1}, {"conv2.weight", 1, 1}}, "/Relu_output_0", 1, 0},
+			{"conv2.weight", 32, []Member{{"conv2.weight", 0, 1}, {"conv2.bias", 0, 1}, {"conv3.weight", 1, 1}}, "/MaxPool_output_0", 1, 0},
 			// MaxPool to 2×2, Flatten: each channel owns 4 rows of fc.
-			{"conv3.weight", 32, []Member{{"conv3.weight", 0, 1}, {"conv3.bias", 0, 1}, {"fc.weight", 1, 4}}, "/MaxPool_1_output_0", 1},
+			{"conv3.weight", 32, []Member{{"conv3.weight", 0, 1}, {"conv3.bias", 0, 1}, {"fc.weight", 1, 4}}, "/MaxPool_1_output_0", 1, 0},
 		}},
 	} {
 		got, err := Groups(loadZoo(t, tc.zoo))
@@ -58,17 +58,25 @@ func TestGroupsZoo(t *testing.T) {
 	}
 	// Transformer: the residual stream (embedding, LayerNorm parameters,
 	// every block's input and output projections, the head) is one group,
-	// each block's MLP units another; queries, keys and values are held.
+	// each block's MLP units another, and per block the head dimensions of
+	// queries with keys and of values with the output projection's input.
 	gs, held, err := Analyze(loadZoo(t, "transformer"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(gs) != 3 || gs[0].Name != "embed.weight" || gs[0].Size != 32 || len(gs[0].Members) != 30 ||
-		gs[1].Name != "blocks.0.ff1.weight" || gs[1].Size != 64 || len(gs[1].Members) != 3 || len(held) != 6 {
+	want := []struct {
+		name        string
+		size, heads int
+		members     int
+	}{{"embed.weight", 32, 0, 30}, {"blocks.0.ff1.weight", 64, 0, 3}, {"blocks.1.ff1.weight", 64, 0, 3},
+		{"blocks.0.q.weight", 32, 2, 4}, {"blocks.1.q.weight", 32, 2, 4}, {"blocks.0.v.weight", 32, 2, 3}, {"blocks.1.v.weight", 32, 2, 3}}
+	if len(gs) != len(want) || len(held) != 0 {
 		t.Fatalf("groups %+v, held %+v", gs, held)
 	}
-	if !strings.Contains(held[0].Reason, "attention heads are not aligned") {
-		t.Fatalf("held %+v", held)
+	for i, w := range want {
+		if gs[i].Name != w.name || gs[i].Size != w.size || gs[i].Heads != w.heads || len(gs[i].Members) != w.members {
+			t.Fatalf("group %d: %+v, want %+v", i, gs[i], w)
+		}
 	}
 }
 
@@ -224,6 +232,15 @@ func randomPerms(gs []Group, seed int64) [][]int {
 	r := rand.New(rand.NewSource(seed))
 	out := make([][]int, len(gs))
 	for i, g := range gs {
+		if g.Heads > 1 { // within each head
+			hd := g.Size / g.Heads
+			for h := 0; h < g.Heads; h++ {
+				for _, j := range r.Perm(hd) {
+					out[i] = append(out[i], h*hd+j)
+				}
+			}
+			continue
+		}
 		out[i] = r.Perm(g.Size)
 	}
 	return out
@@ -375,6 +392,13 @@ func TestPermuteErrors(t *testing.T) {
 		if _, err := Permute(a, gs, tc.perms); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("got %v, want %q", err, tc.want)
 		}
+	}
+	tr := loadZoo(t, "transformer")
+	tgs, _ := Groups(tr)
+	cross := randomPerms(tgs, 1)
+	cross[3][0], cross[3][31] = cross[3][31], cross[3][0] // unit 0 of head 0 ↔ a unit of head 1
+	if _, err := Permute(tr, tgs, cross); err == nil || !strings.Contains(err.Error(), `group "blocks.0.q.weight": the permutation moves a unit from head 1 to head 0`) {
+		t.Errorf("cross-head permutation: %v", err)
 	}
 	_, err := WeightMatching(context.Background(), a, loadZoo(t, "cnn"), Options{})
 	if !errors.Is(err, ErrIncompatible) {

@@ -272,8 +272,9 @@ seeds on digits 0–4 and 5–9 only. Each curve is the test loss on
 models/data/digits_clean_test.npz along θ(α) = (1−α)θ_A + αθ_B (11 points),
 with B as trained (*none*), or B permuted onto A by weight matching
 (*weights*, seed 0) or by activation matching on digits_clean_val.npz
-(*activations*). In the transformer the residual stream and the MLP units
-are permuted; the attention heads' query, key and value units stay in place.
+(*activations*). In the transformer the residual stream, the MLP units and
+the dimensions within each attention head are permuted (heads keep their
+order).
 The barrier is max over α of L(θ(α)) − ((1−α)L(θ_A) + αL(θ_B));
 the midpoint α = 0.5 is the linear merge of the two models
 (` + "`onnxpost merge --method linear [--align weights] A B`" + `). "max abs Δ" is the
@@ -288,9 +289,10 @@ const rebasinFooter = `
 On the split pairs the barrier is 0 by this definition: each endpoint fails on
 the other half of the classes, so its loss on the clean test set lies above
 the midpoint's; compare the midpoint loss and accuracy there instead.
-In the transformer, aligning the residual stream and the MLP units alone does
-not lower the barrier: the attention heads' query/key/value units, which
-are not permuted yet, keep the two models in different basins.
+In the transformer, alignment does not lower the barrier on this pair
+(weights matching raises the midpoint's accuracy but not its loss): the
+heads themselves are not reordered, and the matching does not yet weigh
+the attention products (Q·Kᵀ) the way it weighs the other layers.
 
 The same merges from the command line:
 
