@@ -27,8 +27,8 @@ Layers added together by residual connections share one permutation (units
 added to the model's input stay in place). In transformer blocks the residual
 stream (embedding, LayerNorm parameters, every projection's input and
 output), each block's MLP units and, within each attention head, the
-query/key and value/output dimensions are aligned (heads are not reordered;
-projections outside the recognized Reshape → Transpose → MatMul pattern are
+query/key and value/output dimensions are aligned, and the heads reordered
+(projections outside the recognized Reshape → Transpose → MatMul pattern are
 left in place and listed on stderr). Grouped
 convolutions, reshapes and concatenations of hidden units are refused by name. The report lists, per model and group, the fraction of
 units moved.

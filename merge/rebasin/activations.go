@@ -172,12 +172,26 @@ func ActivationMatching(ctx context.Context, a, b *onnxio.Model, ds *evalharness
 			stats[g].add(ra, rb, n)
 		}
 	}
+	partner := partners(groups)
 	for g, grp := range groups {
-		p, _, err := solveGroup(stats[g].corr(), grp.Size, grp.Heads)
+		if res.Perms[g] != nil {
+			continue
+		}
+		ids := []int{g}
+		if k, ok := partner[g]; ok {
+			ids = append(ids, k)
+		}
+		var cs [][]float64
+		for _, id := range ids {
+			cs = append(cs, stats[id].corr())
+		}
+		ps, _, err := solveJoint(cs, grp.Size, grp.Heads)
 		if err != nil {
 			return nil, fmt.Errorf("group %q: %w", grp.Name, err)
 		}
-		res.Perms[g] = p
+		for k, id := range ids {
+			res.Perms[id] = ps[k]
+		}
 	}
 	return res, nil
 }

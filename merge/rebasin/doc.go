@@ -12,8 +12,9 @@
 // LayerNormalization over the units moves its scale and bias with them: in
 // a transformer the residual stream is one group, each block's MLP units
 // another, and the head dimensions of the queries with the keys, and of the
-// values with the output projection's input, are permuted within each head
-// (Group.Heads; the attention pattern Reshape → Transpose → MatMul of
+// values with the output projection's input, are permuted within each head,
+// the heads of one block being reordered together (Group.Heads,
+// Group.Attention; the attention pattern Reshape → Transpose → MatMul of
 // PyTorch's exports is recognized; projections in other patterns are held
 // in place and listed by Analyze). Graphs it cannot permute exactly
 // (grouped convolutions, reshapes or concatenations of hidden units outside

@@ -37,6 +37,10 @@ type Group struct {
 	// blocks of Size/Heads units (the dimensions of one attention head:
 	// queries with keys, values with the output projection's input).
 	Heads int
+	// Attention names the Softmax of the attention block whose heads the
+	// group indexes: the query/key group and the value/output group of one
+	// block reorder their heads together.
+	Attention string
 }
 
 // layout is how the units of a group sit in a computed value.
@@ -307,7 +311,7 @@ func Analyze(m *onnxio.Model) ([]Group, []Held, error) {
 				if pk.mm != pq.mm || pk.input != 1 || !equalInts(pk.perm, []int64{0, 2, 3, 1}) || pk.heads != pq.heads || cands[ck].grp.Size != cands[cq].grp.Size {
 					continue
 				}
-				grp := Group{Name: cands[cq].grp.Name, Size: cands[cq].grp.Size, Heads: int(pq.heads), Probe: pq.probe, ProbeAxis: -1}
+				grp := Group{Name: cands[cq].grp.Name, Size: cands[cq].grp.Size, Heads: int(pq.heads), Probe: pq.probe, ProbeAxis: -1, Attention: g.softmaxAfter(pq.mm)}
 				grp.Members = append(append(append(append(grp.Members, cands[cq].grp.Members...), pq.members...), cands[ck].grp.Members...), pk.members...)
 				headGroups = append(headGroups, grp)
 				done[cq], done[ck] = true, true
@@ -319,7 +323,7 @@ func Analyze(m *onnxio.Model) ([]Group, []Held, error) {
 				continue
 			}
 			if mb, ok := g.contextToLayer(pv.mm, cands[cv].grp.Size); ok {
-				grp := Group{Name: cands[cv].grp.Name, Size: cands[cv].grp.Size, Heads: int(pv.heads), Probe: pv.probe, ProbeAxis: -1}
+				grp := Group{Name: cands[cv].grp.Name, Size: cands[cv].grp.Size, Heads: int(pv.heads), Probe: pv.probe, ProbeAxis: -1, Attention: g.nodes[g.producer[g.nodes[pv.mm].Inputs[0]]].Name}
 				grp.Members = append(append(append(grp.Members, cands[cv].grp.Members...), pv.members...), mb)
 				headGroups = append(headGroups, grp)
 				done[cv] = true
@@ -413,6 +417,17 @@ func Analyze(m *onnxio.Model) ([]Group, []Held, error) {
 			if !dup {
 				groups[k].Members = append(groups[k].Members, mb)
 			}
+		}
+	}
+	// Heads are reordered only where both groups of one attention block
+	// were found; a lone group keeps its heads in place.
+	count := map[string]int{}
+	for _, hg := range headGroups {
+		count[hg.Attention]++
+	}
+	for i := range headGroups {
+		if headGroups[i].Attention == "" || count[headGroups[i].Attention] != 2 {
+			headGroups[i].Attention = ""
 		}
 	}
 	groups = append(groups, headGroups...)
@@ -865,4 +880,25 @@ func equalInts(a, b []int64) bool {
 		}
 	}
 	return true
+}
+
+// softmaxAfter returns the Softmax that the scores of attention MatMul mm
+// reach through scaling and masking, or "".
+func (g *graph) softmaxAfter(mm int) string {
+	v := g.nodes[mm].Outputs[0]
+	for k := 0; k < 8; k++ {
+		i := g.single(v)
+		if i < 0 {
+			return ""
+		}
+		switch g.nodes[i].OpType {
+		case "Softmax":
+			return g.nodes[i].Name
+		case "Mul", "Div", "Add", "Sub":
+			v = g.nodes[i].Outputs[0]
+		default:
+			return ""
+		}
+	}
+	return ""
 }

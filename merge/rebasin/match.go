@@ -74,7 +74,7 @@ func sameGroups(a, b *onnxio.Model) ([]Group, error) {
 	}
 	for i := range ga {
 		x, y := ga[i], gb[i]
-		same := x.Name == y.Name && x.Size == y.Size && x.Heads == y.Heads && len(x.Members) == len(y.Members)
+		same := x.Name == y.Name && x.Size == y.Size && x.Heads == y.Heads && x.Attention == y.Attention && len(x.Members) == len(y.Members)
 		for k := 0; same && k < len(x.Members); k++ {
 			same = x.Members[k] == y.Members[k]
 		}
@@ -180,6 +180,7 @@ func WeightMatching(ctx context.Context, a, b *onnxio.Model, opt Options) (*Resu
 	}
 	rng := rand.New(rand.NewSource(opt.Seed))
 	res := &Result{Groups: groups, Perms: perms}
+	partner := partners(groups)
 	for pass := 0; pass < maxIter; pass++ {
 		res.Passes = pass + 1
 		changed := false
@@ -187,28 +188,39 @@ func WeightMatching(ctx context.Context, a, b *onnxio.Model, opt Options) (*Resu
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			n := groups[g].Size
-			c := make([]float64, n*n)
-			for _, mb := range groups[g].Members {
-				// B with every other group's permutation applied.
-				bv := db[mb.Tensor].v
-				for _, u := range uses[mb.Tensor] {
-					if u.group != g {
-						bv = permuteAxis(bv, db[mb.Tensor].shape, u.axis, u.block, perms[u.group])
+			cost := func(g int) []float64 {
+				n := groups[g].Size
+				c := make([]float64, n*n)
+				for _, mb := range groups[g].Members {
+					// B with every other group's permutation applied.
+					bv := db[mb.Tensor].v
+					for _, u := range uses[mb.Tensor] {
+						if u.group != g {
+							bv = permuteAxis(bv, db[mb.Tensor].shape, u.axis, u.block, perms[u.group])
+						}
 					}
+					addCost(c, n, da[mb.Tensor].v, bv, da[mb.Tensor].shape, mb.Axis, mb.Block)
 				}
-				addCost(c, n, da[mb.Tensor].v, bv, da[mb.Tensor].shape, mb.Axis, mb.Block)
+				return c
 			}
+			ids := []int{g}
+			if k, ok := partner[g]; ok {
+				ids = append(ids, k)
+			}
+			cs := make([][]float64, len(ids))
 			old := 0.0
-			for i, j := range perms[g] {
-				old += c[i*n+j]
+			for k, id := range ids {
+				cs[k] = cost(id)
+				old += objective(cs[k], perms[id])
 			}
-			p, best, err := solveGroup(c, n, groups[g].Heads)
+			ps, best, err := solveJoint(cs, groups[g].Size, groups[g].Heads)
 			if err != nil {
 				return nil, fmt.Errorf("group %q: %w", groups[g].Name, err)
 			}
 			if best > old+1e-12*math.Max(1, math.Abs(old)) {
-				perms[g] = p
+				for k, id := range ids {
+					perms[id] = ps[k]
+				}
 				changed = true
 			}
 		}
@@ -270,9 +282,18 @@ func Permute(m *onnxio.Model, groups []Group, perms [][]int) (*onnxio.Model, err
 		if h := groups[g].Heads; h > 1 {
 			hd := len(p) / h
 			for i, j := range p {
-				if i/hd != j/hd {
-					return nil, fmt.Errorf("rebasin: group %q: the permutation moves a unit from head %d to head %d", groups[g].Name, j/hd, i/hd)
+				// A head moves whole; without a partner it stays in place.
+				if j/hd != p[(i/hd)*hd]/hd || (groups[g].Attention == "" && i/hd != j/hd) {
+					return nil, fmt.Errorf("rebasin: group %q: head %d of the result takes units from more than one head (or moves a head of a block whose other group is missing)", groups[g].Name, i/hd)
 				}
+			}
+		}
+	}
+	for g, k := range partners(groups) {
+		hd := groups[g].Size / groups[g].Heads
+		for i := 0; i < groups[g].Size; i += hd {
+			if perms[g][i]/hd != perms[k][i]/hd {
+				return nil, fmt.Errorf("rebasin: groups %q and %q reorder the heads of one attention block differently", groups[g].Name, groups[k].Name)
 			}
 		}
 	}
@@ -309,6 +330,84 @@ func Align(ctx context.Context, ref, m *onnxio.Model, opt Options) (*onnxio.Mode
 		return nil, nil, err
 	}
 	return out, r, nil
+}
+
+// partners pairs the two head groups of each attention block.
+func partners(groups []Group) map[int]int {
+	out := map[int]int{}
+	by := map[string][]int{}
+	for g, grp := range groups {
+		if grp.Heads > 1 && grp.Attention != "" {
+			by[grp.Attention] = append(by[grp.Attention], g)
+		}
+	}
+	for _, ids := range by {
+		if len(ids) == 2 && groups[ids[0]].Size == groups[ids[1]].Size && groups[ids[0]].Heads == groups[ids[1]].Heads {
+			out[ids[0]], out[ids[1]] = ids[1], ids[0]
+		}
+	}
+	return out
+}
+
+func objective(c []float64, perm []int) float64 {
+	n := len(perm)
+	s := 0.0
+	for i, j := range perm {
+		s += c[i*n+j]
+	}
+	return s
+}
+
+// solveJoint maximizes the sum over cs of Σ c[i, π_c(i)]: one cost matrix
+// is solveGroup; two are the query/key and value/output groups of one
+// attention block, whose heads are reordered together: for every pair of
+// heads (i of A, j of B) the best within-head assignments of both are
+// found, then one assignment of heads maximizes their sum.
+func solveJoint(cs [][]float64, n, heads int) ([][]int, float64, error) {
+	if len(cs) == 1 {
+		p, v, err := solveGroup(cs[0], n, heads)
+		return [][]int{p}, v, err
+	}
+	hd := n / heads
+	sub := make([]float64, hd*hd)
+	type cell struct {
+		p [][]int
+		v float64
+	}
+	cells := make([]cell, heads*heads)
+	hv := make([]float64, heads*heads)
+	for i := 0; i < heads; i++ {
+		for j := 0; j < heads; j++ {
+			cl := cell{}
+			for _, c := range cs {
+				for a := 0; a < hd; a++ {
+					copy(sub[a*hd:(a+1)*hd], c[(i*hd+a)*n+j*hd:(i*hd+a)*n+j*hd+hd])
+				}
+				p, v, err := SolveLAP(sub, hd)
+				if err != nil {
+					return nil, 0, err
+				}
+				cl.p = append(cl.p, p)
+				cl.v += v
+			}
+			cells[i*heads+j] = cl
+			hv[i*heads+j] = cl.v
+		}
+	}
+	sigma, total, err := SolveLAP(hv, heads)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([][]int, len(cs))
+	for k := range cs {
+		out[k] = make([]int, n)
+		for i, j := range sigma {
+			for a, b := range cells[i*heads+j].p[k] {
+				out[k][i*hd+a] = j*hd + b
+			}
+		}
+	}
+	return out, total, nil
 }
 
 // solveGroup maximizes Σ c[i, π(i)] over the permutations allowed in a

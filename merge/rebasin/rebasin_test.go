@@ -27,14 +27,14 @@ func TestGroupsZoo(t *testing.T) {
 		want []Group
 	}{
 		{"mlp", []Group{
-			{"fc1.weight", 128, []Member{{"fc1.weight", 0, 1}, {"fc1.bias", 0, 1}, {"fc2.weight", 1, 1}}, "/Relu_output_0", -1, 0},
-			{"fc2.weight", 64, []Member{{"fc2.weight", 0, 1}, {"fc2.bias", 0, 1}, {"fc3.weight", 1, 1}}, "/Relu_1_output_0", -1, 0},
+			{"fc1.weight", 128, []Member{{"fc1.weight", 0, 1}, {"fc1.bias", 0, 1}, {"fc2.weight", 1, 1}}, "/Relu_output_0", -1, 0, ""},
+			{"fc2.weight", 64, []Member{{"fc2.weight", 0, 1}, {"fc2.bias", 0, 1}, {"fc3.weight", 1, 1}}, "/Relu_1_output_0", -1, 0, ""},
 		}},
 		{"cnn", []Group{
-			{"conv1.weight", 16, []Member{{"conv1.weight", 0, 1}, {"conv1.bias", 0, 1}, {"conv2.weight", 1, 1}}, "/Relu_output_0", 1, 0},
-			{"conv2.weight", 32, []Member{{"conv2.weight", 0, 1}, {"conv2.bias", 0, 1}, {"conv3.weight", 1, 1}}, "/MaxPool_output_0", 1, 0},
+			{"conv1.weight", 16, []Member{{"conv1.weight", 0, 1}, {"conv1.bias", 0, 1}, {"conv2.weight", 1, 1}}, "/Relu_output_0", 1, 0, ""},
+			{"conv2.weight", 32, []Member{{"conv2.weight", 0, 1}, {"conv2.bias", 0, 1}, {"conv3.weight", 1, 1}}, "/MaxPool_output_0", 1, 0, ""},
 			// MaxPool to 2×2, Flatten: each channel owns 4 rows of fc.
-			{"conv3.weight", 32, []Member{{"conv3.weight", 0, 1}, {"conv3.bias", 0, 1}, {"fc.weight", 1, 4}}, "/MaxPool_1_output_0", 1, 0},
+			{"conv3.weight", 32, []Member{{"conv3.weight", 0, 1}, {"conv3.bias", 0, 1}, {"fc.weight", 1, 4}}, "/MaxPool_1_output_0", 1, 0, ""},
 		}},
 	} {
 		got, err := Groups(loadZoo(t, tc.zoo))
@@ -77,6 +77,10 @@ func TestGroupsZoo(t *testing.T) {
 		if gs[i].Name != w.name || gs[i].Size != w.size || gs[i].Heads != w.heads || len(gs[i].Members) != w.members {
 			t.Fatalf("group %d: %+v, want %+v", i, gs[i], w)
 		}
+	}
+	// Queries/keys and values/outputs of one block reorder heads together.
+	if gs[3].Attention == "" || gs[3].Attention != gs[5].Attention || gs[4].Attention != gs[6].Attention || gs[3].Attention == gs[4].Attention {
+		t.Fatalf("attention blocks: %q %q %q %q", gs[3].Attention, gs[4].Attention, gs[5].Attention, gs[6].Attention)
 	}
 }
 
@@ -231,10 +235,21 @@ func TestGroupsSynthetic(t *testing.T) {
 func randomPerms(gs []Group, seed int64) [][]int {
 	r := rand.New(rand.NewSource(seed))
 	out := make([][]int, len(gs))
+	heads := map[string][]int{} // one head order per attention block
 	for i, g := range gs {
-		if g.Heads > 1 { // within each head
+		if g.Heads > 1 { // whole heads move together, then within each head
 			hd := g.Size / g.Heads
-			for h := 0; h < g.Heads; h++ {
+			order := make([]int, g.Heads)
+			for h := range order {
+				order[h] = h
+			}
+			if g.Attention != "" {
+				if heads[g.Attention] == nil {
+					heads[g.Attention] = r.Perm(g.Heads)
+				}
+				order = heads[g.Attention]
+			}
+			for _, h := range order {
 				for _, j := range r.Perm(hd) {
 					out[i] = append(out[i], h*hd+j)
 				}
@@ -397,8 +412,16 @@ func TestPermuteErrors(t *testing.T) {
 	tgs, _ := Groups(tr)
 	cross := randomPerms(tgs, 1)
 	cross[3][0], cross[3][31] = cross[3][31], cross[3][0] // unit 0 of head 0 ↔ a unit of head 1
-	if _, err := Permute(tr, tgs, cross); err == nil || !strings.Contains(err.Error(), `group "blocks.0.q.weight": the permutation moves a unit from head 1 to head 0`) {
+	if _, err := Permute(tr, tgs, cross); err == nil || !strings.Contains(err.Error(), `group "blocks.0.q.weight": head 0 of the result takes units from more than one head`) {
 		t.Errorf("cross-head permutation: %v", err)
+	}
+	// Reordering the heads of queries/keys but not of values/outputs.
+	split := randomPerms(tgs, 1)
+	for i := range split[3] {
+		split[3][i] = (split[3][i] + 16) % 32 // swap the two heads
+	}
+	if _, err := Permute(tr, tgs, split); err == nil || !strings.Contains(err.Error(), "reorder the heads of one attention block differently") {
+		t.Errorf("heads reordered apart: %v", err)
 	}
 	_, err := WeightMatching(context.Background(), a, loadZoo(t, "cnn"), Options{})
 	if !errors.Is(err, ErrIncompatible) {
