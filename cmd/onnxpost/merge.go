@@ -324,7 +324,7 @@ func mergeAction(c *cli.Context) error {
 	if c.String("gate") != "" && c.String("data") == "" {
 		return usagef("--gate needs --data to evaluate the candidate")
 	}
-	if err := checkAlignFlags(c); err != nil {
+	if err := checkAlignFlags(c, len(s.fishers) > 0); err != nil {
 		return err
 	}
 	in := merge.Inputs{}

@@ -31,7 +31,8 @@ query/key and value/output dimensions are aligned, and the heads reordered
 (projections outside the recognized Reshape → Transpose → MatMul pattern are
 left in place and listed on stderr). Grouped
 convolutions, reshapes and concatenations of hidden units are refused by name. The report lists, per model and group, the fraction of
-units moved.
+units moved. Precomputed --fisher files cannot be combined with --align (they
+are not permuted); --fisher-data computes the Fisher of the aligned models.
 
   onnxpost merge --align weights --method linear -o mid.onnx seed_a.onnx seed_b.onnx
 `
@@ -44,15 +45,20 @@ func alignFlags() []cli.Flag {
 	}
 }
 
-// checkAlignFlags validates --align and --calib.
-func checkAlignFlags(c *cli.Context) error {
+// checkAlignFlags validates --align and --calib; fisherFiles tells whether
+// precomputed Fisher files are given (flag or config).
+func checkAlignFlags(c *cli.Context, fisherFiles bool) error {
+	if c.String("align") == "" && c.IsSet("calib") {
+		return usagef("--calib is only used by --align activations")
+	}
+	if c.String("align") != "" && fisherFiles {
+		// The files hold the Fisher of the models as given, not of their
+		// permuted copies; --fisher-data computes it after the alignment.
+		return usagef("--align cannot use precomputed --fisher files (they are not permuted); use --fisher-data")
+	}
 	switch a := c.String("align"); a {
-	case "":
-		if c.IsSet("calib") {
-			return usagef("--calib is only used by --align activations")
-		}
-	case "weights":
-		if c.IsSet("calib") {
+	case "", "weights":
+		if a != "" && c.IsSet("calib") {
 			return usagef("--calib is only used by --align activations (weights matching reads no data)")
 		}
 	case "activations":

@@ -80,6 +80,7 @@ func TestMergeAlignCLI(t *testing.T) {
 		{"bad mode", []string{"--method", "linear", "--align", "neurons"}, 2, 0},
 		{"calib without activations", []string{"--method", "linear", "--align", "weights", "--calib", calib}, 2, 0},
 		{"calib alone", []string{"--method", "linear", "--calib", calib}, 2, 0},
+		{"fisher files", []string{"--method", "fisher", "--fisher", base + "," + perm, "--align", "weights"}, 2, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.name == "activations" {
