@@ -22,17 +22,18 @@ a group; weights matching finds one permutation per group by coordinate
 descent over the groups (order drawn from --seed), each step a linear
 assignment on the product of the two models' weights; activations matching
 solves one assignment per group on the correlation of the units' outputs over
---calib DATASET. The permuted models compute exactly the same function.
-Layers added together by residual connections share one permutation (units
-added to the model's input stay in place). In transformer blocks the residual
-stream (embedding, LayerNorm parameters, every projection's input and
-output), each block's MLP units and, within each attention head, the
-query/key and value/output dimensions are aligned, and the heads reordered
-(projections outside the recognized Reshape → Transpose → MatMul pattern are
-left in place and listed on stderr). Grouped
-convolutions, reshapes and concatenations of hidden units are refused by name. The report lists, per model and group, the fraction of
-units moved. Precomputed --fisher files cannot be combined with --align (they
-are not permuted); --fisher-data computes the Fisher of the aligned models.
+--calib DATASET. The permuted models compute exactly the same function. Layers
+added together by residual connections share one permutation (units added to
+the model's input stay in place). In transformer blocks the residual stream
+(embedding, LayerNorm parameters, every projection's input and output), each
+block's MLP units and, within each attention head, the query/key and
+value/output dimensions are aligned, and the heads reordered (projections
+outside the recognized Reshape → Transpose → MatMul pattern are left in place
+and listed on stderr). Grouped convolutions, reshapes and concatenations of
+hidden units are refused by name. The report lists, per model and group, the
+fraction of units moved. Precomputed --fisher files cannot be combined with
+--align (they are not permuted); --fisher-data computes the Fisher of the
+aligned models.
 
   onnxpost merge --align weights --method linear -o mid.onnx seed_a.onnx seed_b.onnx
 `
