@@ -10,7 +10,7 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 BIN := bin/onnxpost
 
-.PHONY: all build test demo ort pyenv linalg bench-svd proto zoo zoo-lm minilm bench bench-eval bench-large bench-sparsegpt bench-quant bench-merge merge-results fisher-results lowrank-results realmodels realmodels-matrix fuzz vet clean
+.PHONY: all build test demo ort pyenv linalg bench-svd proto zoo zoo-lm minilm bench bench-eval bench-large bench-sparsegpt bench-quant bench-merge merge-results fisher-results lowrank-results realmodels realmodels-matrix fuzz rebasin-zoo rebasin-results vet clean
 
 all: build
 
@@ -148,3 +148,11 @@ vet:
 
 clean:
 	rm -rf bin out
+
+## rebasin-zoo: the re-basin pairs (MLP, CNN from two init seeds; needs Debian's python3-torch)
+rebasin-zoo:
+	./models/build_seeds.sh
+
+## rebasin-results: loss barriers before/after --align on the re-basin pairs (docs/results/rebasin.md)
+rebasin-results: ort
+	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(GO) run ./tools/rebasin

@@ -64,8 +64,9 @@ take are refused by name. Model paths are .onnx files or folders holding
 model.onnx. Flags given on the command line override its values. Its paths are relative to its
 folder; its output must stay inside that folder, or inside --out-dir DIR
 (no absolute path, "..", or symbolic link leaving it), and it cannot set
-ort-lib or threads.`, mergekitMethodHelp()),
-		Flags: append(commonFlags(),
+ort-lib or threads.
+%s`, mergekitMethodHelp(), alignHelp),
+		Flags: append(append(commonFlags(),
 			&cli.StringFlag{Name: "method", Usage: "merge `METHOD`: linear, task-arithmetic, ties, dare, dare-ties, slerp, fisher, or one of mergekit's (model_stock, della, ...; see above)"},
 			&cli.StringSliceFlag{Name: "param", Usage: "set the method's parameter `NAME=VALUE` (mergekit's names, e.g. gamma=0.05, rescale=false; repeatable)"},
 			&cli.StringFlag{Name: "base", Usage: "the pre-trained model `BASE.onnx` deltas are taken from"},
@@ -84,7 +85,7 @@ ort-lib or threads.`, mergekitMethodHelp()),
 			&cli.StringFlag{Name: "config", Usage: "read the merge from `merge.yaml`"},
 			&cli.StringFlag{Name: "out-dir", Usage: "with --config: resolve the config's output inside `DIR` (an existing folder) instead of the config's folder"},
 			&cli.BoolFlag{Name: "progress", Usage: "show a progress bar on stderr even when it is not a terminal"},
-		),
+		), alignFlags()...),
 		Action: mergeAction,
 	})
 }
@@ -359,6 +360,9 @@ func mergeAction(c *cli.Context) error {
 	if c.String("gate") != "" && c.String("data") == "" {
 		return usagef("--gate needs --data to evaluate the candidate")
 	}
+	if err := checkAlignFlags(c, len(s.fishers) > 0); err != nil {
+		return err
+	}
 	in := merge.Inputs{}
 	var srcs []merge.Source
 	if s.base != "" {
@@ -387,6 +391,17 @@ func mergeAction(c *cli.Context) error {
 		return err
 	}
 	srcs = append(srcs, ms...)
+	alignRows, err := alignModels(c, &in, s.models)
+	if err != nil {
+		return err
+	}
+	if c.String("align") == "activations" {
+		cs, err := sources("calib", []string{c.String("calib")}, nil)
+		if err != nil {
+			return err
+		}
+		srcs = append(srcs, cs...)
+	}
 	if len(s.fishers) > 0 {
 		if in.Fishers, err = loadModels(s.fishers); err != nil {
 			return err
@@ -445,6 +460,10 @@ func mergeAction(c *cli.Context) error {
 	}
 	if th := mg.Thresholds(); th != nil {
 		report["trim_thresholds"] = th
+	}
+	if alignRows != nil {
+		report["alignment"] = alignRows
+		out.SetMetadata("onnxpost.align", c.String("align"))
 	}
 	ref := in.Base
 	if ref == nil {
