@@ -187,3 +187,36 @@ func TestCaptureExcludesPaddedTokens(t *testing.T) {
 		})
 	}
 }
+
+// TestBoolOutput: a bool output (a decoder's causal mask exposed as a
+// probe, e.g. by fisher) used to fail with "unsupported output value
+// *onnxruntime_go.Tensor[bool]"; it now comes back as a bool array.
+func TestBoolOutput(t *testing.T) {
+	requireORTLib(t)
+	m := onnxio.New("g", 17)
+	m.AddInput(onnxio.ValueInfo{Name: "x", DType: onnxio.Float, Shape: []onnxio.Dim{{Param: "n"}, {Value: 3}}})
+	zero, _ := onnxio.FromFloat32("zero", onnxio.Float, []int64{}, []float32{0})
+	if err := m.SetInitializer(zero); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.InsertNodes(onnxio.Node{Name: "gt", OpType: "Greater", Inputs: []string{"x", "zero"}, Outputs: []string{"pos"}}); err != nil {
+		t.Fatal(err)
+	}
+	m.AddOutput(onnxio.ValueInfo{Name: "pos", DType: onnxio.Bool, Shape: []onnxio.Dim{{Param: "n"}, {Value: 3}}})
+	b, err := m.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSession(b, SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	outs, err := s.Run(map[string]*Array{"x": FromFloat32([]int64{2, 3}, []float32{1, -1, 0, 2, 3, -4})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := outs[0]; o.DType != onnxio.Bool || !reflect.DeepEqual(o.Shape, []int64{2, 3}) || !reflect.DeepEqual(o.Data, []byte{1, 0, 0, 1, 1, 0}) {
+		t.Errorf("bool output %v %v %v, want bool [2 3] [1 0 0 1 1 0]", o.DType, o.Shape, o.Data)
+	}
+}
