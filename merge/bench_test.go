@@ -107,3 +107,31 @@ func BenchmarkMergeTIESLarge(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMergekitKernels768x3072 runs each mergekit method on one
+// 768×3072 tensor of a base and three models (two for the two-model
+// methods, one for nearswap and arcee_fusion); bytes are the input bytes.
+func BenchmarkMergekitKernels768x3072(b *testing.B) {
+	base, xs := randSlices(768*3072, 3, 1)
+	shape := []int64{768, 3072}
+	for _, tc := range mergekitCases() {
+		b.Run(tc.name, func(b *testing.B) {
+			opt := tc.opt
+			if err := opt.Validate(tc.models, tc.base); err != nil {
+				b.Fatal(err)
+			}
+			var bb []float32
+			if tc.base {
+				bb = base
+			}
+			in := xs[:tc.models]
+			dst := make([]float32, len(base))
+			b.SetBytes(int64(4 * len(base) * (len(in) + 1)))
+			for b.Loop() {
+				if err := computeMergekit(&opt, &TensorPlan{Out: "w", Shape: shape}, dst, bb, in); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

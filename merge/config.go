@@ -5,40 +5,57 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 	"regexp"
+	"sort"
+	"strconv"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/onnxpost/onnxpost/internal/safefs"
 )
 
-// Config is a merge described in a YAML file, in the spirit of mergekit's:
+// Config is a merge described in a YAML file, onnxpost's own keys or
+// mergekit's as its users write them:
 //
-//	merge_method: ties          # or method:
-//	base_model: base.onnx
+//	merge_method: ties          # or method:; mergekit's names (model_stock, della...)
+//	base_model: base.onnx       # or base:; an .onnx file or a folder holding model.onnx
 //	models:
 //	  - model: a.onnx
-//	    parameters: {weight: 1.0, density: 0.2}
+//	    parameters:
+//	      weight: 1.0
+//	      density: [1, 0.7, 0.1]         # a gradient across the layers
 //	  - model: b.onnx
-//	    fisher: b.fisher.onnx   # Fisher merging only
-//	parameters:                 # global parameters
-//	  density: 0.2
+//	    parameters:
+//	      weight:
+//	        - filter: mlp                # a substring of the tensor's name
+//	          value: 0.5
+//	        - value: 0
+//	  - model: c.onnx
+//	    fisher: c.fisher.onnx   # Fisher merging only
+//	parameters:                 # global parameters (scalars, gradients, filters)
+//	  normalize: true
+//	  int8_mask: true
 //	  lambda: 1.0
-//	  trim_scope: global
-//	  normalize: true           # linear
-//	  t: 0.5                    # slerp
-//	  seed: 0
-//	  fisher_floor: 1.0e-6
-//	  fisher_normalize: false
-//	  include: "MatMul|Conv"
-//	  exclude: "norm"
+//	  trim_scope: global        # onnxpost's own keys: trim_scope, seed,
+//	  seed: 0                   # fisher_floor, fisher_normalize, include, exclude
+//	dtype: float16              # accepted, noted: see Notes
 //	output: merged.onnx
 //	data: val.npz
 //	gate: accuracy_drop<=0.01
 //
-// Unknown keys are an error. Relative paths are relative to the file's
-// folder. Per-model parameters override global ones.
+// Instead of models, mergekit's slices may list one slice whose sources
+// all take the same full layer_range [0, N] (N the model's layer count):
+// the same merge. Layer stacking (other ranges, several slices,
+// passthrough) is refused. A base_model also listed among the models is
+// taken out of them (mergekit merges it as the base only).
+//
+// Which parameters a method takes is Method.Params; anything else, and
+// every unknown key, is an error naming it, raised before any model is
+// read. Relative paths are relative to the file's folder. Per-model
+// parameters override global ones.
 //
 // A config may come from someone else. The paths it reads (models, base,
 // fisher files, data) may be anywhere; the one it writes (output) must be
@@ -57,12 +74,29 @@ type Config struct {
 	Base      string `yaml:"base"`
 	// Models are the merged models, in order.
 	Models []ConfigModel `yaml:"models"`
+	// Slices is mergekit's layer-slice form of Models (see above).
+	Slices []ConfigSlice `yaml:"slices"`
 	// Parameters are the global parameters.
 	Parameters ConfigParams `yaml:"parameters"`
 	// Output, Data and Gate are the CLI's -o, --data and --gate.
 	Output string `yaml:"output"`
 	Data   string `yaml:"data"`
 	Gate   string `yaml:"gate"`
+	// Dtype, TokenizerSource, Tokenizer and ChatTemplate are mergekit's
+	// keys that do not apply to ONNX weight merging: accepted, and noted
+	// in Notes. OutDtype and Modules are refused.
+	Dtype           string    `yaml:"dtype"`
+	OutDtype        string    `yaml:"out_dtype"`
+	TokenizerSource yaml.Node `yaml:"tokenizer_source"`
+	Tokenizer       yaml.Node `yaml:"tokenizer"`
+	ChatTemplate    yaml.Node `yaml:"chat_template"`
+	Modules         yaml.Node `yaml:"modules"`
+	// Notes are what the merge does differently from what a mergekit user
+	// may expect of the file (keys accepted with no effect), for the CLI
+	// to print.
+	Notes []string `yaml:"-"`
+	// layers is the layer count a slices: form requires (0: none).
+	layers int
 }
 
 // ConfigModel is one input model of a Config.
@@ -71,29 +105,34 @@ type ConfigModel struct {
 	Model string `yaml:"model"`
 	// Fisher is the path of its diagonal Fisher file (Fisher merging).
 	Fisher string `yaml:"fisher"`
-	// Parameters override the global weight and density for this model.
-	Parameters struct {
-		Weight  *float64 `yaml:"weight"`
-		Density *float64 `yaml:"density"`
-	} `yaml:"parameters"`
+	// Parameters are its own parameters (weight, density, gamma,
+	// epsilon), overriding the global ones.
+	Parameters map[string]Setting `yaml:"parameters"`
 }
 
-// ConfigParams are a Config's global parameters.
-// Each field mirrors the CLI flag of the same name (weight is the default
-// per-model weight, normalize the opposite of --no-normalize); nil or ""
-// means unset.
+// ConfigSlice is one of mergekit's output slices.
+type ConfigSlice struct {
+	// Sources are the slice's input models and layer ranges.
+	Sources []struct {
+		Model      string             `yaml:"model"`
+		LayerRange []int              `yaml:"layer_range"`
+		Parameters map[string]Setting `yaml:"parameters"`
+	} `yaml:"sources"`
+}
+
+// ConfigParams are a Config's global parameters: onnxpost's own typed
+// keys, and the method's parameters (Method.Params, mergekit's names) in
+// Settings. nil or "" means unset.
 type ConfigParams struct {
-	Weight          *float64 `yaml:"weight"`
-	Density         *float64 `yaml:"density"`
-	Lambda          *float64 `yaml:"lambda"`
 	TrimScope       string   `yaml:"trim_scope"`
-	Normalize       *bool    `yaml:"normalize"`
-	T               *float64 `yaml:"t"`
 	Seed            *int64   `yaml:"seed"`
 	FisherFloor     *float64 `yaml:"fisher_floor"`
 	FisherNormalize *bool    `yaml:"fisher_normalize"`
 	Include         string   `yaml:"include"`
 	Exclude         string   `yaml:"exclude"`
+	// Settings are the other parameters (weight, density, lambda,
+	// normalize, t, gamma, ...): scalars, gradients or filter lists.
+	Settings map[string]Setting `yaml:",inline"`
 }
 
 // ConfigOption configures LoadConfig and ParseConfig.
@@ -184,6 +223,9 @@ func ParseConfig(r io.Reader, dir string, opts ...ConfigOption) (*Config, error)
 	if c.Base == "" {
 		c.Base = c.BaseModel
 	}
+	if err := c.mergekitKeys(); err != nil {
+		return nil, err
+	}
 	if len(c.Models) == 0 {
 		return nil, fmt.Errorf("%w: merge config lists no models", ErrOptions)
 	}
@@ -193,6 +235,7 @@ func ParseConfig(r io.Reader, dir string, opts ...ConfigOption) (*Config, error)
 		}
 		return filepath.Join(dir, p)
 	}
+	model := func(p string) string { return ModelPath(join(p)) }
 	if c.Output != "" {
 		base := dir
 		if o.outDir != "" {
@@ -208,12 +251,20 @@ func ParseConfig(r io.Reader, dir string, opts ...ConfigOption) (*Config, error)
 		c.Output = out
 	}
 	c.Base, c.Data = join(c.Base), join(c.Data)
+	if c.Base != "" {
+		c.Base = model(c.Base)
+	}
 	for i := range c.Models {
 		if c.Models[i].Model == "" {
 			return nil, fmt.Errorf("%w: model %d of the merge config has no path", ErrOptions, i+1)
 		}
-		c.Models[i].Model = join(c.Models[i].Model)
+		c.Models[i].Model = model(c.Models[i].Model)
 		c.Models[i].Fisher = join(c.Models[i].Fisher)
+	}
+	c.dropBaseFromModels()
+	// the method and its parameters are checked now, before any model is read
+	if _, err := c.Options(); err != nil {
+		return nil, err
 	}
 	return &c, nil
 }
@@ -248,7 +299,9 @@ func (c *Config) FisherPaths() ([]string, error) {
 }
 
 // Options returns the merge options the config describes (not yet
-// validated: call Validate).
+// validated: call Validate). Parameters the method does not declare are
+// errors naming them; scalars are set directly, gradients and filter
+// lists go to Options.Tensor (evaluated per tensor by New).
 func (c *Config) Options() (Options, error) {
 	var o Options
 	m, err := ParseMethod(c.Method)
@@ -256,38 +309,137 @@ func (c *Config) Options() (Options, error) {
 		return o, err
 	}
 	o.Method = m
-	g := c.Parameters
-	gw, gd := 1.0, 0.0
-	if g.Weight != nil {
-		gw = *g.Weight
+	o.RequireLayers = c.layers
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrOptions}, args...)...)
 	}
-	if g.Density != nil {
-		gd = *g.Density
-		if gd == 0 {
-			return o, fmt.Errorf("%w: density 0 is outside (0, 1]", ErrOptions)
+	ts := &TensorSettings{Global: map[string]Setting{}}
+	num := func(name string, s Setting) (float64, error) {
+		f, err := strconv.ParseFloat(s.Scalar, 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return 0, bad("line %d: parameter %s: %q is not a finite number", s.line, name, s.Scalar)
 		}
-		o.Density = gd
+		return f, nil
+	}
+	// global parameters
+	gw, gd := 1.0, 0.0
+	names := make([]string, 0, len(c.Parameters.Settings))
+	for name := range c.Parameters.Settings {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		s := c.Parameters.Settings[name]
+		spec, err := paramSpec(m, name)
+		if err != nil {
+			return o, at(s.line, "", err)
+		}
+		if !s.IsScalar() && spec.Kind != "float" {
+			return o, bad("line %d: parameter %s is a %s: it cannot vary by tensor", s.line, name, spec.Kind)
+		}
+		if name == "int8_mask" {
+			c.note("int8_mask changes nothing here: masks are never stored, every value is computed in float64")
+		}
+		v := s.Scalar
+		if !s.IsScalar() {
+			ts.Global[spec.Name] = s
+			v = s.first()
+		}
+		switch spec.Name {
+		case "weight":
+			if gw, err = num(name, Setting{Scalar: v, line: s.line}); err != nil {
+				return o, err
+			}
+		case "density":
+			if gd, err = num(name, Setting{Scalar: v, line: s.line}); err != nil {
+				return o, err
+			}
+			if gd == 0 {
+				return o, bad("line %d: density 0 is outside (0, 1]", s.line)
+			}
+			o.Density = gd
+		default:
+			if err := o.SetParam(spec.Name, v); err != nil {
+				return o, at(s.line, "", err)
+			}
+		}
 	}
 	if gd == 0 {
 		gd = m.DefaultDensity()
 	}
-	for _, mm := range c.Models {
+	mp := &o.Mergekit
+	var gammas, epsilons []float64
+	for i, mm := range c.Models {
 		w, d := gw, gd
-		if mm.Parameters.Weight != nil {
-			w = *mm.Parameters.Weight
+		g, e := -1.0, -1.0
+		own := map[string]bool{}
+		pm := map[string]Setting{}
+		for name, s := range mm.Parameters {
+			spec, err := paramSpec(m, name)
+			if err != nil {
+				return o, at(s.line, fmt.Sprintf("model %d: ", i+1), err)
+			}
+			if !spec.PerModel {
+				return o, bad("line %d: model %d: parameter %s is global, not per model (set it under the top-level parameters)", s.line, i+1, name)
+			}
+			v := s.Scalar
+			if s.IsScalar() {
+				own[spec.Name] = true
+			} else {
+				pm[spec.Name] = s
+				v = s.first()
+			}
+			f, err := num(name, Setting{Scalar: v, line: s.line})
+			if err != nil {
+				return o, err
+			}
+			switch spec.Name {
+			case "weight":
+				w = f
+			case "density":
+				d = f
+			case "gamma":
+				g = f
+			case "epsilon":
+				e = f
+			}
 		}
-		if mm.Parameters.Density != nil {
-			d = *mm.Parameters.Density
-		}
+		ts.PerModel = append(ts.PerModel, pm)
+		ts.OwnScalars = append(ts.OwnScalars, own)
 		o.Weights = append(o.Weights, w)
 		o.Densities = append(o.Densities, d)
+		gammas = append(gammas, g)
+		epsilons = append(epsilons, e)
 	}
-	o.Lambda = g.Lambda
+	fill := func(xs []float64, global *float64, def float64) []float64 {
+		v := def
+		if global != nil {
+			v = *global
+		}
+		for i := range xs {
+			if xs[i] < 0 {
+				xs[i] = v
+			}
+		}
+		return xs
+	}
+	if mergekitMethods[m].gta {
+		mp.Gammas = fill(gammas, mp.Gamma, 0.01)
+		mp.Epsilons = fill(epsilons, mp.Epsilon, 0.15)
+	}
+	varies := len(ts.Global) > 0
+	for _, pm := range ts.PerModel {
+		varies = varies || len(pm) > 0
+	}
+	if varies {
+		o.Tensor = ts
+	}
+	g := c.Parameters
 	o.TrimScope = TrimScope(g.TrimScope)
-	if g.Normalize != nil {
-		o.NoNormalize = !*g.Normalize
+	if m == TIES && o.TrimScope == "" && o.Tensor != nil && settingVaries(o.Tensor, "density") {
+		o.TrimScope = TrimTensor
+		c.note("density varies by tensor: TIES trims per tensor (trim_scope: tensor, as mergekit does)")
 	}
-	o.T = g.T
 	if g.Seed != nil {
 		o.Seed = *g.Seed
 	}
@@ -311,4 +463,20 @@ func (c *Config) Options() (Options, error) {
 		*re.dst = r
 	}
 	return o, nil
+}
+
+// at places a line number (and prefix) after ErrOptions's text in err.
+func at(line int, prefix string, err error) error {
+	msg := strings.TrimPrefix(err.Error(), ErrOptions.Error()+": ")
+	return fmt.Errorf("%w: line %d: %s%s", ErrOptions, line, prefix, msg)
+}
+
+// note adds a note once.
+func (c *Config) note(s string) {
+	for _, n := range c.Notes {
+		if n == s {
+			return
+		}
+	}
+	c.Notes = append(c.Notes, s)
 }

@@ -45,6 +45,15 @@
 // float32, merged with float64 accumulation and rounded back to their type;
 // float64 tensors are merged in float64.
 //
+// mergekit's other methods (DARELinear, Breadcrumbs, BreadcrumbsTIES, Della,
+// DellaLinear, ModelStock, NuSlerp, MultiSlerp, Karcher, SCE, NearSwap,
+// ArceeFusion) follow mergekit's implementation, each kernel's doc comment
+// giving its exact definition and where it departs from mergekit or the
+// paper; their parameters are declared by Method.Params and set by
+// Options.SetParam. Config reads mergekit's YAML: gradients and filters
+// (Setting) are evaluated per tensor over the layers FindLayers finds in
+// the graph; passthrough (layer stacking) is refused.
+//
 // # Invariants
 //
 // Input models are never modified. Every floating-point initializer
@@ -52,13 +61,17 @@
 // copied after checking they are equal in every model; weights held in
 // Constant nodes are left as in the template. At most (models + 1) tensors
 // of one name (plus Fisher tensors) are in memory per worker, plus the
-// output tensor.
+// output tensor; the mergekit kernels also hold, per worker, float64
+// working copies of the tensor (8 bytes per element and model for the
+// task vectors of the GTA family and sce, a few vectors for the spherical
+// methods) and, for the ranking ones (breadcrumbs, della, sce with
+// select_topk), a 16-byte sort key per element.
 //
 // # Aliasing
 //
 // The kernels write only dst. dst may alias an input for LinearTo,
 // TaskArithmeticTo, TIESTo and DARETo (each element is read before it is
-// written); SLERPTo and FisherTo allow it as well.
+// written); SLERPTo, FisherTo and the mergekit kernels allow it as well.
 //
 // # Trust
 //

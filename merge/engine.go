@@ -66,6 +66,10 @@ type Merger struct {
 	coeffs []float64
 	total  int64 // elements to merge
 	done   atomic.Int64
+
+	// popts are the options of each plan entry when parameters vary by
+	// tensor (Options.Tensor), else nil
+	popts []*Options
 }
 
 // Progress reports the selection passes of New: it is called with a stage
@@ -179,7 +183,10 @@ func New(ctx context.Context, in Inputs, opt Options, progress Progress) (*Merge
 		m.plan = append(m.plan, p)
 	}
 	if len(m.plan) == 0 {
-		return nil, fmt.Errorf("%w: no floating-point tensor selected to merge", ErrOptions)
+		return nil, fmt.Errorf("%w: nothing to transform: no floating-point tensor selected to merge", ErrOptions)
+	}
+	if err := m.resolveTensorSettings(label); err != nil {
+		return nil, err
 	}
 	switch {
 	case opt.Method == TIES && opt.TrimScope == TrimGlobal:

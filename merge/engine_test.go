@@ -154,6 +154,15 @@ func TestSaveStreamsSameAsInMemory(t *testing.T) {
 				in.Base = nil
 				in.Fishers = fts // any positive-ish float tensors of the right shapes
 				opt.FisherNormalize = true
+			case NuSlerp:
+				in.Models = fts[:2]
+			case Karcher:
+				in.Base = nil
+			case NearSwap:
+				in.Models = fts[:1]
+				opt.T = ptr(0.01)
+			case ArceeFusion:
+				in.Models = fts[:1]
 			}
 			mg, err := New(context.Background(), in, opt, nil)
 			if err != nil {

@@ -33,17 +33,45 @@ func mustCount(what string, got, want int) {
 func LinearTo[T Float](dst []T, xs [][]T, weights []float64, normalize bool) {
 	mustCount("weights", len(weights), len(xs))
 	mustSameLen("model", len(dst), xs...)
-	den := 1.0
+	coef := weights
 	if normalize {
-		den = sum(weights)
+		coef = normalized(weights)
 	}
 	for j := range dst {
 		acc := 0.0
 		for i, x := range xs {
-			acc += weights[i] * float64(x[j])
+			acc += coef[i] * float64(x[j])
 		}
-		dst[j] = T(acc / den)
+		dst[j] = T(acc)
 	}
+}
+
+// normalized returns wᵢ / Σ w, computed on weights scaled by their largest
+// magnitude first, so that weights near the float64 range (1e308, 1e308)
+// give their true ratios (½, ½) instead of an infinite sum.
+func normalized(weights []float64) []float64 {
+	out := normalizedScale(weights)
+	s := sum(out)
+	for i := range out {
+		out[i] /= s
+	}
+	return out
+}
+
+// normalizedScale returns the weights divided by their largest magnitude
+// (their sum is then finite; it is zero exactly when theirs is).
+func normalizedScale(weights []float64) []float64 {
+	big := 0.0
+	for _, w := range weights {
+		big = math.Max(big, math.Abs(w))
+	}
+	out := make([]float64, len(weights))
+	for i, w := range weights {
+		if big > 0 {
+			out[i] = w / big
+		}
+	}
+	return out
 }
 
 // TaskArithmeticTo sets dst = base + λ Σ wᵢ (xᵢ − base).

@@ -23,16 +23,23 @@ const (
 )
 
 // Methods lists the methods in the order the CLI documents them.
-var Methods = []Method{Linear, TaskArithmetic, TIES, DARE, DARETIES, SLERP, Fisher}
+var Methods = []Method{Linear, TaskArithmetic, TIES, DARE, DARETIES, SLERP, Fisher,
+	DARELinear, Breadcrumbs, BreadcrumbsTIES, Della, DellaLinear, ModelStock,
+	NuSlerp, MultiSlerp, Karcher, SCE, NearSwap, ArceeFusion}
 
-// ParseMethod parses a method name; "task_arithmetic" and "dare_ties"
-// (mergekit's spelling) are accepted too.
+// ParseMethod parses a method name; mergekit's spellings with underscores
+// ("task_arithmetic", "dare_ties", "model_stock"...) are accepted too.
+// mergekit methods onnxpost does not run (passthrough...) are refused by
+// name with the reason.
 func ParseMethod(s string) (Method, error) {
 	m := Method(strings.ReplaceAll(strings.ToLower(strings.TrimSpace(s)), "_", "-"))
 	for _, k := range Methods {
 		if m == k {
 			return m, nil
 		}
+	}
+	if why, ok := refusedMethods[string(m)]; ok {
+		return "", fmt.Errorf("%w: method %q is not supported: %s", ErrOptions, s, why)
 	}
 	names := make([]string, len(Methods))
 	for i, k := range Methods {
@@ -110,6 +117,18 @@ type Options struct {
 	// FisherNormalize divides each model's coefficient by the L2 norm of
 	// its Fisher over the merged tensors.
 	FisherNormalize bool
+	// Mergekit holds the parameters of the mergekit methods
+	// (methods_mergekit.go).
+	Mergekit MethodParams
+	// TIESDisjointSum makes TIES add the agreeing deltas instead of
+	// averaging them (mergekit's ties with normalize: false).
+	TIESDisjointSum bool
+	// RequireLayers, when positive, is the number of layers (FindLayers)
+	// the template must have: a mergekit slices: config's layer_range.
+	RequireLayers int
+	// Tensor holds parameters that vary by tensor (mergekit gradients and
+	// filters, settings.go); nil when none does.
+	Tensor *TensorSettings
 	// Include and Exclude select the merged tensors by output name: a
 	// tensor is merged when it matches Include (nil: all) and not Exclude
 	// (nil: none). Unselected tensors keep the template's values (the base
@@ -135,6 +154,9 @@ func (o *Options) Validate(n int, haveBase bool) error {
 	if _, err := ParseMethod(string(o.Method)); err != nil {
 		return err
 	}
+	if spec, ok := mergekitMethods[o.Method]; ok {
+		return o.validateMergekit(spec, n, haveBase)
+	}
 	switch {
 	case n < 1:
 		return bad("no models to merge")
@@ -159,7 +181,7 @@ func (o *Options) Validate(n int, haveBase bool) error {
 			return bad("weight %d is %v", i+1, w)
 		}
 	}
-	if sum(o.Weights) == 0 && o.Method != SLERP {
+	if sum(normalizedScale(o.Weights)) == 0 && o.Method != SLERP {
 		return bad("weights %v sum to zero", o.Weights)
 	}
 	if o.Method == Fisher {
@@ -246,18 +268,26 @@ func (o *Options) Params() map[string]string {
 		p["lambda"] = f(o.lambda())
 	case TIES:
 		p["lambda"], p["densities"], p["trim_scope"] = f(o.lambda()), fs(o.Densities), string(o.TrimScope)
+		if o.TIESDisjointSum {
+			p["normalize"] = "false"
+		}
 	case DARE, DARETIES:
 		p["lambda"], p["densities"], p["seed"] = f(o.lambda()), fs(o.Densities), fmt.Sprint(o.Seed)
 	case SLERP:
 		p["t"] = f(*o.T)
 	case Fisher:
 		p["fisher_floor"], p["fisher_normalize"] = f(o.FisherFloor), fmt.Sprint(o.FisherNormalize)
+	default:
+		o.mergekitParams(p)
 	}
 	if o.Include != nil {
 		p["include"] = o.Include.String()
 	}
 	if o.Exclude != nil {
 		p["exclude"] = o.Exclude.String()
+	}
+	if o.Tensor != nil {
+		p["per_tensor"] = o.Tensor.describe()
 	}
 	return p
 }

@@ -128,13 +128,13 @@ gate: accuracy>=0.9
 	bad := []struct{ name, yaml, want string }{
 		{"unknown key", "method: ties\nmodels: [{model: a}]\nlamda: 1\n", "field lamda not found"},
 		{"unknown model key", "method: ties\nmodels: [{model: a, wieght: 1}]\n", "field wieght not found"},
-		{"unknown parameter", "method: ties\nmodels: [{model: a}]\nparameters: {densty: 0.2}\n", "field densty not found"},
+		{"unknown parameter", "method: ties\nmodels: [{model: a}]\nparameters: {densty: 0.2}\n", `method ties has no parameter "densty"`},
 		{"no models", "method: ties\n", "no models"},
 		{"empty", "", "empty"},
 		{"model without path", "method: ties\nmodels: [{parameters: {weight: 1}}]\n", "no path"},
 		{"two documents", "method: ties\nmodels: [{model: a}]\n---\nmethod: linear\n", "more than one"},
 		{"methods disagree", "method: ties\nmerge_method: linear\nmodels: [{model: a}]\n", "disagree"},
-		{"list weight (gradient) unsupported", "method: ties\nmodels: [{model: a, parameters: {weight: [0, 1]}}]\n", "cannot unmarshal"},
+		{"map weight", "method: ties\nmodels: [{model: a, parameters: {weight: {a: 1}}}]\n", "a parameter value is a scalar, a list of numbers or a list of {filter, value}"},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {

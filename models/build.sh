@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Regenerate the reference zoo (`make zoo`): datasets under models/data,
 # models and golden outputs under models/zoo. Needs Debian's PyTorch and
-# scikit-learn for /usr/bin/python3; installs them when missing.
+# scikit-learn for /usr/bin/python3; installs them when missing. Without
+# arguments it also regenerates the language model (lm.sh, `make zoo-lm`);
+# with family names (build.sh mlp) only those families.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=/usr/bin/python3
@@ -21,3 +23,4 @@ if [ -x "$VPY" ] && "$VPY" -c 'import onnx, onnxruntime' 2>/dev/null; then
 	"$VPY" check.py
 	"$VPY" check.py --merge
 fi
+if [ "$#" -eq 0 ]; then ./lm.sh; fi

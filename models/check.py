@@ -11,6 +11,10 @@ can pair them). The ONNX test-data folder of mlp/base is read back and run.
   check.py --merge    numpy merges (linear, task arithmetic, TIES) of the ONNX
                       initializers, scored by ONNX Runtime on digits_union_test
   check.py --minilm   models/minilm/model.onnx against its PyTorch golden output
+  check.py --lm       the zoo LM (zoo/lm): plain, KV-cache and merged exports
+                      against PyTorch's goldens, the cache path against the
+                      plain model, and tools/lm_perplexity.py's perplexities
+                      against the ones PyTorch wrote to zoo/lm/manifest.json
 """
 
 import glob
@@ -111,7 +115,117 @@ def check_minilm():
         sys.exit("check: minilm differs from PyTorch")
 
 
+def check_lm():
+    """The zoo LM: checker, ONNX Runtime against PyTorch's goldens, KV cache against the plain model, perplexity oracle against PyTorch."""
+    import json
+
+    sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+    from lm_perplexity import perplexity
+
+    d = os.path.join(HERE, "zoo", "lm")
+    man = json.load(open(os.path.join(d, "manifest.json")))
+    arch = man["architecture"]
+    layers, kvh, hd = arch["layers"], arch["kv_heads"], arch["head_dim"]
+    bad = 0
+
+    def report(ok, what, err):
+        nonlocal bad
+        bad += not ok
+        print("%-4s %-44s max_abs=%.2e" % ("ok" if ok else "FAIL", what, err))
+
+    base_inits = None
+    for path in sorted(glob.glob(os.path.join(d, "*.onnx"))):
+        m = onnx.load(path)
+        onnx.checker.check_model(m, full_check=True)
+        if os.path.basename(path) in ("base.onnx", "ft_fortunes.onnx", "ft_bible.onnx"):
+            if base_inits is None:
+                base_inits = inits(onnx.load(os.path.join(d, "base.onnx")))
+            g = np.load(path[: -len(".onnx")] + ".golden.npz")
+            s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            out = s.run(["logits"], {"input_ids": g["input_ids"], "attention_mask": g["attention_mask"]})[0]
+            err = float(np.abs(out - g["logits"]).max())
+            report(err <= TOL and inits(m) == base_inits, "lm/%s logits (same_inits=%s)" % (os.path.basename(path), inits(m) == base_inits), err)
+    g = np.load(os.path.join(d, "base.golden.npz"))
+    ids, mask, p = g["input_ids"], g["attention_mask"], int(g["prefix"])
+    n = ids.shape[0]
+    plain = g["logits"]
+    empty = {"past_key_values.%d.%s" % (i, kv): np.zeros([n, kvh, 0, hd], np.float32) for i in range(layers) for kv in ("key", "value")}
+    for name, extra0, extra1 in (
+        ("base_kv.onnx", {}, {}),
+        ("base_merged.onnx", {"use_cache_branch": np.array([False])}, {"use_cache_branch": np.array([True])}),
+    ):
+        s = ort.InferenceSession(os.path.join(d, name), providers=["CPUExecutionProvider"])
+        outs = [o.name for o in s.get_outputs()]
+        r0 = dict(zip(outs, s.run(outs, dict(empty, input_ids=ids[:, :p], attention_mask=mask[:, :p], **extra0))))
+        err0 = float(np.abs(r0["logits"] - g["kv_prefix_logits"]).max())
+        errp = max(float(np.abs(r0["present.%d.%s" % (i, kv)] - g["past_key_values.%d.%s" % (i, kv)]).max()) for i in range(layers) for kv in ("key", "value"))
+        past = {"past_key_values.%d.%s" % (i, kv): r0["present.%d.%s" % (i, kv)] for i in range(layers) for kv in ("key", "value")}
+        r1 = dict(zip(outs, s.run(outs, dict(past, input_ids=ids[:, p:], attention_mask=mask, **extra1))))
+        err1 = float(np.abs(r1["logits"] - g["kv_logits"]).max())
+        # The cache path against the plain model: prefix, then the rest with the cache, gives the plain logits
+        # (compared where the mask is 1: a padded query's output is not defined the same way).
+        full = np.concatenate([r0["logits"], r1["logits"]], axis=1)
+        m3 = mask.astype(bool)
+        errplain = float(np.abs(full - plain)[m3].max())
+        shape_ok = r1["present.0.key"].shape == (n, kvh, ids.shape[1], hd)
+        report(err0 <= TOL and errp <= TOL, "lm/%s empty past vs PyTorch (logits, present)" % name, max(err0, errp))
+        report(err1 <= TOL and shape_ok, "lm/%s with past vs PyTorch (present %s)" % (name, r1["present.0.key"].shape), err1)
+        report(errplain <= TOL, "lm/%s prefix+cache vs plain logits" % name, errplain)
+    # The oracle's perplexity (ONNX Runtime + numpy) against PyTorch's, on every corpus's test set.
+    for model, row in sorted(man["test_perplexity"].items()):
+        if model == "unigram":
+            continue
+        for corpus, want in sorted(row.items()):
+            got = perplexity(os.path.join(d, model + ".onnx"), os.path.join(HERE, "data", "lm_%s_test.npz" % corpus))[0]
+            ok = abs(got - want) <= 1e-3 * want
+            bad += not ok
+            print("%-4s lm/%s.onnx on lm_%s_test perplexity %.3f (PyTorch %.3f)" % ("ok" if ok else "FAIL", model, corpus, got, want))
+    got = perplexity(os.path.join(d, "base_kv.onnx"), os.path.join(HERE, "data", "lm_pydoc_test.npz"))[0]
+    want = man["test_perplexity"]["base"]["pydoc"]
+    ok = abs(got - want) <= 1e-3 * want
+    bad += not ok
+    print("%-4s lm/base_kv.onnx (empty past) on lm_pydoc_test perplexity %.3f (PyTorch %.3f)" % ("ok" if ok else "FAIL", got, want))
+    bad += check_textwindows(os.path.join(d, "base.onnx"))
+    if bad:
+        sys.exit("check: %d LM failures" % bad)
+
+
+def check_textwindows(model):
+    """tools/textwindows.py: the tokenizer round-trips any bytes; labels without overlap change nothing; with overlap each token counts once."""
+    import tempfile
+
+    from lm_perplexity import perplexity
+    from textwindows import Tokenizer, split_documents, windows
+
+    bad = 0
+    tok = Tokenizer.load()
+    text = open("/usr/share/common-licenses/GPL-3", "rb").read()[:6000] + "\n%\nnaïve café — ünïcödé, tabs\there\r\n%\n\n".encode() + bytes(range(256))
+    ok = tok.decode(tok.encode(text)) == text
+    bad += not ok
+    print("%-4s textwindows: decode(encode(x)) == x on %d bytes (%d tokens)" % ("ok" if ok else "FAIL", len(text), len(tok.encode(text))))
+    docs = [tok.encode(x) + [tok.eot_id] for x in split_documents(text, "%")]
+    real = sum(len(x) - 1 for x in docs if len(x) >= 2)  # targets: every token but each document's first
+    with tempfile.TemporaryDirectory() as tmp:
+        res, pairs = {}, {}
+        for name, stride, labels in (("plain", 64, False), ("labels", 64, True), ("overlap", 40, True)):
+            p = os.path.join(tmp, name + ".npz")
+            w = windows(docs, 64, stride, True, tok.pad_id, 0, labels)
+            np.savez(p, **w)
+            res[name] = perplexity(model, p)
+            pairs[name] = int((w["attention_mask"][:, :-1] * w["attention_mask"][:, 1:]).sum())
+    # Without overlap a window's first token is no target (its predecessor is in the previous window).
+    ok = abs(res["plain"][0] - res["labels"][0]) <= 1e-9 * res["plain"][0] and res["plain"][2] == res["labels"][2] == pairs["plain"] < real
+    bad += not ok
+    print("%-4s textwindows: labels without overlap give the same perplexity (%.4f, %d of the text's %d targets)" % ("ok" if ok else "FAIL", res["labels"][0], res["labels"][2], real))
+    ok = res["overlap"][2] == real
+    bad += not ok
+    print("%-4s textwindows: stride 40 of 64 with labels scores each token once (%d tokens, perplexity %.4f)" % ("ok" if ok else "FAIL", res["overlap"][2], res["overlap"][0]))
+    return bad
+
+
 def main():
+    if sys.argv[1:] == ["--lm"]:
+        return check_lm()
     if sys.argv[1:] == ["--minilm"]:
         return check_minilm()
     if sys.argv[1:] == ["--merge"]:
@@ -121,7 +235,7 @@ def main():
     bad = 0
     for fam in sorted(os.listdir(os.path.join(HERE, "zoo"))):
         d = os.path.join(HERE, "zoo", fam)
-        if not os.path.isdir(d):
+        if not os.path.isdir(d) or fam == "lm":  # the LM has its own check (--lm)
             continue
         base = onnx.load(os.path.join(d, "base.onnx"))
         for path in sorted(glob.glob(os.path.join(d, "*.onnx"))):

@@ -476,7 +476,8 @@ func (m *Model) TopoSort() error {
 			producer[o] = i
 		}
 	}
-	// outer-scope names used only inside subgraphs are not checked here
+	// A node depends on its inputs and on the names its subgraphs (If
+	// branches, Loop and Scan bodies) read from this graph.
 	indeg := make([]int, len(g.Node))
 	users := make([][]int, len(g.Node))
 	for i, n := range g.Node {
@@ -490,6 +491,14 @@ func (m *Model) TopoSort() error {
 			}
 			indeg[i]++
 			users[p] = append(users[p], i)
+		}
+		for _, sub := range subgraphs(n) {
+			for _, in := range freeNames(sub.g) {
+				if p, ok := producer[in]; ok && !avail[in] && p != i {
+					indeg[i]++
+					users[p] = append(users[p], i)
+				}
+			}
 		}
 	}
 	// Kahn's algorithm with the original index as priority (a min-heap, so

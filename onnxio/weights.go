@@ -23,8 +23,9 @@ const (
 	RoleOther          = "other"
 )
 
-// Weight describes one parameter tensor of the main graph: an initializer
-// or the value of a Constant node, with the op that consumes it.
+// Weight describes one parameter tensor: an initializer, a sparse
+// initializer or the value of a Constant node, of the main graph or of a
+// subgraph, with the op that consumes it.
 type Weight struct {
 	// Name is the initializer's (or Constant output's) name.
 	Name string
@@ -52,8 +53,41 @@ type Weight struct {
 	Group  int64
 	// Constant is true for tensors held in Constant nodes.
 	Constant bool
+	// Stored is the subgraph that holds the tensor ("" for the main
+	// graph); Scope is the subgraph of its consumer ("" for the main
+	// graph), e.g. "if0.then_branch" or "loop.body/if1.else_branch".
+	Stored, Scope string
+	// Sparse is true for a sparse_initializer (WeightTensor densifies it).
+	Sparse bool
+	// Quantized is true for an integer tensor that reaches its consumer
+	// through DequantizeLinear or Cast then Mul (an already-quantized
+	// weight); Params counts its elements as the float weight's.
+	Quantized bool
 	// Consumers counts the nodes that use the tensor (tied weights > 1).
 	Consumers int
+
+	src    *pb.TensorProto
+	sparse *pb.SparseTensorProto
+	holder *pb.GraphProto
+}
+
+// Special returns why a transform that rewrites main-graph weights in place
+// cannot treat w like a plain weight, or "" when it can: held or read in a
+// subgraph, a sparse initializer, or already quantized.
+func (w Weight) Special() string {
+	switch {
+	case w.Stored != "":
+		return "held in subgraph " + w.Stored
+	case w.Scope != "":
+		return "read inside subgraph " + w.Scope
+	case w.Sparse:
+		return "a sparse_initializer"
+	case w.Quantized && len(w.Via) > 0:
+		return "already quantized (" + strings.Join(w.Via, "→") + ")"
+	case w.Quantized:
+		return "already quantized (" + w.Op + ")"
+	}
+	return ""
 }
 
 // Params returns the weight's element count.
@@ -97,49 +131,45 @@ func (w Weight) ReductionSize() int64 {
 
 var passThrough = map[string]bool{"Identity": true, "Transpose": true, "Cast": true, "DequantizeLinear": true}
 
-// Weights lists the parameter tensors of the main graph: floating-point
-// initializers and non-scalar Constant values, and integer tensors that feed
-// DequantizeLinear as data. It looks through Identity, Transpose, Cast and
-// DequantizeLinear to the op that consumes the tensor.
+// Weights lists the parameter tensors of the main graph that the
+// transforms can rewrite in place: floating-point initializers and
+// non-scalar Constant values, and integer tensors that feed
+// DequantizeLinear (or Cast then Mul) as data (Quantized). It looks through
+// Identity, Transpose, Cast and DequantizeLinear to the op that consumes
+// the tensor. A main-graph tensor read only inside an If/Loop/Scan
+// subgraph is listed with its Scope and role "other" (no consumer in the
+// main graph); tensors held in subgraphs and sparse initializers are not
+// listed: AllWeights lists everything.
 func (m *Model) Weights() ([]Weight, error) {
-	g := m.p.GetGraph()
-	consumers := map[string][]consumer{}
-	producers := map[string]string{}
-	for _, n := range g.Node {
-		for _, o := range n.Output {
-			producers[o] = n.GetOpType()
-		}
+	all, err := m.AllWeights()
+	if err != nil {
+		return nil, err
 	}
-	for i, n := range g.Node {
-		for s, in := range n.Input {
-			if in != "" {
-				consumers[in] = append(consumers[in], consumer{i, s})
-			}
+	n := len(m.p.GetGraph().GetNode())
+	out := all[:0]
+	for _, w := range all {
+		if w.Stored != "" || w.Sparse {
+			continue
 		}
-	}
-	var out []Weight
-	add := func(name string, tp *pb.TensorProto, constant bool) {
-		dt := DType(tp.GetDataType())
-		w, ok := m.classify(name, dt, append([]int64{}, tp.Dims...), consumers, producers)
-		if !ok {
-			return
+		if w.Scope != "" {
+			w.Op, w.Node, w.NodeIndex, w.Slot, w.Role = "", "", n, -1, RoleOther
+			w.OutAxis, w.InAxis, w.TransB, w.Group = -1, -1, false, 0
 		}
-		w.Constant = constant
 		out = append(out, w)
 	}
-	for _, t := range g.Initializer {
-		add(t.GetName(), t, false)
-	}
-	for _, n := range g.Node {
-		if n.GetOpType() == "Constant" && len(n.Output) == 1 {
-			for _, a := range n.Attribute {
-				// scalars in Constant nodes (exponents, epsilons) are not weights
-				if a.GetName() == "value" && a.T != nil && len(a.T.Dims) > 0 {
-					add(n.Output[0], a.T, true)
-				}
-			}
-		}
-	}
+	return out, nil
+}
+
+// AllWeights lists every parameter tensor of the model: those of Weights,
+// plus sparse initializers (Sparse), the initializers and Constant values
+// of If/Loop/Scan subgraphs (Stored, Scope), and main-graph tensors read
+// from the outer scope inside a subgraph, described by their consumer
+// inside it (Scope). NodeIndex of a weight used inside a subgraph is the
+// index of the main-graph node that holds the subgraph. WeightTensor reads
+// any of them.
+func (m *Model) AllWeights() ([]Weight, error) {
+	var out []Weight
+	m.collectWeights(newScope(m.p.GetGraph(), "", -1), &out)
 	sort.SliceStable(out, func(i, j int) bool {
 		if out[i].NodeIndex != out[j].NodeIndex {
 			return out[i].NodeIndex < out[j].NodeIndex
@@ -149,13 +179,198 @@ func (m *Model) Weights() ([]Weight, error) {
 	return out, nil
 }
 
+// collectWeights appends the weights stored in sc's graph and, recursively,
+// in its subgraphs.
+func (m *Model) collectWeights(sc *scope, out *[]Weight) {
+	add := func(name string, tp *pb.TensorProto, dims []int64, constant bool, sp *pb.SparseTensorProto) {
+		dt := DType(tp.GetDataType())
+		w, ok := m.classify(sc, name, dt, append([]int64{}, dims...))
+		if !ok {
+			return
+		}
+		w.Constant, w.Stored, w.src, w.sparse, w.holder = constant, sc.path, tp, sp, sc.g
+		w.Sparse = sp != nil
+		*out = append(*out, w)
+	}
+	g := sc.g
+	for _, t := range g.GetInitializer() {
+		add(t.GetName(), t, t.Dims, false, nil)
+	}
+	for _, st := range g.GetSparseInitializer() {
+		if v := st.GetValues(); v != nil {
+			add(v.GetName(), v, st.Dims, false, st)
+		}
+	}
+	for _, n := range g.GetNode() {
+		if n.GetOpType() == "Constant" && len(n.Output) == 1 {
+			for _, a := range n.Attribute {
+				// scalars in Constant nodes (exponents, epsilons) are not weights
+				if a.GetName() == "value" && a.T != nil && len(a.T.Dims) > 0 {
+					add(n.Output[0], a.T, a.T.Dims, true, nil)
+				}
+			}
+		}
+	}
+	for i, n := range g.GetNode() {
+		for _, sub := range subgraphs(n) {
+			*out = appendScope(m, sc.child(i, n, sub.attr, sub.g), *out)
+		}
+	}
+}
+
+func appendScope(m *Model, sc *scope, out []Weight) []Weight {
+	m.collectWeights(sc, &out)
+	return out
+}
+
+// scope is one graph being searched for weights and their consumers: the
+// main graph or a subgraph.
+type scope struct {
+	g *pb.GraphProto
+	// path names the subgraph: "" for the main graph, else
+	// "node.attr" segments joined by "/".
+	path string
+	// top is the index of the main-graph node that holds this subgraph
+	// (-1 for the main graph).
+	top       int
+	consumers map[string][]consumer
+	producers map[string]string
+}
+
+// newScope indexes g's consumers (a node that reads a name inside one of
+// its subgraphs consumes it at slot -1) and producers.
+func newScope(g *pb.GraphProto, path string, top int) *scope {
+	sc := &scope{g: g, path: path, top: top, consumers: map[string][]consumer{}, producers: map[string]string{}}
+	for i, n := range g.GetNode() {
+		for _, o := range n.Output {
+			sc.producers[o] = n.GetOpType()
+		}
+		for s, in := range n.Input {
+			if in != "" {
+				sc.consumers[in] = append(sc.consumers[in], consumer{i, s})
+			}
+		}
+		seen := map[string]bool{}
+		for _, sub := range subgraphs(n) {
+			for _, name := range freeNames(sub.g) {
+				if !seen[name] {
+					seen[name] = true
+					sc.consumers[name] = append(sc.consumers[name], consumer{i, -1})
+				}
+			}
+		}
+	}
+	return sc
+}
+
+// child returns the scope of subgraph g, attribute attr of node i of sc.
+func (sc *scope) child(i int, n *pb.NodeProto, attr string, g *pb.GraphProto) *scope {
+	name := n.GetName()
+	if name == "" {
+		name = fmt.Sprintf("%s#%d", n.GetOpType(), i)
+	}
+	p := name + "." + attr
+	if sc.path != "" {
+		p = sc.path + "/" + p
+	}
+	top := sc.top
+	if top < 0 {
+		top = i
+	}
+	return newScope(g, p, top)
+}
+
+// namedGraph is a graph-valued attribute of a node.
+type namedGraph struct {
+	attr string
+	g    *pb.GraphProto
+}
+
+// subgraphs returns the graph-valued attributes of n (If's branches, Loop's
+// and Scan's body), in attribute order.
+func subgraphs(n *pb.NodeProto) []namedGraph {
+	var out []namedGraph
+	for _, a := range n.Attribute {
+		if a.G != nil {
+			out = append(out, namedGraph{a.GetName(), a.G})
+		}
+		for _, g := range a.Graphs {
+			out = append(out, namedGraph{a.GetName(), g})
+		}
+	}
+	return out
+}
+
+// freeNames returns the names g reads from its outer scope: inputs of its
+// nodes (and of its own subgraphs) that g does not define, in first-use
+// order.
+func freeNames(g *pb.GraphProto) []string {
+	defined := map[string]bool{}
+	for _, v := range g.GetInput() {
+		defined[v.GetName()] = true
+	}
+	for _, t := range g.GetInitializer() {
+		defined[t.GetName()] = true
+	}
+	for _, st := range g.GetSparseInitializer() {
+		defined[st.GetValues().GetName()] = true
+	}
+	for _, n := range g.GetNode() {
+		for _, o := range n.Output {
+			defined[o] = true
+		}
+	}
+	var out []string
+	seen := map[string]bool{}
+	use := func(name string) {
+		if name != "" && !defined[name] && !seen[name] {
+			seen[name] = true
+			out = append(out, name)
+		}
+	}
+	for _, n := range g.GetNode() {
+		for _, in := range n.Input {
+			use(in)
+		}
+		for _, sub := range subgraphs(n) {
+			for _, name := range freeNames(sub.g) {
+				use(name)
+			}
+		}
+	}
+	return out
+}
+
+// FreeNames returns the names the subgraphs of node n (If branches, Loop
+// and Scan bodies) read from the enclosing graph; they are inputs of n
+// as much as its listed inputs (a topological order must respect them).
+func FreeNames(n Node) []string {
+	if n.raw == nil {
+		return nil
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, sub := range subgraphs(n.raw) {
+		for _, name := range freeNames(sub.g) {
+			if !seen[name] {
+				seen[name] = true
+				out = append(out, name)
+			}
+		}
+	}
+	return out
+}
+
 type consumer struct{ node, slot int }
 
 // classify follows a tensor to its consumer and returns its description;
-// ok is false for tensors that are not parameters.
-func (m *Model) classify(name string, dt DType, shape []int64, consumers map[string][]consumer, producers map[string]string) (Weight, bool) {
-	g := m.p.GetGraph()
-	w := Weight{Name: name, DType: dt, Shape: shape, OutAxis: -1, InAxis: -1, NodeIndex: len(g.Node), Slot: -1, Role: RoleOther}
+// ok is false for tensors that are not parameters. A consumer that reads
+// the tensor inside a subgraph (slot -1) is followed into the subgraph.
+func (m *Model) classify(sc *scope, name string, dt DType, shape []int64) (Weight, bool) {
+	w := Weight{Name: name, DType: dt, Shape: shape, OutAxis: -1, InAxis: -1, NodeIndex: len(m.p.GetGraph().GetNode()), Slot: -1, Role: RoleOther}
+	if sc.top >= 0 {
+		w.NodeIndex, w.Scope = sc.top, sc.path
+	}
 	cur := name
 	// axes[i] is the stored tensor's axis that axis i of the current value
 	// comes from (Transpose permutes it); nil when unknown.
@@ -163,38 +378,76 @@ func (m *Model) classify(name string, dt DType, shape []int64, consumers map[str
 	for i := range axes {
 		axes[i] = i
 	}
-	viaDQ := false
-	for hops := 0; hops < 8; hops++ {
-		cs := consumers[cur]
+	viaDQ, viaCast, viaScale := false, false, false
+	for hops := 0; hops < 12; hops++ {
+		cs := sc.consumers[cur]
 		if hops == 0 {
 			w.Consumers = len(cs)
 		}
 		if len(cs) == 0 {
 			break
 		}
-		// prefer a compute consumer among several
+		// prefer a compute consumer among several, then a direct reader
 		best := cs[0]
 		for _, c := range cs {
-			if isCompute(g.Node[c.node].GetOpType()) {
+			if c.slot >= 0 && isCompute(sc.g.Node[c.node].GetOpType()) {
 				best = c
 				break
 			}
 		}
-		n := g.Node[best.node]
-		op := n.GetOpType()
-		if passThrough[op] && best.slot == 0 && len(n.Output) > 0 {
-			if op == "Transpose" {
-				axes = permute(axes, attrInts(n, "perm"))
+		if best.slot < 0 {
+			for _, c := range cs {
+				if c.slot >= 0 {
+					best = c
+					break
+				}
 			}
-			if op == "DequantizeLinear" {
+		}
+		n := sc.g.Node[best.node]
+		op := n.GetOpType()
+		if best.slot < 0 {
+			// read inside a subgraph of n: follow it there
+			var next *scope
+			for _, sub := range subgraphs(n) {
+				if slicesContains(freeNames(sub.g), cur) {
+					next = sc.child(best.node, n, sub.attr, sub.g)
+					break
+				}
+			}
+			if next == nil {
+				break
+			}
+			sc = next
+			w.Scope = sc.path
+			w.NodeIndex = sc.top
+			continue
+		}
+		if passThrough[op] && best.slot == 0 && len(n.Output) > 0 {
+			switch op {
+			case "Transpose":
+				axes = permute(axes, attrInts(n, "perm"))
+			case "DequantizeLinear":
 				viaDQ = true
+			case "Cast":
+				viaCast = true
 			}
 			w.Via = append(w.Via, op)
 			cur = n.Output[0]
 			continue
 		}
-		w.Op, w.Node, w.NodeIndex, w.Slot = op, n.GetName(), best.node, best.slot
-		m.setRole(&w, n, best.slot, len(shape), producers)
+		// an integer tensor cast to float and multiplied by its scale is a
+		// quantized weight: look through the Mul
+		if op == "Mul" && viaCast && !viaScale && dt.IsInteger() && len(n.Output) > 0 {
+			viaScale = true
+			w.Via = append(w.Via, op)
+			cur = n.Output[0]
+			continue
+		}
+		w.Op, w.Node, w.Slot = op, n.GetName(), best.slot
+		if sc.top < 0 {
+			w.NodeIndex = best.node
+		}
+		m.setRole(&w, n, best.slot, len(shape), sc.producers)
 		// setRole gives the consumer's view; map it back to the stored axes
 		for _, a := range []*int{&w.OutAxis, &w.InAxis} {
 			if *a >= 0 {
@@ -207,19 +460,44 @@ func (m *Model) classify(name string, dt DType, shape []int64, consumers map[str
 		}
 		break
 	}
-	if !dt.IsFloat() && !(viaDQ && dt.IsInteger()) {
+	quantized := dt.IsInteger() && (viaDQ || viaCast && viaScale || integerWeightSlot(w.Op, w.Slot))
+	if !dt.IsFloat() && !quantized {
 		return w, false
 	}
+	w.Quantized = quantized
 	if w.Op == "DequantizeLinear" {
 		w.Role = RoleQuantParam
 	}
 	return w, true
 }
 
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
 func isCompute(op string) bool {
 	switch op {
-	case "MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "MatMulNBits", "MatMulInteger":
+	case "MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "MatMulNBits", "MatMulInteger",
+		"ConvInteger", "QLinearMatMul", "QLinearConv":
 		return true
+	}
+	return false
+}
+
+// integerWeightSlot reports whether input slot of op takes integer weights
+// directly (an already-quantized model: MatMulInteger and ConvInteger B/W,
+// QLinearMatMul b, QLinearConv w).
+func integerWeightSlot(op string, slot int) bool {
+	switch op {
+	case "MatMulInteger", "ConvInteger":
+		return slot == 1
+	case "QLinearMatMul", "QLinearConv":
+		return slot == 3
 	}
 	return false
 }
@@ -348,8 +626,33 @@ func (m *Model) setRole(w *Weight, n *pb.NodeProto, slot, rank int, producers ma
 				w.OutAxis = 0
 			}
 		}
-	case "DequantizeLinear":
+	case "DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear":
 		w.Role = RoleQuantParam
+	case "ConvInteger":
+		switch slot {
+		case 1:
+			w.Role = RoleConvW
+			if rank >= 2 {
+				w.OutAxis, w.InAxis = 0, 1
+			}
+		case 2, 3:
+			w.Role = RoleQuantParam
+		}
+	case "QLinearMatMul", "QLinearConv":
+		// a, a_scale, a_zero_point, b|w, b_scale, b_zero_point, y_scale,
+		// y_zero_point[, bias]
+		switch {
+		case slot == 3 && op == "QLinearMatMul" && rank >= 2:
+			w.Role = RoleMatMulB
+			swap(rank-1, rank-2)
+		case slot == 3 && op == "QLinearConv" && rank >= 2:
+			w.Role = RoleConvW
+			w.OutAxis, w.InAxis = 0, 1
+		case slot == 8:
+			w.Role = RoleBias
+		default:
+			w.Role = RoleQuantParam
+		}
 	case "MatMulNBits":
 		// inputs: A, B (packed), scales, zero_points, g_idx, bias
 		switch {
@@ -466,9 +769,14 @@ func (m *Model) initSignature() []struct {
 // Match pairs every initializer of a with its counterpart in b by graph
 // position: the op and input slot of its first consumer, that node's index
 // in the graph order, its dtype and shape — not by name, since independent
-// exports name tensors differently. Any difference (node count, op types,
-// shapes, dtypes, initializer count) is reported, all at once, in a
-// *MatchError.
+// exports name tensors differently. Nodes at the same position must also
+// agree on the attributes that give a weight its meaning (Gemm
+// transA/transB, Conv group, Transpose perm, axes, layouts...: every
+// numeric and string attribute, absent ones taking their defaults): a
+// Gemm whose B is stored transposed in one model would otherwise be
+// averaged with the transpose of its counterpart. Any difference (node
+// count, op types, attributes, shapes, dtypes, initializer count) is
+// reported, all at once, in a *MatchError.
 func Match(a, b *Model) ([]Pair, error) {
 	var diffs []string
 	ga, gb := a.p.GetGraph(), b.p.GetGraph()
@@ -479,6 +787,8 @@ func Match(a, b *Model) ([]Pair, error) {
 		na, nb := ga.Node[i], gb.Node[i]
 		if na.GetOpType() != nb.GetOpType() || na.GetDomain() != nb.GetDomain() {
 			diffs = append(diffs, fmt.Sprintf("node %d: %s (%q) vs %s (%q)", i, na.GetOpType(), na.GetName(), nb.GetOpType(), nb.GetName()))
+		} else if d := attrDiffs(na, nb); len(d) > 0 {
+			diffs = append(diffs, fmt.Sprintf("node %d: %s (%q vs %q): %s", i, na.GetOpType(), na.GetName(), nb.GetName(), strings.Join(d, "; ")))
 		}
 	}
 	sa, sb := a.initSignature(), b.initSignature()
@@ -518,4 +828,97 @@ func equalShape(a, b []int64) bool {
 		}
 	}
 	return true
+}
+
+// attrDefaults are the defaults of attributes whose absence does not mean
+// zero.
+var attrDefaults = map[string]string{"alpha": "1", "beta": "1", "group": "1"}
+
+// inferenceNeutral are attributes that do not change what a node computes
+// at inference (training statistics, random seeds): they may differ
+// between the models of a merge.
+var inferenceNeutral = map[string]bool{"momentum": true, "seed": true}
+
+// attrDiffs lists the differing numeric and string attributes of two nodes
+// of the same op (tensor and graph attributes are not compared: Constant
+// values are weights, subgraphs are compared through their own weights).
+func attrDiffs(a, b *pb.NodeProto) []string {
+	va, vb := attrValues(a), attrValues(b)
+	for k := range inferenceNeutral {
+		delete(va, k)
+		delete(vb, k)
+	}
+	names := map[string]bool{}
+	for k := range va {
+		names[k] = true
+	}
+	for k := range vb {
+		names[k] = true
+	}
+	keys := make([]string, 0, len(names))
+	for k := range names {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var out []string
+	for _, k := range keys {
+		x, okx := va[k]
+		y, oky := vb[k]
+		if !okx {
+			x = attrDefault(k, y)
+		}
+		if !oky {
+			y = attrDefault(k, x)
+		}
+		if x == y {
+			continue
+		}
+		d := fmt.Sprintf("attribute %s %s vs %s", k, x, y)
+		if k == "transA" || k == "transB" {
+			d += " (the tensor is stored transposed in one model: refusing rather than averaging W with its transpose)"
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// attrDefault returns the value an absent attribute k stands for, given
+// the other node's value (used to pick the zero of its kind).
+func attrDefault(k, other string) string {
+	if d, ok := attrDefaults[k]; ok {
+		return d
+	}
+	switch {
+	case strings.HasPrefix(other, "["):
+		return "[]"
+	case strings.HasPrefix(other, `"`):
+		return `""`
+	}
+	return "0"
+}
+
+// attrValues renders a node's numeric and string attributes.
+func attrValues(n *pb.NodeProto) map[string]string {
+	out := map[string]string{}
+	for _, a := range n.Attribute {
+		var v string
+		switch a.GetType() {
+		case pb.AttributeProto_INT:
+			v = fmt.Sprint(a.GetI())
+		case pb.AttributeProto_FLOAT:
+			v = fmt.Sprint(a.GetF())
+		case pb.AttributeProto_STRING:
+			v = fmt.Sprintf("%q", a.GetS())
+		case pb.AttributeProto_INTS:
+			v = fmt.Sprint(a.Ints)
+		case pb.AttributeProto_FLOATS:
+			v = fmt.Sprint(a.Floats)
+		case pb.AttributeProto_STRINGS:
+			v = fmt.Sprintf("%q", a.Strings)
+		default:
+			continue
+		}
+		out[a.GetName()] = v
+	}
+	return out
 }

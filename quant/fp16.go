@@ -2,6 +2,7 @@ package quant
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -67,6 +68,9 @@ func outputTypes(m *onnxio.Model, n onnxio.Node, types map[string]onnxio.DType) 
 		set(first)
 		return out
 	}
+	if st := onnxio.SubgraphOutputTypes(n); st != nil {
+		return st
+	}
 	switch {
 	case boolOps[n.OpType]:
 		set(onnxio.Bool)
@@ -122,6 +126,14 @@ func convertFloat16(m *onnxio.Model, o Options, rep *Report) error {
 	half := onnxio.Float16
 	if o.Weights == "bf16" {
 		half = onnxio.BFloat16
+		// bfloat16 tensors (Cast from bfloat16) need opset 13
+		note, err := upgradeOpset13For(m, "bfloat16 weights")
+		if err != nil {
+			return err
+		}
+		if note != "" {
+			rep.Notes = append(rep.Notes, note)
+		}
 	}
 	rep.Mode = o.Weights
 	block := map[string]bool{}
@@ -136,9 +148,13 @@ func convertFloat16(m *onnxio.Model, o Options, rep *Report) error {
 	// Conv (and inserts no Casts for them as it does for float16), so bf16
 	// stores the weights in bfloat16 and computes in float32 behind Casts.
 	computeHalf := half == onnxio.Float16
+	keep, err := keptFloat32(m, o, half, rep)
+	if err != nil {
+		return err
+	}
 	blocked := func(n onnxio.Node) bool {
 		return !computeHalf || block[n.OpType] || (n.Domain != "" && n.Domain != "ai.onnx") ||
-			(o.Exclude != nil && o.Exclude.MatchString(n.Name))
+			(o.Exclude != nil && o.Exclude.MatchString(n.Name)) || onnxio.HasSubgraphs(n) || readsAny(n, keep)
 	}
 
 	// Element types of the original graph.
@@ -189,10 +205,15 @@ func convertFloat16(m *onnxio.Model, o Options, rep *Report) error {
 		if types[name] != onnxio.Float {
 			continue
 		}
-		allConverted := len(consumers[name]) > 0 && !graphOut[name]
+		allConverted := len(consumers[name]) > 0 && !graphOut[name] && !keep[name]
 		for _, c := range consumers[name] {
 			if blocked(c) && computeHalf {
 				allConverted = false
+			}
+			for i, in := range c.Inputs {
+				if in == name && float32Slot(c.OpType, i) {
+					allConverted = false
+				}
 			}
 		}
 		if !allConverted {
@@ -260,7 +281,20 @@ func convertFloat16(m *onnxio.Model, o Options, rep *Report) error {
 		nn.Outputs = append([]string(nil), n.Outputs...)
 		for i, in := range nn.Inputs {
 			if in != "" && types[in] == onnxio.Float {
-				nn.Inputs[i] = get(in, want)
+				if float32Slot(n.OpType, i) {
+					nn.Inputs[i] = get(in, onnxio.Float)
+				} else {
+					nn.Inputs[i] = get(in, want)
+				}
+			}
+		}
+		// A node with subgraphs stays float32, and so must the values its
+		// subgraphs read from this graph.
+		for _, v := range onnxio.FreeNames(n) {
+			if types[v] == onnxio.Float {
+				if f := get(v, onnxio.Float); f != v {
+					onnxio.RenameSubgraphReads(n, v, f)
+				}
 			}
 		}
 		if want == half {
@@ -305,6 +339,78 @@ func convertFloat16(m *onnxio.Model, o Options, rep *Report) error {
 		if err := m.ReplaceNode(n.Name, repl); err != nil {
 			return fmt.Errorf("fp16 conversion of node %s: %w", n.Name, err)
 		}
+	}
+	return halfSubgraphWeights(m, o, half, rep)
+}
+
+// halfSubgraphWeights stores in half precision the float32 weights that
+// only If/Loop/Scan subgraphs read (those nodes compute in float32): a
+// weight held in a subgraph moves to the main graph first
+// (onnxio.Model.HoistWeight), then a main-graph Cast to float32 produces it
+// under its own name from a half-precision initializer, so the subgraph
+// reads it unchanged. Weights --exclude names, with values beyond the
+// float16 range, or that cannot be moved stay float32 and are reported.
+func halfSubgraphWeights(m *onnxio.Model, o Options, half onnxio.DType, rep *Report) error {
+	ws, err := m.AllWeights()
+	if err != nil {
+		return err
+	}
+	for _, w := range ws {
+		if w.Scope == "" || w.DType != onnxio.Float || w.Sparse || w.Constant || w.Params() == 0 {
+			continue
+		}
+		skip := func(reason string) { rep.Skipped = append(rep.Skipped, Skip{Name: w.Name, Reason: reason}) }
+		if o.Exclude != nil && o.Exclude.MatchString(w.Name) {
+			if w.Stored != "" { // main-graph ones are reported by keptFloat32
+				skip("kept float32: name matches --exclude")
+			}
+			continue
+		}
+		t, err := m.WeightTensor(w)
+		if err != nil {
+			return err
+		}
+		v, err := t.Float32()
+		if err != nil {
+			return err
+		}
+		if half == onnxio.Float16 {
+			big := 0.0
+			for _, x := range v {
+				if a := math.Abs(float64(x)); a > big || math.IsNaN(a) {
+					big = a
+				}
+			}
+			if big > Float16Max || math.IsNaN(big) {
+				skip(fmt.Sprintf("kept float32: values up to %.4g exceed the float16 range ±%d", big, Float16Max))
+				continue
+			}
+		}
+		if err := m.HoistWeight(w); err != nil {
+			skip(fmt.Sprintf("%s: %v", w.Special(), err))
+			continue
+		}
+		hName := m.UniqueName(w.Name + "_" + half.String())
+		nt, err := onnxio.FromFloat32(hName, half, t.Shape, v)
+		if err != nil {
+			return err
+		}
+		if err := m.SetInitializer(nt); err != nil {
+			return err
+		}
+		if err := m.RemoveInitializer(w.Name); err != nil {
+			return err
+		}
+		cast := onnxio.Node{Name: m.UniqueName(w.Name + "_Cast_float32"), OpType: "Cast", Inputs: []string{hName}, Outputs: []string{w.Name},
+			Attrs: []onnxio.Attr{onnxio.AttrInt("to", int64(onnxio.Float))}}
+		if err := m.InsertNodes(cast); err != nil {
+			return err
+		}
+		back, err := nt.Float32()
+		if err != nil {
+			return err
+		}
+		rep.Layers = append(rep.Layers, LayerReport{Weight: w.Name, Op: w.Op, Node: w.Node, Shape: t.Shape, Scheme: half.String() + " (stored; computed in float32 in " + w.Scope + ")", RelError: RelError(v, back)})
 	}
 	return nil
 }
@@ -376,4 +482,70 @@ func removeAttr(as []onnxio.Attr, name string) []onnxio.Attr {
 		}
 	}
 	return out
+}
+
+// float32Slot reports whether input slot i of op is float32 by the op's
+// definition whatever the compute type (Resize and Upsample scales,
+// Resize roi, Dropout ratio): it is never converted.
+func float32Slot(op string, i int) bool {
+	switch op {
+	case "Resize":
+		return i == 1 || i == 2
+	case "Upsample", "Dropout":
+		return i == 1
+	}
+	return false
+}
+
+// readsAny reports whether n reads one of the named values.
+func readsAny(n onnxio.Node, names map[string]bool) bool {
+	for _, in := range n.Inputs {
+		if names[in] {
+			return true
+		}
+	}
+	return false
+}
+
+// keptFloat32 returns the float32 initializers that fp16 conversion must
+// keep in float32, with their consumers computing in float32: those whose
+// name matches Options.Exclude, and (float16 only) those holding values
+// beyond ±Float16Max or non-finite values, e.g. BatchNormalization
+// variances of 1e8, which clamping would change. Each is listed in
+// rep.Skipped with the reason.
+func keptFloat32(m *onnxio.Model, o Options, half onnxio.DType, rep *Report) (map[string]bool, error) {
+	keep := map[string]bool{}
+	for _, name := range m.Initializers() {
+		dt, _, err := m.InitializerInfo(name)
+		if err != nil || dt != onnxio.Float {
+			continue
+		}
+		if o.Exclude != nil && o.Exclude.MatchString(name) {
+			keep[name] = true
+			rep.Skipped = append(rep.Skipped, Skip{Name: name, Reason: "kept float32: name matches --exclude"})
+			continue
+		}
+		if half != onnxio.Float16 {
+			continue
+		}
+		t, err := m.Initializer(name)
+		if err != nil {
+			return nil, err
+		}
+		v, err := t.Float32()
+		if err != nil {
+			return nil, err
+		}
+		big := 0.0
+		for _, x := range v {
+			if a := math.Abs(float64(x)); a > big || math.IsNaN(a) {
+				big = a
+			}
+		}
+		if big > Float16Max || math.IsNaN(big) {
+			keep[name] = true
+			rep.Skipped = append(rep.Skipped, Skip{Name: name, Reason: fmt.Sprintf("kept float32 with its consumers: values up to %.4g exceed the float16 range ±%d", big, Float16Max)})
+		}
+	}
+	return keep, nil
 }

@@ -116,6 +116,8 @@ type Report struct {
 	Clamped int64 `json:"clamped,omitempty"`
 	// MeanRelError is the parameter-weighted mean of RelError.
 	MeanRelError float64 `json:"mean_rel_error"`
+	// Notes lists changes beyond the weights (an opset upgrade).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // quantizedOps are op types whose presence means a model is already
@@ -275,6 +277,9 @@ func targets(m *onnxio.Model, o Options, rep *Report) ([]target, error) {
 		case o.Exclude != nil && (o.Exclude.MatchString(w.Name) || o.Exclude.MatchString(w.Node)):
 			skip("name matches --exclude")
 			continue
+		case w.Quantized:
+			skip(w.Special())
+			continue
 		case w.DType != onnxio.Float:
 			skip("not float32 (" + w.DType.String() + ")")
 			continue
@@ -333,7 +338,14 @@ func Quantize(ctx context.Context, m *onnxio.Model, o Options) (*onnxio.Model, *
 	}
 	out := m.Clone()
 	out.EnsureNodeNames()
-	if o.Weights == "int8" || o.Weights == "int4" {
+	switch o.Weights {
+	case "fp16", "bf16":
+		// Every weight held in a Constant node becomes an initializer
+		// first, so that it is converted like the others.
+		if _, err := out.FoldConstantWeights(); err != nil {
+			return nil, nil, err
+		}
+	case "int8", "int4":
 		// Weights held in Constant nodes become initializers first.
 		ws, err := out.Weights()
 		if err != nil {
@@ -445,8 +457,14 @@ func symName(sym bool) string {
 // quantizeInt8 applies int8 weights (QDQ), with dynamic or static
 // activations.
 func quantizeInt8(ctx context.Context, m *onnxio.Model, o Options, rep *Report) error {
-	if o.PerChannel && m.Opsets()[""] < 13 {
-		return fmt.Errorf("%w: per-channel DequantizeLinear needs opset ≥ 13, the model imports %d (use per-tensor)", ErrUnsupported, m.Opsets()[""])
+	if o.PerChannel {
+		note, err := upgradeOpset13(m)
+		if err != nil {
+			return err
+		}
+		if note != "" {
+			rep.Notes = append(rep.Notes, note)
+		}
 	}
 	if m.Opsets()[""] < 10 {
 		return fmt.Errorf("%w: DequantizeLinear needs opset ≥ 10, the model imports %d", ErrUnsupported, m.Opsets()[""])
@@ -475,6 +493,11 @@ func quantizeInt8(ctx context.Context, m *onnxio.Model, o Options, rep *Report) 
 			return err
 		}
 		if err := insertWeightDQ(m, o, t, rep); err != nil {
+			return err
+		}
+	}
+	if o.Activations == "" {
+		if err := quantizeSubgraphWeights(m, o, rep); err != nil {
 			return err
 		}
 	}
@@ -1027,6 +1050,12 @@ func ensureOpset21(m *onnxio.Model) error {
 	v := m.Opsets()[""]
 	if v >= 21 {
 		return nil
+	}
+	if v < 13 {
+		// Squeeze, Unsqueeze, Split and ReduceSum changed form in opset 13
+		if _, err := upgradeOpset13For(m, "int4 QDQ (opset 21)"); err != nil {
+			return err
+		}
 	}
 	if v < 18 {
 		for _, n := range m.Nodes() {

@@ -32,6 +32,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "ep", Value: "cpu", Usage: "ONNX Runtime execution provider: cpu or cuda"},
 		&cli.BoolFlag{Name: "external-data", Usage: "store the output's tensors in an external data file"},
 		&cli.StringFlag{Name: "keep-rejected", Usage: "when the gate fails, write the candidate to `PATH` instead"},
+		allowNoopFlag(),
 		&cli.StringFlag{Name: "ort-lib", Usage: ortLibUsage},
 		&cli.IntFlag{Name: "batch", Value: 64, Usage: "evaluation batch size"},
 		threadsFlag(),
@@ -126,13 +127,15 @@ func valueNames(vs []onnxio.ValueInfo) []string {
 // JSON result and report under their own keys (nil is fine).
 //
 // finish, in order:
-//  1. records provenance (onnxpost version and command line) in cand's
+//  1. drops graph inputs that named rewritten weights (dropStaleInputs) and
+//     records provenance (onnxpost version and command line) in cand's
 //     metadata_props;
 //  2. with --data, evaluates cand and ref with ONNX Runtime (--ep,
 //     --threads, --ort-lib, --batch) on the outputs --output-name names
 //     (default: the first floating-point output): --metrics, else the
 //     metrics that apply to each output's shape and to the data, plus
-//     what --gate needs;
+//     what --gate needs; without --data, checks that cand loads in
+//     ONNX Runtime (checkLoads);
 //  3. checks --gate (a gate without --data is a usage error); an output
 //     that turned NaN/Inf where ref's did not fails it even without
 //     conditions;
@@ -165,6 +168,9 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 	if err != nil {
 		return err
 	}
+	if err := dropStaleInputs(c, cand, ref); err != nil {
+		return err
+	}
 	cand.SetMetadata("onnxpost.version", version)
 	cand.SetMetadata("onnxpost.command", strings.Join(append([]string{"onnxpost", c.Command.Name}, c.Args().Slice()...), " "))
 
@@ -182,6 +188,8 @@ func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) erro
 		}
 		r.Model = out
 		res = r
+	} else if err := checkLoads(c, cand, so); err != nil {
+		return err
 	}
 	if params, err := modelParams(cand); err == nil {
 		res.Params = params
@@ -370,9 +378,10 @@ func marshalJSON(v any) ([]byte, error) {
 
 // modelParams counts the elements of the model's parameter tensors; the
 // packed weights of MatMulNBits nodes count as their K×N logical weights,
-// quantization scales and zero points do not count.
+// quantization scales and zero points do not count. Weights in subgraphs,
+// sparse initializers and already-quantized weights count (AllWeights).
 func modelParams(m *onnxio.Model) (int64, error) {
-	ws, err := m.Weights()
+	ws, err := m.AllWeights()
 	if err != nil {
 		return 0, err
 	}

@@ -40,7 +40,8 @@ element count and fraction of zeros; then totals.
 		ArgsUsage: "MODEL",
 		Description: `Loads MODEL (checking it) and writes it to OUT atomically, with every
 tensor inline (--inline) or tensors of 1 KiB or more in OUT.data
-(--external-data). Without either flag, the output keeps external data when
+(--external-data; weights held in Constant nodes become initializers so
+that they go there too). Without either flag, the output keeps external data when
 the input has it, and uses it when the model would pass protobuf's 2 GB limit.
 
   onnxpost convert big.onnx -o big-ext.onnx --external-data`,
@@ -87,6 +88,12 @@ type inspectWeight struct {
 	Reduction    int64    `json:"reduction_size,omitempty"`
 	TransB       bool     `json:"trans_b,omitempty"`
 	Group        int64    `json:"group,omitempty"`
+	// Where says where the tensor lives when it is not a dense tensor of
+	// the main graph (onnxio.Weight.Special): in or read inside a
+	// subgraph, a sparse initializer, already quantized.
+	Where     string `json:"where,omitempty"`
+	Constant  bool   `json:"constant,omitempty"`
+	Quantized bool   `json:"quantized,omitempty"`
 }
 
 func valueJSON(v onnxio.ValueInfo) inspectValue {
@@ -118,22 +125,13 @@ func buildInspect(m *onnxio.Model) (*inspectReport, error) {
 	for _, v := range m.Outputs() {
 		r.Outputs = append(r.Outputs, valueJSON(v))
 	}
-	ws, err := m.Weights()
+	ws, err := m.AllWeights()
 	if err != nil {
 		return nil, err
 	}
 	for _, w := range ws {
 		zf := 0.0
-		var t *onnxio.Tensor
-		if w.Constant {
-			for _, n := range m.Nodes() {
-				if n.OpType == "Constant" && len(n.Outputs) == 1 && n.Outputs[0] == w.Name {
-					t, err = m.NodeTensor(n, "value")
-				}
-			}
-		} else {
-			t, err = m.Initializer(w.Name)
-		}
+		t, err := m.WeightTensor(w)
 		if err != nil {
 			return nil, err
 		}
@@ -148,6 +146,7 @@ func buildInspect(m *onnxio.Model) (*inspectReport, error) {
 			Name: w.Name, Op: op, Role: w.Role, Shape: w.Shape, DType: w.DType.String(),
 			Params: w.Params(), ZeroFraction: zf, Via: w.Via,
 			OutAxis: w.OutAxis, InAxis: w.InAxis, Reduction: w.ReductionSize(), TransB: w.TransB, Group: w.Group,
+			Where: w.Special(), Constant: w.Constant, Quantized: w.Quantized,
 		})
 		r.Params += w.Params()
 		r.Bytes += w.DType.ByteSize(w.Params())
@@ -205,9 +204,9 @@ func printInspect(w io.Writer, path string, r *inspectReport) {
 	sort.Strings(hist)
 	fmt.Fprintf(w, "ops        %s\n\n", strings.Join(hist, " "))
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tOP\tROLE\tSHAPE\tDTYPE\tPARAMS\tZEROS")
+	fmt.Fprintln(tw, "NAME\tOP\tROLE\tSHAPE\tDTYPE\tPARAMS\tZEROS\tWHERE")
 	for _, x := range r.Weights {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%.1f%%\n", displayName(x.Name), displayName(x.Op), displayName(x.Role), x.Shape, x.DType, x.Params, 100*x.ZeroFraction)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%.1f%%\t%s\n", displayName(x.Name), displayName(x.Op), displayName(x.Role), x.Shape, x.DType, x.Params, 100*x.ZeroFraction, whereCell(x.Where))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\n%d parameters in %d tensors, %d bytes\n", r.Params, len(r.Weights), r.Bytes)
@@ -218,6 +217,20 @@ func printInspect(w io.Writer, path string, r *inspectReport) {
 // UTF-8, or holds a space, a control or format character (escape
 // sequences, newlines, tabs, bidirectional overrides), a quote, a
 // backslash or a "|" is shown quoted and escaped.
+// whereCell renders onnxio.Weight.Special for the table: "main" for a
+// plain weight, else its words each through displayName (the subgraph path
+// comes from the model).
+func whereCell(s string) string {
+	if s == "" {
+		return "main"
+	}
+	words := strings.Fields(s)
+	for i, w := range words {
+		words[i] = displayName(w)
+	}
+	return strings.Join(words, " ")
+}
+
 func displayName(s string) string {
 	if s == "" {
 		return `""`
@@ -264,6 +277,15 @@ func convertAction(c *cli.Context) error {
 	switch {
 	case c.Bool("external-data"):
 		opts.External = onnxio.ExternalAlways
+		// weights held in Constant nodes (paddle2onnx exports) go to the
+		// data file too: as initializers of the same name
+		n, err := m.FoldConstantWeights()
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			fmt.Fprintf(os.Stderr, "convert: %d Constant nodes became initializers (large ones are stored in the data file)\n", n)
+		}
 	case c.Bool("inline"):
 		opts.External = onnxio.ExternalNever
 	}

@@ -153,6 +153,9 @@ func TestInspectZooAll(t *testing.T) {
 		t.Skip("no zoo models (make zoo)")
 	}
 	for _, f := range files {
+		if strings.HasSuffix(f, "_kv.onnx") || strings.HasSuffix(f, "_merged.onnx") {
+			continue // decoders with a KV cache do not pair with their base by structure
+		}
 		m, err := onnxio.Load(f)
 		if err != nil {
 			t.Errorf("%s: %v", f, err)

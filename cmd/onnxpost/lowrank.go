@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 
 	"github.com/urfave/cli/v2"
 
@@ -93,6 +94,16 @@ func lowrankAction(c *cli.Context) error {
 	if err := rep.WriteTable(os.Stderr); err != nil {
 		return err
 	}
+	unhandled := unhandledWeights(ref, "lowrank", computeRoles...)
+	why := slices.Clone(unhandled)
+	for _, l := range rep.Layers {
+		if !l.Factorized {
+			why = append(why, l.Weight+": "+l.Reason)
+		}
+	}
+	if err := requireChange(c, model, ref, rep.Factorized > 0, why); err != nil {
+		return err
+	}
 	b, err := json.Marshal(rep)
 	if err != nil {
 		return err
@@ -100,6 +111,9 @@ func lowrankAction(c *cli.Context) error {
 	report := map[string]any{}
 	if err := json.Unmarshal(b, &report); err != nil {
 		return err
+	}
+	if len(unhandled) > 0 {
+		report["unhandled"] = unhandled
 	}
 	return finish(c, model, ref, report)
 }

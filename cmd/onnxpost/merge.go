@@ -21,9 +21,9 @@ import (
 func init() {
 	register(&cli.Command{
 		Name:      "merge",
-		Usage:     "merge models in weight space (linear, task arithmetic, TIES, DARE, SLERP, Fisher)",
+		Usage:     "merge models in weight space (linear, task arithmetic, TIES, DARE, SLERP, Fisher, and mergekit's methods)",
 		ArgsUsage: "MODEL...",
-		Description: `Merges models of one architecture into one. Tensors are paired by graph
+		Description: fmt.Sprintf(`Merges models of one architecture into one. Tensors are paired by graph
 position (not by name); floating-point initializers are merged, every other
 tensor (shapes, indices) must be equal. fp16/bf16 tensors are computed in
 float64 and written back in their own type. The merge streams one tensor name
@@ -41,6 +41,11 @@ Methods (docs/ARCHITECTURE.md §5):
   slerp            spherical interpolation of two models per tensor (--t)
   fisher           Σ λᵢFᵢθᵢ / Σ λᵢFᵢ with diagonal Fisher files (--fisher)
 
+mergekit's methods, as mergekit defines them (underscores or dashes; their
+parameters, mergekit's names, via --param NAME=VALUE or a config's parameters):
+%s
+Not supported: passthrough (layer stacking), ram, ramplus_tl.
+
 --weights and --density take one value per model (comma-separated) or one
 value for all. With --data the merged model is evaluated beside the base (or
 the first model) and the inputs; --gate decides whether it is written.
@@ -49,14 +54,20 @@ the first model) and the inputs; --gate decides whether it is written.
   onnxpost merge a.onnx b.onnx --method linear --weights 2,1 -o avg.onnx
   onnxpost merge --config merge.yaml
 
---config reads a mergekit-like YAML file (method, base_model, models with
-parameters weight/density, global parameters, output, data, gate); flags given
-on the command line override its values. Its paths are relative to its
+--config reads a YAML file as mergekit's users write it (merge_method,
+base_model, models or one slices: entry over all layers, per-model and global
+parameters as scalars, gradients such as weight: [0, 0.3, 0.7, 1] interpolated
+across the layers found in the graph, or filter lists such as
+[{filter: mlp, value: 0.5}, {value: 0}], dtype, tokenizer_source) plus
+onnxpost's output, data and gate; unknown keys and parameters a method does not
+take are refused by name. Model paths are .onnx files or folders holding
+model.onnx. Flags given on the command line override its values. Its paths are relative to its
 folder; its output must stay inside that folder, or inside --out-dir DIR
 (no absolute path, "..", or symbolic link leaving it), and it cannot set
-ort-lib or threads.`,
+ort-lib or threads.`, mergekitMethodHelp()),
 		Flags: append(commonFlags(),
-			&cli.StringFlag{Name: "method", Usage: "merge `METHOD`: linear, task-arithmetic, ties, dare, dare-ties, slerp, fisher"},
+			&cli.StringFlag{Name: "method", Usage: "merge `METHOD`: linear, task-arithmetic, ties, dare, dare-ties, slerp, fisher, or one of mergekit's (model_stock, della, ...; see above)"},
+			&cli.StringSliceFlag{Name: "param", Usage: "set the method's parameter `NAME=VALUE` (mergekit's names, e.g. gamma=0.05, rescale=false; repeatable)"},
 			&cli.StringFlag{Name: "base", Usage: "the pre-trained model `BASE.onnx` deltas are taken from"},
 			&cli.StringFlag{Name: "weights", Usage: "per-model weights `W1,W2,...` (default all 1)"},
 			&cli.StringFlag{Name: "density", Usage: "fraction `D` of each delta kept, or D1,D2,... per model (TIES default 0.2, DARE 0.5)"},
@@ -122,6 +133,9 @@ func mergeSpecFrom(c *cli.Context) (*mergeSpec, error) {
 			return nil, usagef("%s: %v", p, err)
 		}
 		s.base, s.models = cfg.Base, cfg.Paths()
+		for _, n := range cfg.Notes {
+			fmt.Fprintf(os.Stderr, "merge: note: %s\n", n)
+		}
 		if s.fishers, err = cfg.FisherPaths(); err != nil {
 			return nil, usagef("%s: %v", p, err)
 		}
@@ -136,9 +150,11 @@ func mergeSpecFrom(c *cli.Context) (*mergeSpec, error) {
 		if c.IsSet("out-dir") {
 			return nil, usagef("--out-dir applies to --config only (-o names the output)")
 		}
-		s.models = c.Args().Slice()
+		for _, p := range c.Args().Slice() {
+			s.models = append(s.models, merge.ModelPath(p))
+		}
 		if !c.IsSet("method") {
-			return nil, usagef("--method is required (linear, task-arithmetic, ties, dare, dare-ties, slerp, fisher) unless --config is given")
+			return nil, usagef("--method is required (%s) unless --config is given", methodNames())
 		}
 	}
 	var err error
@@ -147,8 +163,17 @@ func mergeSpecFrom(c *cli.Context) (*mergeSpec, error) {
 			return nil, usagef("%v", err)
 		}
 	}
+	for _, kv := range c.StringSlice("param") {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, usagef("--param %q: want NAME=VALUE", kv)
+		}
+		if err := s.opt.SetParam(name, value); err != nil {
+			return nil, usagef("--param: %v", strings.TrimPrefix(err.Error(), "merge: invalid options: "))
+		}
+	}
 	if c.IsSet("base") {
-		s.base = c.String("base")
+		s.base = merge.ModelPath(c.String("base"))
 	}
 	if c.IsSet("weights") {
 		if s.opt.Weights, err = floatList("weights", c.String("weights")); err != nil {
@@ -255,6 +280,42 @@ func loadModels(paths []string) ([]*onnxio.Model, error) {
 	return out, nil
 }
 
+// mergeReady prepares loaded models for merging, which reads main-graph
+// initializers: weights held in Constant nodes are folded into initializers,
+// sparse initializers made dense and initializers of If/Loop/Scan
+// subgraphs moved to the main graph (onnxio.Model.HoistWeight), in every
+// model alike, so the structural pairing still holds. Float weights that
+// cannot be moved (Constant nodes inside subgraphs, a name used twice) are
+// refused by name, since merging would silently keep the template's values
+// for them.
+func mergeReady(models []*onnxio.Model, paths []string) error {
+	for i, m := range models {
+		ws, err := m.AllWeights()
+		if err != nil {
+			return err
+		}
+		var held []string
+		for _, w := range ws {
+			if w.Stored == "" || !w.DType.IsFloat() {
+				continue
+			}
+			if err := m.HoistWeight(w); err != nil {
+				held = append(held, fmt.Sprintf("%s (%s)", displayName(w.Name), displayName(w.Stored)))
+			}
+		}
+		if len(held) > 0 {
+			return fmt.Errorf("%s holds weights in subgraphs, which merge does not merge (it would keep one model's values): %s", paths[i], strings.Join(held, ", "))
+		}
+		if _, err := m.FoldConstantWeights(); err != nil {
+			return fmt.Errorf("%s: %w", paths[i], err)
+		}
+		if _, err := m.DensifySparseInitializers(); err != nil {
+			return fmt.Errorf("%s: %w", paths[i], err)
+		}
+	}
+	return nil
+}
+
 // sources hashes the input files for provenance.
 // models, when not nil, are the loaded models of paths: their external
 // data files are hashed too.
@@ -305,6 +366,9 @@ func mergeAction(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
+		if err := mergeReady(bs, []string{s.base}); err != nil {
+			return err
+		}
 		in.Base = bs[0]
 		in.Labels = append(in.Labels, s.base)
 		if srcs, err = sources("base", []string{s.base}, bs); err != nil {
@@ -312,6 +376,9 @@ func mergeAction(c *cli.Context) error {
 		}
 	}
 	if in.Models, err = loadModels(s.models); err != nil {
+		return err
+	}
+	if err := mergeReady(in.Models, s.models); err != nil {
 		return err
 	}
 	in.Labels = append(in.Labels, s.models...)
@@ -534,4 +601,41 @@ func (b *progressBar) stop() {
 		fmt.Fprintln(os.Stderr)
 		b.stage = ""
 	}
+}
+
+// methodNames lists every --method value.
+func methodNames() string {
+	names := make([]string, len(merge.Methods))
+	for i, m := range merge.Methods {
+		names[i] = string(m)
+	}
+	return strings.Join(names, ", ")
+}
+
+// mergekitMethodHelp lists the mergekit methods with their definitions
+// and parameters, for onnxpost help merge.
+func mergekitMethodHelp() string {
+	var b strings.Builder
+	for _, m := range merge.Methods {
+		if m.Doc() == "" {
+			continue
+		}
+		fmt.Fprintf(&b, "  %-16s %s\n", m, m.Doc())
+		var ps []string
+		for _, p := range m.Params() {
+			d := p.Default
+			if d == "" {
+				d = "required"
+			}
+			scope := ""
+			if p.PerModel {
+				scope = " per model"
+			}
+			ps = append(ps, fmt.Sprintf("%s=%s%s", p.Name, d, scope))
+		}
+		if len(ps) > 0 {
+			fmt.Fprintf(&b, "  %-16s   parameters: %s\n", "", strings.Join(ps, ", "))
+		}
+	}
+	return b.String()
 }

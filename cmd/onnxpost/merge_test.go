@@ -37,6 +37,12 @@ parameters: {density: 0.2, lambda: 1.0}
 output: cfg-out.onnx
 `), 0o644)
 	lowVal := filepath.Join("..", "..", "models", "data", "digits_low_val.npz")
+	folder := filepath.Join(dir, "folder")
+	os.MkdirAll(folder, 0o755)
+	if data, err := os.ReadFile(a); err == nil {
+		os.WriteFile(filepath.Join(folder, "model.onnx"), data, 0o644)
+	}
+	folderModel := folder
 	badCfg := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(badCfg, []byte("method: ties\nmodels: [{model: a.onnx}]\nlamda: 1\n"), 0o644)
 
@@ -61,6 +67,17 @@ output: cfg-out.onnx
 		{"ties without base", []string{"--method", "ties", "-o", "OUT", a, b}, 2, ""},
 		{"gate without data", []string{"--method", "linear", "--gate", "accuracy>=0.5", "-o", "OUT", a, b}, 2, ""},
 		{"fisher-data for ties", []string{"--method", "ties", "--base", base, "--fisher-data", lowVal, "-o", "OUT", a, b}, 2, ""},
+		{"mergekit model_stock", []string{"--method", "model_stock", "--base", base, "-o", "OUT", a, b, c}, 0, "OUT"},
+		{"mergekit della dashed with params", []string{"--method", "della-linear", "--base", base, "--density", "0.5", "--param", "epsilon=0.1", "--param", "rescale=false", "-o", "OUT", a, b}, 0, "OUT"},
+		{"mergekit nearswap t", []string{"--method", "nearswap", "--base", base, "--t", "0.001", "-o", "OUT", a}, 0, "OUT"},
+		{"mergekit model folder", []string{"--method", "karcher", "-o", "OUT", folderModel, b}, 0, "OUT"},
+		{"passthrough refused", []string{"--method", "passthrough", "-o", "OUT", a, b}, 2, ""},
+		{"param not declared", []string{"--method", "breadcrumbs", "--base", base, "--param", "epsilon=0.1", "-o", "OUT", a, b}, 2, ""},
+		{"param without value", []string{"--method", "breadcrumbs", "--base", base, "--param", "gamma", "-o", "OUT", a, b}, 2, ""},
+		{"karcher weights", []string{"--method", "karcher", "--weights", "1,2", "-o", "OUT", a, b}, 2, ""},
+		{"model_stock density", []string{"--method", "model_stock", "--base", base, "--density", "0.5", "-o", "OUT", a, b}, 2, ""},
+		{"sce lambda", []string{"--method", "sce", "--base", base, "--lambda", "2", "-o", "OUT", a, b}, 2, ""},
+		{"model_stock one model", []string{"--method", "model_stock", "--base", base, "-o", "OUT", a}, 2, ""},
 		{"fisher-data count", []string{"--method", "fisher", "--fisher-data", lowVal + "," + lowVal + "," + lowVal, "-o", "OUT", a, b}, 2, ""},
 	}
 	for i, tc := range tests {
@@ -203,5 +220,67 @@ func TestMergeProvenanceHashesExternalData(t *testing.T) {
 	inputs := m.Metadata()[merge.MetaInputs]
 	if !strings.Contains(inputs, `"`+locs[0]+`":"`+want+`"`) {
 		t.Fatalf("provenance lacks the external data's sha256 %s: %s", want, inputs)
+	}
+}
+
+// TestMergeMergekitConfigCLI runs mergekit's gradient-slerp example shape
+// through merge --config on the zoo transformer, and refuses passthrough
+// and an unknown parameter with exit 2 before reading any model.
+func TestMergeMergekitConfigCLI(t *testing.T) {
+	z := filepath.Join("..", "..", "models", "zoo", "transformer")
+	if _, err := os.Stat(filepath.Join(z, "base.onnx")); err != nil {
+		t.Skipf("zoo missing (make zoo): %v", err)
+	}
+	dir := t.TempDir()
+	za := abs(t, z)
+	cfg := filepath.Join(dir, "slerp.yaml")
+	os.WriteFile(cfg, []byte(`slices:
+  - sources:
+      - model: `+za+`/ft_low.onnx
+        layer_range: [0, 2]
+      - model: high
+        layer_range: [0, 2]
+merge_method: slerp
+base_model: `+za+`/ft_low.onnx
+parameters:
+  t:
+    - filter: self_attn
+      value: [0, 0.5, 0.3, 0.7, 1]
+    - filter: mlp
+      value: [1, 0.5, 0.7, 0.3, 0]
+    - value: 0.5
+dtype: bfloat16
+tokenizer_source: union
+output: merged.onnx
+`), 0o644)
+	// the folder form: a folder holding model.onnx
+	data, err := os.ReadFile(filepath.Join(z, "ft_high.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(dir, "high"), 0o755)
+	os.WriteFile(filepath.Join(dir, "high", "model.onnx"), data, 0o644)
+	if code := run([]string{"onnxpost", "merge", "--config", cfg}); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	m, err := onnxio.Load(filepath.Join(dir, "merged.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := m.Metadata()[merge.MetaParams]; !strings.Contains(p, `"per_tensor":"t"`) {
+		t.Errorf("provenance params %s", p)
+	}
+	for name, yaml := range map[string]string{
+		"passthrough": "merge_method: passthrough\nmodels: [{model: nope.onnx}]\noutput: x.onnx\n",
+		"gamma":       "merge_method: ties\nbase_model: nope.onnx\nmodels: [{model: nope2.onnx, parameters: {gamma: 0.1}}]\noutput: x.onnx\n",
+	} {
+		p := filepath.Join(dir, name+".yaml")
+		os.WriteFile(p, []byte(yaml), 0o644)
+		if code := run([]string{"onnxpost", "merge", "--config", p}); code != 2 {
+			t.Errorf("%s: exit %d, want 2", name, code)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "x.onnx")); err == nil {
+			t.Errorf("%s: output written", name)
+		}
 	}
 }

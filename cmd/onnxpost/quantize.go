@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -55,8 +56,19 @@ func init() {
                    layer's input (damping --damp, optional --act-order).
   --weights fp16|bf16  initializers and compute in half precision, model inputs
                    and outputs kept float32 through Casts, an op block list kept
-                   in fp32, values beyond ±65504 clamped and counted.
+                   in fp32; weights with values beyond ±65504 (BatchNorm
+                   statistics) and weights matching --exclude stay float32
+                   with their consumers (reported), Resize/Upsample scales
+                   are never converted, If/Loop/Scan nodes and what their
+                   subgraphs read stay float32; Constant values beyond
+                   ±65504 are clamped and counted.
 
+Weights that If/Loop/Scan subgraphs read (held there or in the main graph)
+are quantized by --weights int8 (weight-only) and fp16/bf16 through a
+main-graph DequantizeLinear or Cast that keeps the weight's name; the other
+modes list them as skipped. On opset 11/12 models, per-channel int8 first
+converts the model to opset 13. A run that changes no weight exits 1
+("nothing to transform", with the reason per weight) unless --allow-noop.
 Models that already hold quantization ops are refused. The report lists per
 layer the scale summary and ‖W−Ŵ‖/‖W‖, and the weight bytes before and after.
 
@@ -117,6 +129,18 @@ func quantizeAction(c *cli.Context) error {
 		return err
 	}
 	writeQuantTable(os.Stderr, rep)
+	roles := computeRoles
+	if opt.Weights == "fp16" || opt.Weights == "bf16" {
+		roles = nil
+	}
+	unhandled := unhandledWeights(cand, "quantize", roles...)
+	why := slices.Clone(unhandled)
+	for _, sk := range rep.Skipped {
+		why = append(why, sk.Name+": "+sk.Reason)
+	}
+	if err := requireChange(c, cand, model, len(rep.Layers) > 0, why); err != nil {
+		return err
+	}
 	b, err := json.Marshal(rep)
 	if err != nil {
 		return err
@@ -124,6 +148,9 @@ func quantizeAction(c *cli.Context) error {
 	report := map[string]any{}
 	if err := json.Unmarshal(b, &report); err != nil {
 		return err
+	}
+	if len(unhandled) > 0 {
+		report["unhandled"] = unhandled
 	}
 	if st, err := os.Stat(c.Args().First()); err == nil {
 		report["input_bytes"] = st.Size()
@@ -273,6 +300,9 @@ func writeQuantTable(w io.Writer, rep *quant.Report) {
 	}
 	for _, a := range rep.Activations {
 		fmt.Fprintf(w, "activation %s\n", a)
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
 	}
 	if rep.Clamped > 0 {
 		fmt.Fprintf(w, "%d values clamped to ±65504\n", rep.Clamped)

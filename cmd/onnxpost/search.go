@@ -325,6 +325,9 @@ func searchAction(c *cli.Context) error {
 	}
 	out.SetMetadata("onnxpost.search", fmt.Sprintf("%s seed=%d fitness=%s loss=%.6g uniform_loss=%.6g",
 		meta, c.Int64("seed"), rep.Fitness, rep.Searched.Loss, rep.Uniform.Loss))
+	if err := requireChange(c, out, m, true, []string{"the searched configuration changes no layer"}); err != nil {
+		return err
+	}
 	return finish(c, out, m, map[string]any{"search": rep})
 }
 

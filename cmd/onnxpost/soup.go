@@ -76,6 +76,9 @@ func soupAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := mergeReady(models, paths); err != nil {
+		return err
+	}
 	srcs, err := sources("model", paths, models)
 	if err != nil {
 		return err

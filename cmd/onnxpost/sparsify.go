@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -79,6 +80,33 @@ func sparsifyAction(c *cli.Context) error {
 		return err
 	}
 	ref := model.Clone()
+	if !opt.Method.NeedsCalibration() {
+		// weights that subgraphs read are pruned in place (magnitude needs
+		// no capture of their inputs)
+		sel.Subgraphs = true
+		if _, err := sparsity.HoistSubgraphWeights(model, sel); err != nil {
+			return err
+		}
+	}
+	layers, skipped, err := sparsity.Candidates(model, sel)
+	if err != nil {
+		return err
+	}
+	taken := map[string]bool{}
+	for _, l := range layers {
+		taken[l.Name] = true
+	}
+	unhandled := unhandledExcept(model, "sparsify", taken, computeRoles...)
+	if len(layers) == 0 {
+		why := slices.Clone(unhandled)
+		for _, l := range skipped {
+			why = append(why, l.Name+": "+l.Skipped)
+		}
+		if err := nothingToTransform(c, why); err != nil {
+			return err
+		}
+		return finish(c, model, ref, map[string]any{"sparsity": map[string]any{"layers": []any{}, "unhandled": why}})
+	}
 	if !opt.Pattern.IsZero() {
 		// refuse before any calibration run when M fits no selected layer
 		layers, _, err := sparsity.Candidates(model, sel)
@@ -119,6 +147,18 @@ func sparsifyAction(c *cli.Context) error {
 	if !c.Bool("quiet") {
 		writeSparsityTable(os.Stderr, rep)
 	}
+	why := slices.Clone(unhandled)
+	for _, l := range rep.Layers {
+		switch {
+		case l.Skipped != "":
+			why = append(why, l.Name+": "+l.Skipped)
+		case l.Pruned == 0:
+			why = append(why, l.Name+": no weight pruned")
+		}
+	}
+	if err := requireChange(c, model, ref, true, why); err != nil {
+		return err
+	}
 	b, err := json.Marshal(rep)
 	if err != nil {
 		return err
@@ -126,6 +166,9 @@ func sparsifyAction(c *cli.Context) error {
 	var m map[string]any
 	if err := json.Unmarshal(b, &m); err != nil {
 		return err
+	}
+	if len(unhandled) > 0 {
+		m["unhandled"] = unhandled
 	}
 	return finish(c, model, ref, map[string]any{"sparsity": m})
 }

@@ -339,6 +339,9 @@ func selectLayers(model *onnxio.Model, opt Options) ([]*layer, []*LayerReport, e
 			lr.Reason = fmt.Sprintf(format, args...)
 		}
 		switch {
+		case w.Quantized:
+			skip("%s; lowrank factorizes float weights", w.Special())
+			continue
 		case w.Consumers != 1:
 			skip("weight shared by %d nodes", w.Consumers)
 			continue
@@ -488,7 +491,7 @@ func toInts(v []int64) []int {
 // SpatialMatrix(W) [C·kh, O·kw]. Rows are outputs and columns the reduction
 // axis except for spatial.
 func (l *layer) prepare(model *onnxio.Model, opt Options) error {
-	t, err := model.Initializer(l.w.Name)
+	t, err := model.ConstantOrInitializer(l.w.Name)
 	if err != nil {
 		return err
 	}
@@ -684,7 +687,7 @@ func (l *layer) rewrite(model *onnxio.Model, force bool) error {
 	if err := model.ReplaceNode(node.Name, []onnxio.Node{n1, n2}); err != nil {
 		return err
 	}
-	if err := model.RemoveInitializer(w.Name); err != nil {
+	if err := model.RemoveWeight(w.Name); err != nil {
 		return err
 	}
 	l.rep.Rank = r

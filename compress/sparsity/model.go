@@ -21,6 +21,38 @@ type Selection struct {
 	Include *regexp.Regexp
 	// Exclude, when not nil, drops weights whose name or node name matches.
 	Exclude *regexp.Regexp
+	// Subgraphs also selects main-graph weights that If/Loop/Scan
+	// subgraphs read (pruned in place, they keep their name): only for
+	// methods without calibration, since the inputs of a consumer inside a
+	// subgraph cannot be captured. HoistSubgraphWeights moves the weights
+	// held in subgraphs to the main graph first.
+	Subgraphs bool
+}
+
+// HoistSubgraphWeights moves the MatMul/Gemm/Conv weights held as
+// initializers in If/Loop/Scan subgraphs to the main graph (where the
+// subgraphs read them by name), so that Selection.Subgraphs can select
+// them; it returns the names it could not move with the reason.
+func HoistSubgraphWeights(m *onnxio.Model, sel Selection) (map[string]string, error) {
+	ws, err := m.AllWeights()
+	if err != nil {
+		return nil, err
+	}
+	left := map[string]string{}
+	for _, w := range ws {
+		if w.Stored == "" || !w.DType.IsFloat() || !sel.takes(w) {
+			continue
+		}
+		switch w.Role {
+		case onnxio.RoleMatMulB, onnxio.RoleGemmB, onnxio.RoleConvW:
+		default:
+			continue
+		}
+		if err := m.HoistWeight(w); err != nil {
+			left[w.Name] = err.Error()
+		}
+	}
+	return left, nil
 }
 
 func (s Selection) takes(w onnxio.Weight) bool {
@@ -74,6 +106,17 @@ func Candidates(m *onnxio.Model, sel Selection) ([]Layer, []LayerReport, error) 
 	if err != nil {
 		return nil, nil, err
 	}
+	if sel.Subgraphs {
+		all, err := m.AllWeights()
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, w := range all {
+			if w.Scope != "" && w.Stored == "" && !w.Sparse {
+				ws = append(ws, w)
+			}
+		}
+	}
 	var layers []Layer
 	var skipped []LayerReport
 	for _, w := range ws {
@@ -86,6 +129,9 @@ func Candidates(m *onnxio.Model, sel Selection) ([]Layer, []LayerReport, error) 
 			continue
 		}
 		l, why := layoutOf(w)
+		if w.Quantized {
+			why = w.Special()
+		}
 		if why != "" {
 			skipped = append(skipped, LayerReport{Name: w.Name, Shape: w.Shape, Params: int(w.Params()), Skipped: why})
 			continue

@@ -14,8 +14,8 @@ import (
 	"gonum.org/v1/gonum/blas/gonum"
 	"gonum.org/v1/gonum/lapack/lapack64"
 
-	"github.com/onnxpost/onnxpost/internal/safe"
 	"github.com/onnxpost/onnxpost/internal/linalg"
+	"github.com/onnxpost/onnxpost/internal/safe"
 )
 
 // ErrNotPositiveDefinite is returned when XᵀX + λI has no Cholesky

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/onnxio"
+)
+
+// allowNoopFlag is --allow-noop of the transforming commands.
+func allowNoopFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "allow-noop", Usage: "write the copy even when no weight was changed (otherwise that is an error: nothing to transform)"}
+}
+
+// errNothing is the error of a transforming command that changed no
+// weight (exit code 1).
+var errNothing = errors.New("nothing to transform")
+
+// requireChange returns an error wrapping errNothing when the command
+// changed no weight: changed is false (the command's own count of rewritten
+// layers is zero) or cand's graph is the same as ref's. reasons (one line
+// per candidate layer, "name: why") are listed in the message. With
+// --allow-noop it only warns.
+func requireChange(c *cli.Context, cand, ref *onnxio.Model, changed bool, reasons []string) error {
+	if changed && (cand == nil || ref == nil || !cand.SameGraph(ref)) {
+		return nil
+	}
+	return nothingToTransform(c, reasons)
+}
+
+// nothingToTransform is requireChange's outcome once no change is known.
+func nothingToTransform(c *cli.Context, reasons []string) error {
+	why := "no candidate layer"
+	if len(reasons) > 0 {
+		why = strings.Join(reasons, "\n  ")
+	}
+	if c.Bool("allow-noop") {
+		fmt.Fprintf(os.Stderr, "%s: warning: nothing to transform (--allow-noop writes the unchanged copy):\n  %s\n", c.Command.Name, why)
+		return nil
+	}
+	return fmt.Errorf("%w: no weight changed (--allow-noop writes the unchanged copy):\n  %s", errNothing, why)
+}
+
+// checkLoads creates (and closes) an ONNX Runtime session on cand, so
+// that a model ONNX Runtime rejects is never written. When the library
+// cannot be found and none was named (--ort-lib, $ONNXPOST_ORT_LIB), the
+// check cannot run: the command warns and writes.
+func checkLoads(c *cli.Context, cand *onnxio.Model, so evalharness.SessionOptions) error {
+	return loadCheck(os.Stderr, c.Command.Name, cand, so, filepath.Dir(c.String("o")))
+}
+
+// inMemoryLoadLimit is the tensor size above which loadCheck saves the
+// candidate with external data to check it (ONNX Runtime reads one
+// serialized model of at most 2 GB).
+const inMemoryLoadLimit = 1 << 30
+
+// loadCheck is checkLoads without the CLI context; warnings go to w. A
+// candidate whose tensors pass inMemoryLoadLimit is saved with external
+// data in a temporary folder inside dir and checked from there.
+func loadCheck(w io.Writer, command string, cand *onnxio.Model, so evalharness.SessionOptions, dir string) error {
+	var s *evalharness.Session
+	var err error
+	if tensorBytes(cand) > inMemoryLoadLimit {
+		s, err = sessionFromTempSave(cand, so, dir)
+	} else {
+		s, err = evalharness.SessionFromModel(cand, so)
+	}
+	if err == nil {
+		s.Close()
+		return nil
+	}
+	if errors.Is(err, evalharness.ErrNoLibrary) && so.Library == "" && os.Getenv(evalharness.LibraryEnv) == "" {
+		fmt.Fprintf(w, "%s: warning: ONNX Runtime not found, the output was not checked to load (%v)\n", command, err)
+		return nil
+	}
+	return fmt.Errorf("the transformed model does not load in ONNX Runtime, nothing written: %w", err)
+}
+
+// unhandledWeights lists, as "name: why" lines, the weights of m that a
+// command rewriting main-graph tensors in place does not transform: those
+// held or read inside If/Loop/Scan subgraphs and sparse initializers
+// (onnxio.Weight.Special), float ones only: given the command's output, it
+// lists what the command left. Only weights of the roles the command
+// transforms are listed (all float weights when roles is empty). The lines
+// are printed on stderr as "skipped ..." and belong in the command's
+// report and in its nothing-to-transform reasons.
+func unhandledWeights(m *onnxio.Model, command string, roles ...string) []string {
+	return unhandledExcept(m, command, nil, roles...)
+}
+
+// unhandledExcept is unhandledWeights leaving out the weights named in
+// handled (those the command transforms after all).
+func unhandledExcept(m *onnxio.Model, command string, handled map[string]bool, roles ...string) []string {
+	ws, err := m.AllWeights()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, w := range ws {
+		if w.Stored == "" && w.Scope == "" && !w.Sparse || !w.DType.IsFloat() {
+			continue
+		}
+		if w.DType != onnxio.Float && slices.Contains(w.Via, "Cast") {
+			continue // stored in half precision by the command, cast back for its reader
+		}
+		if len(roles) > 0 && !slices.Contains(roles, w.Role) || handled[w.Name] {
+			continue
+		}
+		line := fmt.Sprintf("%s: %s; %s does not rewrite it", w.Name, w.Special(), command)
+		fmt.Fprintf(os.Stderr, "skipped %s\n", line)
+		out = append(out, line)
+	}
+	return out
+}
+
+// computeRoles are the roles of the weights quantize, lowrank and sparsify
+// transform.
+var computeRoles = []string{onnxio.RoleMatMulB, onnxio.RoleGemmB, onnxio.RoleConvW, onnxio.RoleConvTransposeW}
+
+// dropStaleInputs removes the graph inputs that named weights the command
+// rewrote (onnxio.DropStaleWeightInputs) and says so on stderr.
+func dropStaleInputs(c *cli.Context, cand, ref *onnxio.Model) error {
+	if ref == nil || cand == ref {
+		return nil
+	}
+	removed, err := onnxio.DropStaleWeightInputs(cand, ref)
+	if err != nil {
+		return err
+	}
+	for _, name := range removed {
+		fmt.Fprintf(os.Stderr, "%s: removed graph input %s: it was the weight %s, which was rewritten (callers can no longer override it)\n", c.Command.Name, displayName(name), displayName(name))
+	}
+	return nil
+}
+
+// tensorBytes sums the sizes of the main graph's initializers.
+func tensorBytes(m *onnxio.Model) int64 {
+	var n int64
+	for _, name := range m.Initializers() {
+		if dt, shape, err := m.InitializerInfo(name); err == nil {
+			if k, err := onnxio.NumElements(shape); err == nil {
+				n += dt.ByteSize(k)
+			}
+		}
+	}
+	return n
+}
+
+// sessionFromTempSave saves m with external data in a temporary folder
+// inside dir, opens a session on it and removes the folder.
+func sessionFromTempSave(m *onnxio.Model, so evalharness.SessionOptions, dir string) (*evalharness.Session, error) {
+	tmp, err := os.MkdirTemp(dir, ".onnxpost-loadcheck-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	p := filepath.Join(tmp, "candidate.onnx")
+	if err := m.Save(p, &onnxio.SaveOptions{External: onnxio.ExternalAlways}); err != nil {
+		return nil, err
+	}
+	return evalharness.NewSessionFromFile(p, so)
+}
