@@ -37,6 +37,16 @@ func TestLanguageModelCLI(t *testing.T) {
 		{"bits", []string{base, "--space", "bits", "--target", "5", "--calib", calib, "--generations", "2", "--offspring", "2", "--tokens", "8:32", "--cache-dir", "", "--data", test, "--gate", gate, "-o", "OUT"}, 0, true},
 	})
 
+	// eval takes every export, the merged decoder's If included, with
+	// the same perplexity (the numbers are compared with a numpy oracle in
+	// evalharness)
+	merged := zooPath(t, "zoo", "lm", "base_merged.onnx")
+	for _, m := range []string{base, kv, merged} {
+		if code := run([]string{"onnxpost", "eval", m, "--data", test, "--metrics", "perplexity,token_accuracy", "--gate", "perplexity<=20"}); code != 0 {
+			t.Errorf("eval %s: exit code %d", m, code)
+		}
+	}
+
 	dir := t.TempDir()
 	out, report := filepath.Join(dir, "q.onnx"), filepath.Join(dir, "q.json")
 	code := run([]string{"onnxpost", "quantize", base, "--weights", "int4", "--data", test, "--gate", "perplexity_ratio<=0.5", "--report", report, "-o", out})
