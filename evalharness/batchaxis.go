@@ -3,6 +3,7 @@ package evalharness
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -136,11 +137,38 @@ func (a *Array) sliceAxis(ax int, i, j int64) *Array {
 	return &Array{DType: a.DType, Shape: shape, Data: data}
 }
 
+// derivable reports whether a model input the dataset lacks is one that
+// decoders as exporters write them take a default for: the cache inputs
+// past_key_values.* (fed empty), the merged decoder's use_cache_branch
+// (fed false: the branch without a cache), and position_ids when the
+// dataset has an attention_mask to derive them from.
+func derivable(in TensorInfo, haveMask bool) bool {
+	switch {
+	case strings.HasPrefix(in.Name, "past_key_values"):
+		return true
+	case in.Name == "use_cache_branch":
+		return in.DType == onnxio.Bool
+	case in.Name == "position_ids":
+		return haveMask
+	}
+	return false
+}
+
 // deriveInput builds an input the dataset lacks for a batch of n samples:
-// position_ids from attention_mask (cumulative sum − 1, 1 at padding), or
-// an empty past_key_values tensor (n on its batch axis, 0 on its other
+// position_ids from attention_mask (cumulative sum − 1, 1 at padding),
+// use_cache_branch false (its declared shape, 1 on symbolic axes), or an
+// empty past_key_values tensor (n on its batch axis, 0 on its other
 // symbolic axes); param is the batch dimension's name.
 func deriveInput(in TensorInfo, batch map[string]*Array, n int64, param string) *Array {
+	if in.Name == "use_cache_branch" {
+		shape := make([]int64, len(in.Shape))
+		size := int64(1)
+		for k, d := range in.Shape {
+			shape[k] = max(d, 1)
+			size *= shape[k]
+		}
+		return &Array{DType: onnxio.Bool, Shape: shape, Data: make([]byte, size)}
+	}
 	if in.Name == "position_ids" {
 		mask := batch["attention_mask"]
 		mv, err := mask.Int64()
@@ -251,4 +279,60 @@ func concatAxis(parts []*Array, ax int) *Array {
 	shape := append([]int64(nil), first.Shape...)
 	shape[ax] = total
 	return &Array{DType: first.DType, Shape: shape, Data: data}
+}
+
+// TokenMask returns the attention_mask of samples [i, j) as one flag per
+// token position, sample-major (n·T flags for an [N, T] mask), or nil when
+// the dataset has no integer [N, T] attention_mask array. Calibration uses
+// it to leave padded positions out of activation statistics (KeepRows).
+func (d *Dataset) TokenMask(i, j int64) []bool {
+	a, ok := d.Inputs["attention_mask"]
+	if !ok || len(a.Shape) != 2 || !isInteger(a.DType) || i < 0 || j < i || j > a.Shape[0] {
+		return nil
+	}
+	v, err := a.Slice(i, j).Int64()
+	if err != nil {
+		return nil
+	}
+	out := make([]bool, len(v))
+	for k, x := range v {
+		out[k] = x != 0
+	}
+	return out
+}
+
+// KeepRows views x of the given shape as rows along its last axis and
+// returns the rows whose token position mask keeps, with their shape
+// [rows, D]. The mask applies when x has rank ≥ 2 and exactly one row per
+// token position (an [N, T, D] activation of an [N, T] mask, or its
+// [N·T, D] reshape); otherwise, or with a nil mask, x and shape come back
+// unchanged.
+func KeepRows[T float32 | float64](x []T, shape []int64, mask []bool) ([]T, []int64) {
+	if mask == nil || len(shape) < 2 {
+		return x, shape
+	}
+	d := shape[len(shape)-1]
+	rows := int64(1)
+	for _, s := range shape[:len(shape)-1] {
+		rows *= s
+	}
+	if d <= 0 || rows != int64(len(mask)) || int64(len(x)) != rows*d {
+		return x, shape
+	}
+	kept := int64(0)
+	for _, k := range mask {
+		if k {
+			kept++
+		}
+	}
+	if kept == rows {
+		return x, shape
+	}
+	out := make([]T, 0, kept*d)
+	for r, k := range mask {
+		if k {
+			out = append(out, x[int64(r)*d:int64(r+1)*d]...)
+		}
+	}
+	return out, []int64{kept, d}
 }

@@ -166,6 +166,10 @@ var ErrCapture = errors.New("evalharness: cannot capture activations")
 // batch by batch in float64. It stops with ctx's error, checked before
 // every batch, when ctx is cancelled.
 //
+// With an attention_mask input and an [N, T] mask in the dataset, the
+// positions it marks 0 (padding) are left out of the Grams and tensor
+// statistics of every activation that has one row per token position.
+//
 // Non-finite activations: a Gram refuses them (ErrNonFinite); tensor
 // statistics count them (TensorStats.NaNs, Infs) and leave them out of the
 // range and histogram, so the caller decides (TensorStats.Finite).
@@ -271,6 +275,15 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 		}
 		return vals, shapes, nil
 	}
+	// Token positions the attention_mask marks as padding stay out of
+	// every statistic: activations with one row per position lose those
+	// rows (KeepRows).
+	tokenMask := func(i, j int64) []bool {
+		if !isInput["attention_mask"] {
+			return nil
+		}
+		return ds.TokenMask(i, j)
+	}
 	for i := int64(0); i < ds.N; i += batch {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -280,14 +293,20 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 		if err != nil {
 			return nil, err
 		}
+		mask := tokenMask(i, j)
 		for _, name := range opt.Grams {
 			g := st.grams[name]
-			if err := g.add(vals[g.input], shapes[g.input]); err != nil {
+			x, shape := vals[g.input], shapes[g.input]
+			if g.conv == nil && !g.transA {
+				x, shape = KeepRows(x, shape, mask)
+			}
+			if err := g.add(x, shape); err != nil {
 				return nil, fmt.Errorf("%w: %s: %w", ErrCapture, name, err)
 			}
 		}
 		for _, ts := range st.tensors {
-			ts.addRange(vals[ts.Name])
+			x, _ := KeepRows(vals[ts.Name], shapes[ts.Name], mask)
+			ts.addRange(x)
 		}
 		st.Samples += j - i
 	}
@@ -309,12 +328,15 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			vals, _, err := values(i, min(i+batch, ds.N))
+			j := min(i+batch, ds.N)
+			vals, shapes, err := values(i, j)
 			if err != nil {
 				return nil, err
 			}
+			mask := tokenMask(i, j)
 			for _, ts := range st.tensors {
-				ts.Hist.add(vals[ts.Name])
+				x, _ := KeepRows(vals[ts.Name], shapes[ts.Name], mask)
+				ts.Hist.add(x)
 			}
 		}
 	}

@@ -47,7 +47,8 @@ type Dataset struct {
 	// batch); set by Check. Inputs absent from it are batched along axis 0.
 	axes map[string]int
 	// derived lists model inputs the dataset lacks that Batch derives
-	// (empty past_key_values.*, position_ids from attention_mask).
+	// (empty past_key_values.*, use_cache_branch false, position_ids from
+	// attention_mask).
 	derived []TensorInfo
 	// batchParam is the batch dimension's dim_param ("" when unnamed).
 	batchParam string
@@ -255,8 +256,11 @@ func (d *Dataset) Check(inputs []TensorInfo) error {
 		want[in.Name] = true
 		a, ok := d.Inputs[in.Name]
 		if !ok {
-			if strings.HasPrefix(in.Name, "past_key_values") || in.Name == "position_ids" && haveMask {
+			if derivable(in, haveMask) {
 				derived = append(derived, in)
+				if in.Name == "use_cache_branch" {
+					axes[in.Name] = -1 // one flag for the whole batch
+				}
 				continue
 			}
 			return fmt.Errorf("%w: %s has no array for model input %q (it holds: %s)", ErrDataset, d.where(), in.Name, d.describe(have))
@@ -368,7 +372,8 @@ func fmtShape(s []int64) string {
 // Batch returns samples [i, j) of every input: sliced along the input's
 // batch axis (axis 0 unless Check found another; sharing the dataset's
 // memory on axis 0), inputs without one whole, plus the inputs Check found
-// derivable (empty past_key_values.*, position_ids from attention_mask).
+// derivable (empty past_key_values.*, use_cache_branch false,
+// position_ids from attention_mask).
 func (d *Dataset) Batch(i, j int64) map[string]*Array {
 	out := make(map[string]*Array, len(d.Inputs)+len(d.derived))
 	for n, a := range d.Inputs {

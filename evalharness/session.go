@@ -411,6 +411,8 @@ func fromValue(v ort.Value) (*Array, error) {
 		a.Data = bytesOf(t.GetData())
 	case *ort.Tensor[uint64]:
 		a.Data = bytesOf(t.GetData())
+	case *ort.Tensor[bool]: // one byte per element, 0 or 1: ONNX's bool
+		a.Data = bytesOf(t.GetData())
 	case *ort.CustomDataTensor:
 		a.Data = append([]byte(nil), t.GetData()...)
 	default:

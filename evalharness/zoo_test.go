@@ -12,7 +12,8 @@ import (
 	"github.com/onnxpost/onnxpost/internal/pyoracle"
 )
 
-// zooModels returns the zoo models that have PyTorch golden outputs.
+// zooModels returns the digit classifiers of the zoo that have PyTorch
+// golden outputs.
 func zooModels(t *testing.T) (models []string, data string) {
 	root := pyoracle.RepoRoot()
 	data = filepath.Join(root, "models", "data", "digits_clean_test.npz")
@@ -20,7 +21,7 @@ func zooModels(t *testing.T) (models []string, data string) {
 	var with []string
 	for _, m := range models {
 		if filepath.Base(filepath.Dir(m)) == "lm" {
-			continue // the language model has its own data and checks
+			continue // the language model has its own test (TestLMPerplexityMatchesOracle)
 		}
 		if _, err := os.Stat(strings.TrimSuffix(m, ".onnx") + ".golden.npz"); err == nil {
 			with = append(with, m)

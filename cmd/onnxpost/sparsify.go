@@ -357,13 +357,32 @@ func sparsifyCalibration(c *cli.Context, model *onnxio.Model, sel sparsity.Selec
 		if err != nil {
 			return nil, fmt.Errorf("calibration run: %w", err)
 		}
+		// padded token positions (attention_mask 0) stay out of XᵀX
+		var mask []bool
+		if hasModelInput(model, "attention_mask") {
+			mask = ds.TokenMask(0, ds.N)
+		}
 		for i, info := range sess.Outputs() {
 			v, err := arrayFloat32(arrs[i])
 			if err != nil {
 				return nil, fmt.Errorf("activation %s: %w", info.Name, err)
 			}
-			acts[info.Name] = sparsity.Activation{Shape: arrs[i].Shape, Data: v}
+			shape := arrs[i].Shape
+			if sparsity.RowActivation(model, info.Name) {
+				v, shape = evalharness.KeepRows(v, shape, mask)
+			}
+			acts[info.Name] = sparsity.Activation{Shape: shape, Data: v}
 		}
 	}
 	return sparsity.NewCaptured(model, acts)
+}
+
+// hasModelInput reports whether m has a graph input named name.
+func hasModelInput(m *onnxio.Model, name string) bool {
+	for _, in := range m.Inputs() {
+		if in.Name == name {
+			return true
+		}
+	}
+	return false
 }

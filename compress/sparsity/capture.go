@@ -259,3 +259,24 @@ func convGram(a Activation, wd []int64, n onnxio.Node) ([]float64, int, int64, e
 	symmetrize(g, d)
 	return g, d, total, nil
 }
+
+// RowActivation reports whether tensor is read by InputGram as rows along
+// its last axis: every node of m taking it as its data input is a MatMul,
+// or a Gemm without transA (not a Conv). Such an activation may lose rows,
+// e.g. the padded token positions of a language model, without changing
+// the meaning of the others.
+func RowActivation(m *onnxio.Model, tensor string) bool {
+	found := false
+	for _, n := range m.Nodes() {
+		if n.Input(0) != tensor {
+			continue
+		}
+		switch {
+		case n.OpType == "MatMul", n.OpType == "Gemm" && n.Int("transA", 0) == 0:
+			found = true
+		case n.OpType == "Conv", n.OpType == "Gemm":
+			return false
+		}
+	}
+	return found
+}
