@@ -3,6 +3,7 @@ package evalharness
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // outKind classifies an output by its shape.
@@ -235,7 +236,7 @@ func (a *outAcc) add(cand, ref *Array, labels []int64, tok tokenBatch, n int64) 
 	}
 	var rv []float64
 	if ref != nil {
-		if !equalShape(cand.Shape, ref.Shape) {
+		if !slices.Equal(cand.Shape, ref.Shape) {
 			return fmt.Errorf("evalharness: output %q: candidate shape %v differs from the reference's %v", a.name, cand.Shape, ref.Shape)
 		}
 		if rv, err = ref.Float64(); err != nil {

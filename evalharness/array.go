@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -119,7 +120,7 @@ func Concat(parts []*Array) (*Array, error) {
 	rows := int64(0)
 	size := 0
 	for _, p := range parts {
-		if p.DType != first.DType || !equalShape(p.Shape[1:], first.Shape[1:]) || len(p.Shape) != len(first.Shape) {
+		if p.DType != first.DType || !slices.Equal(p.Shape[1:], first.Shape[1:]) || len(p.Shape) != len(first.Shape) {
 			return nil, fmt.Errorf("%w: cannot concatenate %v%v with %v%v", ErrArray, first.DType, first.Shape, p.DType, p.Shape)
 		}
 		rows += p.Shape[0]
@@ -131,18 +132,6 @@ func Concat(parts []*Array) (*Array, error) {
 	}
 	shape := append([]int64{rows}, first.Shape[1:]...)
 	return &Array{DType: first.DType, Shape: shape, Data: data}, nil
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Float64 converts the elements to float64 (bool as 0/1, float16 and

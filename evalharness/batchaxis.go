@@ -3,6 +3,7 @@ package evalharness
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/onnxpost/onnxpost/onnxio"
@@ -92,7 +93,7 @@ func batchAxis(in TensorInfo, a *Array, param string) int {
 			return 0
 		}
 		return sym[0]
-	case equalShape(a.Shape, in.Shape):
+	case slices.Equal(a.Shape, in.Shape):
 		return fixedAxis
 	}
 	return 0

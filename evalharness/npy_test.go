@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,7 +28,7 @@ func TestReadNumpyFixtures(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if a := m[c.input]; a == nil || a.DType != onnxio.Float || !equalShape(a.Shape, c.shape) {
+		if a := m[c.input]; a == nil || a.DType != onnxio.Float || !slices.Equal(a.Shape, c.shape) {
 			t.Errorf("%s: %s = %+v, want float32 %v", c.file, c.input, a, c.shape)
 		}
 		if l := m["labels"]; l == nil || l.DType != onnxio.Int64 || l.Shape[0] != c.shape[0] {
@@ -105,7 +106,7 @@ json.dump({k: np.asarray(v, dtype=np.float64).ravel().tolist() for k, v in array
 		t.Fatal(err)
 	}
 	defer fv3.Close()
-	if a, err := npz.ReadNPY(fv3); err != nil || !equalShape(a.Shape, []int64{3, 5}) {
+	if a, err := npz.ReadNPY(fv3); err != nil || !slices.Equal(a.Shape, []int64{3, 5}) {
 		t.Errorf("version 3.0 file: %v, %v", a, err)
 	}
 	for file, msg := range map[string]string{"fortran.npy": "Fortran-order", "big.npy": "big-endian"} {

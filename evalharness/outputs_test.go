@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -496,10 +497,10 @@ func TestDerivedDecoderInputs(t *testing.T) {
 	if strconv.Quote(strings.Trim(strings.Join(strings.Fields(strings.Trim(fmtInts(pos), "[]")), ","), ",")) != `"0,1,2,3,0,1,1,1"` {
 		t.Errorf("position_ids %v", pos)
 	}
-	if pkv := fed["past_key_values.0.key"]; pkv == nil || !equalShape(pkv.Shape, []int64{2, 2, 0, 4}) {
+	if pkv := fed["past_key_values.0.key"]; pkv == nil || !slices.Equal(pkv.Shape, []int64{2, 2, 0, 4}) {
 		t.Errorf("past_key_values: %+v", pkv)
 	}
-	if pkv := fed["past_key_values.0.value"]; pkv == nil || !equalShape(pkv.Shape, []int64{2, 0, 2, 4}) || len(pkv.Data) != 0 {
+	if pkv := fed["past_key_values.0.value"]; pkv == nil || !slices.Equal(pkv.Shape, []int64{2, 0, 2, 4}) || len(pkv.Data) != 0 {
 		t.Errorf("past_key_values (batch on axis 2): %+v", pkv)
 	}
 }
@@ -795,7 +796,7 @@ func TestRowsAlongBatchAxes(t *testing.T) {
 	}
 	b := ds.Batch(1, 3)
 	bs, _ := b["state"].Float64()
-	if fmtFloats(bs) != "[2 3 4 5 8 9 10 11]" || !equalShape(b["state"].Shape, []int64{2, 2, 2}) {
+	if fmtFloats(bs) != "[2 3 4 5 8 9 10 11]" || !slices.Equal(b["state"].Shape, []int64{2, 2, 2}) {
 		t.Errorf("batch: state %v %v", bs, b["state"].Shape)
 	}
 }

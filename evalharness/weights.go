@@ -2,6 +2,7 @@ package evalharness
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -76,7 +77,7 @@ func (ws *WeightSession) Candidate(values map[string]*Array) (Runner, error) {
 		if !ok {
 			return nil, fmt.Errorf("evalharness: %q is not one of the session's weight inputs", name)
 		}
-		if a.DType != info.DType || !equalShape(a.Shape, info.Shape) {
+		if a.DType != info.DType || !slices.Equal(a.Shape, info.Shape) {
 			return nil, fmt.Errorf("evalharness: weight %q: got %v%v, want %v%v", name, a.DType, a.Shape, info.DType, info.Shape)
 		}
 		if err := a.Validate(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -171,7 +172,7 @@ func New(ctx context.Context, in Inputs, opt Options, progress Progress) (*Merge
 				if err != nil {
 					return nil, fmt.Errorf("%w: the Fisher file of %s has no tensor %q", ErrIncompatible, label(i), mn)
 				}
-				if !fdt.IsFloat() || !equalShape(fshape, shape) {
+				if !fdt.IsFloat() || !slices.Equal(fshape, shape) {
 					return nil, fmt.Errorf("%w: Fisher tensor %q of %s is %v %v, want a float tensor of shape %v", ErrIncompatible, mn, label(i), fdt, fshape, shape)
 				}
 				p.Fishers = append(p.Fishers, mn)
@@ -199,18 +200,6 @@ func New(ctx context.Context, in Inputs, opt Options, progress Progress) (*Merge
 		}
 	}
 	return m, nil
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // checkEqual verifies that a non-float tensor is equal in every model.

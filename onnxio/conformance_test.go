@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -148,7 +149,7 @@ func TestConformanceModels(t *testing.T) {
 				t.Errorf("%s: initializer %q: %v / %v", path, name, err1, err2)
 				continue
 			}
-			if a.DType != b.DType || !equalShape(a.Shape, b.Shape) || !bytes.Equal(a.Bytes(), b.Bytes()) || !equalStrings(a.Strings, b.Strings) {
+			if a.DType != b.DType || !slices.Equal(a.Shape, b.Shape) || !bytes.Equal(a.Bytes(), b.Bytes()) || !equalStrings(a.Strings, b.Strings) {
 				t.Errorf("%s: initializer %q differs after the external round trip", path, name)
 			}
 		}
@@ -345,7 +346,7 @@ func TestConformanceTensors(t *testing.T) {
 			continue
 		}
 		byType[tt.DType]++
-		if int32(tt.DType) != r.DType || !equalShape(tt.Shape, r.Shape) {
+		if int32(tt.DType) != r.DType || !slices.Equal(tt.Shape, r.Shape) {
 			t.Errorf("%s: got %v %v, numpy says dtype %d shape %v", f, tt.DType, tt.Shape, r.DType, r.Shape)
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -180,7 +181,7 @@ func exerciseTensor(t *testing.T, tt *Tensor) {
 	if err != nil {
 		t.Fatalf("%s: MarshalTensor output does not parse: %v", tt.Name, err)
 	}
-	if !bytes.Equal(back.Bytes(), tt.Bytes()) || back.DType != tt.DType || !equalShape(back.Shape, tt.Shape) || !equalStrings(back.Strings, tt.Strings) {
+	if !bytes.Equal(back.Bytes(), tt.Bytes()) || back.DType != tt.DType || !slices.Equal(back.Shape, tt.Shape) || !equalStrings(back.Strings, tt.Strings) {
 		t.Fatalf("%s: MarshalTensor → ParseTensor changed the tensor", tt.Name)
 	}
 }

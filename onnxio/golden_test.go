@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"testing"
@@ -83,7 +84,7 @@ func TestGoldenTensors(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ParseTensor (%s): %v", g.Field, err)
 			}
-			if int32(tt.DType) != g.DType || !equalShape(tt.Shape, g.Shape) {
+			if int32(tt.DType) != g.DType || !slices.Equal(tt.Shape, g.Shape) {
 				t.Fatalf("got %v %v, want dtype %d shape %v", tt.DType, tt.Shape, g.DType, g.Shape)
 			}
 			got, err := tt.Float64()
@@ -118,7 +119,7 @@ func TestGoldenTensors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(back.Bytes(), tt.Bytes()) || back.DType != tt.DType || !equalShape(back.Shape, tt.Shape) {
+			if !bytes.Equal(back.Bytes(), tt.Bytes()) || back.DType != tt.DType || !slices.Equal(back.Shape, tt.Shape) {
 				t.Errorf("MarshalTensor round trip changed the tensor")
 			}
 		})

@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -283,7 +284,7 @@ func TestFoldConstantWeights(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(tt.Bytes(), wantB) || !equalShape(tt.Shape, []int64{6, 6}) {
+	if !bytes.Equal(tt.Bytes(), wantB) || !slices.Equal(tt.Shape, []int64{6, 6}) {
 		t.Error("folded initializer differs from the Constant's value")
 	}
 	ws, _ := m.WeightMap()

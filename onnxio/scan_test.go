@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -76,7 +77,7 @@ func TestLoadLazyMatchesLoad(t *testing.T) {
 		for _, n := range full.Initializers() {
 			a, err1 := full.Initializer(n)
 			b, err2 := lazy.Initializer(n)
-			if err1 != nil || err2 != nil || a.DType != b.DType || !equalShape(a.Shape, b.Shape) || string(a.Bytes()) != string(b.Bytes()) {
+			if err1 != nil || err2 != nil || a.DType != b.DType || !slices.Equal(a.Shape, b.Shape) || string(a.Bytes()) != string(b.Bytes()) {
 				t.Errorf("%s: initializer %q differs (%v, %v)", out, n, err1, err2)
 			}
 			if lazy.IsExternal(n) && !full.IsExternal(n) {

@@ -3,6 +3,7 @@ package onnxio
 import (
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -71,7 +72,7 @@ func TestAllWeightsEverywhere(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s: %v", w.Name, err)
 				}
-				if tt.Name != w.Name || !equalShape(tt.Shape, w.Shape) || tt.DType != w.DType {
+				if tt.Name != w.Name || !slices.Equal(tt.Shape, w.Shape) || tt.DType != w.DType {
 					t.Errorf("%s: tensor %s %v %v", w.Name, tt.Name, tt.DType, tt.Shape)
 				}
 			}

@@ -2,6 +2,7 @@ package onnxio
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -806,7 +807,7 @@ func Match(a, b *Model) ([]Pair, error) {
 		case x.dtype != y.dtype:
 			diffs = append(diffs, fmt.Sprintf("%s: dtype %v vs %v", where, x.dtype, y.dtype))
 			continue
-		case !equalShape(x.shape, y.shape):
+		case !slices.Equal(x.shape, y.shape):
 			diffs = append(diffs, fmt.Sprintf("%s: shape %v vs %v", where, x.shape, y.shape))
 			continue
 		}
@@ -816,18 +817,6 @@ func Match(a, b *Model) ([]Pair, error) {
 		return nil, &MatchError{Diffs: diffs}
 	}
 	return pairs, nil
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // attrDefaults are the defaults of attributes whose absence does not mean

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -175,7 +176,7 @@ func TestMatchRenamedExports(t *testing.T) {
 			t.Errorf("paired %s with %s", p.A, p.B)
 		}
 		da, sa, _ := a.InitializerInfo(p.A)
-		if da != p.DType || !equalShape(sa, p.Shape) {
+		if da != p.DType || !slices.Equal(sa, p.Shape) {
 			t.Errorf("%s: pair says %v %v, tensor is %v %v", p.A, p.DType, p.Shape, da, sa)
 		}
 	}

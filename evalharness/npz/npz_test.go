@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -52,7 +53,7 @@ func TestNPYRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if b.Type != a.Type || !equalShape(b.Shape, a.Shape) || !bytes.Equal(b.Data, a.Data) {
+			if b.Type != a.Type || !slices.Equal(b.Shape, a.Shape) || !bytes.Equal(b.Data, a.Data) {
 				t.Errorf("round trip: got %v%v, want %v%v", b.Type, b.Shape, a.Type, a.Shape)
 			}
 		})
@@ -167,7 +168,7 @@ func FuzzNPZ(f *testing.F) {
 				t.Fatalf("re-encoded archive rejected: %v", err)
 			}
 			for name, a := range m {
-				if a2 := m2[name]; a2 == nil || a2.Type != a.Type || !equalShape(a2.Shape, a.Shape) || !bytes.Equal(a2.Data, a.Data) {
+				if a2 := m2[name]; a2 == nil || a2.Type != a.Type || !slices.Equal(a2.Shape, a.Shape) || !bytes.Equal(a2.Data, a.Data) {
 					t.Fatalf("%s changed in a round trip", name)
 				}
 			}
@@ -179,18 +180,6 @@ func FuzzNPZ(f *testing.F) {
 			}
 		}
 	})
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func f32(shape []int64, v []float32) *Array {

@@ -3,6 +3,7 @@ package rebasin
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/onnxpost/onnxpost/onnxio"
@@ -303,12 +304,12 @@ func Analyze(m *onnxio.Model) ([]Group, []Held, error) {
 		done := map[int]bool{}
 		for _, cq := range order {
 			pq := paths[cq]
-			if pq.input != 0 || !equalInts(pq.perm, []int64{0, 2, 1, 3}) {
+			if pq.input != 0 || !slices.Equal(pq.perm, []int64{0, 2, 1, 3}) {
 				continue
 			}
 			for _, ck := range order {
 				pk := paths[ck]
-				if pk.mm != pq.mm || pk.input != 1 || !equalInts(pk.perm, []int64{0, 2, 3, 1}) || pk.heads != pq.heads || cands[ck].grp.Size != cands[cq].grp.Size {
+				if pk.mm != pq.mm || pk.input != 1 || !slices.Equal(pk.perm, []int64{0, 2, 3, 1}) || pk.heads != pq.heads || cands[ck].grp.Size != cands[cq].grp.Size {
 					continue
 				}
 				grp := Group{Name: cands[cq].grp.Name, Size: cands[cq].grp.Size, Heads: int(pq.heads), Probe: pq.probe, ProbeAxis: -1, Attention: g.softmaxAfter(pq.mm)}
@@ -319,7 +320,7 @@ func Analyze(m *onnxio.Model) ([]Group, []Held, error) {
 		}
 		for _, cv := range order {
 			pv := paths[cv]
-			if done[cv] || pv.input != 1 || !equalInts(pv.perm, []int64{0, 2, 1, 3}) {
+			if done[cv] || pv.input != 1 || !slices.Equal(pv.perm, []int64{0, 2, 1, 3}) {
 				continue
 			}
 			if mb, ok := g.contextToLayer(pv.mm, cands[cv].grp.Size); ok {
@@ -849,7 +850,7 @@ func (g *graph) contextToLayer(mm, size int) (Member, bool) {
 		return Member{}, false
 	}
 	t := g.single(g.nodes[mm].Outputs[0])
-	if t < 0 || g.nodes[t].OpType != "Transpose" || !equalInts(g.nodes[t].Ints("perm"), []int64{0, 2, 1, 3}) {
+	if t < 0 || g.nodes[t].OpType != "Transpose" || !slices.Equal(g.nodes[t].Ints("perm"), []int64{0, 2, 1, 3}) {
 		return Member{}, false
 	}
 	r := g.single(g.nodes[t].Outputs[0])
@@ -868,18 +869,6 @@ func (g *graph) contextToLayer(mm, size int) (Member, bool) {
 		return Member{}, false
 	}
 	return Member{l.weight, l.inAxis, 1}, true
-}
-
-func equalInts(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // softmaxAfter returns the Softmax that the scores of attention MatMul mm
