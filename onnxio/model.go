@@ -58,24 +58,36 @@ type Model struct {
 	index  map[string]int // initializer name → index in graph.initializer
 }
 
-// Load reads and validates the model at path. External data is resolved
-// relative to the model's folder and read lazily.
-func Load(path string, opts ...Option) (*Model, error) {
+// openModel applies opts and opens the model file at path for reading: a
+// regular file (ErrFormat and ErrNotRegular otherwise) within the size
+// limit. The caller closes the file.
+func openModel(path string, opts []Option) (loadConfig, *os.File, int64, error) {
 	cfg := loadConfig{limits: DefaultLimits}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	f, size, err := safefile.Open(path)
 	if errors.Is(err, ErrNotRegular) {
-		return nil, fmt.Errorf("%w: %w", ErrFormat, err)
+		return cfg, nil, 0, fmt.Errorf("%w: %w", ErrFormat, err)
 	}
+	if err != nil {
+		return cfg, nil, 0, err
+	}
+	if size > cfg.limits.MaxModelBytes {
+		f.Close()
+		return cfg, nil, 0, fmt.Errorf("%w: %s is %d bytes, over the %d-byte limit", ErrLimit, path, size, cfg.limits.MaxModelBytes)
+	}
+	return cfg, f, size, nil
+}
+
+// Load reads and validates the model at path. External data is resolved
+// relative to the model's folder and read lazily.
+func Load(path string, opts ...Option) (*Model, error) {
+	_, f, size, err := openModel(path, opts)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	if size > cfg.limits.MaxModelBytes {
-		return nil, fmt.Errorf("%w: %s is %d bytes, over the %d-byte limit", ErrLimit, path, size, cfg.limits.MaxModelBytes)
-	}
 	b := make([]byte, size)
 	if _, err := io.ReadFull(f, b); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)

@@ -1,7 +1,6 @@
 package onnxio
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -299,21 +298,11 @@ const fieldTensorRawData = 9 // TensorProto.raw_data
 // so Save with ExternalAuto writes them to a data file; the model file must
 // not change while the model is in use.
 func LoadLazy(path string, opts ...Option) (*Model, error) {
-	cfg := loadConfig{limits: DefaultLimits}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	f, size, err := safefile.Open(path)
-	if errors.Is(err, ErrNotRegular) {
-		return nil, fmt.Errorf("%w: %w", ErrFormat, err)
-	}
+	cfg, f, size, err := openModel(path, opts)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	if size > cfg.limits.MaxModelBytes {
-		return nil, fmt.Errorf("%w: %s is %d bytes, over the %d-byte limit", ErrLimit, path, size, cfg.limits.MaxModelBytes)
-	}
 	dir, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
 		return nil, err
