@@ -1,6 +1,7 @@
 package merge
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 
 	"github.com/onnxpost/onnxpost/internal/safe"
 	"github.com/onnxpost/onnxpost/onnxio"
@@ -50,6 +52,12 @@ func (m *Merger) Transform(ctx context.Context, name string, t *onnxio.Tensor) (
 		fishers = append(fishers, ft)
 	}
 	var out *onnxio.Tensor
+	if same, err := unchanged(m.optionsFor(p), p, base, xs); err != nil {
+		return nil, fmt.Errorf("merging %q: %w", p.Out, err)
+	} else if same != nil {
+		m.done.Add(same.NumElements())
+		return same, nil
+	}
 	if p.DType == onnxio.Double {
 		out, err = compute(m, p, base, xs, fishers, view64)
 	} else {
@@ -60,6 +68,44 @@ func (m *Merger) Transform(ctx context.Context, name string, t *onnxio.Tensor) (
 	}
 	m.done.Add(out.NumElements())
 	return out, nil
+}
+
+// unchanged returns the merged tensor without running the method when
+// every model's tensor and the base's are bitwise identical (same dtype,
+// shape and bytes): the merge of n copies of x is x under every method
+// whose result is a weighted mean or an interpolation of the models
+// (linear with normalized weights, SLERP, NuSLERP, MultiSLERP, Karcher,
+// Fisher, NearSwap, Arcee fusion, model stock), and under every
+// task-vector method the task vectors xᵢ − base are all zero, so trimming,
+// dropping, rescaling (0 / density = 0), sign election and λ·0 leave the
+// base (task arithmetic, TIES, DARE, DARE-TIES, breadcrumbs, DELLA, SCE).
+// Only linear without normalization is not idempotent: its result is
+// (Σ wᵢ)·x, so it runs unless the weights sum to exactly 1. The shortcut
+// keeps constants such as a −Inf attention mask, identical in every model,
+// which the arithmetic would turn into NaN (−Inf − −Inf, 0·Inf), and it
+// copies the values bit for bit instead of rounding them through the
+// computation type. It returns nil when the method must run.
+func unchanged(o *Options, p *TensorPlan, base *onnxio.Tensor, xs []*onnxio.Tensor) (*onnxio.Tensor, error) {
+	if len(xs) == 0 {
+		return nil, nil
+	}
+	if o.Method == Linear && o.NoNormalize && sum(o.Weights) != 1 {
+		return nil, nil
+	}
+	ref := xs[0]
+	if ref.DType != p.DType {
+		return nil, nil
+	}
+	others := xs[1:]
+	if base != nil {
+		others = append([]*onnxio.Tensor{base}, others...)
+	}
+	for _, x := range others {
+		if x.DType != ref.DType || !slices.Equal(x.Shape, ref.Shape) || !bytes.Equal(x.Bytes(), ref.Bytes()) {
+			return nil, nil
+		}
+	}
+	return onnxio.NewTensor(p.Out, p.DType, p.Shape, slices.Clone(ref.Bytes()))
 }
 
 // compute merges one tensor group with element type T.

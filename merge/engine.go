@@ -421,9 +421,15 @@ func absDeltas(base *onnxio.Tensor, xs []*onnxio.Tensor, passes []*Pass) error {
 	return nil
 }
 
+// feedAbs feeds |x − base| elementwise; equal values give 0 even when
+// infinite (a −Inf mask in both), where the subtraction would give NaN.
 func feedAbs[T Float](p *Pass, base, x []T) {
 	for j := range base {
-		p.Add(math.Abs(float64(x[j]) - float64(base[j])))
+		d := 0.0
+		if x[j] != base[j] {
+			d = math.Abs(float64(x[j]) - float64(base[j]))
+		}
+		p.Add(d)
 	}
 }
 

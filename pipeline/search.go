@@ -240,35 +240,83 @@ func DatasetHash(ds *evalharness.Dataset) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// SelectLayers returns the MatMul/Gemm/Conv float32 weights of m matching
-// the filters.
-func SelectLayers(m *onnxio.Model, include, exclude *regexp.Regexp) ([]onnxio.Weight, error) {
+// ErrNoSearchableWeight reports that no MatMul, Gemm or Conv weight of the
+// model can be searched; the error's text lists each such layer and why it
+// was left out (already quantized, held in a subgraph, not float32...).
+var ErrNoSearchableWeight = errors.New("no MatMul, Gemm or Conv weight can be searched")
+
+// foldConstantLayers folds m's Constant nodes into initializers
+// (onnxio.Model.FoldConstantWeights) when one of them holds a MatMul, Gemm
+// or Conv weight, as in the PaddleOCR exports; a model whose layers read
+// initializers keeps its graph as it is (its other Constant nodes, shape
+// and scale values, stay nodes).
+func foldConstantLayers(m *onnxio.Model) error {
 	ws, err := m.Weights()
+	if err != nil {
+		return err
+	}
+	for _, w := range ws {
+		switch w.Role {
+		case onnxio.RoleMatMulB, onnxio.RoleGemmB, onnxio.RoleConvW:
+			if w.Constant {
+				_, err := m.FoldConstantWeights()
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// SelectLayers returns the MatMul/Gemm/Conv float32 weights of m matching
+// the filters. Weights held in Constant nodes are not listed: RunSearch
+// folds them into initializers first (onnxio.Model.FoldConstantWeights).
+// When none is left it returns an error wrapping ErrNoSearchableWeight
+// that says, per layer, why each was not taken.
+func SelectLayers(m *onnxio.Model, include, exclude *regexp.Regexp) ([]onnxio.Weight, error) {
+	ws, err := m.AllWeights()
 	if err != nil {
 		return nil, err
 	}
 	var out []onnxio.Weight
+	var reasons []string
+	filtered := 0
 	for _, w := range ws {
 		switch w.Role {
 		case onnxio.RoleMatMulB, onnxio.RoleGemmB, onnxio.RoleConvW:
 		default:
 			continue
 		}
-		if w.DType != onnxio.Float || w.Constant || len(w.Shape) < 2 {
+		if include != nil && !include.MatchString(w.Name) && !include.MatchString(w.Node) ||
+			exclude != nil && (exclude.MatchString(w.Name) || exclude.MatchString(w.Node)) {
+			filtered++
 			continue
 		}
-		if include != nil && !include.MatchString(w.Name) && !include.MatchString(w.Node) {
-			continue
+		why := w.Special()
+		switch {
+		case why != "":
+		case w.Constant:
+			why = "held in a Constant node"
+		case w.DType != onnxio.Float:
+			why = fmt.Sprintf("%v, the search rewrites float32 weights only", w.DType)
+		case len(w.Shape) < 2:
+			why = fmt.Sprintf("shape %v has fewer than 2 dimensions", w.Shape)
 		}
-		if exclude != nil && (exclude.MatchString(w.Name) || exclude.MatchString(w.Node)) {
+		if why != "" {
+			reasons = append(reasons, fmt.Sprintf("%s (%s): %s", w.Name, w.Op, why))
 			continue
 		}
 		out = append(out, w)
 	}
-	if len(out) == 0 {
-		return nil, errors.New("no MatMul, Gemm or Conv weights selected")
+	if len(out) > 0 {
+		return out, nil
 	}
-	return out, nil
+	switch {
+	case len(reasons) > 0:
+		return nil, fmt.Errorf("%w:\n  %s", ErrNoSearchableWeight, strings.Join(reasons, "\n  "))
+	case filtered > 0:
+		return nil, fmt.Errorf("%w: --include/--exclude left none of the %d MatMul, Gemm or Conv weights", ErrNoSearchableWeight, filtered)
+	}
+	return nil, fmt.Errorf("%w: the model has no MatMul, Gemm or Conv weight", ErrNoSearchableWeight)
 }
 
 // ChooseFitness returns the fitness to use: the requested one, or, when
@@ -348,6 +396,9 @@ type space struct {
 // one ONNX Runtime session whose searched weights are fed as inputs. It
 // returns the model with the searched allocation and a report that
 // includes the uniform and per-layer-error baselines at the same budget.
+// When a MatMul, Gemm or Conv weight is held in a Constant node, m's
+// Constant nodes are folded into initializers first (in place; the model
+// computes the same), so that those weights can be searched.
 func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset, opt LevelSearch) (*onnxio.Model, *SearchReport, error) {
 	if opt.Space == "" {
 		opt.Space = SpaceSparsity
@@ -365,6 +416,9 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	logf := opt.Log
 	if logf == nil {
 		logf = func(string, ...any) {}
+	}
+	if err := foldConstantLayers(m); err != nil {
+		return nil, nil, err
 	}
 	ws, err := SelectLayers(m, opt.Include, opt.Exclude)
 	if err != nil {

@@ -101,7 +101,14 @@ func TestSearchCLI(t *testing.T) {
 	test := zooPath(t, "data", "digits_clean_test.npz")
 	dir := t.TempDir()
 	rep := filepath.Join(dir, "r.json")
+	// every weight already quantized: nothing to search (exit 1, per-layer reasons)
+	quantized := filepath.Join(dir, "q.onnx")
+	if code := run([]string{"onnxpost", "quantize", mlp, "--weights", "int8", "-o", quantized}); code != 0 {
+		t.Fatalf("quantize: exit %d", code)
+	}
 	runCLICases(t, "search", []cliCase{
+		{"all quantized", []string{quantized, "--target", "0.5", "--calib", val, "--generations", "2", "-o", "OUT"}, 1, false},
+		{"include matches nothing", []string{mlp, "--target", "0.5", "--calib", val, "--include", "no_such_layer", "-o", "OUT"}, 1, false},
 		{"sparsity", []string{mlp, "--target", "0.5", "--calib", val, "--generations", "5", "--data", test, "--report", rep, "-o", "OUT"}, 0, true},
 		{"no calib", []string{mlp, "--target", "0.5", "-o", "OUT"}, 2, false},
 		{"target outside", []string{mlp, "--target", "1.5", "--calib", val, "-o", "OUT"}, 2, false},
