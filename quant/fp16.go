@@ -110,8 +110,11 @@ func outputTypes(m *onnxio.Model, n onnxio.Node, types map[string]onnxio.DType) 
 			out[i] = onnxio.Int64
 		}
 	default:
+		// The output follows input 0; when input 0's type is unknown so is
+		// the output's (falling back to another input would take e.g. the
+		// int64 axes of an Unsqueeze of an untyped If output for its type).
 		set(types[n.Input(0)])
-		if out[0] == onnxio.Undefined {
+		if n.Input(0) == "" {
 			set(first)
 		}
 	}
@@ -152,13 +155,17 @@ func convertFloat16(m *onnxio.Model, o Options, rep *Report) error {
 	if err != nil {
 		return err
 	}
-	blocked := func(n onnxio.Node) bool {
-		return !computeHalf || block[n.OpType] || (n.Domain != "" && n.Domain != "ai.onnx") ||
-			(o.Exclude != nil && o.Exclude.MatchString(n.Name)) || onnxio.HasSubgraphs(n) || readsAny(n, keep)
-	}
-
 	// Element types of the original graph.
 	types := map[string]onnxio.DType{}
+	// A node reading a value of unknown element type (e.g. an output of an
+	// If whose branches declare no types) stays float32: the value may be
+	// float32, and converting the node would mix it with half-precision
+	// inputs.
+	blocked := func(n onnxio.Node) bool {
+		return !computeHalf || block[n.OpType] || (n.Domain != "" && n.Domain != "ai.onnx") ||
+			(o.Exclude != nil && o.Exclude.MatchString(n.Name)) || onnxio.HasSubgraphs(n) || readsAny(n, keep) ||
+			readsUnknown(n, types)
+	}
 	for _, in := range m.Inputs() {
 		types[in.Name] = in.DType
 	}
@@ -232,14 +239,42 @@ func convertFloat16(m *onnxio.Model, o Options, rep *Report) error {
 		if half == onnxio.Float16 {
 			v, clamped = ClampToFloat16(v)
 		}
-		nt, err := onnxio.FromFloat32(name, half, t.Shape, v)
+		hName := name
+		if vi, ok := m.ValueInfo(name); ok && vi.DType != onnxio.Undefined {
+			// The graph declares this initializer float32 (value_info):
+			// store the half-precision tensor under a new name so that the
+			// stale declaration describes nothing.
+			hName = m.UniqueName(name + "_" + half.String())
+		}
+		nt, err := onnxio.FromFloat32(hName, half, t.Shape, v)
 		if err != nil {
 			return err
 		}
 		if err := m.SetInitializer(nt); err != nil {
 			return err
 		}
-		have(name, half, name)
+		if hName != name {
+			if err := m.RemoveInitializer(name); err != nil {
+				return err
+			}
+			if overridable(m, name) {
+				// A graph input with a default keeps its name: the caller
+				// drops the input of a weight whose type changed.
+				if err := m.RemoveInitializer(hName); err != nil {
+					return err
+				}
+				if nt, err = onnxio.FromFloat32(name, half, t.Shape, v); err != nil {
+					return err
+				}
+				if err := m.SetInitializer(nt); err != nil {
+					return err
+				}
+				hName = name
+			} else {
+				m.RenameInput(name, hName) // later nodes are rebuilt from versions anyway
+			}
+		}
+		have(name, half, hName)
 		rep.Clamped += clamped
 		back, err := nt.Float32()
 		if err != nil {
@@ -493,6 +528,28 @@ func float32Slot(op string, i int) bool {
 		return i == 1 || i == 2
 	case "Upsample", "Dropout":
 		return i == 1
+	}
+	return false
+}
+
+// readsUnknown reports whether n reads a value whose element type is not
+// known.
+func readsUnknown(n onnxio.Node, types map[string]onnxio.DType) bool {
+	for _, in := range n.Inputs {
+		if in != "" && types[in] == onnxio.Undefined {
+			return true
+		}
+	}
+	return false
+}
+
+// overridable reports whether name is a graph input of m that no
+// initializer provides a value for.
+func overridable(m *onnxio.Model, name string) bool {
+	for _, in := range m.Inputs() {
+		if in.Name == name {
+			return true
+		}
 	}
 	return false
 }

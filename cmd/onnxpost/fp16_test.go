@@ -115,6 +115,7 @@ func TestFloat16KeepsWhatItCannotRepresent(t *testing.T) {
 	}
 	ifIn := map[string]*evalharness.Array{"x": f32Array([]int64{2, 16}, h), "c": {DType: onnxio.Bool, Shape: []int64{1}, Data: []byte{0}}}
 	loopIn := map[string]*evalharness.Array{"x": f32Array([]int64{2, 16}, h)}
+	untypedIn := map[string]*evalharness.Array{"x": f32Array([]int64{2, 16}, h), "c": {DType: onnxio.Bool, Shape: []int64{}, Data: []byte{1}}}
 	for _, tc := range []struct {
 		name   string
 		model  string
@@ -129,6 +130,12 @@ func TestFloat16KeepsWhatItCannotRepresent(t *testing.T) {
 		{"if subgraphs", weightsFixture("if.onnx"), ifIn, nil, []string{"float16 (stored; computed in float32 in if0.else_branch)"}, nil},
 		{"loop subgraph", weightsFixture("loop.onnx"), loopIn, nil, []string{"float16 (stored; computed in float32 in loop.body)"}, nil},
 		{"subgraph weight excluded", weightsFixture("loop.onnx"), loopIn, []string{"--exclude", "^Wl$"}, []string{"skipped Wl: kept float32: name matches --exclude"}, []string{"Wl"}},
+		// value_info declares the float32 scale and bias of a Cast+Mul
+		// dequantized weight: the written model must not contradict it.
+		{"declared weights", weightsFixture("fp16_valueinfo.onnx"), loopIn, nil, nil, nil},
+		// The If's branches declare no output type; its Unsqueeze'd output
+		// meets the converted x·W in an Add, which must stay float32.
+		{"untyped If output", weightsFixture("if_untyped.onnx"), untypedIn, nil, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".onnx")

@@ -147,6 +147,52 @@ def opset12_model(softmax_axis=1, rank3=False):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 12)], ir_version=7)
 
 
+def fp16_valueinfo_model():
+    """int8 Wk → Cast → Mul(sk) → MatMul → Add(B), with value_info entries
+    for the float initializers sk and B and for the intermediate values, as
+    torch.onnx's dynamo exporter writes them."""
+    wk = rng.integers(-127, 128, (16, 16), dtype=np.int8)
+    nodes = [
+        helper.make_node("Cast", ["Wk"], ["Wk_c"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["Wk_c", "sk"], ["Wk_f"], name="scale"),
+        helper.make_node("MatMul", ["x", "Wk_f"], ["h"], name="mm_k"),
+        helper.make_node("Add", ["h", "B"], ["y"], name="add"),
+    ]
+    inits = [numpy_helper.from_array(wk, "Wk"), numpy_helper.from_array((0.02 + 0.001 * f32(1, 16)), "sk"),
+             numpy_helper.from_array(f32(16), "B")]
+    vi = [helper.make_tensor_value_info("sk", TensorProto.FLOAT, [1, 16]),
+          helper.make_tensor_value_info("B", TensorProto.FLOAT, [16]),
+          helper.make_tensor_value_info("Wk_c", TensorProto.FLOAT, [16, 16]),
+          helper.make_tensor_value_info("Wk_f", TensorProto.FLOAT, [16, 16]),
+          helper.make_tensor_value_info("h", TensorProto.FLOAT, ["N", 16])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], inits, value_info=vi)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def if_untyped_model():
+    """If(c) whose branches declare no element type for their output (as a
+    nested If of a torch export does), Unsqueeze'd with int64 axes and added
+    to x·W: the If output's type is unknown to a converter."""
+    then_g = helper.make_graph([helper.make_node("Relu", ["x"], ["t_out"], name="relu")], "then_branch", [],
+                               [onnx.ValueInfoProto(name="t_out")])
+    else_g = helper.make_graph([helper.make_node("Neg", ["x"], ["e_out"], name="neg")], "else_branch", [],
+                               [onnx.ValueInfoProto(name="e_out")])
+    nodes = [
+        helper.make_node("If", ["c"], ["z"], name="if0", then_branch=then_g, else_branch=else_g),
+        helper.make_node("Unsqueeze", ["z", "axes"], ["u"], name="unsq_z"),
+        helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+        helper.make_node("Unsqueeze", ["h", "axes"], ["hu"], name="unsq_h"),
+        helper.make_node("Add", ["u", "hu"], ["y"], name="add"),
+    ]
+    inits = [numpy_helper.from_array(f32(16, 16), "W"), numpy_helper.from_array(np.array([0], np.int64), "axes")]
+    g = helper.make_graph(nodes, "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16]),
+                           helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "N", 16])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 15)], ir_version=8)
+
+
 if __name__ == "__main__":
     save(if_model(), "if.onnx")
     save(quantized_model(), "quantized.onnx")
@@ -156,3 +202,5 @@ if __name__ == "__main__":
     save(opset12_model(), "opset12.onnx")
     save(opset12_model(rank3=True), "opset12_softmax3d.onnx")
     save(castmul_model(), "castmul.onnx")
+    save(fp16_valueinfo_model(), "fp16_valueinfo.onnx")
+    save(if_untyped_model(), "if_untyped.onnx")
