@@ -112,6 +112,47 @@ func (d *Dataset) BatchAxes() map[string]int {
 	return out
 }
 
+// OutputBatchAxis returns the batch axis of a model output after Check:
+// the axis named like the inputs' batch dimension (a state output
+// [2, N, 128] of an axis-1-batched state), else 0.
+func (d *Dataset) OutputBatchAxis(o TensorInfo) int {
+	if d.batchParam != "" {
+		for k, p := range o.DimParams {
+			if p == d.batchParam {
+				return k
+			}
+		}
+	}
+	return 0
+}
+
+// outputAxis returns the batch axis of output k of outs (0 when outs does
+// not describe it).
+func (d *Dataset) outputAxis(outs []TensorInfo, k int) int {
+	if k >= len(outs) {
+		return 0
+	}
+	return d.OutputBatchAxis(outs[k])
+}
+
+// concatOutput joins one output's per-batch parts along its batch axis ax.
+func concatOutput(parts []*Array, ax int) (*Array, error) {
+	if ax == 0 || len(parts) == 0 {
+		return Concat(parts)
+	}
+	first := parts[0]
+	for _, p := range parts {
+		ok := p.DType == first.DType && len(p.Shape) == len(first.Shape) && len(p.Shape) > ax
+		for k := 0; ok && k < len(p.Shape); k++ {
+			ok = k == ax || p.Shape[k] == first.Shape[k]
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w: cannot concatenate %v%v with %v%v along axis %d", ErrArray, first.DType, first.Shape, p.DType, p.Shape, ax)
+		}
+	}
+	return concatAxis(parts, ax), nil
+}
+
 // sliceAxis returns [i, j) along axis ax as a new array.
 func (a *Array) sliceAxis(ax int, i, j int64) *Array {
 	if ax == 0 {

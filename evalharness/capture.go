@@ -234,12 +234,7 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 			return nil, err
 		}
 	} else {
-		ins := m.Inputs()
-		infos := make([]TensorInfo, len(ins))
-		for i, in := range ins {
-			infos[i] = TensorInfo{Name: in.Name, DType: in.DType, Shape: dimsOf(in.Shape)}
-		}
-		if err := ds.Check(infos); err != nil {
+		if err := ds.Check(ModelInputs(m)); err != nil {
 			return nil, err
 		}
 	}
@@ -353,6 +348,18 @@ func (st *Stats) usesInput(name string) bool {
 		}
 	}
 	return false
+}
+
+// ModelInputs describes m's graph inputs that are not initializers as
+// Dataset.Check takes them (symbolic dimensions -1, with their names), so
+// that a dataset can be checked against a model before any session exists.
+func ModelInputs(m *onnxio.Model) []TensorInfo {
+	ins := m.Inputs()
+	infos := make([]TensorInfo, len(ins))
+	for i, in := range ins {
+		infos[i] = TensorInfo{Name: in.Name, DType: in.DType, Shape: dimsOf(in.Shape), DimParams: paramsOf(in.Shape)}
+	}
+	return infos
 }
 
 // dimsOf converts a value's dims (-1 for symbolic or unknown ones); nil

@@ -634,7 +634,7 @@ func Evaluate(ctx context.Context, cand, ref Runner, ds *Dataset, opt EvalOption
 		}
 	}
 	for k, parts := range kept {
-		a, err := Concat(parts)
+		a, err := concatOutput(parts, ds.outputAxis(cand.Outputs(), k))
 		if err != nil {
 			return nil, fmt.Errorf("evalharness: output %q: %w", cand.Outputs()[k].Name, err)
 		}
@@ -781,7 +781,8 @@ func addTiming(m map[string]float64, times []float64, samples int64, want map[st
 }
 
 // Predict runs r over the dataset in batches and returns every output
-// concatenated along the first axis, in Outputs() order.
+// concatenated along its batch axis (see Dataset.OutputBatchAxis), in
+// Outputs() order.
 func Predict(r Runner, ds *Dataset, batch int) ([]*Array, error) {
 	if err := ds.Check(r.Inputs()); err != nil {
 		return nil, err
@@ -802,7 +803,7 @@ func Predict(r Runner, ds *Dataset, batch int) ([]*Array, error) {
 	}
 	res := make([]*Array, len(parts))
 	for k, p := range parts {
-		a, err := Concat(p)
+		a, err := concatOutput(p, ds.outputAxis(r.Outputs(), k))
 		if err != nil {
 			return nil, fmt.Errorf("evalharness: output %q: %w", r.Outputs()[k].Name, err)
 		}

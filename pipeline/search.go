@@ -410,7 +410,15 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	if opt.Batch <= 0 {
 		opt.Batch = 64
 	}
-	if calib == nil || calib.N <= 0 {
+	if calib == nil {
+		return nil, nil, errors.New("search needs a non-empty calibration set")
+	}
+	// the batch axis of each input (a state batched along axis 1, a scalar
+	// fed whole) and the number of samples come from the model's inputs
+	if err := calib.Check(evalharness.ModelInputs(m)); err != nil {
+		return nil, nil, err
+	}
+	if calib.N <= 0 {
 		return nil, nil, errors.New("search needs a non-empty calibration set")
 	}
 	logf := opt.Log
@@ -483,6 +491,13 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	if err != nil {
 		denseSess.Close()
 		return nil, nil, err
+	}
+	for _, oi := range outIdxs {
+		o := denseSess.Outputs()[oi]
+		if ax := calib.OutputBatchAxis(o); ax != 0 {
+			denseSess.Close()
+			return nil, nil, fmt.Errorf("output %q is batched along axis %d; the search compares outputs batched along axis 0 (name another with --output-name)", o.Name, ax)
+		}
 	}
 	refOuts, err := evalharness.Predict(denseSess, calib, opt.Batch)
 	var names0 []string
@@ -975,33 +990,8 @@ func (tg *outTarget) setMask(calib *evalharness.Dataset, shape []int64) error {
 	return nil
 }
 
-// gatherRows returns the rows idx of a along its first axis.
-func gatherRows(a *evalharness.Array, idx []int) *evalharness.Array {
-	rowBytes := len(a.Data) / int(a.Shape[0])
-	data := make([]byte, 0, rowBytes*len(idx))
-	for _, i := range idx {
-		data = append(data, a.Data[i*rowBytes:(i+1)*rowBytes]...)
-	}
-	shape := append([]int64{int64(len(idx))}, a.Shape[1:]...)
-	return &evalharness.Array{DType: a.DType, Shape: shape, Data: data}
-}
-
-// subset returns the first n samples of ds (all when n ≤ 0 or n ≥ N).
+// subset returns the first n samples of ds (all when n ≤ 0 or n ≥ N),
+// cut along each input's batch axis (see evalharness.Dataset.Range).
 func subset(ds *evalharness.Dataset, n int) (*evalharness.Dataset, error) {
-	if n <= 0 || int64(n) >= ds.N {
-		return ds, nil
-	}
-	idx := make([]int, n)
-	for i := range idx {
-		idx[i] = i
-	}
-	in := map[string]*evalharness.Array{}
-	for name, a := range ds.Inputs {
-		in[name] = gatherRows(a, idx)
-	}
-	var labels []int64
-	if ds.Labels != nil {
-		labels = ds.Labels[:n]
-	}
-	return evalharness.NewDataset(in, labels)
+	return ds.Head(int64(n)), nil
 }
