@@ -63,12 +63,27 @@ func batchDimParam(inputs []TensorInfo) string {
 	return best
 }
 
+// anySymbolic reports whether some input has a symbolic or unknown
+// dimension (or an unknown rank).
+func anySymbolic(inputs []TensorInfo) bool {
+	for _, in := range inputs {
+		if in.Shape == nil || slices.ContainsFunc(in.Shape, func(d int64) bool { return d < 0 }) {
+			return true
+		}
+	}
+	return false
+}
+
 // batchAxis returns the batch axis of input in for its dataset array a:
 // the axis whose dim_param is the batch dimension's, else the only
 // symbolic axis, else axis 0 when that one is symbolic; -1 for a scalar
 // or an input with no symbolic axis given at its exact shape (fixedAxis,
-// resolved by Check); 0 otherwise.
-func batchAxis(in TensorInfo, a *Array, param string) int {
+// resolved by Check). In a model with no symbolic dimension at all
+// (fixed, a model exported with a batch of 1), it is the one axis where
+// the model's dimension is 1 and the array's is not (a state [1, 1, 128]
+// given as [1, N, 128]); Check then verifies that the inputs agree on the
+// number of samples. 0 otherwise.
+func batchAxis(in TensorInfo, a *Array, param string, fixed bool) int {
 	if len(in.Shape) == 0 {
 		return -1
 	}
@@ -95,6 +110,19 @@ func batchAxis(in TensorInfo, a *Array, param string) int {
 		return sym[0]
 	case slices.Equal(a.Shape, in.Shape):
 		return fixedAxis
+	case fixed && len(a.Shape) == len(in.Shape):
+		ax := -1
+		for k, d := range in.Shape {
+			if d == 1 && a.Shape[k] != 1 {
+				if ax >= 0 {
+					return 0 // two candidates: Check reports the shape
+				}
+				ax = k
+			}
+		}
+		if ax >= 0 {
+			return ax
+		}
 	}
 	return 0
 }

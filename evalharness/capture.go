@@ -238,9 +238,9 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 			return nil, err
 		}
 	}
-	batch := int64(opt.Batch)
-	if batch <= 0 {
-		batch = 64
+	batch, err := ds.BatchSize(ModelInputs(m), opt.Batch)
+	if err != nil {
+		return nil, err
 	}
 	values := func(i, j int64) (map[string][]float64, map[string][]int64, error) {
 		vals := map[string][]float64{}

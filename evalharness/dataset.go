@@ -249,6 +249,7 @@ func (d *Dataset) Check(inputs []TensorInfo) error {
 	have := d.inputNames()
 	want := map[string]bool{}
 	batchParam := batchDimParam(inputs)
+	fixed := !anySymbolic(inputs)
 	axes := map[string]int{}
 	var derived []TensorInfo
 	_, haveMask := d.Inputs["attention_mask"]
@@ -277,7 +278,7 @@ func (d *Dataset) Check(inputs []TensorInfo) error {
 		if len(a.Shape) != len(in.Shape) {
 			return fmt.Errorf("%w: %s: array %q has shape %v (rank %d) but model input %q has rank %d (shape %s)", ErrDataset, d.where(), in.Name, a.Shape, len(a.Shape), in.Name, len(in.Shape), fmtShape(in.Shape))
 		}
-		ax := batchAxis(in, a, batchParam)
+		ax := batchAxis(in, a, batchParam, fixed)
 		axes[in.Name] = ax
 		for k := range in.Shape {
 			if k != ax && in.Shape[k] >= 0 && a.Shape[k] != in.Shape[k] {

@@ -150,16 +150,23 @@ func resolveMetrics(req []string, haveLabels, haveTargets, haveRef bool) (map[st
 	return want, nil
 }
 
-// batchSize returns the batch size for a runner: the fixed size of the
-// batch axis of its inputs when there is one, else want.
+// batchSize returns the batch size for a runner (see Dataset.BatchSize).
 func batchSize(r Runner, ds *Dataset, want int) (int64, error) {
-	n := ds.N
+	return ds.BatchSize(r.Inputs(), want)
+}
+
+// BatchSize returns the batch size to run a model with inputs on the
+// dataset (after Check): the fixed size of the batch axis of its inputs
+// when there is one (1 for a model exported with a fixed batch of 1),
+// else want (64 when want ≤ 0), at most N.
+func (d *Dataset) BatchSize(inputs []TensorInfo, want int) (int64, error) {
+	n := d.N
 	if want <= 0 {
 		want = 64
 	}
 	b := int64(want)
-	for _, in := range r.Inputs() {
-		ax, ok := ds.axes[in.Name]
+	for _, in := range inputs {
+		ax, ok := d.axes[in.Name]
 		if !ok {
 			ax = 0
 		}

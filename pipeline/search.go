@@ -499,6 +499,13 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 			return nil, nil, fmt.Errorf("output %q is batched along axis %d; the search compares outputs batched along axis 0 (name another with --output-name)", o.Name, ax)
 		}
 	}
+	// a model exported with a fixed batch (of 1) runs with that batch
+	batch, err := calib.BatchSize(denseSess.Inputs(), opt.Batch)
+	if err != nil {
+		denseSess.Close()
+		return nil, nil, err
+	}
+	opt.Batch = int(batch)
 	refOuts, err := evalharness.Predict(denseSess, calib, opt.Batch)
 	var names0 []string
 	for _, oi := range outIdxs {

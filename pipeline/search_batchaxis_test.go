@@ -96,3 +96,56 @@ func TestSearchStateBatchedAlongAxis1(t *testing.T) {
 		t.Errorf("searching on stateN: %v", err)
 	}
 }
+
+// TestSearchFixedBatchOfOne: a model exported with a fixed batch of 1 and
+// no symbolic dimension (x [1, 8], state h [1, 1, 8]) is searched on a
+// dataset of x [N, 8], h [1, N, 8] one sample per run, whatever Batch asks.
+func TestSearchFixedBatchOfOne(t *testing.T) {
+	needORT(t)
+	m := onnxio.New("vad1", 17)
+	m.AddInput(onnxio.ValueInfo{Name: "x", DType: onnxio.Float, Shape: []onnxio.Dim{{Value: 1}, {Value: 8}}})
+	m.AddInput(onnxio.ValueInfo{Name: "h", DType: onnxio.Float, Shape: []onnxio.Dim{{Value: 1}, {Value: 1}, {Value: 8}}})
+	rng := rand.New(rand.NewSource(5))
+	w := make([]byte, 4*64)
+	for i := 0; i < 64; i++ {
+		binary.LittleEndian.PutUint32(w[4*i:], math.Float32bits(float32(rng.NormFloat64())))
+	}
+	wt, _ := onnxio.NewTensor("W", onnxio.Float, []int64{8, 8}, w)
+	i0, _ := onnxio.NewTensor("i0", onnxio.Int64, nil, make([]byte, 8))
+	for _, x := range []*onnxio.Tensor{wt, i0} {
+		if err := m.SetInitializer(x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.InsertNodes(
+		onnxio.Node{Name: "mm", OpType: "MatMul", Inputs: []string{"x", "W"}, Outputs: []string{"a"}},
+		onnxio.Node{Name: "g", OpType: "Gather", Inputs: []string{"h", "i0"}, Outputs: []string{"h0"}, Attrs: []onnxio.Attr{onnxio.AttrInt("axis", 0)}},
+		onnxio.Node{Name: "add", OpType: "Add", Inputs: []string{"a", "h0"}, Outputs: []string{"y"}},
+	); err != nil {
+		t.Fatal(err)
+	}
+	m.AddOutput(onnxio.ValueInfo{Name: "y", DType: onnxio.Float, Shape: []onnxio.Dim{{Value: 1}, {Value: 8}}})
+	const n = 24
+	x := make([]float32, n*8)
+	h := make([]float32, n*8)
+	for i := range x {
+		x[i], h[i] = float32(rng.NormFloat64()), float32(rng.NormFloat64())
+	}
+	calib, err := evalharness.NewDataset(map[string]*evalharness.Array{
+		"x": evalharness.FromFloat32([]int64{n, 8}, x),
+		"h": evalharness.FromFloat32([]int64{1, n, 8}, h),
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, method := range []string{"", "wanda"} {
+		_, rep, err := RunSearch(context.Background(), m.Clone(), calib, LevelSearch{
+			Space: SpaceSparsity, Method: method, Target: 0.5, Levels: 2, CalibSamples: 8, Batch: 8, Search: smallSearch(1)})
+		if err != nil {
+			t.Fatalf("method %q: %v", method, err)
+		}
+		if rep.Samples != n {
+			t.Errorf("method %q: %d samples, want %d", method, rep.Samples, n)
+		}
+	}
+}
