@@ -30,7 +30,6 @@ type realModel struct {
 // failure is logged and skipped instead of failing the test; once it passes,
 // the test says so, and its entry should be removed.
 var realModelKnownFailures = map[string]string{
-	"akiki-vad/eval":       "a model with no symbolic dimension (fixed batch 1): its state h [2,1,64] has no batch axis to split the dataset's [2,N,64] along",
 	"t5-title-enc/inspect": "part of the int8 weights of ONNX Runtime's dynamic quantization are not discovered",
 	"t5-title-dec/inspect": "part of the int8 weights of ONNX Runtime's dynamic quantization are not discovered",
 }
