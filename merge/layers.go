@@ -63,47 +63,13 @@ func (l *Layers) T(name string) float64 {
 // no tensor data.
 func FindLayers(m *onnxio.Model) *Layers {
 	nodes := m.Nodes()
-	producer := map[string]int{}
 	consumers := map[string][]int{}
 	for i, n := range nodes {
-		for _, o := range n.Outputs {
-			producer[o] = i
-		}
 		for _, in := range n.Inputs {
 			if in != "" {
 				consumers[in] = append(consumers[in], i)
 			}
 		}
-	}
-	ancestors := func(v string) map[int]bool {
-		seen := map[int]bool{}
-		stack := []string{v}
-		for len(stack) > 0 {
-			x := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
-			i, ok := producer[x]
-			if !ok || seen[i] {
-				continue
-			}
-			seen[i] = true
-			stack = append(stack, nodes[i].Inputs...)
-		}
-		return seen
-	}
-	descendants := func(v string) map[int]bool {
-		seen := map[int]bool{}
-		stack := []string{v}
-		for len(stack) > 0 {
-			x := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
-			for _, i := range consumers[x] {
-				if !seen[i] {
-					seen[i] = true
-					stack = append(stack, nodes[i].Outputs...)
-				}
-			}
-		}
-		return seen
 	}
 	isLinear := func(op string) bool { return op == "MatMul" || op == "Gemm" || op == "Conv" }
 	isNorm := func(op string) bool {
@@ -116,32 +82,8 @@ func FindLayers(m *onnxio.Model) *Layers {
 		sig     string
 	}
 	var subs []sub
-	for _, n := range nodes {
-		if n.OpType != "Add" || n.Domain != "" || len(n.Inputs) != 2 {
-			continue
-		}
-		a, b := n.Inputs[0], n.Inputs[1]
-		if a == b || m.HasInitializer(a) || m.HasInitializer(b) {
-			continue
-		}
-		var skip, branch string
-		var anc map[int]bool
-		if x := ancestors(b); x[producer[a]] && hasProducer(producer, a) || !hasProducer(producer, a) && readsAny(nodes, x, a) {
-			skip, branch, anc = a, b, x
-		} else if x := ancestors(a); x[producer[b]] && hasProducer(producer, b) || !hasProducer(producer, b) && readsAny(nodes, x, b) {
-			skip, branch, anc = b, a, x
-		} else {
-			continue
-		}
-		_ = branch
-		desc := descendants(skip)
-		var path []int
-		for i := range anc {
-			if desc[i] {
-				path = append(path, i)
-			}
-		}
-		sort.Ints(path)
+	for _, r := range m.ResidualAdds() {
+		path := r.Path
 		s := sub{norms: map[string]bool{}}
 		withWeight := false
 		var ops []string
@@ -259,21 +201,4 @@ func FindLayers(m *onnxio.Model) *Layers {
 		}
 	}
 	return l
-}
-
-func hasProducer(producer map[string]int, v string) bool {
-	_, ok := producer[v]
-	return ok
-}
-
-// readsAny reports whether a node of set reads value v (v a graph input).
-func readsAny(nodes []onnxio.Node, set map[int]bool, v string) bool {
-	for i := range set {
-		for _, in := range nodes[i].Inputs {
-			if in == v {
-				return true
-			}
-		}
-	}
-	return false
 }

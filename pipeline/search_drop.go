@@ -78,57 +78,18 @@ func FindResidualBlocks(m *onnxio.Model, sel []onnxio.Weight) ([]ResidualBlock, 
 	for _, o := range m.Outputs() {
 		consumers[o.Name]++
 	}
-	// ancestors returns the indices of the nodes that v depends on.
-	ancestors := func(v string) map[int]bool {
-		seen := map[int]bool{}
-		stack := []string{v}
-		for len(stack) > 0 {
-			x := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
-			i, ok := producer[x]
-			if !ok || seen[i] {
-				continue
-			}
-			seen[i] = true
-			stack = append(stack, nodes[i].Inputs...)
-		}
-		return seen
-	}
-	produces := func(set map[int]bool, v string) bool {
-		i, ok := producer[v]
-		return ok && set[i]
-	}
 	isInit := func(v string) bool { return m.HasInitializer(v) }
 	var blocks []ResidualBlock
 	var skipped []SkippedBlock
-	for _, n := range nodes {
-		if n.OpType != "Add" || n.Domain != "" || len(n.Inputs) != 2 || len(n.Outputs) != 1 {
+	for _, r := range m.ResidualAdds() {
+		n, skip, branch := nodes[r.Node], r.Skip, r.Branch
+		if len(n.Outputs) != 1 {
 			continue
 		}
-		a, b := n.Inputs[0], n.Inputs[1]
-		if isInit(a) || isInit(b) || a == b {
-			continue
-		}
-		var skip, branch string
-		var anc map[int]bool
-		if x := ancestors(b); produces(x, a) {
-			skip, branch, anc = a, b, x
-		} else if x := ancestors(a); produces(x, b) {
-			skip, branch, anc = b, a, x
-		} else if _, ok := producer[a]; !ok && ancestorsHaveInput(nodes, ancestors(b), a) {
-			skip, branch, anc = a, b, ancestors(b) // skip is a graph input
-		} else if _, ok := producer[b]; !ok && ancestorsHaveInput(nodes, ancestors(a), b) {
-			skip, branch, anc = b, a, ancestors(a)
-		} else {
-			continue
-		}
-		// nodes on a path from skip to branch: ancestors of branch that
-		// depend on skip
+		// a block with weights: a linear weight on the path from skip to
+		// branch (not a bias or mask Add)
 		onPath := false
-		for i := range anc {
-			if !dependsOn(nodes, producer, i, skip) {
-				continue
-			}
+		for _, i := range r.Path {
 			for _, in := range nodes[i].Inputs {
 				if _, ok := linear[in]; ok && isInit(in) {
 					onPath = true
@@ -150,41 +111,6 @@ func FindResidualBlocks(m *onnxio.Model, sel []onnxio.Weight) ([]ResidualBlock, 
 		blocks = append(blocks, blk)
 	}
 	return blocks, skipped, nil
-}
-
-// ancestorsHaveInput reports whether a node of set reads value v.
-func ancestorsHaveInput(nodes []onnxio.Node, set map[int]bool, v string) bool {
-	for i := range set {
-		for _, in := range nodes[i].Inputs {
-			if in == v {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// dependsOn reports whether node i's output depends on value v.
-func dependsOn(nodes []onnxio.Node, producer map[string]int, i int, v string) bool {
-	seen := map[int]bool{}
-	stack := []int{i}
-	for len(stack) > 0 {
-		j := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if seen[j] {
-			continue
-		}
-		seen[j] = true
-		for _, in := range nodes[j].Inputs {
-			if in == v {
-				return true
-			}
-			if k, ok := producer[in]; ok {
-				stack = append(stack, k)
-			}
-		}
-	}
-	return false
 }
 
 // lastLinear checks that the branch value is produced by a linear layer
