@@ -29,6 +29,14 @@ type CaptureOptions struct {
 	Batch int
 	// Session configures the ONNX Runtime session.
 	Session SessionOptions
+	// MaxGramBytes, when > 0, bounds the memory of the Grams held at once.
+	// When the Grams asked for need more, Capture accumulates none of them
+	// up front: InputGram and ColumnNorms compute each on demand, together
+	// with the Grams that follow it in Grams' order as far as they fit,
+	// in one more pass over the data, freeing the group held before. A
+	// caller that asks in Grams' order (layer by layer) thus makes
+	// ⌈total/MaxGramBytes⌉ or so passes and holds one group at a time.
+	MaxGramBytes int64
 }
 
 // Stats holds activation statistics accumulated over a dataset, with memory
@@ -40,10 +48,12 @@ type Stats struct {
 	Samples int64
 	grams   map[string]*gram
 	tensors map[string]*TensorStats
+	lazy    *lazyGrams // Grams computed on demand (MaxGramBytes)
 }
 
 // gram accumulates XᵀX of one consumer's input.
 type gram struct {
+	name   string // the first weight that asked for it
 	node   onnxio.Node
 	op     string
 	input  string // activation value name
@@ -180,15 +190,136 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 		return nil, err
 	}
 	nodes := m.Nodes() // indexed by Weight.NodeIndex: works with unnamed nodes too
+	// Weights whose consumers read the same input the same way (q, k and
+	// v of one attention block) share one Gram.
+	shared := map[gramKey]*gram{}
+	var order []*gram // unique Grams in the order of opt.Grams
 	for _, name := range opt.Grams {
 		g, err := newGram(m, wm, nodes, name)
 		if err != nil {
 			return nil, err
 		}
+		if k, ok := g.key(); ok {
+			if s, ok := shared[k]; ok {
+				st.grams[name] = s
+				continue
+			}
+			shared[k] = g
+		}
 		st.grams[name] = g
+		order = append(order, g)
 	}
 	for _, name := range opt.Tensors {
 		st.tensors[name] = &TensorStats{Name: name, Min: math.Inf(1), Max: math.Inf(-1)}
+	}
+	var total int64
+	for _, g := range order {
+		total += g.bytes()
+	}
+	if opt.MaxGramBytes > 0 && total > opt.MaxGramBytes {
+		// Grams on demand, a group that fits at a time (see InputGram);
+		// the tensor statistics now.
+		st.lazy = &lazyGrams{ctx: ctx, m: m, ds: ds, opt: opt, order: order}
+		if len(opt.Tensors) > 0 {
+			if err := st.pass(ctx, m, ds, opt, nil, true); err != nil {
+				return nil, err
+			}
+		}
+		return st, nil
+	}
+	if err := st.pass(ctx, m, ds, opt, order, true); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// gramKey identifies the Gram a MatMul or Gemm (without transA) consumer
+// needs: its input and reduction size.
+type gramKey struct {
+	input string
+	d     int
+}
+
+// key returns g's sharing key; Conv and transposed-input Grams are not
+// shared.
+func (g *gram) key() (gramKey, bool) {
+	if g.conv != nil || g.transA {
+		return gramKey{}, false
+	}
+	return gramKey{g.input, g.d}, true
+}
+
+// bytes is the memory of g's accumulated XᵀX.
+func (g *gram) bytes() int64 { return 8 * int64(g.d) * int64(g.d) }
+
+// lazyGrams computes Grams on demand for Capture with MaxGramBytes.
+type lazyGrams struct {
+	ctx      context.Context
+	m        *onnxio.Model
+	ds       *Dataset
+	opt      CaptureOptions
+	order    []*gram
+	resident []*gram
+	passes   int
+}
+
+// load makes g's Gram resident: it frees the group held now and
+// accumulates, in one pass over the data, the group of Grams that starts
+// at g (in the order asked for) and fits in MaxGramBytes (g alone when it
+// does not fit).
+func (st *Stats) load(g *gram) error {
+	lz := st.lazy
+	for _, r := range lz.resident {
+		r.xtx, r.n = nil, 0
+	}
+	lz.resident = lz.resident[:0]
+	i := 0
+	for i < len(lz.order) && lz.order[i] != g {
+		i++
+	}
+	var group []*gram
+	var size int64
+	for ; i < len(lz.order); i++ {
+		h := lz.order[i]
+		if len(group) > 0 && size+h.bytes() > lz.opt.MaxGramBytes {
+			break
+		}
+		group = append(group, h)
+		size += h.bytes()
+	}
+	if len(group) == 0 {
+		group = []*gram{g}
+	}
+	if err := st.pass(lz.ctx, lz.m, lz.ds, lz.opt, group, false); err != nil {
+		return err
+	}
+	lz.resident = group
+	lz.passes++
+	return nil
+}
+
+// GramPasses returns how many passes over the data computed Grams on
+// demand (0 when Capture accumulated them all at once).
+func (st *Stats) GramPasses() int {
+	if st.lazy == nil {
+		return 0
+	}
+	return st.lazy.passes
+}
+
+// pass runs m over ds with the inputs of grams (and, with tensors, the
+// tensors of opt) exposed as outputs and accumulates them batch by batch.
+func (st *Stats) pass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptions, grams []*gram, tensors bool) error {
+	for _, g := range grams {
+		g.xtx, g.n = make([]float64, g.d*g.d), 0
+	}
+	uses := func(name string) bool {
+		for _, g := range grams {
+			if g.input == name {
+				return true
+			}
+		}
+		return false
 	}
 	// Values to fetch: graph inputs come from the batch itself.
 	isInput := map[string]bool{}
@@ -203,14 +334,15 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 			fetch = append(fetch, v)
 		}
 	}
-	for _, name := range opt.Grams {
-		need(st.grams[name].input)
+	for _, g := range grams {
+		need(g.input)
 	}
-	for _, name := range opt.Tensors {
-		need(name)
+	if tensors {
+		for _, name := range opt.Tensors {
+			need(name)
+		}
 	}
 	sort.Strings(fetch)
-	var sess *Session
 	var runner Runner
 	if len(fetch) > 0 {
 		c := m.Clone()
@@ -221,26 +353,23 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 			}
 			c.AddOutput(vi)
 		}
-		b, err := c.Bytes()
+		sess, err := SessionFromModelOutputs(c, fetch, opt.Session)
 		if err != nil {
-			return nil, err
-		}
-		if sess, err = NewSessionOutputs(b, fetch, opt.Session); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrCapture, err)
+			return fmt.Errorf("%w: %v", ErrCapture, err)
 		}
 		defer sess.Close()
 		runner = sess
 		if err := ds.Check(sess.Inputs()); err != nil {
-			return nil, err
+			return err
 		}
 	} else {
 		if err := ds.Check(ModelInputs(m)); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	batch, err := ds.BatchSize(ModelInputs(m), opt.Batch)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	values := func(i, j int64) (map[string][]float64, map[string][]int64, error) {
 		vals := map[string][]float64{}
@@ -259,7 +388,7 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 			}
 		}
 		for name := range isInput {
-			if a, ok := ds.Inputs[name]; ok && (seen[name] || st.tensors[name] != nil || st.usesInput(name)) {
+			if a, ok := ds.Inputs[name]; ok && (seen[name] || tensors && st.tensors[name] != nil || uses(name)) {
 				s := a.Slice(i, j)
 				v, err := s.Float64()
 				if err != nil {
@@ -279,31 +408,40 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 		}
 		return ds.TokenMask(i, j)
 	}
+	var samples int64
 	for i := int64(0); i < ds.N; i += batch {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
 		j := min(i+batch, ds.N)
 		vals, shapes, err := values(i, j)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		mask := tokenMask(i, j)
-		for _, name := range opt.Grams {
-			g := st.grams[name]
+		for _, g := range grams {
 			x, shape := vals[g.input], shapes[g.input]
 			if g.conv == nil && !g.transA {
 				x, shape = KeepRows(x, shape, mask)
 			}
 			if err := g.add(x, shape); err != nil {
-				return nil, fmt.Errorf("%w: %s: %w", ErrCapture, name, err)
+				return fmt.Errorf("%w: %s: %w", ErrCapture, g.name, err)
 			}
 		}
-		for _, ts := range st.tensors {
-			x, _ := KeepRows(vals[ts.Name], shapes[ts.Name], mask)
-			ts.addRange(x)
+		if tensors {
+			for _, ts := range st.tensors {
+				x, _ := KeepRows(vals[ts.Name], shapes[ts.Name], mask)
+				ts.addRange(x)
+			}
 		}
-		st.Samples += j - i
+		samples += j - i
+	}
+	st.Samples = samples
+	for _, g := range grams {
+		g.mirror()
+	}
+	if !tensors {
+		return nil
 	}
 	for _, ts := range st.tensors {
 		ts.finish()
@@ -321,12 +459,12 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 		}
 		for i := int64(0); i < ds.N; i += batch {
 			if err := ctx.Err(); err != nil {
-				return nil, err
+				return err
 			}
 			j := min(i+batch, ds.N)
 			vals, shapes, err := values(i, j)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			mask := tokenMask(i, j)
 			for _, ts := range st.tensors {
@@ -335,19 +473,7 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 			}
 		}
 	}
-	for _, g := range st.grams {
-		g.mirror()
-	}
-	return st, nil
-}
-
-func (st *Stats) usesInput(name string) bool {
-	for _, g := range st.grams {
-		if g.input == name {
-			return true
-		}
-	}
-	return false
+	return nil
 }
 
 // ModelInputs describes m's graph inputs that are not initializers as
@@ -387,7 +513,7 @@ func newGram(m *onnxio.Model, wm map[string]onnxio.Weight, nodes []onnxio.Node, 
 		return nil, fmt.Errorf("%w: %q has no consuming node", ErrCapture, name)
 	}
 	n := nodes[w.NodeIndex]
-	g := &gram{node: n, op: w.Op, input: n.Input(0)}
+	g := &gram{name: name, node: n, op: w.Op, input: n.Input(0)}
 	switch w.Role {
 	case onnxio.RoleMatMulB:
 		g.d = int(w.ReductionSize())
@@ -436,7 +562,6 @@ func newGram(m *onnxio.Model, wm map[string]onnxio.Weight, nodes []onnxio.Node, 
 	if g.d <= 0 {
 		return nil, fmt.Errorf("%w: %q: unknown reduction size", ErrCapture, name)
 	}
-	g.xtx = make([]float64, g.d*g.d)
 	return g, nil
 }
 
@@ -622,6 +747,11 @@ func (st *Stats) InputGram(weight string) ([]float64, int, int64, error) {
 	if !ok {
 		return nil, 0, 0, fmt.Errorf("%w: no Gram captured for %q (list it in CaptureOptions.Grams)", ErrCapture, weight)
 	}
+	if g.xtx == nil && st.lazy != nil {
+		if err := st.load(g); err != nil {
+			return nil, 0, 0, err
+		}
+	}
 	return append([]float64(nil), g.xtx...), g.d, g.n, nil
 }
 
@@ -631,6 +761,11 @@ func (st *Stats) ColumnNorms(weight string) ([]float64, error) {
 	g, ok := st.grams[weight]
 	if !ok {
 		return nil, fmt.Errorf("%w: no Gram captured for %q", ErrCapture, weight)
+	}
+	if g.xtx == nil && st.lazy != nil {
+		if err := st.load(g); err != nil {
+			return nil, err
+		}
 	}
 	out := make([]float64, g.d)
 	for i := range out {

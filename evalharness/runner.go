@@ -47,6 +47,12 @@ type SessionOptions struct {
 	Library string
 	// DisableOptimizations turns ONNX Runtime's graph optimizations off.
 	DisableOptimizations bool
+	// NoPrepack turns off ONNX Runtime's pre-packing of weights
+	// (session.disable_prepacking): a session opened from a file with
+	// external data then maps the weights instead of copying them, which
+	// keeps a large model's session out of the process's anonymous memory
+	// at some cost in speed (captures and load checks).
+	NoPrepack bool
 }
 
 var _ Runner = (*Session)(nil)

@@ -56,6 +56,10 @@ type Model struct {
 	dir    string // folder external data is resolved against; "" forbids external data
 	limits Limits
 	index  map[string]int // initializer name → index in graph.initializer
+	// spill, when set, holds the data of large tensors set on the model
+	// (see Spill); spilled maps each such tensor to its place there.
+	spill   *spillFile
+	spilled map[*pb.TensorProto]extRef
 }
 
 // openModel applies opts and opens the model file at path for reading: a
@@ -147,6 +151,7 @@ func (m *Model) Dir() string { return m.dir }
 // not copied).
 func (m *Model) Clone() *Model {
 	c := &Model{p: proto.Clone(m.p).(*pb.ModelProto), dir: m.dir, limits: m.limits}
+	m.cloneSpill(c)
 	c.reindex()
 	return c
 }
@@ -252,9 +257,11 @@ func checkUniqueInitializers(g *pb.GraphProto, depth int) error {
 	return nil
 }
 
-// extRef is a parsed external-data reference.
+// extRef is a parsed external-data reference: a file in the model's
+// folder (path), or the model's spill file (file).
 type extRef struct {
 	path           string
+	file           *os.File
 	offset, length int64
 }
 
@@ -331,6 +338,9 @@ func typedCount(t *pb.TensorProto, dt DType, n int64) (got, want int64) {
 
 // externalRef parses and checks t's external-data reference.
 func (m *Model) externalRef(t *pb.TensorProto) (extRef, error) {
+	if r, ok := m.spilledRef(t); ok {
+		return r, nil
+	}
 	var ref extRef
 	ref.offset = 0
 	ref.length = -1
@@ -432,6 +442,13 @@ func (m *Model) tensorFromProto(t *pb.TensorProto) (*Tensor, error) {
 }
 
 func readRange(ref extRef) ([]byte, error) {
+	if ref.file != nil {
+		b := make([]byte, ref.length)
+		if _, err := ref.file.ReadAt(b, ref.offset); err != nil && !(err == io.EOF && ref.length == 0) {
+			return nil, fmt.Errorf("reading spilled data: %w", err)
+		}
+		return b, nil
+	}
 	f, _, err := safefile.Open(ref.path)
 	if err != nil {
 		return nil, err
@@ -581,9 +598,16 @@ func (m *Model) SetInitializer(t *Tensor) error {
 			return err
 		}
 	}
-	p := tensorProto(t)
+	p, err := m.spillTensor(t)
+	if err != nil {
+		return err
+	}
+	if p == nil {
+		p = tensorProto(t)
+	}
 	if i, ok := m.index[t.Name]; ok {
 		old := m.p.Graph.Initializer[i]
+		delete(m.spilled, old)
 		p.DocString = old.DocString
 		p.MetadataProps = old.MetadataProps
 		m.p.Graph.Initializer[i] = p
@@ -601,6 +625,7 @@ func (m *Model) RemoveInitializer(name string) error {
 		return fmt.Errorf("%w: initializer %q", ErrNotFound, name)
 	}
 	g := m.p.Graph
+	delete(m.spilled, g.Initializer[i])
 	g.Initializer = append(g.Initializer[:i], g.Initializer[i+1:]...)
 	m.reindex()
 	return nil
@@ -614,6 +639,9 @@ func (m *Model) ExternalFiles() (locations, paths []string, err error) {
 	for _, t := range m.p.GetGraph().GetInitializer() {
 		if t.GetDataLocation() != pb.TensorProto_EXTERNAL {
 			continue
+		}
+		if _, ok := m.spilledRef(t); ok {
+			continue // the spill file is no file of the model
 		}
 		ref, err := m.externalRef(t)
 		if err != nil {

@@ -656,6 +656,13 @@ func keepExtras(p, src *pb.TensorProto) {
 // copyRange appends ref's bytes to dst, with copy_file_range where the
 // kernel offers it.
 func copyRange(dst *os.File, ref extRef) error {
+	if ref.file != nil {
+		n, err := io.Copy(dst, io.NewSectionReader(ref.file, ref.offset, ref.length))
+		if err == nil && n != ref.length {
+			err = fmt.Errorf("%w: spilled data ended after %d of %d bytes", ErrFormat, n, ref.length)
+		}
+		return err
+	}
 	f, _, err := safefile.Open(ref.path)
 	if err != nil {
 		return err

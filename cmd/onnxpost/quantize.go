@@ -111,6 +111,9 @@ func quantizeAction(c *cli.Context) error {
 	if q := quant.QuantizedOps(model); len(q) > 0 {
 		return fmt.Errorf("%s is already quantized (%s); quantize the float model", c.Args().First(), strings.Join(q, ", "))
 	}
+	if err := spillLarge(c, model); err != nil {
+		return err
+	}
 	if needCalib {
 		// Capture identifies consumers by node name: name unnamed nodes
 		// first (Quantize names its copy the same way).
@@ -249,7 +252,7 @@ func quantCapture(c *cli.Context, model *onnxio.Model, opt quant.Options) (*harn
 	if err != nil {
 		return nil, err
 	}
-	co := evalharness.CaptureOptions{Batch: c.Int("batch"), Session: so}
+	co := evalharness.CaptureOptions{Batch: c.Int("batch"), Session: so, MaxGramBytes: gramBudget}
 	if opt.Activations == "int8" {
 		if co.Tensors, err = quant.ActivationTensors(model, opt); err != nil {
 			return nil, err

@@ -80,6 +80,9 @@ func sparsifyAction(c *cli.Context) error {
 		return err
 	}
 	ref := model.Clone()
+	if err := spillLarge(c, model); err != nil {
+		return err
+	}
 	if !opt.Method.NeedsCalibration() {
 		// weights that subgraphs read are pruned in place (magnitude needs
 		// no capture of their inputs)
@@ -344,11 +347,7 @@ func sparsifyCalibration(c *cli.Context, model *onnxio.Model, sel sparsity.Selec
 		for _, n := range outs {
 			m.AddOutput(onnxio.ValueInfo{Name: n})
 		}
-		b, err := m.Bytes()
-		if err != nil {
-			return nil, err
-		}
-		sess, err := evalharness.NewSessionOutputs(b, outs, so)
+		sess, err := evalharness.SessionFromModelOutputs(m, outs, so)
 		if err != nil {
 			return nil, fmt.Errorf("calibration session: %w", err)
 		}
