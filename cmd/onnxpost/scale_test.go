@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/onnxpost/onnxpost/evalharness"
@@ -63,7 +64,7 @@ func sameModel(t *testing.T, a, b string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ta.DType != tb.DType || !slicesEqual(ta.Shape, tb.Shape) || !bytes.Equal(ta.Bytes(), tb.Bytes()) {
+		if ta.DType != tb.DType || !slices.Equal(ta.Shape, tb.Shape) || !bytes.Equal(ta.Bytes(), tb.Bytes()) {
 			t.Fatalf("initializer %s differs from the in-memory path's", name)
 		}
 	}
@@ -72,22 +73,10 @@ func sameModel(t *testing.T, a, b string) {
 		t.Fatalf("%d nodes, in memory %d", len(xb), len(xa))
 	}
 	for i := range xa {
-		if xa[i].OpType != xb[i].OpType || !slicesEqual(xa[i].Inputs, xb[i].Inputs) {
+		if xa[i].OpType != xb[i].OpType || !slices.Equal(xa[i].Inputs, xb[i].Inputs) {
 			t.Fatalf("node %d: %s%v, in memory %s%v", i, xb[i].OpType, xb[i].Inputs, xa[i].OpType, xa[i].Inputs)
 		}
 	}
-}
-
-func slicesEqual[T comparable](a, b []T) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestLargeModelPathsMatchInMemory runs int4 RTN and GPTQ, 2:4 SparseGPT

@@ -18,6 +18,7 @@ package llmgen
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"path/filepath"
 	"strconv"
@@ -267,12 +268,9 @@ func i64s(name string, v ...int64) *onnxio.Tensor {
 
 // hash is FNV-1a of s, made odd (a non-zero xorshift state).
 func hash(s string) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= 1099511628211
-	}
-	return h | 1
+	h := fnv.New64a()
+	h.Write([]byte(s))
+	return h.Sum64() | 1
 }
 
 // WriteTokens writes a calibration set for the decoder: an .npz with
