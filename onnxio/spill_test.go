@@ -155,3 +155,56 @@ func TestWriteReferencing(t *testing.T) {
 		t.Fatalf("model without a folder: %v, want ErrNotReferencable", err)
 	}
 }
+
+// TestSpillConcurrent reads spilled tensors from several goroutines and
+// saves through a Transform with several workers (run with -race).
+func TestSpillConcurrent(t *testing.T) {
+	m := New("spill", 17)
+	if err := m.Spill(t.TempDir(), 1); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for i := 0; i < 8; i++ {
+		v := make([]float32, 256)
+		for j := range v {
+			v[j] = float32(i*1000 + j)
+		}
+		name := "w" + string(rune('a'+i))
+		x, _ := FromFloat32(name, Float, []int64{256}, v)
+		if err := m.SetInitializer(x); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	done := make(chan error, len(names))
+	for _, n := range names {
+		go func(n string) {
+			x, err := m.Initializer(n)
+			if err == nil && len(x.Bytes()) != 1024 {
+				err = errors.New("short read")
+			}
+			done <- err
+		}(n)
+	}
+	for range names {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(t.TempDir(), "o.onnx")
+	id := func(_ string, x *Tensor) (*Tensor, error) { return x, nil }
+	if err := m.Save(out, &SaveOptions{External: ExternalAlways, Transform: id, Workers: 4}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		a, _ := m.Initializer(n)
+		b, err := l.Initializer(n)
+		if err != nil || !bytes.Equal(a.Bytes(), b.Bytes()) {
+			t.Fatalf("%s differs after a concurrent save: %v", n, err)
+		}
+	}
+}
