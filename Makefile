@@ -137,8 +137,8 @@ $(BIG)/llm1b.onnx:
 
 ## bench-llm: int4 RTN/GPTQ, 2:4 SparseGPT and TIES on the 1 B decoder beside ONNX Runtime's
 ## MatMulNBitsQuantizer (a bench virtualenv, .cache/venv-bench), then Wanda/SparseGPT on a
-## 4096-wide decoder; time and peak RSS of each, one job at a time (~15 GB of disk, deleted
-## afterwards unless KEEP=1; docs/BENCHMARKS.md)
+## 4096-wide decoder; time and peak RSS of each, one job at a time (~1 h on a busy 2-vCPU VM;
+## ~17 GB of disk, the extra models deleted afterwards unless KEEP=1; docs/BENCHMARKS.md)
 BENCH_VENV := .cache/venv-bench
 bench-llm: ort build models-big $(BENCH_VENV)/.ok
 	$(GO) run ./tools/llmgen -out $(BIG) -name llm1b-b.onnx -seed 2
