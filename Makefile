@@ -145,7 +145,7 @@ bench-llm: ort build models-big $(BENCH_VENV)/.ok
 	$(GO) run ./tools/llmgen -out $(BIG) -name llm1b-c.onnx -seed 3
 	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) nice python3 tools/bench_llm.py --bin $(BIN) --python $(BENCH_VENV)/bin/python \
 		--model $(BIG)/llm1b.onnx --calib $(BIG)/calib.npz --merge $(BIG)/llm1b-b.onnx,$(BIG)/llm1b-c.onnx --out out/bench-llm
-	rm -f $(BIG)/llm1b-b.onnx* $(BIG)/llm1b-c.onnx*
+	[ -n "$(KEEP)" ] || rm -f $(BIG)/llm1b-b.onnx* $(BIG)/llm1b-c.onnx*
 	$(GO) run ./tools/llmgen -out $(BIG) -name wide4096.onnx -seed 4 -layers 1 -hidden 4096 -heads 32 -ff 11008 -vocab 8192 -tokens calib4096.npz
 	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) nice python3 tools/bench_llm.py --bin $(BIN) --wide \
 		--model $(BIG)/wide4096.onnx --calib $(BIG)/calib4096.npz --out out/bench-llm --json out/bench-llm/wide4096.json
