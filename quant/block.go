@@ -135,13 +135,7 @@ func (b *Blockwise) RelError(w []float32) float64 {
 			den += float64(v) * float64(v)
 		}
 	}
-	if den == 0 {
-		if num == 0 {
-			return 0
-		}
-		return math.Inf(1)
-	}
-	return math.Sqrt(num / den)
+	return relFromSums(num, den)
 }
 
 // blockParams returns scale and zero point of the values xs under rule.
