@@ -348,6 +348,16 @@ func parseStep(n *yaml.Node, spec FlagSpec) (Step, []string) {
 	return st, errs
 }
 
+// sortedKeys returns m's keys in order.
+func sortedKeys(m map[string]any) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
 func keysOf(m map[string]bool) string {
 	var ks []string
 	for k := range m {

@@ -317,38 +317,6 @@ func mergeReady(models []*onnxio.Model, paths []string) error {
 	return nil
 }
 
-// sources hashes the input files for provenance.
-// models, when not nil, are the loaded models of paths: their external
-// data files are hashed too.
-func sources(role string, paths []string, models []*onnxio.Model) ([]merge.Source, error) {
-	var out []merge.Source
-	for i, p := range paths {
-		h, err := merge.FileSHA256(p)
-		if err != nil {
-			return nil, err
-		}
-		src := merge.Source{Role: role, Path: p, SHA256: h}
-		if models != nil {
-			locs, files, err := models[i].ExternalFiles()
-			if err != nil {
-				return nil, err
-			}
-			for k, f := range files {
-				dh, err := merge.FileSHA256(f)
-				if err != nil {
-					return nil, err
-				}
-				if src.Data == nil {
-					src.Data = map[string]string{}
-				}
-				src.Data[locs[k]] = dh
-			}
-		}
-		out = append(out, src)
-	}
-	return out, nil
-}
-
 func mergeAction(c *cli.Context) error {
 	s, err := mergeSpecFrom(c)
 	if err != nil {
@@ -375,7 +343,7 @@ func mergeAction(c *cli.Context) error {
 		}
 		in.Base = bs[0]
 		in.Labels = append(in.Labels, s.base)
-		if srcs, err = sources("base", []string{s.base}, bs); err != nil {
+		if srcs, err = merge.Sources("base", []string{s.base}, bs); err != nil {
 			return err
 		}
 	}
@@ -386,7 +354,7 @@ func mergeAction(c *cli.Context) error {
 		return err
 	}
 	in.Labels = append(in.Labels, s.models...)
-	ms, err := sources("model", s.models, in.Models)
+	ms, err := merge.Sources("model", s.models, in.Models)
 	if err != nil {
 		return err
 	}
@@ -396,7 +364,7 @@ func mergeAction(c *cli.Context) error {
 		return err
 	}
 	if c.String("align") == "activations" {
-		cs, err := sources("calib", []string{c.String("calib")}, nil)
+		cs, err := merge.Sources("calib", []string{c.String("calib")}, nil)
 		if err != nil {
 			return err
 		}
@@ -406,7 +374,7 @@ func mergeAction(c *cli.Context) error {
 		if in.Fishers, err = loadModels(s.fishers); err != nil {
 			return err
 		}
-		fs, err := sources("fisher", s.fishers, in.Fishers)
+		fs, err := merge.Sources("fisher", s.fishers, in.Fishers)
 		if err != nil {
 			return err
 		}
@@ -432,7 +400,7 @@ func mergeAction(c *cli.Context) error {
 				return fmt.Errorf("Fisher of %s on %s: %w", s.models[i], dp, err)
 			}
 			in.Fishers = append(in.Fishers, fm)
-			ds2, err := sources("fisher-data", []string{dp}, nil)
+			ds2, err := merge.Sources("fisher-data", []string{dp}, nil)
 			if err != nil {
 				return err
 			}
@@ -518,8 +486,15 @@ func evalInputs(c *cli.Context, paths []string, models []*onnxio.Model, report m
 // result as finish.
 func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report map[string]any, stopProgress func()) error {
 	path := c.String("o")
-	out.SetMetadata("onnxpost.version", version)
-	out.SetMetadata("onnxpost.command", strings.Join(append([]string{"onnxpost", c.Command.Name}, c.Args().Slice()...), " "))
+	prov, err := cliProvenance(c)
+	if err != nil {
+		stopProgress()
+		return err
+	}
+	if err := prov.Record(out); err != nil {
+		stopProgress()
+		return err
+	}
 	so := &onnxio.SaveOptions{}
 	if c.Bool("external-data") {
 		so.External = onnxio.ExternalAlways
@@ -529,7 +504,7 @@ func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report m
 		stopProgress()
 		return err
 	}
-	defer rep.abort()
+	defer rep.Abort()
 	err = mg.Save(c.Context, out, path, so)
 	stopProgress()
 	if err != nil {

@@ -1,4 +1,4 @@
-package pipeline
+package release
 
 import (
 	"bytes"
@@ -8,11 +8,11 @@ import (
 	"strings"
 )
 
-// ResultMarkdown renders the JSON result of a command (docs/ARCHITECTURE.md §4
+// Markdown renders the JSON result of a command (the report keys of docs/ARCHITECTURE.md
 // keys plus the command's own) as Markdown: the output and gate, a table of
 // the candidate's and the reference's metrics, the command's scalar
 // settings, and a table for each list of records (e.g. per-layer reports).
-func ResultMarkdown(doc []byte) (string, error) {
+func Markdown(doc []byte) (string, error) {
 	var m map[string]any
 	if err := json.Unmarshal(doc, &m); err != nil {
 		return "", err
