@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -265,57 +264,12 @@ func mergeSpecFrom(c *cli.Context) (*mergeSpec, error) {
 	return s, nil
 }
 
-// loadModels loads model files, naming the file in errors.
-func loadModels(paths []string) ([]*onnxio.Model, error) {
-	out := make([]*onnxio.Model, len(paths))
-	for i, p := range paths {
-		m, err := onnxio.Load(p)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				return nil, fmt.Errorf("model %s does not exist", p)
-			}
-			return nil, fmt.Errorf("loading %s: %w", p, err)
-		}
-		out[i] = m
-	}
-	return out, nil
-}
+// loadModels loads model files, naming the file in errors
+// (merge.LoadModels).
+func loadModels(paths []string) ([]*onnxio.Model, error) { return merge.LoadModels(paths) }
 
-// mergeReady prepares loaded models for merging, which reads main-graph
-// initializers: weights held in Constant nodes are folded into initializers,
-// sparse initializers made dense and initializers of If/Loop/Scan
-// subgraphs moved to the main graph (onnxio.Model.HoistWeight), in every
-// model alike, so the structural pairing still holds. Float weights that
-// cannot be moved (Constant nodes inside subgraphs, a name used twice) are
-// refused by name, since merging would silently keep the template's values
-// for them.
-func mergeReady(models []*onnxio.Model, paths []string) error {
-	for i, m := range models {
-		ws, err := m.AllWeights()
-		if err != nil {
-			return err
-		}
-		var held []string
-		for _, w := range ws {
-			if w.Stored == "" || !w.DType.IsFloat() {
-				continue
-			}
-			if err := m.HoistWeight(w); err != nil {
-				held = append(held, fmt.Sprintf("%s (%s)", displayName(w.Name), displayName(w.Stored)))
-			}
-		}
-		if len(held) > 0 {
-			return fmt.Errorf("%s holds weights in subgraphs, which merge does not merge (it would keep one model's values): %s", paths[i], strings.Join(held, ", "))
-		}
-		if _, err := m.FoldConstantWeights(); err != nil {
-			return fmt.Errorf("%s: %w", paths[i], err)
-		}
-		if _, err := m.DensifySparseInitializers(); err != nil {
-			return fmt.Errorf("%s: %w", paths[i], err)
-		}
-	}
-	return nil
-}
+// mergeReady prepares loaded models for merging (merge.Prepare).
+func mergeReady(models []*onnxio.Model, paths []string) error { return merge.Prepare(models, paths) }
 
 func mergeAction(c *cli.Context) error {
 	s, err := mergeSpecFrom(c)
@@ -331,34 +285,10 @@ func mergeAction(c *cli.Context) error {
 	if err := checkAlignFlags(c, len(s.fishers) > 0); err != nil {
 		return err
 	}
-	in := merge.Inputs{}
-	var srcs []merge.Source
-	if s.base != "" {
-		bs, err := loadModels([]string{s.base})
-		if err != nil {
-			return err
-		}
-		if err := mergeReady(bs, []string{s.base}); err != nil {
-			return err
-		}
-		in.Base = bs[0]
-		in.Labels = append(in.Labels, s.base)
-		if srcs, err = merge.Sources("base", []string{s.base}, bs); err != nil {
-			return err
-		}
-	}
-	if in.Models, err = loadModels(s.models); err != nil {
-		return err
-	}
-	if err := mergeReady(in.Models, s.models); err != nil {
-		return err
-	}
-	in.Labels = append(in.Labels, s.models...)
-	ms, err := merge.Sources("model", s.models, in.Models)
+	in, srcs, err := merge.LoadInputs(s.base, s.models)
 	if err != nil {
 		return err
 	}
-	srcs = append(srcs, ms...)
 	alignRows, err := alignModels(c, &in, s.models)
 	if err != nil {
 		return err
