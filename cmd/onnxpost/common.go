@@ -205,6 +205,10 @@ func commitOptions(c *cli.Context, report map[string]any) (release.Options, erro
 // commit records the provenance of the whole chain instead.
 const recipeStepKey = "onnxpost.recipe-step"
 
+// stepResultKey holds, in a recipe step's App metadata, the JSON result
+// the command printed (or would have printed), for the recipe report.
+const stepResultKey = "onnxpost.step-result"
+
 // cliProvenance is the provenance a command records: the tool version,
 // its command line and the SHA-256 of the files among its arguments (nil
 // in a recipe step).
@@ -244,8 +248,12 @@ func publish(c *cli.Context, rep *release.PendingReport, res *evalharness.Result
 }
 
 // printResult prints the JSON document on stdout with --json, else a short
-// summary on stderr.
+// summary on stderr; in a recipe step it also hands the document to the
+// recipe (stepResultKey).
 func printResult(c *cli.Context, res *evalharness.Result, doc []byte, passed bool, written, out string) {
+	if c.App != nil && c.App.Metadata[recipeStepKey] == true {
+		c.App.Metadata[stepResultKey] = doc
+	}
 	if c.Bool("json") {
 		os.Stdout.Write(doc)
 	} else {

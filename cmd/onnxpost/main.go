@@ -207,6 +207,10 @@ func exitCode(err error) int {
 	case errors.As(err, &ge):
 		fmt.Fprintln(os.Stderr, "onnxpost: gate failed:", ge.msg)
 		return exitGate
+	case errors.Is(err, release.ErrGateFailed):
+		// the library's gate failure (a recipe's final commit)
+		fmt.Fprintln(os.Stderr, "onnxpost: gate failed:", err.Error())
+		return exitGate
 	case errors.As(err, &ue):
 		fmt.Fprintln(os.Stderr, "onnxpost: usage:", ue.msg)
 		return exitUsage

@@ -107,23 +107,8 @@ func runAction(c *cli.Context) error {
 			return err
 		}
 	}
-	step := func(ctx context.Context, args []string) (map[string]any, error) {
-		fmt.Fprintf(os.Stderr, "==> onnxpost %v\n", args)
-		app := newApp()
-		full := reorderArgs(app, append([]string{"onnxpost"}, args...))
-		// a step's panic fails the step, so the report is still written
-		err := safe.Call(args[0], func() error { return app.RunContext(ctx, full) })
-		var res map[string]any
-		for i := 0; i+1 < len(args); i++ {
-			if args[i] == "--report" {
-				if b, rerr := os.ReadFile(args[i+1]); rerr == nil {
-					_ = json.Unmarshal(b, &res)
-				}
-			}
-		}
-		return res, err
-	}
-	rep, err := r.Run(c.Context, step, version)
+	r.Session = evalharness.SessionOptions{Library: c.String("ort-lib")}
+	rep, err := r.Run(c.Context, recipeStep, version)
 	if c.Bool("json") {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -132,4 +117,31 @@ func runAction(c *cli.Context) error {
 		fmt.Fprint(os.Stderr, pipeline.RecipeMarkdown(rep))
 	}
 	return err
+}
+
+// recipeStep runs one step of a recipe: the command runs in this process
+// (a fresh App, marked as a recipe step so that it leaves provenance to
+// the recipe's final commit) and hands its JSON result back through the
+// App's metadata; a command that prints no result (eval, inspect) is
+// read from its --report file instead.
+func recipeStep(ctx context.Context, args []string) (map[string]any, error) {
+	fmt.Fprintf(os.Stderr, "==> onnxpost %v\n", args)
+	app := newApp()
+	app.Metadata = map[string]any{recipeStepKey: true}
+	full := reorderArgs(app, append([]string{"onnxpost"}, args...))
+	// a step's panic fails the step, so the report is still written
+	err := safe.Call(args[0], func() error { return app.RunContext(ctx, full) })
+	var res map[string]any
+	doc, _ := app.Metadata[stepResultKey].([]byte)
+	if doc == nil {
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "--report" {
+				doc, _ = os.ReadFile(args[i+1])
+			}
+		}
+	}
+	if doc != nil {
+		_ = json.Unmarshal(doc, &res)
+	}
+	return res, err
 }
