@@ -131,3 +131,8 @@ func LoadInputs(base string, models []string) (Inputs, []Source, error) {
 	}
 	return in, append(srcs, mss...), nil
 }
+
+// Options returns the merger's options as validated by New (defaults
+// filled in: weights, densities, trim scope), as SetProvenance records
+// them.
+func (m *Merger) Options() Options { return m.opt }
