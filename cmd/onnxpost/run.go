@@ -24,15 +24,21 @@ func init() {
 whose keys are that command's flags, with a gate after any step. The whole
 recipe is checked first (unknown keys, missing files, gates without data),
 so a typo fails before any work. Intermediate models go to workdir; the
-final model is written to output only when every step passed, with the
-recipe and the tool version in its metadata. The report (JSON and Markdown)
-is written in every case.
+last step's model is committed like a command's output (release.Commit):
+evaluated on data against ref when gate or output-report is set, gated by
+gate, written to output only when every step and that gate passed, with
+the chain's provenance in its metadata (tool version, SHA-256 of every
+model the recipe reads, what each transform records) and its own report
+at output-report. The recipe report (JSON and Markdown) is written in
+every case.
 
   name: demo
-  seed: 0
   data: models/data/digits_union_test.npz
   output: out/demo.onnx
   report: out/demo.json
+  ref: models/zoo/mlp/base.onnx
+  gate: "accuracy_drop<=0.05"
+  output-report: out/demo-output.json
   steps:
     - merge: {method: ties, base: models/zoo/mlp/base.onnx, density: 0.3,
               inputs: [models/zoo/mlp/ft_low.onnx, models/zoo/mlp/ft_high.onnx]}
@@ -41,12 +47,13 @@ is written in every case.
       gate: "accuracy_drop<=0.05"
 
 Paths are relative to the recipe's folder. Everything the recipe writes
-(output, report and its .md/.png, workdir, and step flags such as
-save-outputs or plots) must stay inside that folder, or inside --out-dir
-DIR when given: absolute paths, ".." and symbolic links that leave it are
-refused before anything runs (exit code 2). A recipe cannot set ort-lib
-or threads above the limit (see SECURITY.md). The output's metadata
-records the recipe's SHA-256 and its validated form, not its text.
+(output, report and its .md/.png, output-report and its .md, workdir, and
+step flags such as save-outputs or plots) must stay inside that folder, or
+inside --out-dir DIR when given: absolute paths, ".." and symbolic links
+that leave it are refused before anything runs (exit code 2). A recipe
+cannot set ort-lib or threads above the limit (see SECURITY.md). The
+recipe report records the recipe's SHA-256 and its validated form, not
+its text.
 Exit code 3 when a gate fails.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print the recipe report as JSON on stdout"},
