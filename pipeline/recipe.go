@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -296,7 +298,7 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 	}
 	for i := range r.Steps {
 		s := &r.Steps[i]
-		for _, k := range sortedKeys(s.Args) {
+		for _, k := range slices.Sorted(maps.Keys(s.Args)) {
 			if !stepWriteFlags[k] {
 				continue
 			}
@@ -392,16 +394,6 @@ func parseStep(n *yaml.Node, spec FlagSpec) (Step, []string) {
 		bad(n, "the step names no command")
 	}
 	return st, errs
-}
-
-// sortedKeys returns m's keys in order.
-func sortedKeys(m map[string]any) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 func keysOf(m map[string]bool) string {
