@@ -14,8 +14,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onnxpost/onnxpost/compress/sparsity"
-	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/pipeline"
 )
 
 func init() {
@@ -125,11 +125,7 @@ func sparsifyAction(c *cli.Context) error {
 	}
 	var calib sparsity.Calibration
 	if opt.Method.NeedsCalibration() {
-		if c.Bool("sequential") {
-			calib, err = newLiveCalibration(c, model)
-		} else {
-			calib, err = sparsifyCalibration(c, model, sel)
-		}
+		calib, err = sparsifyCalibration(c, model, sel)
 		if err != nil {
 			return err
 		}
@@ -279,110 +275,31 @@ func writeSparsityTable(w io.Writer, rep sparsity.Report) {
 	}
 }
 
-// liveCalibration captures a layer's input on the model as it is when the
-// layer's turn comes: sparsity.PruneModel prunes in graph order and writes
-// each layer back before asking for the next one's XᵀX, so the inputs of
-// later layers come from the already pruned ones.
-type liveCalibration struct {
-	c     *cli.Context
-	model *onnxio.Model
-}
-
-func newLiveCalibration(c *cli.Context, model *onnxio.Model) (*liveCalibration, error) {
-	if _, err := loadDataset(c, "calib"); err != nil {
-		return nil, fmt.Errorf("--calib: %w", err)
-	}
-	return &liveCalibration{c: c, model: model}, nil
-}
-
-func (l *liveCalibration) InputGram(weight string) ([]float64, int, int64, error) {
-	re := regexp.MustCompile("^" + regexp.QuoteMeta(weight) + "$")
-	cal, err := sparsifyCalibration(l.c, l.model, sparsity.Selection{Include: re})
-	if err != nil {
-		return nil, 0, 0, err
-	}
-	return cal.InputGram(weight)
-}
-
-// sparsifyCalibration runs the model over --calib with the inputs of the
-// pruned nodes as extra outputs (evalharness) and returns them as a
-// sparsity.Captured, which computes each layer's XᵀX (im2col for Conv).
+// sparsifyCalibration loads --calib and captures the inputs of the
+// layers sel picks (pipeline.SparsityCalibration); with --sequential, each
+// layer's input is captured on the model pruned so far
+// (pipeline.SequentialSparsityCalibration).
 func sparsifyCalibration(c *cli.Context, model *onnxio.Model, sel sparsity.Selection) (sparsity.Calibration, error) {
-	if err := c.Context.Err(); err != nil {
-		return nil, err
-	}
 	ds, err := loadDataset(c, "calib")
 	if err != nil {
 		return nil, fmt.Errorf("--calib: %w", err)
 	}
-	if n := int64(c.Int("calib-samples")); n > 0 && ds.N > n {
-		ds = ds.Head(n)
-	}
-	names, err := sparsity.ActivationTensors(model, sel)
+	co, err := calibOptions(c)
 	if err != nil {
 		return nil, err
 	}
-	acts := map[string]sparsity.Activation{}
-	var outs []string
-	for _, n := range names {
-		if a, ok := ds.Inputs[n]; ok {
-			v, err := arrayFloat32(a)
-			if err != nil {
-				return nil, fmt.Errorf("calibration input %s: %w", n, err)
-			}
-			acts[n] = sparsity.Activation{Shape: a.Shape, Data: v}
-			continue
-		}
-		outs = append(outs, n)
+	if c.Bool("sequential") {
+		return pipeline.SequentialSparsityCalibration(c.Context, model, ds, co), nil
 	}
-	if len(outs) > 0 {
-		so, err := sessionOptions(c)
-		if err != nil {
-			return nil, err
-		}
-		m := model.Clone()
-		for _, n := range outs {
-			m.AddOutput(onnxio.ValueInfo{Name: n})
-		}
-		b, err := m.Bytes()
-		if err != nil {
-			return nil, err
-		}
-		sess, err := evalharness.NewSessionOutputs(b, outs, so)
-		if err != nil {
-			return nil, fmt.Errorf("calibration session: %w", err)
-		}
-		defer sess.Close()
-		arrs, err := evalharness.Predict(sess, ds, c.Int("batch"))
-		if err != nil {
-			return nil, fmt.Errorf("calibration run: %w", err)
-		}
-		// padded token positions (attention_mask 0) stay out of XᵀX
-		var mask []bool
-		if hasModelInput(model, "attention_mask") {
-			mask = ds.TokenMask(0, ds.N)
-		}
-		for i, info := range sess.Outputs() {
-			v, err := arrayFloat32(arrs[i])
-			if err != nil {
-				return nil, fmt.Errorf("activation %s: %w", info.Name, err)
-			}
-			shape := arrs[i].Shape
-			if sparsity.RowActivation(model, info.Name) {
-				v, shape = evalharness.KeepRows(v, shape, mask)
-			}
-			acts[info.Name] = sparsity.Activation{Shape: shape, Data: v}
-		}
-	}
-	return sparsity.NewCaptured(model, acts)
+	return pipeline.SparsityCalibration(c.Context, model, ds, sel, co)
 }
 
-// hasModelInput reports whether m has a graph input named name.
-func hasModelInput(m *onnxio.Model, name string) bool {
-	for _, in := range m.Inputs() {
-		if in.Name == name {
-			return true
-		}
+// calibOptions returns the calibration options of --calib-samples,
+// --batch and the session flags.
+func calibOptions(c *cli.Context) (pipeline.CalibOptions, error) {
+	so, err := sessionOptions(c)
+	if err != nil {
+		return pipeline.CalibOptions{}, err
 	}
-	return false
+	return pipeline.CalibOptions{Session: so, Batch: c.Int("batch"), Samples: int64(c.Int("calib-samples"))}, nil
 }
