@@ -1,6 +1,7 @@
 package merge
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -132,7 +133,13 @@ func LoadInputs(base string, models []string) (Inputs, []Source, error) {
 	return in, append(srcs, mss...), nil
 }
 
-// Options returns the merger's options as validated by New (defaults
-// filled in: weights, densities, trim scope), as SetProvenance records
-// them.
-func (m *Merger) Options() Options { return m.opt }
+// Merged returns the merged model in memory with the merge's provenance
+// (SetProvenance with the validated options and sources) in its metadata:
+// what the CLI's merge writes when it evaluates the result.
+func (m *Merger) Merged(ctx context.Context, sources []Source) (*onnxio.Model, error) {
+	out := m.Output()
+	if err := SetProvenance(out, &m.opt, sources); err != nil {
+		return nil, err
+	}
+	return m.Model(ctx, out)
+}

@@ -52,11 +52,8 @@ func run(ctx context.Context, zoo, data, out, gateExpr string) (*release.Report,
 	if err != nil {
 		return nil, err
 	}
-	model, opt := mg.Output(), mg.Options()
-	if err := merge.SetProvenance(model, &opt, sources); err != nil {
-		return nil, err
-	}
-	if model, err = mg.Model(ctx, model); err != nil {
+	model, err := mg.Merged(ctx, sources) // with the merge's provenance
+	if err != nil {
 		return nil, err
 	}
 
