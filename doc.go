@@ -6,7 +6,7 @@
 // uses, in the order a release pipeline calls them:
 //
 //   - onnxio loads and saves models (atomic saves, external data);
-//   - merge combines fine-tunes (LoadInputs, New, Merger.Model; TIES,
+//   - merge combines fine-tunes (LoadInputs, New, Merger.Merged; TIES,
 //     DARE, SLERP, Fisher and mergekit's methods);
 //   - compress/sparsity prunes (PruneModel: N:M or unstructured;
 //     magnitude, Wanda, SparseGPT), compress/lowrank factorizes;
