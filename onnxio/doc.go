@@ -48,6 +48,17 @@
 // fields included. Input files are never modified. Edits (SetInitializer,
 // ReplaceNode, ...) change only the Model value they are called on.
 //
+// # Derived models
+//
+// Derive returns a model that shares everything with its original (tensor
+// data, nodes, subgraphs) at the cost of copying the lists that hold them;
+// With, WithInitializers, WithoutInitializers, WithMetadata and
+// WithNodeReplaced return such a model with an edit applied, leaving the
+// original as it was, in the spirit of copy-on-write. Every editor replaces
+// the records it changes rather than modifying them, so no edit of one
+// model is ever seen by another that shares its parts. Clone is the deep
+// copy, for a caller that wants nothing shared.
+//
 // # Trust
 //
 // Model files are untrusted. Limits bounds what Load accepts; external data
@@ -61,5 +72,7 @@
 //
 // A Model is safe for concurrent reads, Bytes and Save included (they build
 // the output from shallow copies and never modify the Model); edits need
-// exclusive access.
+// exclusive access to the Model they are called on, and no other: a model
+// may be read by many goroutines while models derived from it are edited
+// and saved.
 package onnxio

@@ -650,9 +650,11 @@ func (m *Model) Metadata() map[string]string {
 
 // SetMetadata sets (or adds) a metadata_props entry, e.g. provenance.
 func (m *Model) SetMetadata(key, value string) {
-	for _, kv := range m.p.MetadataProps {
+	for i, kv := range m.p.MetadataProps {
 		if kv.GetKey() == key {
-			kv.Value = proto.String(value)
+			c := shallowClone(kv) // kv may be shared with a derived model
+			c.Value = proto.String(value)
+			m.p.MetadataProps[i] = c
 			return
 		}
 	}
@@ -683,10 +685,12 @@ func (m *Model) Opsets() map[string]int64 {
 
 // SetOpset imports domain at version (replacing an existing import).
 func (m *Model) SetOpset(domain string, version int64) {
-	for _, o := range m.p.OpsetImport {
+	for i, o := range m.p.OpsetImport {
 		d := o.GetDomain()
 		if d == domain || (domain == "" && d == "ai.onnx") {
-			o.Version = proto.Int64(version)
+			c := shallowClone(o) // o may be shared with a derived model
+			c.Version = proto.Int64(version)
+			m.p.OpsetImport[i] = c
 			return
 		}
 	}
