@@ -213,7 +213,7 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 	var sess *Session
 	var runner Runner
 	if len(fetch) > 0 {
-		c := m.Clone()
+		c := m.Derive()
 		for _, v := range fetch {
 			vi, ok := c.ValueInfo(v)
 			if !ok {

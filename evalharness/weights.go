@@ -23,7 +23,7 @@ type WeightSession struct {
 // graph inputs and opens one session on it. The original values remain the
 // defaults of every candidate.
 func NewWeightSession(m *onnxio.Model, weights []string, opt SessionOptions) (*WeightSession, error) {
-	c := m.Clone()
+	c := m.Derive()
 	removed, err := c.InitializersToInputs(weights)
 	if err != nil {
 		return nil, err

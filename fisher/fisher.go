@@ -427,7 +427,7 @@ const SeedInput = "fisher_seed"
 // buildLoop builds the ModeLoop graph: one example, the gradient of
 // Σ seed⊙logits for a seed fed as an input, flattened per parameter.
 func buildLoop(m *onnxio.Model, base *Graph, info map[string]autodiff.Info) (*Graph, error) {
-	g := m.Clone()
+	g := m.Derive()
 	gr := *base
 	gr.Mode = ModeLoop
 	dt := info[base.Output].DType
@@ -567,7 +567,7 @@ func eye(dt onnxio.DType, c int) (*onnxio.Tensor, error) {
 // coefficient p_k (or 1/K), per-row gradients squared and contracted with
 // the coefficients.
 func buildRows(m *onnxio.Model, base *Graph, info, info2 map[string]autodiff.Info) (*Graph, error) {
-	g := m.Clone()
+	g := m.Derive()
 	gr := *base
 	gr.Mode = ModeRows
 	c := base.Classes
@@ -672,7 +672,7 @@ func copyInfo(m map[string]autodiff.Info) map[string]autodiff.Info {
 // buildCopies builds the ModeCopies graph: one example, one backward pass
 // per class (or drawn label) in the same graph.
 func buildCopies(m *onnxio.Model, base *Graph, info map[string]autodiff.Info) (*Graph, error) {
-	g := m.Clone()
+	g := m.Derive()
 	gr := *base
 	gr.Mode = ModeCopies
 	classes := base.Classes

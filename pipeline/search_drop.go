@@ -197,7 +197,7 @@ func lastLinear(m *onnxio.Model, nodes []onnxio.Node, producer map[string]int, c
 // output keeps its name through an Identity), then nodes that no longer
 // reach a graph output and unused initializers are deleted.
 func DropBlocks(m *onnxio.Model, blocks []ResidualBlock) (*onnxio.Model, error) {
-	out := m.Clone()
+	out := m.Derive()
 	out.EnsureNodeNames()
 	isOutput := map[string]bool{}
 	for _, o := range out.Outputs() {
