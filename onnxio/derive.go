@@ -38,7 +38,7 @@ func (m *Model) Derive() *Model {
 		g.MetadataProps = slices.Clone(g.MetadataProps)
 		p.Graph = g
 	}
-	return &Model{p: p, dir: m.dir, limits: m.limits, index: maps.Clone(m.index)}
+	return &Model{p: p, dir: m.dir, fsys: m.fsys, limits: m.limits, index: maps.Clone(m.index)}
 }
 
 // With returns a model derived from m (see Derive) with edit applied to it;

@@ -4,7 +4,8 @@
 //
 // # Overview
 //
-// Load (or LoadBytes) parses a model and checks it against Limits: every
+// Load (or LoadBytes, or LoadFS for a model in an fs.FS) parses a model and
+// checks it against Limits: every
 // initializer's dims, data length and external-data reference are validated
 // before any tensor is decoded, so a hostile file gives an error, never a
 // panic, and nothing outside the model's folder is ever read. Tensors held in
@@ -63,7 +64,8 @@
 //
 // Model files are untrusted. Limits bounds what Load accepts; external data
 // locations must be local paths (filepath.IsLocal) that resolve, symlinks
-// included, inside the model's folder. Model files and external data files
+// included, inside the model's folder (LoadFS: inside the model's folder of
+// the fs.FS, by the same lexical rule). Model files and external data files
 // must be regular files: FIFOs, devices and sockets (also through symlinks)
 // are refused before they are opened for reading (ErrNotRegular). Two
 // initializers of one graph with the same name are refused (ErrFormat).

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -54,6 +56,7 @@ func WithLimits(l Limits) Option { return func(c *loadConfig) { c.limits = l } }
 type Model struct {
 	p      *pb.ModelProto
 	dir    string // folder external data is resolved against; "" forbids external data
+	fsys   fs.FS  // the file system dir is in (a slash-separated path of it); nil: the OS's
 	limits Limits
 	index  map[string]int // initializer name → index in graph.initializer
 }
@@ -107,6 +110,12 @@ func Load(path string, opts ...Option) (*Model, error) {
 // external data lives in; with dir == "" a model that references external
 // data is rejected. b is retained: the caller must not modify it.
 func LoadBytes(b []byte, dir string, opts ...Option) (*Model, error) {
+	return loadBytes(b, dir, nil, opts)
+}
+
+// loadBytes is LoadBytes with external data resolved in fsys (nil: the
+// OS's file system).
+func loadBytes(b []byte, dir string, fsys fs.FS, opts []Option) (*Model, error) {
 	cfg := loadConfig{limits: DefaultLimits}
 	for _, o := range opts {
 		o(&cfg)
@@ -118,7 +127,7 @@ func LoadBytes(b []byte, dir string, opts ...Option) (*Model, error) {
 	if err := (proto.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(b, p); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
 	}
-	m := &Model{p: p, dir: dir, limits: cfg.limits}
+	m := &Model{p: p, dir: dir, fsys: fsys, limits: cfg.limits}
 	if err := m.validate(); err != nil {
 		return nil, err
 	}
@@ -140,13 +149,15 @@ func New(name string, opset int64) *Model {
 	return m
 }
 
-// Dir returns the folder external data is resolved against.
+// Dir returns the folder external data is resolved against: a path of
+// the file system for a model from Load, a path inside the fs.FS for one
+// from LoadFS.
 func (m *Model) Dir() string { return m.dir }
 
 // Clone returns a deep copy of the model (external data stays referenced,
 // not copied).
 func (m *Model) Clone() *Model {
-	c := &Model{p: proto.Clone(m.p).(*pb.ModelProto), dir: m.dir, limits: m.limits}
+	c := &Model{p: proto.Clone(m.p).(*pb.ModelProto), dir: m.dir, fsys: m.fsys, limits: m.limits}
 	c.reindex()
 	return c
 }
@@ -255,6 +266,7 @@ func checkUniqueInitializers(g *pb.GraphProto, depth int) error {
 // extRef is a parsed external-data reference.
 type extRef struct {
 	path           string
+	fsys           fs.FS // nil: path is an OS path
 	offset, length int64
 }
 
@@ -359,11 +371,23 @@ func (m *Model) externalRef(t *pb.TensorProto) (extRef, error) {
 	if m.dir == "" {
 		return ref, fmt.Errorf("%w: external data %q but the model was loaded without a folder", ErrExternalPath, loc)
 	}
-	path, err := resolveLocal(m.dir, loc)
-	if err != nil {
-		return ref, err
+	var path string
+	var st fs.FileInfo
+	var err error
+	if m.fsys != nil {
+		path, err = resolveFS(m.dir, loc)
+		if err != nil {
+			return ref, err
+		}
+		st, err = fs.Stat(m.fsys, path)
+		ref.fsys = m.fsys
+	} else {
+		path, err = resolveLocal(m.dir, loc)
+		if err != nil {
+			return ref, err
+		}
+		st, err = os.Stat(path)
 	}
-	st, err := os.Stat(path)
 	if err != nil {
 		return ref, fmt.Errorf("%w: external data: %v", ErrFormat, err)
 	}
@@ -431,14 +455,65 @@ func (m *Model) tensorFromProto(t *pb.TensorProto) (*Tensor, error) {
 	return out, nil
 }
 
+// resolveFS resolves loc inside dir of an fs.FS by the rule resolveLocal
+// applies to paths (a local path: not absolute, no ".." that leaves dir);
+// names of an fs.FS are slash-separated and cannot leave it.
+func resolveFS(dir, loc string) (string, error) {
+	if strings.ContainsRune(loc, 0) || !filepath.IsLocal(filepath.FromSlash(loc)) || path.IsAbs(loc) {
+		return "", fmt.Errorf("%w: %q", ErrExternalPath, loc)
+	}
+	p := path.Join(dir, filepath.ToSlash(loc))
+	if !fs.ValidPath(p) {
+		return "", fmt.Errorf("%w: %q", ErrExternalPath, loc)
+	}
+	return p, nil
+}
+
+// open opens ref's file (a regular file only) and returns a reader of
+// exactly its range's bytes, or fewer when the file is shorter than it
+// said; the caller closes the closer.
+func (ref extRef) open() (*io.LimitedReader, io.Closer, error) {
+	if ref.fsys == nil {
+		f, _, err := safefile.Open(ref.path)
+		if err != nil {
+			return nil, nil, err
+		}
+		if _, err := f.Seek(ref.offset, io.SeekStart); err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+		return &io.LimitedReader{R: f, N: ref.length}, f, nil
+	}
+	f, err := ref.fsys.Open(ref.path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: external data: %v", ErrFormat, err)
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = fmt.Errorf("%s: %w", ref.path, ErrNotRegular)
+	}
+	if err == nil {
+		if sk, ok := f.(io.Seeker); ok {
+			_, err = sk.Seek(ref.offset, io.SeekStart)
+		} else {
+			_, err = io.CopyN(io.Discard, f, ref.offset)
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("%w: external data: %w", ErrFormat, err)
+	}
+	return &io.LimitedReader{R: f, N: ref.length}, f, nil
+}
+
 func readRange(ref extRef) ([]byte, error) {
-	f, _, err := safefile.Open(ref.path)
+	r, c, err := ref.open()
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer c.Close()
 	b := make([]byte, ref.length)
-	if _, err := f.ReadAt(b, ref.offset); err != nil && !(err == io.EOF && ref.length == 0) {
+	if _, err := io.ReadFull(r, b); err != nil && !(err == io.EOF && ref.length == 0) {
 		return nil, fmt.Errorf("%w: reading external data: %v", ErrFormat, err)
 	}
 	return b, nil
