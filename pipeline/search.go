@@ -479,7 +479,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	if err != nil {
 		return nil, nil, err
 	}
-	denseSess, err := evalharness.NewSession(denseBytes, opt.Session)
+	denseSess, err := evalharness.OpenSession(evalharness.OpenRequest{Model: denseBytes}, opt.Session)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -547,7 +547,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	if err != nil {
 		return nil, nil, err
 	}
-	sess, err := evalharness.NewSessionOutputs(wiBytes, names0, opt.Session)
+	sess, err := evalharness.OpenSession(evalharness.OpenRequest{Model: wiBytes, Outputs: names0}, opt.Session)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -348,7 +348,7 @@ func sparsifyCalibration(c *cli.Context, model *onnxio.Model, sel sparsity.Selec
 		if err != nil {
 			return nil, err
 		}
-		sess, err := evalharness.NewSessionOutputs(b, outs, so)
+		sess, err := evalharness.OpenSession(evalharness.OpenRequest{Model: b, Outputs: outs}, so)
 		if err != nil {
 			return nil, fmt.Errorf("calibration session: %w", err)
 		}
