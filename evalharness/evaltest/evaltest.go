@@ -8,8 +8,9 @@
 // The interpreter computes in float64 and knows the ops of small
 // multilayer perceptrons and of the gradient graphs fisher builds for them:
 // Add, Sub, Mul, Div, Sum, MatMul, Gemm, Relu, Tanh, Sigmoid, Softmax,
-// Identity, Constant, Shape, Reshape, Flatten, Concat, Transpose,
-// ReduceSum, Equal, Greater, Where, NonZero, Gather. Any other op is an error when the
+// Identity, Constant, Shape, Reshape, Flatten, Unsqueeze, Expand, Tile,
+// Slice, Concat, Transpose, ReduceSum, Equal, Greater, Where, NonZero,
+// Gather. Any other op is an error when the
 // session is opened. It is a test double, not an engine: it is slow, and
 // float32 results differ from ONNX Runtime's in the last bits.
 package evaltest
@@ -19,6 +20,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/onnxpost/onnxpost/evalharness"
@@ -156,10 +158,17 @@ func newSession(m *onnxio.Model, outs []string) (*session, error) {
 		}
 		s.consts[name] = v
 	}
-	for i, n := range s.nodes {
-		if _, ok := ops[n.OpType]; !ok || (n.Domain != "" && n.Domain != "ai.onnx") {
-			return nil, fmt.Errorf("%w: node %q: op %s", ErrUnsupported, n.Name, n.OpType)
+	var missing []string
+	for _, n := range s.nodes {
+		if _, ok := ops[n.OpType]; (!ok || (n.Domain != "" && n.Domain != "ai.onnx")) && !slices.Contains(missing, n.OpType) {
+			missing = append(missing, n.OpType)
 		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return nil, fmt.Errorf("%w: ops %s", ErrUnsupported, strings.Join(missing, ", "))
+	}
+	for i, n := range s.nodes {
 		if n.OpType == "Constant" {
 			t, err := m.NodeTensor(n, "value")
 			if err != nil {
@@ -273,7 +282,7 @@ func toArray(v *value) *evalharness.Array {
 	case onnxio.Int64, onnxio.Int32:
 		x := make([]int64, len(v.v))
 		for i, f := range v.v {
-			x[i] = int64(f)
+			x[i] = toInt(f)
 		}
 		return evalharness.FromInt64(v.shape, x)
 	case onnxio.Bool:
@@ -326,7 +335,23 @@ func init() {
 		"NonZero":   nonZero,
 		"Gather":    gather,
 		"Flatten":   flatten,
+		"Unsqueeze": unsqueeze,
+		"Expand":    expand,
+		"Tile":      tile,
+		"Slice":     slice,
 	}
+}
+
+// toInt converts an integer held as float64, saturating the sentinels
+// (INT64_MAX "to the end") that float64 cannot hold exactly.
+func toInt(f float64) int64 {
+	switch {
+	case f >= math.MaxInt64:
+		return math.MaxInt64
+	case f <= math.MinInt64:
+		return math.MinInt64
+	}
+	return int64(f)
 }
 
 func one(v *value, err error) ([]*value, error) {
@@ -643,7 +668,7 @@ func reshape(n onnxio.Node, in []*value) ([]*value, error) {
 	infer := -1
 	known := 1
 	for i, f := range sv.v {
-		d := int64(f)
+		d := toInt(f)
 		switch {
 		case d == 0 && n.Int("allowzero", 0) == 0:
 			if i >= len(x.shape) {
@@ -700,7 +725,7 @@ func reduceSum(n onnxio.Node, in []*value) ([]*value, error) {
 	var axes []int64
 	if len(in) > 1 && in[1] != nil {
 		for _, f := range in[1].v {
-			axes = append(axes, int64(f))
+			axes = append(axes, toInt(f))
 		}
 	} else {
 		axes = n.Ints("axes")
@@ -805,4 +830,159 @@ func flatten(n onnxio.Node, in []*value) ([]*value, error) {
 	}
 	shape := []int64{int64(size(x.shape[:ax])), int64(size(x.shape[ax:]))}
 	return []*value{{dt: x.dt, shape: shape, v: x.v}}, nil
+}
+
+// ints returns the int64 values of an optional input, or attr's.
+func ints(n onnxio.Node, in []*value, i int, attr string) []int64 {
+	if i < len(in) && in[i] != nil {
+		out := make([]int64, len(in[i].v))
+		for k, f := range in[i].v {
+			out[k] = toInt(f)
+		}
+		return out
+	}
+	return n.Ints(attr)
+}
+
+func unsqueeze(n onnxio.Node, in []*value) ([]*value, error) {
+	x := in[0]
+	axes := ints(n, in, 1, "axes")
+	r := len(x.shape) + len(axes)
+	ones := make([]bool, r)
+	for _, a := range axes {
+		ax, err := axisOf(a, r)
+		if err != nil {
+			return nil, err
+		}
+		ones[ax] = true
+	}
+	shape := make([]int64, 0, r)
+	k := 0
+	for i := 0; i < r; i++ {
+		if ones[i] {
+			shape = append(shape, 1)
+		} else {
+			shape = append(shape, x.shape[k])
+			k++
+		}
+	}
+	return []*value{{dt: x.dt, shape: shape, v: x.v}}, nil
+}
+
+// gatherIndex returns a value of shape out whose elements are x's at idx.
+func gatherIndex(x *value, out []int64, idx []int) *value {
+	v := &value{dt: x.dt, shape: out, v: make([]float64, len(idx))}
+	for i, p := range idx {
+		v.v[i] = x.v[p]
+	}
+	return v
+}
+
+func expand(n onnxio.Node, in []*value) ([]*value, error) {
+	x := in[0]
+	shape, err := broadcast(x.shape, ints(n, in, 1, ""))
+	if err != nil {
+		return nil, err
+	}
+	return []*value{gatherIndex(x, shape, index(x.shape, shape))}, nil
+}
+
+// walk calls fn with the coordinates of every element of shape, in order.
+func walk(shape []int64, fn func(coord []int64)) {
+	n := size(shape)
+	coord := make([]int64, len(shape))
+	for i := 0; i < n; i++ {
+		fn(coord)
+		for j := len(shape) - 1; j >= 0; j-- {
+			coord[j]++
+			if coord[j] < shape[j] {
+				break
+			}
+			coord[j] = 0
+		}
+	}
+}
+
+// offset returns the position of coord in a C-ordered array of shape.
+func offset(shape, coord []int64) int {
+	p := 0
+	for j, c := range coord {
+		p = p*int(shape[j]) + int(c)
+	}
+	return p
+}
+
+func tile(n onnxio.Node, in []*value) ([]*value, error) {
+	x := in[0]
+	rep := ints(n, in, 1, "")
+	if len(rep) != len(x.shape) {
+		return nil, fmt.Errorf("repeats %v for rank %d", rep, len(x.shape))
+	}
+	shape := make([]int64, len(rep))
+	for i, r := range rep {
+		shape[i] = x.shape[i] * r
+	}
+	var idx []int
+	src := make([]int64, len(shape))
+	walk(shape, func(c []int64) {
+		for j := range c {
+			src[j] = c[j] % x.shape[j]
+		}
+		idx = append(idx, offset(x.shape, src))
+	})
+	return []*value{gatherIndex(x, shape, idx)}, nil
+}
+
+func slice(n onnxio.Node, in []*value) ([]*value, error) {
+	x := in[0]
+	r := len(x.shape)
+	starts, ends := ints(n, in, 1, "starts"), ints(n, in, 2, "ends")
+	axes, steps := ints(n, in, 3, "axes"), ints(n, in, 4, "steps")
+	lo, step := make([]int64, r), make([]int64, r)
+	shape := slices.Clone(x.shape)
+	for i := range step {
+		step[i] = 1
+	}
+	for k := range starts {
+		ax := k
+		if axes != nil {
+			a, err := axisOf(axes[k], r)
+			if err != nil {
+				return nil, err
+			}
+			ax = a
+		}
+		st := int64(1)
+		if steps != nil {
+			st = steps[k]
+		}
+		if st == 0 {
+			return nil, fmt.Errorf("slice step 0")
+		}
+		d := x.shape[ax]
+		b, e := starts[k], ends[k]
+		if b < 0 {
+			b += d
+		}
+		if e < 0 {
+			e += d
+		}
+		if st > 0 {
+			b, e = min(max(b, 0), d), min(max(e, 0), d)
+			shape[ax] = max(0, (e-b+st-1)/st)
+		} else {
+			b, e = min(max(b, -1), d-1), min(max(e, -1), d-1)
+			shape[ax] = max(0, (b-e-st-1)/(-st))
+		}
+		lo[ax], step[ax] = b, st
+	}
+	var idx []int
+	src := make([]int64, r)
+	walk(shape, func(c []int64) {
+		for j := range c {
+			src[j] = lo[j] + c[j]*step[j]
+		}
+		idx = append(idx, offset(x.shape, src))
+	})
+	return []*value{gatherIndex(x, shape, idx)}, nil
 }
