@@ -4,11 +4,11 @@
 //
 // # Overview
 //
-// Load (or LoadBytes, or LoadFS for a model in an fs.FS) parses a model and
-// checks it against Limits: every
-// initializer's dims, data length and external-data reference are validated
-// before any tensor is decoded, so a hostile file gives an error, never a
-// panic, and nothing outside the model's folder is ever read. Tensors held in
+// Load (or LoadBytes, or LoadFS for a model in an fs.FS) parses a model
+// and checks it against Limits: every initializer's dims, data length and
+// external-data reference are validated before any tensor is decoded, so a
+// hostile file gives an error, never a panic, and nothing outside the
+// model's folder is ever read. Tensors held in
 // external data are read lazily, on demand. Model.Save writes inline or with
 // external data (chosen automatically when the model would pass protobuf's
 // 2 GB limit). ReadSignature and DataFiles stream over a model file without
