@@ -39,7 +39,18 @@ func TestSearchWithFakeRunner(t *testing.T) {
 	if rep.Searched.Cost != rep.Uniform.Cost || rep.Searched.Loss > rep.Uniform.Loss {
 		t.Fatalf("searched cost %d loss %g, uniform cost %d loss %g", rep.Searched.Cost, rep.Searched.Loss, rep.Uniform.Cost, rep.Uniform.Loss)
 	}
-	var zeros, want int64
+	if zeros, want := reportedZeros(t, out, rep); zeros < want || want == 0 {
+		t.Errorf("output has %d zeros, report says %d", zeros, want)
+	}
+	if after, _ := m.Bytes(); string(after) != string(before) {
+		t.Error("the search changed its input model")
+	}
+}
+
+// reportedZeros counts the zeros of the searched layers in out and the
+// zeros the report gives them.
+func reportedZeros(t *testing.T, out *onnxio.Model, rep *SearchReport) (zeros, want int64) {
+	t.Helper()
 	for _, lc := range rep.Searched.Layers {
 		want += lc.Value
 		tt, err := out.Initializer(lc.Name)
@@ -48,10 +59,5 @@ func TestSearchWithFakeRunner(t *testing.T) {
 		}
 		zeros += int64(tt.ZeroFraction()*float64(tt.NumElements()) + 0.5)
 	}
-	if zeros < want || want == 0 {
-		t.Errorf("output has %d zeros, report says %d", zeros, want)
-	}
-	if after, _ := m.Bytes(); string(after) != string(before) {
-		t.Error("the search changed its input model")
-	}
+	return zeros, want
 }

@@ -53,15 +53,7 @@ func TestSparsitySearchOnZoo(t *testing.T) {
 		t.Fatalf("budgets differ: %d %d %d", rep.Searched.Cost, rep.Uniform.Cost, rep.Heuristic.Cost)
 	}
 	// the output really has the reported zeros
-	var zeros, want int64
-	for _, lc := range rep.Searched.Layers {
-		want += lc.Value
-		tt, err := out.Initializer(lc.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		zeros += int64(tt.ZeroFraction()*float64(tt.NumElements()) + 0.5)
-	}
+	zeros, want := reportedZeros(t, out, rep)
 	if zeros < want || rep.TotalWeights-rep.Searched.Cost != want {
 		t.Errorf("output has %d zeros, report says %d (cost %d of %d)", zeros, want, rep.Searched.Cost, rep.TotalWeights)
 	}
