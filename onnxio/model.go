@@ -683,7 +683,8 @@ func (m *Model) RemoveInitializer(name string) error {
 
 // ExternalFiles returns the external data files that the main graph's
 // initializers reference: their locations as written in the model and their
-// resolved paths (inside the model's folder), sorted by location.
+// resolved paths (inside the model's folder; names in the fs.FS for a model
+// from LoadFS), sorted by location.
 func (m *Model) ExternalFiles() (locations, paths []string, err error) {
 	seen := map[string]bool{}
 	for _, t := range m.p.GetGraph().GetInitializer() {
