@@ -65,7 +65,7 @@
 // Model files are untrusted. Limits bounds what Load accepts; external data
 // locations must be local paths (filepath.IsLocal) that resolve, symlinks
 // included, inside the model's folder (LoadFS: inside the model's folder of
-// the fs.FS, by the same lexical rule). Model files and external data files
+// the fs.FS, links included where the FS tells them). Model files and external data files
 // must be regular files: FIFOs, devices and sockets (also through symlinks)
 // are refused before they are opened for reading (ErrNotRegular). Two
 // initializers of one graph with the same name are refused (ErrFormat).

@@ -14,11 +14,13 @@ import (
 // a location must be a local path (not absolute, no ".." that leaves the
 // folder) that names a regular file inside the model's folder of fsys.
 //
-// What a name of fsys refers to is fsys's business: an os.DirFS follows
-// symbolic links out of its folder, the fs.FS of an os.Root does not. Use
-// the latter (os.OpenRoot(dir) then Root.FS) to confine a model on disk to
-// its folder, symbolic links included. The model keeps fsys to read its
-// tensors; it must stay readable and unchanged while the model is in use.
+// Where fsys tells symbolic links (Lstat and ReadLink, as fstest.MapFS,
+// os.DirFS and an os.Root's FS do), every link on the way to external data
+// is followed and must stay inside the model's folder, as Load requires;
+// an FS that does not tell them is trusted with what its names refer to.
+// The model file's own name is resolved by fsys. The model keeps fsys to
+// read its tensors; it must stay readable and unchanged while the model is
+// in use.
 func LoadFS(fsys fs.FS, name string, opts ...Option) (*Model, error) {
 	cfg := loadConfig{limits: DefaultLimits}
 	for _, o := range opts {

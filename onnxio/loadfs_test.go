@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"testing"
 	"testing/fstest"
@@ -180,5 +181,68 @@ func TestLoadFSLyingSizes(t *testing.T) {
 	}
 	if _, err := LoadFS(fsys, "m/model.onnx", WithLimits(lim)); !errors.Is(err, ErrLimit) {
 		t.Fatalf("model over the limit: %v, want ErrLimit", err)
+	}
+}
+
+// TestLoadFSSymlinks: in an FS that tells symbolic links (fstest.MapFS,
+// os.DirFS, an os.Root's FS), external data reached through links must
+// stay inside the model's folder, as with Load.
+func TestLoadFSSymlinks(t *testing.T) {
+	link := func(target string) *fstest.MapFile {
+		return &fstest.MapFile{Data: []byte(target), Mode: fs.ModeSymlink}
+	}
+	cases := []struct {
+		loc  string
+		want error // nil: loads and reads w.bin
+	}{
+		{"link-in", nil},
+		{"chain", nil},
+		{"sub/up", nil},
+		{"link-out", ErrExternalPath},
+		{"link-abs", ErrExternalPath},
+		{"dirlink/secret", ErrExternalPath},
+		{"loop", ErrExternalPath},
+	}
+	for _, c := range cases {
+		t.Run(c.loc, func(t *testing.T) {
+			fsys := fsModel(t, c.loc, "0", "64")
+			fsys["m/link-in"] = link("w.bin")
+			fsys["m/chain"] = link("link-in")
+			fsys["m/sub/up"] = link("../w.bin")
+			fsys["m/link-out"] = link("../secret")
+			fsys["m/link-abs"] = link("/secret")
+			fsys["m/dirlink"] = link("..")
+			fsys["m/loop"] = link("loop")
+			m, err := LoadFS(fsys, "m/model.onnx")
+			if c.want != nil {
+				if !errors.Is(err, c.want) {
+					t.Fatalf("got %v, want %v", err, c.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := m.Initializer("W")
+			if err != nil || !bytes.Equal(w.Bytes(), fsys["m/w.bin"].Data) {
+				t.Fatalf("W through %s: %v", c.loc, err)
+			}
+		})
+	}
+}
+
+// TestLoadFSDirFS: with os.DirFS, which would follow a link out of its
+// folder, external data through such a link is refused all the same.
+func TestLoadFSDirFS(t *testing.T) {
+	dir := hostileDir(t)
+	for loc, want := range map[string]error{"w.bin": nil, "link-in": nil, "link-out": ErrExternalPath, "link-dir/secret": ErrExternalPath} {
+		b := marshal(t, pbModel(extTensor("W", Float, []int64{4, 4}, "location", loc, "offset", "0", "length", "64")))
+		if err := os.WriteFile(filepath.Join(dir, "model.onnx"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadFS(os.DirFS(dir), "model.onnx")
+		if !errors.Is(err, want) || (want == nil && err != nil) {
+			t.Errorf("%s: got %v, want %v", loc, err, want)
+		}
 	}
 }

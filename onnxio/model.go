@@ -375,7 +375,7 @@ func (m *Model) externalRef(t *pb.TensorProto) (extRef, error) {
 	var st fs.FileInfo
 	var err error
 	if m.fsys != nil {
-		path, err = resolveFS(m.dir, loc)
+		path, err = resolveFS(m.fsys, m.dir, loc)
 		if err != nil {
 			return ref, err
 		}
@@ -455,10 +455,12 @@ func (m *Model) tensorFromProto(t *pb.TensorProto) (*Tensor, error) {
 	return out, nil
 }
 
-// resolveFS resolves loc inside dir of an fs.FS by the rule resolveLocal
+// resolveFS resolves loc inside dir of fsys by the rule resolveLocal
 // applies to paths (a local path: not absolute, no ".." that leaves dir);
-// names of an fs.FS are slash-separated and cannot leave it.
-func resolveFS(dir, loc string) (string, error) {
+// names of an fs.FS are slash-separated and cannot leave it. Where fsys
+// tells symbolic links (Lstat and ReadLink, as fs.ReadLinkFS has them),
+// every link on the way is followed and must stay inside dir too.
+func resolveFS(fsys fs.FS, dir, loc string) (string, error) {
 	if strings.ContainsRune(loc, 0) || !filepath.IsLocal(filepath.FromSlash(loc)) || path.IsAbs(loc) {
 		return "", fmt.Errorf("%w: %q", ErrExternalPath, loc)
 	}
@@ -466,7 +468,57 @@ func resolveFS(dir, loc string) (string, error) {
 	if !fs.ValidPath(p) {
 		return "", fmt.Errorf("%w: %q", ErrExternalPath, loc)
 	}
-	return p, nil
+	lf, ok := fsys.(linkFS)
+	if !ok {
+		return p, nil
+	}
+	inside := func(q string) bool {
+		return fs.ValidPath(q) && (dir == "." || q == dir || strings.HasPrefix(q, dir+"/"))
+	}
+	// p = dir/rest; resolve rest one element at a time, restarting after
+	// each link (at most 40, as a kernel allows)
+	for hops := 0; ; {
+		rest := strings.TrimPrefix(strings.TrimPrefix(p, dir), "/")
+		if dir == "." {
+			rest = p
+		}
+		cur := dir
+		relinked := false
+		elems := strings.Split(rest, "/")
+		for i, e := range elems {
+			next := path.Join(cur, e)
+			st, err := lf.Lstat(next)
+			if err != nil {
+				return p, nil // missing: the caller's Stat reports it
+			}
+			if st.Mode()&fs.ModeSymlink == 0 {
+				cur = next
+				continue
+			}
+			if hops++; hops > 40 {
+				return "", fmt.Errorf("%w: %q: too many symbolic links", ErrExternalPath, loc)
+			}
+			target, err := lf.ReadLink(next)
+			if err != nil {
+				return "", fmt.Errorf("%w: external data %q: %v", ErrFormat, loc, err)
+			}
+			q := path.Join(append([]string{cur, target}, elems[i+1:]...)...)
+			if path.IsAbs(target) || !inside(q) {
+				return "", fmt.Errorf("%w: %q resolves to %s", ErrExternalPath, loc, path.Join(cur, target))
+			}
+			p, relinked = q, true
+			break
+		}
+		if !relinked {
+			return p, nil
+		}
+	}
+}
+
+// linkFS is the part of fs.ReadLinkFS that resolveFS uses.
+type linkFS interface {
+	ReadLink(name string) (string, error)
+	Lstat(name string) (fs.FileInfo, error)
 }
 
 // open opens ref's file (a regular file only) and returns a reader of
