@@ -16,14 +16,7 @@ import (
 // Runtime), closes every session, and returns a model holding the zeros
 // its report gives, at the uniform allocation's budget and no worse loss.
 func TestSearchWithFakeRunner(t *testing.T) {
-	m, err := onnxio.Load(zoo("zoo", "mlp", "base.onnx"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	calib, err := evalharness.LoadDataset(zoo("data", "digits_clean_val.npz"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, calib := zooMLP(t)
 	before, _ := m.Bytes()
 	var rec evaltest.Recorder
 	out, rep, err := RunSparsitySearch(context.Background(), m, calib, LevelSearch{
@@ -60,4 +53,18 @@ func reportedZeros(t *testing.T, out *onnxio.Model, rep *SearchReport) (zeros, w
 		zeros += int64(tt.ZeroFraction()*float64(tt.NumElements()) + 0.5)
 	}
 	return zeros, want
+}
+
+// zooMLP loads the zoo's MLP and its clean validation set.
+func zooMLP(t *testing.T) (*onnxio.Model, *evalharness.Dataset) {
+	t.Helper()
+	m, err := onnxio.Load(zoo("zoo", "mlp", "base.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	calib, err := evalharness.LoadDataset(zoo("data", "digits_clean_val.npz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, calib
 }

@@ -25,14 +25,7 @@ func zoo(parts ...string) string {
 
 func TestSparsitySearchOnZoo(t *testing.T) {
 	needORT(t)
-	m, err := onnxio.Load(zoo("zoo", "mlp", "base.onnx"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	calib, err := evalharness.LoadDataset(zoo("data", "digits_clean_val.npz"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, calib := zooMLP(t)
 	run := func(seed int64) (*onnxio.Model, *SearchReport) {
 		out, rep, err := RunSparsitySearch(context.Background(), m, calib, SparsitySearch{
 			Target: 0.8, Levels: 4, CacheDir: t.TempDir(),
