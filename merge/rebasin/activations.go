@@ -94,7 +94,7 @@ func (st *unitStats) corr() []float64 {
 }
 
 // probeSession opens a session on m returning the groups' probe values.
-func probeSession(m *onnxio.Model, groups []Group, so evalharness.SessionOptions) (*evalharness.Session, error) {
+func probeSession(m *onnxio.Model, groups []Group, so evalharness.SessionOptions) (evalharness.SessionRunner, error) {
 	c := m.Clone()
 	var names []string
 	for _, g := range groups {
@@ -105,7 +105,7 @@ func probeSession(m *onnxio.Model, groups []Group, so evalharness.SessionOptions
 	if err != nil {
 		return nil, err
 	}
-	return evalharness.NewSessionOutputs(raw, names, so)
+	return evalharness.OpenSession(evalharness.OpenRequest{Model: raw, Outputs: names}, so)
 }
 
 // ActivationMatching finds the permutations of b's hidden units that best
