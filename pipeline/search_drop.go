@@ -234,56 +234,9 @@ func DropBlocks(m *onnxio.Model, blocks []ResidualBlock) (*onnxio.Model, error) 
 }
 
 // EliminateDeadCode removes, in place, the nodes of m whose outputs reach
-// no graph output and then the initializers no node (and no graph output)
-// uses. Values captured by subgraphs are not tracked, so a model with
-// If/Loop/Scan nodes (or other graph-valued attributes) is refused.
-func EliminateDeadCode(m *onnxio.Model) error {
-	nodes := m.Nodes()
-	for _, n := range nodes {
-		if n.OpType == "If" || n.OpType == "Loop" || n.OpType == "Scan" {
-			return fmt.Errorf("dead-code elimination: node %q has a subgraph", n.Name)
-		}
-		for _, a := range n.Attrs {
-			if a.Type == onnxio.KindOther {
-				return fmt.Errorf("dead-code elimination: node %q has attribute %q of an unsupported kind (a subgraph?)", n.Name, a.Name)
-			}
-		}
-	}
-	live := map[string]bool{}
-	for _, o := range m.Outputs() {
-		live[o.Name] = true
-	}
-	var dead []string
-	for i := len(nodes) - 1; i >= 0; i-- {
-		n := nodes[i]
-		keep := false
-		for _, o := range n.Outputs {
-			if live[o] {
-				keep = true
-			}
-		}
-		if !keep {
-			dead = append(dead, n.Name)
-			continue
-		}
-		for _, in := range n.Inputs {
-			live[in] = true
-		}
-	}
-	for _, name := range dead { // consumers first: reverse graph order
-		if err := m.RemoveNode(name); err != nil {
-			return fmt.Errorf("dead-code elimination: %w", err)
-		}
-	}
-	for _, name := range m.Initializers() {
-		if !live[name] {
-			if err := m.RemoveInitializer(name); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
+// no graph output and then the initializers no node uses (see
+// onnxio.Model.EliminateDeadCode).
+func EliminateDeadCode(m *onnxio.Model) error { return m.EliminateDeadCode() }
 
 // dropSpace builds the keep/drop ladders: cost 1 for a kept block, 0 for
 // a dropped one (every step −1, one group), so level switches keep the
