@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -66,7 +67,7 @@ func run(zoo, data, outDir string) error {
 	}
 	var md strings.Builder
 	md.WriteString(rebasinHeader)
-	var table strings.Builder
+	var table, diag strings.Builder
 	table.WriteString("| family | pair | alignment | barrier (test loss) | midpoint loss | midpoint accuracy | endpoints accuracy | max abs Δ aligned B (ORT) | units moved |\n|---|---|---|---|---|---|---|---|---|\n")
 	ctx := context.Background()
 	for _, fam := range []string{"mlp", "cnn", "transformer"} {
@@ -140,6 +141,11 @@ func run(zoo, data, outDir string) error {
 				fmt.Fprintf(&table, "| %s | %s / %s | %s | %.3f | %.3f | %.1f%% | %.1f%% / %.1f%% | %s | %s |\n", fam, pair[0], pair[1], v.name,
 					c.barrier(), c.loss[points/2], 100*c.acc[points/2], 100*c.acc[0], 100*c.acc[points-1], dev, moved)
 			}
+			if fam == "transformer" && pair[0] == "seed_a" {
+				if err := diagnose(&diag, a, []*onnxio.Model{b, bw, ba}, test); err != nil {
+					return err
+				}
+			}
 			png := fmt.Sprintf("rebasin_%s_%s.png", fam, strings.SplitN(pair[0], "_", 2)[0])
 			if err := plotCurves(filepath.Join(outDir, png), fmt.Sprintf("%s: %s → %s", fam, pair[0], pair[1]), curves); err != nil {
 				return err
@@ -151,14 +157,59 @@ func run(zoo, data, outDir string) error {
 	md.WriteString("\n")
 	md.WriteString(table.String())
 	md.WriteString(rebasinFooter)
+	md.WriteString(diag.String())
+	md.WriteString(rebasinCommands)
 	return os.WriteFile(filepath.Join(outDir, "rebasin.md"), []byte(md.String()), 0o644)
+}
+
+// diagnose writes, for the transformer pair, the midpoint loss when only
+// one part of the tensors is interpolated and the rest kept at A's, for B
+// unaligned, aligned by weights and by activations (bs in that order).
+func diagnose(w *strings.Builder, a *onnxio.Model, bs []*onnxio.Model, test *evalharness.Dataset) error {
+	parts := []struct {
+		name string
+		re   *regexp.Regexp
+	}{
+		{"attention (q, k, v, o)", regexp.MustCompile(`^blocks\.\d+\.(q|k|v|o)\.`)},
+		{"queries and keys only", regexp.MustCompile(`^blocks\.\d+\.(q|k)\.`)},
+		{"MLP (ff1, ff2)", regexp.MustCompile(`^blocks\.\d+\.ff\d\.`)},
+		{"block LayerNorms", regexp.MustCompile(`^blocks\.\d+\.ln\d\.`)},
+		{"outside the blocks (embedding, positions, final LayerNorm, head)", regexp.MustCompile(`^(embed|pos|ln|head)\b`)},
+		{"everything", regexp.MustCompile(`.`)},
+	}
+	w.WriteString("\n| transformer seed_a / seed_b: interpolated part (the rest A's) | midpoint loss, none | weights | activations |\n|---|---|---|---|\n")
+	for _, p := range parts {
+		fmt.Fprintf(w, "| %s |", p.name)
+		for _, b := range bs {
+			m, err := interpolateOnly(a, b, 0.5, p.re.MatchString)
+			if err != nil {
+				return err
+			}
+			l, acc, err := evaluate(m, test)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, " %.3f (%.1f%%) |", l, 100*acc)
+		}
+		w.WriteString("\n")
+	}
+	return nil
 }
 
 // interpolate returns (1−α)a + αb over every floating-point initializer
 // (computed in float64, rounded once).
 func interpolate(a, b *onnxio.Model, alpha float64) (*onnxio.Model, error) {
+	return interpolateOnly(a, b, alpha, nil)
+}
+
+// interpolateOnly is interpolate over the initializers whose name keep
+// accepts (nil: all); the others keep a's values.
+func interpolateOnly(a, b *onnxio.Model, alpha float64, keep func(string) bool) (*onnxio.Model, error) {
 	out := a.Clone()
 	for _, n := range a.Initializers() {
+		if keep != nil && !keep(n) {
+			continue
+		}
 		x, err := a.Initializer(n)
 		if err != nil {
 			return nil, err
@@ -288,12 +339,10 @@ const rebasinFooter = `
 On the split pairs the barrier is 0 by this definition: each endpoint fails on
 the other half of the classes, so its loss on the clean test set lies above
 the midpoint's; compare the midpoint loss and accuracy there instead.
-In the transformer, alignment does not lower the barrier on this pair (the
-permutations are exact — see the max abs column — but the midpoint stays
-poor); why is open: the weight-matching objective treats the attention
-projections like any other layer, and the models are small and trained
-on little data.
+TRANSFORMER_TEXT
+`
 
+const rebasinCommands = `
 The same merges from the command line:
 
     onnxpost merge --method linear -o mid.onnx models/zoo/mlp/seed_a.onnx models/zoo/mlp/seed_b.onnx \
