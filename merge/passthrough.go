@@ -247,29 +247,26 @@ func analyzeStack(m *onnxio.Model, label string) (*stackGraph, error) {
 // layerSig describes a layer's structure for comparisons: its ops and
 // its initializers' types and shapes, in graph order.
 func (g *stackGraph) layerSig(k int) []string {
-	sp := g.spans[k]
-	var sig []string
-	for _, i := range sp.Body {
-		n := g.nodes[i]
-		sig = append(sig, "node "+n.Domain+"."+n.OpType)
-	}
-	for _, t := range sp.Tensors {
-		dt, shape, _ := g.m.InitializerInfo(t)
-		sig = append(sig, fmt.Sprintf("tensor %v %v", dt, shape))
-	}
-	return sig
+	return g.sig(g.spans[k].Body, g.spans[k].Tensors, false)
 }
 
-// outsideSig describes the nodes and initializers outside the layers.
-func (g *stackGraph) outsideSig() []string {
+// outsideSig describes the nodes and initializers outside the layers
+// (the initializers by name too: the tail's are paired by name).
+func (g *stackGraph) outsideSig() []string { return g.sig(g.outside, g.outsideTensors, true) }
+
+func (g *stackGraph) sig(nodes []int, tensors []string, named bool) []string {
 	var sig []string
-	for _, i := range g.outside {
+	for _, i := range nodes {
 		n := g.nodes[i]
 		sig = append(sig, "node "+n.Domain+"."+n.OpType)
 	}
-	for _, t := range g.outsideTensors {
+	for _, t := range tensors {
 		dt, shape, _ := g.m.InitializerInfo(t)
-		sig = append(sig, fmt.Sprintf("tensor %q %v %v", t, dt, shape))
+		if named {
+			sig = append(sig, fmt.Sprintf("tensor %q %v %v", t, dt, shape))
+		} else {
+			sig = append(sig, fmt.Sprintf("tensor %v %v", dt, shape))
+		}
 	}
 	return sig
 }
@@ -349,9 +346,10 @@ func Stack(models []*onnxio.Model, labels []string, stack []StackSlice) (*onnxio
 	out := frame.m.Clone()
 	out.EnsureNodeNames()
 	outNodes := out.Nodes()
-	names := map[string]bool{}
+	names := map[string]bool{}     // values and initializers
+	nodeNames := map[string]bool{} // nodes (a namespace of their own)
 	for _, n := range outNodes {
-		names[n.Name] = true
+		nodeNames[n.Name] = true
 		for _, o := range n.Outputs {
 			names[o] = true
 		}
@@ -424,12 +422,12 @@ func Stack(models []*onnxio.Model, labels []string, stack []StackSlice) (*onnxio
 			sp := g.spans[k]
 			prefix := fmt.Sprintf("passthrough.%d.", j)
 			rename := map[string]string{}
-			fresh := func(old string) (string, error) {
+			fresh := func(used map[string]bool, old string) (string, error) {
 				nn := prefix + old
-				if names[nn] {
+				if used[nn] {
 					return "", fmt.Errorf("%w: name %q is already in the model", ErrPassthrough, nn)
 				}
-				names[nn] = true
+				used[nn] = true
 				return nn, nil
 			}
 			for _, i := range sp.Body {
@@ -437,7 +435,7 @@ func Stack(models []*onnxio.Model, labels []string, stack []StackSlice) (*onnxio
 					if o == "" {
 						continue
 					}
-					nn, err := fresh(o)
+					nn, err := fresh(names, o)
 					if err != nil {
 						return nil, err
 					}
@@ -448,7 +446,7 @@ func Stack(models []*onnxio.Model, labels []string, stack []StackSlice) (*onnxio
 				rename[sp.Out] = finalOut
 			}
 			for _, t := range sp.Tensors {
-				nn, err := fresh(t)
+				nn, err := fresh(names, t)
 				if err != nil {
 					return nil, err
 				}
@@ -471,7 +469,7 @@ func Stack(models []*onnxio.Model, labels []string, stack []StackSlice) (*onnxio
 					name = fmt.Sprintf("node%d", i)
 				}
 				var err error
-				if n.Name, err = fresh(name); err != nil {
+				if n.Name, err = fresh(nodeNames, name); err != nil {
 					return nil, err
 				}
 				for x, in := range n.Inputs {

@@ -177,3 +177,26 @@ func TestPassthroughRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestPassthroughNodeNamedLikeValue: node names and value names are
+// separate namespaces in ONNX; a graph whose nodes are named after their
+// outputs stacks like any other.
+func TestPassthroughNodeNamedLikeValue(t *testing.T) {
+	a, _ := zooModel(t, "transformer/seed_a.onnx")
+	m := a.Clone()
+	m.EnsureNodeNames()
+	for _, n := range m.Nodes() {
+		old := n.Name
+		n.Name = n.Outputs[0]
+		if err := m.ReplaceNode(old, []onnxio.Node{n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := merge.Stack([]*onnxio.Model{m}, nil, []merge.StackSlice{{0, 0, 2}, {0, 1, 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := out.OpCounts()["Softmax"]; n != 3 {
+		t.Fatalf("%d attention blocks in the stack, want 3", n)
+	}
+}
