@@ -545,10 +545,17 @@ func stackAction(c *cli.Context, s *mergeSpec) error {
 		slices = append(slices, map[string]any{"model": s.models[sl.Model], "layer_range": []int{sl.Start, sl.End}})
 	}
 	report := map[string]any{"method": "passthrough", "slices": slices, "inputs": srcs}
-	if b, err := json.Marshal(slices); err == nil {
-		cand.SetMetadata("onnxpost.merge.method", "passthrough")
-		cand.SetMetadata("onnxpost.merge.slices", string(b))
+	pb, err := json.Marshal(map[string]any{"slices": slices})
+	if err != nil {
+		return err
 	}
+	sb, err := json.Marshal(srcs)
+	if err != nil {
+		return err
+	}
+	cand.SetMetadata(merge.MetaMethod, "passthrough")
+	cand.SetMetadata(merge.MetaParams, string(pb))
+	cand.SetMetadata(merge.MetaInputs, string(sb))
 	if cand, err = convertDtype(c, cand, s.dtype, report); err != nil {
 		return err
 	}

@@ -334,6 +334,9 @@ output: stacked.onnx
 	if m.HasInitializer("blocks.0.q.weight") {
 		t.Errorf("the frame's own layer weights are still in the model")
 	}
+	if md := m.Metadata(); md[merge.MetaMethod] != "passthrough" || !strings.Contains(md[merge.MetaParams], `"layer_range":[1,2]`) || !strings.Contains(md[merge.MetaInputs], "seed_b.onnx") {
+		t.Errorf("provenance %q %q %q", md[merge.MetaMethod], md[merge.MetaParams], md[merge.MetaInputs])
+	}
 	b, err := os.ReadFile(report)
 	if err != nil || !strings.Contains(string(b), `"method": "passthrough"`) || !strings.Contains(string(b), `"dtype": "fp16"`) {
 		t.Errorf("report %s (%v)", b, err)
