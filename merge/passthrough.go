@@ -3,7 +3,9 @@ package merge
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -301,7 +303,8 @@ func firstDiff(a, b []string) string {
 // (values computed inside a layer read outside it, subgraphs), models
 // whose parts outside the layers differ in structure, layers of another
 // structure than the first selected one (ops, tensor types and shapes),
-// and ranges outside a model's layers. labels name the models in errors.
+// models importing other opsets, and ranges outside a model's layers.
+// labels name the models in errors.
 func Stack(models []*onnxio.Model, labels []string, stack []StackSlice) (*onnxio.Model, error) {
 	if len(stack) == 0 {
 		return nil, fmt.Errorf("%w: no slices", ErrPassthrough)
@@ -334,6 +337,9 @@ func Stack(models []*onnxio.Model, labels []string, stack []StackSlice) (*onnxio
 	outRef := frame.outsideSig()
 	for _, s := range stack {
 		g := graphs[s.Model]
+		if !maps.Equal(frame.m.Opsets(), g.m.Opsets()) {
+			return nil, fmt.Errorf("%w: %s imports %s, %s %s: layers of one cannot run under the other's", ErrPassthrough, frame.label, opsetText(frame.m), g.label, opsetText(g.m))
+		}
 		if d := firstDiff(outRef, g.outsideSig()); d != "" {
 			return nil, fmt.Errorf("%w: %s and %s differ outside their layers: %s", ErrPassthrough, frame.label, g.label, d)
 		}
@@ -498,4 +504,17 @@ func Stack(models []*onnxio.Model, labels []string, stack []StackSlice) (*onnxio
 		return nil, err
 	}
 	return out, nil
+}
+
+// opsetText lists m's opset imports, "ai.onnx 17, com.microsoft 1".
+func opsetText(m *onnxio.Model) string {
+	var parts []string
+	for d, v := range m.Opsets() {
+		if d == "" {
+			d = "ai.onnx"
+		}
+		parts = append(parts, fmt.Sprintf("%s %d", d, v))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
 }
