@@ -214,8 +214,10 @@ func analyzeStack(m *onnxio.Model, label string) (*stackGraph, error) {
 			}
 		}
 	}
-	if graphOut[g.spans[len(g.spans)-1].Out] {
-		return nil, bad("the last layer's output %q is a graph output (nothing follows the layers)", g.spans[len(g.spans)-1].Out)
+	for k, sp := range g.spans {
+		if graphOut[sp.Out] {
+			return nil, bad("layer %d's output %q is a graph output (a stack cannot keep it)", k, sp.Out)
+		}
 	}
 	seen := map[string]bool{}
 	for i, n := range g.nodes {

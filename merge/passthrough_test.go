@@ -154,6 +154,13 @@ func TestPassthroughRefusals(t *testing.T) {
 		}
 	}
 	leaky.AddOutput(onnxio.ValueInfo{Name: l0, DType: onnxio.Float})
+	// hidden: the residual stream after layer 0 is a graph output too
+	hidden := a.Clone()
+	for _, n := range hidden.Nodes() {
+		if n.OpType == "Add" && strings.HasPrefix(n.Name, "/blocks.0/Add_2") {
+			hidden.AddOutput(onnxio.ValueInfo{Name: n.Outputs[0], DType: onnxio.Float})
+		}
+	}
 	// newer: a with another opset import
 	newer := a.Clone()
 	newer.SetOpset("", newer.Opsets()[""]+1)
@@ -170,6 +177,7 @@ func TestPassthroughRefusals(t *testing.T) {
 		{"other shapes", []*onnxio.Model{a, narrow}, []merge.StackSlice{{0, 0, 1}, {1, 1, 2}}, "layer 0 of A and layer 1 of B have different shapes: tensor float32 [32 64] against tensor float32 [32 32]"},
 		{"other model outside the layers", []*onnxio.Model{a, lm}, []merge.StackSlice{{0, 0, 1}, {1, 0, 1}}, "A and B differ outside their layers"},
 		{"other opsets", []*onnxio.Model{a, newer}, []merge.StackSlice{{0, 0, 1}, {1, 1, 2}}, "A imports ai.onnx 17, B ai.onnx 18: layers of one cannot run"},
+		{"stream value is a graph output", []*onnxio.Model{hidden}, []merge.StackSlice{{0, 0, 2}}, `layer 0's output "/blocks.0/Add_2_output_0" is a graph output`},
 		{"value read outside its layer", []*onnxio.Model{leaky}, []merge.StackSlice{{0, 0, 1}}, "is a graph output"},
 	}
 	for _, tc := range cases {
