@@ -298,7 +298,8 @@ func firstDiff(a, b []string) string {
 // layer J), chained along the residual stream. Layers are FindLayers'
 // (repeated residual blocks found from the graph). What comes before the
 // first layer (embeddings) is the first slice's model's, what comes after
-// the last (final norm, head) the last slice's model's, as in mergekit.
+// the last (final norm, head) the last slice's model's, as in mergekit; a
+// tensor read on both sides (tied embeddings) stays the first's.
 //
 // It refuses, wrapping ErrPassthrough and naming the model, layer, node or
 // tensor: graphs whose layers do not chain along one residual stream
@@ -399,12 +400,22 @@ func Stack(models []*onnxio.Model, labels []string, stack []StackSlice) (*onnxio
 				}
 			}
 		}
+		// a tensor the part before the layers reads too (tied embeddings)
+		// stays the first slice's model's, as mergekit ties them
+		before := map[string]bool{}
+		for _, i := range last.outside {
+			if !lastAfter[i] {
+				for _, in := range last.nodes[i].Inputs {
+					before[in] = true
+				}
+			}
+		}
 		for _, i := range last.outside {
 			if !lastAfter[i] {
 				continue
 			}
 			for _, in := range last.nodes[i].Inputs {
-				if !last.m.HasInitializer(in) {
+				if !last.m.HasInitializer(in) || before[in] {
 					continue
 				}
 				t, err := last.m.Initializer(in)

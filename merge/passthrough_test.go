@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -210,5 +211,42 @@ func TestPassthroughNodeNamedLikeValue(t *testing.T) {
 	}
 	if n := out.OpCounts()["Softmax"]; n != 3 {
 		t.Fatalf("%d attention blocks in the stack, want 3", n)
+	}
+}
+
+// TestPassthroughTail: after the layers, the tensors are the last slice's
+// model's, except one the part before the layers reads too (as tied
+// embeddings are), which stays the first slice's model's.
+func TestPassthroughTail(t *testing.T) {
+	a, _ := zooModel(t, "transformer/seed_a.onnx")
+	b, _ := zooModel(t, "transformer/seed_b.onnx")
+	var tied []*onnxio.Model
+	for _, m := range []*onnxio.Model{a, b} {
+		c := m.Clone()
+		// a node before the layers reading head.bias ties it to the embedding side
+		if err := c.InsertNodes(onnxio.Node{Name: "tie", OpType: "Mul", Inputs: []string{"head.bias", "head.bias"}, Outputs: []string{"tied"}}); err != nil {
+			t.Fatal(err)
+		}
+		tied = append(tied, c)
+	}
+	out, err := merge.Stack(tied, nil, []merge.StackSlice{{0, 0, 1}, {1, 1, 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := func(m *onnxio.Model, name string, from *onnxio.Model) bool {
+		x, err := m.Initializer(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, _ := from.Initializer(name)
+		xv, _ := x.Float64()
+		yv, _ := y.Float64()
+		return slices.Equal(xv, yv)
+	}
+	if !same(out, "head.weight", b) || !same(out, "ln.weight", b) {
+		t.Errorf("the head and final norm are not the last slice's model's")
+	}
+	if !same(out, "head.bias", a) || !same(out, "embed.weight", a) {
+		t.Errorf("the tied tensor or the embedding is not the first slice's model's")
 	}
 }
