@@ -34,8 +34,9 @@ func save(t *testing.T, m *onnxio.Model, path string) string {
 }
 
 // TestPassthroughOracle stacks layers of the zoo transformers (2 layers
-// each) and checks each stack in ONNX Runtime against a numpy composition
-// of the same blocks (testdata/passthrough_oracle.py), and each layer drop
+// each) and of the zoo language model (4 layers: [0, 2) + [1, 3)) and
+// checks each stack in ONNX Runtime against a numpy composition of the
+// same blocks (testdata/passthrough_oracle.py), and each layer drop
 // against the drop search's own removal of the same residual blocks
 // (pipeline.DropBlocks).
 func TestPassthroughOracle(t *testing.T) {
@@ -48,12 +49,14 @@ func TestPassthroughOracle(t *testing.T) {
 		t.Fatalf("residual blocks of the zoo transformer: %d, %v (want 4: attention and MLP of 2 layers)", len(blocks), err)
 	}
 	type ref struct {
+		Kind   string  `json:"kind"`
 		Prefix string  `json:"prefix"`
 		Layers [][]any `json:"layers"`
 		Suffix string  `json:"suffix"`
 	}
 	type ocase struct {
 		Name   string `json:"name"`
+		Data   string `json:"data"`
 		Model  string `json:"model"`
 		Ref    *ref   `json:"ref,omitempty"`
 		SameAs string `json:"same_as,omitempty"`
@@ -68,15 +71,15 @@ func TestPassthroughOracle(t *testing.T) {
 	}
 	// [0, 2) + [1, 2): layers 0, 1, 1 of one model
 	cases = append(cases, ocase{Name: "a[0,2)+a[1,2)", Model: stack("a012", []*onnxio.Model{a}, []merge.StackSlice{{0, 0, 2}, {0, 1, 2}}),
-		Ref: &ref{pa, [][]any{{pa, 0}, {pa, 1}, {pa, 1}}, pa}})
+		Ref: &ref{"transformer", pa, [][]any{{pa, 0}, {pa, 1}, {pa, 1}}, pa}})
 	// a frankenmerge: embedding from a, layer 1 of b, head from b
 	cases = append(cases, ocase{Name: "a[0,2)+b[1,2)", Model: stack("ab", []*onnxio.Model{a, b}, []merge.StackSlice{{0, 0, 2}, {1, 1, 2}}),
-		Ref: &ref{pa, [][]any{{pa, 0}, {pa, 1}, {pb, 1}}, pb}})
+		Ref: &ref{"transformer", pa, [][]any{{pa, 0}, {pa, 1}, {pb, 1}}, pb}})
 	// reordered layers across models, and one layer repeated four times
 	cases = append(cases, ocase{Name: "b[1,2)+a[0,1)", Model: stack("ba", []*onnxio.Model{a, b}, []merge.StackSlice{{1, 1, 2}, {0, 0, 1}}),
-		Ref: &ref{pb, [][]any{{pb, 1}, {pa, 0}}, pa}})
+		Ref: &ref{"transformer", pb, [][]any{{pb, 1}, {pa, 0}}, pa}})
 	cases = append(cases, ocase{Name: "4×a[0,1)", Model: stack("a0000", []*onnxio.Model{a}, []merge.StackSlice{{0, 0, 1}, {0, 0, 1}, {0, 0, 1}, {0, 0, 1}}),
-		Ref: &ref{pa, [][]any{{pa, 0}, {pa, 0}, {pa, 0}, {pa, 0}}, pa}})
+		Ref: &ref{"transformer", pa, [][]any{{pa, 0}, {pa, 0}, {pa, 0}, {pa, 0}}, pa}})
 	// the identity stack and the drops
 	cases = append(cases, ocase{Name: "a[0,2) is a", Model: stack("a01", []*onnxio.Model{a}, []merge.StackSlice{{0, 0, 2}}), SameAs: pa})
 	for _, d := range []struct {
@@ -91,7 +94,30 @@ func TestPassthroughOracle(t *testing.T) {
 		p := save(t, dropped, filepath.Join(dir, strings.ReplaceAll(d.name, " ", "_")+"_search.onnx"))
 		cases = append(cases, ocase{Name: d.name, Model: stack(strings.ReplaceAll(d.name, " ", "_"), []*onnxio.Model{a}, []merge.StackSlice{d.keep}), SameAs: p})
 	}
-	spec, _ := json.Marshal(map[string]any{"data": filepath.Join(pyoracle.RepoRoot(), "models", "data", "digits_clean_test.npz"), "cases": cases})
+	// the zoo language model (4 layers): [0, 2) + [1, 3), and its last
+	// layer dropped against the drop search
+	lm, pl := zooModel(t, "lm/base.onnx")
+	lmCases := []ocase{{Name: "lm[0,2)+lm[1,3)", Model: stack("lm0112", []*onnxio.Model{lm}, []merge.StackSlice{{0, 0, 2}, {0, 1, 3}}),
+		Ref: &ref{"lm", pl, [][]any{{pl, 0}, {pl, 1}, {pl, 1}, {pl, 2}}, pl}}}
+	lmBlocks, _, err := pipeline.FindResidualBlocks(lm, nil)
+	if err != nil || len(lmBlocks) != 8 {
+		t.Fatalf("residual blocks of the zoo LM: %d, %v (want 8)", len(lmBlocks), err)
+	}
+	lmDropped, err := pipeline.DropBlocks(lm, lmBlocks[6:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	lmCases = append(lmCases, ocase{Name: "lm drop layer 3", Model: stack("lm012", []*onnxio.Model{lm}, []merge.StackSlice{{0, 0, 3}}),
+		SameAs: save(t, lmDropped, filepath.Join(dir, "lm_drop3_search.onnx"))})
+	digits := filepath.Join(pyoracle.RepoRoot(), "models", "data", "digits_clean_test.npz")
+	for i := range cases {
+		cases[i].Data = digits
+	}
+	for i := range lmCases {
+		lmCases[i].Data = filepath.Join(pyoracle.RepoRoot(), "models", "data", "lm_pydoc_test.npz")
+	}
+	cases = append(cases, lmCases...)
+	spec, _ := json.Marshal(map[string]any{"cases": cases})
 	sp := filepath.Join(dir, "spec.json")
 	if err := os.WriteFile(sp, spec, 0o644); err != nil {
 		t.Fatal(err)

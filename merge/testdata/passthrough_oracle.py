@@ -1,15 +1,19 @@
 """Oracle for the passthrough merge (merge/passthrough_test.go).
 
 Reads a JSON spec from argv[1]:
-  {"data": npz, "cases": [{"name", "model", "ref": {...}} or {"name", "model", "same_as": onnx}]}
-A "ref" case computes, in numpy from the input models' initializers, the
-zoo transformer (models/gen.py: embedding + position, pre-norm blocks of
-LayerNorm, 2-head self-attention, LayerNorm, GELU MLP; mean pooling,
-LayerNorm, head) with the embedding of ref.prefix, the blocks ref.layers
-([model, index] in order) and the final norm and head of ref.suffix, and
-compares it with the stacked model run in ONNX Runtime. A "same_as" case
-compares two models' outputs in ONNX Runtime. Prints one JSON line per
-case: {"name", "max_abs", "scale"}.
+  {"cases": [{"name", "data", "model", "ref": {...}} or {"name", "data", "model", "same_as": onnx}]}
+A "ref" case computes, in numpy from the input models' initializers, a
+zoo model with the embedding of ref.prefix, the blocks ref.layers ([model,
+index] in order) and the final norm and head of ref.suffix, and compares
+it with the stacked model run in ONNX Runtime. ref.kind "transformer" is
+the digits transformer (models/gen.py: embedding + position, pre-norm
+blocks of LayerNorm, 2-head self-attention, LayerNorm, GELU MLP; mean
+pooling, LayerNorm, head); "lm" the language model (models/lm.py: token
+embedding, pre-norm blocks of RMSNorm, rotary grouped-query attention with
+the causal and padding mask, RMSNorm, SwiGLU MLP; RMSNorm, head) on the
+first 16 windows of the data. A "same_as" case compares two models'
+outputs in ONNX Runtime. Prints one JSON line per case: {"name",
+"max_abs", "scale"}.
 """
 
 import json
@@ -60,6 +64,52 @@ def block(x, w, k):
     return x + h @ p("ff2.weight") + p("ff2.bias")
 
 
+LM_HEADS, LM_KV, LM_HD, LM_EPS, LM_BASE = 4, 2, 32, 1e-5, 10000.0
+
+
+def rms(x, w):
+    return x / np.sqrt((x * x).mean(-1, keepdims=True) + LM_EPS) * w
+
+
+def lm_block(x, w, k, cos, sin, allowed):
+    p = lambda n: w["layers.%d.%s" % (k, n)]
+    n, t, _ = x.shape
+    z = rms(x, p("input_layernorm.weight"))
+    heads = lambda y, h: y.reshape(n, t, h, LM_HD).transpose(0, 2, 1, 3)
+    rot = lambda y: np.concatenate([-y[..., LM_HD // 2 :], y[..., : LM_HD // 2]], -1)
+    q = heads(z @ p("self_attn.q_proj.weight"), LM_HEADS)
+    kk = heads(z @ p("self_attn.k_proj.weight"), LM_KV)
+    v = heads(z @ p("self_attn.v_proj.weight"), LM_KV)
+    q, kk = q * cos + rot(q) * sin, kk * cos + rot(kk) * sin
+    g = LM_HEADS // LM_KV
+    kk, v = np.repeat(kk, g, axis=1), np.repeat(v, g, axis=1)
+    s = q @ kk.transpose(0, 1, 3, 2) / math.sqrt(LM_HD)
+    s = np.where(allowed, s, -1e4)
+    s = np.exp(s - s.max(-1, keepdims=True))
+    a = (s / s.sum(-1, keepdims=True)) @ v
+    x = x + a.transpose(0, 2, 1, 3).reshape(n, t, -1) @ p("self_attn.o_proj.weight")
+    z = rms(x, p("post_attention_layernorm.weight"))
+    gate = z @ p("mlp.gate_proj.weight")
+    h = gate / (1 + np.exp(-gate)) * (z @ p("mlp.up_proj.weight"))
+    return x + h @ p("mlp.down_proj.weight")
+
+
+def lm_reference(ref, ids, mask):
+    t = ids.shape[1]
+    pos = np.maximum(np.cumsum(mask, 1) - 1, 0)
+    inv = 1.0 / LM_BASE ** (np.arange(0, LM_HD, 2) / LM_HD)
+    ang = pos[..., None].astype(np.float64) * inv
+    ang = np.concatenate([ang, ang], -1)[:, None]
+    cos, sin = np.cos(ang), np.sin(ang)
+    causal = np.arange(t)[None, :] <= np.arange(t)[:, None]
+    allowed = causal[None, None] & (mask[:, None, None, :] > 0)
+    x = weights(ref["prefix"])["embed_tokens.weight"][ids]
+    for path, k in ref["layers"]:
+        x = lm_block(x, weights(path), k, cos, sin, allowed)
+    w1 = weights(ref["suffix"])
+    return rms(x, w1["norm.weight"]) @ w1["lm_head.weight"]
+
+
 def reference(ref, image):
     w0 = weights(ref["prefix"])
     x = image.astype(np.float64).reshape(-1, T, 8) @ w0["embed.weight"] + w0["embed.bias"] + w0["pos"]
@@ -76,11 +126,19 @@ def run(path, feeds):
 
 def main():
     spec = json.load(open(sys.argv[1]))
-    data = np.load(spec["data"])
-    feeds = {"image": data["image"]}
     for c in spec["cases"]:
+        data = np.load(c["data"])
+        if "input_ids" in data:
+            feeds = {"input_ids": data["input_ids"][:16], "attention_mask": data["attention_mask"][:16]}
+        else:
+            feeds = {"image": data["image"]}
         got = run(c["model"], feeds)
-        want = reference(c["ref"], data["image"]) if "ref" in c else run(c["same_as"], feeds)
+        if "same_as" in c:
+            want = run(c["same_as"], feeds)
+        elif c["ref"]["kind"] == "lm":
+            want = lm_reference(c["ref"], feeds["input_ids"], feeds["attention_mask"])
+        else:
+            want = reference(c["ref"], feeds["image"])
         print(json.dumps({"name": c["name"], "max_abs": float(np.abs(got - want).max()), "scale": float(np.abs(want).max())}))
 
 
