@@ -134,6 +134,10 @@ func sparsitySpace(ctx context.Context, m *onnxio.Model, ws []onnxio.Weight, has
 			return nil, err
 		}
 		if mt == sparsity.Magnitude {
+			// Magnitude levels break ties by the higher index since they
+			// share sparsify's pruner; levels cached under the old key
+			// (lower index first) must not be reused.
+			db.Method += "/ties-high-index"
 			db.Build = MagnitudeLevels()
 		} else {
 			stats, h, err := newLazyStats(ctx, m, calib, ws, opt, logf)

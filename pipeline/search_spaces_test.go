@@ -2,14 +2,17 @@ package pipeline
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand"
+	"slices"
 	"testing"
 
 	"github.com/onnxpost/onnxpost/compress/search"
 	"github.com/onnxpost/onnxpost/compress/sparsity"
 	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/internal/selection/selectiontest"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -366,5 +369,62 @@ func TestMagnitudeLevelsMatchesMagnitudeLevel(t *testing.T) {
 	}
 	if _, err := build(context.Background(), w, v, 258); err == nil {
 		t.Error("258 zeros of 257 accepted")
+	}
+}
+
+// TestMagnitudeLevelConforms runs the search's magnitude levels through the
+// shared pruner suite: they prune what `sparsify --method magnitude` prunes
+// (ties: higher index first). Before issue #13 they pruned the lower index
+// first: w = [1, −1, 1, −1, 0.5, 2] at 3 zeros gave [0, 0, 1, −1, 0, 2].
+func TestMagnitudeLevelConforms(t *testing.T) {
+	selectiontest.RunPruner(t, func(w []float32, zeros int) ([]float32, error) {
+		return MagnitudeLevel(context.Background(), onnxio.Weight{Name: "w"}, w, int64(zeros))
+	})
+}
+
+// TestMagnitudeLevelEqualsSparsify checks the level builder against
+// sparsify's pruner (PrunerLevel with the magnitude method goes through
+// sparsity.PruneLayer) on tie-heavy weights.
+func TestMagnitudeLevelEqualsSparsify(t *testing.T) {
+	// W is a MatMul B [K=2, N=5]: sparsify breaks ties in the matrix view
+	// (output unit × K), not in W's flat order.
+	w := []float32{1, -1, 1, -1, 0.5, 2, 2, -0.5, 1, 0}
+	m := onnxio.New("mm", 17)
+	m.AddInput(onnxio.ValueInfo{Name: "x", DType: onnxio.Float, Shape: []onnxio.Dim{{Param: "n", Value: -1}, {Value: 2}}})
+	raw := make([]byte, 4*len(w))
+	for i, v := range w {
+		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(v))
+	}
+	wt, err := onnxio.NewTensor("W", onnxio.Float, []int64{2, 5}, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SetInitializer(wt); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.InsertNodes(onnxio.Node{Name: "mm", OpType: "MatMul", Inputs: []string{"x", "W"}, Outputs: []string{"y"}}); err != nil {
+		t.Fatal(err)
+	}
+	m.AddOutput(onnxio.ValueInfo{Name: "y", DType: onnxio.Float})
+	ws, err := m.WeightMap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaSparsify, err := PrunerLevel(m, sparsity.Magnitude, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for z := int64(0); z <= int64(len(w)); z++ {
+		a, err := MagnitudeLevel(context.Background(), ws["W"], w, z)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := viaSparsify(context.Background(), ws["W"], w, z)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(a, b) {
+			t.Errorf("%d zeros: search %v, sparsify %v", z, a, b)
+		}
 	}
 }

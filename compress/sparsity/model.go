@@ -97,6 +97,29 @@ func layoutOf(w onnxio.Weight) (Layout, string) {
 	return "", fmt.Sprintf("axes out %d in %d", w.OutAxis, w.InAxis)
 }
 
+// PruneWeightMagnitude returns a copy of values (weight w's data) with
+// exactly zeros entries of smallest magnitude set to zero, in the order
+// PruneLayer's magnitude method uses: ties prune the higher index first in
+// the layer's matrix view (output units × reduction, see Layout), so a
+// MatMul B [K, N] breaks ties along K within an output unit, as sparsify
+// does. A weight without a prunable layout (another role, shared) is
+// pruned in its flat order.
+func PruneWeightMagnitude(w onnxio.Weight, values []float32, zeros int) ([]float32, error) {
+	l, why := layoutOf(w)
+	if why != "" {
+		return PruneMagnitude(values, zeros)
+	}
+	m, sh, err := ToMatrix(values, l, w.Shape)
+	if err != nil {
+		return nil, fmt.Errorf("sparsity: %s: %w", w.Name, err)
+	}
+	out, err := PruneMagnitude(m, zeros)
+	if err != nil {
+		return nil, fmt.Errorf("sparsity: %s: %w", w.Name, err)
+	}
+	return FromMatrix(out, l, sh), nil
+}
+
 // Candidates lists the weights of m that PruneModel would consider, as
 // Layers without data, and the reports of those it cannot prune (a
 // non-float dtype, a weight shared by several nodes, a batched MatMul).

@@ -250,6 +250,16 @@ func PruneLayer(ctx context.Context, l Layer, opt Options, calib Calibration) ([
 		out = res.W
 		rep.Pruned = countTrue(res.Pruned)
 		rep.Loss = res.Loss
+	case Magnitude:
+		if opt.Pattern.IsZero() {
+			// the one magnitude pruner (the search's levels use it too)
+			if out, err = PruneMagnitude(w, PrunedCount(opt.Sparsity, len(w))); err != nil {
+				return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
+			}
+			rep.Pruned = PrunedCount(opt.Sparsity, len(w))
+			break
+		}
+		fallthrough
 	default:
 		scores, err := layerScores(w, sh, opt.Method, gram, nrows)
 		if err != nil {

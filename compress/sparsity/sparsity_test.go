@@ -97,27 +97,6 @@ func refLowest(scores []float64, k int) []bool {
 	return out
 }
 
-func TestPruneLowestMatchesSort(t *testing.T) {
-	rng := rand.New(rand.NewSource(1))
-	for trial := 0; trial < 200; trial++ {
-		n := 1 + rng.Intn(300)
-		s := make([]float64, n)
-		levels := 1 + rng.Intn(20) // many ties
-		for i := range s {
-			s[i] = float64(rng.Intn(levels))
-		}
-		k := rng.Intn(n + 1)
-		got := make([]bool, n)
-		pruneLowest(got, s, k)
-		want := refLowest(s, k)
-		for i := range got {
-			if got[i] != want[i] {
-				t.Fatalf("trial %d n=%d k=%d: index %d got %v want %v", trial, n, k, i, got[i], want[i])
-			}
-		}
-	}
-}
-
 func TestMaskNM(t *testing.T) {
 	rng := rand.New(rand.NewSource(2))
 	for _, tc := range []struct {
