@@ -138,4 +138,3 @@ func (ts *TensorStats) finish() {
 	ts.Mean = ts.sum / n
 	ts.Std = math.Sqrt(math.Max(0, ts.sumSq/n-ts.Mean*ts.Mean))
 }
-

@@ -45,5 +45,4 @@ func TestHistogramInfiniteRange(t *testing.T) {
 	}
 }
 
-
 func near(a, b, tol float64) bool { return math.Abs(a-b) <= tol }

@@ -238,4 +238,3 @@ func TestCaptureErrors(t *testing.T) {
 		t.Error("InputGram of an uncaptured weight: no error")
 	}
 }
-
