@@ -99,7 +99,19 @@ func NewAccumulator(m *onnxio.Model, r Request) (*Accumulator, error) {
 			need(l.input)
 		}
 	}
+	values := map[string]bool{}
+	for _, in := range m.Inputs() {
+		values[in.Name] = true
+	}
+	for _, n := range nodes {
+		for _, o := range n.Outputs {
+			values[o] = true
+		}
+	}
 	for _, name := range r.Tensors {
+		if !values[name] {
+			return nil, fmt.Errorf("%w: %q is not a graph input or node output of the model", ErrUnsupported, name)
+		}
 		a.tensors[name] = &TensorStats{Name: name, Min: math.Inf(1), Max: math.Inf(-1)}
 		need(name)
 	}

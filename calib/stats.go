@@ -65,24 +65,32 @@ var (
 	ErrUnsupported = errors.New("calib: unsupported calibration request")
 )
 
-// None is a Stats with nothing collected: every method returns ErrMissing.
-// It stands for calibration a transform does not need (or not yet).
-var None Stats = none{}
+// Missing is a Stats with nothing collected: every method returns
+// ErrMissing. Embed it in a fake that serves only some statistics.
+type Missing struct{}
 
-type none struct{}
+// None is a Stats with nothing collected (Missing). It stands for
+// calibration a transform does not need (or not yet).
+var None Stats = Missing{}
 
-func (none) InputGram(w string) ([]float64, int, int64, error) {
+var _ Stats = Missing{}
+
+// InputGram implements Stats: ErrMissing.
+func (Missing) InputGram(w string) ([]float64, int, int64, error) {
 	return nil, 0, 0, fmt.Errorf("%w: no calibration for %q", ErrMissing, w)
 }
 
-func (none) SquaredColumnNorms(w string) ([]float64, int64, error) {
+// SquaredColumnNorms implements Stats: ErrMissing.
+func (Missing) SquaredColumnNorms(w string) ([]float64, int64, error) {
 	return nil, 0, fmt.Errorf("%w: no calibration for %q", ErrMissing, w)
 }
 
-func (none) ActivationRange(t string) (float64, float64, error) {
+// ActivationRange implements Stats: ErrMissing.
+func (Missing) ActivationRange(t string) (float64, float64, error) {
 	return 0, 0, fmt.Errorf("%w: no calibration for %q", ErrMissing, t)
 }
 
-func (none) ActivationHistogram(t string) ([]int64, []float64, error) {
+// ActivationHistogram implements Stats: ErrMissing.
+func (Missing) ActivationHistogram(t string) ([]int64, []float64, error) {
 	return nil, nil, fmt.Errorf("%w: no calibration for %q", ErrMissing, t)
 }

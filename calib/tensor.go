@@ -138,3 +138,25 @@ func (ts *TensorStats) finish() {
 	ts.Mean = ts.sum / n
 	ts.Std = math.Sqrt(math.Max(0, ts.sumSq/n-ts.Mean*ts.Mean))
 }
+
+// HistogramOf returns the histogram of x in bins bins over its range,
+// with the capture's conventions (see Stats.ActivationHistogram): the one
+// histogram of onnxpost, for callers that hold the values. x must be
+// finite and not empty.
+func HistogramOf(x []float64, bins int) (counts []int64, edges []float64, err error) {
+	if len(x) == 0 || bins <= 0 {
+		return nil, nil, fmt.Errorf("%w: histogram of %d values in %d bins", ErrMissing, len(x), bins)
+	}
+	ts := &TensorStats{Name: "values", Min: math.Inf(1), Max: math.Inf(-1)}
+	ts.addRange(x)
+	if err := ts.Finite(); err != nil {
+		return nil, nil, err
+	}
+	lo, hi := ts.Min, ts.Max
+	if lo == hi {
+		lo, hi = lo-0.5, hi+0.5
+	}
+	h := &Histogram{Lo: lo, Hi: hi, Counts: make([]int64, bins)}
+	h.add(x)
+	return h.Counts, h.Edges(), nil
+}

@@ -1,6 +1,7 @@
 package calib
 
 import (
+	"errors"
 	"math"
 	"testing"
 )
@@ -46,3 +47,25 @@ func TestHistogramInfiniteRange(t *testing.T) {
 }
 
 func near(a, b, tol float64) bool { return math.Abs(a-b) <= tol }
+
+func TestHistogramOf(t *testing.T) {
+	c, e, err := HistogramOf([]float64{0, 1, 2, 3, 4}, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int64{1, 1, 1, 2} // the last bin is closed
+	for i := range want {
+		if c[i] != want[i] {
+			t.Fatalf("counts %v, want %v", c, want)
+		}
+	}
+	if e[0] != 0 || e[4] != 4 {
+		t.Fatalf("edges %v", e)
+	}
+	if _, _, err := HistogramOf([]float64{1, math.Inf(1)}, 4); !errors.Is(err, ErrNonFinite) {
+		t.Fatalf("Inf: %v", err)
+	}
+	if _, _, err := HistogramOf(nil, 4); !errors.Is(err, ErrMissing) {
+		t.Fatalf("empty: %v", err)
+	}
+}

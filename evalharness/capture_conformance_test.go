@@ -20,15 +20,78 @@ func TestCaptureConforms(t *testing.T) {
 		if f.Intermediate {
 			requireORT(t)
 		}
-		inputs := map[string]*Array{}
-		for name, a := range f.Inputs {
-			inputs[name] = FromFloat32(a.Shape, a.Data)
-		}
-		ds, err := NewDataset(inputs, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
 		r := f.Request
-		return Capture(context.Background(), f.Model, ds, CaptureOptions{Grams: r.Grams, Norms: r.Norms, Tensors: r.Tensors, Bins: r.Bins, Batch: 3, Session: SessionOptions{Threads: 1}})
+		return Capture(context.Background(), f.Model, conformanceData(t, f), CaptureOptions{Grams: r.Grams, Norms: r.Norms, Tensors: r.Tensors, Bins: r.Bins, Batch: 3, Session: SessionOptions{Threads: 1}})
 	})
+}
+
+// TestCalibratorConforms runs the shared lazy Calibrator through the
+// suite: the request is declared, the first read captures.
+func TestCalibratorConforms(t *testing.T) {
+	calibtest.Run(t, func(t *testing.T, f calibtest.Fixture) (calib.Stats, error) {
+		if f.Intermediate {
+			requireORT(t)
+		}
+		c := NewCalibrator(context.Background(), f.Model, conformanceData(t, f), CaptureOptions{Batch: 3})
+		c.Need(f.Request)
+		return c, nil
+	})
+}
+
+// TestCalibratorCapturesOnce: two transforms' needs on one model state are
+// captured together, once; an undeclared read captures again, with both.
+func TestCalibratorCapturesOnce(t *testing.T) {
+	var f calibtest.Fixture
+	calibtest.Run(t, func(t *testing.T, fx calibtest.Fixture) (calib.Stats, error) {
+		if fx.Name == "layers" {
+			f = fx
+		}
+		return calib.FromActivations(fx.Model, fx.Activations, fx.Request, nil)
+	})
+	c := NewCalibrator(context.Background(), f.Model, conformanceData(t, f), CaptureOptions{Batch: 3})
+	c.Need(calib.Request{Grams: []string{"W1"}})                         // e.g. GPTQ
+	c.Need(calib.Request{Norms: []string{"W4"}, Tensors: []string{"x"}}) // e.g. Wanda and static int8
+	if c.Captures() != 0 {
+		t.Fatal("captured before any read")
+	}
+	if _, _, _, err := c.InputGram("W1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.SquaredColumnNorms("W4"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.ActivationRange("x"); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Captures(); n != 1 {
+		t.Fatalf("%d captures for declared needs, want 1", n)
+	}
+	// undeclared: a second capture, with everything declared so far
+	if _, _, _, err := c.InputGram("W3"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := c.InputGram("W1"); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Captures(); n != 2 {
+		t.Fatalf("%d captures, want 2", n)
+	}
+	// a histogram nobody sized gets DefaultBins
+	counts, _, err := c.ActivationHistogram("img")
+	if err != nil || len(counts) != DefaultBins {
+		t.Fatalf("histogram of %d bins (err %v), want %d", len(counts), err, DefaultBins)
+	}
+}
+
+func conformanceData(t *testing.T, f calibtest.Fixture) *Dataset {
+	t.Helper()
+	inputs := map[string]*Array{}
+	for name, a := range f.Inputs {
+		inputs[name] = FromFloat32(a.Shape, a.Data)
+	}
+	ds, err := NewDataset(inputs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ds
 }

@@ -7,8 +7,10 @@ import (
 	"math"
 	"math/rand"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/compress/search"
 	"github.com/onnxpost/onnxpost/compress/sparsity"
 	"github.com/onnxpost/onnxpost/evalharness"
@@ -232,7 +234,7 @@ func TestWandaLevelsAndCacheKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stats, h, err := newLazyStats(context.Background(), m, ds, ws, LevelSearch{}, func(string, ...any) {})
+	stats, h, err := newCalibSource(context.Background(), m, ds, LevelSearch{}, func(string, ...any) {}).need(calib.Request{Grams: weightNames(ws)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,5 +428,53 @@ func TestMagnitudeLevelEqualsSparsify(t *testing.T) {
 		if !slices.Equal(a, b) {
 			t.Errorf("%d zeros: search %v, sparsify %v", z, a, b)
 		}
+	}
+}
+
+// TestSpacesShareOneCalibration: the sparsity (Wanda: column norms) and
+// bits (GPTQ: XᵀX) ladders of one run declare their needs on one source
+// and the dense model is captured once for both.
+func TestSpacesShareOneCalibration(t *testing.T) {
+	m, ds := loadZoo(t, "transformer", 32)
+	ws, err := SelectLayers(m, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mm []onnxio.Weight
+	for _, w := range ws {
+		if w.Op == "MatMul" && len(w.Shape) == 2 {
+			mm = append(mm, w)
+		}
+	}
+	captures := 0
+	src := newCalibSource(context.Background(), m, ds, LevelSearch{}, func(f string, _ ...any) {
+		if strings.HasPrefix(f, "capturing") {
+			captures++
+		}
+	})
+	sps, err := sparsitySpace(m, mm, "h", src, LevelSearch{Target: 0.5, Levels: 2, Method: "wanda"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := bitsSpace(m, mm, "h", src, LevelSearch{Target: 4, Method: "gptq"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sps.db.CalibHash == "" || sps.db.CalibHash != bs.db.CalibHash {
+		t.Errorf("calibration hashes %q and %q", sps.db.CalibHash, bs.db.CalibHash)
+	}
+	w := mm[0]
+	v, err := weightValues(m, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sps.db.Build(context.Background(), w, v, int64(len(v)/2)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bs.db.Build(context.Background(), w, v, 4); err != nil {
+		t.Fatal(err)
+	}
+	if n := src.cal.Captures(); n != 1 || captures != 1 {
+		t.Errorf("%d captures of the dense model (%d logged), want 1", n, captures)
 	}
 }

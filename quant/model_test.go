@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/internal/pyoracle"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -216,8 +217,21 @@ func TestFloat16Conversion(t *testing.T) {
 	}
 }
 
-// gramFromRows is a Calibration over fixed activation rows per weight.
+// gramFromRows is a calibration over fixed activation rows per weight
+// (Gram matrices only).
 type gramFromRows map[string][]float64
+
+func (g gramFromRows) SquaredColumnNorms(w string) ([]float64, int64, error) {
+	return calib.Missing{}.SquaredColumnNorms(w)
+}
+
+func (g gramFromRows) ActivationRange(t string) (float64, float64, error) {
+	return calib.Missing{}.ActivationRange(t)
+}
+
+func (g gramFromRows) ActivationHistogram(t string) ([]int64, []float64, error) {
+	return calib.Missing{}.ActivationHistogram(t)
+}
 
 func (g gramFromRows) InputGram(weight string) ([]float64, int, int64, error) {
 	x, ok := g[weight]
@@ -258,7 +272,7 @@ func TestQuantizeGPTQUsesCalibration(t *testing.T) {
 	}
 }
 
-type fixedHist struct{}
+type fixedHist struct{ calib.Missing }
 
 func (fixedHist) ActivationHistogram(string) ([]int64, []float64, error) {
 	counts := make([]int64, 100)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/internal/pyoracle"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -121,7 +122,7 @@ func TestFullRankORT(t *testing.T) {
 
 // convCalib returns an XᵀX for c2.w (d = 8·3·3) from random correlated
 // patches: the whitening at full rank must still be exact.
-func convCalib(t testing.TB) Calibration {
+func convCalib(t testing.TB) calib.Stats {
 	rng := rand.New(rand.NewPCG(51, 52))
 	d, n := 72, 400
 	return gramCalib{"c2.w": gram(anisotropic(rng, n, d), n, d)}
@@ -129,7 +130,7 @@ func convCalib(t testing.TB) Calibration {
 
 // denseCalib returns XᵀX for the dense model's three weights (d = 16, 12,
 // 10) from random correlated activations.
-func denseCalib(t testing.TB) Calibration {
+func denseCalib(t testing.TB) calib.Stats {
 	rng := rand.New(rand.NewPCG(53, 54))
 	g := gramCalib{}
 	for name, d := range map[string]int{"W1": 16, "W2": 12, "W3": 10} {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -308,8 +309,20 @@ func TestApplyRefusals(t *testing.T) {
 	}
 }
 
-// gramCalib computes XᵀX from stored activations per weight.
+// gramCalib serves stored Gram matrices per weight (InputGram only).
 type gramCalib map[string][]float64 // weight → XᵀX (d×d)
+
+func (g gramCalib) SquaredColumnNorms(w string) ([]float64, int64, error) {
+	return calib.Missing{}.SquaredColumnNorms(w)
+}
+
+func (g gramCalib) ActivationRange(t string) (float64, float64, error) {
+	return calib.Missing{}.ActivationRange(t)
+}
+
+func (g gramCalib) ActivationHistogram(t string) ([]int64, []float64, error) {
+	return calib.Missing{}.ActivationHistogram(t)
+}
 
 func (g gramCalib) InputGram(weight string) ([]float64, int, int64, error) {
 	x, ok := g[weight]

@@ -7,6 +7,8 @@ import (
 	"math/rand"
 	"sort"
 	"testing"
+
+	"github.com/onnxpost/onnxpost/calib"
 )
 
 func randMat(rng *rand.Rand, n int) []float32 {
@@ -336,8 +338,17 @@ func TestMaskGlobal(t *testing.T) {
 }
 
 type gramCalib struct {
+	calib.Missing
 	x map[string][]float64
 	d map[string]int
+}
+
+func (g gramCalib) SquaredColumnNorms(name string) ([]float64, int64, error) {
+	xtx, d, n, err := g.InputGram(name)
+	if err != nil {
+		return nil, 0, err
+	}
+	return diagonal(xtx, d), n, nil
 }
 
 func (g gramCalib) InputGram(name string) ([]float64, int, int64, error) {
