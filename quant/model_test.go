@@ -219,22 +219,13 @@ func TestFloat16Conversion(t *testing.T) {
 
 // gramFromRows is a calibration over fixed activation rows per weight
 // (Gram matrices only).
-type gramFromRows map[string][]float64
-
-func (g gramFromRows) SquaredColumnNorms(w string) ([]float64, int64, error) {
-	return calib.Missing{}.SquaredColumnNorms(w)
-}
-
-func (g gramFromRows) ActivationRange(t string) (float64, float64, error) {
-	return calib.Missing{}.ActivationRange(t)
-}
-
-func (g gramFromRows) ActivationHistogram(t string) ([]int64, []float64, error) {
-	return calib.Missing{}.ActivationHistogram(t)
+type gramFromRows struct {
+	calib.Missing
+	rows map[string][]float64
 }
 
 func (g gramFromRows) InputGram(weight string) ([]float64, int, int64, error) {
-	x, ok := g[weight]
+	x, ok := g.rows[weight]
 	if !ok {
 		return nil, 0, 0, errors.New("no activations for " + weight)
 	}
@@ -254,10 +245,10 @@ func (g gramFromRows) InputGram(weight string) ([]float64, int, int64, error) {
 func TestQuantizeGPTQUsesCalibration(t *testing.T) {
 	m := testModel(t, 4, false)
 	rng := rand.New(rand.NewSource(5))
-	cal := gramFromRows{}
+	cal := gramFromRows{rows: map[string][]float64{}}
 	for w, d := range map[string]int{"W1": 64, "W2": 32, "W3": 16} {
 		x, _ := correlatedInputs(rng, 128, d)
-		cal[w] = x
+		cal.rows[w] = x
 	}
 	q, rep, err := Quantize(context.Background(), m, Options{Weights: "int4", Method: "gptq", BlockSize: 16, Calibration: cal})
 	if err != nil {
@@ -266,7 +257,7 @@ func TestQuantizeGPTQUsesCalibration(t *testing.T) {
 	if q.OpCounts()["com.microsoft.MatMulNBits"] != 3 || len(rep.Layers) != 3 || !strings.Contains(rep.Layers[0].Scheme, "gptq") {
 		t.Fatalf("report %+v ops %v", rep, q.OpCounts())
 	}
-	delete(cal, "W2")
+	delete(cal.rows, "W2")
 	if _, _, err := Quantize(context.Background(), m, Options{Weights: "int4", Method: "gptq", Calibration: cal}); !errors.Is(err, ErrCalibration) {
 		t.Fatalf("missing Gram: %v", err)
 	}

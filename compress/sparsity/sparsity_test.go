@@ -5,10 +5,10 @@ import (
 	"errors"
 	"math"
 	"math/rand"
-	"sort"
 	"testing"
 
 	"github.com/onnxpost/onnxpost/calib"
+	"github.com/onnxpost/onnxpost/internal/selection/selectiontest"
 )
 
 func randMat(rng *rand.Rand, n int) []float32 {
@@ -77,26 +77,6 @@ func TestSplitCountsSum(t *testing.T) {
 			t.Errorf("s=%v: sum %d, want %d", s, sum, PrunedCount(s, n))
 		}
 	}
-}
-
-// refLowest is a sorting reference for pruneLowest: order by score, then
-// by descending index.
-func refLowest(scores []float64, k int) []bool {
-	idx := make([]int, len(scores))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.Slice(idx, func(a, b int) bool {
-		if scores[idx[a]] != scores[idx[b]] {
-			return scores[idx[a]] < scores[idx[b]]
-		}
-		return idx[a] > idx[b]
-	})
-	out := make([]bool, len(scores))
-	for _, i := range idx[:k] {
-		out[i] = true
-	}
-	return out
 }
 
 func TestMaskNM(t *testing.T) {
@@ -294,7 +274,7 @@ func TestMaskRowsAndWanda(t *testing.T) {
 		if math.Abs(float64(k)-0.7*float64(sh.Cols)) >= 1 {
 			t.Errorf("row %d prunes %d of %d", r, k, sh.Cols)
 		}
-		want := refLowest(row, k)
+		want := selectiontest.RefLowest(row, k)
 		for j := range want {
 			if want[j] != pr[r*sh.Cols+j] {
 				t.Fatalf("row %d: mask differs from the sorting reference", r)
