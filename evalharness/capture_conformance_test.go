@@ -2,6 +2,9 @@ package evalharness
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"sync"
 	"testing"
 
 	"github.com/onnxpost/onnxpost/calib"
@@ -94,4 +97,58 @@ func conformanceData(t *testing.T, f calibtest.Fixture) *Dataset {
 		t.Fatal(err)
 	}
 	return ds
+}
+
+// TestCalibratorConcurrent: reads from several goroutines (the search's
+// level builders run in parallel) capture once and agree.
+func TestCalibratorConcurrent(t *testing.T) {
+	var f calibtest.Fixture
+	calibtest.Run(t, func(t *testing.T, fx calibtest.Fixture) (calib.Stats, error) {
+		if fx.Name == "layers" {
+			f = fx
+		}
+		return calib.FromActivations(fx.Model, fx.Activations, fx.Request, nil)
+	})
+	c := NewCalibrator(context.Background(), f.Model, conformanceData(t, f), CaptureOptions{Batch: 3})
+	c.Need(f.Request)
+	mem, err := calib.FromActivations(f.Model, f.Activations, f.Request, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _, _, err := mem.InputGram("W3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			switch i % 3 {
+			case 0:
+				g, _, _, err := c.InputGram("W3")
+				if err == nil && !slices.Equal(g, want) {
+					err = fmt.Errorf("goroutine %d: Gram differs", i)
+				}
+				errs <- err
+			case 1:
+				_, _, err := c.SquaredColumnNorms("W4")
+				errs <- err
+			default:
+				_, _, err := c.ActivationHistogram("x")
+				errs <- err
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if n := c.Captures(); n != 1 {
+		t.Errorf("%d captures, want 1", n)
+	}
 }
