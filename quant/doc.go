@@ -43,7 +43,8 @@
 // one calibration interface (evalharness.Capture implements it, and
 // calib.FromActivations from captured values): XᵀX Gram matrices for GPTQ
 // (Options.Calibration) and activation histograms for static quantization
-// (Options.Stats). ActivationTensors and GramWeights name what to capture. Models that already hold quantization ops are refused
+// (Options.Stats). ActivationTensors and GramWeights name what to
+// capture. Models that already hold quantization ops are refused
 // (ErrAlreadyQuantized).
 //
 // # Invariants
