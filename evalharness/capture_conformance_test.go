@@ -44,13 +44,7 @@ func TestCalibratorConforms(t *testing.T) {
 // TestCalibratorCapturesOnce: two transforms' needs on one model state are
 // captured together, once; an undeclared read captures again, with both.
 func TestCalibratorCapturesOnce(t *testing.T) {
-	var f calibtest.Fixture
-	calibtest.Run(t, func(t *testing.T, fx calibtest.Fixture) (calib.Stats, error) {
-		if fx.Name == "layers" {
-			f = fx
-		}
-		return calib.FromActivations(fx.Model, fx.Activations, fx.Request, nil)
-	})
+	f := calibtest.Layers(t)
 	c := NewCalibrator(context.Background(), f.Model, conformanceData(t, f), CaptureOptions{Batch: 3})
 	c.Need(calib.Request{Grams: []string{"W1"}})                         // e.g. GPTQ
 	c.Need(calib.Request{Norms: []string{"W4"}, Tensors: []string{"x"}}) // e.g. Wanda and static int8
@@ -102,13 +96,7 @@ func conformanceData(t *testing.T, f calibtest.Fixture) *Dataset {
 // TestCalibratorConcurrent: reads from several goroutines (the search's
 // level builders run in parallel) capture once and agree.
 func TestCalibratorConcurrent(t *testing.T) {
-	var f calibtest.Fixture
-	calibtest.Run(t, func(t *testing.T, fx calibtest.Fixture) (calib.Stats, error) {
-		if fx.Name == "layers" {
-			f = fx
-		}
-		return calib.FromActivations(fx.Model, fx.Activations, fx.Request, nil)
-	})
+	f := calibtest.Layers(t)
 	c := NewCalibrator(context.Background(), f.Model, conformanceData(t, f), CaptureOptions{Batch: 3})
 	c.Need(f.Request)
 	mem, err := calib.FromActivations(f.Model, f.Activations, f.Request, nil)

@@ -150,6 +150,11 @@ func (b *builder) node(op string, in []string, out string, attrs ...onnxio.Attr)
 	b.m.AddOutput(onnxio.ValueInfo{Name: out, DType: onnxio.Float})
 }
 
+// Layers returns the suite's fixture of MatMul, Gemm, grouped strided 2-D
+// Conv and dilated 1-D Conv layers reading graph inputs, for tests of an
+// implementation beyond the suite (sharing, concurrency).
+func Layers(t *testing.T) Fixture { return layersFixture(t) }
+
 func layersFixture(t *testing.T) Fixture {
 	b := newBuilder(t, "layers", 1)
 	b.input("x", 3, 6)
