@@ -51,11 +51,13 @@
 // NaN/Inf where the reference's did not fails the gate.
 //
 // Capture exposes chosen intermediate tensors as outputs of a copy of the
-// model and accumulates, with bounded memory, the input Gram matrix XᵀX of
-// MatMul, Gemm and Conv weights (Stats.InputGram, the calibration interface
-// of the compression and quantization packages; Conv through its im2col
-// view) and per-tensor min/max/mean/std and histograms (Stats.Tensor) for
-// static quantization calibration.
+// model and streams the batches into a calib.Accumulator: the input Gram
+// matrix XᵀX of MatMul, Gemm and Conv weights (Conv through its im2col
+// view) or only its diagonal, and per-tensor min/max/mean/std and
+// histograms. Its Stats (calib.Collected) implements calib.Stats, the one
+// calibration interface of the compression and quantization packages.
+// Calibrator captures once per model state for every transform that
+// declares its needs, lazily.
 //
 // WeightSession turns chosen initializers into graph inputs once and feeds
 // each candidate's values per run: one session for a whole search instead

@@ -437,18 +437,19 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 		return nil, nil, err
 	}
 	tPrep := time.Now()
+	src := newCalibSource(ctx, m, calib, opt, logf) // one calibration of the dense model, shared
 	var sp *space
 	switch opt.Space {
 	case SpaceSparsity:
-		sp, err = sparsitySpace(ctx, m, ws, hash, calib, opt, logf)
+		sp, err = sparsitySpace(m, ws, hash, src, opt)
 	case SpaceRank:
 		sp, err = rankSpace(m, ws, hash, opt)
 	case SpaceBits:
-		sp, err = bitsSpace(ctx, m, ws, hash, calib, opt, logf)
+		sp, err = bitsSpace(m, ws, hash, src, opt)
 	case SpaceDrop:
 		sp, err = dropSpace(m, ws, hash, opt, logf)
 	case SpaceSparsityBits:
-		sp, err = sparsityBitsSpace(ctx, m, ws, hash, calib, opt, logf)
+		sp, err = sparsityBitsSpace(m, ws, hash, src, opt)
 	default:
 		err = fmt.Errorf("search space %q: want sparsity, rank, bits, drop or sparsity,bits", opt.Space)
 	}

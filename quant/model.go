@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -64,11 +65,12 @@ type Options struct {
 	ExcludeOps []string
 	// Exclude leaves weights or nodes whose name matches in float.
 	Exclude *regexp.Regexp
-	// Calibration gives XᵀX per weight for GPTQ.
-	Calibration Calibration
+	// Calibration gives XᵀX per weight for GPTQ (calib.Stats.InputGram).
+	Calibration calib.Stats
 	// Stats gives activation histograms for static activation
-	// quantization.
-	Stats ActivationStats
+	// quantization (calib.Stats.ActivationHistogram). One calib.Stats
+	// (evalharness.Capture's) usually serves both fields.
+	Stats calib.Stats
 }
 
 // LayerReport describes one quantized weight.

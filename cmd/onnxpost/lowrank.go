@@ -3,13 +3,13 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"regexp"
 	"slices"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/compress/lowrank"
 	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
@@ -200,37 +200,14 @@ func lowrankError(err error) error {
 // lowrankCalibration runs the model over --calib (at most --calib-samples
 // samples) with evalharness.Capture, accumulating XᵀX of the inputs of the
 // layers Apply will decompose.
-func lowrankCalibration(c *cli.Context, model *onnxio.Model, opt lowrank.Options) (lowrank.Calibration, error) {
-	opt.Calib = pendingCalibration{}
+func lowrankCalibration(c *cli.Context, model *onnxio.Model, opt lowrank.Options) (calib.Stats, error) {
+	opt.Calib = calib.None // not read by Candidates: it only has to be set
 	names, err := lowrank.Candidates(model, opt)
 	if err != nil {
 		return nil, err
 	}
 	if len(names) == 0 {
-		return pendingCalibration{}, nil
+		return calib.None, nil
 	}
-	ds, err := loadDataset(c, "calib")
-	if err != nil {
-		return nil, fmt.Errorf("--calib: %w", err)
-	}
-	if n := int64(c.Int("calib-samples")); n > 0 && ds.N > n {
-		ds = ds.Head(n)
-	}
-	so, err := sessionOptions(c)
-	if err != nil {
-		return nil, err
-	}
-	st, err := evalharness.Capture(c.Context, model, ds, evalharness.CaptureOptions{Grams: names, Batch: c.Int("batch"), Session: so})
-	if err != nil {
-		return nil, fmt.Errorf("calibration on %s: %w", c.String("calib"), err)
-	}
-	return st, nil
-}
-
-// pendingCalibration stands for a calibration not captured yet (or not
-// needed: no layer selected).
-type pendingCalibration struct{}
-
-func (pendingCalibration) InputGram(weight string) ([]float64, int, int64, error) {
-	return nil, 0, 0, fmt.Errorf("no calibration captured for %s", weight)
+	return captureCalibration(c, model, evalharness.CaptureOptions{Grams: names})
 }

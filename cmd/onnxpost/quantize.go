@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
 	"github.com/onnxpost/onnxpost/quant"
@@ -223,10 +224,10 @@ func quantizeOptions(c *cli.Context) (quant.Options, error) {
 	// wired after loading the model.
 	check := opt
 	if opt.Activations == "int8" {
-		check.Stats = (*quant.Activations)(nil)
+		check.Stats = calib.None
 	}
 	if opt.Method == "gptq" {
-		check.Calibration = (*quant.Activations)(nil)
+		check.Calibration = calib.None
 	}
 	if err := check.Validate(); err != nil {
 		return opt, usagef("%v", err)
@@ -236,54 +237,23 @@ func quantizeOptions(c *cli.Context) (quant.Options, error) {
 
 // quantCapture runs the model over --calib with evalharness.Capture,
 // collecting what the options need: histograms of the activations to
-// quantize (static) and the input Gram matrices of the weights (GPTQ).
-func quantCapture(c *cli.Context, model *onnxio.Model, opt quant.Options) (*harnessStats, error) {
-	ds, err := loadDataset(c, "calib")
-	if err != nil {
-		return nil, err
-	}
-	if n := int64(c.Int("calib-samples")); ds.N > n {
-		ds = ds.Head(n)
-	}
-	so, err := sessionOptions(c)
-	if err != nil {
-		return nil, err
-	}
-	co := evalharness.CaptureOptions{Batch: c.Int("batch"), Session: so}
+// quantize (static) and the input Gram matrices of the weights (GPTQ), in
+// one capture that serves both.
+func quantCapture(c *cli.Context, model *onnxio.Model, opt quant.Options) (*evalharness.Stats, error) {
+	var co evalharness.CaptureOptions
+	var err error
 	if opt.Activations == "int8" {
 		if co.Tensors, err = quant.ActivationTensors(model, opt); err != nil {
 			return nil, err
 		}
-		co.Bins = 2048
+		co.Bins = evalharness.DefaultBins
 	}
 	if opt.Method == "gptq" {
 		if co.Grams, err = quant.GramWeights(model, opt); err != nil {
 			return nil, err
 		}
 	}
-	st, err := evalharness.Capture(c.Context, model, ds, co)
-	if err != nil {
-		return nil, fmt.Errorf("calibration on %s: %w", c.String("calib"), err)
-	}
-	return &harnessStats{st}, nil
-}
-
-// harnessStats adapts evalharness.Stats to quant's calibration interfaces
-// (it already has InputGram).
-type harnessStats struct{ *evalharness.Stats }
-
-// ActivationHistogram returns the captured histogram of tensor.
-func (h *harnessStats) ActivationHistogram(tensor string) ([]int64, []float64, error) {
-	ts, ok := h.Tensor(tensor)
-	if !ok || ts.Hist == nil {
-		return nil, nil, fmt.Errorf("no histogram was captured for %s", tensor)
-	}
-	// a range that leaves out Inf or NaN would quantize them to the clip
-	// value silently: static quantization needs finite activations
-	if err := ts.Finite(); err != nil {
-		return nil, nil, err
-	}
-	return ts.Hist.Counts, ts.Hist.Edges(), nil
+	return captureCalibration(c, model, co)
 }
 
 // writeQuantTable prints the per-layer table of a quantization report.
@@ -309,18 +279,4 @@ func writeQuantTable(w io.Writer, rep *quant.Report) {
 	}
 	fmt.Fprintf(w, "weights: %d → %d bytes (%.2f×), mean ‖W−Ŵ‖/‖W‖ %.4f\n", rep.WeightBytesBefore, rep.WeightBytesAfter,
 		float64(rep.WeightBytesBefore)/float64(max(rep.WeightBytesAfter, 1)), rep.MeanRelError)
-}
-
-// arrayFloat32 returns an array's values as float32 (also used by
-// sparsify.go).
-func arrayFloat32(a *evalharness.Array) ([]float32, error) {
-	f, err := a.Float64()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]float32, len(f))
-	for i, v := range f {
-		out[i] = float32(v)
-	}
-	return out, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/compress/sparsity"
 	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
@@ -123,18 +124,18 @@ func sparsifyAction(c *cli.Context) error {
 			return usagef("%v (M=%d)", sparsity.ErrNoLayerFits, opt.Pattern.M)
 		}
 	}
-	var calib sparsity.Calibration
+	var cal calib.Stats
 	if opt.Method.NeedsCalibration() {
 		if c.Bool("sequential") {
-			calib, err = newLiveCalibration(c, model)
+			cal, err = newLiveCalibration(c, model)
 		} else {
-			calib, err = sparsifyCalibration(c, model, sel)
+			cal, err = sparsifyCalibration(c, model, sel, opt.Method)
 		}
 		if err != nil {
 			return err
 		}
 	}
-	rep, err := sparsity.PruneModel(c.Context, model, opt, sel, calib)
+	rep, err := sparsity.PruneModel(c.Context, model, opt, sel, cal)
 	if err != nil {
 		if errors.Is(err, sparsity.ErrNoLayerFits) || errors.Is(err, sparsity.ErrNoCalibration) {
 			return usagef("%v", err)
@@ -281,11 +282,13 @@ func writeSparsityTable(w io.Writer, rep sparsity.Report) {
 
 // liveCalibration captures a layer's input on the model as it is when the
 // layer's turn comes: sparsity.PruneModel prunes in graph order and writes
-// each layer back before asking for the next one's XᵀX, so the inputs of
-// later layers come from the already pruned ones.
+// each layer back before asking for the next one's statistics, so the
+// inputs of later layers come from the already pruned ones. Each read is a
+// new model state, hence a capture of its own (of that one layer).
 type liveCalibration struct {
-	c     *cli.Context
-	model *onnxio.Model
+	calib.Missing // ranges and histograms: sparsify reads none
+	c             *cli.Context
+	model         *onnxio.Model
 }
 
 func newLiveCalibration(c *cli.Context, model *onnxio.Model) (*liveCalibration, error) {
@@ -295,19 +298,48 @@ func newLiveCalibration(c *cli.Context, model *onnxio.Model) (*liveCalibration, 
 	return &liveCalibration{c: c, model: model}, nil
 }
 
+// InputGram captures XᵀX of weight's input on the current model (SparseGPT).
 func (l *liveCalibration) InputGram(weight string) ([]float64, int, int64, error) {
-	re := regexp.MustCompile("^" + regexp.QuoteMeta(weight) + "$")
-	cal, err := sparsifyCalibration(l.c, l.model, sparsity.Selection{Include: re})
+	st, err := captureCalibration(l.c, l.model, evalharness.CaptureOptions{Grams: []string{weight}})
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	return cal.InputGram(weight)
+	return st.InputGram(weight)
 }
 
-// sparsifyCalibration runs the model over --calib with the inputs of the
-// pruned nodes as extra outputs (evalharness) and returns them as a
-// sparsity.Captured, which computes each layer's XᵀX (im2col for Conv).
-func sparsifyCalibration(c *cli.Context, model *onnxio.Model, sel sparsity.Selection) (sparsity.Calibration, error) {
+// SquaredColumnNorms captures the column norms of weight's input on the
+// current model (Wanda).
+func (l *liveCalibration) SquaredColumnNorms(weight string) ([]float64, int64, error) {
+	st, err := captureCalibration(l.c, l.model, evalharness.CaptureOptions{Norms: []string{weight}})
+	if err != nil {
+		return nil, 0, err
+	}
+	return st.SquaredColumnNorms(weight)
+}
+
+// sparsifyCalibration captures, in one streaming pass over --calib, what
+// method reads of every layer PruneModel will prune: the column norms
+// (Wanda) or XᵀX (SparseGPT, im2col for Conv).
+func sparsifyCalibration(c *cli.Context, model *onnxio.Model, sel sparsity.Selection, method sparsity.Method) (calib.Stats, error) {
+	layers, _, err := sparsity.Candidates(model, sel)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(layers))
+	for i, l := range layers {
+		names[i] = l.Name
+	}
+	co := evalharness.CaptureOptions{Grams: names}
+	if method == sparsity.Wanda {
+		co = evalharness.CaptureOptions{Norms: names}
+	}
+	return captureCalibration(c, model, co)
+}
+
+// captureCalibration runs evalharness.Capture of model over --calib (at
+// most --calib-samples samples, in batches of --batch) for the statistics
+// co names.
+func captureCalibration(c *cli.Context, model *onnxio.Model, co evalharness.CaptureOptions) (*evalharness.Stats, error) {
 	if err := c.Context.Err(); err != nil {
 		return nil, err
 	}
@@ -318,71 +350,13 @@ func sparsifyCalibration(c *cli.Context, model *onnxio.Model, sel sparsity.Selec
 	if n := int64(c.Int("calib-samples")); n > 0 && ds.N > n {
 		ds = ds.Head(n)
 	}
-	names, err := sparsity.ActivationTensors(model, sel)
-	if err != nil {
+	if co.Session, err = sessionOptions(c); err != nil {
 		return nil, err
 	}
-	acts := map[string]sparsity.Activation{}
-	var outs []string
-	for _, n := range names {
-		if a, ok := ds.Inputs[n]; ok {
-			v, err := arrayFloat32(a)
-			if err != nil {
-				return nil, fmt.Errorf("calibration input %s: %w", n, err)
-			}
-			acts[n] = sparsity.Activation{Shape: a.Shape, Data: v}
-			continue
-		}
-		outs = append(outs, n)
+	co.Batch = c.Int("batch")
+	st, err := evalharness.Capture(c.Context, model, ds, co)
+	if err != nil {
+		return nil, fmt.Errorf("calibration on %s: %w", c.String("calib"), err)
 	}
-	if len(outs) > 0 {
-		so, err := sessionOptions(c)
-		if err != nil {
-			return nil, err
-		}
-		m := model.Derive()
-		for _, n := range outs {
-			m.AddOutput(onnxio.ValueInfo{Name: n})
-		}
-		b, err := m.Bytes()
-		if err != nil {
-			return nil, err
-		}
-		sess, err := evalharness.OpenSession(evalharness.OpenRequest{Model: b, Outputs: outs}, so)
-		if err != nil {
-			return nil, fmt.Errorf("calibration session: %w", err)
-		}
-		defer sess.Close()
-		arrs, err := evalharness.Predict(sess, ds, c.Int("batch"))
-		if err != nil {
-			return nil, fmt.Errorf("calibration run: %w", err)
-		}
-		// padded token positions (attention_mask 0) stay out of XᵀX
-		var mask []bool
-		if hasModelInput(model, "attention_mask") {
-			mask = ds.TokenMask(0, ds.N)
-		}
-		for i, info := range sess.Outputs() {
-			v, err := arrayFloat32(arrs[i])
-			if err != nil {
-				return nil, fmt.Errorf("activation %s: %w", info.Name, err)
-			}
-			shape := arrs[i].Shape
-			if sparsity.RowActivation(model, info.Name) {
-				v, shape = evalharness.KeepRows(v, shape, mask)
-			}
-			acts[info.Name] = sparsity.Activation{Shape: shape, Data: v}
-		}
-	}
-	return sparsity.NewCaptured(model, acts)
-}
-
-// hasModelInput reports whether m has a graph input named name.
-func hasModelInput(m *onnxio.Model, name string) bool {
-	for _, in := range m.Inputs() {
-		if in.Name == name {
-			return true
-		}
-	}
-	return false
+	return st, nil
 }
