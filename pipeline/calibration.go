@@ -3,8 +3,8 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"regexp"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/compress/lowrank"
 	"github.com/onnxpost/onnxpost/compress/sparsity"
 	"github.com/onnxpost/onnxpost/evalharness"
@@ -13,8 +13,8 @@ import (
 )
 
 // CalibOptions says how calibration data runs through a model: the
-// statistics the transforms need (input Gram matrices, activation
-// histograms) are computed with ONNX Runtime on at most Samples samples.
+// statistics the transforms read (calib.Stats) are captured with
+// evalharness.Capture on at most Samples samples.
 type CalibOptions struct {
 	// Session opens the ONNX Runtime sessions.
 	Session evalharness.SessionOptions
@@ -24,201 +24,112 @@ type CalibOptions struct {
 	Samples int64
 }
 
-// DefaultCalibSamples is the number of calibration samples the command
-// line uses by default (--calib-samples).
-const DefaultCalibSamples = 256
-
-func (o CalibOptions) head(ds *evalharness.Dataset) *evalharness.Dataset {
-	if o.Samples > 0 && ds.N > o.Samples {
-		return ds.Head(o.Samples)
-	}
-	return ds
-}
-
-// LowrankCalibration captures XᵀX of the inputs of the layers
-// lowrank.Apply will decompose with opt (evalharness.Capture, accumulated
-// batch by batch). With no layer selected it captures nothing and returns
-// a calibration that has no Gram matrix.
-func LowrankCalibration(ctx context.Context, model *onnxio.Model, ds *evalharness.Dataset, opt lowrank.Options, co CalibOptions) (lowrank.Calibration, error) {
-	opt.Calib = noCalibration{}
-	names, err := lowrank.Candidates(model, opt)
-	if err != nil {
+// Calibrate runs evalharness.Capture of model over ds (at most Samples
+// samples, in batches of Batch) for the statistics co names.
+func Calibrate(ctx context.Context, model *onnxio.Model, ds *evalharness.Dataset, co evalharness.CaptureOptions, opt CalibOptions) (*evalharness.Stats, error) {
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if len(names) == 0 {
-		return noCalibration{}, nil
+	if opt.Samples > 0 && ds.N > opt.Samples {
+		ds = ds.Head(opt.Samples)
 	}
-	st, err := evalharness.Capture(ctx, model, co.head(ds), evalharness.CaptureOptions{Grams: names, Batch: co.Batch, Session: co.Session})
+	co.Session, co.Batch = opt.Session, opt.Batch
+	st, err := evalharness.Capture(ctx, model, ds, co)
 	if err != nil {
 		return nil, fmt.Errorf("calibration on %s: %w", ds.Path, err)
 	}
 	return st, nil
 }
 
-// noCalibration stands for a calibration not captured (no layer needs
-// one).
-type noCalibration struct{}
-
-func (noCalibration) InputGram(weight string) ([]float64, int, int64, error) {
-	return nil, 0, 0, fmt.Errorf("no calibration captured for %s", weight)
+// LowrankCalibration captures XᵀX of the inputs of the layers
+// lowrank.Apply will decompose with lopt; with no layer selected it
+// captures nothing (calib.None).
+func LowrankCalibration(ctx context.Context, model *onnxio.Model, ds *evalharness.Dataset, lopt lowrank.Options, opt CalibOptions) (calib.Stats, error) {
+	lopt.Calib = calib.None // not read by Candidates: it only has to be set
+	names, err := lowrank.Candidates(model, lopt)
+	if err != nil {
+		return nil, err
+	}
+	if len(names) == 0 {
+		return calib.None, nil
+	}
+	return Calibrate(ctx, model, ds, evalharness.CaptureOptions{Grams: names}, opt)
 }
 
-// QuantStats are the captured statistics quant.Quantize reads: input Gram
-// matrices (quant.Calibration, for GPTQ) and activation histograms
-// (quant.ActivationStats, for static int8).
-type QuantStats struct{ *evalharness.Stats }
-
-// ActivationHistogram returns the captured histogram of tensor; an
-// activation holding NaN or ±Inf is an error (a range that leaves them out
-// would quantize them to the clip value silently).
-func (h *QuantStats) ActivationHistogram(tensor string) ([]int64, []float64, error) {
-	ts, ok := h.Tensor(tensor)
-	if !ok || ts.Hist == nil {
-		return nil, nil, fmt.Errorf("no histogram was captured for %s", tensor)
-	}
-	if err := ts.Finite(); err != nil {
-		return nil, nil, err
-	}
-	return ts.Hist.Counts, ts.Hist.Edges(), nil
-}
-
-// QuantCalibration runs model over ds with evalharness.Capture, collecting
-// what opt needs: histograms of the activations to quantize (static int8)
-// and the input Gram matrices of the weights (GPTQ). Set both
-// opt.Calibration and opt.Stats to the result. Capture identifies
-// consumers by node name: call model.EnsureNodeNames first.
-func QuantCalibration(ctx context.Context, model *onnxio.Model, ds *evalharness.Dataset, opt quant.Options, co CalibOptions) (*QuantStats, error) {
-	cap := evalharness.CaptureOptions{Batch: co.Batch, Session: co.Session}
+// QuantCalibration captures what qopt needs, in one pass: histograms of
+// the activations to quantize (static int8) and the input Gram matrices
+// of the weights (GPTQ). Set both qopt.Calibration and qopt.Stats to the
+// result. Capture identifies consumers by node name: call
+// model.EnsureNodeNames first.
+func QuantCalibration(ctx context.Context, model *onnxio.Model, ds *evalharness.Dataset, qopt quant.Options, opt CalibOptions) (*evalharness.Stats, error) {
+	var co evalharness.CaptureOptions
 	var err error
-	if opt.Activations == "int8" {
-		if cap.Tensors, err = quant.ActivationTensors(model, opt); err != nil {
+	if qopt.Activations == "int8" {
+		if co.Tensors, err = quant.ActivationTensors(model, qopt); err != nil {
 			return nil, err
 		}
-		cap.Bins = 2048
+		co.Bins = evalharness.DefaultBins
 	}
-	if opt.Method == "gptq" {
-		if cap.Grams, err = quant.GramWeights(model, opt); err != nil {
+	if qopt.Method == "gptq" {
+		if co.Grams, err = quant.GramWeights(model, qopt); err != nil {
 			return nil, err
 		}
 	}
-	st, err := evalharness.Capture(ctx, model, co.head(ds), cap)
-	if err != nil {
-		return nil, fmt.Errorf("calibration on %s: %w", ds.Path, err)
-	}
-	return &QuantStats{st}, nil
+	return Calibrate(ctx, model, ds, co, opt)
 }
 
-// SparsityCalibration runs model over ds with the inputs of the layers sel
-// picks as extra outputs and returns them as a sparsity.Captured, which
-// computes each layer's XᵀX (im2col for Conv). Padded token positions
-// (attention_mask 0) stay out of XᵀX.
-func SparsityCalibration(ctx context.Context, model *onnxio.Model, ds *evalharness.Dataset, sel sparsity.Selection, co CalibOptions) (sparsity.Calibration, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	ds = co.head(ds)
-	names, err := sparsity.ActivationTensors(model, sel)
+// SparsityCalibration captures, in one streaming pass, what method reads
+// of every layer sparsity.PruneModel will prune with sel: the column norms
+// (Wanda) or XᵀX (SparseGPT, im2col for Conv).
+func SparsityCalibration(ctx context.Context, model *onnxio.Model, ds *evalharness.Dataset, sel sparsity.Selection, method sparsity.Method, opt CalibOptions) (calib.Stats, error) {
+	layers, _, err := sparsity.Candidates(model, sel)
 	if err != nil {
 		return nil, err
 	}
-	acts := map[string]sparsity.Activation{}
-	var outs []string
-	for _, n := range names {
-		if a, ok := ds.Inputs[n]; ok {
-			v, err := arrayFloat32(a)
-			if err != nil {
-				return nil, fmt.Errorf("calibration input %s: %w", n, err)
-			}
-			acts[n] = sparsity.Activation{Shape: a.Shape, Data: v}
-			continue
-		}
-		outs = append(outs, n)
+	names := make([]string, len(layers))
+	for i, l := range layers {
+		names[i] = l.Name
 	}
-	if len(outs) > 0 {
-		m := model.Clone()
-		for _, n := range outs {
-			m.AddOutput(onnxio.ValueInfo{Name: n})
-		}
-		b, err := m.Bytes()
-		if err != nil {
-			return nil, err
-		}
-		sess, err := evalharness.NewSessionOutputs(b, outs, co.Session)
-		if err != nil {
-			return nil, fmt.Errorf("calibration session: %w", err)
-		}
-		defer sess.Close()
-		batch := co.Batch
-		if batch <= 0 {
-			batch = 64
-		}
-		arrs, err := evalharness.Predict(sess, ds, batch)
-		if err != nil {
-			return nil, fmt.Errorf("calibration run: %w", err)
-		}
-		var mask []bool
-		if hasInput(model, "attention_mask") {
-			mask = ds.TokenMask(0, ds.N)
-		}
-		for i, info := range sess.Outputs() {
-			v, err := arrayFloat32(arrs[i])
-			if err != nil {
-				return nil, fmt.Errorf("activation %s: %w", info.Name, err)
-			}
-			shape := arrs[i].Shape
-			if sparsity.RowActivation(model, info.Name) {
-				v, shape = evalharness.KeepRows(v, shape, mask)
-			}
-			acts[info.Name] = sparsity.Activation{Shape: shape, Data: v}
-		}
+	co := evalharness.CaptureOptions{Grams: names}
+	if method == sparsity.Wanda {
+		co = evalharness.CaptureOptions{Norms: names}
 	}
-	return sparsity.NewCaptured(model, acts)
+	return Calibrate(ctx, model, ds, co, opt)
 }
 
 // SequentialSparsityCalibration captures a layer's input on model as it
 // is when the layer's turn comes: sparsity.PruneModel prunes in graph
-// order and writes each layer back before asking for the next one's XᵀX,
-// so the inputs of later layers come from the already pruned ones (as the
-// SparseGPT and Wanda reference code do). One calibration run per layer.
-func SequentialSparsityCalibration(ctx context.Context, model *onnxio.Model, ds *evalharness.Dataset, co CalibOptions) sparsity.Calibration {
-	return &liveCalibration{ctx: ctx, model: model, ds: ds, co: co}
+// order and writes each layer back before asking for the next one's
+// statistics, so the inputs of later layers come from the already pruned
+// ones (as the SparseGPT and Wanda reference code do). Each read is a new
+// model state, hence a capture of its own (of that one layer).
+func SequentialSparsityCalibration(ctx context.Context, model *onnxio.Model, ds *evalharness.Dataset, opt CalibOptions) calib.Stats {
+	return &liveCalibration{ctx: ctx, model: model, ds: ds, opt: opt}
 }
 
 type liveCalibration struct {
-	ctx   context.Context
-	model *onnxio.Model
-	ds    *evalharness.Dataset
-	co    CalibOptions
+	calib.Missing // ranges and histograms: sparsify reads none
+	ctx           context.Context
+	model         *onnxio.Model
+	ds            *evalharness.Dataset
+	opt           CalibOptions
 }
 
+// InputGram captures XᵀX of weight's input on the current model (SparseGPT).
 func (l *liveCalibration) InputGram(weight string) ([]float64, int, int64, error) {
-	re := regexp.MustCompile("^" + regexp.QuoteMeta(weight) + "$")
-	cal, err := SparsityCalibration(l.ctx, l.model, l.ds, sparsity.Selection{Include: re}, l.co)
+	st, err := Calibrate(l.ctx, l.model, l.ds, evalharness.CaptureOptions{Grams: []string{weight}}, l.opt)
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	return cal.InputGram(weight)
+	return st.InputGram(weight)
 }
 
-// hasInput reports whether m has a graph input named name.
-func hasInput(m *onnxio.Model, name string) bool {
-	for _, in := range m.Inputs() {
-		if in.Name == name {
-			return true
-		}
-	}
-	return false
-}
-
-// arrayFloat32 returns an array's values as float32.
-func arrayFloat32(a *evalharness.Array) ([]float32, error) {
-	f, err := a.Float64()
+// SquaredColumnNorms captures the column norms of weight's input on the
+// current model (Wanda).
+func (l *liveCalibration) SquaredColumnNorms(weight string) ([]float64, int64, error) {
+	st, err := Calibrate(l.ctx, l.model, l.ds, evalharness.CaptureOptions{Norms: []string{weight}}, l.opt)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	out := make([]float32, len(f))
-	for i, v := range f {
-		out[i] = float32(v)
-	}
-	return out, nil
+	return st.SquaredColumnNorms(weight)
 }

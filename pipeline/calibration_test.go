@@ -13,7 +13,7 @@ import (
 )
 
 // The calibration entry points agree: the Gram matrices of the zoo MLP's
-// layers from the whole-activation capture (sparsity), the streaming
+// layers from the sparsity capture, the streaming
 // capture (lowrank, GPTQ) and the sequential capture on the unpruned
 // model are equal, over exactly Samples samples.
 func TestCalibrationEntryPointsAgree(t *testing.T) {
@@ -29,7 +29,7 @@ func TestCalibrationEntryPointsAgree(t *testing.T) {
 	}
 	ctx := context.Background()
 	co := CalibOptions{Samples: 100, Batch: 32}
-	sp, err := SparsityCalibration(ctx, m, ds, sparsity.Selection{}, co)
+	sp, err := SparsityCalibration(ctx, m, ds, sparsity.Selection{}, sparsity.SparseGPT, co)
 	if err != nil {
 		t.Fatal(err)
 	}

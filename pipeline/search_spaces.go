@@ -8,6 +8,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/compress/lowrank"
 	"github.com/onnxpost/onnxpost/compress/search"
 	"github.com/onnxpost/onnxpost/compress/sparsity"
@@ -16,48 +17,47 @@ import (
 	"github.com/onnxpost/onnxpost/quant"
 )
 
-// lazyStats captures the input Gram matrices of the searched weights on
-// the first request only, so that a run whose levels are all in the disk
-// cache never runs the capture.
-type lazyStats struct {
-	// ctx is the search's: the capture runs on the first InputGram, from
-	// inside a level builder, whose calibration interface has no context.
-	ctx   context.Context
-	once  sync.Once
-	m     *onnxio.Model
-	ds    *evalharness.Dataset
-	names []string
-	opt   evalharness.CaptureOptions
-	st    *evalharness.Stats
-	err   error
-	logf  func(string, ...any)
+// calibSource gives the spaces of one search run one shared calibration
+// of the dense model (an evalharness.Calibrator): the combined space's
+// sparsity and bits ladders declare their needs on the same capture, which
+// runs on the first read only, so a run whose levels are all in the disk
+// cache never captures.
+type calibSource struct {
+	ctx  context.Context
+	m    *onnxio.Model
+	ds   *evalharness.Dataset
+	opt  LevelSearch
+	logf func(string, ...any)
+	cal  *evalharness.Calibrator
+	hash string
 }
 
-// InputGram implements the calibration interface of the compression and
-// quantization packages.
-func (l *lazyStats) InputGram(weight string) ([]float64, int, int64, error) {
-	l.once.Do(func() {
-		l.logf("capturing the input Gram matrices of %d layers on %d calibration samples", len(l.names), l.ds.N)
-		l.opt.Grams = l.names
-		l.st, l.err = evalharness.Capture(l.ctx, l.m, l.ds, l.opt)
-	})
-	if l.err != nil {
-		return nil, 0, 0, l.err
-	}
-	return l.st.InputGram(weight)
+func newCalibSource(ctx context.Context, m *onnxio.Model, ds *evalharness.Dataset, opt LevelSearch, logf func(string, ...any)) *calibSource {
+	return &calibSource{ctx: ctx, m: m, ds: ds, opt: opt, logf: logf}
 }
 
-func newLazyStats(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset, ws []onnxio.Weight, opt LevelSearch, logf func(string, ...any)) (*lazyStats, string, error) {
-	ds, err := subset(calib, opt.CalibSamples)
-	if err != nil {
-		return nil, "", err
+// need declares r on the shared calibration and returns it with the hash
+// of its data (the level cache's CalibHash).
+func (s *calibSource) need(r calib.Request) (*evalharness.Calibrator, string, error) {
+	if s.cal == nil {
+		ds, err := subset(s.ds, s.opt.CalibSamples)
+		if err != nil {
+			return nil, "", err
+		}
+		s.cal = evalharness.NewCalibrator(s.ctx, s.m, ds, evalharness.CaptureOptions{Batch: s.opt.Batch, Session: s.opt.Session})
+		s.cal.Log = s.logf
+		s.hash = DatasetHash(ds)
 	}
+	s.cal.Need(r)
+	return s.cal, s.hash, nil
+}
+
+func weightNames(ws []onnxio.Weight) []string {
 	names := make([]string, len(ws))
 	for i, w := range ws {
 		names[i] = w.Name
 	}
-	return &lazyStats{ctx: ctx, m: m, ds: ds, names: names, logf: logf,
-		opt: evalharness.CaptureOptions{Batch: opt.Batch, Session: opt.Session}}, DatasetHash(ds), nil
+	return names
 }
 
 // PrunedSparsity returns a fraction s for which package sparsity prunes
@@ -81,8 +81,9 @@ func PrunedSparsity(zeros int64, n int) (float64, error) {
 
 // PrunerLevel returns a LevelBuilder that prunes with package sparsity's
 // per-layer unstructured method (wanda or sparsegpt; magnitude works too)
-// exactly `level` weights of a layer, with calib as the source of XᵀX.
-func PrunerLevel(m *onnxio.Model, method sparsity.Method, calib sparsity.Calibration) (LevelBuilder, error) {
+// exactly `level` weights of a layer, with cal as the source of the
+// calibration statistics (Wanda's column norms, SparseGPT's XᵀX).
+func PrunerLevel(m *onnxio.Model, method sparsity.Method, cal calib.Stats) (LevelBuilder, error) {
 	cands, _, err := sparsity.Candidates(m, sparsity.Selection{})
 	if err != nil {
 		return nil, err
@@ -104,7 +105,7 @@ func PrunerLevel(m *onnxio.Model, method sparsity.Method, calib sparsity.Calibra
 			return nil, err
 		}
 		l.Data = values
-		out, rep, err := sparsity.PruneLayer(ctx, l, sparsity.Options{Method: method, Sparsity: s}, calib)
+		out, rep, err := sparsity.PruneLayer(ctx, l, sparsity.Options{Method: method, Sparsity: s}, cal)
 		if err != nil {
 			return nil, err
 		}
@@ -119,7 +120,7 @@ func PrunerLevel(m *onnxio.Model, method sparsity.Method, calib sparsity.Calibra
 }
 
 // sparsitySpace builds ladders of equal steps of zeros in every layer.
-func sparsitySpace(ctx context.Context, m *onnxio.Model, ws []onnxio.Weight, hash string, calib *evalharness.Dataset, opt LevelSearch, logf func(string, ...any)) (*space, error) {
+func sparsitySpace(m *onnxio.Model, ws []onnxio.Weight, hash string, src *calibSource, opt LevelSearch) (*space, error) {
 	if !(opt.Target > 0 && opt.Target < 1) {
 		return nil, fmt.Errorf("sparsity target %v outside (0, 1)", opt.Target)
 	}
@@ -134,9 +135,17 @@ func sparsitySpace(ctx context.Context, m *onnxio.Model, ws []onnxio.Weight, has
 			return nil, err
 		}
 		if mt == sparsity.Magnitude {
+			// Magnitude levels break ties by the higher index since they
+			// share sparsify's pruner; levels cached under the old key
+			// (lower index first) must not be reused.
+			db.Method += "/ties-high-index"
 			db.Build = MagnitudeLevels()
 		} else {
-			stats, h, err := newLazyStats(ctx, m, calib, ws, opt, logf)
+			req := calib.Request{Grams: weightNames(ws)} // SparseGPT
+			if mt == sparsity.Wanda {
+				req = calib.Request{Norms: weightNames(ws)} // d values a layer, not d²
+			}
+			stats, h, err := src.need(req)
 			if err != nil {
 				return nil, err
 			}
@@ -329,7 +338,7 @@ func rankSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, opt LevelSearch
 		achieved: func(cost int64) float64 { return float64(cost) / float64(total) },
 		fraction: func(l *searchLayer, k int) float64 { return float64(l.costs[k]) / float64(len(l.dense)) },
 		apply: func(ctx context.Context, m *onnxio.Model, lv []int) (*onnxio.Model, error) {
-			out := m.Clone()
+			out := m.Derive()
 			for i, l := range layers {
 				_, err := lowrank.Apply(ctx, out, lowrank.Options{
 					Scheme:  lowrank.SchemeSVD,
@@ -348,8 +357,8 @@ func rankSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, opt LevelSearch
 
 // BitsLevel returns a LevelBuilder whose level is a bit width: the MatMul
 // weight B [K,N] quantized block-wise along K by package quant (RTN, or
-// GPTQ with calib) and dequantized.
-func BitsLevel(method string, block int, calib quant.Calibration) LevelBuilder {
+// GPTQ with cal's XᵀX) and dequantized.
+func BitsLevel(method string, block int, cal calib.Stats) LevelBuilder {
 	return func(ctx context.Context, w onnxio.Weight, values []float32, bits int64) ([]float32, error) {
 		if w.Op != "MatMul" || len(w.Shape) != 2 {
 			return nil, fmt.Errorf("bits levels: %q is not a 2-D MatMul weight", w.Name)
@@ -359,7 +368,7 @@ func BitsLevel(method string, block int, calib quant.Calibration) LevelBuilder {
 		var b *quant.Blockwise
 		var err error
 		if method == "gptq" {
-			xtx, d, _, gerr := calib.InputGram(w.Name)
+			xtx, d, _, gerr := cal.InputGram(w.Name)
 			if gerr != nil {
 				return nil, gerr
 			}
@@ -385,7 +394,7 @@ func BitsLevel(method string, block int, calib quant.Calibration) LevelBuilder {
 // higher one to the rest, so that each group averages the target as
 // closely as whole layers allow; the budget is then exact for every
 // candidate.
-func bitsSpace(ctx context.Context, m *onnxio.Model, ws []onnxio.Weight, hash string, calib *evalharness.Dataset, opt LevelSearch, logf func(string, ...any)) (*space, error) {
+func bitsSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, src *calibSource, opt LevelSearch) (*space, error) {
 	ladder := opt.Bits
 	if len(ladder) == 0 {
 		if opt.Target <= 4 {
@@ -424,7 +433,7 @@ func bitsSpace(ctx context.Context, m *onnxio.Model, ws []onnxio.Weight, hash st
 	if len(layers) == 0 {
 		return nil, fmt.Errorf("bits space: no 2-D MatMul weight selected")
 	}
-	var qcalib quant.Calibration // GPTQ's XᵀX, also for the packed output
+	var qcalib calib.Stats // GPTQ's XᵀX, also for the packed output
 	switch method {
 	case "rtn":
 		db.Build = BitsLevel(method, block, nil)
@@ -433,7 +442,7 @@ func bitsSpace(ctx context.Context, m *onnxio.Model, ws []onnxio.Weight, hash st
 		for i, l := range layers {
 			sel[i] = l.w
 		}
-		stats, h, err := newLazyStats(ctx, m, calib, sel, opt, logf)
+		stats, h, err := src.need(calib.Request{Grams: weightNames(sel)})
 		if err != nil {
 			return nil, err
 		}

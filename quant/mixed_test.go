@@ -313,10 +313,10 @@ func TestMixedBitsZooTransformer(t *testing.T) {
 func TestMixedBitsGPTQ(t *testing.T) {
 	m := testModel(t, 4, false)
 	rng := rand.New(rand.NewSource(5))
-	cal := gramFromRows{}
+	cal := gramFromRows{rows: map[string][]float64{}}
 	for _, w := range []string{"W1", "W2", "W3"} {
 		x, _ := correlatedInputs(rng, 128, map[string]int{"W1": 64, "W2": 32, "W3": 16}[w])
-		cal[w] = x
+		cal.rows[w] = x
 	}
 	bits := map[string]int{"W1": 2, "W3": 8} // W2 (Gemm, transB) keeps 4
 	q, rep, err := QuantizeMixed(context.Background(), m, bits, Options{Method: "gptq", BlockSize: 16, Calibration: cal})

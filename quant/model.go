@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -64,11 +65,12 @@ type Options struct {
 	ExcludeOps []string
 	// Exclude leaves weights or nodes whose name matches in float.
 	Exclude *regexp.Regexp
-	// Calibration gives XᵀX per weight for GPTQ.
-	Calibration Calibration
+	// Calibration gives XᵀX per weight for GPTQ (calib.Stats.InputGram).
+	Calibration calib.Stats
 	// Stats gives activation histograms for static activation
-	// quantization.
-	Stats ActivationStats
+	// quantization (calib.Stats.ActivationHistogram). One calib.Stats
+	// (evalharness.Capture's) usually serves both fields.
+	Stats calib.Stats
 }
 
 // LayerReport describes one quantized weight.
@@ -336,7 +338,7 @@ func Quantize(ctx context.Context, m *onnxio.Model, o Options) (*onnxio.Model, *
 	if q := QuantizedOps(m); len(q) > 0 {
 		return nil, nil, fmt.Errorf("%w: it holds %s", ErrAlreadyQuantized, strings.Join(q, ", "))
 	}
-	out := m.Clone()
+	out := m.Derive()
 	out.EnsureNodeNames()
 	switch o.Weights {
 	case "fp16", "bf16":

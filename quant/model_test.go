@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/internal/pyoracle"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -216,11 +217,15 @@ func TestFloat16Conversion(t *testing.T) {
 	}
 }
 
-// gramFromRows is a Calibration over fixed activation rows per weight.
-type gramFromRows map[string][]float64
+// gramFromRows is a calibration over fixed activation rows per weight
+// (Gram matrices only).
+type gramFromRows struct {
+	calib.Missing
+	rows map[string][]float64
+}
 
 func (g gramFromRows) InputGram(weight string) ([]float64, int, int64, error) {
-	x, ok := g[weight]
+	x, ok := g.rows[weight]
 	if !ok {
 		return nil, 0, 0, errors.New("no activations for " + weight)
 	}
@@ -240,10 +245,10 @@ func (g gramFromRows) InputGram(weight string) ([]float64, int, int64, error) {
 func TestQuantizeGPTQUsesCalibration(t *testing.T) {
 	m := testModel(t, 4, false)
 	rng := rand.New(rand.NewSource(5))
-	cal := gramFromRows{}
+	cal := gramFromRows{rows: map[string][]float64{}}
 	for w, d := range map[string]int{"W1": 64, "W2": 32, "W3": 16} {
 		x, _ := correlatedInputs(rng, 128, d)
-		cal[w] = x
+		cal.rows[w] = x
 	}
 	q, rep, err := Quantize(context.Background(), m, Options{Weights: "int4", Method: "gptq", BlockSize: 16, Calibration: cal})
 	if err != nil {
@@ -252,13 +257,13 @@ func TestQuantizeGPTQUsesCalibration(t *testing.T) {
 	if q.OpCounts()["com.microsoft.MatMulNBits"] != 3 || len(rep.Layers) != 3 || !strings.Contains(rep.Layers[0].Scheme, "gptq") {
 		t.Fatalf("report %+v ops %v", rep, q.OpCounts())
 	}
-	delete(cal, "W2")
+	delete(cal.rows, "W2")
 	if _, _, err := Quantize(context.Background(), m, Options{Weights: "int4", Method: "gptq", Calibration: cal}); !errors.Is(err, ErrCalibration) {
 		t.Fatalf("missing Gram: %v", err)
 	}
 }
 
-type fixedHist struct{}
+type fixedHist struct{ calib.Missing }
 
 func (fixedHist) ActivationHistogram(string) ([]int64, []float64, error) {
 	counts := make([]int64, 100)

@@ -3,13 +3,13 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"regexp"
 	"slices"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/compress/lowrank"
 	"github.com/onnxpost/onnxpost/onnxio"
 	"github.com/onnxpost/onnxpost/pipeline"
@@ -79,7 +79,7 @@ func lowrankAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ref := model.Clone()
+	ref := model.Derive()
 	if c.Bool("whiten") {
 		calib, err := lowrankCalibration(c, model, opt)
 		if err != nil {
@@ -199,12 +199,8 @@ func lowrankError(err error) error {
 
 // lowrankCalibration loads --calib and captures XᵀX of the inputs of the
 // layers Apply will decompose (pipeline.LowrankCalibration).
-func lowrankCalibration(c *cli.Context, model *onnxio.Model, opt lowrank.Options) (lowrank.Calibration, error) {
-	ds, err := loadDataset(c, "calib")
-	if err != nil {
-		return nil, fmt.Errorf("--calib: %w", err)
-	}
-	co, err := calibOptions(c)
+func lowrankCalibration(c *cli.Context, model *onnxio.Model, opt lowrank.Options) (calib.Stats, error) {
+	ds, co, err := calibData(c)
 	if err != nil {
 		return nil, err
 	}

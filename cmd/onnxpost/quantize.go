@@ -13,6 +13,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/onnxpost/onnxpost/calib"
+	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
 	"github.com/onnxpost/onnxpost/pipeline"
 	"github.com/onnxpost/onnxpost/quant"
@@ -223,10 +225,10 @@ func quantizeOptions(c *cli.Context) (quant.Options, error) {
 	// wired after loading the model.
 	check := opt
 	if opt.Activations == "int8" {
-		check.Stats = (*quant.Activations)(nil)
+		check.Stats = calib.None
 	}
 	if opt.Method == "gptq" {
-		check.Calibration = (*quant.Activations)(nil)
+		check.Calibration = calib.None
 	}
 	if err := check.Validate(); err != nil {
 		return opt, usagef("%v", err)
@@ -236,12 +238,8 @@ func quantizeOptions(c *cli.Context) (quant.Options, error) {
 
 // quantCapture loads --calib and captures what the options need
 // (pipeline.QuantCalibration).
-func quantCapture(c *cli.Context, model *onnxio.Model, opt quant.Options) (*pipeline.QuantStats, error) {
-	ds, err := loadDataset(c, "calib")
-	if err != nil {
-		return nil, err
-	}
-	co, err := calibOptions(c)
+func quantCapture(c *cli.Context, model *onnxio.Model, opt quant.Options) (*evalharness.Stats, error) {
+	ds, co, err := calibData(c)
 	if err != nil {
 		return nil, err
 	}

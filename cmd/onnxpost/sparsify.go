@@ -13,7 +13,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/compress/sparsity"
+	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
 	"github.com/onnxpost/onnxpost/pipeline"
 )
@@ -79,7 +81,7 @@ func sparsifyAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ref := model.Clone()
+	ref := model.Derive()
 	if !opt.Method.NeedsCalibration() {
 		// weights that subgraphs read are pruned in place (magnitude needs
 		// no capture of their inputs)
@@ -123,14 +125,14 @@ func sparsifyAction(c *cli.Context) error {
 			return usagef("%v (M=%d)", sparsity.ErrNoLayerFits, opt.Pattern.M)
 		}
 	}
-	var calib sparsity.Calibration
+	var cal calib.Stats
 	if opt.Method.NeedsCalibration() {
-		calib, err = sparsifyCalibration(c, model, sel)
+		cal, err = sparsifyCalibration(c, model, sel, opt.Method)
 		if err != nil {
 			return err
 		}
 	}
-	rep, err := sparsity.PruneModel(c.Context, model, opt, sel, calib)
+	rep, err := sparsity.PruneModel(c.Context, model, opt, sel, cal)
 	if err != nil {
 		if errors.Is(err, sparsity.ErrNoLayerFits) || errors.Is(err, sparsity.ErrNoCalibration) {
 			return usagef("%v", err)
@@ -275,31 +277,34 @@ func writeSparsityTable(w io.Writer, rep sparsity.Report) {
 	}
 }
 
-// sparsifyCalibration loads --calib and captures the inputs of the
-// layers sel picks (pipeline.SparsityCalibration); with --sequential, each
-// layer's input is captured on the model pruned so far
+// sparsifyCalibration loads --calib and captures what method reads of
+// the layers sel picks (pipeline.SparsityCalibration); with --sequential,
+// each layer's input on the model pruned so far
 // (pipeline.SequentialSparsityCalibration).
-func sparsifyCalibration(c *cli.Context, model *onnxio.Model, sel sparsity.Selection) (sparsity.Calibration, error) {
-	ds, err := loadDataset(c, "calib")
-	if err != nil {
-		return nil, fmt.Errorf("--calib: %w", err)
-	}
-	co, err := calibOptions(c)
+func sparsifyCalibration(c *cli.Context, model *onnxio.Model, sel sparsity.Selection, method sparsity.Method) (calib.Stats, error) {
+	ds, co, err := calibData(c)
 	if err != nil {
 		return nil, err
 	}
 	if c.Bool("sequential") {
 		return pipeline.SequentialSparsityCalibration(c.Context, model, ds, co), nil
 	}
-	return pipeline.SparsityCalibration(c.Context, model, ds, sel, co)
+	return pipeline.SparsityCalibration(c.Context, model, ds, sel, method, co)
 }
 
-// calibOptions returns the calibration options of --calib-samples,
-// --batch and the session flags.
-func calibOptions(c *cli.Context) (pipeline.CalibOptions, error) {
+// calibData loads --calib and returns the calibration options of
+// --calib-samples, --batch and the session flags.
+func calibData(c *cli.Context) (*evalharness.Dataset, pipeline.CalibOptions, error) {
+	if err := c.Context.Err(); err != nil {
+		return nil, pipeline.CalibOptions{}, err
+	}
+	ds, err := loadDataset(c, "calib")
+	if err != nil {
+		return nil, pipeline.CalibOptions{}, fmt.Errorf("--calib: %w", err)
+	}
 	so, err := sessionOptions(c)
 	if err != nil {
-		return pipeline.CalibOptions{}, err
+		return nil, pipeline.CalibOptions{}, err
 	}
-	return pipeline.CalibOptions{Session: so, Batch: c.Int("batch"), Samples: int64(c.Int("calib-samples"))}, nil
+	return ds, pipeline.CalibOptions{Session: so, Batch: c.Int("batch"), Samples: int64(c.Int("calib-samples"))}, nil
 }

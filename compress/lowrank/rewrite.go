@@ -12,6 +12,7 @@ import (
 	"sync"
 	"text/tabwriter"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/internal/safe"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -36,7 +37,7 @@ type Options struct {
 	// Calib, when not nil, makes the SVD data-aware: whitened by the
 	// Cholesky factor of each layer input's XᵀX (SVD-LLM). The spatial
 	// scheme cannot be whitened and is refused.
-	Calib Calibration
+	Calib calib.Stats
 	// Damp is the relative damping of XᵀX (see NewWhitener); 0 means
 	// DefaultDamp, a negative value no damping (escalated only on failure).
 	Damp float64
@@ -169,7 +170,7 @@ func Apply(ctx context.Context, model *onnxio.Model, opt Options) (*Report, erro
 	}
 
 	// Read every layer's matrix and calibration (sequentially: the model and
-	// the Calibration need not be safe for concurrent use), then whiten and
+	// the calibration need not be safe for concurrent use), then whiten and
 	// decompose them in parallel.
 	var jobs []*layer
 	for _, l := range layers {
