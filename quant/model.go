@@ -11,8 +11,10 @@ import (
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
-// Options configures Quantize. The zero value is not valid: Weights must be
-// set.
+// Options configures Quantize. Weights must be set; the zero value of every
+// other field is the default of the onnxpost command line (and of the
+// quantize transforms' declared parameters): int8 weights per channel and
+// symmetric, int4 weights asymmetric in blocks of 32 by round to nearest.
 type Options struct {
 	// Weights is the weight type: "int8", "int4", "fp16" or "bf16".
 	Weights string
@@ -20,12 +22,14 @@ type Options struct {
 	// default for int8) or "matmulnbits" (com.microsoft MatMulNBits; the
 	// default for int4).
 	Format string
-	// PerChannel quantizes int8 weights with one scale per output channel
-	// (MatMul B [K, N] → axis 1, Gemm B → axis 0 with transB else 1,
-	// Conv W → axis 0) instead of one per tensor.
-	PerChannel bool
-	// Symmetric uses zero points of 0 (int8) or 2^(bits−1) (int4).
-	Symmetric bool
+	// PerTensor quantizes int8 weights with one scale per tensor instead
+	// of one per output channel (the default: MatMul B [K, N] → axis 1,
+	// Gemm B → axis 0 with transB else 1, Conv W → axis 0).
+	PerTensor bool
+	// Symmetry chooses symmetric weights (zero points of 0 for int8,
+	// 2^(bits−1) for int4) or asymmetric ones; the zero value is the
+	// scheme's default (int8 symmetric, int4 asymmetric).
+	Symmetry Symmetry
 	// BlockSize is the int4 block size along K (default 32).
 	BlockSize int
 	// Bits gives block-wise weights their own bit widths (--weights int4
@@ -447,6 +451,40 @@ func int8Bytes(q []int8) []byte {
 	return b
 }
 
+// Symmetry chooses symmetric or asymmetric weight quantization.
+type Symmetry int8
+
+// The symmetries.
+const (
+	// DefaultSymmetry is the scheme's default: symmetric int8 weights
+	// (ONNX Runtime's quantize_static default), asymmetric int4 weights
+	// (ONNX Runtime's MatMulNBitsQuantizer).
+	DefaultSymmetry Symmetry = iota
+	// Symmetric weights have zero points of 0 (int8) or 2^(bits−1) (int4).
+	Symmetric
+	// Asymmetric weights have zero points from each range's minimum.
+	Asymmetric
+)
+
+// SymmetryOf returns Symmetric for true, Asymmetric for false.
+func SymmetryOf(symmetric bool) Symmetry {
+	if symmetric {
+		return Symmetric
+	}
+	return Asymmetric
+}
+
+// symmetric reports whether o's weights are symmetric.
+func (o Options) symmetric() bool {
+	switch o.Symmetry {
+	case Symmetric:
+		return true
+	case Asymmetric:
+		return false
+	}
+	return o.Weights == "int8"
+}
+
 func symName(sym bool) string {
 	if sym {
 		return "symmetric"
@@ -457,7 +495,7 @@ func symName(sym bool) string {
 // quantizeInt8 applies int8 weights (QDQ), with dynamic or static
 // activations.
 func quantizeInt8(ctx context.Context, m *onnxio.Model, o Options, rep *Report) error {
-	if o.PerChannel {
+	if !o.PerTensor {
 		note, err := upgradeOpset13(m)
 		if err != nil {
 			return err
@@ -473,7 +511,7 @@ func quantizeInt8(ctx context.Context, m *onnxio.Model, o Options, rep *Report) 
 	if err != nil {
 		return err
 	}
-	rep.Mode = "int8 " + map[bool]string{true: "per-channel", false: "per-tensor"}[o.PerChannel] + " " + symName(o.Symmetric) + " qdq"
+	rep.Mode = "int8 " + map[bool]string{true: "per-channel", false: "per-tensor"}[!o.PerTensor] + " " + symName(o.symmetric()) + " qdq"
 	if o.Activations != "" {
 		rep.Mode += ", activations " + o.Activations
 	}
@@ -533,10 +571,10 @@ func weightDQ(m *onnxio.Model, o Options, t target, rep *Report) (onnxio.Node, e
 		return onnxio.Node{}, err
 	}
 	axis := -1
-	if o.PerChannel {
+	if !o.PerTensor {
 		axis = int8Axis(t.w)
 	}
-	l, err := QuantizeLinear(w, ints(t.w.Shape), LinearOptions{Axis: axis, Symmetric: o.Symmetric})
+	l, err := QuantizeLinear(w, ints(t.w.Shape), LinearOptions{Axis: axis, Symmetric: o.symmetric()})
 	if err != nil {
 		return onnxio.Node{}, fmt.Errorf("%s: %w", t.w.Name, err)
 	}
@@ -571,7 +609,7 @@ func weightDQ(m *onnxio.Model, o Options, t target, rep *Report) (onnxio.Node, e
 		dq.SetAttr(onnxio.AttrInt("axis", int64(axis)))
 	}
 	lr := LayerReport{Weight: t.w.Name, Node: t.node.Name, Op: t.w.Op, Shape: t.w.Shape,
-		Scheme:   fmt.Sprintf("int8 %s %s qdq", map[bool]string{true: "per-channel", false: "per-tensor"}[axis >= 0], symName(o.Symmetric)),
+		Scheme:   fmt.Sprintf("int8 %s %s qdq", map[bool]string{true: "per-channel", false: "per-tensor"}[axis >= 0], symName(o.symmetric())),
 		RelError: RelError(w, l.Dequantize())}
 	scaleStats(&lr, l.Scale)
 	rep.Layers = append(rep.Layers, lr)
@@ -769,10 +807,10 @@ func quantizeDynamic(ctx context.Context, m *onnxio.Model, o Options, ts []targe
 			k, nOut = nOut, k
 		}
 		axis := -1
-		if o.PerChannel {
+		if !o.PerTensor {
 			axis = 1
 		}
-		l, err := QuantizeLinear(w, []int{k, nOut}, LinearOptions{Axis: axis, Symmetric: o.Symmetric})
+		l, err := QuantizeLinear(w, []int{k, nOut}, LinearOptions{Axis: axis, Symmetric: o.symmetric()})
 		if err != nil {
 			return fmt.Errorf("%s: %w", t.w.Name, err)
 		}
@@ -837,7 +875,7 @@ func quantizeDynamic(ctx context.Context, m *onnxio.Model, o Options, ts []targe
 			return err
 		}
 		lr := LayerReport{Weight: t.w.Name, Node: nm, Op: t.w.Op, Shape: t.w.Shape,
-			Scheme:   fmt.Sprintf("int8 %s %s matmulinteger", map[bool]string{true: "per-channel", false: "per-tensor"}[axis >= 0], symName(o.Symmetric)),
+			Scheme:   fmt.Sprintf("int8 %s %s matmulinteger", map[bool]string{true: "per-channel", false: "per-tensor"}[axis >= 0], symName(o.symmetric())),
 			RelError: RelError(w, l.Dequantize())}
 		scaleStats(&lr, l.Scale)
 		rep.Layers = append(rep.Layers, lr)
@@ -915,9 +953,9 @@ func quantizeInt4(ctx context.Context, m *onnxio.Model, o Options, rep *Report) 
 	if bs == 0 {
 		bs = 32
 	}
-	rep.Mode = fmt.Sprintf("int4 block %d %s %s %s", bs, symName(o.Symmetric), format, method)
+	rep.Mode = fmt.Sprintf("int4 block %d %s %s %s", bs, symName(o.symmetric()), format, method)
 	if len(o.Bits) > 0 {
-		rep.Mode = fmt.Sprintf("mixed-bits block %d %s %s %s", bs, symName(o.Symmetric), format, method)
+		rep.Mode = fmt.Sprintf("mixed-bits block %d %s %s %s", bs, symName(o.symmetric()), format, method)
 	}
 	if format == "qdq" {
 		if err := ensureOpset21(m); err != nil {
@@ -930,7 +968,7 @@ func quantizeInt4(ctx context.Context, m *onnxio.Model, o Options, rep *Report) 
 	if err != nil {
 		return err
 	}
-	bo := BlockOptions{Bits: 4, BlockSize: bs, Symmetric: o.Symmetric}
+	bo := BlockOptions{Bits: 4, BlockSize: bs, Symmetric: o.symmetric()}
 	used := map[string]bool{}
 	count := map[int]int{}
 	for _, t := range ts {
@@ -967,7 +1005,7 @@ func quantizeInt4(ctx context.Context, m *onnxio.Model, o Options, rep *Report) 
 			lbo.BlockSize /= 2
 		}
 		var b *Blockwise
-		scheme := fmt.Sprintf("int%d block %d %s %s %s", lbo.Bits, lbo.BlockSize, symName(o.Symmetric), format, method)
+		scheme := fmt.Sprintf("int%d block %d %s %s %s", lbo.Bits, lbo.BlockSize, symName(o.symmetric()), format, method)
 		if method == "gptq" {
 			xtx, d, _, err := o.Calibration.InputGram(t.w.Name)
 			if err != nil {

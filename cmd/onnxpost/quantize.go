@@ -171,8 +171,6 @@ func quantizeOptions(c *cli.Context) (quant.Options, error) {
 		ActOrder:      c.Bool("act-order"),
 		Damp:          c.Float64("damp"),
 		AccuracyLevel: c.Int("accuracy-level"),
-		PerChannel:    true,
-		Symmetric:     w == "int8",
 	}
 	if w == "int4" {
 		opt.Method = strings.ToLower(c.String("method"))
@@ -180,10 +178,10 @@ func quantizeOptions(c *cli.Context) (quant.Options, error) {
 		return opt, usagef("--method %s applies to --weights int4", c.String("method"))
 	}
 	if c.IsSet("per-channel") {
-		opt.PerChannel = c.Bool("per-channel")
+		opt.PerTensor = !c.Bool("per-channel")
 	}
 	if c.IsSet("symmetric") {
-		opt.Symmetric = c.Bool("symmetric")
+		opt.Symmetry = quant.SymmetryOf(c.Bool("symmetric"))
 	}
 	if !quant.ValidBlockSize(opt.BlockSize) {
 		return opt, usagef("--block %d: %v", opt.BlockSize, quant.ErrBlockSize)
