@@ -96,17 +96,7 @@ func (c *Command) Check(values map[string]any) (*Transform, Args, error) {
 			given[k] = v
 		}
 	}
-	// every value through the command's declaration: the report when
-	// the values select no transform
-	loose := func() []error {
-		var errs []error
-		for _, k := range sortedKeys(given) {
-			if err := c.Param(k).Check(given[k]); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		return errs
-	}
+
 	t := c.Transforms[0]
 	if c.Choose != nil {
 		sel := Args{}
@@ -120,8 +110,10 @@ func (c *Command) Check(values map[string]any) (*Transform, Args, error) {
 		}
 		var err error
 		if t, err = c.Choose(sel); err != nil {
-			if errs := loose(); len(errs) > 0 {
-				return nil, nil, errors.Join(errs...)
+			// every value through the command's declaration: the report
+			// when the values select no transform
+			if err := c.CheckValues(given); err != nil {
+				return nil, nil, err
 			}
 			return nil, nil, fmt.Errorf("%w: %v", ErrValue, err)
 		}
@@ -137,12 +129,28 @@ func (c *Command) Check(values map[string]any) (*Transform, Args, error) {
 	}
 	args, err := t.Bind(own)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("%s: %w", t.Name, err))
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return nil, nil, errors.Join(errs...)
 	}
 	return t, args, nil
+}
+
+// CheckValues checks each of values that is a parameter of the command
+// through the command's declaration of it (Params), without choosing a
+// transform: for callers that get the selecting values elsewhere (a merge
+// whose method a config file gives).
+func (c *Command) CheckValues(values map[string]any) error {
+	var errs []error
+	for _, k := range sortedKeys(values) {
+		if p := c.Param(k); p != nil {
+			if err := p.Check(values[k]); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 var namePattern = regexp.MustCompile(`^[a-z][a-z0-9]*(-[a-z0-9]+)*(/[a-z0-9][a-z0-9,-]*)?$`)

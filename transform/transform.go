@@ -170,6 +170,9 @@ type Param struct {
 	// Validate, when set, checks the value's text after the checks of its
 	// kind; its error says what is allowed.
 	Validate func(text string) error
+	// Repeated marks a List whose flag is given once per element
+	// (--param a=1 --param b=2) rather than comma-separated.
+	Repeated bool
 }
 
 // ErrValue reports a parameter value that is not allowed. Errors from
@@ -348,6 +351,9 @@ type Input struct {
 	// Data is the calibration data set of a NeedData transform (an
 	// *evalharness.Dataset).
 	Data any
+	// Seed seeds the transform's random choices (random drops, the
+	// randomized SVD).
+	Seed int64
 	// Options carries settings that are not parameters (progress
 	// writers, random sources, a session configuration), typed by the
 	// transform's package; nil for none.
@@ -366,6 +372,12 @@ type Transform struct {
 	Params []*Param
 	// Needs lists what Run needs besides Input.Models[0].
 	Needs Need
+	// Check, when set, validates combinations of values (exactly one of
+	// two parameters, a block size that must be a multiple of a
+	// pattern's M...) once each value passed its own Param check; args
+	// hold the defaults of what was not given. Bind and Command.Check
+	// call it.
+	Check func(args Args) error
 	// Run transforms in.Models (one model unless Needs has NeedModels)
 	// and returns a new model and the package's report. It must not
 	// modify in.Models or in.Base.
@@ -450,6 +462,11 @@ func (t *Transform) Bind(values map[string]any) (Args, error) {
 			continue
 		}
 		args[k] = Text(values[k])
+	}
+	if len(errs) == 0 && t.Check != nil {
+		if err := t.Check(args); err != nil {
+			errs = append(errs, fmt.Errorf("%w: %v", ErrValue, err))
+		}
 	}
 	return args, errors.Join(errs...)
 }

@@ -79,7 +79,7 @@ func TestCommandCheck(t *testing.T) {
 		chosen string
 	}{
 		{map[string]any{"target": 0.5}, "", "x/a"},
-		{map[string]any{"target": 4.0}, `x/a: invalid value: target = "4": want a number in (0, 1)`, ""},
+		{map[string]any{"target": 4.0}, `invalid value: target = "4": want a number in (0, 1)`, ""},
 		{map[string]any{"space": "b", "target": 4.0, "block": 64}, "", "x/b"},
 		{map[string]any{"space": "b", "target": 0.5}, `target = "0.5": want a number in [2, 8]`, ""},
 		{map[string]any{"space": "c"}, `space = "c": want one of a, b`, ""},
