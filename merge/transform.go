@@ -23,7 +23,7 @@ var (
 			}
 			return nil
 		},
-		Doc:      "merge `METHOD`: linear, task-arithmetic, ties, dare, dare-ties, slerp, fisher, or one of mergekit's (model_stock, della, ...; see above)"}
+		Doc: "merge `METHOD`: linear, task-arithmetic, ties, dare, dare-ties, slerp, fisher, or one of mergekit's (model_stock, della, ...; see above)"}
 	paramWeights = &transform.Param{Name: "weights", Kind: transform.List, Elem: transform.Float,
 		Doc: "per-model weights `W1,W2,...` (default all 1)"}
 	paramLambda = &transform.Param{Name: "lambda", Kind: transform.Float, Default: "1",
