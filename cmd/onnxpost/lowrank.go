@@ -16,22 +16,8 @@ import (
 )
 
 func init() {
-	flags := append(commonFlags(),
-		&cli.StringFlag{Name: "scheme", Value: "auto", Usage: "`SCHEME`: svd (MatMul/Gemm), channel or spatial (Conv), auto (svd for dense layers, the smaller of channel/spatial per Conv)"},
-		&cli.Float64Flag{Name: "energy", Usage: "keep the smallest rank whose Σσ² reaches fraction `E` in (0,1] of the layer's"},
-		&cli.Float64Flag{Name: "rank-ratio", Usage: "keep rank ⌊`R`·min(m,n)⌋ (at least 1), R in (0,1]"},
-		&cli.IntFlag{Name: "rank", Usage: "keep rank `K` (capped at min(m,n))"},
-		&cli.Float64Flag{Name: "params-ratio", Usage: "whole-model budget: the factorized layers keep fraction `P` of their parameters, ranks chosen jointly (greedy on normalized σ² per parameter)"},
+	flags := append(append(commonFlags(), paramFlags(lowrank.Command)...),
 		&cli.StringFlag{Name: "calib", Usage: "calibration `DATA` (.npz or test-data folder) for --whiten"},
-		&cli.BoolFlag{Name: "whiten", Usage: "data-aware SVD: whiten by the Cholesky factor of each layer input's XᵀX (SVD-LLM); needs --calib"},
-		&cli.Float64Flag{Name: "damp", Value: lowrank.DefaultDamp, Usage: "relative damping `λ` of XᵀX for --whiten: λ·mean(diag XᵀX) is added to the diagonal (0: none unless the Cholesky factorization needs it)"},
-		&cli.IntFlag{Name: "calib-samples", Value: 256, Usage: "use at most `N` calibration samples"},
-		&cli.StringFlag{Name: "include", Usage: "factorize only layers whose node or weight name matches `REGEX` (also takes Convs the default leaves out: first, strided, 1×1)"},
-		&cli.StringFlag{Name: "exclude", Usage: "leave layers whose node or weight name matches `REGEX`"},
-		&cli.StringFlag{Name: "svd", Value: "auto", Usage: "SVD `METHOD`: exact, randomized (when the rank is known in advance; iterates until the kept energy converges, else exact), auto (exact unless the randomized SVD is predicted ≥3× faster)"},
-		&cli.IntFlag{Name: "oversample", Value: 10, Usage: "randomized SVD oversampling"},
-		&cli.IntFlag{Name: "power-iters", Value: 2, Usage: "randomized SVD power iterations (at least; more until converged)"},
-		&cli.BoolFlag{Name: "force", Usage: "factorize even layers whose rank saves no parameters (exactness checks at full rank)"},
 	)
 	register(&cli.Command{
 		Name:      "lowrank",
@@ -70,6 +56,9 @@ func lowrankAction(c *cli.Context) error {
 	}
 	if c.String("o") == "" {
 		return usagef("-o OUT.onnx is required")
+	}
+	if _, _, err := checkParams(c, lowrank.Command); err != nil {
+		return err
 	}
 	opt, err := lowrankOptions(c)
 	if err != nil {

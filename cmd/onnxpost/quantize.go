@@ -19,23 +19,8 @@ import (
 )
 
 func init() {
-	flags := append(commonFlags(),
-		&cli.StringFlag{Name: "weights", Value: "int8", Usage: "weight `TYPE`: int8, int4, fp16 or bf16"},
-		&cli.StringFlag{Name: "format", Usage: "`FORMAT`: qdq (DequantizeLinear; default for int8) or matmulnbits (com.microsoft MatMulNBits; default for int4)"},
-		&cli.IntFlag{Name: "block", Value: 32, Usage: "int4 block size `B` along K (a power of two ≥ 16)"},
-		&cli.StringFlag{Name: "method", Value: "rtn", Usage: "int4 `METHOD`: rtn (round to nearest) or gptq (needs --calib)"},
-		&cli.StringFlag{Name: "activations", Usage: "int8 activations: dynamic (quantized at run time, MatMulInteger) or int8 (static QDQ from --calib)"},
+	flags := append(append(commonFlags(), paramFlags(quant.Command)...),
 		&cli.StringFlag{Name: "calib", Usage: "calibration `DATA` (.npz or test-data folder) for --activations int8 and --method gptq"},
-		&cli.IntFlag{Name: "calib-samples", Value: 256, Usage: "use at most `N` calibration samples"},
-		&cli.StringFlag{Name: "calibrate", Value: "minmax", Usage: "activation range `METHOD`: minmax, percentile or entropy"},
-		&cli.Float64Flag{Name: "percentile", Value: 99.999, Usage: "percentile `P` for --calibrate percentile"},
-		&cli.BoolFlag{Name: "per-channel", Usage: "one scale per output channel (default true; --per-channel=false for per tensor)"},
-		&cli.BoolFlag{Name: "symmetric", Usage: "symmetric weights, no zero point (default: true for int8, false for int4 as ONNX Runtime's MatMulNBitsQuantizer)"},
-		&cli.StringFlag{Name: "exclude-ops", Usage: "comma-separated op `TYPES` left in float (fp16/bf16: kept in fp32, replacing the default block list)"},
-		&cli.StringFlag{Name: "exclude", Usage: "leave weights or nodes whose name matches `REGEX` in float"},
-		&cli.BoolFlag{Name: "act-order", Usage: "GPTQ: quantize columns in order of decreasing diag(XᵀX) (block parameters computed up front)"},
-		&cli.Float64Flag{Name: "damp", Value: 0.01, Usage: "GPTQ damping `λ` (fraction of mean diag(XᵀX))"},
-		&cli.IntFlag{Name: "accuracy-level", Usage: "MatMulNBits accuracy_level `L` (0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8)"},
 	)
 	register(&cli.Command{
 		Name:      "quantize",
@@ -88,6 +73,9 @@ func quantizeAction(c *cli.Context) error {
 	}
 	if c.String("o") == "" {
 		return usagef("-o OUT.onnx is required")
+	}
+	if _, _, err := checkParams(c, quant.Command); err != nil {
+		return err
 	}
 	opt, err := quantizeOptions(c)
 	if err != nil {

@@ -92,30 +92,26 @@ compared is the first floating-point output, or those --output-name names
 Levels are cached on disk (--cache-dir) under a content address made of the
 model's hash, the space and method, the calibration data's hash (for
 data-aware methods), the layer and the level, so later runs reuse them.`,
-		Flags: append(commonFlags(),
-			&cli.StringFlag{Name: "space", Value: "sparsity", Usage: "what to search: sparsity, rank, bits or drop"},
-			&cli.Float64Flag{Name: "target", Usage: "budget: sparsity (also of sparsity,bits): fraction of zeros; rank: fraction of parameters kept; bits: mean bits per weight; drop: number of residual blocks dropped", Required: true},
-			&cli.Float64Flag{Name: "target-bits", Usage: "sparsity,bits only: mean bits per weight (required there)"},
+		Flags: append(append(commonFlags(), searchParamFlags()...),
 			&cli.StringFlag{Name: "calib", Usage: "calibration `DATASET` for the fitness (required)"},
-			&cli.IntFlag{Name: "calib-samples", Usage: "capture activations for wanda/sparsegpt/gptq on the first `N` calibration samples (0: all)"},
-			&cli.StringFlag{Name: "fitness", Usage: "kl, mse or cosine (default: kl for [N, C] and [N, T, V] outputs, cosine otherwise)"},
-			&cli.StringFlag{Name: "bits", Usage: "bits ladder `B1,B2,...` with equal steps (default 2,4 or 4,8)"},
-			&cli.IntFlag{Name: "block", Value: 32, Usage: "bits: quantization block size along K"},
-			&cli.IntFlag{Name: "generations", Value: 50, Usage: "generations of the (1+λ) loop"},
-			&cli.IntFlag{Name: "offspring", Value: 16, Usage: "offspring λ per generation"},
-			&cli.StringFlag{Name: "selection", Value: "4:1", Usage: "survivors per stage, `A:B:...:1`"},
-			&cli.StringFlag{Name: "tokens", Value: "32:256", Usage: "calibration samples per stage, `A:B:...` (one per selection stage)"},
-			&cli.IntFlag{Name: "levels", Value: 8, Usage: "ladder steps on each side of the uniform level"},
-			&cli.StringFlag{Name: "method", Usage: "level builder: sparsity magnitude|wanda|sparsegpt (default magnitude); rank svd; bits rtn|gptq (default rtn); sparsity,bits `SPARSITY,BITS`"},
-			&cli.StringFlag{Name: "include", Usage: "only layers whose weight or node name matches `REGEX`"},
-			&cli.StringFlag{Name: "exclude", Usage: "skip layers whose weight or node name matches `REGEX`"},
 			&cli.StringFlag{Name: "cache-dir", Value: defaultCacheDir(), Usage: "level database cache `DIR` (\"\" for none)"},
 			&cli.StringFlag{Name: "plots", Usage: "write PNG plots (fitness, levels) into `DIR`"},
-			&cli.StringFlag{Name: "start", Value: "best", Usage: "start the search from the best baseline (uniform or per-layer-error) or from uniform"},
 			&cli.StringFlag{Name: "baselines", Usage: "also write the uniform and per-layer-error models as `DIR`/uniform.onnx and DIR/per-layer-error.onnx"},
 		),
 		Action: searchAction,
 	})
+}
+
+// searchParamFlags derives the search flags from the declared parameters;
+// --target is required.
+func searchParamFlags() []cli.Flag {
+	flags := paramFlags(pipeline.SearchCommand)
+	for _, f := range flags {
+		if t, ok := f.(*cli.Float64Flag); ok && t.Name == "target" {
+			t.Required = true
+		}
+	}
+	return flags
 }
 
 func defaultCacheDir() string {
@@ -155,6 +151,12 @@ func searchAction(c *cli.Context) error {
 	}
 	if c.String("o") == "" {
 		return usagef("-o OUT.onnx is required")
+	}
+	if c.String("calib") == "" {
+		return usagef("search needs --calib DATASET (the fitness runs on it)")
+	}
+	if _, _, err := checkParams(c, pipeline.SearchCommand); err != nil {
+		return err
 	}
 	space := c.String("space")
 	if c.String("calib") == "" {

@@ -46,18 +46,8 @@ check) is printed on stderr and stored under "sparsity" in the JSON report.
   onnxpost sparsify model.onnx -o out.onnx --pattern 2:4 --method wanda --calib val.npz
   onnxpost sparsify model.onnx -o out.onnx --sparsity 0.5 --scope global --data test.npz
   onnxpost sparsify model.onnx -o out.onnx --pattern 4:8 --method sparsegpt --calib val.npz --exclude 'head|fc3'`,
-		Flags: append(commonFlags(),
-			&cli.StringFlag{Name: "pattern", Usage: "N:M pattern, e.g. 2:4 or 4:8 (0 < N < M)"},
-			&cli.Float64Flag{Name: "sparsity", Usage: "unstructured fraction `S` in [0,1) of weights pruned"},
-			&cli.StringFlag{Name: "method", Value: "magnitude", Usage: "criterion `METHOD`: magnitude, wanda, sparsegpt"},
-			&cli.StringFlag{Name: "scope", Value: "layer", Usage: "unstructured threshold `SCOPE`: layer or global (magnitude, wanda)"},
+		Flags: append(append(commonFlags(), paramFlags(sparsity.Command)...),
 			&cli.StringFlag{Name: "calib", Usage: "calibration `DATA` (.npz or test-data folder) for wanda and sparsegpt"},
-			&cli.IntFlag{Name: "calib-samples", Value: 256, Usage: "use at most `N` calibration samples (0: all)"},
-			&cli.Float64Flag{Name: "damp", Value: sparsity.DefaultDamp, Usage: "sparsegpt dampening `λ` as a fraction of the mean diagonal of XᵀX"},
-			&cli.IntFlag{Name: "blocksize", Value: sparsity.DefaultBlockSize, Usage: "sparsegpt column block `B` (a multiple of M)"},
-			&cli.StringFlag{Name: "include", Usage: "prune only weights whose weight or node name matches `REGEX`"},
-			&cli.StringFlag{Name: "exclude", Usage: "leave weights whose weight or node name matches `REGEX`"},
-			&cli.BoolFlag{Name: "sequential", Usage: "capture each layer's inputs on the model pruned so far (layers in graph order, one calibration run per layer), as the SparseGPT and Wanda reference code do; default: all layers from the dense model's activations"},
 			&cli.BoolFlag{Name: "quiet", Usage: "no per-layer table or progress on stderr"},
 		),
 		Action: sparsifyAction,
@@ -70,6 +60,9 @@ func sparsifyAction(c *cli.Context) error {
 	}
 	if c.String("o") == "" {
 		return usagef("-o OUT.onnx is required")
+	}
+	if _, _, err := checkParams(c, sparsity.Command); err != nil {
+		return err
 	}
 	opt, sel, err := sparsifyOptions(c)
 	if err != nil {
