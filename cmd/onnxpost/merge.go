@@ -15,8 +15,8 @@ import (
 	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/fisher"
 	"github.com/onnxpost/onnxpost/merge"
-	"github.com/onnxpost/onnxpost/transform"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/transform"
 )
 
 func init() {
