@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -212,17 +211,11 @@ func OptionsFromArgs(a transform.Args, n int) (Options, error) {
 			return o, err
 		}
 	}
-	for _, f := range []struct {
-		name string
-		dst  **regexp.Regexp
-	}{{"include", &o.Include}, {"exclude", &o.Exclude}} {
-		if s := a.String(f.name); s != "" {
-			re, err := regexp.Compile(s)
-			if err != nil {
-				return o, fmt.Errorf("%w: %s: %v", ErrOptions, f.name, err)
-			}
-			*f.dst = re
-		}
+	if o.Include, err = a.Regexp("include"); err != nil {
+		return o, err
+	}
+	if o.Exclude, err = a.Regexp("exclude"); err != nil {
+		return o, err
 	}
 	return o, nil
 }

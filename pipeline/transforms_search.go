@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -215,17 +214,12 @@ func SearchOptionsFromArgs(a transform.Args, seed int64) (LevelSearch, error) {
 		v, _ := strconv.Atoi(b)
 		opt.Bits = append(opt.Bits, v)
 	}
-	for _, f := range []struct {
-		name string
-		dst  **regexp.Regexp
-	}{{"include", &opt.Include}, {"exclude", &opt.Exclude}} {
-		if s := a.String(f.name); s != "" {
-			re, err := regexp.Compile(s)
-			if err != nil {
-				return opt, fmt.Errorf("search: %s: %v", f.name, err)
-			}
-			*f.dst = re
-		}
+	var err error
+	if opt.Include, err = a.Regexp("include"); err != nil {
+		return opt, err
+	}
+	if opt.Exclude, err = a.Regexp("exclude"); err != nil {
+		return opt, err
 	}
 	sel, err := parseStages(a.String("selection"))
 	if err != nil {

@@ -439,6 +439,20 @@ func (a Args) List(name string) []string {
 	return parts
 }
 
+// Regexp compiles the value of name (nil when unset or empty); the error
+// names the parameter.
+func (a Args) Regexp(name string) (*regexp.Regexp, error) {
+	s := a[name]
+	if s == "" {
+		return nil, nil
+	}
+	re, err := regexp.Compile(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s = %q: %v", ErrValue, name, s, err)
+	}
+	return re, nil
+}
+
 // Bind validates values (by parameter name) against t's parameters and
 // returns them as Args with the defaults of the parameters not given.
 // Every problem is reported, sorted by parameter name; names t does not

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -100,17 +99,11 @@ func OptionsFromArgs(a transform.Args, seed uint64) (Options, error) {
 			opt.Rule = Rule{Kind: r.kind, Value: a.Float(r.name)}
 		}
 	}
-	for _, f := range []struct {
-		name string
-		dst  **regexp.Regexp
-	}{{"include", &opt.Include}, {"exclude", &opt.Exclude}} {
-		if s := a.String(f.name); s != "" {
-			re, err := regexp.Compile(s)
-			if err != nil {
-				return opt, fmt.Errorf("%w: %s: %v", ErrOption, f.name, err)
-			}
-			*f.dst = re
-		}
+	if opt.Include, err = a.Regexp("include"); err != nil {
+		return opt, err
+	}
+	if opt.Exclude, err = a.Regexp("exclude"); err != nil {
+		return opt, err
 	}
 	if d := a.Float("damp"); d == 0 {
 		opt.Damp = -1 // no damping unless the Cholesky factorization needs it

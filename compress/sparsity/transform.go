@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 
 	"github.com/onnxpost/onnxpost/onnxio"
@@ -124,17 +123,12 @@ func OptionsFromArgs(a transform.Args) (Options, Selection, error) {
 	} else {
 		opt.Sparsity = a.Float("sparsity")
 	}
-	for _, f := range []struct {
-		name string
-		dst  **regexp.Regexp
-	}{{"include", &sel.Include}, {"exclude", &sel.Exclude}} {
-		if s := a.String(f.name); s != "" {
-			re, err := regexp.Compile(s)
-			if err != nil {
-				return opt, sel, fmt.Errorf("sparsity: %s: %v", f.name, err)
-			}
-			*f.dst = re
-		}
+	var err error
+	if sel.Include, err = a.Regexp("include"); err != nil {
+		return opt, sel, err
+	}
+	if sel.Exclude, err = a.Regexp("exclude"); err != nil {
+		return opt, sel, err
 	}
 	return opt, sel, nil
 }
