@@ -106,7 +106,7 @@ func (c *Command) Check(values map[string]any) (*Transform, Args, error) {
 			}
 		}
 		for k, v := range given {
-			sel[k] = Text(v)
+			sel[k] = c.Param(k).Canonical(v)
 		}
 		var err error
 		if t, err = c.Choose(sel); err != nil {

@@ -203,6 +203,32 @@ func Text(v any) string {
 	return fmt.Sprint(v)
 }
 
+// Canonical returns v as text, with an Enum value (or the elements of a
+// List of them) spelled as its choice is: choices match regardless of
+// case, as the command line always accepted ("INT4" is int4).
+func (p *Param) Canonical(v any) string {
+	text := Text(v)
+	canon := func(s string) string {
+		for _, c := range p.Choices {
+			if strings.EqualFold(strings.TrimSpace(s), c) {
+				return c
+			}
+		}
+		return s
+	}
+	switch {
+	case p.Kind == Enum:
+		return canon(text)
+	case p.Kind == List && p.elem() == Enum:
+		parts := strings.Split(text, ",")
+		for i := range parts {
+			parts[i] = canon(parts[i])
+		}
+		return strings.Join(parts, ",")
+	}
+	return text
+}
+
 // Check validates v (text, or a value as a recipe gives it) and returns
 // an error wrapping ErrValue that names the parameter, the value and what
 // is allowed.
@@ -287,7 +313,7 @@ func (p *Param) checkScalar(k Kind, s string) error {
 		}
 	case Enum:
 		for _, c := range p.Choices {
-			if s == c {
+			if strings.EqualFold(s, c) {
 				return nil
 			}
 		}
@@ -475,7 +501,7 @@ func (t *Transform) Bind(values map[string]any) (Args, error) {
 			errs = append(errs, err)
 			continue
 		}
-		args[k] = Text(values[k])
+		args[k] = p.Canonical(values[k])
 	}
 	if len(errs) == 0 && t.Check != nil {
 		if err := t.Check(args); err != nil {

@@ -38,6 +38,7 @@ func TestParamCheck(t *testing.T) {
 		{rank, 0, `rank = "0": want an integer in >= 1`},
 		{rank, 2.5, "want an integer"},
 		{method, "gptq", ""},
+		{method, "GPTQ", ""},
 		{method, "tiez", `method = "tiez": want one of rtn, gptq`},
 		{bits, []any{2, 4}, ""},
 		{bits, "2,9", `element "9": want an integer in [2, 8]`},
@@ -81,6 +82,7 @@ func TestCommandCheck(t *testing.T) {
 		{map[string]any{"target": 0.5}, "", "x/a"},
 		{map[string]any{"target": 4.0}, `invalid value: target = "4": want a number in (0, 1)`, ""},
 		{map[string]any{"space": "b", "target": 4.0, "block": 64}, "", "x/b"},
+		{map[string]any{"space": "B", "target": 4.0}, "", "x/b"}, // choices regardless of case
 		{map[string]any{"space": "b", "target": 0.5}, `target = "0.5": want a number in [2, 8]`, ""},
 		{map[string]any{"space": "c"}, `space = "c": want one of a, b`, ""},
 		{map[string]any{"block": "big"}, `block = "big": want an integer`, ""},
@@ -97,7 +99,7 @@ func TestCommandCheck(t *testing.T) {
 			t.Errorf("%v: %v, %v; want %s", tc.values, tr, err, tc.chosen)
 			continue
 		}
-		if tr == b && args.Int("block") != tc.values["block"] {
+		if want, ok := tc.values["block"]; ok && args.Int("block") != want {
 			t.Errorf("block = %d", args.Int("block"))
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -73,9 +72,6 @@ func quantizeAction(c *cli.Context) error {
 	}
 	if c.String("o") == "" {
 		return usagef("-o OUT.onnx is required")
-	}
-	if _, _, err := checkParams(c, quant.Command); err != nil {
-		return err
 	}
 	opt, err := quantizeOptions(c)
 	if err != nil {
@@ -149,61 +145,19 @@ func quantizeAction(c *cli.Context) error {
 // quantizeOptions turns the flags into quant.Options; bad values and
 // combinations are usage errors.
 func quantizeOptions(c *cli.Context) (quant.Options, error) {
-	w := strings.ToLower(c.String("weights"))
-	opt := quant.Options{
-		Weights:       w,
-		Format:        strings.ToLower(c.String("format")),
-		BlockSize:     c.Int("block"),
-		Activations:   strings.ToLower(c.String("activations")),
-		Percentile:    c.Float64("percentile"),
-		ActOrder:      c.Bool("act-order"),
-		Damp:          c.Float64("damp"),
-		AccuracyLevel: c.Int("accuracy-level"),
-	}
-	if w == "int4" {
-		opt.Method = strings.ToLower(c.String("method"))
-	} else if c.IsSet("method") && c.String("method") != "rtn" {
-		return opt, usagef("--method %s applies to --weights int4", c.String("method"))
-	}
-	if c.IsSet("per-channel") {
-		opt.PerTensor = !c.Bool("per-channel")
-	}
-	if c.IsSet("symmetric") {
-		opt.Symmetry = quant.SymmetryOf(c.Bool("symmetric"))
-	}
-	if !quant.ValidBlockSize(opt.BlockSize) {
-		return opt, usagef("--block %d: %v", opt.BlockSize, quant.ErrBlockSize)
-	}
-	m, err := quant.ParseCalibMethod(strings.ToLower(c.String("calibrate")))
+	_, args, err := checkParams(c, quant.Command)
 	if err != nil {
-		return opt, usagef("--calibrate: %v", err)
+		return quant.Options{}, err
 	}
-	opt.Calibrate = m
-	if c.IsSet("calibrate") && opt.Activations != "int8" {
-		return opt, usagef("--calibrate applies to --activations int8")
+	if args.String("weights") != "int4" && c.IsSet("method") && !strings.EqualFold(c.String("method"), "rtn") {
+		return quant.Options{}, usagef("--method %s applies to --weights int4", c.String("method"))
 	}
-	if opt.Damp <= 0 {
-		return opt, usagef("--damp must be > 0")
+	if c.IsSet("calibrate") && args.String("activations") != "int8" {
+		return quant.Options{}, usagef("--calibrate applies to --activations int8")
 	}
-	if l := opt.AccuracyLevel; l < 0 || l > 4 {
-		return opt, usagef("--accuracy-level must be 0..4, got %d", l)
-	}
-	if s := c.String("exclude-ops"); s != "" {
-		for _, op := range strings.Split(s, ",") {
-			if op = strings.TrimSpace(op); op != "" {
-				opt.ExcludeOps = append(opt.ExcludeOps, op)
-			}
-		}
-	}
-	if s := c.String("exclude"); s != "" {
-		re, err := regexp.Compile(s)
-		if err != nil {
-			return opt, usagef("--exclude: %v", err)
-		}
-		opt.Exclude = re
-	}
-	if c.Int("calib-samples") < 1 {
-		return opt, usagef("--calib-samples must be >= 1")
+	opt, err := quant.OptionsFromArgs(args)
+	if err != nil {
+		return opt, usagef("%v", err)
 	}
 	// Checks that need no calibration data; the calibration interfaces are
 	// wired after loading the model.
