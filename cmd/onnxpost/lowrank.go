@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"slices"
 
 	"github.com/urfave/cli/v2"
@@ -57,9 +56,6 @@ func lowrankAction(c *cli.Context) error {
 	if c.String("o") == "" {
 		return usagef("-o OUT.onnx is required")
 	}
-	if _, _, err := checkParams(c, lowrank.Command); err != nil {
-		return err
-	}
 	opt, err := lowrankOptions(c)
 	if err != nil {
 		return err
@@ -110,71 +106,17 @@ func lowrankAction(c *cli.Context) error {
 // lowrankOptions turns the flags into lowrank.Options (usage errors for bad
 // combinations and values).
 func lowrankOptions(c *cli.Context) (lowrank.Options, error) {
-	var opt lowrank.Options
-	scheme, err := lowrank.ParseScheme(c.String("scheme"))
+	_, args, err := checkParams(c, lowrank.Command)
 	if err != nil {
-		return opt, usagef("--scheme: %v", err)
+		return lowrank.Options{}, err
 	}
-	opt.Scheme = scheme
-	var rules []lowrank.Rule
-	if c.IsSet("energy") {
-		rules = append(rules, lowrank.Rule{Kind: lowrank.ByEnergy, Value: c.Float64("energy")})
-	}
-	if c.IsSet("rank-ratio") {
-		rules = append(rules, lowrank.Rule{Kind: lowrank.ByRankRatio, Value: c.Float64("rank-ratio")})
-	}
-	if c.IsSet("rank") {
-		rules = append(rules, lowrank.Rule{Kind: lowrank.ByRank, Value: float64(c.Int("rank"))})
-	}
-	if c.IsSet("params-ratio") {
-		rules = append(rules, lowrank.Rule{Kind: lowrank.ByParamsRatio, Value: c.Float64("params-ratio")})
-	}
-	if len(rules) != 1 {
-		return opt, usagef("give exactly one of --energy, --rank-ratio, --rank, --params-ratio (got %d)", len(rules))
-	}
-	opt.Rule = rules[0]
-	if err := opt.Rule.Validate(); err != nil {
+	opt, err := lowrank.OptionsFromArgs(args, uint64(c.Int64("seed")))
+	if err != nil {
 		return opt, usagef("%v", err)
-	}
-	for _, f := range []struct {
-		name string
-		dst  **regexp.Regexp
-	}{{"include", &opt.Include}, {"exclude", &opt.Exclude}} {
-		if s := c.String(f.name); s != "" {
-			re, err := regexp.Compile(s)
-			if err != nil {
-				return opt, usagef("--%s: %v", f.name, err)
-			}
-			*f.dst = re
-		}
 	}
 	if c.Bool("whiten") != (c.String("calib") != "") {
 		return opt, usagef("--whiten and --calib DATA go together")
 	}
-	if c.Bool("whiten") && scheme == lowrank.SchemeSpatial {
-		return opt, usagef("--whiten supports the svd, channel and auto schemes, not spatial")
-	}
-	if d := c.Float64("damp"); d < 0 {
-		return opt, usagef("--damp must be >= 0")
-	} else if d == 0 {
-		opt.Damp = -1 // no damping unless the Cholesky factorization needs it
-	} else {
-		opt.Damp = d
-	}
-	if opt.Method, err = lowrank.ParseMethod(c.String("svd")); err != nil {
-		return opt, usagef("--svd: %v", err)
-	}
-	if c.Int("oversample") < 1 {
-		return opt, usagef("--oversample must be >= 1")
-	}
-	if c.Int("power-iters") < 0 {
-		return opt, usagef("--power-iters must be >= 0")
-	}
-	opt.Randomized = lowrank.RandomizedOptions{Oversample: c.Int("oversample"), PowerIters: c.Int("power-iters"), Seed: uint64(c.Int64("seed"))}
-	if c.Int("power-iters") == 0 {
-		opt.Randomized.PowerIters = -1
-	}
-	opt.Force = c.Bool("force")
 	return opt, nil
 }
 

@@ -89,6 +89,12 @@ func TestTransformFlagsCheckedByDeclaration(t *testing.T) {
 		{[]string{"merge", "--method", "tiez", model}, `method = "tiez": unknown method`},
 		{[]string{"merge", "--method", "ties", "--base", model, "--trim-scope", "row", model}, `trim-scope = "row": want one of global, tensor`},
 		{[]string{"search", "--space", "bits", "--target", "9", "--calib", ehTestdata("mlp_data.npz")}, `target = "9"`},
+		{[]string{"quantize", "--weights", "int8", "--method", "gptq"}, "--method gptq applies to --weights int4"},
+		{[]string{"lowrank", "--energy", "0.9", "--rank", "4"}, "give exactly one of energy, rank-ratio, rank, params-ratio (got 2)"},
+		{[]string{"lowrank"}, "give exactly one of energy, rank-ratio, rank, params-ratio (got 0)"},
+		{[]string{"lowrank", "--rank", "4", "--whiten", "--calib", ehTestdata("mlp_data.npz"), "--scheme", "spatial"}, "whiten supports the svd, channel and auto schemes"},
+		{[]string{"sparsify", "--pattern", "2:4", "--sparsity", "0.5"}, "give exactly one of pattern N:M and sparsity S"},
+		{[]string{"sparsify", "--pattern", "2:4", "--method", "sparsegpt", "--blocksize", "6", "--calib", ehTestdata("mlp_data.npz")}, "blocksize 6 is not a multiple of M=4"},
 	} {
 		args := append([]string{"onnxpost"}, tc.args...)
 		args = append(args, "-o", out, model)

@@ -61,9 +61,6 @@ func sparsifyAction(c *cli.Context) error {
 	if c.String("o") == "" {
 		return usagef("-o OUT.onnx is required")
 	}
-	if _, _, err := checkParams(c, sparsity.Command); err != nil {
-		return err
-	}
 	opt, sel, err := sparsifyOptions(c)
 	if err != nil {
 		return err
@@ -169,73 +166,24 @@ func sparsifyAction(c *cli.Context) error {
 // sparsifyOptions turns the flags into sparsity options (usage errors for
 // bad values and combinations).
 func sparsifyOptions(c *cli.Context) (sparsity.Options, sparsity.Selection, error) {
-	var opt sparsity.Options
-	var sel sparsity.Selection
-	m, err := sparsity.ParseMethod(c.String("method"))
+	_, args, err := checkParams(c, sparsity.Command)
 	if err != nil {
-		return opt, sel, usagef("--method: %v", err)
+		return sparsity.Options{}, sparsity.Selection{}, err
 	}
-	opt.Method = m
+	opt, sel, err := sparsity.OptionsFromArgs(args)
+	if err != nil {
+		return opt, sel, usagef("%v", err)
+	}
+	scope := sparsity.Scope(strings.ToLower(c.String("scope")))
 	switch {
-	case c.IsSet("pattern") == c.IsSet("sparsity"):
-		return opt, sel, usagef("give exactly one of --pattern N:M and --sparsity S")
-	case c.IsSet("pattern"):
-		p, err := sparsity.ParsePattern(c.String("pattern"))
-		if err != nil {
-			return opt, sel, usagef("--pattern: %v", err)
-		}
-		opt.Pattern = p
-		if c.IsSet("scope") {
-			return opt, sel, usagef("--scope applies to --sparsity only")
-		}
-	default:
-		s := c.Float64("sparsity")
-		if !(s >= 0 && s < 1) {
-			return opt, sel, usagef("--sparsity must be in [0, 1), got %v", s)
-		}
-		opt.Sparsity = s
-	}
-	switch sc := sparsity.Scope(strings.ToLower(c.String("scope"))); sc {
-	case sparsity.ScopeLayer, sparsity.ScopeGlobal:
-		opt.Scope = sc
-	default:
-		return opt, sel, usagef("--scope must be layer or global, got %q", c.String("scope"))
-	}
-	if opt.Method.NeedsCalibration() && c.String("calib") == "" {
+	case c.IsSet("pattern") && c.IsSet("scope"):
+		return opt, sel, usagef("--scope applies to --sparsity only")
+	case opt.Method.NeedsCalibration() && c.String("calib") == "":
 		return opt, sel, usagef("--method %s needs calibration data: --calib DATA", opt.Method)
-	}
-	if opt.Method == sparsity.SparseGPT && opt.Scope == sparsity.ScopeGlobal {
+	case opt.Method == sparsity.SparseGPT && scope == sparsity.ScopeGlobal:
 		return opt, sel, usagef("--scope global applies to magnitude and wanda; sparsegpt chooses its mask block by block")
-	}
-	if d := c.Float64("damp"); d < 0 {
-		return opt, sel, usagef("--damp must be >= 0")
-	} else if d > 0 {
-		opt.Damp = d
-	}
-	if c.Int("blocksize") <= 0 {
-		return opt, sel, usagef("--blocksize must be > 0")
-	}
-	opt.BlockSize = c.Int("blocksize")
-	if opt.Method == sparsity.SparseGPT && !opt.Pattern.IsZero() && opt.BlockSize%opt.Pattern.M != 0 {
-		return opt, sel, usagef("--blocksize %d is not a multiple of M=%d", opt.BlockSize, opt.Pattern.M)
-	}
-	if c.Bool("sequential") && (!opt.Method.NeedsCalibration() || (opt.Pattern.IsZero() && opt.Scope == sparsity.ScopeGlobal)) {
+	case c.Bool("sequential") && (!opt.Method.NeedsCalibration() || (opt.Pattern.IsZero() && scope == sparsity.ScopeGlobal)):
 		return opt, sel, usagef("--sequential applies to wanda and sparsegpt with a per-layer selection")
-	}
-	if c.Int("calib-samples") < 0 {
-		return opt, sel, usagef("--calib-samples must be >= 0")
-	}
-	for _, f := range []struct {
-		name string
-		dst  **regexp.Regexp
-	}{{"include", &sel.Include}, {"exclude", &sel.Exclude}} {
-		if s := c.String(f.name); s != "" {
-			re, err := regexp.Compile(s)
-			if err != nil {
-				return opt, sel, usagef("--%s: %v", f.name, err)
-			}
-			*f.dst = re
-		}
 	}
 	if !c.Bool("quiet") {
 		opt.Progress = os.Stderr
