@@ -3,8 +3,14 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/onnxpost/onnxpost/pipeline"
+	"github.com/onnxpost/onnxpost/transform"
 )
 
 // `run --check` (and `run`) refuse every bad value of a transforming
@@ -105,6 +111,61 @@ func TestTransformFlagsCheckedByDeclaration(t *testing.T) {
 		}
 		if _, err := os.Stat(out); err == nil {
 			t.Fatalf("%v wrote %s", tc.args, out)
+		}
+	}
+}
+
+// Every declared parameter of a registered command is a flag of that
+// command with the declared default (none where the transforms' defaults
+// differ), so the command line's defaults are the library's.
+func TestTransformFlagsMatchDeclarations(t *testing.T) {
+	for _, cmd := range pipeline.Commands {
+		var flags []cli.Flag
+		for _, c := range commands {
+			if c.Name == cmd.Name {
+				flags = c.Flags
+			}
+		}
+		if flags == nil {
+			t.Errorf("no command %s", cmd.Name)
+			continue
+		}
+		for _, p := range cmd.Params() {
+			var got cli.Flag
+			for _, f := range flags {
+				if f.Names()[0] == p.Name {
+					got = f
+				}
+			}
+			if got == nil {
+				t.Errorf("%s: no flag --%s", cmd.Name, p.Name)
+				continue
+			}
+			def := ""
+			switch f := got.(type) {
+			case *cli.BoolFlag:
+				def = strconv.FormatBool(f.Value)
+			case cli.DocGenerationFlag:
+				def = f.GetValue()
+			}
+			want := p.Default
+			switch p.Kind {
+			case transform.Bool:
+				if want == "" {
+					want = "false" // differing defaults: unset
+				}
+			case transform.Int, transform.Float:
+				if want == "" {
+					want = "0"
+				}
+			case transform.List:
+				if p.Repeated {
+					want = ""
+				}
+			}
+			if strings.Trim(def, `"`) != want {
+				t.Errorf("%s --%s: flag default %q, declared %q", cmd.Name, p.Name, def, want)
+			}
 		}
 	}
 }
