@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/onnxpost/onnxpost/onnxio"
@@ -147,5 +148,46 @@ func TestTransformsLeaveTheirInputs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A transform that needs calibration refuses to run without it (an
+// error naming what it needs), rather than failing inside the algorithm.
+func TestTransformsNeedTheirCalibration(t *testing.T) {
+	m, err := onnxio.Load(zoo("zoo", "mlp", "base.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, tr := range Transforms() {
+		if tr.Needs&transform.NeedCalibration == 0 {
+			continue
+		}
+		n++
+		values := map[string]any{}
+		for k, v := range transformValues[tr.Name] {
+			values[k] = v
+		}
+		switch {
+		case tr.Name == "merge/fisher":
+			values["method"] = "fisher"
+		case tr.Name == "quantize/int8-static":
+			values["activations"] = "int8"
+		}
+		args, err := tr.Bind(values)
+		if err != nil {
+			t.Fatalf("%s: %v", tr.Name, err)
+		}
+		models := []*onnxio.Model{m}
+		if tr.Needs&transform.NeedModels != 0 {
+			models = []*onnxio.Model{m, m}
+		}
+		_, _, err = tr.Run(context.Background(), transform.Input{Models: models, Args: args})
+		if err == nil || !strings.Contains(err.Error(), "got <nil>") {
+			t.Errorf("%s without calibration: %v", tr.Name, err)
+		}
+	}
+	if n < 5 {
+		t.Errorf("%d transforms need calibration; want quantize/int8-static, quantize/int4-gptq, sparsify/wanda, sparsify/sparsegpt, merge/fisher", n)
 	}
 }

@@ -142,19 +142,11 @@ func runScheme(ctx context.Context, in transform.Input) (*onnxio.Model, any, err
 	if err != nil {
 		return nil, nil, err
 	}
-	if o.Method == "gptq" {
-		c, ok := in.Calibration.(Calibration)
-		if !ok {
-			return nil, nil, fmt.Errorf("%w: GPTQ needs input Gram matrices (a quant.Calibration), got %T", ErrCalibration, in.Calibration)
-		}
-		o.Calibration = c
+	if o.Method == "gptq" && !transform.As(&o.Calibration, in.Calibration) {
+		return nil, nil, fmt.Errorf("%w: GPTQ needs input Gram matrices (the type of Options.Calibration), got %T", ErrCalibration, in.Calibration)
 	}
-	if o.Activations == "int8" {
-		s, ok := in.Calibration.(ActivationStats)
-		if !ok {
-			return nil, nil, fmt.Errorf("%w: static activations need histograms (a quant.ActivationStats), got %T", ErrCalibration, in.Calibration)
-		}
-		o.Stats = s
+	if o.Activations == "int8" && !transform.As(&o.Stats, in.Calibration) {
+		return nil, nil, fmt.Errorf("%w: static activations need histograms (the type of Options.Stats), got %T", ErrCalibration, in.Calibration)
 	}
 	q, rep, err := Quantize(ctx, in.Models[0], o)
 	if err != nil {

@@ -386,6 +386,17 @@ type Input struct {
 	Options any
 }
 
+// As stores v in *dst when v holds a value of dst's type (an interface
+// such as a package's calibration interface, whatever its name) and
+// reports whether it did; nil v is not stored.
+func As[T any](dst *T, v any) bool {
+	t, ok := v.(T)
+	if ok {
+		*dst = t
+	}
+	return ok
+}
+
 // Transform is one model transform.
 type Transform struct {
 	// Name is "command/variant" (quantize/int8, merge/ties,

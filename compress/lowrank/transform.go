@@ -130,12 +130,8 @@ func run(ctx context.Context, in transform.Input) (*onnxio.Model, any, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if in.Args.Bool("whiten") {
-		c, ok := in.Calibration.(Calibration)
-		if !ok {
-			return nil, nil, fmt.Errorf("%w: whiten needs input Gram matrices (a lowrank.Calibration), got %T", ErrOption, in.Calibration)
-		}
-		opt.Calib = c
+	if in.Args.Bool("whiten") && !transform.As(&opt.Calib, in.Calibration) {
+		return nil, nil, fmt.Errorf("%w: whiten needs input Gram matrices (the type of Options.Calib), got %T", ErrOption, in.Calibration)
 	}
 	m := in.Models[0].Clone()
 	rep, err := Apply(ctx, m, opt)

@@ -143,18 +143,21 @@ func runPrune(ctx context.Context, in transform.Input) (*onnxio.Model, any, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	var calib Calibration
-	if opt.Method.NeedsCalibration() {
-		c, ok := in.Calibration.(Calibration)
-		if !ok {
-			return nil, nil, fmt.Errorf("sparsity: %s needs input Gram matrices (a sparsity.Calibration), got %T", opt.Method, in.Calibration)
-		}
-		calib = c
-	}
 	m := in.Models[0].Clone()
-	rep, err := PruneModel(ctx, m, opt, sel, calib)
+	rep, err := pruneWith(ctx, m, opt, sel, in.Calibration, PruneModel)
 	if err != nil {
 		return nil, nil, err
 	}
 	return m, rep, nil
+}
+
+// pruneWith calls prune (PruneModel) with v as its calibration argument,
+// whatever interface that argument is declared as.
+func pruneWith[C any](ctx context.Context, m *onnxio.Model, opt Options, sel Selection, v any,
+	prune func(context.Context, *onnxio.Model, Options, Selection, C) (Report, error)) (Report, error) {
+	var c C
+	if opt.Method.NeedsCalibration() && !transform.As(&c, v) {
+		return Report{}, fmt.Errorf("sparsity: %s needs input Gram matrices (the calibration PruneModel takes), got %T", opt.Method, v)
+	}
+	return prune(ctx, m, opt, sel, c)
 }
