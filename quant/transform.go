@@ -13,7 +13,7 @@ import (
 
 // The quantize command's parameters, shared by its schemes (one file per
 // scheme: scheme_int8.go, scheme_dynamic.go, scheme_static.go,
-// scheme_int4.go, scheme_float16.go). Their names and defaults are the
+// scheme_int4.go, fp16.go). Their names and defaults are the
 // command line's flags.
 var (
 	paramWeights = &transform.Param{Name: "weights", Kind: transform.Enum, Default: "int8",
