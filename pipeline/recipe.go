@@ -518,8 +518,12 @@ func (r *Recipe) Args(i int, input, out, report string) []string {
 		v := s.Args[k]
 		switch x := v.(type) {
 		case bool:
+			// false is written out: a flag whose default is true
+			// (quantize's per-channel) must see it
 			if x {
 				args = append(args, "--"+k)
+			} else {
+				args = append(args, "--"+k+"=false")
 			}
 			continue
 		case []any:

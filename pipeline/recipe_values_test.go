@@ -98,3 +98,19 @@ func TestRegistryValid(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A false boolean reaches the step's command line: quantize's per-channel
+// defaults to true, and a recipe's per-channel: false used to be dropped.
+func TestRecipeArgsFalseBool(t *testing.T) {
+	dir, src := writeRecipe(t, "output: out.onnx\nsteps:\n  - quantize: {per-channel: false, symmetric: true, inputs: [a.onnx]}\n")
+	r, err := ParseRecipe(src, dir, valueSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(r.Args(0, "", "o.onnx", "r.json"), " ")
+	for _, want := range []string{"--per-channel=false", "--symmetric "} {
+		if !strings.Contains(got, want) {
+			t.Errorf("args %q lack %q", got, want)
+		}
+	}
+}
