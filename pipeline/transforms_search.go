@@ -59,7 +59,9 @@ const (
 )
 
 // The search command's parameters shared by its spaces; target and method
-// are declared per space (searchTarget, searchMethod).
+// are declared per space (searchTarget, searchMethod). generations,
+// offspring and levels accept 0, which the search reads as its default,
+// as the command line always did.
 var (
 	paramSpace = &transform.Param{Name: "space", Kind: transform.String, Default: SpaceSparsity,
 		Validate: func(s string) error {
@@ -83,15 +85,15 @@ var (
 		Doc: "bits ladder `B1,B2,...` with equal steps (default 2,4 or 4,8)"}
 	paramSearchBlock = &transform.Param{Name: "block", Kind: transform.Int, Default: "32", Range: transform.AtLeast(1),
 		Doc: "bits: quantization block size along K"}
-	paramGenerations = &transform.Param{Name: "generations", Kind: transform.Int, Default: "50", Range: transform.AtLeast(1),
+	paramGenerations = &transform.Param{Name: "generations", Kind: transform.Int, Default: "50", Range: transform.AtLeast(0),
 		Doc: "generations of the (1+λ) loop"}
-	paramOffspring = &transform.Param{Name: "offspring", Kind: transform.Int, Default: "16", Range: transform.AtLeast(1),
+	paramOffspring = &transform.Param{Name: "offspring", Kind: transform.Int, Default: "16", Range: transform.AtLeast(0),
 		Doc: "offspring λ per generation"}
 	paramSelection = &transform.Param{Name: "selection", Kind: transform.String, Default: "4:1", Validate: stageList(1),
 		Doc: "survivors per stage, `A:B:...:1`"}
 	paramTokens = &transform.Param{Name: "tokens", Kind: transform.String, Default: "32:256", Validate: stageList(0),
 		Doc: "calibration samples per stage, `A:B:...` (one per selection stage)"}
-	paramLevels = &transform.Param{Name: "levels", Kind: transform.Int, Default: "8", Range: transform.AtLeast(1),
+	paramLevels = &transform.Param{Name: "levels", Kind: transform.Int, Default: "8", Range: transform.AtLeast(0),
 		Doc: "ladder steps on each side of the uniform level"}
 	paramSearchInclude = &transform.Param{Name: "include", Kind: transform.String, Validate: transform.Regexp,
 		Doc: "only layers whose weight or node name matches `REGEX`"}
