@@ -210,10 +210,10 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 		need(name)
 	}
 	sort.Strings(fetch)
-	var sess *Session
+	var sess SessionRunner
 	var runner Runner
 	if len(fetch) > 0 {
-		c := m.Clone()
+		c := m.Derive()
 		for _, v := range fetch {
 			vi, ok := c.ValueInfo(v)
 			if !ok {
@@ -225,7 +225,7 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 		if err != nil {
 			return nil, err
 		}
-		if sess, err = NewSessionOutputs(b, fetch, opt.Session); err != nil {
+		if sess, err = OpenSession(OpenRequest{Model: b, Outputs: fetch}, opt.Session); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrCapture, err)
 		}
 		defer sess.Close()

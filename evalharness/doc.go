@@ -24,6 +24,13 @@
 // (SessionOptions.EP "cuda", which needs a GPU build of ONNX Runtime and
 // fails with ErrNoCUDA otherwise).
 //
+// Every session the library opens itself (Capture, EvaluateModels,
+// WeightSession, and those of packages fisher and pipeline) goes through
+// OpenSession, which calls SessionOptions.Open when it is set and opens
+// an ONNX Runtime Session otherwise: a program can run its models on
+// another engine, and tests substitute a fake (package evaltest's
+// interpreter) so that they need no ONNX Runtime library.
+//
 // Datasets (LoadDataset) are .npz files, read by the bounds-checked reader
 // of package npz, or ONNX test-data folders. LoadDatasetFor reads only the
 // arrays a model takes (and labels): the others are skipped unread, and

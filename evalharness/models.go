@@ -18,17 +18,17 @@ func SessionFromModel(m *onnxio.Model, opt SessionOptions) (*Session, error) {
 	return NewSession(b, opt)
 }
 
-// EvaluateModels opens sessions for cand and ref (ref may be nil), runs
-// Evaluate and closes them.
+// EvaluateModels opens sessions for cand and ref (ref may be nil) with
+// OpenModel (so.Open, or ONNX Runtime), runs Evaluate and closes them.
 func EvaluateModels(ctx context.Context, cand, ref *onnxio.Model, ds *Dataset, so SessionOptions, eo EvalOptions) (*Result, error) {
-	cs, err := SessionFromModel(cand, so)
+	cs, err := OpenModel(cand, nil, so)
 	if err != nil {
 		return nil, fmt.Errorf("candidate model: %w", err)
 	}
 	defer cs.Close()
 	var rr Runner
 	if ref != nil {
-		rs, err := SessionFromModel(ref, so)
+		rs, err := OpenModel(ref, nil, so)
 		if err != nil {
 			return nil, fmt.Errorf("reference model: %w", err)
 		}

@@ -47,6 +47,60 @@ type SessionOptions struct {
 	Library string
 	// DisableOptimizations turns ONNX Runtime's graph optimizations off.
 	DisableOptimizations bool
+	// Open, when set, opens every session the library creates with these
+	// options (Capture, EvaluateModels, WeightSession, and the sessions of
+	// fisher and the search) in place of ONNX Runtime: a fake runner in
+	// tests (see package evaltest), another engine in a program. Nil opens
+	// ONNX Runtime sessions.
+	Open Opener
 }
 
-var _ Runner = (*Session)(nil)
+// SessionRunner is a Runner that holds resources until Close: what an
+// Opener returns. *Session implements it.
+type SessionRunner interface {
+	Runner
+	// Close releases the session.
+	Close() error
+}
+
+// OpenRequest says which model a session runs and what it returns.
+type OpenRequest struct {
+	// Model is a serialized model with every tensor inline; when it is
+	// empty, Path names a model file instead (its external data resolved
+	// against the file's folder).
+	Model []byte
+	Path  string
+	// Outputs are the outputs the session returns, in this order; empty
+	// means all of the model's, in graph order.
+	Outputs []string
+}
+
+// Opener opens a session on req's model; opt are the options the library
+// was given (opt.Open is the Opener itself).
+type Opener func(req OpenRequest, opt SessionOptions) (SessionRunner, error)
+
+// OpenSession opens a session through opt.Open, or an ONNX Runtime
+// Session when opt.Open is nil. It is the one place the library opens
+// sessions.
+func OpenSession(req OpenRequest, opt SessionOptions) (SessionRunner, error) {
+	if opt.Open != nil {
+		return opt.Open(req, opt)
+	}
+	s, err := newSession(req.Model, req.Path, req.Outputs, opt)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return s, nil
+}
+
+// OpenModel opens a session (OpenSession) on m serialized with every tensor
+// inline, returning outputs (all when empty).
+func OpenModel(m *onnxio.Model, outputs []string, opt SessionOptions) (SessionRunner, error) {
+	b, err := m.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	return OpenSession(OpenRequest{Model: b, Outputs: outputs}, opt)
+}
+
+var _ SessionRunner = (*Session)(nil)

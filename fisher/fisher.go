@@ -177,7 +177,7 @@ func ComputeResult(ctx context.Context, m *onnxio.Model, ds *evalharness.Dataset
 	if err != nil {
 		return nil, err
 	}
-	sess, err := evalharness.NewSession(gb, opt.Session)
+	sess, err := evalharness.OpenSession(evalharness.OpenRequest{Model: gb}, opt.Session)
 	if err != nil {
 		return nil, fmt.Errorf("fisher: gradient graph: %w", err)
 	}
@@ -192,7 +192,7 @@ func ComputeResult(ctx context.Context, m *onnxio.Model, ds *evalharness.Dataset
 		acc[i] = make([]float64, ne)
 	}
 	rng := rand.New(rand.NewSource(opt.Seed))
-	var fwd *evalharness.Session
+	var fwd evalharness.SessionRunner
 	if opt.Samples > 0 {
 		if fwd, err = forwardSession(m, g.Output, opt.Session); err != nil {
 			return nil, err
@@ -427,7 +427,7 @@ const SeedInput = "fisher_seed"
 // buildLoop builds the ModeLoop graph: one example, the gradient of
 // Σ seed⊙logits for a seed fed as an input, flattened per parameter.
 func buildLoop(m *onnxio.Model, base *Graph, info map[string]autodiff.Info) (*Graph, error) {
-	g := m.Clone()
+	g := m.Derive()
 	gr := *base
 	gr.Mode = ModeLoop
 	dt := info[base.Output].DType
@@ -455,7 +455,7 @@ func buildLoop(m *onnxio.Model, base *Graph, info map[string]autodiff.Info) (*Gr
 
 // loopExample adds one example's Σ_y c_y g_y² to acc in ModeLoop: a forward
 // run for p, then one gradient run per class (or drawn label).
-func loopExample(g *Graph, sess, fwd *evalharness.Session, feed map[string]*evalharness.Array, outIdx map[string]int, acc [][]float64, samples int, rng *rand.Rand) error {
+func loopExample(g *Graph, sess, fwd evalharness.Runner, feed map[string]*evalharness.Array, outIdx map[string]int, acc [][]float64, samples int, rng *rand.Rand) error {
 	in := map[string]*evalharness.Array{}
 	for k, v := range feed {
 		if g.inputs[k] {
@@ -567,7 +567,7 @@ func eye(dt onnxio.DType, c int) (*onnxio.Tensor, error) {
 // coefficient p_k (or 1/K), per-row gradients squared and contracted with
 // the coefficients.
 func buildRows(m *onnxio.Model, base *Graph, info, info2 map[string]autodiff.Info) (*Graph, error) {
-	g := m.Clone()
+	g := m.Derive()
 	gr := *base
 	gr.Mode = ModeRows
 	c := base.Classes
@@ -672,7 +672,7 @@ func copyInfo(m map[string]autodiff.Info) map[string]autodiff.Info {
 // buildCopies builds the ModeCopies graph: one example, one backward pass
 // per class (or drawn label) in the same graph.
 func buildCopies(m *onnxio.Model, base *Graph, info map[string]autodiff.Info) (*Graph, error) {
-	g := m.Clone()
+	g := m.Derive()
 	gr := *base
 	gr.Mode = ModeCopies
 	classes := base.Classes
@@ -769,7 +769,7 @@ func Probe(m *onnxio.Model, feed map[string]*evalharness.Array, so evalharness.S
 	if err != nil {
 		return nil, err
 	}
-	s, err := evalharness.NewSession(b, so)
+	s, err := evalharness.OpenSession(evalharness.OpenRequest{Model: b}, so)
 	if err != nil {
 		return nil, fmt.Errorf("fisher: probe: %w", err)
 	}
@@ -794,17 +794,13 @@ func Probe(m *onnxio.Model, feed map[string]*evalharness.Array, so evalharness.S
 	return info, nil
 }
 
-func forwardSession(m *onnxio.Model, output string, so evalharness.SessionOptions) (*evalharness.Session, error) {
-	b, err := m.Bytes()
-	if err != nil {
-		return nil, err
-	}
-	return evalharness.NewSessionOutputs(b, []string{output}, so)
+func forwardSession(m *onnxio.Model, output string, so evalharness.SessionOptions) (evalharness.SessionRunner, error) {
+	return evalharness.OpenModel(m, []string{output}, so)
 }
 
 // drawLabels runs the forward model on a batch and returns, for each
 // example, k one-hot rows of labels drawn from softmax(logits).
-func drawLabels(fwd *evalharness.Session, feed map[string]*evalharness.Array, classes, k int, dt onnxio.DType, rng *rand.Rand) (*evalharness.Array, error) {
+func drawLabels(fwd evalharness.Runner, feed map[string]*evalharness.Array, classes, k int, dt onnxio.DType, rng *rand.Rand) (*evalharness.Array, error) {
 	outs, err := fwd.Run(feed)
 	if err != nil {
 		return nil, err

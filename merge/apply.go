@@ -221,10 +221,11 @@ func (m *Merger) TransformFunc(ctx context.Context) onnxio.TransformFunc {
 // Done returns the number of elements merged so far (for progress bars).
 func (m *Merger) Done() int64 { return m.done.Load() }
 
-// Output returns a copy of the template to save the merge into: pass it to
+// Output returns a model derived from the template (onnxio.Model.Derive:
+// it shares the template's tensors) to save the merge into: pass it to
 // Save with Transform set to m.Transform (as m.Save does). External data
 // stays referenced, not copied.
-func (m *Merger) Output() *onnxio.Model { return m.template.Clone() }
+func (m *Merger) Output() *onnxio.Model { return m.template.Derive() }
 
 // Save writes the merged model to path, merging each tensor as it is
 // written (a worker pool of so.Workers, default GOMAXPROCS). out is the

@@ -28,7 +28,7 @@ const (
 // refusedMethods are mergekit methods onnxpost knows but does not run,
 // with the reason.
 var refusedMethods = map[string]string{
-	"passthrough": "layer stacking (slices/layer_range) rewrites the graph, which onnxpost does not do yet",
+	"passthrough": "it stacks layers instead of merging weights: write it as a config with slices (merge --config)",
 	"ram":         "not implemented",
 	"ramplus-tl":  "not implemented",
 }

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/onnxpost/onnxpost/internal/safefile"
 	pb "github.com/onnxpost/onnxpost/onnxio/internal/onnxpb"
 )
 
@@ -656,15 +655,12 @@ func keepExtras(p, src *pb.TensorProto) {
 // copyRange appends ref's bytes to dst, with copy_file_range where the
 // kernel offers it.
 func copyRange(dst *os.File, ref extRef) error {
-	f, _, err := safefile.Open(ref.path)
+	r, c, err := ref.open()
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	if _, err := f.Seek(ref.offset, io.SeekStart); err != nil {
-		return err
-	}
-	n, err := io.Copy(dst, io.LimitReader(f, ref.length))
+	defer c.Close()
+	n, err := io.Copy(dst, r)
 	if err != nil {
 		return err
 	}

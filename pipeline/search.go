@@ -479,7 +479,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	if err != nil {
 		return nil, nil, err
 	}
-	denseSess, err := evalharness.NewSession(denseBytes, opt.Session)
+	denseSess, err := evalharness.OpenSession(evalharness.OpenRequest{Model: denseBytes}, opt.Session)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -530,7 +530,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	fitness := strings.Join(kinds, "+")
 
 	// one session with the searched weights as inputs
-	wi := m.Clone()
+	wi := m.Derive()
 	var names []string
 	seen := map[string]bool{}
 	for _, l := range layers {
@@ -547,7 +547,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	if err != nil {
 		return nil, nil, err
 	}
-	sess, err := evalharness.NewSessionOutputs(wiBytes, names0, opt.Session)
+	sess, err := evalharness.OpenSession(evalharness.OpenRequest{Model: wiBytes, Outputs: names0}, opt.Session)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -689,7 +689,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 // the database (dense-shaped: pruned, or a low-rank product, or
 // dequantized).
 func setLevels(ctx context.Context, m *onnxio.Model, layers []*searchLayer, lv []int, db *LevelDB) (*onnxio.Model, error) {
-	out := m.Clone()
+	out := m.Derive()
 	for i, l := range layers {
 		v, err := db.Get(ctx, l.w, l.dense, l.keys[lv[i]])
 		if err != nil {
@@ -718,7 +718,7 @@ func ApplyAllocation(ctx context.Context, m *onnxio.Model, a Allocation, build L
 	if err != nil {
 		return nil, err
 	}
-	out := m.Clone()
+	out := m.Derive()
 	for _, lc := range a.Layers {
 		if err := ctx.Err(); err != nil {
 			return nil, err

@@ -329,7 +329,7 @@ func rankSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, opt LevelSearch
 		achieved: func(cost int64) float64 { return float64(cost) / float64(total) },
 		fraction: func(l *searchLayer, k int) float64 { return float64(l.costs[k]) / float64(len(l.dense)) },
 		apply: func(ctx context.Context, m *onnxio.Model, lv []int) (*onnxio.Model, error) {
-			out := m.Clone()
+			out := m.Derive()
 			for i, l := range layers {
 				_, err := lowrank.Apply(ctx, out, lowrank.Options{
 					Scheme:  lowrank.SchemeSVD,

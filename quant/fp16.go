@@ -329,7 +329,7 @@ func convertFloat16(m *onnxio.Model, o Options, rep *Report) error {
 		for _, v := range onnxio.FreeNames(n) {
 			if types[v] == onnxio.Float {
 				if f := get(v, onnxio.Float); f != v {
-					onnxio.RenameSubgraphReads(n, v, f)
+					nn = onnxio.RenameSubgraphReads(nn, v, f)
 				}
 			}
 		}

@@ -340,7 +340,7 @@ func Quantize(ctx context.Context, m *onnxio.Model, o Options) (*onnxio.Model, *
 	if q := QuantizedOps(m); len(q) > 0 {
 		return nil, nil, fmt.Errorf("%w: it holds %s", ErrAlreadyQuantized, strings.Join(q, ", "))
 	}
-	out := m.Clone()
+	out := m.Derive()
 	out.EnsureNodeNames()
 	switch o.Weights {
 	case "fp16", "bf16":

@@ -140,14 +140,14 @@ func evalAction(c *cli.Context) error {
 		}
 	}
 	require, _ := gate.Metrics()
-	cand, err := evalharness.NewSessionFromFile(path, so)
+	cand, err := evalharness.OpenSession(evalharness.OpenRequest{Path: path}, so)
 	if err != nil {
 		return err
 	}
 	defer cand.Close()
 	var ref evalharness.Runner
 	if refPath != "" {
-		rs, err := evalharness.NewSessionFromFile(refPath, so)
+		rs, err := evalharness.OpenSession(evalharness.OpenRequest{Path: refPath}, so)
 		if err != nil {
 			return fmt.Errorf("reference: %w", err)
 		}

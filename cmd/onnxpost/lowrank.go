@@ -64,7 +64,7 @@ func lowrankAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ref := model.Clone()
+	ref := model.Derive()
 	if c.Bool("whiten") {
 		calib, err := lowrankCalibration(c, model, opt)
 		if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/onnxpost/onnxpost/fisher"
 	"github.com/onnxpost/onnxpost/merge"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/quant"
 	"github.com/onnxpost/onnxpost/transform"
 )
 
@@ -45,7 +47,17 @@ Methods (docs/ARCHITECTURE.md §5):
 mergekit's methods, as mergekit defines them (underscores or dashes; their
 parameters, mergekit's names, via --param NAME=VALUE or a config's parameters):
 %s
-Not supported: passthrough (layer stacking), ram, ramplus_tl.
+passthrough (layer stacking) is a --config with slices, one source each:
+  slices:
+    - sources: [{model: a.onnx, layer_range: [0, 24]}]
+    - sources: [{model: b.onnx, layer_range: [20, 40]}]
+  merge_method: passthrough
+The layers are the graph's repeated residual blocks; each output layer is a
+copy of one input layer, chained along the residual stream (embeddings from
+the first slice's model, final norm and head from the last's).
+dtype: float16 or bfloat16 in a config converts the output's weights as
+quantize --weights fp16/bf16 does.
+Not supported: ram, ramplus_tl.
 
 --weights and --density take one value per model (comma-separated) or one
 value for all. With --data the merged model is evaluated beside the base (or
@@ -59,7 +71,8 @@ the first model) and the inputs; --gate decides whether it is written.
 base_model, models or one slices: entry over all layers, per-model and global
 parameters as scalars, gradients such as weight: [0, 0.3, 0.7, 1] interpolated
 across the layers found in the graph, or filter lists such as
-[{filter: mlp, value: 0.5}, {value: 0}], dtype, tokenizer_source) plus
+[{filter: mlp, value: 0.5}, {value: 0}], dtype, tokenizer_source; slices
+stacking layers with merge_method passthrough) plus
 onnxpost's output, data and gate; unknown keys and parameters a method does not
 take are refused by name. Model paths are .onnx files or folders holding
 model.onnx. Flags given on the command line override its values. Its paths are relative to its
@@ -102,6 +115,11 @@ type mergeSpec struct {
 	models     []string
 	fishers    []string
 	fisherData []string // datasets to compute the Fisher on: one for all models, or one per model
+	// stack is a passthrough config's layer stack (then opt is unused).
+	stack []merge.StackSlice
+	// dtype is the output's weight type from the config ("fp16", "bf16"
+	// or "": unchanged).
+	dtype string
 }
 
 // mergeSpecFrom combines --config and the flags (flags win).
@@ -119,10 +137,12 @@ func mergeSpecFrom(c *cli.Context) (*mergeSpec, error) {
 		if err != nil {
 			return nil, usagef("%v", err)
 		}
-		if s.opt, err = cfg.Options(); err != nil {
-			return nil, usagef("%s: %v", p, err)
+		s.base, s.models, s.stack, s.dtype = cfg.Base, cfg.Paths(), cfg.Stack(), cfg.OutputDtype()
+		if s.stack == nil {
+			if s.opt, err = cfg.Options(); err != nil {
+				return nil, usagef("%s: %v", p, err)
+			}
 		}
-		s.base, s.models = cfg.Base, cfg.Paths()
 		for _, n := range cfg.Notes {
 			fmt.Fprintf(os.Stderr, "merge: note: %s\n", n)
 		}
@@ -135,6 +155,15 @@ func mergeSpecFrom(c *cli.Context) (*mergeSpec, error) {
 					return nil, err
 				}
 			}
+		}
+		if s.stack != nil {
+			for _, f := range []string{"method", "param", "base", "weights", "density", "lambda", "trim-scope", "t", "fisher", "fisher-data",
+				"fisher-floor", "fisher-normalize", "no-normalize", "include", "exclude", "align", "calib", "seed"} {
+				if c.IsSet(f) {
+					return nil, usagef("--%s does not apply to a passthrough config (it copies layers, it merges no weights)", f)
+				}
+			}
+			return s, nil
 		}
 	} else {
 		if c.IsSet("out-dir") {
@@ -356,6 +385,9 @@ func mergeAction(c *cli.Context) error {
 	if c.String("gate") != "" && c.String("data") == "" {
 		return usagef("--gate needs --data to evaluate the candidate")
 	}
+	if s.stack != nil {
+		return stackAction(c, s)
+	}
 	if err := checkAlignFlags(c, len(s.fishers) > 0); err != nil {
 		return err
 	}
@@ -466,7 +498,7 @@ func mergeAction(c *cli.Context) error {
 		ref = in.Models[0]
 	}
 	stopTicker := bar.watch("merge", mg.Done, mg.Elements())
-	if c.String("data") == "" {
+	if c.String("data") == "" && s.dtype == "" {
 		return saveStreaming(c, mg, out, report, stopTicker)
 	}
 	cand, err := mg.Model(ctx, out)
@@ -474,10 +506,79 @@ func mergeAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := evalInputs(c, s.models, in.Models, report); err != nil {
+	if cand, err = convertDtype(c, cand, s.dtype, report); err != nil {
 		return err
 	}
+	if c.String("data") != "" {
+		if err := evalInputs(c, s.models, in.Models, report); err != nil {
+			return err
+		}
+	}
 	return finish(c, cand, ref, report)
+}
+
+// stackAction runs a passthrough config: the slices' layers stacked into
+// one model (merge.Stack), converted to the config's dtype, evaluated
+// and gated like a merge.
+func stackAction(c *cli.Context, s *mergeSpec) error {
+	models, err := loadModels(s.models)
+	if err != nil {
+		return err
+	}
+	if err := mergeReady(models, s.models); err != nil {
+		return err
+	}
+	srcs, err := sources("model", s.models, models)
+	if err != nil {
+		return err
+	}
+	cand, err := merge.Stack(models, s.models, s.stack)
+	if err != nil {
+		return err
+	}
+	var slices []map[string]any
+	for _, sl := range s.stack {
+		slices = append(slices, map[string]any{"model": s.models[sl.Model], "layer_range": []int{sl.Start, sl.End}})
+	}
+	report := map[string]any{"method": "passthrough", "slices": slices, "inputs": srcs}
+	pb, err := json.Marshal(map[string]any{"slices": slices})
+	if err != nil {
+		return err
+	}
+	sb, err := json.Marshal(srcs)
+	if err != nil {
+		return err
+	}
+	cand.SetMetadata(merge.MetaMethod, "passthrough")
+	cand.SetMetadata(merge.MetaParams, string(pb))
+	cand.SetMetadata(merge.MetaInputs, string(sb))
+	if cand, err = convertDtype(c, cand, s.dtype, report); err != nil {
+		return err
+	}
+	if c.String("data") != "" {
+		if err := evalInputs(c, s.models, models, report); err != nil {
+			return err
+		}
+	}
+	return finish(c, cand, models[s.stack[0].Model], report)
+}
+
+// convertDtype converts m's weights to a config's dtype with quant's
+// fp16/bf16 conversion ("" leaves m as it is) and records it in the report.
+func convertDtype(c *cli.Context, m *onnxio.Model, dtype string, report map[string]any) (*onnxio.Model, error) {
+	if dtype == "" {
+		return m, nil
+	}
+	out, rep, err := quant.Quantize(c.Context, m, quant.Options{Weights: dtype})
+	if err != nil {
+		return nil, fmt.Errorf("dtype %s: %w", dtype, err)
+	}
+	report["dtype"] = dtype
+	if len(rep.Notes) > 0 {
+		report["dtype_notes"] = rep.Notes
+	}
+	out.SetMetadata("onnxpost.merge.dtype", dtype)
+	return out, nil
 }
 
 // evalInputs evaluates every input model alone on --data, so the report

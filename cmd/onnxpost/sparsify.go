@@ -69,7 +69,7 @@ func sparsifyAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ref := model.Clone()
+	ref := model.Derive()
 	if !opt.Method.NeedsCalibration() {
 		// weights that subgraphs read are pruned in place (magnitude needs
 		// no capture of their inputs)
@@ -281,7 +281,7 @@ func sparsifyCalibration(c *cli.Context, model *onnxio.Model, sel sparsity.Selec
 		if err != nil {
 			return nil, err
 		}
-		m := model.Clone()
+		m := model.Derive()
 		for _, n := range outs {
 			m.AddOutput(onnxio.ValueInfo{Name: n})
 		}
@@ -289,7 +289,7 @@ func sparsifyCalibration(c *cli.Context, model *onnxio.Model, sel sparsity.Selec
 		if err != nil {
 			return nil, err
 		}
-		sess, err := evalharness.NewSessionOutputs(b, outs, so)
+		sess, err := evalharness.OpenSession(evalharness.OpenRequest{Model: b, Outputs: outs}, so)
 		if err != nil {
 			return nil, fmt.Errorf("calibration session: %w", err)
 		}
