@@ -51,7 +51,7 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	model, _, err = quant.Quantize(ctx, model, quant.Options{Weights: "int8", PerChannel: true, Symmetric: true})
+	model, _, err = quant.Quantize(ctx, model, quant.Options{Weights: "int8"})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -22,6 +22,7 @@ import (
 	"github.com/onnxpost/onnxpost/internal/safefs"
 	"github.com/onnxpost/onnxpost/onnxio"
 	"github.com/onnxpost/onnxpost/release"
+	"github.com/onnxpost/onnxpost/transform"
 )
 
 // Recipe is a chain of onnxpost steps with gates, read from YAML:
@@ -219,7 +220,7 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 				continue
 			}
 			for _, sn := range v.Content {
-				st, serrs := parseStep(sn, spec)
+				st, serrs := parseStep(sn, spec, len(r.Steps)+1)
 				errs = append(errs, serrs...)
 				r.Steps = append(r.Steps, st)
 			}
@@ -326,7 +327,11 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 
 var stepKeys = map[string]bool{"name": true, "gate": true, "data": true}
 
-func parseStep(n *yaml.Node, spec FlagSpec) (Step, []string) {
+// parseStep parses step number i (from 1). Besides the key names (spec),
+// the values of a registered command's parameters (Commands) are checked
+// through their declarations: a bad method, density, pattern or weight
+// type fails here, before any step runs.
+func parseStep(n *yaml.Node, spec FlagSpec, i int) (Step, []string) {
 	var st Step
 	var errs []string
 	bad := func(at *yaml.Node, format string, args ...any) {
@@ -393,7 +398,32 @@ func parseStep(n *yaml.Node, spec FlagSpec) (Step, []string) {
 	if st.Command == "" {
 		bad(n, "the step names no command")
 	}
+	if len(errs) == 0 {
+		if err := checkStepValues(st); err != nil {
+			for _, line := range strings.Split(err.Error(), "\n") {
+				bad(n, "step %d (%s): %s", i, st.Command, strings.TrimPrefix(line, transform.ErrValue.Error()+": "))
+			}
+		}
+	}
 	return st, errs
+}
+
+// checkStepValues checks the step's values through the declared
+// parameters of its command (nothing for commands outside the registry).
+// A merge whose method comes from its config file has each value checked
+// by the command's declaration, without a method to choose by.
+func checkStepValues(st Step) error {
+	c := CommandNamed(st.Command)
+	if c == nil {
+		return nil
+	}
+	if _, hasMethod := st.Args["method"]; st.Command == "merge" && !hasMethod {
+		if _, hasConfig := st.Args["config"]; hasConfig {
+			return c.CheckValues(st.Args)
+		}
+	}
+	_, _, err := c.Check(st.Args)
+	return err
 }
 
 func keysOf(m map[string]bool) string {
@@ -546,8 +576,12 @@ func (r *Recipe) Args(i int, input, out, report string) []string {
 		v := s.Args[k]
 		switch x := v.(type) {
 		case bool:
+			// false is written out: a flag whose default is true
+			// (quantize's per-channel) must see it
 			if x {
 				args = append(args, "--"+k)
+			} else {
+				args = append(args, "--"+k+"=false")
 			}
 			continue
 		case []any:

@@ -191,7 +191,7 @@ func TestMixedBitsEachWidthInORT(t *testing.T) {
 	} {
 		name := fmt.Sprintf("%s-%dbit-sym=%v-bs%d", tc.format, tc.bits, tc.sym, tc.bs)
 		t.Run(name, func(t *testing.T) {
-			q, rep, err := QuantizeMixed(context.Background(), m, map[string]int{"W": tc.bits}, Options{Format: tc.format, Symmetric: tc.sym, BlockSize: tc.bs})
+			q, rep, err := QuantizeMixed(context.Background(), m, map[string]int{"W": tc.bits}, Options{Format: tc.format, Symmetry: SymmetryOf(tc.sym), BlockSize: tc.bs})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -19,7 +19,7 @@ func TestQuantizeRecordsProvenance(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.AddOutput(onnxio.ValueInfo{Name: "y", DType: onnxio.Float})
-	q, _, err := Quantize(context.Background(), m, Options{Weights: "int8", PerChannel: true, Symmetric: true})
+	q, _, err := Quantize(context.Background(), m, Options{Weights: "int8"})
 	if err != nil {
 		t.Fatal(err)
 	}

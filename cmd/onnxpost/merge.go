@@ -17,6 +17,7 @@ import (
 	"github.com/onnxpost/onnxpost/merge"
 	"github.com/onnxpost/onnxpost/onnxio"
 	"github.com/onnxpost/onnxpost/quant"
+	"github.com/onnxpost/onnxpost/transform"
 )
 
 func init() {
@@ -78,22 +79,10 @@ folder; its output must stay inside that folder, or inside --out-dir DIR
 (no absolute path, "..", or symbolic link leaving it), and it cannot set
 ort-lib or threads.
 %s`, mergekitMethodHelp(), alignHelp),
-		Flags: append(append(commonFlags(),
-			&cli.StringFlag{Name: "method", Usage: "merge `METHOD`: linear, task-arithmetic, ties, dare, dare-ties, slerp, fisher, or one of mergekit's (model_stock, della, ...; see above)"},
-			&cli.StringSliceFlag{Name: "param", Usage: "set the method's parameter `NAME=VALUE` (mergekit's names, e.g. gamma=0.05, rescale=false; repeatable)"},
+		Flags: append(append(append(commonFlags(), paramFlags(merge.Command)...),
 			&cli.StringFlag{Name: "base", Usage: "the pre-trained model `BASE.onnx` deltas are taken from"},
-			&cli.StringFlag{Name: "weights", Usage: "per-model weights `W1,W2,...` (default all 1)"},
-			&cli.StringFlag{Name: "density", Usage: "fraction `D` of each delta kept, or D1,D2,... per model (TIES default 0.2, DARE 0.5)"},
-			&cli.Float64Flag{Name: "lambda", Value: 1, Usage: "scale `L` of the merged delta"},
-			&cli.StringFlag{Name: "trim-scope", Value: "global", Usage: "TIES trim `SCOPE`: global (the paper's) or tensor (mergekit's)"},
-			&cli.Float64Flag{Name: "t", Usage: "SLERP interpolation parameter `T` in [0,1] (0: first model)"},
 			&cli.StringFlag{Name: "fisher", Usage: "diagonal Fisher files `F1,F2,...`, one per model (ONNX files whose initializers are named and shaped like the model's)"},
 			&cli.StringFlag{Name: "fisher-data", Usage: "compute each model's diagonal Fisher on `DATASET` (one for all models, or D1,D2,... one per model: each model's own task data works best)"},
-			&cli.Float64Flag{Name: "fisher-floor", Value: merge.DefaultFisherFloor, Usage: "floor `F` applied to Fisher values"},
-			&cli.BoolFlag{Name: "fisher-normalize", Usage: "divide each model's coefficient by the L2 norm of its Fisher"},
-			&cli.BoolFlag{Name: "no-normalize", Usage: "linear: weighted sum instead of weighted average"},
-			&cli.StringFlag{Name: "include", Usage: "merge only tensors whose name matches `REGEX`"},
-			&cli.StringFlag{Name: "exclude", Usage: "do not merge tensors whose name matches `REGEX` (they keep the base's or first model's values)"},
 			&cli.StringFlag{Name: "config", Usage: "read the merge from `merge.yaml`"},
 			&cli.StringFlag{Name: "out-dir", Usage: "with --config: resolve the config's output inside `DIR` (an existing folder) instead of the config's folder"},
 			&cli.BoolFlag{Name: "progress", Usage: "show a progress bar on stderr even when it is not a terminal"},
@@ -185,6 +174,13 @@ func mergeSpecFrom(c *cli.Context) (*mergeSpec, error) {
 		if !c.IsSet("method") {
 			return nil, usagef("--method is required (%s) unless --config is given", methodNames())
 		}
+	}
+	if c.IsSet("method") {
+		if _, _, err := checkParams(c, merge.Command); err != nil {
+			return nil, err
+		}
+	} else if err := merge.Command.CheckValues(paramValues(c, merge.Command)); err != nil {
+		return nil, usageError{strings.TrimPrefix(err.Error(), transform.ErrValue.Error()+": ")}
 	}
 	var err error
 	if c.IsSet("method") {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,18 +47,8 @@ check) is printed on stderr and stored under "sparsity" in the JSON report.
   onnxpost sparsify model.onnx -o out.onnx --pattern 2:4 --method wanda --calib val.npz
   onnxpost sparsify model.onnx -o out.onnx --sparsity 0.5 --scope global --data test.npz
   onnxpost sparsify model.onnx -o out.onnx --pattern 4:8 --method sparsegpt --calib val.npz --exclude 'head|fc3'`,
-		Flags: append(commonFlags(),
-			&cli.StringFlag{Name: "pattern", Usage: "N:M pattern, e.g. 2:4 or 4:8 (0 < N < M)"},
-			&cli.Float64Flag{Name: "sparsity", Usage: "unstructured fraction `S` in [0,1) of weights pruned"},
-			&cli.StringFlag{Name: "method", Value: "magnitude", Usage: "criterion `METHOD`: magnitude, wanda, sparsegpt"},
-			&cli.StringFlag{Name: "scope", Value: "layer", Usage: "unstructured threshold `SCOPE`: layer or global (magnitude, wanda)"},
+		Flags: append(append(commonFlags(), paramFlags(sparsity.Command)...),
 			&cli.StringFlag{Name: "calib", Usage: "calibration `DATA` (.npz or test-data folder) for wanda and sparsegpt"},
-			&cli.IntFlag{Name: "calib-samples", Value: 256, Usage: "use at most `N` calibration samples (0: all)"},
-			&cli.Float64Flag{Name: "damp", Value: sparsity.DefaultDamp, Usage: "sparsegpt dampening `λ` as a fraction of the mean diagonal of XᵀX"},
-			&cli.IntFlag{Name: "blocksize", Value: sparsity.DefaultBlockSize, Usage: "sparsegpt column block `B` (a multiple of M)"},
-			&cli.StringFlag{Name: "include", Usage: "prune only weights whose weight or node name matches `REGEX`"},
-			&cli.StringFlag{Name: "exclude", Usage: "leave weights whose weight or node name matches `REGEX`"},
-			&cli.BoolFlag{Name: "sequential", Usage: "capture each layer's inputs on the model pruned so far (layers in graph order, one calibration run per layer), as the SparseGPT and Wanda reference code do; default: all layers from the dense model's activations"},
 			&cli.BoolFlag{Name: "quiet", Usage: "no per-layer table or progress on stderr"},
 		),
 		Action: sparsifyAction,
@@ -174,73 +163,24 @@ func sparsifyAction(c *cli.Context) error {
 // sparsifyOptions turns the flags into sparsity options (usage errors for
 // bad values and combinations).
 func sparsifyOptions(c *cli.Context) (sparsity.Options, sparsity.Selection, error) {
-	var opt sparsity.Options
-	var sel sparsity.Selection
-	m, err := sparsity.ParseMethod(c.String("method"))
+	_, args, err := checkParams(c, sparsity.Command)
 	if err != nil {
-		return opt, sel, usagef("--method: %v", err)
+		return sparsity.Options{}, sparsity.Selection{}, err
 	}
-	opt.Method = m
+	opt, sel, err := sparsity.OptionsFromArgs(args)
+	if err != nil {
+		return opt, sel, usagef("%v", err)
+	}
+	scope := sparsity.Scope(strings.ToLower(c.String("scope")))
 	switch {
-	case c.IsSet("pattern") == c.IsSet("sparsity"):
-		return opt, sel, usagef("give exactly one of --pattern N:M and --sparsity S")
-	case c.IsSet("pattern"):
-		p, err := sparsity.ParsePattern(c.String("pattern"))
-		if err != nil {
-			return opt, sel, usagef("--pattern: %v", err)
-		}
-		opt.Pattern = p
-		if c.IsSet("scope") {
-			return opt, sel, usagef("--scope applies to --sparsity only")
-		}
-	default:
-		s := c.Float64("sparsity")
-		if !(s >= 0 && s < 1) {
-			return opt, sel, usagef("--sparsity must be in [0, 1), got %v", s)
-		}
-		opt.Sparsity = s
-	}
-	switch sc := sparsity.Scope(strings.ToLower(c.String("scope"))); sc {
-	case sparsity.ScopeLayer, sparsity.ScopeGlobal:
-		opt.Scope = sc
-	default:
-		return opt, sel, usagef("--scope must be layer or global, got %q", c.String("scope"))
-	}
-	if opt.Method.NeedsCalibration() && c.String("calib") == "" {
+	case c.IsSet("pattern") && c.IsSet("scope"):
+		return opt, sel, usagef("--scope applies to --sparsity only")
+	case opt.Method.NeedsCalibration() && c.String("calib") == "":
 		return opt, sel, usagef("--method %s needs calibration data: --calib DATA", opt.Method)
-	}
-	if opt.Method == sparsity.SparseGPT && opt.Scope == sparsity.ScopeGlobal {
+	case opt.Method == sparsity.SparseGPT && scope == sparsity.ScopeGlobal:
 		return opt, sel, usagef("--scope global applies to magnitude and wanda; sparsegpt chooses its mask block by block")
-	}
-	if d := c.Float64("damp"); d < 0 {
-		return opt, sel, usagef("--damp must be >= 0")
-	} else if d > 0 {
-		opt.Damp = d
-	}
-	if c.Int("blocksize") <= 0 {
-		return opt, sel, usagef("--blocksize must be > 0")
-	}
-	opt.BlockSize = c.Int("blocksize")
-	if opt.Method == sparsity.SparseGPT && !opt.Pattern.IsZero() && opt.BlockSize%opt.Pattern.M != 0 {
-		return opt, sel, usagef("--blocksize %d is not a multiple of M=%d", opt.BlockSize, opt.Pattern.M)
-	}
-	if c.Bool("sequential") && (!opt.Method.NeedsCalibration() || (opt.Pattern.IsZero() && opt.Scope == sparsity.ScopeGlobal)) {
+	case c.Bool("sequential") && (!opt.Method.NeedsCalibration() || (opt.Pattern.IsZero() && scope == sparsity.ScopeGlobal)):
 		return opt, sel, usagef("--sequential applies to wanda and sparsegpt with a per-layer selection")
-	}
-	if c.Int("calib-samples") < 0 {
-		return opt, sel, usagef("--calib-samples must be >= 0")
-	}
-	for _, f := range []struct {
-		name string
-		dst  **regexp.Regexp
-	}{{"include", &sel.Include}, {"exclude", &sel.Exclude}} {
-		if s := c.String(f.name); s != "" {
-			re, err := regexp.Compile(s)
-			if err != nil {
-				return opt, sel, usagef("--%s: %v", f.name, err)
-			}
-			*f.dst = re
-		}
 	}
 	if !c.Bool("quiet") {
 		opt.Progress = os.Stderr

@@ -62,8 +62,8 @@ func run(ctx context.Context, zoo, data, out, gateExpr string) (*release.Report,
 		return nil, err
 	}
 
-	// 3. int8 weights, per channel and symmetric (the CLI's defaults)
-	model, _, err = quant.Quantize(ctx, model, quant.Options{Weights: "int8", PerChannel: true, Symmetric: true})
+	// 3. int8 weights (the zero values: per channel, symmetric, as the CLI)
+	model, _, err = quant.Quantize(ctx, model, quant.Options{Weights: "int8"})
 	if err != nil {
 		return nil, err
 	}
