@@ -88,7 +88,46 @@ type SaveOptions struct {
 // the data's rename and the commit, an unreferenced data file. After a save
 // over the file the model was loaded from, the old data file is gone: load
 // the output again to read its tensors. The model itself is not changed.
-func (m *Model) Save(path string, opts *SaveOptions) (err error) {
+func (m *Model) Save(path string, opts *SaveOptions) error {
+	_, err := m.SaveFile(path, opts)
+	return err
+}
+
+// Saved is what a save wrote: the model file and, when tensors went to
+// external data, the data file beside it.
+type Saved struct {
+	// Path is the model file written.
+	Path string
+	// ModelBytes is the size of the model file.
+	ModelBytes int64
+	// DataFile is the external data file's name as the model references
+	// it ("<base>.<16 hex digits>.data"), "" when every tensor is inline.
+	DataFile string
+	// DataBytes is the size of the data file (0 without one).
+	DataBytes int64
+}
+
+// DataPath returns the data file's path, "" without one.
+func (s Saved) DataPath() string {
+	if s.DataFile == "" {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(s.Path), s.DataFile)
+}
+
+// Bytes returns the bytes written: the model file and its data file.
+func (s Saved) Bytes() int64 { return s.ModelBytes + s.DataBytes }
+
+// SaveFile is Save returning what it wrote (nothing on error).
+func (m *Model) SaveFile(path string, opts *SaveOptions) (Saved, error) {
+	var w Saved
+	if err := m.save(path, opts, &w); err != nil {
+		return Saved{}, err
+	}
+	return w, nil
+}
+
+func (m *Model) save(path string, opts *SaveOptions, written *Saved) (err error) {
 	var o SaveOptions
 	if opts != nil {
 		o = *opts
@@ -298,7 +337,14 @@ func (m *Model) Save(path string, opts *SaveOptions) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return commit(modelTmp, path, dataName)
+	if err := commit(modelTmp, path, dataName); err != nil {
+		return err
+	}
+	*written = Saved{Path: path, ModelBytes: int64(len(b))}
+	if externals > 0 {
+		written.DataFile, written.DataBytes = dataName, offset
+	}
+	return nil
 }
 
 // checkOutput refuses an output path that cannot hold a model file: empty,

@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +21,7 @@ import (
 	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/internal/safefs"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/release"
 	"github.com/onnxpost/onnxpost/transform"
 )
 
@@ -36,10 +39,23 @@ import (
 //	  - search: {target: 0.5, calib: models/data/digits_union_val.npz}
 //	    gate: "accuracy_drop<=0.05"
 //	  - quantize: {weights: int8}
+//	ref: models/zoo/mlp/base.onnx       # the final gate compares with it
+//	gate: "accuracy_drop<=0.05"         # checked on the output, on data
+//	output-report: out/final.json       # the output's own report
 //
 // Each step names one command; its keys are that command's flags (without
 // dashes), plus "inputs" for the positional models. A step without inputs
 // takes the previous step's output. Unknown keys anywhere are errors.
+//
+// The last step's model is committed by release.Commit, as the CLI
+// commits a command's output: evaluated on data against ref when gate or
+// output-report is set, gated by gate, written to output only when the
+// gate passes, with the chain's provenance in its metadata (the tool
+// version, the SHA-256 of every model the recipe reads, and what each
+// transform records), and its report at output-report. The recipe file
+// itself is not recorded in the model, so a Go program that runs the same
+// chain through the library writes the same bytes; the recipe's SHA-256
+// and canonical form go into the recipe report.
 //
 // # Trust
 //
@@ -62,8 +78,15 @@ type Recipe struct {
 	Report       string
 	ExternalData bool
 	Steps        []Step
+	// Ref is the reference model of the final gate ("" for none).
+	Ref string
+	// Gate is the final gate, checked on the output (needs Data).
+	Gate string
+	// OutputReport is the path of the output's own report (JSON, with
+	// Markdown beside it), as release.Commit writes it.
+	OutputReport string
 	// Source is the recipe's text as read. It is not written anywhere:
-	// the output's metadata records its SHA-256 and Canonical.
+	// the recipe report records its SHA-256 and Canonical.
 	Source []byte
 	// Dir is the recipe file's folder; relative paths resolve against it.
 	Dir string
@@ -71,8 +94,12 @@ type Recipe struct {
 	// WithOutDir option was given).
 	OutDir string
 
-	outputPath, reportPath, workPath string
-	canonical                        []byte
+	// Session opens the ONNX Runtime sessions of the final commit; set by
+	// the caller (a recipe cannot choose the native library).
+	Session evalharness.SessionOptions
+
+	outputPath, reportPath, workPath, outputReportPath string
+	canonical                                          []byte
 }
 
 // Step is one command of a recipe.
@@ -134,7 +161,8 @@ func processKey(key string, v *yaml.Node) string {
 // of them are boolean (take no value).
 type FlagSpec func(command string) (flags map[string]bool, ok bool)
 
-var recipeKeys = map[string]bool{"name": true, "seed": true, "data": true, "workdir": true, "output": true, "report": true, "external-data": true, "steps": true}
+var recipeKeys = map[string]bool{"name": true, "seed": true, "data": true, "workdir": true, "output": true, "report": true, "external-data": true, "steps": true,
+	"ref": true, "gate": true, "output-report": true}
 
 // ParseRecipe parses and validates a recipe read from a file in dir. spec
 // says which commands and flags exist; every problem found is reported in
@@ -177,6 +205,15 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 			r.Report = v.Value
 		case "external-data":
 			r.ExternalData = v.Value == "true"
+		case "ref":
+			r.Ref = v.Value
+		case "gate":
+			r.Gate = v.Value
+			if _, err := evalharness.ParseGate(v.Value); err != nil {
+				bad(v, "gate: %v", err)
+			}
+		case "output-report":
+			r.OutputReport = v.Value
 		case "steps":
 			if v.Kind != yaml.SequenceNode {
 				bad(v, "steps must be a list")
@@ -213,6 +250,10 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 		}
 	}
 	check("data", r.Data)
+	check("ref", r.Ref)
+	if r.Gate != "" && r.Data == "" {
+		errs = append(errs, "the recipe's gate needs data to evaluate the output on")
+	}
 	for i, s := range r.Steps {
 		for _, in := range s.Inputs {
 			check(fmt.Sprintf("step %d input", i+1), in)
@@ -249,9 +290,16 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 			write("report (its plot)", stem+".png")
 		}
 	}
+	if r.OutputReport != "" {
+		n := len(errs)
+		r.outputReportPath = write("output-report", r.OutputReport)
+		if len(errs) == n {
+			write("output-report (its Markdown)", release.MarkdownPath(r.OutputReport))
+		}
+	}
 	for i := range r.Steps {
 		s := &r.Steps[i]
-		for _, k := range sortedKeys(s.Args) {
+		for _, k := range slices.Sorted(maps.Keys(s.Args)) {
 			if !stepWriteFlags[k] {
 				continue
 			}
@@ -407,6 +455,9 @@ type canonicalRecipe struct {
 	Report       string          `json:"report,omitempty"`
 	ExternalData bool            `json:"external-data,omitempty"`
 	Steps        []canonicalStep `json:"steps"`
+	Ref          string          `json:"ref,omitempty"`
+	Gate         string          `json:"gate,omitempty"`
+	OutputReport string          `json:"output-report,omitempty"`
 }
 
 type canonicalStep struct {
@@ -420,7 +471,7 @@ type canonicalStep struct {
 
 func (r *Recipe) encodeCanonical() ([]byte, error) {
 	c := canonicalRecipe{Name: r.Name, Seed: r.Seed, Data: r.Data, WorkDir: r.WorkDir, Output: r.Output,
-		Report: r.Report, ExternalData: r.ExternalData, Steps: []canonicalStep{}}
+		Report: r.Report, ExternalData: r.ExternalData, Steps: []canonicalStep{}, Ref: r.Ref, Gate: r.Gate, OutputReport: r.OutputReport}
 	for _, s := range r.Steps {
 		args := map[string]any{}
 		for k, v := range s.Args {
@@ -463,20 +514,20 @@ func jsonable(v any) any {
 	return v
 }
 
-// Canonical returns the recipe as recorded in the output's metadata
-// (key onnxpost.recipe): compact JSON of the parsed, validated recipe
-// (name, seed, data, workdir, output, report, external-data, and each
-// step's command, flags, inputs, gate and data), with paths as written in
-// the recipe and map keys sorted. The recipe's own text is not recorded:
-// it may hold comments, anchors, odd bytes or secrets that were never
-// validated, and the same recipe written two ways would record two
-// texts. Its SHA-256 (onnxpost.recipe_sha256) still identifies the exact
-// file.
+// Canonical returns the recipe as recorded in the recipe report (key
+// "canonical"): compact JSON of the parsed, validated recipe (name, seed,
+// data, workdir, output, report, external-data, ref, gate, output-report,
+// and each step's command, flags, inputs, gate and data), with paths as
+// written in the recipe and map keys sorted. The recipe's own text is not
+// recorded: it may hold comments, anchors, odd bytes or secrets that were
+// never validated, and the same recipe written two ways would record two
+// texts. Its SHA-256 (the report's "recipe_sha256") still identifies the
+// exact file.
 func (r *Recipe) Canonical() []byte { return r.canonical }
 
 // StepRunner runs one command with CLI-style arguments (command name
 // first) and returns the JSON result it reported. A failed gate is
-// returned as an error for which IsGate reports true.
+// returned as an error.
 type StepRunner func(ctx context.Context, args []string) (map[string]any, error)
 
 // StepResult is one step's outcome in a recipe report.
@@ -498,6 +549,13 @@ type RecipeReport struct {
 	Output  string       `json:"output"`
 	Passed  bool         `json:"passed"`
 	Error   string       `json:"error,omitempty"`
+	// RecipeSHA256 is the SHA-256 of the recipe file as read.
+	RecipeSHA256 string `json:"recipe_sha256,omitempty"`
+	// Canonical is the validated recipe (Recipe.Canonical).
+	Canonical json.RawMessage `json:"canonical,omitempty"`
+	// Final is the output's report (release.Report's JSON), when the
+	// final commit ran.
+	Final json.RawMessage `json:"final,omitempty"`
 	// Cancelled is set when the run stopped because its context was
 	// cancelled (SIGINT, SIGTERM); Error then starts with "cancelled".
 	Cancelled bool `json:"cancelled,omitempty"`
@@ -578,7 +636,8 @@ func (r *Recipe) Args(i int, input, out, report string) []string {
 // is cancelled: the report then says so, and the temporary folder is
 // removed all the same.
 func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*RecipeReport, error) {
-	rep := &RecipeReport{Recipe: r.Name, Version: version}
+	sum := sha256.Sum256(r.Source)
+	rep := &RecipeReport{Recipe: r.Name, Version: version, RecipeSHA256: hex.EncodeToString(sum[:]), Canonical: r.canonical}
 	work := r.workPath
 	if r.WorkDir == "" {
 		d, err := os.MkdirTemp("", "onnxpost-recipe-*")
@@ -665,32 +724,82 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 		rep.Steps = append(rep.Steps, sr)
 		prev = out
 	}
-	m, err := onnxio.Load(prev)
-	if err != nil {
-		return finishReport(err)
-	}
-	// a cancellation before the save keeps Output untouched; the save
-	// itself checks ctx between tensors
-	if err := ctx.Err(); err != nil {
-		return finishReport(err)
-	}
-	sum := sha256.Sum256(r.Source)
-	m.SetMetadata("onnxpost.version", version)
-	m.SetMetadata("onnxpost.recipe", string(r.canonical))
-	m.SetMetadata("onnxpost.recipe_sha256", hex.EncodeToString(sum[:]))
-	opts := &onnxio.SaveOptions{Context: ctx}
-	if r.ExternalData {
-		opts.External = onnxio.ExternalAlways
-	}
 	if err := prepare(); err != nil {
 		return rep, err
 	}
-	if err := m.Save(r.outputPath, opts); err != nil {
+	final, err := r.commit(ctx, prev, version)
+	if final != nil {
+		if doc, jerr := final.JSON(); jerr == nil {
+			rep.Final = doc
+		}
+	}
+	if err != nil {
 		return finishReport(err)
 	}
 	rep.Output = r.outputPath
 	rep.Passed = true
 	return finishReport(nil)
+}
+
+// commit is the recipe's final step: the last step's model (at last) is
+// committed by release.Commit to the output, gated by the recipe's gate
+// against ref on data, with the chain's provenance.
+func (r *Recipe) commit(ctx context.Context, last, version string) (*release.Report, error) {
+	m, err := onnxio.Load(last)
+	if err != nil {
+		return nil, err
+	}
+	opt := release.Options{
+		Output:   r.outputPath,
+		Report:   r.outputReportPath,
+		External: r.ExternalData,
+		Session:  r.Session,
+	}
+	var ref *onnxio.Model
+	if r.Ref != "" {
+		if ref, err = onnxio.Load(r.Path(r.Ref)); err != nil {
+			return nil, fmt.Errorf("ref: %w", err)
+		}
+	}
+	if r.Data != "" && (r.Gate != "" || r.OutputReport != "") {
+		var names []string
+		for _, in := range m.Inputs() {
+			names = append(names, in.Name)
+		}
+		opt.DataName = r.Path(r.Data)
+		if opt.Data, err = evalharness.LoadDatasetFor(opt.DataName, evalharness.DatasetOptions{Inputs: names}); err != nil {
+			return nil, fmt.Errorf("data: %w", err)
+		}
+	}
+	if opt.Gate, err = evalharness.ParseGate(r.Gate); err != nil {
+		return nil, err
+	}
+	ins, err := release.HashInputs(r.inputModels()...)
+	if err != nil {
+		return nil, err
+	}
+	opt.Provenance = &release.Provenance{Version: version, Inputs: ins}
+	return release.Commit(ctx, m, ref, opt)
+}
+
+// inputModels lists the model files the recipe reads: every step's
+// inputs, its base and ref flags, and the recipe's ref (resolved).
+func (r *Recipe) inputModels() []string {
+	var out []string
+	for _, s := range r.Steps {
+		for _, in := range s.Inputs {
+			out = append(out, r.Path(in))
+		}
+		for _, k := range []string{"base", "ref"} {
+			if v, ok := s.Args[k].(string); ok && v != "" {
+				out = append(out, r.Path(v))
+			}
+		}
+	}
+	if r.Ref != "" {
+		out = append(out, r.Path(r.Ref))
+	}
+	return out
 }
 
 // RecipeMarkdown renders a recipe report as Markdown.

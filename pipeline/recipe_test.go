@@ -76,6 +76,10 @@ func TestParseRecipeRefusals(t *testing.T) {
 		{"no output", strings.Replace(goodRecipe, "output: out.onnx", "", 1), "needs an output"},
 		{"no inputs", strings.Replace(goodRecipe, ", inputs: [a.onnx, b.onnx]", "", 1), "needs inputs"},
 		{"gate without data", strings.Replace(goodRecipe, "data: data.npz", "", 1), "gate but no data"},
+		{"final gate unparsable", goodRecipe + "gate: \"accuracy~0.9\"\n", `gate: evalharness: bad gate expression: "accuracy~0.9"`},
+		{"final gate without data", strings.Replace(goodRecipe, "data: data.npz", "", 1) + "gate: accuracy>=0.9\n", "the recipe's gate needs data"},
+		{"missing ref", goodRecipe + "ref: nothere.onnx\n", "ref nothere.onnx"},
+		{"output report leaves", goodRecipe + "output-report: ../r.json\n", "output-report:"},
 	}
 	for _, tc := range cases {
 		dir, src := writeRecipe(t, tc.body)

@@ -394,6 +394,7 @@ func Quantize(ctx context.Context, m *onnxio.Model, o Options) (*onnxio.Model, *
 	if den > 0 {
 		rep.MeanRelError = num / den
 	}
+	recordProvenance(out, rep)
 	return out, rep, nil
 }
 

@@ -95,7 +95,7 @@ func fisherAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer rep.abort()
+	defer rep.Abort()
 	if err := fm.Save(out, &onnxio.SaveOptions{Context: c.Context}); err != nil {
 		return fmt.Errorf("writing %s: %w", out, err)
 	}
@@ -117,7 +117,7 @@ func fisherAction(c *cli.Context) error {
 		return err
 	}
 	doc = append(doc, '\n')
-	if err := rep.commit(doc); err != nil {
+	if err := rep.CommitJSON(doc); err != nil {
 		return err
 	}
 	if c.Bool("json") {

@@ -10,8 +10,8 @@ import (
 
 	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/compress/lowrank"
-	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/pipeline"
 )
 
 func init() {
@@ -128,17 +128,12 @@ func lowrankError(err error) error {
 	return err
 }
 
-// lowrankCalibration runs the model over --calib (at most --calib-samples
-// samples) with evalharness.Capture, accumulating XᵀX of the inputs of the
-// layers Apply will decompose.
+// lowrankCalibration loads --calib and captures XᵀX of the inputs of the
+// layers Apply will decompose (pipeline.LowrankCalibration).
 func lowrankCalibration(c *cli.Context, model *onnxio.Model, opt lowrank.Options) (calib.Stats, error) {
-	opt.Calib = calib.None // not read by Candidates: it only has to be set
-	names, err := lowrank.Candidates(model, opt)
+	ds, co, err := calibData(c)
 	if err != nil {
 		return nil, err
 	}
-	if len(names) == 0 {
-		return calib.None, nil
-	}
-	return captureCalibration(c, model, evalharness.CaptureOptions{Grams: names})
+	return pipeline.LowrankCalibration(c.Context, model, ds, opt, co)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onnxpost/onnxpost/internal/safe"
+	"github.com/onnxpost/onnxpost/release"
 )
 
 // Exit codes of the CLI contract (docs/ARCHITECTURE.md §3).
@@ -29,7 +30,7 @@ const (
 )
 
 // version is the tool version recorded in outputs' provenance.
-var version = "0.1.0-dev"
+var version = release.Version
 
 // commands is filled by each command's file in its init function.
 var commands []*cli.Command
@@ -205,6 +206,10 @@ func exitCode(err error) int {
 		return exitError
 	case errors.As(err, &ge):
 		fmt.Fprintln(os.Stderr, "onnxpost: gate failed:", ge.msg)
+		return exitGate
+	case errors.Is(err, release.ErrGateFailed):
+		// the library's gate failure (a recipe's final commit)
+		fmt.Fprintln(os.Stderr, "onnxpost: gate failed:", err.Error())
 		return exitGate
 	case errors.As(err, &ue):
 		fmt.Fprintln(os.Stderr, "onnxpost: usage:", ue.msg)

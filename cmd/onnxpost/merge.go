@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -290,89 +289,12 @@ func mergeSpecFrom(c *cli.Context) (*mergeSpec, error) {
 	return s, nil
 }
 
-// loadModels loads model files, naming the file in errors.
-func loadModels(paths []string) ([]*onnxio.Model, error) {
-	out := make([]*onnxio.Model, len(paths))
-	for i, p := range paths {
-		m, err := onnxio.Load(p)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				return nil, fmt.Errorf("model %s does not exist", p)
-			}
-			return nil, fmt.Errorf("loading %s: %w", p, err)
-		}
-		out[i] = m
-	}
-	return out, nil
-}
+// loadModels loads model files, naming the file in errors
+// (merge.LoadModels).
+func loadModels(paths []string) ([]*onnxio.Model, error) { return merge.LoadModels(paths) }
 
-// mergeReady prepares loaded models for merging, which reads main-graph
-// initializers: weights held in Constant nodes are folded into initializers,
-// sparse initializers made dense and initializers of If/Loop/Scan
-// subgraphs moved to the main graph (onnxio.Model.HoistWeight), in every
-// model alike, so the structural pairing still holds. Float weights that
-// cannot be moved (Constant nodes inside subgraphs, a name used twice) are
-// refused by name, since merging would silently keep the template's values
-// for them.
-func mergeReady(models []*onnxio.Model, paths []string) error {
-	for i, m := range models {
-		ws, err := m.AllWeights()
-		if err != nil {
-			return err
-		}
-		var held []string
-		for _, w := range ws {
-			if w.Stored == "" || !w.DType.IsFloat() {
-				continue
-			}
-			if err := m.HoistWeight(w); err != nil {
-				held = append(held, fmt.Sprintf("%s (%s)", displayName(w.Name), displayName(w.Stored)))
-			}
-		}
-		if len(held) > 0 {
-			return fmt.Errorf("%s holds weights in subgraphs, which merge does not merge (it would keep one model's values): %s", paths[i], strings.Join(held, ", "))
-		}
-		if _, err := m.FoldConstantWeights(); err != nil {
-			return fmt.Errorf("%s: %w", paths[i], err)
-		}
-		if _, err := m.DensifySparseInitializers(); err != nil {
-			return fmt.Errorf("%s: %w", paths[i], err)
-		}
-	}
-	return nil
-}
-
-// sources hashes the input files for provenance.
-// models, when not nil, are the loaded models of paths: their external
-// data files are hashed too.
-func sources(role string, paths []string, models []*onnxio.Model) ([]merge.Source, error) {
-	var out []merge.Source
-	for i, p := range paths {
-		h, err := merge.FileSHA256(p)
-		if err != nil {
-			return nil, err
-		}
-		src := merge.Source{Role: role, Path: p, SHA256: h}
-		if models != nil {
-			locs, files, err := models[i].ExternalFiles()
-			if err != nil {
-				return nil, err
-			}
-			for k, f := range files {
-				dh, err := merge.FileSHA256(f)
-				if err != nil {
-					return nil, err
-				}
-				if src.Data == nil {
-					src.Data = map[string]string{}
-				}
-				src.Data[locs[k]] = dh
-			}
-		}
-		out = append(out, src)
-	}
-	return out, nil
-}
+// mergeReady prepares loaded models for merging (merge.Prepare).
+func mergeReady(models []*onnxio.Model, paths []string) error { return merge.Prepare(models, paths) }
 
 func mergeAction(c *cli.Context) error {
 	s, err := mergeSpecFrom(c)
@@ -391,40 +313,16 @@ func mergeAction(c *cli.Context) error {
 	if err := checkAlignFlags(c, len(s.fishers) > 0); err != nil {
 		return err
 	}
-	in := merge.Inputs{}
-	var srcs []merge.Source
-	if s.base != "" {
-		bs, err := loadModels([]string{s.base})
-		if err != nil {
-			return err
-		}
-		if err := mergeReady(bs, []string{s.base}); err != nil {
-			return err
-		}
-		in.Base = bs[0]
-		in.Labels = append(in.Labels, s.base)
-		if srcs, err = sources("base", []string{s.base}, bs); err != nil {
-			return err
-		}
-	}
-	if in.Models, err = loadModels(s.models); err != nil {
-		return err
-	}
-	if err := mergeReady(in.Models, s.models); err != nil {
-		return err
-	}
-	in.Labels = append(in.Labels, s.models...)
-	ms, err := sources("model", s.models, in.Models)
+	in, srcs, err := merge.LoadInputs(s.base, s.models)
 	if err != nil {
 		return err
 	}
-	srcs = append(srcs, ms...)
 	alignRows, err := alignModels(c, &in, s.models)
 	if err != nil {
 		return err
 	}
 	if c.String("align") == "activations" {
-		cs, err := sources("calib", []string{c.String("calib")}, nil)
+		cs, err := merge.Sources("calib", []string{c.String("calib")}, nil)
 		if err != nil {
 			return err
 		}
@@ -434,7 +332,7 @@ func mergeAction(c *cli.Context) error {
 		if in.Fishers, err = loadModels(s.fishers); err != nil {
 			return err
 		}
-		fs, err := sources("fisher", s.fishers, in.Fishers)
+		fs, err := merge.Sources("fisher", s.fishers, in.Fishers)
 		if err != nil {
 			return err
 		}
@@ -460,7 +358,7 @@ func mergeAction(c *cli.Context) error {
 				return fmt.Errorf("Fisher of %s on %s: %w", s.models[i], dp, err)
 			}
 			in.Fishers = append(in.Fishers, fm)
-			ds2, err := sources("fisher-data", []string{dp}, nil)
+			ds2, err := merge.Sources("fisher-data", []string{dp}, nil)
 			if err != nil {
 				return err
 			}
@@ -528,7 +426,7 @@ func stackAction(c *cli.Context, s *mergeSpec) error {
 	if err := mergeReady(models, s.models); err != nil {
 		return err
 	}
-	srcs, err := sources("model", s.models, models)
+	srcs, err := merge.Sources("model", s.models, models)
 	if err != nil {
 		return err
 	}
@@ -615,8 +513,15 @@ func evalInputs(c *cli.Context, paths []string, models []*onnxio.Model, report m
 // result as finish.
 func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report map[string]any, stopProgress func()) error {
 	path := c.String("o")
-	out.SetMetadata("onnxpost.version", version)
-	out.SetMetadata("onnxpost.command", strings.Join(append([]string{"onnxpost", c.Command.Name}, c.Args().Slice()...), " "))
+	prov, err := cliProvenance(c)
+	if err != nil {
+		stopProgress()
+		return err
+	}
+	if err := prov.Record(out); err != nil {
+		stopProgress()
+		return err
+	}
 	so := &onnxio.SaveOptions{}
 	if c.Bool("external-data") {
 		so.External = onnxio.ExternalAlways
@@ -626,7 +531,7 @@ func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report m
 		stopProgress()
 		return err
 	}
-	defer rep.abort()
+	defer rep.Abort()
 	err = mg.Save(c.Context, out, path, so)
 	stopProgress()
 	if err != nil {

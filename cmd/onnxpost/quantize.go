@@ -15,6 +15,7 @@ import (
 	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/pipeline"
 	"github.com/onnxpost/onnxpost/quant"
 )
 
@@ -175,25 +176,14 @@ func quantizeOptions(c *cli.Context) (quant.Options, error) {
 	return opt, nil
 }
 
-// quantCapture runs the model over --calib with evalharness.Capture,
-// collecting what the options need: histograms of the activations to
-// quantize (static) and the input Gram matrices of the weights (GPTQ), in
-// one capture that serves both.
+// quantCapture loads --calib and captures what the options need
+// (pipeline.QuantCalibration).
 func quantCapture(c *cli.Context, model *onnxio.Model, opt quant.Options) (*evalharness.Stats, error) {
-	var co evalharness.CaptureOptions
-	var err error
-	if opt.Activations == "int8" {
-		if co.Tensors, err = quant.ActivationTensors(model, opt); err != nil {
-			return nil, err
-		}
-		co.Bins = evalharness.DefaultBins
+	ds, co, err := calibData(c)
+	if err != nil {
+		return nil, err
 	}
-	if opt.Method == "gptq" {
-		if co.Grams, err = quant.GramWeights(model, opt); err != nil {
-			return nil, err
-		}
-	}
-	return captureCalibration(c, model, co)
+	return pipeline.QuantCalibration(c.Context, model, ds, opt, co)
 }
 
 // writeQuantTable prints the per-layer table of a quantization report.

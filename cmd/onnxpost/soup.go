@@ -79,7 +79,7 @@ func soupAction(c *cli.Context) error {
 	if err := mergeReady(models, paths); err != nil {
 		return err
 	}
-	srcs, err := sources("model", paths, models)
+	srcs, err := merge.Sources("model", paths, models)
 	if err != nil {
 		return err
 	}

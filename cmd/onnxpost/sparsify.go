@@ -16,6 +16,7 @@ import (
 	"github.com/onnxpost/onnxpost/compress/sparsity"
 	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/pipeline"
 )
 
 func init() {
@@ -115,11 +116,7 @@ func sparsifyAction(c *cli.Context) error {
 	}
 	var cal calib.Stats
 	if opt.Method.NeedsCalibration() {
-		if c.Bool("sequential") {
-			cal, err = newLiveCalibration(c, model)
-		} else {
-			cal, err = sparsifyCalibration(c, model, sel, opt.Method)
-		}
+		cal, err = sparsifyCalibration(c, model, sel, opt.Method)
 		if err != nil {
 			return err
 		}
@@ -220,83 +217,34 @@ func writeSparsityTable(w io.Writer, rep sparsity.Report) {
 	}
 }
 
-// liveCalibration captures a layer's input on the model as it is when the
-// layer's turn comes: sparsity.PruneModel prunes in graph order and writes
-// each layer back before asking for the next one's statistics, so the
-// inputs of later layers come from the already pruned ones. Each read is a
-// new model state, hence a capture of its own (of that one layer).
-type liveCalibration struct {
-	calib.Missing // ranges and histograms: sparsify reads none
-	c             *cli.Context
-	model         *onnxio.Model
-}
-
-func newLiveCalibration(c *cli.Context, model *onnxio.Model) (*liveCalibration, error) {
-	if _, err := loadDataset(c, "calib"); err != nil {
-		return nil, fmt.Errorf("--calib: %w", err)
-	}
-	return &liveCalibration{c: c, model: model}, nil
-}
-
-// InputGram captures XᵀX of weight's input on the current model (SparseGPT).
-func (l *liveCalibration) InputGram(weight string) ([]float64, int, int64, error) {
-	st, err := captureCalibration(l.c, l.model, evalharness.CaptureOptions{Grams: []string{weight}})
-	if err != nil {
-		return nil, 0, 0, err
-	}
-	return st.InputGram(weight)
-}
-
-// SquaredColumnNorms captures the column norms of weight's input on the
-// current model (Wanda).
-func (l *liveCalibration) SquaredColumnNorms(weight string) ([]float64, int64, error) {
-	st, err := captureCalibration(l.c, l.model, evalharness.CaptureOptions{Norms: []string{weight}})
-	if err != nil {
-		return nil, 0, err
-	}
-	return st.SquaredColumnNorms(weight)
-}
-
-// sparsifyCalibration captures, in one streaming pass over --calib, what
-// method reads of every layer PruneModel will prune: the column norms
-// (Wanda) or XᵀX (SparseGPT, im2col for Conv).
+// sparsifyCalibration loads --calib and captures what method reads of
+// the layers sel picks (pipeline.SparsityCalibration); with --sequential,
+// each layer's input on the model pruned so far
+// (pipeline.SequentialSparsityCalibration).
 func sparsifyCalibration(c *cli.Context, model *onnxio.Model, sel sparsity.Selection, method sparsity.Method) (calib.Stats, error) {
-	layers, _, err := sparsity.Candidates(model, sel)
+	ds, co, err := calibData(c)
 	if err != nil {
 		return nil, err
 	}
-	names := make([]string, len(layers))
-	for i, l := range layers {
-		names[i] = l.Name
+	if c.Bool("sequential") {
+		return pipeline.SequentialSparsityCalibration(c.Context, model, ds, co), nil
 	}
-	co := evalharness.CaptureOptions{Grams: names}
-	if method == sparsity.Wanda {
-		co = evalharness.CaptureOptions{Norms: names}
-	}
-	return captureCalibration(c, model, co)
+	return pipeline.SparsityCalibration(c.Context, model, ds, sel, method, co)
 }
 
-// captureCalibration runs evalharness.Capture of model over --calib (at
-// most --calib-samples samples, in batches of --batch) for the statistics
-// co names.
-func captureCalibration(c *cli.Context, model *onnxio.Model, co evalharness.CaptureOptions) (*evalharness.Stats, error) {
+// calibData loads --calib and returns the calibration options of
+// --calib-samples, --batch and the session flags.
+func calibData(c *cli.Context) (*evalharness.Dataset, pipeline.CalibOptions, error) {
 	if err := c.Context.Err(); err != nil {
-		return nil, err
+		return nil, pipeline.CalibOptions{}, err
 	}
 	ds, err := loadDataset(c, "calib")
 	if err != nil {
-		return nil, fmt.Errorf("--calib: %w", err)
+		return nil, pipeline.CalibOptions{}, fmt.Errorf("--calib: %w", err)
 	}
-	if n := int64(c.Int("calib-samples")); n > 0 && ds.N > n {
-		ds = ds.Head(n)
-	}
-	if co.Session, err = sessionOptions(c); err != nil {
-		return nil, err
-	}
-	co.Batch = c.Int("batch")
-	st, err := evalharness.Capture(c.Context, model, ds, co)
+	so, err := sessionOptions(c)
 	if err != nil {
-		return nil, fmt.Errorf("calibration on %s: %w", c.String("calib"), err)
+		return nil, pipeline.CalibOptions{}, err
 	}
-	return st, nil
+	return ds, pipeline.CalibOptions{Session: so, Batch: c.Int("batch"), Samples: int64(c.Int("calib-samples"))}, nil
 }

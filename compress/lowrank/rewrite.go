@@ -231,6 +231,9 @@ func Apply(ctx context.Context, model *onnxio.Model, opt Options) (*Report, erro
 		return nil, err
 	}
 	rep.ModelParamsAfter = modelParams(after)
+	if rep.Factorized > 0 {
+		recordProvenance(model, rep)
+	}
 	return rep, nil
 }
 
