@@ -66,7 +66,7 @@
 //
 // ONNX Runtime is loaded once per process (Init, guarded by sync.Once) from
 // the first library found in this order (FindLibrary): an explicit path
-// (the CLI's --ort-lib), $ONNXPOST_ORT_LIB, lib/libonnxruntime.so.1 beside
+// (FindLibrary's argument), $ONNXPOST_ORT_LIB, lib/libonnxruntime.so.1 beside
 // the executable or the `make` build's ../.cache/onnxruntime beside its
 // bin/ folder, then the system library paths. The working directory and its
 // parents are never searched: they may be an untrusted model's folder.

@@ -6,7 +6,7 @@
 //
 // F = (1/N) Σ_x Σ_y p(y|x) (∂ log p(y|x)/∂θ)², elementwise, over the N
 // examples x of a dataset and the classes y, with the model's own
-// probabilities p = softmax(logits) (docs/ARCHITECTURE.md §5; Matena & Raffel's
+// probabilities p = softmax(logits) (docs/ARCHITECTURE.md §5.2; Matena & Raffel's
 // "expectation over the model's predictive distribution"). With
 // Options.Samples = K > 0 the sum over y is replaced by the mean over K
 // labels drawn from p(·|x) (seeded), for large output spaces.
@@ -47,8 +47,8 @@
 //
 // A Fisher file is an ONNX model with no nodes whose float32 initializers
 // are named and shaped like the parameters of the model they describe
-// (Result.Model and FromData make one, Read reads one); merge --fisher
-// reads them.
+// (Result.Model and FromData make one, Read reads one); Fisher merging
+// (merge.Inputs.Fishers) reads them.
 //
 // # Dependencies
 //

@@ -81,7 +81,8 @@ type Config struct {
 	Slices []ConfigSlice `yaml:"slices"`
 	// Parameters are the global parameters.
 	Parameters ConfigParams `yaml:"parameters"`
-	// Output, Data and Gate are the CLI's -o, --data and --gate.
+	// Output, Data and Gate are the merge's output path, evaluation data
+	// and gate.
 	Output string `yaml:"output"`
 	Data   string `yaml:"data"`
 	Gate   string `yaml:"gate"`
@@ -147,7 +148,7 @@ type ConfigOption func(*configOptions)
 type configOptions struct{ outDir string }
 
 // WithOutDir resolves the config's output inside dir (the CLI's
-// --out-dir) instead of the config's folder. dir must exist.
+// out-dir flag) instead of the config's folder. dir must exist.
 func WithOutDir(dir string) ConfigOption {
 	return func(o *configOptions) { o.outDir = dir }
 }
@@ -155,9 +156,9 @@ func WithOutDir(dir string) ConfigOption {
 // processKeys are options of the process, not of a merge: a config may
 // not set them.
 var processKeys = map[string]string{
-	"ort-lib": "chooses the native ONNX Runtime library (pass --ort-lib on the command line)",
-	"ort_lib": "chooses the native ONNX Runtime library (pass --ort-lib on the command line)",
-	"threads": "sets the process's thread count (pass --threads on the command line)",
+	"ort-lib": "chooses the native ONNX Runtime library (the program that runs the config passes the library's path)",
+	"ort_lib": "chooses the native ONNX Runtime library (the program that runs the config passes the library's path)",
+	"threads": "sets the process's thread count (the program that runs the config sets it)",
 }
 
 // LoadConfig reads and parses a merge config file.

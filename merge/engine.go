@@ -97,7 +97,7 @@ func New(ctx context.Context, in Inputs, opt Options, progress Progress) (*Merge
 	}
 	if opt.Method == Fisher {
 		if len(in.Fishers) != len(in.Models) {
-			return nil, fmt.Errorf("%w: fisher merging needs one Fisher file per model (--fisher F1,F2,...): got %d for %d models", ErrOptions, len(in.Fishers), len(in.Models))
+			return nil, fmt.Errorf("%w: fisher merging needs one Fisher file per model (Inputs.Fishers): got %d for %d models", ErrOptions, len(in.Fishers), len(in.Models))
 		}
 	} else if len(in.Fishers) > 0 {
 		return nil, fmt.Errorf("%w: Fisher files given to method %s", ErrOptions, opt.Method)

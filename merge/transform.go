@@ -51,7 +51,7 @@ func densityParam(def string) *transform.Param {
 		Doc: "fraction `D` of each delta kept, or D1,D2,... per model (TIES default 0.2, DARE 0.5)"}
 }
 
-// paramParam declares --param NAME=VALUE, checked against the method's
+// paramParam declares the param parameter (NAME=VALUE), checked against the method's
 // own parameters (SetParam).
 func paramParam(m Method) *transform.Param {
 	return &transform.Param{Name: "param", Kind: transform.List, Repeated: true,

@@ -199,8 +199,8 @@ func readLevel(path, key string, n int) ([]float32, error) {
 // MagnitudeLevel zeroes the `zeros` entries of smallest magnitude with
 // package sparsity's one magnitude pruner (sparsity.PruneWeightMagnitude:
 // ties prune the higher index first in the layer's matrix view, so levels
-// are nested and deterministic and equal to what `sparsify --method
-// magnitude` prunes at the same count).
+// are nested and deterministic and equal to what sparsity's magnitude
+// method prunes at the same count).
 func MagnitudeLevel(_ context.Context, w onnxio.Weight, values []float32, zeros int64) ([]float32, error) {
 	if zeros < 0 || zeros > int64(len(values)) {
 		return nil, fmt.Errorf("%d zeros for %d weights", zeros, len(values))

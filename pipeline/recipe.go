@@ -29,7 +29,7 @@ import (
 //
 //	name: demo
 //	seed: 0
-//	data: models/data/digits_union_test.npz   # default --data of every step
+//	data: models/data/digits_union_test.npz   # default data of every step
 //	output: out/final.onnx
 //	report: out/recipe.json
 //	steps:
@@ -118,7 +118,7 @@ type Step struct {
 // RecipeOption configures ParseRecipe.
 type RecipeOption func(*Recipe)
 
-// WithOutDir makes the recipe write inside dir (the CLI's --out-dir)
+// WithOutDir makes the recipe write inside dir (the CLI's out-dir flag)
 // instead of the recipe's folder. dir must exist.
 func WithOutDir(dir string) RecipeOption {
 	return func(r *Recipe) {
@@ -144,7 +144,7 @@ var recipeSetFlags = map[string]bool{"o": true, "output": true, "report": true, 
 func processKey(key string, v *yaml.Node) string {
 	switch key {
 	case "ort-lib":
-		return fmt.Sprintf("%v: %q chooses the native ONNX Runtime library; pass --ort-lib on the command line or set %s", ErrProcessOption, key, evalharness.LibraryEnv)
+		return fmt.Sprintf("%v: %q chooses the native ONNX Runtime library; the program that runs the recipe passes the library's path, or set %s", ErrProcessOption, key, evalharness.LibraryEnv)
 	case "threads":
 		n, err := strconv.Atoi(v.Value)
 		if v.Kind != yaml.ScalarNode || err != nil {
@@ -363,7 +363,7 @@ func parseStep(n *yaml.Node, spec FlagSpec, i int) (Step, []string) {
 			st.Command = k.Value
 			st.Args = map[string]any{}
 			if v.Kind != yaml.MappingNode && !(v.Kind == yaml.ScalarNode && v.Tag == "!!null") {
-				bad(v, "%s: its flags must be a mapping", k.Value)
+				bad(v, "%s: its keys must be a mapping", k.Value)
 				continue
 			}
 			for j := 0; j+1 < len(v.Content); j += 2 {
@@ -383,7 +383,7 @@ func parseStep(n *yaml.Node, spec FlagSpec, i int) (Step, []string) {
 					continue
 				}
 				if _, ok := flags[fk.Value]; !ok {
-					bad(fk, "%s has no flag %q", k.Value, fk.Value)
+					bad(fk, "%s has no key %q", k.Value, fk.Value)
 					continue
 				}
 				var val any

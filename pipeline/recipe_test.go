@@ -70,7 +70,7 @@ func TestParseRecipeRefusals(t *testing.T) {
 	cases := []struct{ name, body, want string }{
 		{"unknown top key", goodRecipe + "colour: blue\n", `unknown key "colour"`},
 		{"unknown command", strings.Replace(goodRecipe, "quantize:", "quantise:", 1), `unknown key "quantise"`},
-		{"unknown flag", strings.Replace(goodRecipe, "weights: int8", "wieghts: int8", 1), `quantize has no flag "wieghts"`},
+		{"unknown flag", strings.Replace(goodRecipe, "weights: int8", "wieghts: int8", 1), `quantize has no key "wieghts"`},
 		{"missing file", strings.Replace(goodRecipe, "b.onnx", "missing.onnx", 1), "missing.onnx"},
 		{"output set by step", strings.Replace(goodRecipe, "weights: int8", "weights: int8, o: x.onnx", 1), `"o" is set by the recipe`},
 		{"no output", strings.Replace(goodRecipe, "output: out.onnx", "", 1), "needs an output"},

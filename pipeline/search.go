@@ -314,7 +314,7 @@ func SelectLayers(m *onnxio.Model, include, exclude *regexp.Regexp) ([]onnxio.We
 	case len(reasons) > 0:
 		return nil, fmt.Errorf("%w:\n  %s", ErrNoSearchableWeight, strings.Join(reasons, "\n  "))
 	case filtered > 0:
-		return nil, fmt.Errorf("%w: --include/--exclude left none of the %d MatMul, Gemm or Conv weights", ErrNoSearchableWeight, filtered)
+		return nil, fmt.Errorf("%w: the include and exclude parameters left none of the %d MatMul, Gemm or Conv weights", ErrNoSearchableWeight, filtered)
 	}
 	return nil, fmt.Errorf("%w: the model has no MatMul, Gemm or Conv weight", ErrNoSearchableWeight)
 }
@@ -497,7 +497,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 		o := denseSess.Outputs()[oi]
 		if ax := calib.OutputBatchAxis(o); ax != 0 {
 			denseSess.Close()
-			return nil, nil, fmt.Errorf("output %q is batched along axis %d; the search compares outputs batched along axis 0 (name another with --output-name)", o.Name, ax)
+			return nil, nil, fmt.Errorf("output %q is batched along axis %d; the search compares outputs batched along axis 0 (name another in LevelSearch.Outputs)", o.Name, ax)
 		}
 	}
 	// a model exported with a fixed batch (of 1) runs with that batch

@@ -146,8 +146,9 @@ func searchSpace(space, doc string, target, method *transform.Param, extra ...*t
 	}
 }
 
-// The search spaces as transforms (search_spaces.go, search_drop.go and
-// search_combined.go hold their level builders).
+// The search spaces as transforms (search_sparsity.go, search_rank.go,
+// search_bits.go, search_drop.go and search_combined.go hold their level
+// builders; search_spaces.go what they share).
 var (
 	SearchSparsity = searchSpace(SpaceSparsity,
 		"Per-layer sparsity allocation under an exact budget of zeros over the searched MatMul/Gemm/Conv weights (EvoPress), levels by magnitude, wanda or sparsegpt.",

@@ -384,7 +384,7 @@ func convertFloat16(m *onnxio.Model, o Options, rep *Report) error {
 // weight held in a subgraph moves to the main graph first
 // (onnxio.Model.HoistWeight), then a main-graph Cast to float32 produces it
 // under its own name from a half-precision initializer, so the subgraph
-// reads it unchanged. Weights --exclude names, with values beyond the
+// reads it unchanged. Weights Options.Exclude names, with values beyond the
 // float16 range, or that cannot be moved stay float32 and are reported.
 func halfSubgraphWeights(m *onnxio.Model, o Options, half onnxio.DType, rep *Report) error {
 	ws, err := m.AllWeights()
@@ -398,7 +398,7 @@ func halfSubgraphWeights(m *onnxio.Model, o Options, half onnxio.DType, rep *Rep
 		skip := func(reason string) { rep.Skipped = append(rep.Skipped, Skip{Name: w.Name, Reason: reason}) }
 		if o.Exclude != nil && o.Exclude.MatchString(w.Name) {
 			if w.Stored != "" { // main-graph ones are reported by keptFloat32
-				skip("kept float32: name matches --exclude")
+				skip("kept float32: name matches the exclude pattern")
 			}
 			continue
 		}
@@ -580,7 +580,7 @@ func keptFloat32(m *onnxio.Model, o Options, half onnxio.DType, rep *Report) (ma
 		}
 		if o.Exclude != nil && o.Exclude.MatchString(name) {
 			keep[name] = true
-			rep.Skipped = append(rep.Skipped, Skip{Name: name, Reason: "kept float32: name matches --exclude"})
+			rep.Skipped = append(rep.Skipped, Skip{Name: name, Reason: "kept float32: name matches the exclude pattern"})
 			continue
 		}
 		if half != onnxio.Float16 {

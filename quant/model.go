@@ -33,7 +33,7 @@ type Options struct {
 	Symmetry Symmetry
 	// BlockSize is the int4 block size along K (default 32).
 	BlockSize int
-	// Bits gives block-wise weights their own bit widths (--weights int4
+	// Bits gives block-wise weights their own bit widths (Weights "int4"
 	// only): weight initializer name → 2, 4 or 8. Weights absent from the
 	// map get 4 bits. Every name must be a MatMul or Gemm weight that
 	// Quantize quantizes (not excluded, not skipped), else Quantize fails
@@ -158,14 +158,14 @@ func (o Options) Validate() error {
 	switch o.Weights {
 	case "int8":
 		if o.Format != "" && o.Format != "qdq" {
-			return fmt.Errorf("%w: --weights int8 supports --format qdq only, got %q", ErrOptions, o.Format)
+			return fmt.Errorf("%w: int8 weights support the format parameter qdq only, got %q", ErrOptions, o.Format)
 		}
 		if o.Method != "" && o.Method != "rtn" {
-			return fmt.Errorf("%w: --method %s applies to int4", ErrOptions, o.Method)
+			return fmt.Errorf("%w: the method parameter %s applies to int4", ErrOptions, o.Method)
 		}
 	case "int4":
 		if o.Format != "" && o.Format != "qdq" && o.Format != "matmulnbits" {
-			return fmt.Errorf("%w: --format %q (want matmulnbits or qdq)", ErrOptions, o.Format)
+			return fmt.Errorf("%w: the format parameter is %q (want matmulnbits or qdq)", ErrOptions, o.Format)
 		}
 		bs := o.BlockSize
 		if bs == 0 {
@@ -175,38 +175,38 @@ func (o Options) Validate() error {
 			return fmt.Errorf("%w: got %d", ErrBlockSize, bs)
 		}
 		if o.Method != "" && o.Method != "rtn" && o.Method != "gptq" {
-			return fmt.Errorf("%w: --method %q (want rtn or gptq)", ErrOptions, o.Method)
+			return fmt.Errorf("%w: the method parameter is %q (want rtn or gptq)", ErrOptions, o.Method)
 		}
 		if o.Method == "gptq" && o.Calibration == nil {
-			return fmt.Errorf("%w: --method gptq needs calibration data (--calib)", ErrCalibration)
+			return fmt.Errorf("%w: the method parameter gptq needs calibration data (Options.Calibration)", ErrCalibration)
 		}
 		if o.Activations != "" {
-			return fmt.Errorf("%w: int4 weights are weight-only; --activations applies to int8", ErrOptions)
+			return fmt.Errorf("%w: int4 weights are weight-only; the activations parameter applies to int8", ErrOptions)
 		}
 		if err := o.validateBits(); err != nil {
 			return err
 		}
 	case "fp16", "bf16":
 		if o.Activations != "" || o.Method != "" && o.Method != "rtn" {
-			return fmt.Errorf("%w: --weights %s takes no --activations or --method", ErrOptions, o.Weights)
+			return fmt.Errorf("%w: the weights parameter %s takes neither the activations parameter nor the method parameter", ErrOptions, o.Weights)
 		}
 	default:
-		return fmt.Errorf("%w: --weights %q (want int8, int4, fp16 or bf16)", ErrOptions, o.Weights)
+		return fmt.Errorf("%w: the weights parameter is %q (want int8, int4, fp16 or bf16)", ErrOptions, o.Weights)
 	}
 	if o.BitsOnly && len(o.Bits) == 0 {
 		return fmt.Errorf("%w: BitsOnly without a per-weight bit allocation", ErrOptions)
 	}
 	if len(o.Bits) > 0 && o.Weights != "int4" {
-		return fmt.Errorf("%w: per-weight bit widths apply to block-wise weights (--weights int4), not %s", ErrOptions, o.Weights)
+		return fmt.Errorf("%w: per-weight bit widths apply to block-wise weights (the weights parameter int4), not %s", ErrOptions, o.Weights)
 	}
 	switch o.Activations {
 	case "", "dynamic":
 	case "int8":
 		if o.Stats == nil {
-			return fmt.Errorf("%w: --activations int8 needs calibration data (--calib)", ErrCalibration)
+			return fmt.Errorf("%w: the activations parameter int8 needs calibration data (Options.Stats)", ErrCalibration)
 		}
 	default:
-		return fmt.Errorf("%w: --activations %q (want dynamic or int8)", ErrOptions, o.Activations)
+		return fmt.Errorf("%w: the activations parameter is %q (want dynamic or int8)", ErrOptions, o.Activations)
 	}
 	if o.Percentile != 0 && !(o.Percentile > 50 && o.Percentile <= 100) {
 		return fmt.Errorf("%w: percentile %g not in (50, 100]", ErrOptions, o.Percentile)
@@ -227,7 +227,7 @@ func (o Options) validateBits() error {
 			return fmt.Errorf("%w: %d for weight %s (want 2, 4 or 8)", ErrBits, b, name)
 		}
 		if b == 2 && o.Format == "qdq" {
-			return fmt.Errorf("%w: 2 bits for weight %s with --format qdq: blocked DequantizeLinear supports int4/int8 in opset 21 and int2 only from opset 25; use --format matmulnbits", ErrBits, name)
+			return fmt.Errorf("%w: 2 bits for weight %s with the format parameter qdq: blocked DequantizeLinear supports int4/int8 in opset 21 and int2 only from opset 25; set the format parameter to matmulnbits", ErrBits, name)
 		}
 	}
 	return nil
@@ -281,7 +281,7 @@ func targets(m *onnxio.Model, o Options, rep *Report) ([]target, error) {
 			skip("op " + w.Op + " excluded")
 			continue
 		case o.Exclude != nil && (o.Exclude.MatchString(w.Name) || o.Exclude.MatchString(w.Node)):
-			skip("name matches --exclude")
+			skip("name matches the exclude pattern")
 			continue
 		case w.Quantized:
 			skip(w.Special())

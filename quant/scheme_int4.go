@@ -209,7 +209,7 @@ func ensureOpset21(m *onnxio.Model) error {
 	if v < 18 {
 		for _, n := range m.Nodes() {
 			if n.Domain == "" && opsChangedSince18[n.OpType] {
-				return fmt.Errorf("%w: int4 QDQ needs opset 21 (DequantizeLinear block_size) and the model (opset %d) uses %s, whose inputs changed in opset 18; use --format matmulnbits", ErrUnsupported, v, n.OpType)
+				return fmt.Errorf("%w: int4 QDQ needs opset 21 (DequantizeLinear block_size) and the model (opset %d) uses %s, whose inputs changed in opset 18; set the format parameter to matmulnbits", ErrUnsupported, v, n.OpType)
 			}
 		}
 	}

@@ -30,17 +30,17 @@ var (
 		},
 		Doc: "int4 block size `B` along K (a power of two ≥ 16)"}
 	paramMethod = &transform.Param{Name: "method", Kind: transform.Enum, Default: "rtn", Choices: []string{"rtn", "gptq"},
-		Doc: "int4 `METHOD`: rtn (round to nearest) or gptq (needs --calib)"}
+		Doc: "int4 `METHOD`: rtn (round to nearest) or gptq (needs calibration data)"}
 	paramActivations = &transform.Param{Name: "activations", Kind: transform.Enum, Choices: []string{"dynamic", "int8"},
-		Doc: "int8 activations: dynamic (quantized at run time, MatMulInteger) or int8 (static QDQ from --calib)"}
+		Doc: "int8 activations: dynamic (quantized at run time, MatMulInteger) or int8 (static QDQ from calibration data)"}
 	paramCalibSamples = &transform.Param{Name: "calib-samples", Kind: transform.Int, Default: "256", Range: transform.AtLeast(1),
 		Doc: "use at most `N` calibration samples"}
 	paramCalibrate = &transform.Param{Name: "calibrate", Kind: transform.Enum, Default: "minmax", Choices: []string{"minmax", "percentile", "entropy"},
 		Doc: "activation range `METHOD`: minmax, percentile or entropy"}
 	paramPercentile = &transform.Param{Name: "percentile", Kind: transform.Float, Default: "99.999", Range: transform.Between(50, 100, "(]"),
-		Doc: "percentile `P` for --calibrate percentile"}
+		Doc: "percentile `P` for the calibrate parameter percentile"}
 	paramPerChannel = &transform.Param{Name: "per-channel", Kind: transform.Bool, Default: "true",
-		Doc: "one scale per output channel (default true; --per-channel=false for per tensor)"}
+		Doc: "one scale per output channel (default true; false: one scale per tensor)"}
 	paramExcludeOps = &transform.Param{Name: "exclude-ops", Kind: transform.List,
 		Doc: "comma-separated op `TYPES` left in float (fp16/bf16: kept in fp32, replacing the default block list)"}
 	paramExclude = &transform.Param{Name: "exclude", Kind: transform.String, Validate: transform.Regexp,

@@ -171,7 +171,7 @@ type Param struct {
 	// kind; its error says what is allowed.
 	Validate func(text string) error
 	// Repeated marks a List whose flag is given once per element
-	// (--param a=1 --param b=2) rather than comma-separated.
+	// (a flag repeated, a=1 then b=2) rather than comma-separated.
 	Repeated bool
 }
 

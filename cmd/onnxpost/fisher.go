@@ -19,7 +19,7 @@ func init() {
 		ArgsUsage: "MODEL",
 		Description: `Computes F = mean over the examples x of DATASET of
 Σ_y p(y|x)·(∂ log p(y|x)/∂θ)², elementwise for every float parameter θ, with
-the model's own probabilities p = softmax(logits) (docs/ARCHITECTURE.md §5).
+the model's own probabilities p = softmax(logits) (docs/ARCHITECTURE.md §5.2).
 Gradients come from a gradient graph of MODEL (reverse-mode differentiation
 written in ONNX ops) run by ONNX Runtime; per-example gradients are squared
 before they are averaged. --samples K replaces the sum over classes by the

@@ -133,7 +133,11 @@ func run(args []string) int {
 			return se.exitCode()
 		}
 	}
-	return exitCode(err)
+	words := flagWords
+	if name == "run" {
+		words = recipeWords
+	}
+	return exitCodeIn(err, words)
 }
 
 // signalError is the cause of a context cancelled by SIGINT or SIGTERM.
@@ -188,7 +192,12 @@ func signalContext(parent context.Context) (context.Context, func()) {
 	}
 }
 
-func exitCode(err error) int {
+// exitCode maps err to the contract's exit code and prints it in the
+// command line's words (flagWords).
+func exitCode(err error) int { return exitCodeIn(err, flagWords) }
+
+// exitCodeIn is exitCode with the library's words phrased by words.
+func exitCodeIn(err error, words func(string) string) int {
 	if err == nil {
 		return exitOK
 	}
@@ -205,14 +214,14 @@ func exitCode(err error) int {
 		}
 		return exitError
 	case errors.As(err, &ge):
-		fmt.Fprintln(os.Stderr, "onnxpost: gate failed:", ge.msg)
+		fmt.Fprintln(os.Stderr, "onnxpost: gate failed:", words(ge.msg))
 		return exitGate
 	case errors.Is(err, release.ErrGateFailed):
 		// the library's gate failure (a recipe's final commit)
-		fmt.Fprintln(os.Stderr, "onnxpost: gate failed:", err.Error())
+		fmt.Fprintln(os.Stderr, "onnxpost: gate failed:", cliWords(err, words))
 		return exitGate
 	case errors.As(err, &ue):
-		fmt.Fprintln(os.Stderr, "onnxpost: usage:", ue.msg)
+		fmt.Fprintln(os.Stderr, "onnxpost: usage:", words(ue.msg))
 		return exitUsage
 	}
 	if isMissingFlag(err) {
@@ -222,11 +231,11 @@ func exitCode(err error) int {
 	var ec cli.ExitCoder
 	if errors.As(err, &ec) {
 		if msg := ec.Error(); msg != "" {
-			fmt.Fprintln(os.Stderr, "onnxpost:", msg)
+			fmt.Fprintln(os.Stderr, "onnxpost:", words(msg))
 		}
 		return ec.ExitCode()
 	}
-	fmt.Fprintln(os.Stderr, "onnxpost:", cliMessage(err))
+	fmt.Fprintln(os.Stderr, "onnxpost:", cliMessage(err, words))
 	return exitError
 }
 

@@ -31,7 +31,7 @@ tensor (shapes, indices) must be equal. fp16/bf16 tensors are computed in
 float64 and written back in their own type. The merge streams one tensor name
 at a time, so models with external data larger than memory merge too.
 
-Methods (docs/ARCHITECTURE.md §5):
+Methods (docs/ARCHITECTURE.md §5.1):
   linear           Σ wᵢθᵢ / Σ wᵢ (--no-normalize: Σ wᵢθᵢ)
   task-arithmetic  θ_base + λ Σ wᵢ(θᵢ − θ_base)                     needs --base
   ties             trim each delta to its top --density (global: one threshold

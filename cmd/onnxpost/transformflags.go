@@ -26,27 +26,27 @@ func paramFlags(cmd *transform.Command) []cli.Flag {
 func paramFlag(p *transform.Param) cli.Flag {
 	switch p.Kind {
 	case transform.Float:
-		f := &cli.Float64Flag{Name: p.Name, Usage: p.Doc}
+		f := &cli.Float64Flag{Name: p.Name, Usage: flagWords(p.Doc)}
 		if p.Default != "" {
 			f.Value, _ = strconv.ParseFloat(p.Default, 64)
 		}
 		return f
 	case transform.Int:
-		f := &cli.IntFlag{Name: p.Name, Usage: p.Doc}
+		f := &cli.IntFlag{Name: p.Name, Usage: flagWords(p.Doc)}
 		if p.Default != "" {
 			f.Value, _ = strconv.Atoi(p.Default)
 		}
 		return f
 	case transform.Bool:
-		f := &cli.BoolFlag{Name: p.Name, Usage: p.Doc}
+		f := &cli.BoolFlag{Name: p.Name, Usage: flagWords(p.Doc)}
 		f.Value, _ = strconv.ParseBool(p.Default)
 		return f
 	case transform.List:
 		if p.Repeated {
-			return &cli.StringSliceFlag{Name: p.Name, Usage: p.Doc}
+			return &cli.StringSliceFlag{Name: p.Name, Usage: flagWords(p.Doc)}
 		}
 	}
-	return &cli.StringFlag{Name: p.Name, Value: p.Default, Usage: p.Doc}
+	return &cli.StringFlag{Name: p.Name, Value: p.Default, Usage: flagWords(p.Doc)}
 }
 
 // paramValues returns the declared parameters of cmd that the command

@@ -1,6 +1,6 @@
 // Package lowrank factorizes the weight matrices of an ONNX model into
 // products of two thin factors from their truncated singular value
-// decomposition (docs/ARCHITECTURE.md §5, "low-rank").
+// decomposition (docs/ARCHITECTURE.md §5.3).
 //
 // # Overview
 //

@@ -263,14 +263,14 @@ func TestApplyRefusals(t *testing.T) {
 		want  error
 		msg   string
 	}{
-		{"include matches nothing", denseModel, Options{Rule: Rule{ByEnergy, 0.9}, Include: regexp.MustCompile(`nosuchlayer`)}, ErrOption, "matches no"},
+		{"include matches nothing", denseModel, Options{Rule: Rule{ByEnergy, 0.9}, Include: regexp.MustCompile(`nosuchlayer`)}, ErrOption, `the include parameter "nosuchlayer" matches no layer`},
 		{"include names only a Conv under svd", convModel, Options{Scheme: SchemeSVD, Rule: Rule{ByRank, 2}, Include: regexp.MustCompile(`^c2$`)}, ErrOption, "scheme svd factorizes (MatMul, Gemm"},
 		{"energy above 1", denseModel, Options{Rule: Rule{ByEnergy, 1.5}}, ErrOption, "outside (0,1]"},
 		{"energy 0", denseModel, Options{Rule: Rule{ByEnergy, 0}}, ErrOption, "outside (0,1]"},
 		{"no rule", denseModel, Options{}, ErrOption, "no rank rule"},
 		{"grouped conv named", grouped, Options{Scheme: SchemeChannel, Rule: Rule{ByRank, 2}, Include: regexp.MustCompile(`^c2$`)}, ErrUnsupported, "group=2"},
 		{"auto_pad SAME named", samePad, Options{Scheme: SchemeSpatial, Rule: Rule{ByRank, 2}, Include: regexp.MustCompile(`^c2$`)}, ErrUnsupported, "SAME_UPPER"},
-		{"spatial whitened", convModel, Options{Scheme: SchemeSpatial, Rule: Rule{ByRank, 2}, Calib: grams(nil)}, ErrOption, "spatial"},
+		{"spatial whitened", convModel, Options{Scheme: SchemeSpatial, Rule: Rule{ByRank, 2}, Calib: grams(nil)}, ErrOption, "cannot be whitened (its matrix is not the im2col view); set the scheme parameter to channel"},
 		{"budget too small", denseModel, Options{Rule: Rule{ByParamsRatio, 0.01}}, ErrBudget, "budget"},
 	}
 	for _, c := range cases {

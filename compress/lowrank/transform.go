@@ -33,9 +33,9 @@ var (
 	paramRank      = ruleParam("rank", transform.Int, ByRank, "keep rank `K` (capped at min(m,n))")
 	paramParams    = ruleParam("params-ratio", transform.Float, ByParamsRatio, "whole-model budget: the factorized layers keep fraction `P` of their parameters, ranks chosen jointly (greedy on normalized σ² per parameter)")
 	paramWhiten    = &transform.Param{Name: "whiten", Kind: transform.Bool, Default: "false",
-		Doc: "data-aware SVD: whiten by the Cholesky factor of each layer input's XᵀX (SVD-LLM); needs --calib"}
+		Doc: "data-aware SVD: whiten by the Cholesky factor of each layer input's XᵀX (SVD-LLM); needs calibration data"}
 	paramDamp = &transform.Param{Name: "damp", Kind: transform.Float, Default: strconv.FormatFloat(DefaultDamp, 'g', -1, 64), Range: transform.AtLeast(0),
-		Doc: "relative damping `λ` of XᵀX for --whiten: λ·mean(diag XᵀX) is added to the diagonal (0: none unless the Cholesky factorization needs it)"}
+		Doc: "relative damping `λ` of XᵀX for the whiten parameter: λ·mean(diag XᵀX) is added to the diagonal (0: none unless the Cholesky factorization needs it)"}
 	paramCalibSamples = &transform.Param{Name: "calib-samples", Kind: transform.Int, Default: "256", Range: transform.AtLeast(0),
 		Doc: "use at most `N` calibration samples"}
 	paramInclude = &transform.Param{Name: "include", Kind: transform.String, Validate: transform.Regexp,
