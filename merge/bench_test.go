@@ -102,16 +102,27 @@ func BenchmarkMergeTIESLarge(b *testing.B) {
 	}
 	in := Inputs{Base: load("base"), Models: []*onnxio.Model{load("ft1"), load("ft2"), load("ft3")}}
 	out := filepath.Join(b.TempDir(), "merged.onnx")
+	opt := Options{Method: TIES}
+	if s := os.Getenv("ONNXPOST_BENCH_MERGE_SCOPE"); s != "" {
+		opt.TrimScope = TrimScope(s)
+	}
+	start := cpuTime()
+	var bytes int64
 	for b.Loop() {
-		mg, err := New(context.Background(), in, Options{Method: TIES}, nil)
+		mg, err := New(context.Background(), in, opt, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.SetBytes(4 * 4 * mg.Elements())
+		bytes = 4 * 4 * mg.Elements()
+		b.SetBytes(bytes)
 		if err := mg.Save(context.Background(), mg.Output(), out, &onnxio.SaveOptions{External: onnxio.ExternalAlways}); err != nil {
 			b.Fatal(err)
 		}
+		if err := mg.Close(); err != nil {
+			b.Fatal(err)
+		}
 	}
+	reportCPU(b, start, bytes)
 }
 
 // BenchmarkMergekitKernels768x3072 runs each mergekit method on one
