@@ -129,7 +129,7 @@ func compute[T Float](m *Merger, p *TensorPlan, base *onnxio.Tensor, xs, fishers
 		}
 	}
 	n := len(vals[0])
-	dst, wrap := outBuffer[T](p.Out, p.DType, p.Shape, n)
+	dst, wrap := outBuffer[T](p.Out, p.DType, p.Shape, n, m.bufs.get)
 	o := m.optionsFor(p)
 	switch o.Method {
 	case Linear:
@@ -242,6 +242,7 @@ func (m *Merger) Save(ctx context.Context, out *onnxio.Model, path string, so *o
 	o.Transform = m.TransformFunc(ctx)
 	o.Context = ctx
 	o.MapInputs = true // Transform reads the template through its own view
+	o.Written = func(t *onnxio.Tensor) { m.bufs.put(t.Bytes()) }
 	return out.Save(path, &o)
 }
 

@@ -75,6 +75,8 @@ type Merger struct {
 
 	// views read each input model's external data through memory maps
 	views map[*onnxio.Model]*onnxio.Mapped
+	// bufs recycles output buffers once Save has written them
+	bufs bufPool
 }
 
 // Progress reports the selection passes of New: it is called with a stage
@@ -342,7 +344,11 @@ func (m *Merger) recoverFault(op string, errp *error) {
 func (m *Merger) group(p *TensorPlan, t *onnxio.Tensor) (base *onnxio.Tensor, xs []*onnxio.Tensor, err error) {
 	get := func(mod *onnxio.Model, name string) (*onnxio.Tensor, error) {
 		if v := m.views[mod]; v != nil {
-			return v.Initializer(name)
+			t, err := v.Initializer(name)
+			if err == nil {
+				v.Populate(t) // the merge reads every byte of it
+			}
+			return t, err
 		}
 		if mod == m.template && t != nil {
 			return t, nil

@@ -39,13 +39,16 @@ var ErrMappedClosed = errors.New("onnxio: mapped view closed")
 type Mapped struct {
 	m      *Model
 	mu     sync.Mutex
-	files  map[string][]byte // resolved path → whole-file mapping
+	files  map[string][]byte          // resolved path → whole-file mapping
+	refs   map[*pb.TensorProto]extRef // checked references
 	closed bool
 }
 
 // Mapped returns a view of m's initializers that maps external data
 // instead of reading it. Close it when done.
-func (m *Model) Mapped() *Mapped { return &Mapped{m: m, files: map[string][]byte{}} }
+func (m *Model) Mapped() *Mapped {
+	return &Mapped{m: m, files: map[string][]byte{}, refs: map[*pb.TensorProto]extRef{}}
+}
 
 // Initializer returns the named initializer of the main graph; external
 // data are a read-only window of the file's mapping.
@@ -59,10 +62,7 @@ func (v *Mapped) Initializer(name string) (*Tensor, error) {
 	if t.GetDataLocation() != pb.TensorProto_EXTERNAL || dt == String {
 		return v.m.tensorFromProto(t)
 	}
-	if _, err := v.m.checkTensor(t); err != nil {
-		return nil, fmt.Errorf("tensor %q: %w", t.GetName(), err)
-	}
-	ref, err := v.m.externalRef(t)
+	ref, err := v.ref(t)
 	if err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", t.GetName(), err)
 	}
@@ -79,6 +79,30 @@ func (v *Mapped) Initializer(name string) (*Tensor, error) {
 	}
 	end := ref.offset + ref.length
 	return &Tensor{Name: t.GetName(), DType: dt, Shape: append([]int64{}, t.Dims...), data: data[ref.offset:end:end]}, nil
+}
+
+// ref checks t (as Model.Initializer does: limits, sizes, a regular file
+// inside the model's folder) and returns its external reference; the
+// result is kept, so a tensor read several times is checked, and its path
+// resolved, once.
+func (v *Mapped) ref(t *pb.TensorProto) (extRef, error) {
+	v.mu.Lock()
+	r, ok := v.refs[t]
+	v.mu.Unlock()
+	if ok {
+		return r, nil
+	}
+	if _, err := v.m.checkTensor(t); err != nil {
+		return r, err
+	}
+	r, err := v.m.externalRef(t)
+	if err != nil {
+		return r, err
+	}
+	v.mu.Lock()
+	v.refs[t] = r
+	v.mu.Unlock()
+	return r, nil
 }
 
 // file returns the mapping of the file at path, mapping it on first use.
@@ -138,6 +162,31 @@ func (v *Mapped) Release(t *Tensor) {
 		lo := uintptr(unsafe.Pointer(&b[0]))
 		if addr >= lo && addr < lo+uintptr(len(b)) {
 			releasePages(b, int(addr-lo), len(t.data))
+			return
+		}
+	}
+}
+
+// Populate maps t's pages into the process in one call when t is a window
+// of one of v's mappings (madvise MADV_POPULATE_READ on Linux 5.14 and
+// later; nothing elsewhere), instead of one page fault per few pages as t
+// is read. Call it for tensors that are about to be read in full. Errors
+// are ignored: the pages then fault in as they are touched (a range past
+// the end of a shrunk file faults when read, see Fault).
+func (v *Mapped) Populate(t *Tensor) {
+	if t == nil || len(t.data) == 0 {
+		return
+	}
+	addr := uintptr(unsafe.Pointer(&t.data[0]))
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, b := range v.files {
+		if len(b) == 0 {
+			continue
+		}
+		lo := uintptr(unsafe.Pointer(&b[0]))
+		if addr >= lo && addr < lo+uintptr(len(b)) {
+			populatePages(b, int(addr-lo), len(t.data))
 			return
 		}
 	}

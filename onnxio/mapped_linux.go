@@ -40,3 +40,17 @@ func releasePages(b []byte, off, n int) {
 		_ = syscall.Madvise(b[lo:hi], syscall.MADV_DONTNEED)
 	}
 }
+
+// madvPopulateRead is MADV_POPULATE_READ (Linux 5.14).
+const madvPopulateRead = 22
+
+// populatePages maps b[off:off+n]'s pages (widened to whole pages) in one
+// call; errors (an older kernel, a shrunk file) are left to the reads.
+func populatePages(b []byte, off, n int) {
+	ps := os.Getpagesize()
+	lo := off / ps * ps
+	hi := min((off+n+ps-1)/ps*ps, len(b))
+	if hi > lo {
+		_ = syscall.Madvise(b[lo:hi], madvPopulateRead)
+	}
+}

@@ -10,3 +10,5 @@ func mmapFile(f *os.File, size int64) ([]byte, error) { return nil, errNoMmap }
 func munmapFile(b []byte) error { return nil }
 
 func releasePages(b []byte, off, n int) {}
+
+func populatePages(b []byte, off, n int) {}

@@ -68,6 +68,11 @@ type SaveOptions struct {
 	// model neither copies the tensors it does not read nor keeps those it
 	// does.
 	MapInputs bool
+	// Written, if set, is called by the writer with each tensor returned
+	// by Transform once its bytes have been copied to the external data
+	// file, never for a tensor kept inline in the model: the callee may
+	// then reuse the tensor's buffer.
+	Written func(t *Tensor)
 	// Context, if set, cancels the save: it is checked between tensors and
 	// before the commit; a cancelled save removes its temporary files and
 	// leaves an existing output untouched (nil: never cancelled).
@@ -229,6 +234,9 @@ func (m *Model) Save(path string, opts *SaveOptions) (err error) {
 			}
 			if _, err := dataTmp.Write(t.data); err != nil {
 				return err
+			}
+			if !unchanged && o.Written != nil {
+				o.Written(t)
 			}
 		}
 		p := &pb.TensorProto{
