@@ -185,3 +185,67 @@ func TestBlockedKernelsMatchDefinition(t *testing.T) {
 		}
 	}
 }
+
+// linearKahan32 is the float32 alternative to linearBlocked that was
+// measured and not adopted: Σ cᵢxᵢ accumulated in float32 with Kahan
+// compensation. TestFloat32KahanBound bounds its error; the benchmark
+// BenchmarkLinearAccumulation compares its speed with the float64
+// accumulation the kernels use.
+func linearKahan32(dst []float32, xs [][]float32, coef []float32) {
+	for j := range dst {
+		var s, c float32
+		for i, x := range xs {
+			y := coef[i]*x[j] - c
+			t := s + y
+			c = (t - s) - y
+			s = t
+		}
+		dst[j] = s
+	}
+}
+
+// TestFloat32KahanBound checks the float32 compensated sum against the
+// float64 accumulation rounded to float32 (what LinearTo returns): the
+// difference stays within 2⁻²² Σ|cᵢxᵢ| + half an ulp of the result (the
+// compensated-summation bound 2u·Σ|terms| with u = 2⁻²⁴, plus the product
+// roundings and the final rounding), for 2 to 16 models. It is accurate
+// enough; it is not faster in Go's scalar code (see the benchmark), so the
+// kernels keep float64 accumulation and their results stay bit for bit
+// the float64 definition.
+func TestFloat32KahanBound(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, m := range []int{2, 3, 8, 16} {
+		n := 4096
+		xs := make([][]float32, m)
+		coef := make([]float32, m)
+		coef64 := make([]float64, m)
+		for i := range xs {
+			coef[i] = float32(r.Float64()*2 - 0.5)
+			coef64[i] = float64(coef[i])
+			xs[i] = make([]float32, n)
+			for j := range xs[i] {
+				xs[i][j] = float32(r.NormFloat64() * math.Pow(10, float64(r.IntN(6)-3)))
+			}
+		}
+		got := make([]float32, n)
+		want := make([]float32, n)
+		linearKahan32(got, xs, coef)
+		LinearTo(want, xs, coef64, false)
+		worst := 0.0
+		for j := range got {
+			abs := 0.0
+			for i := range xs {
+				abs += math.Abs(coef64[i] * float64(xs[i][j]))
+			}
+			w := float64(want[j])
+			ulp := float64(math.Nextafter32(float32(math.Abs(w)), float32(math.Inf(1)))) - math.Abs(w)
+			bound := math.Ldexp(abs, -22) + ulp/2
+			if d := math.Abs(float64(got[j]) - w); d > bound {
+				t.Fatalf("%d models, element %d: |float32 Kahan − float64| = %g > bound %g", m, j, d, bound)
+			} else if abs > 0 {
+				worst = max(worst, d/abs)
+			}
+		}
+		t.Logf("%d models: worst |error| / Σ|cᵢxᵢ| = %.3g (2⁻²² = %.3g)", m, worst, math.Ldexp(1, -22))
+	}
+}

@@ -25,7 +25,7 @@ Two sub-commands:
       merges, reads the four tensors from the external data (np.fromfile at
       the tensor's offset), merges them with PyTorch in float32 and appends
       the result to OUT.data, fsynced at the end; only one tensor group is
-      in memory. METHOD: linear (mean), ties (per-tensor trim: keep
+      in memory. METHOD: linear (mean of the four), ties (per-tensor trim: keep
       |tau| >= the k-th largest of the tensor, k = floor(density*n); sign of
       the sum, 0 -> +1; disjoint mean) or dare (keep each delta entry with
       probability density, rescale by 1/density, sum). Prints one JSON
@@ -180,7 +180,7 @@ def stream(args):
             n_all += n
             bytes_in += 4 * n * 4
             if method == "linear":
-                merged = (xs[0] + xs[1] + xs[2]) / 3
+                merged = (base + xs[0] + xs[1] + xs[2]) / 4
             elif method == "ties":
                 kk = max(1, int(d * n))
                 taus = []

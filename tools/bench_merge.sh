@@ -15,8 +15,9 @@
 # input throughput (base + 3 models, bytes / wall second). Rows:
 #   - plain copy: read the four data files and write one model's bytes
 #     (cat to /dev/null, dd with conv=fsync): the I/O floor of a merge;
-#   - onnxpost merge --method linear | ties (global) | ties --trim-scope
-#     tensor | dare, --external-data;
+#   - onnxpost merge --method linear (the mean of the four models) | ties
+#     (global trim) | ties --trim-scope tensor | dare (--base, three
+#     models), --external-data;
 #   - PyTorch (Debian's python3-torch, TORCH_PY, 2 threads) merging the
 #     same tensors one at a time (tools/bench_merge.py stream): linear,
 #     TIES with per-tensor trim, DARE. PyTorch runs at the first size only
@@ -74,9 +75,10 @@ for size in "${SIZES[@]}"; do
 	rm -f "$d/copy.data"
 	declare -A GO=()
 	for m in linear ties ties-tensor dare; do
-		args=(--method "${m%-tensor}")
+		args=(--method "${m%-tensor}" --base "$d/base.onnx")
 		[ "$m" = ties-tensor ] && args+=(--trim-scope tensor)
-		timed "$ONNXPOST" merge "${args[@]}" --base "$d/base.onnx" --external-data -o "$d/merged-$m.onnx" \
+		[ "$m" = linear ] && args=(--method linear "$d/base.onnx") # the mean of all four
+		timed "$ONNXPOST" merge "${args[@]}" --external-data -o "$d/merged-$m.onnx" \
 			"$d/ft1.onnx" "$d/ft2.onnx" "$d/ft3.onnx"
 		GO[$m]=$WALL
 		label="onnxpost merge --method ${m%-tensor}"
