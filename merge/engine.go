@@ -540,13 +540,16 @@ func feedAbs[T Float](p *Pass, base, x []T) {
 	}
 }
 
+// tensorSample is the most values tensorThreshold samples (every stride-th
+// element) to bracket the threshold.
+const tensorSample = 1 << 16
+
 // tensorThreshold returns the k-th largest |x − base| of one tensor (k =
-// TrimCount(density, n)), exactly: a two-level radix selection on the
-// order-preserving float32 keys of the values (trimKey) finds the key of
-// the k-th largest and how many values have a larger key; the float64
-// values whose key equals it are then selected exactly. The data are read
-// once to compute the keys; the selection runs over the keys (4 bytes per
-// element).
+// TrimCount(density, n)), exactly. As for the global trim (selectfast.go),
+// a sample of the order-preserving float32 keys (every stride-th element)
+// gives a bracket, one pass counts the values above it and collects the
+// float64 values inside it, and the threshold is selected among those;
+// when the bracket misses, radixTensorThreshold decides.
 func tensorThreshold[T Float](base, x []T, density float64) (float64, error) {
 	n := len(base)
 	if n == 0 {
@@ -554,6 +557,32 @@ func tensorThreshold[T Float](base, x []T, density float64) (float64, error) {
 	}
 	x = x[:n]
 	k := TrimCount(density, int64(n))
+	stride := max(1, n/tensorSample)
+	sample := make([]uint32, 0, n/stride+1)
+	for j := 0; j < n; j += stride {
+		sample = append(sample, trimKey(absDelta(x[j], base[j])))
+	}
+	br := newBracket(sample, k, int64(n))
+	bracketScan(br, base, x)
+	above := br.above.Load()
+	if br.overflow || above >= k || k > above+int64(len(br.vals)) {
+		if testBracketMiss != nil {
+			testBracketMiss(1)
+		}
+		return radixTensorThreshold(base, x, k), nil
+	}
+	return math.Float64frombits(selectNth(br.vals, len(br.vals)-int(k-above))), nil
+}
+
+// radixTensorThreshold returns the k-th largest |x − base| of one tensor,
+// exactly: a two-level radix selection on the order-preserving float32
+// keys of the values (trimKey) finds the key of the k-th largest and how
+// many values have a larger key; the float64 values whose key equals it
+// are then selected exactly. The data are read once to compute the keys;
+// the selection runs over the keys (4 bytes per element).
+func radixTensorThreshold[T Float](base, x []T, k int64) float64 {
+	n := len(base)
+	x = x[:n]
 	keys := make([]uint32, n)
 	hist := make([]int64, 1<<16)
 	for j, b := range base {
@@ -587,7 +616,7 @@ func tensorThreshold[T Float](base, x []T, density float64) (float64, error) {
 			vals = append(vals, math.Float64bits(absDelta(x[j], base[j])))
 		}
 	}
-	return math.Float64frombits(selectNth(vals, len(vals)-int(k))), nil
+	return math.Float64frombits(selectNth(vals, len(vals)-int(k)))
 }
 
 // fisherCoeffs sets the Fisher coefficients: the weights, divided by

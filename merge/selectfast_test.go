@@ -192,7 +192,7 @@ func TestTensorThresholdExact(t *testing.T) {
 		slices.Sort(s)
 		return s[int64(len(s))-TrimCount(d, int64(len(s)))]
 	}
-	for _, n := range []int{1, 2, 100, 5000} {
+	for _, n := range []int{1, 2, 100, 5000, 3*tensorSample + 5} {
 		base, xs := hostileSlices(n, 1, uint64(n))
 		x := xs[0]
 		if n > 2 {
@@ -225,6 +225,20 @@ func TestTensorThresholdExact(t *testing.T) {
 			}
 			if want := brute(a64, d); got != want {
 				t.Fatalf("float64 n=%d density %v: %v, want %v", n, d, got, want)
+			}
+			// the radix selection the bracket falls back to, directly and
+			// through a forced miss
+			k := TrimCount(d, int64(n))
+			if got, want := radixTensorThreshold(base, x, k), brute(a32, d); got != want {
+				t.Fatalf("radix n=%d density %v: %v, want %v", n, d, got, want)
+			}
+			missed := withSampling(sampleBlocks, 0, func() {
+				if got, err = tensorThreshold(b64, x64, d); err != nil || got != brute(a64, d) {
+					t.Fatalf("forced miss n=%d density %v: %v (%v), want %v", n, d, got, err, brute(a64, d))
+				}
+			})
+			if n > 1 && missed == 0 {
+				t.Fatalf("n=%d density %v: a collection cap of 0 did not force the fallback", n, d)
 			}
 		}
 	}
