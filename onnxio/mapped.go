@@ -148,7 +148,13 @@ func (v *Mapped) owner(addr uintptr) string {
 // when they belong to one of v's mappings (t stays readable: touching it
 // again faults the pages back in from the page cache). Other tensors are
 // left alone.
-func (v *Mapped) Release(t *Tensor) {
+func (v *Mapped) Release(t *Tensor) { v.window(t, releasePages) }
+
+// window calls fn, with v locked (so that Close cannot unmap the file
+// meanwhile), with the mapping holding t's bytes, their offset in it and
+// their length; it does nothing when t is empty or not a window of one of
+// v's mappings.
+func (v *Mapped) window(t *Tensor, fn func(b []byte, off, n int)) {
 	if t == nil || len(t.data) == 0 {
 		return
 	}
@@ -161,7 +167,7 @@ func (v *Mapped) Release(t *Tensor) {
 		}
 		lo := uintptr(unsafe.Pointer(&b[0]))
 		if addr >= lo && addr < lo+uintptr(len(b)) {
-			releasePages(b, int(addr-lo), len(t.data))
+			fn(b, int(addr-lo), len(t.data))
 			return
 		}
 	}
@@ -173,24 +179,7 @@ func (v *Mapped) Release(t *Tensor) {
 // is read. Call it for tensors that are about to be read in full. Errors
 // are ignored: the pages then fault in as they are touched (a range past
 // the end of a shrunk file faults when read, see Fault).
-func (v *Mapped) Populate(t *Tensor) {
-	if t == nil || len(t.data) == 0 {
-		return
-	}
-	addr := uintptr(unsafe.Pointer(&t.data[0]))
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for _, b := range v.files {
-		if len(b) == 0 {
-			continue
-		}
-		lo := uintptr(unsafe.Pointer(&b[0]))
-		if addr >= lo && addr < lo+uintptr(len(b)) {
-			populatePages(b, int(addr-lo), len(t.data))
-			return
-		}
-	}
-}
+func (v *Mapped) Populate(t *Tensor) { v.window(t, populatePages) }
 
 // Fault converts a value recovered from a panic into an error wrapping
 // ErrFormat when it is a memory fault inside one of v's mappings (the file
