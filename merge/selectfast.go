@@ -148,7 +148,7 @@ func (m *Merger) globalThresholds(ctx context.Context, progress Progress) error 
 		err = eachDelta(base, xs, func(i int, b, x any) {
 			switch b := b.(type) {
 			case []float32:
-				brs[i].scan32(b, x.([]float32))
+				bracketScan(brs[i], b, x.([]float32))
 			case []float64:
 				bracketScan(brs[i], b, x.([]float64))
 			}
@@ -250,9 +250,6 @@ func newBracket(sample []uint32, k, n int64) *bracket {
 	}
 	return br
 }
-
-// scan32 is bracketScan for float32 tensors.
-func (br *bracket) scan32(base, x []float32) { bracketScan(br, base, x) }
 
 // bracketScan counts the values of one tensor with key > hi and collects
 // those with lo ≤ key ≤ hi.
