@@ -127,9 +127,12 @@ bench-quant: ort build pyenv
 	$(VENV_PY) -m pip install -q -r tools/requirements-bench.txt
 	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(VENV_PY) tools/bench_quant.py --bin $(BIN) --out quant/RESULTS.json
 
-## bench-merge: TIES merge of synthetic 1/2/4 GB models vs PyTorch (several GB of disk, minutes)
-bench-merge:
-	./tools/bench_merge.sh 1e9 2e9 4e9
+## bench-merge: linear/TIES/DARE merges of a base + 3 synthetic 1 GB external-data models vs a plain
+## copy and streaming PyTorch (Debian's python3-torch), one run (~5 GB of disk in /tmp, minutes);
+## BENCH_MERGE_SIZES="1e9 2e9" adds larger models (onnxpost only) to show the flat peak RSS
+BENCH_MERGE_SIZES ?= 1e9
+bench-merge: build
+	ONNXPOST=$(CURDIR)/$(BIN) ONNXPOST_PREBUILT=1 nice ./tools/bench_merge.sh $(BENCH_MERGE_SIZES)
 
 ## merge-results: merge results on the zoo (docs/RESULTS.md)
 merge-results: ort build

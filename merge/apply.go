@@ -10,9 +10,9 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime/debug"
 	"slices"
 
-	"github.com/onnxpost/onnxpost/internal/safe"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -34,21 +34,24 @@ func (m *Merger) Transform(ctx context.Context, name string, t *onnxio.Tensor) (
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	defer safe.Recover("merging "+name, &err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer m.recoverFault("merging "+name, &err)
 	if testTransformHook != nil {
 		testTransformHook(name)
 	}
 	p := &m.plan[k]
 	base, xs, err := m.group(p, t)
+	defer m.releaseGroup(base, xs)
 	if err != nil {
 		return nil, err
 	}
 	var fishers []*onnxio.Tensor
 	for i, f := range m.in.Fishers {
-		ft, err := f.Initializer(p.Fishers[i])
+		ft, err := m.views[f].Initializer(p.Fishers[i])
 		if err != nil {
 			return nil, err
 		}
+		defer m.release(f, ft)
 		fishers = append(fishers, ft)
 	}
 	var out *onnxio.Tensor
@@ -126,7 +129,7 @@ func compute[T Float](m *Merger, p *TensorPlan, base *onnxio.Tensor, xs, fishers
 		}
 	}
 	n := len(vals[0])
-	dst, wrap := outBuffer[T](p.Out, p.DType, p.Shape, n)
+	dst, wrap := outBuffer[T](p.Out, p.DType, p.Shape, n, m.bufs.get)
 	o := m.optionsFor(p)
 	switch o.Method {
 	case Linear:
@@ -239,6 +242,8 @@ func (m *Merger) Save(ctx context.Context, out *onnxio.Model, path string, so *o
 	}
 	o.Transform = m.TransformFunc(ctx)
 	o.Context = ctx
+	o.MapInputs = true // Transform reads the template through its own view
+	o.Written = func(t *onnxio.Tensor) { m.bufs.put(t.Bytes()) }
 	return out.Save(path, &o)
 }
 

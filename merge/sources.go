@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/onnxpost/onnxpost/internal/display"
 	"github.com/onnxpost/onnxpost/onnxio"
@@ -16,30 +18,59 @@ import (
 // nil, are the loaded models of paths: their external data files are
 // hashed too.
 func Sources(role string, paths []string, models []*onnxio.Model) ([]Source, error) {
-	var out []Source
+	// The files are hashed concurrently (one worker per CPU): hashing
+	// gigabytes of external data is otherwise a sequential pass as long as
+	// the merge itself.
+	out := make([]Source, len(paths))
+	type job struct {
+		src  int
+		loc  string // "" for the model file itself
+		path string
+	}
+	var jobs []job
 	for i, p := range paths {
-		h, err := FileSHA256(p)
-		if err != nil {
-			return nil, err
-		}
-		src := Source{Role: role, Path: p, SHA256: h}
+		out[i] = Source{Role: role, Path: p}
+		jobs = append(jobs, job{i, "", p})
 		if models != nil {
 			locs, files, err := models[i].ExternalFiles()
 			if err != nil {
 				return nil, err
 			}
 			for k, f := range files {
-				dh, err := FileSHA256(f)
-				if err != nil {
-					return nil, err
-				}
-				if src.Data == nil {
-					src.Data = map[string]string{}
-				}
-				src.Data[locs[k]] = dh
+				jobs = append(jobs, job{i, locs[k], f})
 			}
 		}
-		out = append(out, src)
+	}
+	sums := make([]string, len(jobs))
+	errs := make([]error, len(jobs))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(jobs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range next {
+				sums[k], errs[k] = FileSHA256(jobs[k].path)
+			}
+		}()
+	}
+	for k := range jobs {
+		next <- k
+	}
+	close(next)
+	wg.Wait()
+	for k, j := range jobs {
+		if errs[k] != nil {
+			return nil, errs[k]
+		}
+		if j.loc == "" {
+			out[j.src].SHA256 = sums[k]
+			continue
+		}
+		if out[j.src].Data == nil {
+			out[j.src].Data = map[string]string{}
+		}
+		out[j.src].Data[j.loc] = sums[k]
 	}
 	return out, nil
 }

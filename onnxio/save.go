@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -58,6 +59,19 @@ type SaveOptions struct {
 	Transform TransformFunc
 	// Workers bounds concurrent Transform calls (default GOMAXPROCS).
 	Workers int
+	// MapInputs, with a Transform, hands it the external tensors as
+	// read-only windows of memory maps (see Mapped) instead of copies: the
+	// tensor t given to Transform is valid only until its result has been
+	// written, must not be written to, and must not be kept. Its pages leave
+	// the resident set once written, so a streaming transform over a large
+	// model neither copies the tensors it does not read nor keeps those it
+	// does.
+	MapInputs bool
+	// Written, if set, is called by the writer with each tensor returned
+	// by Transform once its bytes have been copied to the external data
+	// file, never for a tensor kept inline in the model: the callee may
+	// then reuse the tensor's buffer.
+	Written func(t *Tensor)
 	// Context, if set, cancels the save: it is checked between tensors and
 	// before the commit; a cancelled save removes its temporary files and
 	// leaves an existing output untouched (nil: never cancelled).
@@ -258,6 +272,9 @@ func (m *Model) save(path string, opts *SaveOptions, written *Saved) (err error)
 			}
 			if _, err := dataTmp.Write(t.data); err != nil {
 				return err
+			}
+			if !unchanged && o.Written != nil {
+				o.Written(t)
 			}
 		}
 		p := &pb.TensorProto{
@@ -514,8 +531,19 @@ func (m *Model) forEachOrdered(ts []*pb.TensorProto, o SaveOptions, fn func(i in
 		return nil
 	}
 	type result struct {
-		t   *Tensor
-		err error
+		in, t *Tensor
+		err   error
+	}
+	var view *Mapped
+	if o.MapInputs {
+		view = m.Mapped()
+		defer view.Close() // after wg.Wait below: no reader is left
+	}
+	read := func(src *pb.TensorProto) (*Tensor, error) {
+		if k, ok := m.index[src.GetName()]; view != nil && ok && m.p.Graph.Initializer[k] == src {
+			return view.Initializer(src.GetName())
+		}
+		return m.tensorFromProto(src)
 	}
 	results := make([]chan result, len(ts))
 	for i := range results {
@@ -536,16 +564,15 @@ func (m *Model) forEachOrdered(ts []*pb.TensorProto, o SaveOptions, fn func(i in
 			wg.Add(1)
 			go func(i int, src *pb.TensorProto) {
 				defer wg.Done()
-				t, err := m.tensorFromProto(src)
+				in, err := read(src)
+				var t *Tensor
 				if err == nil {
-					var nt *Tensor
-					nt, err = o.Transform(src.GetName(), t)
-					if err == nil && nt != nil && nt.Name != src.GetName() {
-						err = fmt.Errorf("transform renamed %q to %q", src.GetName(), nt.Name)
+					t, err = o.Transform(src.GetName(), in)
+					if err == nil && t != nil && t.Name != src.GetName() {
+						err = fmt.Errorf("transform renamed %q to %q", src.GetName(), t.Name)
 					}
-					t = nt
 				}
-				results[i] <- result{t, err}
+				results[i] <- result{in, t, err}
 			}(i, src)
 		}
 	}()
@@ -569,7 +596,16 @@ func (m *Model) forEachOrdered(ts []*pb.TensorProto, o SaveOptions, fn func(i in
 			}
 			break
 		}
-		if err := fn(i, src, r.t); err != nil {
+		if view != nil && r.t != nil && len(r.t.data) > 0 && view.owner(uintptr(unsafe.Pointer(&r.t.data[0]))) != "" &&
+			(o.External != ExternalAlways || int64(len(r.t.data)) < o.Threshold) {
+			r.t = r.t.Clone() // kept inline in the model: must outlive the map
+		}
+		err := fn(i, src, r.t)
+		if view != nil {
+			view.Release(r.in)
+			view.Release(r.t)
+		}
+		if err != nil {
 			firstErr = err
 			close(stop)
 			break

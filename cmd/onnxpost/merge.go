@@ -372,6 +372,7 @@ func mergeAction(c *cli.Context) error {
 		bar.stop()
 		return err
 	}
+	defer mg.Close()
 	out := mg.Output()
 	if err := merge.SetProvenance(out, &s.opt, srcs); err != nil {
 		bar.stop()

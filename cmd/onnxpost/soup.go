@@ -91,6 +91,7 @@ func soupAction(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
+		defer mg.Close()
 		out := mg.Output()
 		if err := merge.SetProvenance(out, &opt, srcs); err != nil {
 			return err

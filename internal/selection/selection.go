@@ -17,6 +17,7 @@
 package selection
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -25,11 +26,12 @@ import (
 // ErrNaN reports a NaN among the scores to select from.
 var ErrNaN = errors.New("selection: NaN score")
 
-// Value returns the value of rank r (0-based, ascending) of a, reordering a.
+// Value returns the value of rank r (0-based, ascending) of a, reordering a
+// (any ordered type: merge selects on float32 key bits as well as floats).
 // It is a quickselect (Hoare partition, median-of-three pivots), linear in
 // len(a) on average and deterministic: the result is the exact r-th order
 // statistic, whatever the input order. It panics when r is out of range.
-func Value(a []float64, r int) float64 {
+func Value[T cmp.Ordered](a []T, r int) T {
 	if r < 0 || r >= len(a) {
 		panic(fmt.Sprintf("selection: rank %d of %d values", r, len(a)))
 	}
