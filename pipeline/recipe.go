@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/internal/jsonout"
 	"github.com/onnxpost/onnxpost/internal/safefs"
 	"github.com/onnxpost/onnxpost/onnxio"
 	"github.com/onnxpost/onnxpost/release"
@@ -783,10 +784,16 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 			if r.WorkDir != "" {
 				out, report = filepath.Join(work, stem+".onnx"), filepath.Join(work, stem+".json")
 			}
-			sr := StepResult{Step: i + 1, Name: name, Command: s.Command, Args: r.inProcessArgs(i, out, report), Output: out}
+			sr := StepResult{Step: i + 1, Name: name, Command: s.Command, Args: r.inProcessArgs(i, prevPath, out, report), Output: out}
 			o, err := r.runInProcess(ctx, i, p, prevModel)
 			if o != nil {
 				sr.Result = o.result
+				if s.Command == "quantize" && o.result != nil {
+					// the input's size, as the command reports its input file's
+					if n := r.inputBytes(i, rep.Steps); n > 0 {
+						o.result["input_bytes"] = n
+					}
+				}
 			}
 			if err == nil && out != "" {
 				err = r.writeStep(ctx, o, out, report)
@@ -849,6 +856,27 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 	return finishReport(nil)
 }
 
+// inputBytes is the size of step i's input: its input file, or the
+// previous step's model ("bytes" of its result); 0 when unknown.
+func (r *Recipe) inputBytes(i int, done []StepResult) int64 {
+	if in := r.Steps[i].Inputs; len(in) == 1 {
+		if st, err := os.Stat(r.Path(in[0])); err == nil {
+			return st.Size()
+		}
+		return 0
+	}
+	if i == 0 || len(done) < i {
+		return 0
+	}
+	switch n := done[i-1].Result["bytes"].(type) {
+	case float64:
+		return int64(n)
+	case int64:
+		return n
+	}
+	return 0
+}
+
 // logf writes a progress line to r.Log (nothing when nil).
 func (r *Recipe) logf(format string, args ...any) {
 	if r.Log != nil {
@@ -858,9 +886,13 @@ func (r *Recipe) logf(format string, args ...any) {
 
 // inProcessArgs is the report's "args" of in-process step i: the
 // equivalent command line, with -o and --report only when the step
-// writes its model (workdir) and "-" for a model passed in memory.
-func (r *Recipe) inProcessArgs(i int, out, report string) []string {
-	args := r.Args(i, "-", out, report)
+// writes its model (workdir), and "-" for a previous model that is only
+// in memory (input "").
+func (r *Recipe) inProcessArgs(i int, input, out, report string) []string {
+	if input == "" {
+		input = "-"
+	}
+	args := r.Args(i, input, out, report)
 	if out != "" {
 		return args
 	}
@@ -872,22 +904,30 @@ func (r *Recipe) inProcessArgs(i int, out, report string) []string {
 	return args
 }
 
-// writeStep writes an in-process step's model and JSON result to the
-// work folder (a recipe with workdir).
+// writeStep writes an in-process step's model and its result (JSON and
+// Markdown, as the command writes its --report) to the work folder (a
+// recipe with workdir).
 func (r *Recipe) writeStep(ctx context.Context, o *stepOutcome, out, report string) error {
 	w, err := o.model.SaveFile(out, &onnxio.SaveOptions{Context: ctx})
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", out, err)
 	}
 	if o.result != nil {
-		o.result["output"] = out
+		o.result["model"], o.result["output"] = out, out
 		o.result["bytes"] = w.Bytes()
 	}
-	b, err := json.MarshalIndent(o.result, "", "  ")
+	b, err := jsonout.Marshal(o.result)
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(report, append(b, '\n'), 0o644)
+	if err := os.WriteFile(report, b, 0o644); err != nil {
+		return err
+	}
+	md, err := release.Markdown(b)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(release.MarkdownPath(report), []byte(md), 0o644)
 }
 
 // commit is the recipe's final step: the last step's model (at last) is

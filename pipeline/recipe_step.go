@@ -258,6 +258,25 @@ func (r *Recipe) runInProcess(ctx context.Context, i int, p *stepPlan, prev *onn
 			return nil, fmt.Errorf("data: %w", err)
 		}
 	}
+	if opt.Data != nil && s.Command == "merge" {
+		// every input alone on the data, so the report shows the merge
+		// beside its inputs (the command's input_metrics)
+		var rows []map[string]any
+		for j, m := range in.Models {
+			eo := p.eo
+			eo.NoDefaultLatency = true
+			res, err := evalharness.EvaluateModels(ctx, m, nil, opt.Data, p.so, eo)
+			if err != nil {
+				return nil, fmt.Errorf("evaluating input %d: %w", j+1, err)
+			}
+			label := "-"
+			if j < len(paths) {
+				label = paths[j]
+			}
+			rows = append(rows, map[string]any{"model": label, "metrics": res.Metrics})
+		}
+		extra["input_metrics"] = rows
+	}
 	erep, err := release.Evaluate(ctx, cand, ref, opt)
 	if erep == nil {
 		return nil, err

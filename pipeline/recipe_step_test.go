@@ -117,7 +117,8 @@ func TestRecipeInProcessWritesNoIntermediate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = []string{"step01-merge.json", "step01-merge.onnx", "step02-sparsify.json", "step02-sparsify.onnx", "step03-quantize.json", "step03-quantize.onnx"}
+	want = []string{"step01-merge.json", "step01-merge.md", "step01-merge.onnx", "step02-sparsify.json", "step02-sparsify.md", "step02-sparsify.onnx",
+		"step03-quantize.json", "step03-quantize.md", "step03-quantize.onnx"}
 	if got := files(t, filepath.Join(dir2, "work")); !slices.Equal(got, want) {
 		t.Errorf("workdir files %v, want %v", got, want)
 	}
@@ -328,5 +329,60 @@ func TestRecipeInProcessGate(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, "out.onnx")); (err == nil) != tc.passed {
 			t.Errorf("%s: output written: %v", tc.gate, err == nil)
 		}
+	}
+}
+
+// A step outside the registry between in-process steps: the model before
+// it is written to a temporary folder for the StepRunner, its output is
+// read back for the next in-process step, and the folder is removed.
+func TestRecipeMixedSteps(t *testing.T) {
+	dir := writeModels(t)
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	spec := func(cmd string) (map[string]bool, bool) {
+		if cmd == "ext" {
+			return map[string]bool{}, true
+		}
+		return valueSpec(cmd)
+	}
+	src := "output: out.onnx\nsteps:\n  - sparsify: {pattern: \"2:4\", inputs: [a.onnx]}\n  - ext: {}\n  - quantize: {weights: int8}\n"
+	r, err := ParseRecipe([]byte(src), dir, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	rep, err := r.Run(context.Background(), func(ctx context.Context, args []string) (map[string]any, error) {
+		calls++
+		in := args[len(args)-1]
+		m, err := onnxio.Load(in)
+		if err != nil {
+			t.Errorf("the step's input %s: %v", in, err)
+			return nil, err
+		}
+		if !strings.HasPrefix(in, tmp) {
+			t.Errorf("input %s outside the temporary folder", in)
+		}
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "-o" {
+				if err := m.Save(args[i+1], nil); err != nil {
+					return nil, err
+				}
+			}
+		}
+		return map[string]any{"bytes": 1.0}, nil
+	}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 || len(rep.Steps) != 3 || rep.Steps[1].Output == "" || rep.Steps[2].Output != "" {
+		t.Errorf("%d runner calls, steps %+v", calls, rep.Steps)
+	}
+	for _, f := range files(t, tmp) {
+		if strings.Contains(f, "onnxpost-recipe-") {
+			t.Errorf("temporary file left: %s", f)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out.onnx")); err != nil {
+		t.Error(err)
 	}
 }
