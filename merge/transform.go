@@ -222,7 +222,9 @@ func OptionsFromArgs(a transform.Args, n int) (Options, error) {
 
 // runMerge merges in.Models (deltas from in.Base when given) into a new
 // model; Fisher takes the models' diagonal Fishers from in.Calibration
-// ([]*onnxio.Model, one per model).
+// ([]*onnxio.Model, one per model). When in.Options holds the inputs'
+// []Source, the merge's provenance is recorded in the model's metadata
+// (Merged), as the command line records it.
 func runMerge(ctx context.Context, in transform.Input) (*onnxio.Model, any, error) {
 	o, err := OptionsFromArgs(in.Args, len(in.Models))
 	if err != nil {
@@ -241,9 +243,36 @@ func runMerge(ctx context.Context, in transform.Input) (*onnxio.Model, any, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	out, err := mg.Model(ctx, nil)
+	var out *onnxio.Model
+	if srcs, ok := in.Options.([]Source); ok {
+		out, err = mg.Merged(ctx, srcs)
+	} else {
+		out, err = mg.Model(ctx, nil)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
-	return out, mg.opt.Params(), nil
+	rep := &Report{Method: string(o.Method), Params: mg.opt.Params(), Tensors: len(mg.Plan()), Elements: mg.Elements(), Thresholds: mg.Thresholds()}
+	if srcs, ok := in.Options.([]Source); ok {
+		rep.Inputs = srcs
+	}
+	return out, rep, nil
+}
+
+// Report is the merge transform's report; its JSON keys are those the
+// merge command's result holds.
+type Report struct {
+	// Method is the merge method.
+	Method string `json:"method"`
+	// Params are the method's parameters as recorded (Options.Params).
+	Params map[string]string `json:"merge_params"`
+	// Tensors is the number of tensors merged.
+	Tensors int `json:"merged_tensors"`
+	// Elements is the number of elements merged.
+	Elements int64 `json:"merged_params"`
+	// Thresholds are each model's global trim threshold on |τ| (TIES with
+	// global scope), or nil.
+	Thresholds []float64 `json:"trim_thresholds,omitempty"`
+	// Inputs are the input files, when the caller gave them (Source).
+	Inputs []Source `json:"inputs,omitempty"`
 }

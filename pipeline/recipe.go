@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/internal/jsonout"
 	"github.com/onnxpost/onnxpost/internal/safefs"
 	"github.com/onnxpost/onnxpost/onnxio"
 	"github.com/onnxpost/onnxpost/release"
@@ -94,9 +96,12 @@ type Recipe struct {
 	// WithOutDir option was given).
 	OutDir string
 
-	// Session opens the ONNX Runtime sessions of the final commit; set by
-	// the caller (a recipe cannot choose the native library).
+	// Session opens the ONNX Runtime sessions of the final commit and
+	// names the library of the in-process steps'; set by the caller (a
+	// recipe cannot choose the native library).
 	Session evalharness.SessionOptions
+	// Log receives a line per in-process step (nil: nothing).
+	Log io.Writer
 
 	outputPath, reportPath, workPath, outputReportPath string
 	canonical                                          []byte
@@ -266,6 +271,18 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 		}
 		if s.Gate != "" && s.Data == "" && r.Data == "" {
 			errs = append(errs, fmt.Sprintf("step %d has a gate but no data to evaluate it on", i+1))
+		}
+	}
+	// the in-process steps' combinations (calib given when needed and only
+	// then), when each value passed
+	if len(errs) == 0 {
+		for i := range r.Steps {
+			if !r.InProcess(i) {
+				continue
+			}
+			if _, err := r.plan(i); err != nil {
+				errs = append(errs, fmt.Sprintf("step %d (%s): %v", i+1, r.Steps[i].Command, err))
+			}
 		}
 	}
 	// everything written must stay inside the write folder
@@ -628,26 +645,53 @@ func (r *Recipe) Args(i int, input, out, report string) []string {
 	return args
 }
 
-// Run executes the recipe's steps in order through run, stopping at the
-// first error or failed gate. Intermediate models go to WorkDir (or a
-// temporary folder); the last step's model is written to Output, with the
-// recipe and tool version in its metadata, only when every step passed.
-// The report is written in every case (when Report is set), also when ctx
-// is cancelled: the report then says so, and the temporary folder is
-// removed all the same.
+// Run executes the recipe's steps in order, stopping at the first error
+// or failed gate, then commits the last step's model (release.Commit).
+//
+// The steps of merge, quantize, sparsify and lowrank (InProcess) run in
+// this process through their registered transforms: every such step is
+// planned before the first one runs (its transform chosen and its values
+// bound, a missing or unused calib refused), the model passes from step
+// to step in memory, calib and data are loaded from the recipe's folder
+// with only the arrays the model reads (evalharness.LoadDatasetFor, its
+// size budget), and a step with data is evaluated against its input (a
+// merge: against its base, else its first model) and gated by
+// release.Evaluate, which writes nothing. Such a step writes its model
+// (stepNN-COMMAND.onnx) and result (stepNN-COMMAND.json) only when the
+// recipe sets workdir.
+//
+// Other steps run through run with files: the previous model is written
+// to the work folder (workdir, or a temporary folder removed afterwards)
+// when it is only in memory, and the step's output is read back.
+//
+// The report is written in every case (when Report is set), also when
+// ctx is cancelled: the report then says so.
 func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*RecipeReport, error) {
 	sum := sha256.Sum256(r.Source)
 	rep := &RecipeReport{Recipe: r.Name, Version: version, RecipeSHA256: hex.EncodeToString(sum[:]), Canonical: r.canonical}
+	// the work folder: workdir, or a temporary folder made when a step
+	// needs a file
 	work := r.workPath
-	if r.WorkDir == "" {
-		d, err := os.MkdirTemp("", "onnxpost-recipe-*")
-		if err != nil {
+	if r.WorkDir != "" {
+		if err := os.MkdirAll(work, 0o755); err != nil {
 			return rep, err
 		}
-		defer os.RemoveAll(d)
+	}
+	defer func() {
+		if r.WorkDir == "" && work != "" {
+			os.RemoveAll(work)
+		}
+	}()
+	workDir := func() (string, error) {
+		if work != "" {
+			return work, nil
+		}
+		d, err := os.MkdirTemp("", "onnxpost-recipe-*")
+		if err != nil {
+			return "", err
+		}
 		work = d
-	} else if err := os.MkdirAll(work, 0o755); err != nil {
-		return rep, err
+		return d, nil
 	}
 	// The report's files are prepared before the output is committed, so
 	// a report that cannot be written leaves no output behind.
@@ -704,15 +748,79 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 		_ = PlotRecipe(stem+".png", rep) // a plot is a convenience: its failure does not fail the run
 		return rep, err
 	}
-	prev := ""
+	names := make([]string, len(r.Steps))
+	plans := make([]*stepPlan, len(r.Steps))
 	for i, s := range r.Steps {
-		name := s.Name
-		if name == "" {
-			name = fmt.Sprintf("%d-%s", i+1, s.Command)
+		names[i] = s.Name
+		if names[i] == "" {
+			names[i] = fmt.Sprintf("%d-%s", i+1, s.Command)
 		}
-		out := filepath.Join(work, fmt.Sprintf("step%02d-%s.onnx", i+1, s.Command))
-		stepReport := filepath.Join(work, fmt.Sprintf("step%02d-%s.json", i+1, s.Command))
-		args := r.Args(i, prev, out, stepReport)
+		if !r.InProcess(i) {
+			continue
+		}
+		p, err := r.plan(i)
+		if err != nil {
+			return finishReport(fmt.Errorf("step %d (%s): %w", i+1, names[i], err))
+		}
+		plans[i] = p
+	}
+	// the previous step's model: in memory (prevModel), in a file
+	// (prevPath), or both
+	var prevModel *onnxio.Model
+	prevPath := ""
+	for i, s := range r.Steps {
+		name := names[i]
+		stem := fmt.Sprintf("step%02d-%s", i+1, s.Command)
+		if p := plans[i]; p != nil {
+			if prevModel == nil && prevPath != "" && len(s.Inputs) == 0 {
+				m, err := onnxio.Load(prevPath)
+				if err != nil {
+					return finishReport(fmt.Errorf("step %d (%s): %w", i+1, name, err))
+				}
+				prevModel = m
+			}
+			r.logf("==> step %d (%s): %s in process\n", i+1, name, p.t.Name)
+			out, report := "", ""
+			if r.WorkDir != "" {
+				out, report = filepath.Join(work, stem+".onnx"), filepath.Join(work, stem+".json")
+			}
+			sr := StepResult{Step: i + 1, Name: name, Command: s.Command, Args: r.inProcessArgs(i, prevPath, out, report), Output: out}
+			o, err := r.runInProcess(ctx, i, p, prevModel)
+			if o != nil {
+				sr.Result = o.result
+				if s.Command == "quantize" && o.result != nil {
+					// the input's size, as the command reports its input file's
+					if n := r.inputBytes(i, rep.Steps); n > 0 {
+						o.result["input_bytes"] = n
+					}
+				}
+			}
+			if err == nil && out != "" {
+				err = r.writeStep(ctx, o, out, report)
+			}
+			if err != nil {
+				sr.Error = err.Error()
+				rep.Steps = append(rep.Steps, sr)
+				return finishReport(fmt.Errorf("step %d (%s): %w", i+1, name, err))
+			}
+			rep.Steps = append(rep.Steps, sr)
+			prevModel, prevPath = o.model, out
+			continue
+		}
+		dir, err := workDir()
+		if err != nil {
+			return finishReport(err)
+		}
+		if prevPath == "" && prevModel != nil && len(s.Inputs) == 0 {
+			// the StepRunner reads files: the in-memory model is written
+			prevPath = filepath.Join(dir, fmt.Sprintf("step%02d-input.onnx", i+1))
+			if err := prevModel.Save(prevPath, &onnxio.SaveOptions{Context: ctx}); err != nil {
+				return finishReport(fmt.Errorf("step %d (%s): writing its input: %w", i+1, name, err))
+			}
+		}
+		out := filepath.Join(dir, stem+".onnx")
+		stepReport := filepath.Join(dir, stem+".json")
+		args := r.Args(i, prevPath, out, stepReport)
 		sr := StepResult{Step: i + 1, Name: name, Command: s.Command, Args: args, Output: out}
 		res, err := run(ctx, args)
 		sr.Result = res
@@ -722,12 +830,19 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 			return finishReport(fmt.Errorf("step %d (%s): %w", i+1, name, err))
 		}
 		rep.Steps = append(rep.Steps, sr)
-		prev = out
+		prevModel, prevPath = nil, out
 	}
 	if err := prepare(); err != nil {
 		return rep, err
 	}
-	final, err := r.commit(ctx, prev, version)
+	if prevModel == nil {
+		m, err := onnxio.Load(prevPath)
+		if err != nil {
+			return finishReport(err)
+		}
+		prevModel = m
+	}
+	final, err := r.commit(ctx, prevModel, version)
 	if final != nil {
 		if doc, jerr := final.JSON(); jerr == nil {
 			rep.Final = doc
@@ -741,14 +856,85 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 	return finishReport(nil)
 }
 
+// inputBytes is the size of step i's input: its input file, or the
+// previous step's model ("bytes" of its result); 0 when unknown.
+func (r *Recipe) inputBytes(i int, done []StepResult) int64 {
+	if in := r.Steps[i].Inputs; len(in) == 1 {
+		if st, err := os.Stat(r.Path(in[0])); err == nil {
+			return st.Size()
+		}
+		return 0
+	}
+	if i == 0 || len(done) < i {
+		return 0
+	}
+	switch n := done[i-1].Result["bytes"].(type) {
+	case float64:
+		return int64(n)
+	case int64:
+		return n
+	}
+	return 0
+}
+
+// logf writes a progress line to r.Log (nothing when nil).
+func (r *Recipe) logf(format string, args ...any) {
+	if r.Log != nil {
+		fmt.Fprintf(r.Log, format, args...)
+	}
+}
+
+// inProcessArgs is the report's "args" of in-process step i: the
+// equivalent command line, with -o and --report only when the step
+// writes its model (workdir), and "-" for a previous model that is only
+// in memory (input "").
+func (r *Recipe) inProcessArgs(i int, input, out, report string) []string {
+	if input == "" {
+		input = "-"
+	}
+	args := r.Args(i, input, out, report)
+	if out != "" {
+		return args
+	}
+	for j := 0; j+1 < len(args); j++ {
+		if args[j] == "-o" && args[j+1] == "" {
+			return append(args[:j:j], args[j+4:]...)
+		}
+	}
+	return args
+}
+
+// writeStep writes an in-process step's model and its result (JSON and
+// Markdown, as the command writes its --report) to the work folder (a
+// recipe with workdir).
+func (r *Recipe) writeStep(ctx context.Context, o *stepOutcome, out, report string) error {
+	w, err := o.model.SaveFile(out, &onnxio.SaveOptions{Context: ctx})
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", out, err)
+	}
+	if o.result != nil {
+		o.result["model"], o.result["output"] = out, out
+		o.result["bytes"] = w.Bytes()
+	}
+	b, err := jsonout.Marshal(o.result)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(report, b, 0o644); err != nil {
+		return err
+	}
+	md, err := release.Markdown(b)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(release.MarkdownPath(report), []byte(md), 0o644)
+}
+
 // commit is the recipe's final step: the last step's model (at last) is
 // committed by release.Commit to the output, gated by the recipe's gate
 // against ref on data, with the chain's provenance.
-func (r *Recipe) commit(ctx context.Context, last, version string) (*release.Report, error) {
-	m, err := onnxio.Load(last)
-	if err != nil {
-		return nil, err
-	}
+func (r *Recipe) commit(ctx context.Context, m *onnxio.Model, version string) (*release.Report, error) {
+	var err error
 	opt := release.Options{
 		Output:   r.outputPath,
 		Report:   r.outputReportPath,

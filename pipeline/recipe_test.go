@@ -18,6 +18,8 @@ func fakeSpec(cmd string) (map[string]bool, bool) {
 		return map[string]bool{"weights": false, "seed": false, "threads": false, "ort-lib": false, "ep": false}, true
 	case "eval":
 		return map[string]bool{"save-outputs": false, "data": false}, true
+	case "ext": // a command outside the transform registry
+		return map[string]bool{"base": false}, true
 	case "search":
 		return map[string]bool{"plots": false, "baselines": false, "cache-dir": false, "target": false}, true
 	}
@@ -92,8 +94,21 @@ func TestParseRecipeRefusals(t *testing.T) {
 
 var errGate = errors.New("gate failed")
 
+// argvRecipe's steps name a command outside the transform registry:
+// they run through the StepRunner, on files.
+const argvRecipe = `
+name: t
+seed: 7
+data: data.npz
+output: out.onnx
+steps:
+  - ext: {base: base.onnx, inputs: [a.onnx, b.onnx]}
+    gate: "accuracy>=0.8"
+  - ext: {}
+`
+
 func TestRecipeRunStopsAtGate(t *testing.T) {
-	dir, src := writeRecipe(t, goodRecipe+"report: rep.json\n")
+	dir, src := writeRecipe(t, argvRecipe+"report: rep.json\n")
 	r, err := ParseRecipe(src, dir, fakeSpec)
 	if err != nil {
 		t.Fatal(err)

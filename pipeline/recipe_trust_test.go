@@ -135,7 +135,7 @@ func fakeStep(t *testing.T) StepRunner {
 // model the recipe reads), not the recipe; the recipe report records the
 // recipe's hash and its canonical form, never its text.
 func TestRecipeMetadataIsCanonical(t *testing.T) {
-	body := "# secret comment: hunter2\n" + strings.Replace(goodRecipe, "name: t", "name: \"t\\e[2J\"", 1) + "report: r.json\n"
+	body := "# secret comment: hunter2\n" + strings.Replace(argvRecipe, "name: t", "name: \"t\\e[2J\"", 1) + "report: r.json\n"
 	dir, src := writeRecipe(t, body)
 	r, err := ParseRecipe(src, dir, fakeSpec)
 	if err != nil {
@@ -209,7 +209,7 @@ func TestRecipeMetadataIsCanonical(t *testing.T) {
 
 // A report that cannot be written leaves no output behind.
 func TestRecipeUnwritableReport(t *testing.T) {
-	dir, src := writeRecipe(t, goodRecipe+"report: r.json\n")
+	dir, src := writeRecipe(t, argvRecipe+"report: r.json\n")
 	if err := os.Mkdir(filepath.Join(dir, "r.md"), 0o755); err != nil { // the Markdown sibling is a folder
 		t.Fatal(err)
 	}

@@ -85,6 +85,11 @@ func (o *Options) Check() error {
 	if o.Output == "" {
 		return fmt.Errorf("%w: no output path", ErrOptions)
 	}
+	return o.checkGate()
+}
+
+// checkGate refuses gate conditions without data.
+func (o *Options) checkGate() error {
 	if o.Gate != nil && len(o.Gate.Conditions) > 0 && o.Data == nil {
 		return fmt.Errorf("%w: the gate %q needs data to evaluate the candidate", ErrOptions, o.Gate.Expr)
 	}
@@ -142,31 +147,9 @@ func Commit(ctx context.Context, cand, ref *onnxio.Model, opt Options) (*Report,
 	if err := opt.Provenance.Record(cand); err != nil {
 		return nil, err
 	}
-	res := &evalharness.Result{Model: opt.Output, Metrics: map[string]float64{}}
-	if opt.Data != nil {
-		eo := opt.Eval
-		if opt.Gate != nil {
-			eo.Require, _ = opt.Gate.Metrics()
-		}
-		r, err := evalharness.EvaluateModels(ctx, cand, ref, opt.Data, opt.Session, eo)
-		if err != nil {
-			return nil, fmt.Errorf("evaluating on %s: %w", opt.DataName, err)
-		}
-		r.Model = opt.Output
-		res = r
-	} else if err := CheckLoads(cand, opt.Session, opt.Output, opt.command(), opt.log()); err != nil {
+	res, passed, err := evaluate(ctx, cand, ref, opt, true)
+	if err != nil {
 		return nil, err
-	}
-	if n, err := Params(cand); err == nil {
-		res.Params = n
-	}
-	gate := opt.Gate
-	if gate == nil {
-		gate = &evalharness.Gate{}
-	}
-	passed := true
-	if len(gate.Conditions) > 0 || len(res.NewNonfinite()) > 0 {
-		passed = gate.CheckResult(res).Passed
 	}
 	pending, err := PrepareReport(opt.Report)
 	if err != nil {
@@ -208,4 +191,63 @@ func Commit(ctx context.Context, cand, ref *onnxio.Model, opt Options) (*Report,
 		return rep, &GateError{Failed: res.Gate.Failed(), Output: opt.Output}
 	}
 	return rep, nil
+}
+
+// Evaluate is Commit without the write, for a candidate that is not
+// released yet (a recipe's intermediate step): with opt.Data it
+// evaluates cand and ref with ONNX Runtime and checks opt.Gate as Commit
+// does; without data it only counts cand's parameters (no load check:
+// the model is not written, the commit that writes it checks). cand and
+// ref are only read; opt.Output, KeepRejected, Report, External and
+// Provenance are not used, and nothing is written. The report's Passed
+// says whether the gate passed; a failed gate also returns a *GateError
+// (wrapping ErrGateFailed) with the report.
+func Evaluate(ctx context.Context, cand, ref *onnxio.Model, opt Options) (*Report, error) {
+	if err := opt.checkGate(); err != nil {
+		return nil, err
+	}
+	res, passed, err := evaluate(ctx, cand, ref, opt, false)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Command: opt.command(), Result: res, Output: opt.Output, Passed: passed, Extra: opt.Extra}
+	if !passed {
+		return rep, &GateError{Failed: res.Gate.Failed(), Output: opt.Output}
+	}
+	return rep, nil
+}
+
+// evaluate evaluates cand against ref on opt.Data (or, with loadCheck and
+// no data, checks that cand loads), counts cand's parameters and checks
+// the gate: Commit's steps 2 and 3.
+func evaluate(ctx context.Context, cand, ref *onnxio.Model, opt Options, loadCheck bool) (*evalharness.Result, bool, error) {
+	res := &evalharness.Result{Model: opt.Output, Metrics: map[string]float64{}}
+	if opt.Data != nil {
+		eo := opt.Eval
+		if opt.Gate != nil {
+			eo.Require, _ = opt.Gate.Metrics()
+		}
+		r, err := evalharness.EvaluateModels(ctx, cand, ref, opt.Data, opt.Session, eo)
+		if err != nil {
+			return nil, false, fmt.Errorf("evaluating on %s: %w", opt.DataName, err)
+		}
+		r.Model = opt.Output
+		res = r
+	} else if loadCheck {
+		if err := CheckLoads(cand, opt.Session, opt.Output, opt.command(), opt.log()); err != nil {
+			return nil, false, err
+		}
+	}
+	if n, err := Params(cand); err == nil {
+		res.Params = n
+	}
+	gate := opt.Gate
+	if gate == nil {
+		gate = &evalharness.Gate{}
+	}
+	passed := true
+	if len(gate.Conditions) > 0 || len(res.NewNonfinite()) > 0 {
+		passed = gate.CheckResult(res).Passed
+	}
+	return res, passed, nil
 }

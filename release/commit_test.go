@@ -280,3 +280,45 @@ func TestLoadCheckFromFile(t *testing.T) {
 		t.Fatalf("left %v", left)
 	}
 }
+
+// Evaluate measures and gates like Commit but writes nothing (not even
+// with Output, Report or KeepRejected set) and leaves the candidate's
+// metadata alone; gate conditions without data are refused.
+func TestEvaluate(t *testing.T) {
+	gate, _ := evalharness.ParseGate("accuracy>=0.9")
+	if _, err := Evaluate(context.Background(), classifier(t, 1, 0, 0, 1), nil, Options{Gate: gate}); !errors.Is(err, ErrOptions) {
+		t.Fatalf("gate without data: err = %v", err)
+	}
+	needORT(t)
+	ref := classifier(t, 1, 0, 0, 1)
+	for _, tc := range []struct {
+		name   string
+		w      []float32
+		passed bool
+	}{
+		{"passes", []float32{1, 0, 0, 1}, true},
+		{"fails", []float32{0, 1, 1, 0}, false},
+	} {
+		dir := t.TempDir()
+		cand := classifier(t, tc.w...)
+		rep, err := Evaluate(context.Background(), cand, ref, Options{
+			Output: filepath.Join(dir, "out.onnx"), Report: filepath.Join(dir, "r.json"), KeepRejected: filepath.Join(dir, "k.onnx"),
+			Data: dataset(t), Gate: gate, Command: "step", Provenance: &Provenance{Version: "v"},
+		})
+		if tc.passed != (err == nil) || !tc.passed && !errors.Is(err, ErrGateFailed) {
+			t.Fatalf("%s: err = %v", tc.name, err)
+		}
+		if rep == nil || rep.Passed != tc.passed || rep.Written != "" || rep.Result.Reference == nil || rep.Result.Params != 4 {
+			t.Fatalf("%s: report %+v", tc.name, rep)
+		}
+		if want := map[bool]float64{true: 1, false: 0}[tc.passed]; rep.Result.Metrics["accuracy"] != want {
+			t.Errorf("%s: accuracy %v, want %v", tc.name, rep.Result.Metrics["accuracy"], want)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Errorf("%s: Evaluate wrote %d files", tc.name, len(ents))
+		}
+		if len(cand.Metadata()) != 0 {
+			t.Errorf("%s: the candidate's metadata changed: %v", tc.name, cand.Metadata())
+		}
+	}
+}

@@ -23,8 +23,14 @@ func init() {
 		Description: `Runs the steps of a YAML recipe in order, each one an onnxpost command
 whose keys are that command's flags, with a gate after any step. The whole
 recipe is checked first (unknown keys, missing files, gates without data),
-so a typo fails before any work. Intermediate models go to workdir; the
-last step's model is committed like a command's output (release.Commit):
+so a typo fails before any work. The steps of merge, quantize, sparsify
+and lowrank run in this process through their transforms, passing the
+model in memory (written to workdir only when the recipe sets workdir);
+a step of another command (search, soup, fisher, eval, noop), or one that
+sets a flag such as config, fisher, align or external-data, runs the
+command on files in workdir (or a temporary folder). A step with data is
+evaluated against its input and checked by its gate. The last step's
+model is committed like a command's output (release.Commit):
 evaluated on data against ref when gate or output-report is set, gated by
 gate, written to output only when every step and that gate passed, with
 the chain's provenance in its metadata (tool version, SHA-256 of every
@@ -115,6 +121,7 @@ func runAction(c *cli.Context) error {
 		}
 	}
 	r.Session = evalharness.SessionOptions{Library: c.String("ort-lib")}
+	r.Log = os.Stderr
 	rep, err := r.Run(c.Context, recipeStep, version)
 	if c.Bool("json") {
 		enc := json.NewEncoder(os.Stdout)

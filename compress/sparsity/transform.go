@@ -134,7 +134,8 @@ func OptionsFromArgs(a transform.Args) (Options, Selection, error) {
 }
 
 // runPrune prunes a clone of the model (PruneModel edits in place) and
-// returns the clone and the Report.
+// returns the clone and the Report. Magnitude pruning also prunes the
+// weights If/Loop/Scan subgraphs read (HoistSubgraphWeights first).
 func runPrune(ctx context.Context, in transform.Input) (*onnxio.Model, any, error) {
 	if len(in.Models) != 1 {
 		return nil, nil, fmt.Errorf("sparsity: sparsify takes one model, got %d", len(in.Models))
@@ -144,6 +145,14 @@ func runPrune(ctx context.Context, in transform.Input) (*onnxio.Model, any, erro
 		return nil, nil, err
 	}
 	m := in.Models[0].Clone()
+	if !opt.Method.NeedsCalibration() {
+		// weights that subgraphs read are pruned too (magnitude needs no
+		// capture of their inputs), as the command line prunes them
+		sel.Subgraphs = true
+		if _, err := HoistSubgraphWeights(m, sel); err != nil {
+			return nil, nil, err
+		}
+	}
 	rep, err := pruneWith(ctx, m, opt, sel, in.Calibration, PruneModel)
 	if err != nil {
 		return nil, nil, err
