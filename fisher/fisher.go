@@ -98,7 +98,9 @@ const copiesLimit = 4000
 type Options struct {
 	// Output names the logits output (default: the model's first
 	// floating-point output).
-	// It must have shape [batch, classes]; p(y|x) = softmax(logits).
+	// It must have shape [batch, classes], or [batch, sequence,
+	// vocabulary] for a language model (ModeTokens); p(y|x) =
+	// softmax(logits).
 	Output string
 	// Params lists the tensors to compute the Fisher of (default: every
 	// float initializer of the model).
@@ -108,13 +110,14 @@ type Options struct {
 	Samples int
 	// Seed seeds the label sampling.
 	Seed int64
-	// MaxExamples bounds the number of examples used (0: all).
+	// MaxExamples bounds the number of examples used (0: all); in
+	// ModeTokens it bounds the windows (each gives its counted positions).
 	MaxExamples int
 	// Batch is the number of examples per run in ModeRows (default 16).
 	Batch int
 	// Mode forces ModeRows, ModeCopies or ModeLoop; empty chooses ModeRows
 	// when the graph allows it, else ModeCopies for small graphs and
-	// ModeLoop for large ones.
+	// ModeLoop for large ones. Token logits always take ModeTokens.
 	Mode string
 	// Session configures the ONNX Runtime sessions.
 	Session evalharness.SessionOptions
@@ -132,7 +135,8 @@ type Result struct {
 	Shapes map[string][]int64
 	// Params lists the parameter names in model order.
 	Params []string
-	// Examples is the number of examples averaged over.
+	// Examples is the number of examples averaged over (ModeTokens: the
+	// counted token positions).
 	Examples int
 	// Classes is the number of classes of the logits.
 	Classes int
@@ -172,6 +176,9 @@ func ComputeResult(ctx context.Context, m *onnxio.Model, ds *evalharness.Dataset
 	g, err := Build(m, ds, opt)
 	if err != nil {
 		return nil, err
+	}
+	if g.Mode == ModeTokens {
+		return resultTokens(ctx, g, m, ds, n, opt)
 	}
 	gb, err := g.Model.Bytes()
 	if err != nil {
@@ -258,6 +265,11 @@ func ComputeResult(ctx context.Context, m *onnxio.Model, ds *evalharness.Dataset
 			opt.Progress(j, n)
 		}
 	}
+	return finishResult(g, acc, n)
+}
+
+// finishResult divides the Fisher sums acc by the number of examples n.
+func finishResult(g *Graph, acc [][]float64, n int) (*Result, error) {
 	res := &Result{Fisher: map[string][]float32{}, Shapes: g.Shapes, Params: g.Params, Examples: n, Classes: g.Classes, Mode: g.Mode, Fallback: g.Fallback}
 	for q, p := range g.Params {
 		f := make([]float32, len(acc[q]))
@@ -370,13 +382,23 @@ func Build(m *onnxio.Model, ds *evalharness.Dataset, opt Options) (*Graph, error
 	if !ok {
 		return nil, fmt.Errorf("%w: no output %q", ErrModel, output)
 	}
-	if len(oi.Shape) != 2 || oi.Shape[0] != 1 {
-		return nil, fmt.Errorf("%w: output %q has shape %v for one example; want [1, classes] logits", ErrModel, output, oi.Shape)
+	tokens := len(oi.Shape) == 3 && oi.Shape[0] == 1
+	if (len(oi.Shape) != 2 || oi.Shape[0] != 1) && !tokens {
+		return nil, fmt.Errorf("%w: output %q has shape %v for one example; want [1, classes] logits or [1, sequence, vocabulary] token logits", ErrModel, output, oi.Shape)
 	}
 	if oi.DType != onnxio.Float && oi.DType != onnxio.Double {
 		return nil, fmt.Errorf("%w: logits %q are %v; float32 or float64 needed", ErrModel, output, oi.DType)
 	}
-	base := &Graph{Output: output, Params: params, Shapes: shapes, Classes: int(oi.Shape[1]), Samples: opt.Samples, inputs: inputs, dtype: oi.DType}
+	base := &Graph{Output: output, Params: params, Shapes: shapes, Classes: int(oi.Shape[len(oi.Shape)-1]), Samples: opt.Samples, inputs: inputs, dtype: oi.DType}
+	if tokens {
+		if opt.Mode != "" && opt.Mode != ModeTokens {
+			return nil, fmt.Errorf("%w: output %q holds token logits %v; mode %s is for [batch, classes] logits, token logits take mode %s", ErrModel, output, oi.Shape, opt.Mode, ModeTokens)
+		}
+		return buildTokens(m, base, info)
+	}
+	if opt.Mode == ModeTokens {
+		return nil, fmt.Errorf("%w: mode %s needs [batch, sequence, vocabulary] logits; output %q has shape %v for one example", ErrModel, ModeTokens, output, oi.Shape)
+	}
 	fixed := ""
 	for _, in := range m.Inputs() {
 		if len(in.Shape) > 0 && in.Shape[0].Param == "" && in.Shape[0].Value > 0 {

@@ -25,6 +25,14 @@ written in ONNX ops) run by ONNX Runtime; per-example gradients are squared
 before they are averaged. --samples K replaces the sum over classes by the
 mean over K labels drawn from p(y|x) (seeded by --seed).
 
+Language models (logits [batch, sequence, vocabulary]): every next-token
+position that perplexity counts (attention_mask 1 at t and t+1, labels[t+1]
+not -100) is one example x, its context the window up to t; one backward
+pass per position and label (mode tokens). --max-examples then bounds the
+windows; use --samples (e.g. 1) with large vocabularies.
+
+  onnxpost fisher --data calib.npz --max-examples 32 --samples 1 -o lm.fisher.onnx lm.onnx
+
 The output is an ONNX file with no nodes whose initializers are named and
 shaped like MODEL's parameters: what merge --method fisher --fisher reads.
 
@@ -38,7 +46,7 @@ shaped like MODEL's parameters: what merge --method fisher --fisher reads.
 			&cli.IntFlag{Name: "max-examples", Usage: "use at most `N` examples (0: all)"},
 			&cli.IntFlag{Name: "batch", Value: 16, Usage: "examples per ONNX Runtime run (`N`)"},
 			&cli.StringFlag{Name: "logits", Aliases: []string{"output-name"}, Usage: "model output `NAME` holding the logits (default: the first floating-point output)"},
-			&cli.StringFlag{Name: "mode", Usage: "gradient graph `MODE`: rows (per-example gradients of a batch, replicated per class), copies (one example per run, one backward pass per class in one graph) or loop (one run per example and class); default rows when the graph allows it, else copies for small graphs and loop for large ones"},
+			&cli.StringFlag{Name: "mode", Usage: "gradient graph `MODE`: rows (per-example gradients of a batch, replicated per class), copies (one example per run, one backward pass per class in one graph) or loop (one run per example and class); default rows when the graph allows it, else copies for small graphs and loop for large ones; tokens for [batch, sequence, vocabulary] logits (always)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the machine-readable result on stdout"},
 			&cli.StringFlag{Name: "report", Usage: "write the JSON result to `FILE.json`"},
 			&cli.StringFlag{Name: "ep", Value: "cpu", Usage: "ONNX Runtime execution provider: cpu or cuda"},
@@ -64,8 +72,8 @@ func fisherAction(c *cli.Context) error {
 		return usagef("--samples and --max-examples must be >= 0 and --batch >= 1")
 	}
 	mode := c.String("mode")
-	if mode != "" && mode != fisher.ModeRows && mode != fisher.ModeCopies && mode != fisher.ModeLoop {
-		return usagef("--mode must be %s, %s or %s, got %q", fisher.ModeRows, fisher.ModeCopies, fisher.ModeLoop, mode)
+	if mode != "" && mode != fisher.ModeRows && mode != fisher.ModeCopies && mode != fisher.ModeLoop && mode != fisher.ModeTokens {
+		return usagef("--mode must be %s, %s, %s or %s, got %q", fisher.ModeRows, fisher.ModeCopies, fisher.ModeLoop, fisher.ModeTokens, mode)
 	}
 	so, err := sessionOptions(c)
 	if err != nil {
