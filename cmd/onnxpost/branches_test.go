@@ -49,6 +49,22 @@ func reportPerplexity(t *testing.T, path string) float64 {
 	return r.Metrics["perplexity"]
 }
 
+// reportParams reads the parameter count of a command's JSON report.
+func reportParams(t *testing.T, path string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		Params int64 `json:"params"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r.Params
+}
+
 // cacheBranchAgrees runs the merged decoder at path through both branches
 // (use_cache_branch false, and true with an empty past) and returns the
 // largest difference of their logits relative to the largest logit.
@@ -140,6 +156,7 @@ func TestMergedDecoderTransforms(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var ppl [2]float64
+			var params [2]int64
 			for i, model := range []string{merged, plain} {
 				out := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+[]string{".merged", ".plain"}[i]+".onnx")
 				rep := out + ".json"
@@ -147,7 +164,7 @@ func TestMergedDecoderTransforms(t *testing.T) {
 				if code := run(args); code != 0 {
 					t.Fatalf("%v: exit code %d", args[1:], code)
 				}
-				ppl[i] = reportPerplexity(t, rep)
+				ppl[i], params[i] = reportPerplexity(t, rep), reportParams(t, rep)
 				if i == 0 {
 					if d := cacheBranchAgrees(t, out, test); d > 1e-5 {
 						t.Errorf("cache and no-cache branches differ by %.3g (relative)", d)
@@ -160,6 +177,21 @@ func TestMergedDecoderTransforms(t *testing.T) {
 						t.Errorf("the output is no longer a merged decoder (ops %v)", m.OpCounts())
 					}
 				}
+			}
+			// the transform changes the parameter count alike in both
+			// (the merged input holds a few more constants than base.onnx)
+			var before [2]int64
+			for i, model := range []string{merged, plain} {
+				m, err := onnxio.Load(model)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if before[i], err = modelParams(m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if params[0]-before[0] != params[1]-before[1] {
+				t.Errorf("params: merged %d → %d, plain %d → %d", before[0], params[0], before[1], params[1])
 			}
 			if d := math.Abs(ppl[0]/ppl[1] - 1); !(d <= tc.tol) {
 				t.Errorf("perplexity merged %.10g, plain %.10g: relative difference %.3g > %.3g", ppl[0], ppl[1], d, tc.tol)

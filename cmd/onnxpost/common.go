@@ -379,7 +379,8 @@ func marshalJSON(v any) ([]byte, error) {
 // modelParams counts the elements of the model's parameter tensors; the
 // packed weights of MatMulNBits nodes count as their K×N logical weights,
 // quantization scales and zero points do not count. Weights in subgraphs,
-// sparse initializers and already-quantized weights count (AllWeights).
+// sparse initializers and already-quantized weights count (AllWeights), and
+// MatMulNBits nodes inside subgraphs too, each packed weight once.
 func modelParams(m *onnxio.Model) (int64, error) {
 	ws, err := m.AllWeights()
 	if err != nil {
@@ -391,9 +392,18 @@ func modelParams(m *onnxio.Model) (int64, error) {
 			n += w.Params()
 		}
 	}
-	for _, nd := range m.Nodes() {
-		if nd.OpType == "MatMulNBits" {
+	packed := map[string]bool{} // one packed weight read by both branches of an If counts once
+	var count func(nd onnxio.Node)
+	count = func(nd onnxio.Node) {
+		if nd.OpType == "MatMulNBits" && len(nd.Inputs) > 1 && !packed[nd.Inputs[1]] {
+			packed[nd.Inputs[1]] = true
 			n += nd.Int("K", 0) * nd.Int("N", 0)
+		}
+	}
+	for _, nd := range m.Nodes() {
+		count(nd)
+		for _, sn := range onnxio.SubgraphNodes(nd) {
+			count(sn)
 		}
 	}
 	return n, nil
