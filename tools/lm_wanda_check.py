@@ -15,6 +15,12 @@ tokens), then, for every output unit n and every group of M consecutive
 inputs k, keeps the N largest scores. It prints, per layer, the fraction of
 weights whose kept/pruned decision differs from onnxpost's output (ties in
 the score can legitimately break differently; they are counted apart).
+With --compare OTHER.onnx (e.g. the magnitude-pruned model) it also
+prints, per layer, the relative output error ||X(W - W')||_F / ||XW||_F on
+the calibration tokens of PRUNED and OTHER, and the spread of the input
+feature norms (max / median of ||X[:, k]||_2), the quantity Wanda's score
+exploits. --unstructured checks per-output-row unstructured masks (the
+fraction of each row given by the pruned model) instead of N:M.
 Needs numpy, onnx and onnxruntime.
 """
 
@@ -34,7 +40,10 @@ def main():
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--n", type=int, default=2)
     ap.add_argument("--m", type=int, default=4)
+    ap.add_argument("--compare", help="a second pruned model: print both models' per-layer output errors")
+    ap.add_argument("--unstructured", action="store_true", help="per-output-row unstructured masks instead of N:M")
     a = ap.parse_args()
+    other = {t.name: numpy_helper.to_array(t) for t in onnx.load(a.compare).graph.initializer} if a.compare else None
 
     dense = onnx.load(a.model)
     pruned = {t.name: numpy_helper.to_array(t) for t in onnx.load(a.pruned).graph.initializer}
@@ -55,18 +64,36 @@ def main():
     d = np.load(a.calib)
     ids, mask = d["input_ids"][: a.samples], d["attention_mask"][: a.samples]
     names = [o.name for o in sess.get_outputs()]
-    sq = {}
+    sq, gram = {}, {}
     for i in range(0, len(ids), 32):
         outs = dict(zip(names, sess.run(None, {"input_ids": ids[i:i + 32], "attention_mask": mask[i:i + 32]})))
         keep = mask[i:i + 32].reshape(-1) != 0
         for _, act in layers:
             x = outs[act].astype(np.float64).reshape(-1, outs[act].shape[-1])[keep]
             sq[act] = sq.get(act, 0) + (x * x).sum(axis=0)
+            gram[act] = gram.get(act, 0) + x.T @ x
     worst = 0.0
     for w, act in layers:
         W = inits[w].astype(np.float64)  # [K, N]
         score = np.abs(W) * np.sqrt(sq[act])[:, None]
         K, N = W.shape
+        if other is not None:
+            def oerr(Wp):
+                D = W - Wp.astype(np.float64)
+                return np.sqrt(np.trace(D.T @ gram[act] @ D) / np.trace(W.T @ gram[act] @ W))
+            norms = np.sqrt(sq[act])
+            print(f"{w:40s} output error {oerr(pruned[w]):.4f} vs other {oerr(other[w]):.4f}; "
+                  f"input norms max/median {norms.max() / np.median(norms):.1f}")
+        if a.unstructured:
+            k = int((pruned[w] == 0).sum(axis=0).max())
+            order = np.argsort(score, axis=0, kind="stable")
+            want = np.ones_like(W, dtype=bool)
+            np.put_along_axis(want, order[:k, :], False, axis=0)
+            got = pruned[w] != 0
+            diff = got != want
+            print(f"{w:40s} [{K}x{N}]  per-row unstructured mismatches {diff.sum()} ({diff.mean():.2e})")
+            worst = max(worst, diff.mean())
+            continue
         g = score.reshape(K // a.m, a.m, N)
         order = np.argsort(-g, axis=1, kind="stable")
         keep = np.zeros_like(g, dtype=bool)
