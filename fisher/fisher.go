@@ -180,13 +180,9 @@ func ComputeResult(ctx context.Context, m *onnxio.Model, ds *evalharness.Dataset
 	if g.Mode == ModeTokens {
 		return resultTokens(ctx, g, m, ds, n, opt)
 	}
-	gb, err := g.Model.Bytes()
+	sess, err := newGraphSession(g, opt)
 	if err != nil {
 		return nil, err
-	}
-	sess, err := evalharness.NewSession(gb, opt.Session)
-	if err != nil {
-		return nil, fmt.Errorf("fisher: gradient graph: %w", err)
 	}
 	defer sess.Close()
 	outIdx := map[string]int{}
@@ -447,14 +443,22 @@ func Build(m *onnxio.Model, ds *evalharness.Dataset, opt Options) (*Graph, error
 const SeedInput = "fisher_seed"
 
 // buildLoop builds the ModeLoop graph: one example, the gradient of
-// Σ seed⊙logits for a seed fed as an input, flattened per parameter.
+// Σ seed⊙logits for a seed [1, classes] fed as an input, flattened per
+// parameter.
 func buildLoop(m *onnxio.Model, base *Graph, info map[string]autodiff.Info) (*Graph, error) {
+	return buildSeeded(m, base, info, ModeLoop, SeedInput, []onnxio.Dim{{Value: 1}, {Value: int64(base.Classes)}})
+}
+
+// buildSeeded returns m with the input seed (shaped like the logits) and
+// one output per parameter holding the flattened gradient of Σ seed⊙logits:
+// the graph of ModeLoop and ModeTokens.
+func buildSeeded(m *onnxio.Model, base *Graph, info map[string]autodiff.Info, mode, seed string, shape []onnxio.Dim) (*Graph, error) {
 	g := m.Clone()
 	gr := *base
-	gr.Mode = ModeLoop
+	gr.Mode = mode
 	dt := info[base.Output].DType
-	g.AddInput(onnxio.ValueInfo{Name: SeedInput, DType: dt, Shape: []onnxio.Dim{{Value: 1}, {Value: int64(base.Classes)}}})
-	grads, err := autodiff.VJP(g, base.Output, SeedInput, base.Params, autodiff.Options{Info: info, Prefix: "fisher_bwd"})
+	g.AddInput(onnxio.ValueInfo{Name: seed, DType: dt, Shape: shape})
+	grads, err := autodiff.VJP(g, base.Output, seed, base.Params, autodiff.Options{Info: info, Prefix: "fisher_bwd"})
 	if err != nil {
 		return nil, fmt.Errorf("fisher: %w", err)
 	}
@@ -501,19 +505,7 @@ func loopExample(g *Graph, sess, fwd *evalharness.Session, feed map[string]*eval
 	for j, l := range lp {
 		p[j] = math.Exp(l)
 	}
-	var labels []int
-	var coefs []float64
-	if samples > 0 {
-		for _, y := range sampleLabels(lp, samples, rng) {
-			labels = append(labels, y)
-			coefs = append(coefs, 1/float64(samples))
-		}
-	} else {
-		for y := 0; y < c; y++ {
-			labels = append(labels, y)
-			coefs = append(coefs, p[y])
-		}
-	}
+	labels, coefs := labelsOf(lp, p, samples, rng)
 	seed := make([]float32, c)
 	for q, y := range labels {
 		for j := range seed {
@@ -525,17 +517,45 @@ func loopExample(g *Graph, sess, fwd *evalharness.Session, feed map[string]*eval
 		if err != nil {
 			return err
 		}
-		for j := range g.Params {
-			v, err := gout[outIdx[g.Outputs[j]]].Float64()
-			if err != nil {
-				return err
-			}
-			if len(v) != len(acc[j]) {
-				return fmt.Errorf("fisher: %s: gradient has %d elements, want %d", g.Params[j], len(v), len(acc[j]))
-			}
-			for k, x := range v {
-				acc[j][k] += coefs[q] * x * x
-			}
+		if err := addSquares(g, gout, outIdx, acc, coefs[q]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// labelsOf returns the labels of one example and their coefficients: every
+// class with p(y|x), or samples labels drawn from exp(lp) with 1/samples
+// each.
+func labelsOf(lp, p []float64, samples int, rng *rand.Rand) ([]int, []float64) {
+	var labels []int
+	var coefs []float64
+	if samples > 0 {
+		for _, y := range sampleLabels(lp, samples, rng) {
+			labels = append(labels, y)
+			coefs = append(coefs, 1/float64(samples))
+		}
+		return labels, coefs
+	}
+	for y := range p {
+		labels = append(labels, y)
+		coefs = append(coefs, p[y])
+	}
+	return labels, coefs
+}
+
+// addSquares adds coef·g² of the gradient run's outputs gout to acc.
+func addSquares(g *Graph, gout []*evalharness.Array, outIdx map[string]int, acc [][]float64, coef float64) error {
+	for j := range g.Params {
+		v, err := gout[outIdx[g.Outputs[j]]].Float64()
+		if err != nil {
+			return err
+		}
+		if len(v) != len(acc[j]) {
+			return fmt.Errorf("fisher: %s: gradient has %d elements, want %d", g.Params[j], len(v), len(acc[j]))
+		}
+		for k, x := range v {
+			acc[j][k] += coef * x * x
 		}
 	}
 	return nil

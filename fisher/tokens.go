@@ -26,32 +26,11 @@ const ModeTokens = "tokens"
 const TokenSeedInput = "fisher_token_seed"
 
 // buildTokens builds the ModeTokens graph: one window, the gradient of
-// Σ seed⊙logits for a seed fed as an input, flattened per parameter.
+// Σ seed⊙logits for a seed [1, sequence, vocabulary] fed as an input,
+// flattened per parameter.
 func buildTokens(m *onnxio.Model, base *Graph, info map[string]autodiff.Info) (*Graph, error) {
-	g := m.Clone()
-	gr := *base
-	gr.Mode = ModeTokens
-	dt := info[base.Output].DType
-	g.AddInput(onnxio.ValueInfo{Name: TokenSeedInput, DType: dt, Shape: []onnxio.Dim{{Value: 1}, {Param: "fisher_sequence"}, {Value: int64(base.Classes)}}})
-	grads, err := autodiff.VJP(g, base.Output, TokenSeedInput, base.Params, autodiff.Options{Info: info, Prefix: "fisher_bwd"})
-	if err != nil {
-		return nil, fmt.Errorf("fisher: %w", err)
-	}
-	b := &graphBuilder{pre: g.UniqueName("fisher")}
-	m1 := b.constant("m1", mustInts(-1))
-	gr.Outputs = make([]string, len(base.Params))
-	vis := make([]onnxio.ValueInfo, len(base.Params))
-	for j, p := range base.Params {
-		gr.Outputs[j] = b.add("Reshape", []string{grads[p], m1}, fmt.Sprintf("out%d", j))
-		ne, _ := onnxio.NumElements(base.Shapes[p])
-		vis[j] = onnxio.ValueInfo{Name: gr.Outputs[j], DType: info[p].DType, Shape: []onnxio.Dim{{Value: ne}}}
-	}
-	if err := g.InsertNodes(b.nodes...); err != nil {
-		return nil, err
-	}
-	g.SetOutputs(vis)
-	gr.Model = g
-	return &gr, nil
+	shape := []onnxio.Dim{{Value: 1}, {Param: "fisher_sequence"}, {Value: int64(base.Classes)}}
+	return buildSeeded(m, base, info, ModeTokens, TokenSeedInput, shape)
 }
 
 // countedPositions returns the positions t of window i whose logits count
@@ -138,7 +117,7 @@ func computeTokens(ctx context.Context, g *Graph, m *onnxio.Model, ds *evalharne
 			for j, l := range lp {
 				p[j] = math.Exp(l)
 			}
-			labels, coefs := tokenLabels(lp, p, opt.Samples, rng)
+			labels, coefs := labelsOf(lp, p, opt.Samples, rng)
 			for q, y := range labels {
 				row := seed[t*v : (t+1)*v]
 				for j := range row {
@@ -150,17 +129,8 @@ func computeTokens(ctx context.Context, g *Graph, m *onnxio.Model, ds *evalharne
 				if err != nil {
 					return 0, fmt.Errorf("fisher: window %d, position %d: %w", i, t, err)
 				}
-				for j := range g.Params {
-					gv, err := gout[outIdx[g.Outputs[j]]].Float64()
-					if err != nil {
-						return 0, err
-					}
-					if len(gv) != len(acc[j]) {
-						return 0, fmt.Errorf("fisher: %s: gradient has %d elements, want %d", g.Params[j], len(gv), len(acc[j]))
-					}
-					for k, x := range gv {
-						acc[j][k] += coefs[q] * x * x
-					}
+				if err := addSquares(g, gout, outIdx, acc, coefs[q]); err != nil {
+					return 0, err
 				}
 			}
 			clear(seed[t*v : (t+1)*v])
@@ -174,25 +144,6 @@ func computeTokens(ctx context.Context, g *Graph, m *onnxio.Model, ds *evalharne
 		return 0, fmt.Errorf("%w: no counted token position in %d windows (attention_mask and labels leave none)", ErrModel, n)
 	}
 	return examples, nil
-}
-
-// tokenLabels returns the labels of one position and their coefficients:
-// every class with p(y|x), or samples drawn labels with 1/samples each.
-func tokenLabels(lp, p []float64, samples int, rng *rand.Rand) ([]int, []float64) {
-	var labels []int
-	var coefs []float64
-	if samples > 0 {
-		for _, y := range sampleLabels(lp, samples, rng) {
-			labels = append(labels, y)
-			coefs = append(coefs, 1/float64(samples))
-		}
-		return labels, coefs
-	}
-	for y := range p {
-		labels = append(labels, y)
-		coefs = append(coefs, p[y])
-	}
-	return labels, coefs
 }
 
 // newGraphSession opens an ONNX Runtime session on g's model.

@@ -195,20 +195,7 @@ func TestTokenFisherSampledAndModes(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := tm.model(t)
-	run := func(seed int64) map[string][]float32 {
-		f, err := fisher.Compute(context.Background(), m, ds, fisher.Options{Samples: 2, Seed: seed, MaxExamples: 3})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
-	a, b, c := run(1), run(1), run(2)
-	if d := maxRelDiff(a, b); d != 0 {
-		t.Errorf("same seed, different Fisher (%.3g)", d)
-	}
-	if d := maxRelDiff(a, c); d == 0 {
-		t.Error("different seeds drew the same labels everywhere")
-	}
+	checkSeeded(t, m, ds, fisher.Options{Samples: 2, MaxExamples: 3})
 	_, err = fisher.Compute(context.Background(), m, ds, fisher.Options{Mode: fisher.ModeRows})
 	if !errors.Is(err, fisher.ErrModel) || !strings.Contains(err.Error(), "token logits take mode tokens") {
 		t.Fatalf("err = %v, want ErrModel naming mode tokens", err)
