@@ -178,8 +178,18 @@ func TestMergedDecoderTransforms(t *testing.T) {
 					}
 				}
 			}
-			// the transform changes the parameter count alike in both
-			// (the merged input holds a few more constants than base.onnx)
+			if d := math.Abs(ppl[0]/ppl[1] - 1); !(d <= tc.tol) {
+				t.Errorf("perplexity merged %.10g, plain %.10g: relative difference %.3g > %.3g", ppl[0], ppl[1], d, tc.tol)
+			}
+			// quantize and lowrank change the parameter count alike in both
+			// (the merged input holds a few more constants than base.onnx);
+			// sparsify and search fold each branch's small Constant
+			// values into initializers (two sets), and a dropped attention
+			// block keeps its k/v projections in the cache branch, which
+			// returns present.* for it
+			if tc.cmd != "quantize" && tc.cmd != "lowrank" {
+				return
+			}
 			var before [2]int64
 			for i, model := range []string{merged, plain} {
 				m, err := onnxio.Load(model)
@@ -192,9 +202,6 @@ func TestMergedDecoderTransforms(t *testing.T) {
 			}
 			if params[0]-before[0] != params[1]-before[1] {
 				t.Errorf("params: merged %d → %d, plain %d → %d", before[0], params[0], before[1], params[1])
-			}
-			if d := math.Abs(ppl[0]/ppl[1] - 1); !(d <= tc.tol) {
-				t.Errorf("perplexity merged %.10g, plain %.10g: relative difference %.3g > %.3g", ppl[0], ppl[1], d, tc.tol)
 			}
 		})
 	}
