@@ -167,19 +167,21 @@ def merges(r, fisher_examples, fisher_samples):
     models = {"base": BASE, "ft_fortunes alone": fts["fortunes"], "ft_bible alone": fts["bible"]}
     pair = [fts["fortunes"], fts["bible"]]
     cfgs = [
-        ("linear (average)", ["--method", "linear"]),
-        ("task arithmetic, λ 1", ["--method", "task-arithmetic", "--base", BASE]),
-        ("TIES, density 0.2, λ 1", ["--method", "ties", "--base", BASE]),
-        ("DARE-TIES, density 0.5, λ 1", ["--method", "dare-ties", "--base", BASE, "--seed", SEED]),
-        ("Fisher (token-level, each on its own corpus)", ["--method", "fisher", "--fisher", ",".join(fishers)]),
+        ("linear", "linear (average)", ["--method", "linear"]),
+        ("task_arithmetic", "task arithmetic, λ 1", ["--method", "task-arithmetic", "--base", BASE]),
+        ("ties", "TIES, density 0.2, λ 1", ["--method", "ties", "--base", BASE]),
+        ("dare_ties", "DARE-TIES, density 0.5, λ 1", ["--method", "dare-ties", "--base", BASE, "--seed", SEED]),
+        ("fisher", "Fisher (token-level, each on its own corpus)", ["--method", "fisher", "--fisher", ",".join(fishers)]),
     ]
-    for label, cfg in cfgs:
-        name = "merge_" + label.split(" ")[0].replace("-", "_").lower()
+    short = {"base": "base", "ft_fortunes alone": "ft_fortunes", "ft_bible alone": "ft_bible"}
+    for key, label, cfg in cfgs:
+        name = "merge_" + key
         r.run(name, ["merge", *cfg, "-o", r.path(name), *pair])
         models[label] = r.path(name)
+        short[label] = key
     rows = {}
     for label, path in models.items():
-        rows[label] = {c: r.ppl(f"ppl_{label.split(' ')[0].lower()}_{c}", path, t) for c, t in tests.items()}
+        rows[label] = {c: r.ppl(f"ppl_{short[label]}_{c}", path, t) for c, t in tests.items()}
     lines = ["| model | fortunes test | bible test | geometric mean |", "|---|---:|---:|---:|"]
     for label, v in rows.items():
         gm = (v["fortunes"] * v["bible"]) ** 0.5
@@ -244,10 +246,18 @@ def findings(dense, sp, q, se, mg):
     out.append(f"- SparseGPT < Wanda ≤ magnitude at 2:4 (decoder blocks): {fmt(s)} < {fmt(w)} ≤ {fmt(m)}: "
                f"{'holds' if s < w <= m else 'does NOT hold'}.")
     m, w, s = (sp[("50 % unstructured", x, False)] for x in ("magnitude", "wanda", "sparsegpt"))
-    out.append(f"- Same ordering at 50 % unstructured: {fmt(s)} / {fmt(w)} / {fmt(m)}: "
-               f"{'holds' if s < w <= m else 'does NOT hold'}.")
+    out.append(f"- Same ordering at 50 % unstructured (SparseGPT / Wanda / magnitude): {fmt(s)} / {fmt(w)} / {fmt(m)}: "
+               f"{'holds' if s < w <= m else 'does NOT hold (below: why)'}.")
     rtn, gptq = q[("int4 RTN, block 32", False)], q[("int4 GPTQ, block 32", False)]
     out.append(f"- GPTQ ≤ RTN at int4, block 32: {fmt(gptq)} ≤ {fmt(rtn)}: {'holds' if gptq <= rtn else 'does NOT hold'}.")
+    gm = {k: v["geomean"] for k, v in mg.items()}
+    best = min(gm, key=gm.get)
+    out.append(f"- Merges: the best merge by geometric mean of the two test perplexities is {best} ({fmt(gm[best])}); "
+               f"every merge but task arithmetic beats each fine-tune alone on it "
+               f"({fmt(gm['ft_fortunes alone'])}, {fmt(gm['ft_bible alone'])})." if all(
+                   gm[k] < min(gm['ft_fortunes alone'], gm['ft_bible alone']) for k in gm if k not in (
+                       'base', 'ft_fortunes alone', 'ft_bible alone', 'task arithmetic, λ 1')) else
+               f"- Merges: the best by geometric mean is {best} ({fmt(gm[best])}).")
     for (space, target), row in se.items():
         ok = row["searched"] < row["uniform"]
         out.append(f"- searched < uniform, {space} {target}: {fmt(row['searched'])} < {fmt(row['uniform'])}: "
