@@ -353,6 +353,25 @@ label(s) drawn from p(y|x) per position).
   properties (identity Hessian gives RTN, lower output error than RTN:
   `go test ./quant -run GPTQ`).
 
+## The issue's other checks (run by hand on 2026-12-06)
+
+- `onnxpost eval models/zoo/lm/{{base,base_kv,base_merged}}.onnx --data
+  models/data/lm_pydoc_test.npz --metrics perplexity` gives 13.157685516586511
+  for all three exports; `tools/lm_perplexity.py` (ONNX Runtime's Python API
+  and numpy) gives 13.157685516586476: 2.7e-15 relative (the issue asks for
+  1e-4).
+- `onnxpost quantize models/zoo/lm/base.onnx --weights int4 --data
+  models/data/lm_pydoc_test.npz --gate "perplexity_ratio<=1.10" -o q.onnx`
+  passes (ratio 1.0143) and writes; with `--gate "perplexity_ratio<=0.9"` it
+  exits 3, writes no model and writes the `--report` with the measured
+  ratio. The same commands on `base_merged.onnx` (the If-merged decoder)
+  pass with the same perplexity (13.3456).
+- Merged decoder: every transform on `base_merged.onnx` evaluates with the
+  perplexity of the same transform on `base.onnx` (equal to 1e-6 relative,
+  int8 weight-only and static activations to 1e-3) and its cache branch
+  computes the same logits as its no-cache branch
+  (`go test ./cmd/onnxpost -run TestMergedDecoder`).
+
 ## Commands
 
 ```
