@@ -152,6 +152,8 @@ func TestMergedDecoderTransforms(t *testing.T) {
 		{"lowrank whitened", "lowrank", []string{"--rank-ratio", "0.5", "--calib", calib, "--whiten"}, 1e-6},
 		{"search sparsity", "search", append([]string{"--space", "sparsity", "--target", "0.3"}, search...), 1e-6},
 		{"search bits", "search", append([]string{"--space", "bits", "--target", "5"}, search...), 1e-6},
+		{"search rank", "search", append([]string{"--space", "rank", "--target", "0.7"}, search...), 1e-6},
+		{"search sparsity+bits", "search", append([]string{"--space", "sparsity,bits", "--target", "0.3", "--target-bits", "5"}, search...), 1e-6},
 		{"search drop", "search", append([]string{"--space", "drop", "--target", "1"}, search...), 1e-6},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
