@@ -254,3 +254,49 @@ func TestMergedDecoderMergeAndRefusals(t *testing.T) {
 		}
 	}
 }
+
+// fisher on an If-merged decoder computes the Fisher of the branch the data
+// takes (the no-cache one): equal to the plain export's, under the merged
+// model's weight names, so merge --method fisher takes it on merged
+// decoders.
+func TestMergedDecoderFisher(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	merged := zooPath(t, "zoo", "lm", "base_merged.onnx")
+	plain := zooPath(t, "zoo", "lm", "base.onnx")
+	calib := lmSubset(t, dir, "lm_pydoc_calib.npz", 2)
+	files := map[string]string{}
+	for name, model := range map[string]string{"merged": merged, "plain": plain} {
+		files[name] = filepath.Join(dir, name+".fisher.onnx")
+		if code := run([]string{"onnxpost", "fisher", model, "--data", calib, "--max-examples", "1", "--samples", "1", "-o", files[name]}); code != 0 {
+			t.Fatalf("fisher %s: exit code %d", name, code)
+		}
+	}
+	a, err := onnxio.Load(files["merged"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := onnxio.Load(files["plain"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(a.Initializers(), b.Initializers()) || len(a.Initializers()) == 0 {
+		t.Fatalf("Fisher tensors %v, plain %v", a.Initializers(), b.Initializers())
+	}
+	for _, n := range a.Initializers() {
+		x, _ := a.Initializer(n)
+		y, _ := b.Initializer(n)
+		xv, _ := x.Float32()
+		yv, _ := y.Float32()
+		for i := range xv {
+			if math.Abs(float64(xv[i]-yv[i])) > 1e-6*math.Max(1e-12, math.Abs(float64(yv[i]))) {
+				t.Fatalf("%s[%d]: merged %g, plain %g", n, i, xv[i], yv[i])
+			}
+		}
+	}
+	out := filepath.Join(dir, "fm.onnx")
+	f := files["merged"]
+	if code := run([]string{"onnxpost", "merge", "--method", "fisher", "--fisher", f + "," + f, "-o", out, merged, merged}); code != 0 {
+		t.Fatalf("fisher merge of merged decoders: exit code %d", code)
+	}
+}
