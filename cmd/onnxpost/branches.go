@@ -22,11 +22,11 @@ var branchCommands = map[string]bool{"quantize": true, "sparsify": true, "lowran
 // branchDropFlags are the flags of the outer command that the branch runs
 // do not take: the evaluation, gate, report and output belong to the
 // joined model.
-var branchDropFlags = map[string]bool{"data": true, "gate": true, "report": true, "json": true, "keep-rejected": true, "o": true, "output": true, "plots": true}
+var branchDropFlags = map[string]bool{"data": true, "gate": true, "report": true, "json": true, "keep-rejected": true, "o": true, "output": true}
 
 // branchRefusedFlags write per-branch files that have no joined
 // counterpart.
-var branchRefusedFlags = map[string]bool{"baselines": true}
+var branchRefusedFlags = map[string]bool{"baselines": true, "plots": true}
 
 type rawArgsKey struct{}
 
