@@ -237,6 +237,7 @@ func TestMergedDecoderMergeAndRefusals(t *testing.T) {
 	}{
 		{"mixed", []string{"merge", "--method", "linear", "-o", "OUT", merged, plain}, 1},
 		{"baselines", []string{"search", merged, "--space", "sparsity", "--target", "0.3", "--calib", test, "--baselines", dir, "-o", "OUT"}, 2},
+		{"plots", []string{"search", merged, "--space", "sparsity", "--target", "0.3", "--calib", test, "--plots", dir, "-o", "OUT"}, 2},
 	} {
 		o := filepath.Join(dir, tc.name+".onnx")
 		args := []string{"onnxpost"}
