@@ -10,7 +10,7 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 BIN := bin/onnxpost
 
-.PHONY: all build test demo ort pyenv linalg bench-svd proto zoo zoo-lm minilm bench bench-eval bench-large bench-sparsegpt bench-quant bench-merge merge-results fisher-results lowrank-results realmodels realmodels-matrix fuzz rebasin-zoo rebasin-results vet clean
+.PHONY: all build test demo ort pyenv linalg bench-svd proto zoo zoo-lm minilm bench bench-eval bench-large bench-sparsegpt bench-quant bench-merge merge-results fisher-results lowrank-results results-llm realmodels realmodels-matrix fuzz rebasin-zoo rebasin-results vet clean
 
 all: build
 
@@ -141,6 +141,10 @@ merge-results: ort build
 ## fisher-results: Fisher merges beside linear, task arithmetic and TIES (docs/RESULTS.md)
 fisher-results: ort build
 	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ./fisher/results.sh
+
+## results-llm: the papers' tables on the zoo language model (docs/results/llm.md; pruning, quantization, EvoPress search, merges)
+results-llm: ort build
+	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) python3 tools/llm_results.py --bin $(BIN) --out out/llm --doc docs/results/llm.md
 
 ## lowrank-results: low-rank results on the zoo (docs/RESULTS.md)
 lowrank-results: ort build

@@ -173,6 +173,11 @@ func New(ctx context.Context, in Inputs, opt Options, progress Progress) (*Merge
 			p.Models = append(p.Models, nameIn(i, n))
 		}
 		if opt.Method == Fisher {
+			if m.fisherLacks(n, nameIn) && m.checkEqual(n, nameIn, label, tlabel) == nil {
+				// a tensor equal in every model (a folded constant the
+				// Fisher files do not describe) merges to itself
+				continue
+			}
 			for i, f := range in.Fishers {
 				mn := p.Models[i]
 				fdt, fshape, err := f.InitializerInfo(mn)
@@ -211,7 +216,19 @@ func New(ctx context.Context, in Inputs, opt Options, progress Progress) (*Merge
 	return m, nil
 }
 
-// checkEqual verifies that a non-float tensor is equal in every model.
+// fisherLacks reports whether a Fisher file lacks the template's tensor n
+// (under its model's name for it).
+func (m *Merger) fisherLacks(n string, nameIn func(int, string) string) bool {
+	for i, f := range m.in.Fishers {
+		if _, _, err := f.InitializerInfo(nameIn(i, n)); err != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// checkEqual verifies that a tensor is equal in every model (non-float
+// tensors must be; a float tensor missing from the Fisher files may be).
 func (m *Merger) checkEqual(n string, nameIn func(int, string) string, label func(int) string, tlabel string) error {
 	want, err := m.template.Initializer(n)
 	if err != nil {

@@ -90,6 +90,28 @@ func renameFree(g *pb.GraphProto, old, new string) {
 	}
 }
 
+// SubgraphNodes returns the nodes inside n's subgraphs, recursively, in
+// graph order (read-only copies: editing them does not change the model).
+func SubgraphNodes(n Node) []Node {
+	if n.raw == nil {
+		return nil
+	}
+	var out []Node
+	var walk func(g *pb.GraphProto)
+	walk = func(g *pb.GraphProto) {
+		for _, x := range g.GetNode() {
+			out = append(out, nodeFromProto(x))
+			for _, sub := range subgraphs(x) {
+				walk(sub.g)
+			}
+		}
+	}
+	for _, sub := range subgraphs(n.raw) {
+		walk(sub.g)
+	}
+	return out
+}
+
 // SubgraphOps returns the op types (domain-qualified outside the default
 // domain, "domain.Op") of the nodes inside n's subgraphs, recursively.
 func SubgraphOps(n Node) []string {

@@ -142,7 +142,8 @@ func (p *Provenance) Record(m *onnxio.Model) error {
 // weights of MatMulNBits nodes count as their K×N logical weights,
 // quantization scales and zero points do not count. Weights in subgraphs,
 // sparse initializers and already-quantized weights count
-// (onnxio.Model.AllWeights).
+// (onnxio.Model.AllWeights), and MatMulNBits nodes inside subgraphs too,
+// each packed weight once.
 func Params(m *onnxio.Model) (int64, error) {
 	ws, err := m.AllWeights()
 	if err != nil {
@@ -154,9 +155,17 @@ func Params(m *onnxio.Model) (int64, error) {
 			n += w.Params()
 		}
 	}
-	for _, nd := range m.Nodes() {
-		if nd.OpType == "MatMulNBits" {
+	packed := map[string]bool{} // one packed weight read by both branches of an If counts once
+	count := func(nd onnxio.Node) {
+		if nd.OpType == "MatMulNBits" && len(nd.Inputs) > 1 && !packed[nd.Inputs[1]] {
+			packed[nd.Inputs[1]] = true
 			n += nd.Int("K", 0) * nd.Int("N", 0)
+		}
+	}
+	for _, nd := range m.Nodes() {
+		count(nd)
+		for _, sn := range onnxio.SubgraphNodes(nd) {
+			count(sn)
 		}
 	}
 	return n, nil

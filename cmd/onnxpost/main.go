@@ -53,6 +53,7 @@ type gateError struct{ msg string }
 func (e gateError) Error() string { return e.msg }
 
 func newApp() *cli.App {
+	wrapBranchCommands()
 	sort.Slice(commands, func(i, j int) bool { return commands[i].Name < commands[j].Name })
 	app := &cli.App{
 		Name:    "onnxpost",
@@ -115,6 +116,7 @@ func run(args []string) int {
 	args = reorderArgs(app, args)
 	ctx, stop := signalContext(context.Background())
 	defer stop()
+	ctx = context.WithValue(ctx, rawArgsKey{}, args)
 	err := safe.Call(name, func() error {
 		if commandHook != nil {
 			commandHook(name)
