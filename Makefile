@@ -10,7 +10,7 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 BIN := bin/onnxpost
 
-.PHONY: all build test demo ort pyenv linalg bench-svd proto zoo zoo-lm minilm bench bench-eval bench-large bench-sparsegpt bench-quant bench-merge bench-llm models-big merge-results fisher-results lowrank-results realmodels realmodels-matrix fuzz rebasin-zoo rebasin-results vet clean
+.PHONY: all build test demo ort pyenv linalg bench-svd proto zoo zoo-lm minilm bench bench-eval bench-large bench-sparsegpt bench-quant bench-merge bench-llm models-big merge-results fisher-results lowrank-results results-llm realmodels realmodels-matrix fuzz rebasin-zoo rebasin-results vet clean
 
 all: build
 
@@ -156,9 +156,12 @@ $(BENCH_VENV)/.ok: tools/requirements-test.txt tools/requirements-bench.txt
 	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check -r tools/requirements-test.txt -r tools/requirements-bench.txt
 	touch $@
 
-## bench-merge: TIES merge of synthetic 1/2/4 GB models vs PyTorch (several GB of disk, minutes)
-bench-merge:
-	./tools/bench_merge.sh 1e9 2e9 4e9
+## bench-merge: linear/TIES/DARE merges of a base + 3 synthetic 1 GB external-data models vs a plain
+## copy and streaming PyTorch (Debian's python3-torch), one run (~5 GB of disk in /tmp, minutes);
+## BENCH_MERGE_SIZES="1e9 2e9" adds larger models (onnxpost only) to show the flat peak RSS
+BENCH_MERGE_SIZES ?= 1e9
+bench-merge: build
+	ONNXPOST=$(CURDIR)/$(BIN) ONNXPOST_PREBUILT=1 nice ./tools/bench_merge.sh $(BENCH_MERGE_SIZES)
 
 ## merge-results: merge results on the zoo (docs/RESULTS.md)
 merge-results: ort build
@@ -167,6 +170,10 @@ merge-results: ort build
 ## fisher-results: Fisher merges beside linear, task arithmetic and TIES (docs/RESULTS.md)
 fisher-results: ort build
 	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ./fisher/results.sh
+
+## results-llm: the papers' tables on the zoo language model (docs/results/llm.md; pruning, quantization, EvoPress search, merges)
+results-llm: ort build
+	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) python3 tools/llm_results.py --bin $(BIN) --out out/llm --doc docs/results/llm.md
 
 ## lowrank-results: low-rank results on the zoo (docs/RESULTS.md)
 lowrank-results: ort build

@@ -4,12 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
-	"sort"
 
-	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas64"
-
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -18,6 +14,10 @@ type CaptureOptions struct {
 	// Grams lists weight initializers (MatMul B, Gemm B, Conv W) whose
 	// consumer's input Gram matrix XᵀX to accumulate (see Stats.InputGram).
 	Grams []string
+	// Norms lists weights whose consumer's input squared column norms only
+	// to accumulate (d values instead of d², Wanda; see
+	// Stats.SquaredColumnNorms).
+	Norms []string
 	// Tensors lists value names (node outputs or graph inputs) whose
 	// min, max and, with Bins > 0, histogram to collect.
 	Tensors []string
@@ -31,142 +31,34 @@ type CaptureOptions struct {
 	Session SessionOptions
 	// MaxGramBytes, when > 0, bounds the memory of the Grams held at once.
 	// When the Grams asked for need more, Capture accumulates none of them
-	// up front: InputGram and ColumnNorms compute each on demand, together
-	// with the Grams that follow it in Grams' order as far as they fit,
-	// in one more pass over the data, freeing the group held before. A
-	// caller that asks in Grams' order (layer by layer) thus makes
-	// ⌈total/MaxGramBytes⌉ or so passes and holds one group at a time.
+	// up front: InputGram and SquaredColumnNorms compute each on demand,
+	// together with the Grams that follow it in Grams' order as far as they
+	// fit, in one more pass over the data, freeing the group held before
+	// (calib.Request.MaxGramBytes). A caller that asks in Grams' order
+	// (layer by layer) thus makes about total/MaxGramBytes passes and holds
+	// one group at a time; Stats.GramPasses counts them.
 	MaxGramBytes int64
 }
 
 // Stats holds activation statistics accumulated over a dataset, with memory
 // bounded by one batch of activations plus the statistics themselves. It
-// implements the calibration interface the compression and quantization
-// packages declare: InputGram(weight string) ([]float64, int, int64, error).
-type Stats struct {
-	// Samples is the number of dataset samples seen.
-	Samples int64
-	grams   map[string]*gram
-	tensors map[string]*TensorStats
-	lazy    *lazyGrams // Grams computed on demand (MaxGramBytes)
-}
+// is calib.Collected, onnxpost's calibration statistics: it implements
+// calib.Stats, the one interface the compression and quantization packages
+// read calibration through.
+type Stats = calib.Collected
 
-// gram accumulates XᵀX of one consumer's input.
-type gram struct {
-	name   string // the first weight that asked for it
-	node   onnxio.Node
-	op     string
-	input  string // activation value name
-	d      int
-	transA bool
-	conv   *convGeom
-	xtx    []float64 // d×d, upper triangle accumulated, mirrored at the end
-	n      int64
-}
+// TensorStats holds the statistics of one tensor over the dataset (see
+// calib.TensorStats).
+type TensorStats = calib.TensorStats
 
-// convGeom is the geometry of a 2-D Conv's im2col view.
-type convGeom struct {
-	c, kh, kw              int
-	sh, sw, dh, dw         int
-	padT, padL, padB, padR int
-	autoPad                string
-	oneD                   bool // a 1-D Conv seen as 2-D with a height of 1
-}
+// Histogram counts values in equal-width bins (see calib.Histogram).
+type Histogram = calib.Histogram
 
-// TensorStats holds the statistics of one tensor over the dataset.
-type TensorStats struct {
-	// Name is the value name.
-	Name string
-	// Count is the number of elements seen; NaNs is how many were NaN and
-	// Infs how many were +Inf or −Inf. Both are excluded from the other
-	// statistics (Min, Max, Mean, Std, Hist); a caller that needs finite
-	// activations (static quantization) checks them, see Finite.
-	Count, NaNs, Infs int64
-	// Min and Max are the extreme values; AbsMax is max(|Min|, |Max|).
-	Min, Max, AbsMax float64
-	// Mean and Std are the mean and standard deviation of the elements.
-	Mean, Std float64
-	// Hist is the histogram over [Min, Max] (see Histogram), or nil
-	// without Bins.
-	Hist *Histogram
+var _ calib.Stats = (*Stats)(nil)
 
-	sum, sumSq float64
-}
-
-// Histogram counts values in equal-width bins over [Lo, Hi]; the last bin
-// includes Hi, and a tensor whose values are all equal gets the range
-// [v-0.5, v+0.5] (numpy.histogram's conventions).
-type Histogram struct {
-	Lo, Hi float64
-	Counts []int64
-}
-
-// Edges returns the len(Counts)+1 bin edges.
-func (h *Histogram) Edges() []float64 {
-	n := len(h.Counts)
-	e := make([]float64, n+1)
-	step := (h.Hi - h.Lo) / float64(n)
-	for i := range e {
-		e[i] = float64(i)*step + h.Lo // numpy.linspace
-	}
-	e[n] = h.Hi
-	return e
-}
-
-// Total returns the number of values counted.
-func (h *Histogram) Total() int64 {
-	var t int64
-	for _, c := range h.Counts {
-		t += c
-	}
-	return t
-}
-
-// Quantile returns the value below which a fraction q (0..1) of the counted
-// values lie, interpolating linearly inside the bin.
-func (h *Histogram) Quantile(q float64) float64 {
-	total := h.Total()
-	if total == 0 {
-		return math.NaN()
-	}
-	target := q * float64(total)
-	cum := 0.0
-	e := h.Edges()
-	for i, c := range h.Counts {
-		if cum+float64(c) >= target && c > 0 {
-			return e[i] + (e[i+1]-e[i])*(target-cum)/float64(c)
-		}
-		cum += float64(c)
-	}
-	return h.Hi
-}
-
-func (h *Histogram) add(v []float64) {
-	n := len(h.Counts)
-	w := h.Hi - h.Lo
-	edges := h.Edges()
-	norm := float64(n) / w
-	for _, x := range v {
-		if math.IsNaN(x) || math.IsInf(x, 0) || x < h.Lo || x > h.Hi {
-			continue
-		}
-		i := n - 1
-		if w > 0 && !math.IsInf(w, 0) {
-			// numpy.histogram's index computation and edge corrections.
-			i = int((x - h.Lo) * norm)
-			if i >= n {
-				i = n - 1
-			}
-			i = max(i, 0) // (x − Lo)·norm is never negative; a guard all the same
-			if i > 0 && x < edges[i] {
-				i--
-			} else if i != n-1 && x >= edges[i+1] {
-				i++
-			}
-		}
-		h.Counts[i]++
-	}
-}
+// im2colChunkElems bounds the im2col buffer of one Conv (float64s). (A
+// variable so that tests exercise several chunks.)
+var im2colChunkElems = 1 << 20
 
 // ErrCapture reports a capture request the model does not support.
 var ErrCapture = errors.New("evalharness: cannot capture activations")
@@ -184,168 +76,44 @@ var ErrCapture = errors.New("evalharness: cannot capture activations")
 // statistics count them (TensorStats.NaNs, Infs) and leave them out of the
 // range and histogram, so the caller decides (TensorStats.Finite).
 func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptions) (*Stats, error) {
-	st := &Stats{grams: map[string]*gram{}, tensors: map[string]*TensorStats{}}
-	wm, err := m.WeightMap()
+	acc, err := calib.NewAccumulator(m, calib.Request{Grams: opt.Grams, Norms: opt.Norms, Tensors: opt.Tensors, Bins: opt.Bins,
+		Im2colChunk: im2colChunkElems, MaxGramBytes: opt.MaxGramBytes})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCapture, err)
+	}
+	// Grams computed on demand run later passes: they read the model as
+	// it is now (a derived snapshot), whatever the caller edits meanwhile
+	// (a transform pruning weight after weight in place).
+	snap := m.Derive()
+	st, err := acc.Collect(func(a *calib.Accumulator) error { return capturePass(ctx, snap, ds, opt, a) })
 	if err != nil {
 		return nil, err
 	}
-	nodes := m.Nodes() // indexed by Weight.NodeIndex: works with unnamed nodes too
-	// Weights whose consumers read the same input the same way (q, k and
-	// v of one attention block) share one Gram.
-	shared := map[gramKey]*gram{}
-	var order []*gram // unique Grams in the order of opt.Grams
-	for _, name := range opt.Grams {
-		g, err := newGram(m, wm, nodes, name)
-		if err != nil {
-			return nil, err
-		}
-		if k, ok := g.key(); ok {
-			if s, ok := shared[k]; ok {
-				st.grams[name] = s
-				continue
-			}
-			shared[k] = g
-		}
-		st.grams[name] = g
-		order = append(order, g)
-	}
-	for _, name := range opt.Tensors {
-		st.tensors[name] = &TensorStats{Name: name, Min: math.Inf(1), Max: math.Inf(-1)}
-	}
-	var total int64
-	for _, g := range order {
-		total += g.bytes()
-	}
-	if opt.MaxGramBytes > 0 && total > opt.MaxGramBytes {
-		// Grams on demand, a group that fits at a time (see InputGram);
-		// the tensor statistics now.
-		st.lazy = &lazyGrams{ctx: ctx, m: m, ds: ds, opt: opt, order: order}
-		if len(opt.Tensors) > 0 {
-			if err := st.pass(ctx, m, ds, opt, nil, true); err != nil {
-				return nil, err
-			}
-		}
-		return st, nil
-	}
-	if err := st.pass(ctx, m, ds, opt, order, true); err != nil {
-		return nil, err
+	if st.Samples == 0 {
+		st.Samples = ds.N // Grams on demand: no pass has run yet
 	}
 	return st, nil
 }
 
-// gramKey identifies the Gram a MatMul or Gemm (without transA) consumer
-// needs: its input and reduction size.
-type gramKey struct {
-	input string
-	d     int
-}
-
-// key returns g's sharing key; Conv and transposed-input Grams are not
-// shared.
-func (g *gram) key() (gramKey, bool) {
-	if g.conv != nil || g.transA {
-		return gramKey{}, false
-	}
-	return gramKey{g.input, g.d}, true
-}
-
-// bytes is the memory of g's accumulated XᵀX.
-func (g *gram) bytes() int64 { return 8 * int64(g.d) * int64(g.d) }
-
-// lazyGrams computes Grams on demand for Capture with MaxGramBytes.
-type lazyGrams struct {
-	ctx      context.Context
-	m        *onnxio.Model
-	ds       *Dataset
-	opt      CaptureOptions
-	order    []*gram
-	resident []*gram
-	passes   int
-}
-
-// load makes g's Gram resident: it frees the group held now and
-// accumulates, in one pass over the data, the group of Grams that starts
-// at g (in the order asked for) and fits in MaxGramBytes (g alone when it
-// does not fit).
-func (st *Stats) load(g *gram) error {
-	lz := st.lazy
-	for _, r := range lz.resident {
-		r.xtx, r.n = nil, 0
-	}
-	lz.resident = lz.resident[:0]
-	i := 0
-	for i < len(lz.order) && lz.order[i] != g {
-		i++
-	}
-	var group []*gram
-	var size int64
-	for ; i < len(lz.order); i++ {
-		h := lz.order[i]
-		if len(group) > 0 && size+h.bytes() > lz.opt.MaxGramBytes {
-			break
-		}
-		group = append(group, h)
-		size += h.bytes()
-	}
-	if len(group) == 0 {
-		group = []*gram{g}
-	}
-	if err := st.pass(lz.ctx, lz.m, lz.ds, lz.opt, group, false); err != nil {
-		return err
-	}
-	lz.resident = group
-	lz.passes++
-	return nil
-}
-
-// GramPasses returns how many passes over the data computed Grams on
-// demand (0 when Capture accumulated them all at once).
-func (st *Stats) GramPasses() int {
-	if st.lazy == nil {
-		return 0
-	}
-	return st.lazy.passes
-}
-
-// pass runs m over ds with the inputs of grams (and, with tensors, the
-// tensors of opt) exposed as outputs and accumulates them batch by batch.
-func (st *Stats) pass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptions, grams []*gram, tensors bool) error {
-	for _, g := range grams {
-		g.xtx, g.n = make([]float64, g.d*g.d), 0
-	}
-	uses := func(name string) bool {
-		for _, g := range grams {
-			if g.input == name {
-				return true
-			}
-		}
-		return false
-	}
+// capturePass runs m over ds once per pass of acc (a session exposing the
+// values acc needs, on a derived model) and feeds it every batch.
+func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptions, acc *calib.Accumulator) error {
 	// Values to fetch: graph inputs come from the batch itself.
 	isInput := map[string]bool{}
 	for _, in := range m.Inputs() {
 		isInput[in.Name] = true
 	}
-	var fetch []string
-	seen := map[string]bool{}
-	need := func(v string) {
-		if !isInput[v] && !seen[v] {
-			seen[v] = true
+	var fetch, fromData []string
+	for _, v := range acc.Values() { // sorted
+		if isInput[v] {
+			fromData = append(fromData, v)
+		} else {
 			fetch = append(fetch, v)
 		}
 	}
-	for _, g := range grams {
-		need(g.input)
-	}
-	if tensors {
-		for _, name := range opt.Tensors {
-			need(name)
-		}
-	}
-	sort.Strings(fetch)
 	var runner Runner
 	if len(fetch) > 0 {
-		c := m.Clone()
+		c := m.Derive()
 		for _, v := range fetch {
 			vi, ok := c.ValueInfo(v)
 			if !ok {
@@ -353,7 +121,7 @@ func (st *Stats) pass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt Cap
 			}
 			c.AddOutput(vi)
 		}
-		sess, err := SessionFromModelOutputs(c, fetch, opt.Session)
+		sess, err := OpenModel(c, fetch, opt.Session)
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrCapture, err)
 		}
@@ -387,8 +155,8 @@ func (st *Stats) pass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt Cap
 				vals[fetch[k]], shapes[fetch[k]] = v, o.Shape
 			}
 		}
-		for name := range isInput {
-			if a, ok := ds.Inputs[name]; ok && (seen[name] || tensors && st.tensors[name] != nil || uses(name)) {
+		for _, name := range fromData {
+			if a, ok := ds.Inputs[name]; ok {
 				s := a.Slice(i, j)
 				v, err := s.Float64()
 				if err != nil {
@@ -401,62 +169,14 @@ func (st *Stats) pass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt Cap
 	}
 	// Token positions the attention_mask marks as padding stay out of
 	// every statistic: activations with one row per position lose those
-	// rows (KeepRows).
+	// rows (calib.KeepRows).
 	tokenMask := func(i, j int64) []bool {
 		if !isInput["attention_mask"] {
 			return nil
 		}
 		return ds.TokenMask(i, j)
 	}
-	var samples int64
-	for i := int64(0); i < ds.N; i += batch {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		j := min(i+batch, ds.N)
-		vals, shapes, err := values(i, j)
-		if err != nil {
-			return err
-		}
-		mask := tokenMask(i, j)
-		for _, g := range grams {
-			x, shape := vals[g.input], shapes[g.input]
-			if g.conv == nil && !g.transA {
-				x, shape = KeepRows(x, shape, mask)
-			}
-			if err := g.add(x, shape); err != nil {
-				return fmt.Errorf("%w: %s: %w", ErrCapture, g.name, err)
-			}
-		}
-		if tensors {
-			for _, ts := range st.tensors {
-				x, _ := KeepRows(vals[ts.Name], shapes[ts.Name], mask)
-				ts.addRange(x)
-			}
-		}
-		samples += j - i
-	}
-	st.Samples = samples
-	for _, g := range grams {
-		g.mirror()
-	}
-	if !tensors {
-		return nil
-	}
-	for _, ts := range st.tensors {
-		ts.finish()
-	}
-	if opt.Bins > 0 && len(opt.Tensors) > 0 {
-		for _, ts := range st.tensors {
-			lo, hi := ts.Min, ts.Max
-			if ts.Count == ts.NaNs+ts.Infs {
-				lo, hi = 0, 0
-			}
-			if lo == hi { // numpy.histogram widens an empty range the same way
-				lo, hi = lo-0.5, hi+0.5
-			}
-			ts.Hist = &Histogram{Lo: lo, Hi: hi, Counts: make([]int64, opt.Bins)}
-		}
+	for again := true; again; again = acc.EndPass() {
 		for i := int64(0); i < ds.N; i += batch {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -466,10 +186,8 @@ func (st *Stats) pass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt Cap
 			if err != nil {
 				return err
 			}
-			mask := tokenMask(i, j)
-			for _, ts := range st.tensors {
-				x, _ := KeepRows(vals[ts.Name], shapes[ts.Name], mask)
-				ts.Hist.add(x)
+			if err := acc.Add(vals, shapes, tokenMask(i, j), j-i); err != nil {
+				return fmt.Errorf("%w: %w", ErrCapture, err)
 			}
 		}
 	}
@@ -504,291 +222,6 @@ func dimsOf(ds []onnxio.Dim) []int64 {
 	return out
 }
 
-func newGram(m *onnxio.Model, wm map[string]onnxio.Weight, nodes []onnxio.Node, name string) (*gram, error) {
-	w, ok := wm[name]
-	if !ok {
-		return nil, fmt.Errorf("%w: %q is not a weight of the model", ErrCapture, name)
-	}
-	if w.NodeIndex < 0 || w.NodeIndex >= len(nodes) {
-		return nil, fmt.Errorf("%w: %q has no consuming node", ErrCapture, name)
-	}
-	n := nodes[w.NodeIndex]
-	g := &gram{name: name, node: n, op: w.Op, input: n.Input(0)}
-	switch w.Role {
-	case onnxio.RoleMatMulB:
-		g.d = int(w.ReductionSize())
-	case onnxio.RoleGemmB:
-		g.d = int(w.ReductionSize())
-		g.transA = n.Int("transA", 0) != 0
-	case onnxio.RoleConvW:
-		if w.Group > 1 {
-			return nil, fmt.Errorf("%w: %q: grouped Conv (group %d) has no single input Gram; only group 1 is supported", ErrCapture, name, w.Group)
-		}
-		switch len(w.Shape) {
-		case 4:
-			cg := &convGeom{c: int(w.Shape[1]), kh: int(w.Shape[2]), kw: int(w.Shape[3]), sh: 1, sw: 1, dh: 1, dw: 1}
-			if s := n.Ints("strides"); len(s) == 2 {
-				cg.sh, cg.sw = int(s[0]), int(s[1])
-			}
-			if d := n.Ints("dilations"); len(d) == 2 {
-				cg.dh, cg.dw = int(d[0]), int(d[1])
-			}
-			if p := n.Ints("pads"); len(p) == 4 {
-				cg.padT, cg.padL, cg.padB, cg.padR = int(p[0]), int(p[1]), int(p[2]), int(p[3])
-			}
-			g.conv = cg
-		case 3:
-			// 1-D Conv: viewed as 2-D with a height of 1.
-			cg := &convGeom{c: int(w.Shape[1]), kh: 1, kw: int(w.Shape[2]), sh: 1, sw: 1, dh: 1, dw: 1, oneD: true}
-			if s := n.Ints("strides"); len(s) == 1 {
-				cg.sw = int(s[0])
-			}
-			if d := n.Ints("dilations"); len(d) == 1 {
-				cg.dw = int(d[0])
-			}
-			if p := n.Ints("pads"); len(p) == 2 {
-				cg.padL, cg.padR = int(p[0]), int(p[1])
-			}
-			g.conv = cg
-		default:
-			return nil, fmt.Errorf("%w: %q: only 1-D and 2-D Conv are supported (weight shape %v)", ErrCapture, name, w.Shape)
-		}
-		cg := g.conv
-		cg.autoPad = n.Str("auto_pad", "NOTSET")
-		g.d = cg.c * cg.kh * cg.kw
-	default:
-		return nil, fmt.Errorf("%w: %q has role %s; input Grams exist for MatMul.B, Gemm.B and Conv.W", ErrCapture, name, w.Role)
-	}
-	if g.d <= 0 {
-		return nil, fmt.Errorf("%w: %q: unknown reduction size", ErrCapture, name)
-	}
-	return g, nil
-}
-
-// im2colChunkElems bounds the im2col buffer of one Conv (float64s): the
-// patches are produced and accumulated in chunks of rows. (A variable so
-// that tests exercise several chunks.)
-var im2colChunkElems = 1 << 20
-
-// add accumulates one batch of the consumer's input activation. A batch
-// holding NaN or ±Inf is refused (ErrNonFinite): XᵀX would carry them into
-// every weight the Gram calibrates.
-func (g *gram) add(x []float64, shape []int64) error {
-	if x == nil {
-		return fmt.Errorf("activation %q was not captured", g.input)
-	}
-	for i, v := range x {
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return fmt.Errorf("%w: activation %q holds %v (element %d of the batch); an input Gram needs finite activations (do the calibration inputs hold Inf, NaN or values near the float32 limit?)", ErrNonFinite, g.input, v, i)
-		}
-	}
-	sym := blas64.Symmetric{Uplo: blas.Upper, N: g.d, Stride: g.d, Data: g.xtx}
-	switch {
-	case g.conv != nil:
-		return g.conv.im2col(x, shape, max(1, im2colChunkElems/g.d), func(mat []float64, rows int) {
-			blas64.Syrk(blas.Trans, 1, blas64.General{Rows: rows, Cols: g.d, Stride: g.d, Data: mat}, 1, sym)
-			g.n += int64(rows)
-		})
-	case g.transA:
-		// A is [K, M] and X = Aᵀ, so XᵀX = A·Aᵀ.
-		if len(shape) != 2 || int(shape[0]) != g.d {
-			return fmt.Errorf("Gemm input %q has shape %v, want [%d, M] (transA)", g.input, shape, g.d)
-		}
-		m := int(shape[1])
-		if m > 0 {
-			blas64.Syrk(blas.NoTrans, 1, blas64.General{Rows: g.d, Cols: m, Stride: m, Data: x}, 1, sym)
-		}
-		g.n += int64(m)
-	default:
-		if len(shape) == 0 || int(shape[len(shape)-1]) != g.d {
-			return fmt.Errorf("input %q has shape %v, want a last axis of %d", g.input, shape, g.d)
-		}
-		rows := len(x) / g.d
-		if rows > 0 {
-			blas64.Syrk(blas.Trans, 1, blas64.General{Rows: rows, Cols: g.d, Stride: g.d, Data: x}, 1, sym)
-		}
-		g.n += int64(rows)
-	}
-	return nil
-}
-
-// mirror copies the accumulated upper triangle into the lower one.
-func (g *gram) mirror() {
-	for i := 0; i < g.d; i++ {
-		for j := i + 1; j < g.d; j++ {
-			g.xtx[j*g.d+i] = g.xtx[i*g.d+j]
-		}
-	}
-}
-
-// im2col produces the patches of x [N, C, H, W] (or [N, C, L] for a 1-D
-// Conv) as rows of length C·kh·kw, ordered channel-major then kh then kw
-// (the order of W[o] flattened), with zero padding, and hands them to emit
-// in chunks of at most maxRows rows (the buffer is reused).
-func (cg *convGeom) im2col(x []float64, shape []int64, maxRows int, emit func(mat []float64, rows int)) error {
-	if cg.oneD && len(shape) == 3 {
-		shape = []int64{shape[0], shape[1], 1, shape[2]}
-	}
-	if len(shape) != 4 || int(shape[1]) != cg.c {
-		return fmt.Errorf("Conv input shape %v, want [N, %d, H, W]", shape, cg.c)
-	}
-	n, c, h, w := int(shape[0]), int(shape[1]), int(shape[2]), int(shape[3])
-	ekh, ekw := (cg.kh-1)*cg.dh+1, (cg.kw-1)*cg.dw+1
-	pt, pl, pb, pr := cg.padT, cg.padL, cg.padB, cg.padR
-	switch cg.autoPad {
-	case "NOTSET", "":
-	case "VALID":
-		pt, pl, pb, pr = 0, 0, 0, 0
-	case "SAME_UPPER", "SAME_LOWER":
-		oh, ow := (h+cg.sh-1)/cg.sh, (w+cg.sw-1)/cg.sw
-		th := max(0, (oh-1)*cg.sh+ekh-h)
-		tw := max(0, (ow-1)*cg.sw+ekw-w)
-		if cg.autoPad == "SAME_UPPER" {
-			pt, pb, pl, pr = th/2, th-th/2, tw/2, tw-tw/2
-		} else {
-			pt, pb, pl, pr = th-th/2, th/2, tw-tw/2, tw/2
-		}
-	default:
-		return fmt.Errorf("unsupported auto_pad %q", cg.autoPad)
-	}
-	oh := (h+pt+pb-ekh)/cg.sh + 1
-	ow := (w+pl+pr-ekw)/cg.sw + 1
-	if oh <= 0 || ow <= 0 {
-		return fmt.Errorf("Conv output would be empty for input %v", shape)
-	}
-	d := c * cg.kh * cg.kw
-	total := n * oh * ow
-	buf := make([]float64, min(maxRows, total)*d)
-	r := 0
-	for b := 0; b < n; b++ {
-		for oy := 0; oy < oh; oy++ {
-			for ox := 0; ox < ow; ox++ {
-				row := buf[r*d : (r+1)*d]
-				k := 0
-				for ch := 0; ch < c; ch++ {
-					base := (b*c + ch) * h * w
-					for i := 0; i < cg.kh; i++ {
-						y := oy*cg.sh - pt + i*cg.dh
-						for j := 0; j < cg.kw; j++ {
-							xx := ox*cg.sw - pl + j*cg.dw
-							if y >= 0 && y < h && xx >= 0 && xx < w {
-								row[k] = x[base+y*w+xx]
-							} else {
-								row[k] = 0
-							}
-							k++
-						}
-					}
-				}
-				r++
-				if r*d == len(buf) {
-					emit(buf, r)
-					r = 0
-				}
-			}
-		}
-	}
-	if r > 0 {
-		emit(buf[:r*d], r)
-	}
-	return nil
-}
-
-func (ts *TensorStats) addRange(v []float64) {
-	for _, x := range v {
-		ts.Count++
-		if math.IsNaN(x) {
-			ts.NaNs++
-			continue
-		}
-		if math.IsInf(x, 0) {
-			ts.Infs++
-			continue
-		}
-		ts.Min = math.Min(ts.Min, x)
-		ts.Max = math.Max(ts.Max, x)
-		ts.sum += x
-		ts.sumSq += x * x
-	}
-}
-
 // ErrNonFinite reports captured activations that hold NaN or ±Inf where
-// the statistics asked for need finite values.
-var ErrNonFinite = errors.New("evalharness: non-finite activations")
-
-// Finite returns nil when every value seen was finite, else an
-// ErrNonFinite naming the tensor and how many values were NaN or infinite.
-func (ts *TensorStats) Finite() error {
-	if ts.NaNs == 0 && ts.Infs == 0 {
-		return nil
-	}
-	return fmt.Errorf("%w: %s: %d NaN and %d ±Inf among %d calibration values (do the calibration inputs hold Inf, NaN or values near the float32 limit?)",
-		ErrNonFinite, ts.Name, ts.NaNs, ts.Infs, ts.Count)
-}
-
-func (ts *TensorStats) finish() {
-	n := float64(ts.Count - ts.NaNs - ts.Infs)
-	if n == 0 {
-		ts.Min, ts.Max = math.NaN(), math.NaN()
-		return
-	}
-	ts.AbsMax = math.Max(math.Abs(ts.Min), math.Abs(ts.Max))
-	ts.Mean = ts.sum / n
-	ts.Std = math.Sqrt(math.Max(0, ts.sumSq/n-ts.Mean*ts.Mean))
-}
-
-// InputGram returns XᵀX (d×d, row-major, accumulated in float64) of the
-// input activation X (n rows) of the node consuming the initializer weight:
-// d is K for MatMul B [K, N] and Gemm B (transB-aware), and (C/group)·kh·kw
-// for Conv W through the im2col view (channel-major, then kh, then kw). The
-// returned slice is the caller's to keep.
-func (st *Stats) InputGram(weight string) ([]float64, int, int64, error) {
-	g, ok := st.grams[weight]
-	if !ok {
-		return nil, 0, 0, fmt.Errorf("%w: no Gram captured for %q (list it in CaptureOptions.Grams)", ErrCapture, weight)
-	}
-	if g.xtx == nil && st.lazy != nil {
-		if err := st.load(g); err != nil {
-			return nil, 0, 0, err
-		}
-	}
-	return append([]float64(nil), g.xtx...), g.d, g.n, nil
-}
-
-// ColumnNorms returns ‖X_j‖₂ of each input column of weight's consumer
-// (the square roots of InputGram's diagonal), as Wanda uses.
-func (st *Stats) ColumnNorms(weight string) ([]float64, error) {
-	g, ok := st.grams[weight]
-	if !ok {
-		return nil, fmt.Errorf("%w: no Gram captured for %q", ErrCapture, weight)
-	}
-	if g.xtx == nil && st.lazy != nil {
-		if err := st.load(g); err != nil {
-			return nil, err
-		}
-	}
-	out := make([]float64, g.d)
-	for i := range out {
-		out[i] = math.Sqrt(g.xtx[i*g.d+i])
-	}
-	return out, nil
-}
-
-// Tensor returns the statistics of a tensor listed in
-// CaptureOptions.Tensors: per-tensor min/max (for static quantization's
-// minmax calibration) and, with Bins, its histogram (percentile and entropy
-// calibration).
-func (st *Stats) Tensor(name string) (*TensorStats, bool) {
-	ts, ok := st.tensors[name]
-	return ts, ok
-}
-
-// GramWeights lists the weights with a captured Gram, sorted.
-func (st *Stats) GramWeights() []string {
-	out := make([]string, 0, len(st.grams))
-	for k := range st.grams {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+// the statistics asked for need finite values (calib.ErrNonFinite).
+var ErrNonFinite = calib.ErrNonFinite

@@ -24,6 +24,13 @@
 // (SessionOptions.EP "cuda", which needs a GPU build of ONNX Runtime and
 // fails with ErrNoCUDA otherwise).
 //
+// Every session the library opens itself (Capture, EvaluateModels,
+// WeightSession, and those of packages fisher and pipeline) goes through
+// OpenSession, which calls SessionOptions.Open when it is set and opens
+// an ONNX Runtime Session otherwise: a program can run its models on
+// another engine, and tests substitute a fake (package evaltest's
+// interpreter) so that they need no ONNX Runtime library.
+//
 // Datasets (LoadDataset) are .npz files, read by the bounds-checked reader
 // of package npz, or ONNX test-data folders. LoadDatasetFor reads only the
 // arrays a model takes (and labels): the others are skipped unread, and
@@ -44,11 +51,13 @@
 // NaN/Inf where the reference's did not fails the gate.
 //
 // Capture exposes chosen intermediate tensors as outputs of a copy of the
-// model and accumulates, with bounded memory, the input Gram matrix XᵀX of
-// MatMul, Gemm and Conv weights (Stats.InputGram, the calibration interface
-// of the compression and quantization packages; Conv through its im2col
-// view) and per-tensor min/max/mean/std and histograms (Stats.Tensor) for
-// static quantization calibration.
+// model and streams the batches into a calib.Accumulator: the input Gram
+// matrix XᵀX of MatMul, Gemm and Conv weights (Conv through its im2col
+// view) or only its diagonal, and per-tensor min/max/mean/std and
+// histograms. Its Stats (calib.Collected) implements calib.Stats, the one
+// calibration interface of the compression and quantization packages.
+// Calibrator captures once per model state for every transform that
+// declares its needs, lazily.
 //
 // WeightSession turns chosen initializers into graph inputs once and feeds
 // each candidate's values per run: one session for a whole search instead
@@ -57,7 +66,7 @@
 //
 // ONNX Runtime is loaded once per process (Init, guarded by sync.Once) from
 // the first library found in this order (FindLibrary): an explicit path
-// (the CLI's --ort-lib), $ONNXPOST_ORT_LIB, lib/libonnxruntime.so.1 beside
+// (FindLibrary's argument), $ONNXPOST_ORT_LIB, lib/libonnxruntime.so.1 beside
 // the executable or the `make` build's ../.cache/onnxruntime beside its
 // bin/ folder, then the system library paths. The working directory and its
 // parents are never searched: they may be an untrusted model's folder.

@@ -2,6 +2,7 @@ package evalharness
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -122,6 +123,10 @@ func (r *Result) NewNonfinite() []string {
 	return out
 }
 
+// ErrNeedsReference reports a metric that compares the candidate with a
+// reference model asked for without one.
+var ErrNeedsReference = errors.New("compares with a reference: pass a reference model")
+
 // resolveMetrics checks an explicit metric list: every name known, labels
 // present for label metrics, a reference for fidelity metrics, next-token
 // targets for token metrics.
@@ -143,7 +148,7 @@ func resolveMetrics(req []string, haveLabels, haveTargets, haveRef bool) (map[st
 		case tokenMetrics[m] && !haveTargets:
 			return nil, fmt.Errorf("evalharness: metric %s needs next-token targets: an integer [N, T] %q array in the dataset, or a model input %q", m, LabelsName, "input_ids")
 		case refMetrics[m] && !haveRef:
-			return nil, fmt.Errorf("evalharness: metric %s compares with a reference: pass --ref REF.onnx", m)
+			return nil, fmt.Errorf("evalharness: metric %s %w", m, ErrNeedsReference)
 		}
 		want[m] = true
 	}
@@ -510,7 +515,7 @@ func Evaluate(ctx context.Context, cand, ref Runner, ds *Dataset, opt EvalOption
 	if err != nil {
 		return nil, err
 	}
-	// every metric (--metrics all) means every one that applies to each
+	// every metric ("all" in EvalOptions.Metrics) means every one that applies to each
 	// output and that the data allows
 	all := coversAll(opt.Metrics)
 	explicit := map[string]bool{MetricLatency: true, MetricThroughput: true}
@@ -715,7 +720,7 @@ func Evaluate(ctx context.Context, cand, ref Runner, ds *Dataset, opt EvalOption
 		}
 	}
 	if nothing {
-		res.Note = "nothing to compare: the dataset has no labels and there is no reference (--ref); showing output statistics"
+		res.Note = "nothing to compare: the dataset has no labels and there is no reference model; showing output statistics"
 		if timing {
 			res.Note += " and latency"
 		}

@@ -143,11 +143,14 @@ func TestEvaluateMetricAvailability(t *testing.T) {
 	r := randomLinear(rand.New(rand.NewSource(3)), 3, 2, 1)
 	ds, _ := NewDataset(map[string]*Array{"x": FromFloat32([]int64{4, 3}, make([]float32, 12))}, nil)
 	for _, c := range []struct{ metric, want string }{
-		{"accuracy", "needs labels"}, {"top5", "needs labels"}, {"kl", "pass --ref"}, {"agreement", "pass --ref"}, {"f1", "unknown metric"},
+		{"accuracy", "needs labels"}, {"top5", "needs labels"}, {"kl", "compares with a reference: pass a reference model"}, {"agreement", "compares with a reference: pass a reference model"}, {"f1", "unknown metric"},
 	} {
 		_, err := Evaluate(context.Background(), r, nil, ds, EvalOptions{Metrics: []string{c.metric}})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want %q", c.metric, err, c.want)
+		}
+		if refMetrics[c.metric] != errors.Is(err, ErrNeedsReference) {
+			t.Errorf("%s: errors.Is(%v, ErrNeedsReference) = %v", c.metric, err, !refMetrics[c.metric])
 		}
 	}
 	// Nothing to compare: the result says so and shows output statistics

@@ -217,7 +217,7 @@ func (g *Gate) CheckResult(res *Result) *GateResult {
 	}
 	for i, c := range g.Conditions {
 		if prefix, _, _ := splitCondMetric(c.Metric); prefix != "" && !measured[strings.TrimSuffix(prefix, ".")] {
-			res.Gate.Conditions[i].Reason = fmt.Sprintf("output %q was not measured (name it in --output-name)", strings.TrimSuffix(prefix, "."))
+			res.Gate.Conditions[i].Reason = fmt.Sprintf("output %q was not measured (name it in EvalOptions.Outputs)", strings.TrimSuffix(prefix, "."))
 		}
 	}
 	for _, name := range res.NewNonfinite() {
@@ -253,7 +253,7 @@ func lookup(metric string, cand, ref map[string]float64) (float64, string) {
 		r, okr := ref[key]
 		switch {
 		case !okc:
-			return 0, key + " was not measured (needs --data" + labelHint(base) + ")"
+			return 0, key + " was not measured (needs evaluation data" + labelHint(base) + ")"
 		case !okr:
 			return 0, "the reference's " + key + " was not measured (needs a reference model)"
 		case suffix == "_ratio":
@@ -264,9 +264,9 @@ func lookup(metric string, cand, ref map[string]float64) (float64, string) {
 	v, ok := cand[key]
 	if !ok {
 		if refMetrics[base] {
-			return 0, key + " was not measured (needs --data and a reference model)"
+			return 0, key + " was not measured (needs evaluation data and a reference model)"
 		}
-		return 0, key + " was not measured (needs --data" + labelHint(base) + ")"
+		return 0, key + " was not measured (needs evaluation data" + labelHint(base) + ")"
 	}
 	return v, ""
 }

@@ -41,7 +41,7 @@ var executable = func() (string, error) {
 // the only place that decides which native library the process loads, and
 // it searches, in this order:
 //
-//  1. explicit, when not empty (the CLI's --ort-lib);
+//  1. explicit, when not empty;
 //  2. $ONNXPOST_ORT_LIB;
 //  3. the folder of the executable (symlinks resolved):
 //     lib/libonnxruntime.so.1 beside it (an installed layout), then

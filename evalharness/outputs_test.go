@@ -614,7 +614,7 @@ func TestMapOutputs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if gr := g.CheckResult(res); !gr.Conditions[0].Passed || !gr.Conditions[1].Passed || gr.Conditions[2].Reason == "" || gr.Conditions[3].Reason != `output "w" was not measured (name it in --output-name)` {
+	if gr := g.CheckResult(res); !gr.Conditions[0].Passed || !gr.Conditions[1].Passed || gr.Conditions[2].Reason == "" || gr.Conditions[3].Reason != `output "w" was not measured (name it in EvalOptions.Outputs)` {
 		t.Errorf("gate: %+v", gr)
 	}
 }

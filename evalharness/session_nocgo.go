@@ -42,6 +42,10 @@ func NewSessionOutputs(model []byte, outputs []string, opt SessionOptions) (*Ses
 	return nil, errNoCgo
 }
 
+func newSession(model []byte, path string, outputs []string, opt SessionOptions) (*Session, error) {
+	return nil, errNoCgo
+}
+
 // Inputs returns nil.
 func (s *Session) Inputs() []TensorInfo { return nil }
 

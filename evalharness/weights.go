@@ -7,13 +7,14 @@ import (
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
-// WeightSession runs one ONNX Runtime session of a model whose chosen
+// WeightSession runs one session (OpenSession: ONNX Runtime unless
+// SessionOptions.Open says otherwise) of a model whose chosen
 // initializers were turned into graph inputs, so that candidate values for
 // those weights (a merge, a pruning level, a quantized copy...) are fed per
 // run instead of re-serializing the model and creating a session for each
 // candidate (docs/ARCHITECTURE.md §6).
 type WeightSession struct {
-	s       *Session
+	s       SessionRunner
 	weights map[string]TensorInfo
 	base    map[string]*Array
 	data    []TensorInfo
@@ -23,7 +24,7 @@ type WeightSession struct {
 // graph inputs and opens one session on it. The original values remain the
 // defaults of every candidate.
 func NewWeightSession(m *onnxio.Model, weights []string, opt SessionOptions) (*WeightSession, error) {
-	c := m.Clone()
+	c := m.Derive()
 	removed, err := c.InitializersToInputs(weights)
 	if err != nil {
 		return nil, err
@@ -41,7 +42,7 @@ func NewWeightSession(m *onnxio.Model, weights []string, opt SessionOptions) (*W
 	if err != nil {
 		return nil, err
 	}
-	if ws.s, err = NewSession(b, opt); err != nil {
+	if ws.s, err = OpenSession(OpenRequest{Model: b}, opt); err != nil {
 		return nil, err
 	}
 	for _, in := range ws.s.Inputs() {

@@ -6,7 +6,7 @@
 //
 // F = (1/N) Σ_x Σ_y p(y|x) (∂ log p(y|x)/∂θ)², elementwise, over the N
 // examples x of a dataset and the classes y, with the model's own
-// probabilities p = softmax(logits) (docs/ARCHITECTURE.md §5; Matena & Raffel's
+// probabilities p = softmax(logits) (docs/ARCHITECTURE.md §5.2; Matena & Raffel's
 // "expectation over the model's predictive distribution"). With
 // Options.Samples = K > 0 the sum over y is replaced by the mean over K
 // labels drawn from p(·|x) (seeded), for large output spaces.
@@ -47,8 +47,8 @@
 //
 // A Fisher file is an ONNX model with no nodes whose float32 initializers
 // are named and shaped like the parameters of the model they describe
-// (Result.Model and FromData make one, Read reads one); merge --fisher
-// reads them.
+// (Result.Model and FromData make one, Read reads one); Fisher merging
+// (merge.Inputs.Fishers) reads them.
 //
 // # Dependencies
 //
@@ -98,7 +98,9 @@ const copiesLimit = 4000
 type Options struct {
 	// Output names the logits output (default: the model's first
 	// floating-point output).
-	// It must have shape [batch, classes]; p(y|x) = softmax(logits).
+	// It must have shape [batch, classes], or [batch, sequence,
+	// vocabulary] for a language model (ModeTokens); p(y|x) =
+	// softmax(logits).
 	Output string
 	// Params lists the tensors to compute the Fisher of (default: every
 	// float initializer of the model).
@@ -108,13 +110,14 @@ type Options struct {
 	Samples int
 	// Seed seeds the label sampling.
 	Seed int64
-	// MaxExamples bounds the number of examples used (0: all).
+	// MaxExamples bounds the number of examples used (0: all); in
+	// ModeTokens it bounds the windows (each gives its counted positions).
 	MaxExamples int
 	// Batch is the number of examples per run in ModeRows (default 16).
 	Batch int
 	// Mode forces ModeRows, ModeCopies or ModeLoop; empty chooses ModeRows
 	// when the graph allows it, else ModeCopies for small graphs and
-	// ModeLoop for large ones.
+	// ModeLoop for large ones. Token logits always take ModeTokens.
 	Mode string
 	// Session configures the ONNX Runtime sessions.
 	Session evalharness.SessionOptions
@@ -132,7 +135,8 @@ type Result struct {
 	Shapes map[string][]int64
 	// Params lists the parameter names in model order.
 	Params []string
-	// Examples is the number of examples averaged over.
+	// Examples is the number of examples averaged over (ModeTokens: the
+	// counted token positions).
 	Examples int
 	// Classes is the number of classes of the logits.
 	Classes int
@@ -173,13 +177,12 @@ func ComputeResult(ctx context.Context, m *onnxio.Model, ds *evalharness.Dataset
 	if err != nil {
 		return nil, err
 	}
-	gb, err := g.Model.Bytes()
+	if g.Mode == ModeTokens {
+		return resultTokens(ctx, g, m, ds, n, opt)
+	}
+	sess, err := newGraphSession(g, opt)
 	if err != nil {
 		return nil, err
-	}
-	sess, err := evalharness.NewSession(gb, opt.Session)
-	if err != nil {
-		return nil, fmt.Errorf("fisher: gradient graph: %w", err)
 	}
 	defer sess.Close()
 	outIdx := map[string]int{}
@@ -192,7 +195,7 @@ func ComputeResult(ctx context.Context, m *onnxio.Model, ds *evalharness.Dataset
 		acc[i] = make([]float64, ne)
 	}
 	rng := rand.New(rand.NewSource(opt.Seed))
-	var fwd *evalharness.Session
+	var fwd evalharness.SessionRunner
 	if opt.Samples > 0 {
 		if fwd, err = forwardSession(m, g.Output, opt.Session); err != nil {
 			return nil, err
@@ -258,6 +261,11 @@ func ComputeResult(ctx context.Context, m *onnxio.Model, ds *evalharness.Dataset
 			opt.Progress(j, n)
 		}
 	}
+	return finishResult(g, acc, n)
+}
+
+// finishResult divides the Fisher sums acc by the number of examples n.
+func finishResult(g *Graph, acc [][]float64, n int) (*Result, error) {
 	res := &Result{Fisher: map[string][]float32{}, Shapes: g.Shapes, Params: g.Params, Examples: n, Classes: g.Classes, Mode: g.Mode, Fallback: g.Fallback}
 	for q, p := range g.Params {
 		f := make([]float32, len(acc[q]))
@@ -370,13 +378,23 @@ func Build(m *onnxio.Model, ds *evalharness.Dataset, opt Options) (*Graph, error
 	if !ok {
 		return nil, fmt.Errorf("%w: no output %q", ErrModel, output)
 	}
-	if len(oi.Shape) != 2 || oi.Shape[0] != 1 {
-		return nil, fmt.Errorf("%w: output %q has shape %v for one example; want [1, classes] logits", ErrModel, output, oi.Shape)
+	tokens := len(oi.Shape) == 3 && oi.Shape[0] == 1
+	if (len(oi.Shape) != 2 || oi.Shape[0] != 1) && !tokens {
+		return nil, fmt.Errorf("%w: output %q has shape %v for one example; want [1, classes] logits or [1, sequence, vocabulary] token logits", ErrModel, output, oi.Shape)
 	}
 	if oi.DType != onnxio.Float && oi.DType != onnxio.Double {
 		return nil, fmt.Errorf("%w: logits %q are %v; float32 or float64 needed", ErrModel, output, oi.DType)
 	}
-	base := &Graph{Output: output, Params: params, Shapes: shapes, Classes: int(oi.Shape[1]), Samples: opt.Samples, inputs: inputs, dtype: oi.DType}
+	base := &Graph{Output: output, Params: params, Shapes: shapes, Classes: int(oi.Shape[len(oi.Shape)-1]), Samples: opt.Samples, inputs: inputs, dtype: oi.DType}
+	if tokens {
+		if opt.Mode != "" && opt.Mode != ModeTokens {
+			return nil, fmt.Errorf("%w: output %q holds token logits %v; mode %s is for [batch, classes] logits, token logits take mode %s", ErrModel, output, oi.Shape, opt.Mode, ModeTokens)
+		}
+		return buildTokens(m, base, info)
+	}
+	if opt.Mode == ModeTokens {
+		return nil, fmt.Errorf("%w: mode %s needs [batch, sequence, vocabulary] logits; output %q has shape %v for one example", ErrModel, ModeTokens, output, oi.Shape)
+	}
 	fixed := ""
 	for _, in := range m.Inputs() {
 		if len(in.Shape) > 0 && in.Shape[0].Param == "" && in.Shape[0].Value > 0 {
@@ -425,14 +443,22 @@ func Build(m *onnxio.Model, ds *evalharness.Dataset, opt Options) (*Graph, error
 const SeedInput = "fisher_seed"
 
 // buildLoop builds the ModeLoop graph: one example, the gradient of
-// Σ seed⊙logits for a seed fed as an input, flattened per parameter.
+// Σ seed⊙logits for a seed [1, classes] fed as an input, flattened per
+// parameter.
 func buildLoop(m *onnxio.Model, base *Graph, info map[string]autodiff.Info) (*Graph, error) {
-	g := m.Clone()
+	return buildSeeded(m, base, info, ModeLoop, SeedInput, []onnxio.Dim{{Value: 1}, {Value: int64(base.Classes)}})
+}
+
+// buildSeeded returns m with the input seed (shaped like the logits) and
+// one output per parameter holding the flattened gradient of Σ seed⊙logits:
+// the graph of ModeLoop and ModeTokens.
+func buildSeeded(m *onnxio.Model, base *Graph, info map[string]autodiff.Info, mode, seed string, shape []onnxio.Dim) (*Graph, error) {
+	g := m.Derive()
 	gr := *base
-	gr.Mode = ModeLoop
+	gr.Mode = mode
 	dt := info[base.Output].DType
-	g.AddInput(onnxio.ValueInfo{Name: SeedInput, DType: dt, Shape: []onnxio.Dim{{Value: 1}, {Value: int64(base.Classes)}}})
-	grads, err := autodiff.VJP(g, base.Output, SeedInput, base.Params, autodiff.Options{Info: info, Prefix: "fisher_bwd"})
+	g.AddInput(onnxio.ValueInfo{Name: seed, DType: dt, Shape: shape})
+	grads, err := autodiff.VJP(g, base.Output, seed, base.Params, autodiff.Options{Info: info, Prefix: "fisher_bwd"})
 	if err != nil {
 		return nil, fmt.Errorf("fisher: %w", err)
 	}
@@ -455,7 +481,7 @@ func buildLoop(m *onnxio.Model, base *Graph, info map[string]autodiff.Info) (*Gr
 
 // loopExample adds one example's Σ_y c_y g_y² to acc in ModeLoop: a forward
 // run for p, then one gradient run per class (or drawn label).
-func loopExample(g *Graph, sess, fwd *evalharness.Session, feed map[string]*evalharness.Array, outIdx map[string]int, acc [][]float64, samples int, rng *rand.Rand) error {
+func loopExample(g *Graph, sess, fwd evalharness.Runner, feed map[string]*evalharness.Array, outIdx map[string]int, acc [][]float64, samples int, rng *rand.Rand) error {
 	in := map[string]*evalharness.Array{}
 	for k, v := range feed {
 		if g.inputs[k] {
@@ -479,19 +505,7 @@ func loopExample(g *Graph, sess, fwd *evalharness.Session, feed map[string]*eval
 	for j, l := range lp {
 		p[j] = math.Exp(l)
 	}
-	var labels []int
-	var coefs []float64
-	if samples > 0 {
-		for _, y := range sampleLabels(lp, samples, rng) {
-			labels = append(labels, y)
-			coefs = append(coefs, 1/float64(samples))
-		}
-	} else {
-		for y := 0; y < c; y++ {
-			labels = append(labels, y)
-			coefs = append(coefs, p[y])
-		}
-	}
+	labels, coefs := labelsOf(lp, p, samples, rng)
 	seed := make([]float32, c)
 	for q, y := range labels {
 		for j := range seed {
@@ -503,17 +517,45 @@ func loopExample(g *Graph, sess, fwd *evalharness.Session, feed map[string]*eval
 		if err != nil {
 			return err
 		}
-		for j := range g.Params {
-			v, err := gout[outIdx[g.Outputs[j]]].Float64()
-			if err != nil {
-				return err
-			}
-			if len(v) != len(acc[j]) {
-				return fmt.Errorf("fisher: %s: gradient has %d elements, want %d", g.Params[j], len(v), len(acc[j]))
-			}
-			for k, x := range v {
-				acc[j][k] += coefs[q] * x * x
-			}
+		if err := addSquares(g, gout, outIdx, acc, coefs[q]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// labelsOf returns the labels of one example and their coefficients: every
+// class with p(y|x), or samples labels drawn from exp(lp) with 1/samples
+// each.
+func labelsOf(lp, p []float64, samples int, rng *rand.Rand) ([]int, []float64) {
+	var labels []int
+	var coefs []float64
+	if samples > 0 {
+		for _, y := range sampleLabels(lp, samples, rng) {
+			labels = append(labels, y)
+			coefs = append(coefs, 1/float64(samples))
+		}
+		return labels, coefs
+	}
+	for y := range p {
+		labels = append(labels, y)
+		coefs = append(coefs, p[y])
+	}
+	return labels, coefs
+}
+
+// addSquares adds coef·g² of the gradient run's outputs gout to acc.
+func addSquares(g *Graph, gout []*evalharness.Array, outIdx map[string]int, acc [][]float64, coef float64) error {
+	for j := range g.Params {
+		v, err := gout[outIdx[g.Outputs[j]]].Float64()
+		if err != nil {
+			return err
+		}
+		if len(v) != len(acc[j]) {
+			return fmt.Errorf("fisher: %s: gradient has %d elements, want %d", g.Params[j], len(v), len(acc[j]))
+		}
+		for k, x := range v {
+			acc[j][k] += coef * x * x
 		}
 	}
 	return nil
@@ -567,7 +609,7 @@ func eye(dt onnxio.DType, c int) (*onnxio.Tensor, error) {
 // coefficient p_k (or 1/K), per-row gradients squared and contracted with
 // the coefficients.
 func buildRows(m *onnxio.Model, base *Graph, info, info2 map[string]autodiff.Info) (*Graph, error) {
-	g := m.Clone()
+	g := m.Derive()
 	gr := *base
 	gr.Mode = ModeRows
 	c := base.Classes
@@ -672,7 +714,7 @@ func copyInfo(m map[string]autodiff.Info) map[string]autodiff.Info {
 // buildCopies builds the ModeCopies graph: one example, one backward pass
 // per class (or drawn label) in the same graph.
 func buildCopies(m *onnxio.Model, base *Graph, info map[string]autodiff.Info) (*Graph, error) {
-	g := m.Clone()
+	g := m.Derive()
 	gr := *base
 	gr.Mode = ModeCopies
 	classes := base.Classes
@@ -769,7 +811,7 @@ func Probe(m *onnxio.Model, feed map[string]*evalharness.Array, so evalharness.S
 	if err != nil {
 		return nil, err
 	}
-	s, err := evalharness.NewSession(b, so)
+	s, err := evalharness.OpenSession(evalharness.OpenRequest{Model: b}, so)
 	if err != nil {
 		return nil, fmt.Errorf("fisher: probe: %w", err)
 	}
@@ -794,17 +836,13 @@ func Probe(m *onnxio.Model, feed map[string]*evalharness.Array, so evalharness.S
 	return info, nil
 }
 
-func forwardSession(m *onnxio.Model, output string, so evalharness.SessionOptions) (*evalharness.Session, error) {
-	b, err := m.Bytes()
-	if err != nil {
-		return nil, err
-	}
-	return evalharness.NewSessionOutputs(b, []string{output}, so)
+func forwardSession(m *onnxio.Model, output string, so evalharness.SessionOptions) (evalharness.SessionRunner, error) {
+	return evalharness.OpenModel(m, []string{output}, so)
 }
 
 // drawLabels runs the forward model on a batch and returns, for each
 // example, k one-hot rows of labels drawn from softmax(logits).
-func drawLabels(fwd *evalharness.Session, feed map[string]*evalharness.Array, classes, k int, dt onnxio.DType, rng *rand.Rand) (*evalharness.Array, error) {
+func drawLabels(fwd evalharness.Runner, feed map[string]*evalharness.Array, classes, k int, dt onnxio.DType, rng *rand.Rand) (*evalharness.Array, error) {
 	outs, err := fwd.Run(feed)
 	if err != nil {
 		return nil, err

@@ -109,8 +109,17 @@ func TestSamplingSeeded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkSeeded(t, m, ds, fisher.Options{MaxExamples: 20, Samples: 2})
+}
+
+// checkSeeded checks that the sampled Fisher of m with opt is the same for
+// one seed and differs for another.
+func checkSeeded(t *testing.T, m *onnxio.Model, ds *evalharness.Dataset, opt fisher.Options) {
+	t.Helper()
 	run := func(seed int64) map[string][]float32 {
-		f, err := fisher.Compute(context.Background(), m, ds, fisher.Options{MaxExamples: 20, Samples: 2, Seed: seed})
+		o := opt
+		o.Seed = seed
+		f, err := fisher.Compute(context.Background(), m, ds, o)
 		if err != nil {
 			t.Fatal(err)
 		}

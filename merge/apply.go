@@ -10,9 +10,9 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime/debug"
 	"slices"
 
-	"github.com/onnxpost/onnxpost/internal/safe"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -34,21 +34,24 @@ func (m *Merger) Transform(ctx context.Context, name string, t *onnxio.Tensor) (
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	defer safe.Recover("merging "+name, &err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer m.recoverFault("merging "+name, &err)
 	if testTransformHook != nil {
 		testTransformHook(name)
 	}
 	p := &m.plan[k]
 	base, xs, err := m.group(p, t)
+	defer m.releaseGroup(base, xs)
 	if err != nil {
 		return nil, err
 	}
 	var fishers []*onnxio.Tensor
 	for i, f := range m.in.Fishers {
-		ft, err := f.Initializer(p.Fishers[i])
+		ft, err := m.views[f].Initializer(p.Fishers[i])
 		if err != nil {
 			return nil, err
 		}
+		defer m.release(f, ft)
 		fishers = append(fishers, ft)
 	}
 	var out *onnxio.Tensor
@@ -126,7 +129,7 @@ func compute[T Float](m *Merger, p *TensorPlan, base *onnxio.Tensor, xs, fishers
 		}
 	}
 	n := len(vals[0])
-	dst, wrap := outBuffer[T](p.Out, p.DType, p.Shape, n)
+	dst, wrap := outBuffer[T](p.Out, p.DType, p.Shape, n, m.bufs.get)
 	o := m.optionsFor(p)
 	switch o.Method {
 	case Linear:
@@ -221,10 +224,11 @@ func (m *Merger) TransformFunc(ctx context.Context) onnxio.TransformFunc {
 // Done returns the number of elements merged so far (for progress bars).
 func (m *Merger) Done() int64 { return m.done.Load() }
 
-// Output returns a copy of the template to save the merge into: pass it to
+// Output returns a model derived from the template (onnxio.Model.Derive:
+// it shares the template's tensors) to save the merge into: pass it to
 // Save with Transform set to m.Transform (as m.Save does). External data
 // stays referenced, not copied.
-func (m *Merger) Output() *onnxio.Model { return m.template.Clone() }
+func (m *Merger) Output() *onnxio.Model { return m.template.Derive() }
 
 // Save writes the merged model to path, merging each tensor as it is
 // written (a worker pool of so.Workers, default GOMAXPROCS). out is the
@@ -238,6 +242,8 @@ func (m *Merger) Save(ctx context.Context, out *onnxio.Model, path string, so *o
 	}
 	o.Transform = m.TransformFunc(ctx)
 	o.Context = ctx
+	o.MapInputs = true // Transform reads the template through its own view
+	o.Written = func(t *onnxio.Tensor) { m.bufs.put(t.Bytes()) }
 	return out.Save(path, &o)
 }
 

@@ -5,7 +5,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -32,9 +34,11 @@ func BenchmarkTIESKernel768x3072(b *testing.B) {
 	base, xs := randSlices(768*3072, 3, 1)
 	dst := make([]float32, len(base))
 	b.SetBytes(int64(4 * len(base) * 4))
+	start := cpuTime()
 	for b.Loop() {
 		TIESTo(dst, base, xs, []float64{1, 1, 1}, []float64{0.01, 0.01, 0.01}, 1)
 	}
+	reportCPU(b, start, int64(4*len(base)*4))
 }
 
 // BenchmarkDARETIESKernel768x3072 is the same with random drops.
@@ -43,9 +47,11 @@ func BenchmarkDARETIESKernel768x3072(b *testing.B) {
 	dst := make([]float32, len(base))
 	p := DAREParams{Weights: []float64{1, 1, 1}, Densities: []float64{0.5, 0.5, 0.5}, Keys: []uint64{1, 2, 3}, Lambda: 1, TIES: true}
 	b.SetBytes(int64(4 * len(base) * 4))
+	start := cpuTime()
 	for b.Loop() {
 		DARETo(dst, base, xs, p)
 	}
+	reportCPU(b, start, int64(4*len(base)*4))
 }
 
 // BenchmarkSelectorPass768x3072 is one histogram pass of the global-trim
@@ -96,16 +102,27 @@ func BenchmarkMergeTIESLarge(b *testing.B) {
 	}
 	in := Inputs{Base: load("base"), Models: []*onnxio.Model{load("ft1"), load("ft2"), load("ft3")}}
 	out := filepath.Join(b.TempDir(), "merged.onnx")
+	opt := Options{Method: TIES}
+	if s := os.Getenv("ONNXPOST_BENCH_MERGE_SCOPE"); s != "" {
+		opt.TrimScope = TrimScope(s)
+	}
+	start := cpuTime()
+	var bytes int64
 	for b.Loop() {
-		mg, err := New(context.Background(), in, Options{Method: TIES}, nil)
+		mg, err := New(context.Background(), in, opt, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.SetBytes(4 * 4 * mg.Elements())
+		bytes = 4 * 4 * mg.Elements()
+		b.SetBytes(bytes)
 		if err := mg.Save(context.Background(), mg.Output(), out, &onnxio.SaveOptions{External: onnxio.ExternalAlways}); err != nil {
 			b.Fatal(err)
 		}
+		if err := mg.Close(); err != nil {
+			b.Fatal(err)
+		}
 	}
+	reportCPU(b, start, bytes)
 }
 
 // BenchmarkMergekitKernels768x3072 runs each mergekit method on one
@@ -134,4 +151,51 @@ func BenchmarkMergekitKernels768x3072(b *testing.B) {
 			}
 		})
 	}
+}
+
+// cpuTime returns the process's user + system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the CPU time per operation and the input throughput
+// per CPU second since start (a figure less sensitive than wall time to
+// other processes on a shared machine).
+func reportCPU(b *testing.B, start time.Duration, bytesPerOp int64) {
+	cpu := cpuTime() - start
+	if b.N == 0 || cpu <= 0 {
+		return
+	}
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(bytesPerOp)*float64(b.N)/cpu.Seconds()/1e6, "MB/cpu-s")
+}
+
+// BenchmarkLinearAccumulation compares the linear kernel's float64
+// accumulation (the kernels' choice) with a float32 Kahan-compensated sum
+// on three 768×3072 models; bytes are the input bytes.
+func BenchmarkLinearAccumulation(b *testing.B) {
+	_, xs := randSlices(768*3072, 3, 1)
+	dst := make([]float32, len(xs[0]))
+	bytes := int64(4 * len(dst) * 3)
+	b.Run("float64", func(b *testing.B) {
+		b.SetBytes(bytes)
+		start := cpuTime()
+		for b.Loop() {
+			LinearTo(dst, xs, []float64{1, 1, 1}, true)
+		}
+		reportCPU(b, start, bytes)
+	})
+	b.Run("float32-kahan", func(b *testing.B) {
+		b.SetBytes(bytes)
+		start := cpuTime()
+		c := float32(1) / 3
+		for b.Loop() {
+			linearKahan32(dst, xs, []float32{c, c, c})
+		}
+		reportCPU(b, start, bytes)
+	})
 }

@@ -41,16 +41,19 @@ import (
 //	  lambda: 1.0
 //	  trim_scope: global        # onnxpost's own keys: trim_scope, seed,
 //	  seed: 0                   # fisher_floor, fisher_normalize, include, exclude
-//	dtype: float16              # accepted, noted: see Notes
+//	dtype: float16              # the output's weights: float16 or bfloat16
 //	output: merged.onnx
 //	data: val.npz
 //	gate: accuracy_drop<=0.01
 //
 // Instead of models, mergekit's slices may list one slice whose sources
 // all take the same full layer_range [0, N] (N the model's layer count):
-// the same merge. Layer stacking (other ranges, several slices,
-// passthrough) is refused. A base_model also listed among the models is
-// taken out of them (mergekit merges it as the base only).
+// the same merge. With merge_method passthrough the slices stack layers
+// instead (see Stack and Config.Stack): each slice one source with a
+// layer_range [start, end), end excluded, as mergekit reads it. dtype
+// float16 or bfloat16 converts the output's weights (OutputDtype). A
+// base_model also listed among the models is taken out of them (mergekit
+// merges it as the base only).
 //
 // Which parameters a method takes is Method.Params; anything else, and
 // every unknown key, is an error naming it, raised before any model is
@@ -78,13 +81,15 @@ type Config struct {
 	Slices []ConfigSlice `yaml:"slices"`
 	// Parameters are the global parameters.
 	Parameters ConfigParams `yaml:"parameters"`
-	// Output, Data and Gate are the CLI's -o, --data and --gate.
+	// Output, Data and Gate are the merge's output path, evaluation data
+	// and gate.
 	Output string `yaml:"output"`
 	Data   string `yaml:"data"`
 	Gate   string `yaml:"gate"`
-	// Dtype, TokenizerSource, Tokenizer and ChatTemplate are mergekit's
-	// keys that do not apply to ONNX weight merging: accepted, and noted
-	// in Notes. OutDtype and Modules are refused.
+	// Dtype is the output's weight type (see OutputDtype).
+	// TokenizerSource, Tokenizer and ChatTemplate are mergekit's keys
+	// that do not apply to ONNX weight merging: accepted, and noted in
+	// Notes. OutDtype and Modules are refused.
 	Dtype           string    `yaml:"dtype"`
 	OutDtype        string    `yaml:"out_dtype"`
 	TokenizerSource yaml.Node `yaml:"tokenizer_source"`
@@ -97,6 +102,8 @@ type Config struct {
 	Notes []string `yaml:"-"`
 	// layers is the layer count a slices: form requires (0: none).
 	layers int
+	// stack is a passthrough config's layer stack.
+	stack []StackSlice
 }
 
 // ConfigModel is one input model of a Config.
@@ -141,7 +148,7 @@ type ConfigOption func(*configOptions)
 type configOptions struct{ outDir string }
 
 // WithOutDir resolves the config's output inside dir (the CLI's
-// --out-dir) instead of the config's folder. dir must exist.
+// out-dir flag) instead of the config's folder. dir must exist.
 func WithOutDir(dir string) ConfigOption {
 	return func(o *configOptions) { o.outDir = dir }
 }
@@ -149,9 +156,9 @@ func WithOutDir(dir string) ConfigOption {
 // processKeys are options of the process, not of a merge: a config may
 // not set them.
 var processKeys = map[string]string{
-	"ort-lib": "chooses the native ONNX Runtime library (pass --ort-lib on the command line)",
-	"ort_lib": "chooses the native ONNX Runtime library (pass --ort-lib on the command line)",
-	"threads": "sets the process's thread count (pass --threads on the command line)",
+	"ort-lib": "chooses the native ONNX Runtime library (the program that runs the config passes the library's path)",
+	"ort_lib": "chooses the native ONNX Runtime library (the program that runs the config passes the library's path)",
+	"threads": "sets the process's thread count (the program that runs the config sets it)",
 }
 
 // LoadConfig reads and parses a merge config file.
@@ -263,6 +270,9 @@ func ParseConfig(r io.Reader, dir string, opts ...ConfigOption) (*Config, error)
 	}
 	c.dropBaseFromModels()
 	// the method and its parameters are checked now, before any model is read
+	if c.stack != nil {
+		return &c, nil
+	}
 	if _, err := c.Options(); err != nil {
 		return nil, err
 	}
@@ -304,6 +314,9 @@ func (c *Config) FisherPaths() ([]string, error) {
 // lists go to Options.Tensor (evaluated per tensor by New).
 func (c *Config) Options() (Options, error) {
 	var o Options
+	if c.stack != nil {
+		return o, fmt.Errorf("%w: passthrough copies layers, it takes no merge options (see Config.Stack)", ErrOptions)
+	}
 	m, err := ParseMethod(c.Method)
 	if err != nil {
 		return o, err

@@ -92,8 +92,8 @@ models:
 merge_method: linear
 dtype: float16
 `)
-	if len(c.Notes) != 1 || !strings.Contains(c.Notes[0], "dtype float16 has no effect") {
-		t.Errorf("notes %q", c.Notes)
+	if len(c.Notes) != 0 || c.OutputDtype() != "fp16" {
+		t.Errorf("notes %q, output dtype %q (want none, fp16)", c.Notes, c.OutputDtype())
 	}
 	a, b, d := loadZoo(t, "ft_low"), loadZoo(t, "ft_high"), loadZoo(t, "ft_shift")
 	for _, n := range []string{"blocks.0.q.weight", "head.bias"} {
@@ -327,8 +327,15 @@ dtype: float16
 // before any model is read (the paths do not even exist).
 func TestMergekitConfigRefusals(t *testing.T) {
 	cases := []struct{ name, yaml, want string }{
-		{"passthrough", "merge_method: passthrough\nmodels: [{model: a.onnx}]\n", `method "passthrough" is not supported: layer stacking`},
-		{"two slices", "merge_method: linear\nslices:\n  - sources: [{model: a, layer_range: [0, 2]}]\n  - sources: [{model: b, layer_range: [2, 4]}]\n", "2 slices: layer stacking"},
+		{"passthrough with models", "merge_method: passthrough\nmodels: [{model: a.onnx}]\n", "passthrough: list the layers as slices"},
+		{"passthrough two sources", "merge_method: passthrough\nslices:\n  - sources: [{model: a, layer_range: [0, 2]}, {model: b, layer_range: [0, 2]}]\n", "slice 1 lists 2 sources: passthrough takes one per slice"},
+		{"passthrough base", "merge_method: passthrough\nbase_model: b\nslices:\n  - sources: [{model: a, layer_range: [0, 2]}]\n", "passthrough: takes no base_model"},
+		{"passthrough parameters", "merge_method: passthrough\nparameters: {scale: 0.5, seed: 3}\nslices:\n  - sources: [{model: a, layer_range: [0, 2]}]\n", "takes no parameters (mergekit's scale is not supported either); got scale, seed"},
+		{"passthrough source parameters", "merge_method: passthrough\nslices:\n  - sources: [{model: a, layer_range: [0, 2], parameters: {weight: 1}}]\n", "slice 1: the source takes no parameters"},
+		{"passthrough empty range", "merge_method: passthrough\nslices:\n  - sources: [{model: a, layer_range: [2, 2]}]\n", "slice 1: layer_range [2 2]: want [start, end] with 0 ≤ start < end"},
+		{"passthrough no range", "merge_method: passthrough\nslices:\n  - sources: [{model: a}]\n", "slice 1: layer_range []"},
+		{"two slices", "merge_method: linear\nslices:\n  - sources: [{model: a, layer_range: [0, 2]}]\n  - sources: [{model: b, layer_range: [2, 4]}]\n", "2 slices with merge_method linear: only passthrough stacks slices"},
+		{"passthrough as flag-style method", "method: passthrough\nmodels: [{model: a}]\n", "passthrough: list the layers as slices"},
 		{"partial range", "merge_method: linear\nslices:\n  - sources: [{model: a, layer_range: [0, 2]}, {model: b, layer_range: [1, 3]}]\n", "layer_range [1 3]"},
 		{"out_dtype", "merge_method: linear\nmodels: [{model: a}]\nout_dtype: bfloat16\n", `out_dtype "bfloat16" is not supported`},
 		{"modules", "merge_method: linear\nmodules: {text: {}}\nmodels: [{model: a}]\n", "modules (multi-module merges) are not supported"},

@@ -2,7 +2,7 @@
 // linear averaging and model soups (uniform and greedy), task arithmetic,
 // TIES-Merging (global or per-tensor trim), DARE and DARE-TIES, SLERP and
 // Fisher-weighted averaging, with the exact definitions of docs/ARCHITECTURE.md
-// §5.
+// §5.1.
 //
 // # Overview
 //

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
 
 	"github.com/onnxpost/onnxpost/internal/safe"
+	"github.com/onnxpost/onnxpost/internal/selection"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -71,6 +73,11 @@ type Merger struct {
 	// popts are the options of each plan entry when parameters vary by
 	// tensor (Options.Tensor), else nil
 	popts []*Options
+
+	// views read each input model's external data through memory maps
+	views map[*onnxio.Model]*onnxio.Mapped
+	// bufs recycles output buffers once Save has written them
+	bufs bufPool
 }
 
 // Progress reports the selection passes of New: it is called with a stage
@@ -97,7 +104,7 @@ func New(ctx context.Context, in Inputs, opt Options, progress Progress) (*Merge
 	}
 	if opt.Method == Fisher {
 		if len(in.Fishers) != len(in.Models) {
-			return nil, fmt.Errorf("%w: fisher merging needs one Fisher file per model (--fisher F1,F2,...): got %d for %d models", ErrOptions, len(in.Fishers), len(in.Models))
+			return nil, fmt.Errorf("%w: fisher merging needs one Fisher file per model (Inputs.Fishers): got %d for %d models", ErrOptions, len(in.Fishers), len(in.Models))
 		}
 	} else if len(in.Fishers) > 0 {
 		return nil, fmt.Errorf("%w: Fisher files given to method %s", ErrOptions, opt.Method)
@@ -166,6 +173,11 @@ func New(ctx context.Context, in Inputs, opt Options, progress Progress) (*Merge
 			p.Models = append(p.Models, nameIn(i, n))
 		}
 		if opt.Method == Fisher {
+			if m.fisherLacks(n, nameIn) && m.checkEqual(n, nameIn, label, tlabel) == nil {
+				// a tensor equal in every model (a folded constant the
+				// Fisher files do not describe) merges to itself
+				continue
+			}
 			for i, f := range in.Fishers {
 				mn := p.Models[i]
 				fdt, fshape, err := f.InitializerInfo(mn)
@@ -189,20 +201,34 @@ func New(ctx context.Context, in Inputs, opt Options, progress Progress) (*Merge
 	if err := m.resolveTensorSettings(label); err != nil {
 		return nil, err
 	}
+	m.openViews()
+	var err error
 	switch {
 	case opt.Method == TIES && opt.TrimScope == TrimGlobal:
-		if err := m.globalThresholds(ctx, progress); err != nil {
-			return nil, err
-		}
+		err = m.globalThresholds(ctx, progress)
 	case opt.Method == Fisher:
-		if err := m.fisherCoeffs(ctx); err != nil {
-			return nil, err
-		}
+		err = m.fisherCoeffs(ctx)
+	}
+	if err != nil {
+		m.Close()
+		return nil, err
 	}
 	return m, nil
 }
 
-// checkEqual verifies that a non-float tensor is equal in every model.
+// fisherLacks reports whether a Fisher file lacks the template's tensor n
+// (under its model's name for it).
+func (m *Merger) fisherLacks(n string, nameIn func(int, string) string) bool {
+	for i, f := range m.in.Fishers {
+		if _, _, err := f.InitializerInfo(nameIn(i, n)); err != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// checkEqual verifies that a tensor is equal in every model (non-float
+// tensors must be; a float tensor missing from the Fisher files may be).
 func (m *Merger) checkEqual(n string, nameIn func(int, string) string, label func(int) string, tlabel string) error {
 	want, err := m.template.Initializer(n)
 	if err != nil {
@@ -242,10 +268,106 @@ func (m *Merger) Elements() int64 { return m.total }
 // the first model without one.
 func (m *Merger) Template() *onnxio.Model { return m.template }
 
+// openViews opens a memory-mapped view of every input model (base, models,
+// Fisher files), closed by Close or, failing that, when the Merger is
+// garbage.
+func (m *Merger) openViews() {
+	m.views = map[*onnxio.Model]*onnxio.Mapped{}
+	var list []*onnxio.Mapped
+	add := func(mod *onnxio.Model) {
+		if mod != nil && m.views[mod] == nil {
+			v := mod.Mapped()
+			m.views[mod] = v
+			list = append(list, v)
+		}
+	}
+	add(m.in.Base)
+	for _, mod := range m.in.Models {
+		add(mod)
+	}
+	for _, f := range m.in.Fishers {
+		add(f)
+	}
+	runtime.AddCleanup(m, func(vs []*onnxio.Mapped) {
+		for _, v := range vs {
+			v.Close()
+		}
+	}, list)
+}
+
+// Close releases the memory maps of the inputs. Call it once the merge is
+// saved; the Merger must not be used afterwards.
+func (m *Merger) Close() error {
+	var first error
+	for _, v := range m.views {
+		if err := v.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// release drops the resident pages of tensors read by group (a no-op for
+// tensors that are not memory-mapped).
+func (m *Merger) release(mod *onnxio.Model, ts ...*onnxio.Tensor) {
+	v := m.views[mod]
+	if v == nil {
+		return
+	}
+	for _, t := range ts {
+		v.Release(t)
+	}
+}
+
+// releaseGroup releases what group returned.
+func (m *Merger) releaseGroup(base *onnxio.Tensor, xs []*onnxio.Tensor) {
+	if m.in.Base != nil {
+		m.release(m.in.Base, base)
+	}
+	for i, mod := range m.in.Models {
+		if i < len(xs) {
+			m.release(mod, xs[i])
+		}
+	}
+}
+
+// call runs f with memory faults turned into panics (SetPanicOnFault) and
+// returns its error; a panic becomes a *safe.PanicError, except a fault
+// inside one of the input maps (a data file truncated while the merge
+// runs), which becomes the view's ErrFormat error.
+func (m *Merger) call(op string, f func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer m.recoverFault(op, &err)
+	return f()
+}
+
+// recoverFault is safe.Recover that first asks the input views whether
+// the panic is a fault in their maps. Call it deferred, directly.
+func (m *Merger) recoverFault(op string, errp *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	for _, v := range m.views {
+		if e := v.Fault(r); e != nil {
+			*errp = e
+			return
+		}
+	}
+	*errp = safe.FromPanic(op, r)
+}
+
 // group reads one plan entry's tensors: the base's (nil without base) and
 // each model's; the template's own tensor t is reused when given.
 func (m *Merger) group(p *TensorPlan, t *onnxio.Tensor) (base *onnxio.Tensor, xs []*onnxio.Tensor, err error) {
 	get := func(mod *onnxio.Model, name string) (*onnxio.Tensor, error) {
+		if v := m.views[mod]; v != nil {
+			t, err := v.Initializer(name)
+			if err == nil {
+				v.Populate(t) // the merge reads every byte of it
+			}
+			return t, err
+		}
 		if mod == m.template && t != nil {
 			return t, nil
 		}
@@ -283,7 +405,7 @@ func (m *Merger) forEach(ctx context.Context, fn func(p *TensorPlan) error) erro
 			defer wg.Done()
 			for i := range jobs {
 				p := &m.plan[i]
-				if err := safe.Call("merge worker ("+p.Out+")", func() error { return fn(p) }); err != nil {
+				if err := m.call("merge worker ("+p.Out+")", func() error { return fn(p) }); err != nil {
 					once.Do(func() { first = err; close(stop) })
 				}
 			}
@@ -309,20 +431,20 @@ loop:
 	return first
 }
 
-// globalThresholds finds, for each model, the k-th largest |τ| over all its
-// merged tensors with k = TrimCount(density, total) — by radix selection
-// passes, one tensor name at a time.
-func (m *Merger) globalThresholds(ctx context.Context, progress Progress) error {
+// radixThresholds sets m.thresholds[i], for the models i of which, to the
+// k-th largest |τ| over all merged tensors with k = TrimCount(density,
+// total) — by radix selection passes, one tensor name at a time.
+func (m *Merger) radixThresholds(ctx context.Context, progress Progress, which []int) error {
 	nm := len(m.in.Models)
 	sels := make([]*Selector, nm)
-	for i := range sels {
+	for _, i := range which {
 		sels[i] = NewSelector(TrimCount(m.opt.Densities[i], m.total))
 	}
 	for pass := 0; ; pass++ {
 		var seen atomic.Int64
 		active := false
 		for _, s := range sels {
-			active = active || !s.Done()
+			active = active || s != nil && !s.Done()
 		}
 		if !active {
 			break
@@ -332,20 +454,21 @@ func (m *Merger) globalThresholds(ctx context.Context, progress Progress) error 
 		var mu sync.Mutex
 		acc := make([]*Pass, nm)
 		for i, s := range sels {
-			if !s.Done() {
+			if s != nil && !s.Done() {
 				acc[i] = s.NewPass()
 			}
 		}
 		pool := sync.Pool{New: func() any { return make([]*Pass, nm) }}
 		err := m.forEach(ctx, func(p *TensorPlan) error {
 			base, xs, err := m.group(p, nil)
+			defer m.releaseGroup(base, xs)
 			if err != nil {
 				return err
 			}
 			local := pool.Get().([]*Pass)
 			defer pool.Put(local)
 			for i, s := range sels {
-				if s.Done() {
+				if s == nil || s.Done() {
 					local[i] = nil
 				} else {
 					local[i] = s.ResetPass(local[i])
@@ -363,7 +486,7 @@ func (m *Merger) globalThresholds(ctx context.Context, progress Progress) error 
 			mu.Unlock()
 			if progress != nil {
 				n, _ := onnxio.NumElements(p.Shape)
-				progress(fmt.Sprintf("trim pass %d", pass+1), seen.Add(n), m.total)
+				progress(fmt.Sprintf("trim pass %d", pass+2), seen.Add(n), m.total)
 			}
 			return nil
 		})
@@ -371,16 +494,18 @@ func (m *Merger) globalThresholds(ctx context.Context, progress Progress) error 
 			return err
 		}
 		for i, s := range sels {
-			if !s.Done() {
+			if s != nil && !s.Done() {
 				if err := s.EndPass(acc[i]); err != nil {
 					return err
 				}
 			}
 		}
 	}
-	m.thresholds = make([]float64, nm)
-	for i, s := range sels {
-		m.thresholds[i] = s.Threshold()
+	if m.thresholds == nil {
+		m.thresholds = make([]float64, nm)
+	}
+	for _, i := range which {
+		m.thresholds[i] = sels[i].Threshold()
 	}
 	return nil
 }
@@ -433,17 +558,83 @@ func feedAbs[T Float](p *Pass, base, x []T) {
 	}
 }
 
-// tensorThreshold returns the k-th largest |x − base| of one tensor.
+// tensorSample is the most values tensorThreshold samples (every stride-th
+// element) to bracket the threshold.
+const tensorSample = 1 << 16
+
+// tensorThreshold returns the k-th largest |x − base| of one tensor (k =
+// TrimCount(density, n)), exactly. As for the global trim (selectfast.go),
+// a sample of the order-preserving float32 keys (every stride-th element)
+// gives a bracket, one pass counts the values above it and collects the
+// float64 values inside it, and the threshold is selected among those;
+// when the bracket misses, radixTensorThreshold decides.
 func tensorThreshold[T Float](base, x []T, density float64) (float64, error) {
-	s := NewSelector(TrimCount(density, int64(len(base))))
-	for !s.Done() {
-		p := s.NewPass()
-		feedAbs(p, base, x)
-		if err := s.EndPass(p); err != nil {
-			return 0, err
+	n := len(base)
+	if n == 0 {
+		return 0, nil
+	}
+	x = x[:n]
+	k := TrimCount(density, int64(n))
+	stride := max(1, n/tensorSample)
+	sample := make([]uint32, 0, n/stride+1)
+	for j := 0; j < n; j += stride {
+		sample = append(sample, trimKey(absDelta(x[j], base[j])))
+	}
+	br := newBracket(sample, k, int64(n))
+	bracketScan(br, base, x)
+	above := br.above.Load()
+	if br.overflow || above >= k || k > above+int64(len(br.vals)) {
+		if testBracketMiss != nil {
+			testBracketMiss(1)
+		}
+		return radixTensorThreshold(base, x, k), nil
+	}
+	return math.Float64frombits(selection.Value(br.vals, len(br.vals)-int(k-above))), nil
+}
+
+// radixTensorThreshold returns the k-th largest |x − base| of one tensor,
+// exactly: a two-level radix selection on the order-preserving float32
+// keys of the values (trimKey) finds the key of the k-th largest and how
+// many values have a larger key; the float64 values whose key equals it
+// are then selected exactly. The data are read once to compute the keys;
+// the selection runs over the keys (4 bytes per element).
+func radixTensorThreshold[T Float](base, x []T, k int64) float64 {
+	n := len(base)
+	x = x[:n]
+	keys := make([]uint32, n)
+	hist := make([]int64, 1<<16)
+	for j, b := range base {
+		key := trimKey(absDelta(x[j], b))
+		keys[j] = key
+		hist[key>>16]++
+	}
+	pick := func() (bin uint32, above int64) { // the bin holding rank k, and the count above it
+		for b := len(hist) - 1; b >= 0; b-- {
+			if above+hist[b] >= k {
+				return uint32(b), above
+			}
+			above += hist[b]
+		}
+		panic("merge: radix selection lost track") // the counts add up to n ≥ k
+	}
+	hi, above := pick()
+	clear(hist)
+	for _, key := range keys {
+		if key>>16 == hi {
+			hist[key&0xFFFF]++
 		}
 	}
-	return s.Threshold(), nil
+	k -= above
+	lo, above2 := pick()
+	k -= above2
+	want := hi<<16 | lo
+	var vals []uint64
+	for j, key := range keys {
+		if key == want {
+			vals = append(vals, math.Float64bits(absDelta(x[j], base[j])))
+		}
+	}
+	return math.Float64frombits(selection.Value(vals, len(vals)-int(k)))
 }
 
 // fisherCoeffs sets the Fisher coefficients: the weights, divided by
@@ -458,10 +649,11 @@ func (m *Merger) fisherCoeffs(ctx context.Context) error {
 	err := m.forEach(ctx, func(p *TensorPlan) error {
 		local := make([]float64, len(sq))
 		for i, f := range m.in.Fishers {
-			t, err := f.Initializer(p.Fishers[i])
+			t, err := m.views[f].Initializer(p.Fishers[i])
 			if err != nil {
 				return err
 			}
+			defer m.release(f, t)
 			v, err := view64(t)
 			if err != nil {
 				return err

@@ -364,3 +364,36 @@ func TestNonFiniteInput(t *testing.T) {
 		t.Fatalf("error %v, want one naming l0.q.b and NaN", err)
 	}
 }
+
+// A float tensor that the Fisher files do not describe (a Constant value
+// folded into an initializer, e.g. a decoder's RoPE frequencies) merges to
+// itself when every model holds the same value; when the models differ
+// there, the missing Fisher tensor is still an error naming it.
+func TestFisherSkipsEqualTensorsWithoutFisher(t *testing.T) {
+	_, fts := zooLike(t, tiny)
+	fishers := []*onnxio.Model{fts[0].Clone(), fts[1].Clone()}
+	a, b := fts[0].Clone(), fts[1].Clone()
+	freq, _ := onnxio.FromFloat32("inv_freq", onnxio.Float, []int64{4}, []float32{1, 0.1, 0.01, 0.001})
+	for _, m := range []*onnxio.Model{a, b} {
+		if err := m.SetInitializer(freq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mg, err := New(context.Background(), Inputs{Models: []*onnxio.Model{a, b}, Fishers: fishers}, Options{Method: Fisher}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range mg.Plan() {
+		if p.Out == "inv_freq" {
+			t.Fatal("inv_freq is merged although no Fisher describes it")
+		}
+	}
+	other, _ := onnxio.FromFloat32("inv_freq", onnxio.Float, []int64{4}, []float32{1, 0.1, 0.01, 0.002})
+	if err := b.SetInitializer(other); err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(context.Background(), Inputs{Models: []*onnxio.Model{a, b}, Fishers: fishers}, Options{Method: Fisher}, nil)
+	if !errors.Is(err, ErrIncompatible) || !strings.Contains(err.Error(), `has no tensor "inv_freq"`) {
+		t.Fatalf("differing tensor without Fisher: %v", err)
+	}
+}

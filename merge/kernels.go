@@ -37,13 +37,7 @@ func LinearTo[T Float](dst []T, xs [][]T, weights []float64, normalize bool) {
 	if normalize {
 		coef = normalized(weights)
 	}
-	for j := range dst {
-		acc := 0.0
-		for i, x := range xs {
-			acc += coef[i] * float64(x[j])
-		}
-		dst[j] = T(acc)
-	}
+	linearBlocked(dst, xs, coef)
 }
 
 // normalized returns wᵢ / Σ w, computed on weights scaled by their largest
@@ -78,14 +72,7 @@ func normalizedScale(weights []float64) []float64 {
 func TaskArithmeticTo[T Float](dst, base []T, xs [][]T, weights []float64, lambda float64) {
 	mustCount("weights", len(weights), len(xs))
 	mustSameLen("model", len(dst), append([][]T{base}, xs...)...)
-	for j := range dst {
-		b := float64(base[j])
-		acc := 0.0
-		for i, x := range xs {
-			acc += weights[i] * (float64(x[j]) - b)
-		}
-		dst[j] = T(b + lambda*acc)
-	}
+	taskArithmeticBlocked(dst, base, xs, weights, lambda)
 }
 
 // TIESTo applies TIES-Merging to one tensor (or a chunk of one) given each
@@ -101,47 +88,7 @@ func TIESTo[T Float](dst, base []T, xs [][]T, weights, thresholds []float64, lam
 	mustCount("weights", len(weights), len(xs))
 	mustCount("thresholds", len(thresholds), len(xs))
 	mustSameLen("model", len(dst), append([][]T{base}, xs...)...)
-	var buf [8]uint64
-	tau := buf[:0]
-	if len(xs) > len(buf) {
-		tau = make([]uint64, 0, len(xs))
-	}
-	tau = tau[:len(xs)]
-	for j := range dst {
-		b := float64(base[j])
-		s := 0.0
-		for i, x := range xs {
-			t := float64(x[j]) - b
-			// branch-free trim: drop is all ones when |t| < threshold
-			drop := uint64(int64(math.Float64bits(math.Abs(t)-thresholds[i])) >> 63)
-			tb := math.Float64bits(t) &^ drop
-			tau[i] = tb
-			s += math.Float64frombits(tb)
-		}
-		dst[j] = T(b + lambda*disjointMean(tau, weights, s))
-	}
-}
-
-// disjointMean returns Σ wᵢτᵢ / Σ wᵢ over the τᵢ (given as float64 bits)
-// whose sign is γ = sign(s) (s = 0 counts as +1), or 0 when none agrees or
-// their weights sum to 0. It has no data-dependent branches: the signs of
-// merged deltas are close to random, and mispredicted branches would
-// dominate the cost.
-func disjointMean(tau []uint64, weights []float64, s float64) float64 {
-	sb := math.Float64bits(s + 0) // -0 becomes +0: a zero sum elects +1
-	num, den := 0.0, 0.0
-	for i, tb := range tau {
-		same := ^(tb ^ sb) >> 63 // 1 when τᵢ has γ's sign bit
-		x := tb << 1
-		nonzero := (x | -x) >> 63 // 1 when τᵢ ≠ ±0
-		a := math.Float64frombits(math.Float64bits(weights[i]) & -(same & nonzero))
-		num += a * math.Float64frombits(tb)
-		den += a
-	}
-	if den == 0 {
-		return 0
-	}
-	return num / den
+	tiesBlocked(dst, base, xs, weights, thresholds, lambda)
 }
 
 // DAREParams holds what DARETo needs besides the tensors.
@@ -175,27 +122,7 @@ func DARETo[T Float](dst, base []T, xs [][]T, p DAREParams) {
 	mustCount("densities", len(p.Densities), m)
 	mustCount("keys", len(p.Keys), m)
 	mustSameLen("model", len(dst), append([][]T{base}, xs...)...)
-	tau := make([]uint64, m)
-	for j := range dst {
-		b := float64(base[j])
-		s := 0.0
-		for i, x := range xs {
-			t := 0.0
-			if d := p.Densities[i]; Uniform(p.Keys[i], p.Offset+int64(j)) < d {
-				t = (float64(x[j]) - b) / d
-			}
-			tau[i] = math.Float64bits(t)
-			if p.TIES {
-				s += t
-			} else {
-				s += p.Weights[i] * t
-			}
-		}
-		if p.TIES {
-			s = disjointMean(tau, p.Weights, s)
-		}
-		dst[j] = T(b + p.Lambda*s)
-	}
+	dareBlocked(dst, base, xs, p)
 }
 
 // SlerpDotThreshold is the |cos| above which SLERP falls back to linear

@@ -43,6 +43,9 @@ type Layers struct {
 	Layer map[string]int
 	// Alias is each tensor's mergekit-style name.
 	Alias map[string]string
+	// blocks are the residual sub-blocks of each layer, in graph order
+	// (the passthrough merge follows the residual stream through them).
+	blocks [][]onnxio.ResidualAdd
 }
 
 // T returns the interpolation position of tensor name for gradients:
@@ -80,11 +83,12 @@ func FindLayers(m *onnxio.Model) *Layers {
 		norms   map[string]bool
 		attn    bool
 		sig     string
+		add     onnxio.ResidualAdd
 	}
 	var subs []sub
 	for _, r := range m.ResidualAdds() {
 		path := r.Path
-		s := sub{norms: map[string]bool{}}
+		s := sub{norms: map[string]bool{}, add: r}
 		withWeight := false
 		var ops []string
 		seen := map[string]bool{}
@@ -157,6 +161,10 @@ func FindLayers(m *onnxio.Model) *Layers {
 			layerOf[si] = si / period
 		}
 		l.Count = len(subs) / period
+	}
+	l.blocks = make([][]onnxio.ResidualAdd, l.Count)
+	for si, s := range subs {
+		l.blocks[layerOf[si]] = append(l.blocks[layerOf[si]], s.add)
 	}
 	firstLayerNode := len(nodes)
 	for si, s := range subs {

@@ -9,7 +9,7 @@ import (
 )
 
 // The methods mergekit has beside the ones of options.go (docs/ARCHITECTURE.md
-// §5). Their names are mergekit's with dashes; ParseMethod takes both.
+// §5.1). Their names are mergekit's with dashes; ParseMethod takes both.
 const (
 	DARELinear      Method = "dare-linear"
 	Breadcrumbs     Method = "breadcrumbs"
@@ -28,7 +28,7 @@ const (
 // refusedMethods are mergekit methods onnxpost knows but does not run,
 // with the reason.
 var refusedMethods = map[string]string{
-	"passthrough": "layer stacking (slices/layer_range) rewrites the graph, which onnxpost does not do yet",
+	"passthrough": "it stacks layers instead of merging weights: write it as a config with slices (LoadConfig)",
 	"ram":         "not implemented",
 	"ramplus-tl":  "not implemented",
 }
@@ -147,7 +147,7 @@ var nativeParams = map[Method][]ParamSpec{
 }
 
 // Params returns the parameters the method declares, with mergekit's
-// names: those a config's parameters (or --param) may set.
+// names: those a config's parameters (or the param parameter) may set.
 func (m Method) Params() []ParamSpec {
 	if p, ok := nativeParams[m]; ok {
 		return p
@@ -174,7 +174,7 @@ func (m Method) Doc() string {
 	if !ok {
 		return ""
 	}
-	return spec.doc + [...]string{baseNone: " (no --base)", baseRequired: " (needs --base)", baseOptional: " (--base optional: task vectors)"}[spec.base]
+	return spec.doc + [...]string{baseNone: " (no base model)", baseRequired: " (needs a base model)", baseOptional: " (base model optional: task vectors)"}[spec.base]
 }
 
 // MethodParams holds the parameters of the mergekit methods (see
@@ -211,7 +211,7 @@ func boolOr(p *bool, def bool) bool {
 
 // SetParam sets the global parameter name (mergekit's spelling, dashes
 // accepted) from its text value, for the method the options hold: the
-// shared path of the CLI's --param and the config's parameters. Names the
+// shared path of the param parameter and the config's parameters. Names the
 // method does not declare are refused.
 func (o *Options) SetParam(name, value string) error {
 	bad := func(format string, args ...any) error {
@@ -243,7 +243,7 @@ func (o *Options) SetParam(name, value string) error {
 	mp := &o.Mergekit
 	switch key {
 	case "weight", "density":
-		return bad("parameter %s is set per model (--weights, --density, or models: parameters: in a config)", key)
+		return bad("parameter %s is set per model (the weights parameter, the density parameter, or models: parameters: in a config)", key)
 	case "lambda":
 		o.Lambda = &f
 	case "seed":
@@ -318,9 +318,9 @@ func (o *Options) validateMergekit(spec methodSpec, n int, haveBase bool) error 
 	case spec.maxModels > 0 && n > spec.maxModels:
 		return bad("%s takes at most %d model(s) besides the base; got %d", m, spec.maxModels, n)
 	case spec.base == baseRequired && !haveBase:
-		return bad("%s needs --base (base_model)", m)
+		return bad("%s needs a base model (base_model)", m)
 	case spec.base == baseNone && haveBase:
-		return bad("%s does not use a base model; drop --base or list it among the models", m)
+		return bad("%s does not use a base model; drop the base model or list it among the models", m)
 	}
 	declared := func(name string) bool { _, err := paramSpec(m, name); return err == nil }
 	if !declared("weight") {
@@ -424,7 +424,7 @@ func (o *Options) validateMergekit(spec methodSpec, n int, haveBase bool) error 
 	}
 	if m == NearSwap {
 		if o.T == nil {
-			return bad("nearswap needs t (--t or parameters: t)")
+			return bad("nearswap needs the t parameter (parameters: t in a config)")
 		}
 		if !(*o.T > 0) || math.IsInf(*o.T, 0) {
 			return bad("nearswap t = %v, want a finite t > 0", *o.T)

@@ -8,10 +8,10 @@ import (
 	"strings"
 )
 
-// Method names a merge method; its values are the CLI's --method values.
+// Method names a merge method; its values are the method parameter's values.
 type Method string
 
-// The merge methods (docs/ARCHITECTURE.md §5).
+// The merge methods (docs/ARCHITECTURE.md §5.1).
 const (
 	Linear         Method = "linear"
 	TaskArithmetic Method = "task-arithmetic"
@@ -161,11 +161,11 @@ func (o *Options) Validate(n int, haveBase bool) error {
 	case n < 1:
 		return bad("no models to merge")
 	case o.Method == SLERP && !(n == 2 && !haveBase || n == 1 && haveBase):
-		return bad("slerp interpolates exactly two models (two models, or --base and one model); got %d%s", n, map[bool]string{true: " and a base", false: ""}[haveBase])
+		return bad("slerp interpolates exactly two models (two models, or a base model and one model); got %d%s", n, map[bool]string{true: " and a base", false: ""}[haveBase])
 	case o.Method.NeedsBase() && !haveBase:
-		return bad("%s needs --base (the model the deltas are taken from)", o.Method)
+		return bad("%s needs a base model (the model the deltas are taken from)", o.Method)
 	case !o.Method.NeedsBase() && o.Method != SLERP && haveBase:
-		return bad("%s does not use a base model; drop --base or list it among the models", o.Method)
+		return bad("%s does not use a base model; drop the base model or list it among the models", o.Method)
 	}
 	if o.Weights == nil {
 		o.Weights = make([]float64, n)
@@ -206,7 +206,7 @@ func (o *Options) Validate(n int, haveBase bool) error {
 	}
 	for i, d := range append([]float64{d}, o.Densities...) {
 		if !(d > 0 && d <= 1) {
-			what := "--density"
+			what := "the density parameter"
 			if i > 0 {
 				what = fmt.Sprintf("density of model %d", i)
 			}
@@ -225,10 +225,10 @@ func (o *Options) Validate(n int, haveBase bool) error {
 	}
 	if o.Method == SLERP {
 		if o.T == nil {
-			return bad("slerp needs --t (0 gives the first model, 1 the second)")
+			return bad("slerp needs the t parameter (0 gives the first model, 1 the second)")
 		}
 		if t := *o.T; !(t >= 0 && t <= 1) {
-			return bad("--t = %v is outside [0, 1]", t)
+			return bad("the t parameter = %v is outside [0, 1]", t)
 		}
 	}
 	if o.FisherFloor < 0 || math.IsNaN(o.FisherFloor) {

@@ -3,6 +3,8 @@ package merge
 import (
 	"fmt"
 	"math"
+
+	"github.com/onnxpost/onnxpost/internal/selection"
 )
 
 // TrimCount returns how many entries TIES keeps out of n at density d:
@@ -22,50 +24,7 @@ func TopKThreshold(vals []float64, k int) float64 {
 	if k < 1 || k > len(vals) {
 		panic(fmt.Sprintf("merge: top-%d of %d values", k, len(vals)))
 	}
-	return quickselect(vals, len(vals)-k)
-}
-
-// quickselect returns the value of rank r (0-based, ascending) of a,
-// reordering a (Hoare partition, median-of-three pivots; deterministic).
-func quickselect(a []float64, r int) float64 {
-	lo, hi := 0, len(a)-1
-	for lo < hi {
-		mid := lo + (hi-lo)/2
-		// median of three into a[mid]
-		if a[mid] < a[lo] {
-			a[mid], a[lo] = a[lo], a[mid]
-		}
-		if a[hi] < a[lo] {
-			a[hi], a[lo] = a[lo], a[hi]
-		}
-		if a[hi] < a[mid] {
-			a[hi], a[mid] = a[mid], a[hi]
-		}
-		p := a[mid]
-		i, j := lo, hi
-		for i <= j {
-			for a[i] < p {
-				i++
-			}
-			for a[j] > p {
-				j--
-			}
-			if i <= j {
-				a[i], a[j] = a[j], a[i]
-				i++
-				j--
-			}
-		}
-		switch {
-		case r <= j:
-			hi = j
-		case r >= i:
-			lo = i
-		default:
-			return a[r]
-		}
-	}
-	return a[r]
+	return selection.Value(vals, len(vals)-k)
 }
 
 // Selector finds the k-th largest of a multiset of non-negative float64

@@ -100,7 +100,7 @@ func Soup(ctx context.Context, models []*onnxio.Model, ingredients []int, opt Op
 		return nil, fmt.Errorf("%w: a soup of no models", ErrOptions)
 	}
 	if len(ingredients) == 1 {
-		return models[ingredients[0]].Clone(), nil
+		return models[ingredients[0]].Derive(), nil
 	}
 	sub := make([]*onnxio.Model, len(ingredients))
 	for i, k := range ingredients {

@@ -3,6 +3,7 @@ package merge
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 	"unsafe"
 
 	"github.com/onnxpost/onnxpost/onnxio"
@@ -43,14 +44,15 @@ func view64(t *onnxio.Tensor) ([]float64, error) {
 }
 
 // outBuffer returns a slice of n values to compute a result into and a
-// function that wraps it into a tensor of dtype dt (without copying for
-// float32 and float64 on little-endian machines).
-func outBuffer[T Float](name string, dt onnxio.DType, shape []int64, n int) ([]T, func() (*onnxio.Tensor, error)) {
+// function that wraps it into a tensor of dtype dt (without copying, in a
+// zeroed buffer from alloc, for float32 and float64 on little-endian
+// machines).
+func outBuffer[T Float](name string, dt onnxio.DType, shape []int64, n int, alloc func(int) []byte) ([]T, func() (*onnxio.Tensor, error)) {
 	var zero T
 	size := int(unsafe.Sizeof(zero))
 	direct := nativeLE && (size == 4 && dt == onnxio.Float || size == 8 && dt == onnxio.Double)
 	if direct && n > 0 {
-		raw := make([]byte, n*size)
+		raw := alloc(n * size)
 		vals := unsafe.Slice((*T)(unsafe.Pointer(&raw[0])), n)
 		return vals, func() (*onnxio.Tensor, error) { return onnxio.NewTensor(name, dt, shape, raw) }
 	}
@@ -63,5 +65,61 @@ func outBuffer[T Float](name string, dt onnxio.DType, shape []int64, n int) ([]T
 			return onnxio.FromFloat64(name, dt, shape, v)
 		}
 		return nil, fmt.Errorf("merge: unsupported element type %T", vals)
+	}
+}
+
+// bufPool recycles the output buffers of a streaming merge: Save hands each
+// merged tensor back once its bytes are in the data file (SaveOptions.
+// Written), so a merge of thousands of tensors reuses a few buffers
+// instead of faulting fresh memory in for every tensor.
+type bufPool struct {
+	mu   sync.Mutex
+	free map[int][][]byte
+	out  map[*byte]int // buffers handed out, by first byte
+}
+
+// maxFreePerSize bounds the recycled buffers kept per size.
+const maxFreePerSize = 4
+
+// get returns a zeroed buffer of n bytes (n > 0).
+func (p *bufPool) get(n int) []byte {
+	p.mu.Lock()
+	var b []byte
+	if l := p.free[n]; len(l) > 0 {
+		b = l[len(l)-1]
+		p.free[n] = l[:len(l)-1]
+	}
+	p.mu.Unlock()
+	if b == nil {
+		b = make([]byte, n)
+	} else {
+		clear(b)
+	}
+	p.mu.Lock()
+	if p.out == nil {
+		p.out = map[*byte]int{}
+	}
+	p.out[&b[0]] = n
+	p.mu.Unlock()
+	return b
+}
+
+// put takes back a buffer handed out by get; other byte slices are ignored.
+func (p *bufPool) put(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n, ok := p.out[&b[0]]
+	if !ok || n != len(b) {
+		return
+	}
+	delete(p.out, &b[0])
+	if p.free == nil {
+		p.free = map[int][][]byte{}
+	}
+	if len(p.free[n]) < maxFreePerSize {
+		p.free[n] = append(p.free[n], b[:n:n])
 	}
 }

@@ -36,7 +36,7 @@ def inits(m):
 
 
 def merged_initializers(base, fts, method, lam=1.0, density=0.2):
-    """Merge float initializers of ONNX models with numpy, from the docs/ARCHITECTURE.md §5 definitions.
+    """Merge float initializers of ONNX models with numpy, from the docs/ARCHITECTURE.md §5.1 definitions.
 
     base: {name: array}; fts: list of {name: array}. method: "linear"
     (uniform average), "task_arithmetic" (base + lam * sum of deltas) or

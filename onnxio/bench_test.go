@@ -157,3 +157,50 @@ func BenchmarkWeightsBERTLargeGraph(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDeriveVsClone compares, on one inline model (benchShape, its
+// weights held in memory), deriving a model and replacing one tensor with
+// deep-copying it (Clone) and replacing the same tensor:
+//
+//	go test ./onnxio -run '^$' -bench DeriveVsClone
+func BenchmarkDeriveVsClone(b *testing.B) {
+	src, err := benchgen.Generate(b.TempDir(), benchShape(b), 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ext, err := onnxio.Load(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw, err := ext.Bytes()
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := onnxio.LoadBytes(raw, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	name := m.Initializers()[0]
+	t, err := m.Initializer(name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	repl := t.Clone()
+	b.Run("clone", func(b *testing.B) {
+		b.SetBytes(int64(len(raw)))
+		for i := 0; i < b.N; i++ {
+			c := m.Clone()
+			if err := c.SetInitializer(repl); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("derive", func(b *testing.B) {
+		b.SetBytes(int64(len(raw)))
+		for i := 0; i < b.N; i++ {
+			if _, err := m.WithInitializers(repl); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

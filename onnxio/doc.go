@@ -4,10 +4,11 @@
 //
 // # Overview
 //
-// Load (or LoadBytes) parses a model and checks it against Limits: every
-// initializer's dims, data length and external-data reference are validated
-// before any tensor is decoded, so a hostile file gives an error, never a
-// panic, and nothing outside the model's folder is ever read. Tensors held in
+// Load (or LoadBytes, or LoadFS for a model in an fs.FS) parses a model
+// and checks it against Limits: every initializer's dims, data length and
+// external-data reference are validated before any tensor is decoded, so a
+// hostile file gives an error, never a panic, and nothing outside the
+// model's folder is ever read. Tensors held in
 // external data are read lazily, on demand. Model.Save writes inline or with
 // external data (chosen automatically when the model would pass protobuf's
 // 2 GB limit). ReadSignature and DataFiles stream over a model file without
@@ -48,11 +49,23 @@
 // fields included. Input files are never modified. Edits (SetInitializer,
 // ReplaceNode, ...) change only the Model value they are called on.
 //
+// # Derived models
+//
+// Derive returns a model that shares everything with its original (tensor
+// data, nodes, subgraphs) at the cost of copying the lists that hold them;
+// With, WithInitializers, WithoutInitializers, WithMetadata and
+// WithNodeReplaced return such a model with an edit applied, leaving the
+// original as it was, in the spirit of copy-on-write. Every editor replaces
+// the records it changes rather than modifying them, so no edit of one
+// model is ever seen by another that shares its parts. Clone is the deep
+// copy, for a caller that wants nothing shared.
+//
 // # Trust
 //
 // Model files are untrusted. Limits bounds what Load accepts; external data
 // locations must be local paths (filepath.IsLocal) that resolve, symlinks
-// included, inside the model's folder. Model files and external data files
+// included, inside the model's folder (LoadFS: inside the model's folder of
+// the fs.FS, links included where the FS tells them). Model files and external data files
 // must be regular files: FIFOs, devices and sockets (also through symlinks)
 // are refused before they are opened for reading (ErrNotRegular). Two
 // initializers of one graph with the same name are refused (ErrFormat).
@@ -61,5 +74,7 @@
 //
 // A Model is safe for concurrent reads, Bytes and Save included (they build
 // the output from shallow copies and never modify the Model); edits need
-// exclusive access.
+// exclusive access to the Model they are called on, and no other: a model
+// may be read by many goroutines while models derived from it are edited
+// and saved.
 package onnxio

@@ -2,6 +2,7 @@ package onnxio
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 
 	"google.golang.org/protobuf/proto"
@@ -330,7 +331,9 @@ func (m *Model) EnsureNodeNames() int {
 		for k := 1; seen[name] || used[name]; k++ {
 			name = base + "_" + strconv.Itoa(k)
 		}
-		n.Name = proto.String(name)
+		c := shallowClone(n) // n may be shared with a derived model
+		c.Name = proto.String(name)
+		m.p.Graph.Node[i] = c
 		used[name] = true
 		renamed++
 	}
@@ -441,16 +444,25 @@ func (m *Model) RemoveNode(name string) error {
 // RenameInput replaces every use of value old by value new in the main
 // graph's node inputs and graph outputs.
 func (m *Model) RenameInput(old, new string) {
-	for _, n := range m.p.GetGraph().GetNode() {
-		for k, s := range n.Input {
+	g := m.p.GetGraph()
+	for i, n := range g.GetNode() {
+		if !slices.Contains(n.Input, old) {
+			continue
+		}
+		c := shallowClone(n) // n may be shared with a derived model
+		c.Input = slices.Clone(n.Input)
+		for k, s := range c.Input {
 			if s == old {
-				n.Input[k] = new
+				c.Input[k] = new
 			}
 		}
+		g.Node[i] = c
 	}
-	for _, o := range m.p.GetGraph().GetOutput() {
+	for i, o := range g.GetOutput() {
 		if o.GetName() == old {
-			o.Name = proto.String(new)
+			c := shallowClone(o)
+			c.Name = proto.String(new)
+			g.Output[i] = c
 		}
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -54,6 +56,7 @@ func WithLimits(l Limits) Option { return func(c *loadConfig) { c.limits = l } }
 type Model struct {
 	p      *pb.ModelProto
 	dir    string // folder external data is resolved against; "" forbids external data
+	fsys   fs.FS  // the file system dir is in (a slash-separated path of it); nil: the OS's
 	limits Limits
 	index  map[string]int // initializer name → index in graph.initializer
 	// spill, when set, holds the data of large tensors set on the model
@@ -111,6 +114,12 @@ func Load(path string, opts ...Option) (*Model, error) {
 // external data lives in; with dir == "" a model that references external
 // data is rejected. b is retained: the caller must not modify it.
 func LoadBytes(b []byte, dir string, opts ...Option) (*Model, error) {
+	return loadBytes(b, dir, nil, opts)
+}
+
+// loadBytes is LoadBytes with external data resolved in fsys (nil: the
+// OS's file system).
+func loadBytes(b []byte, dir string, fsys fs.FS, opts []Option) (*Model, error) {
 	cfg := loadConfig{limits: DefaultLimits}
 	for _, o := range opts {
 		o(&cfg)
@@ -122,7 +131,7 @@ func LoadBytes(b []byte, dir string, opts ...Option) (*Model, error) {
 	if err := (proto.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(b, p); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
 	}
-	m := &Model{p: p, dir: dir, limits: cfg.limits}
+	m := &Model{p: p, dir: dir, fsys: fsys, limits: cfg.limits}
 	if err := m.validate(); err != nil {
 		return nil, err
 	}
@@ -144,13 +153,15 @@ func New(name string, opset int64) *Model {
 	return m
 }
 
-// Dir returns the folder external data is resolved against.
+// Dir returns the folder external data is resolved against: a path of
+// the file system for a model from Load, a path inside the fs.FS for one
+// from LoadFS.
 func (m *Model) Dir() string { return m.dir }
 
 // Clone returns a deep copy of the model (external data stays referenced,
 // not copied).
 func (m *Model) Clone() *Model {
-	c := &Model{p: proto.Clone(m.p).(*pb.ModelProto), dir: m.dir, limits: m.limits}
+	c := &Model{p: proto.Clone(m.p).(*pb.ModelProto), dir: m.dir, fsys: m.fsys, limits: m.limits}
 	m.cloneSpill(c)
 	c.reindex()
 	return c
@@ -261,7 +272,8 @@ func checkUniqueInitializers(g *pb.GraphProto, depth int) error {
 // folder (path), or the model's spill file (file).
 type extRef struct {
 	path           string
-	file           *os.File
+	file           *os.File // the spill file, when set (path and fsys unused)
+	fsys           fs.FS    // nil: path is an OS path
 	offset, length int64
 }
 
@@ -369,11 +381,23 @@ func (m *Model) externalRef(t *pb.TensorProto) (extRef, error) {
 	if m.dir == "" {
 		return ref, fmt.Errorf("%w: external data %q but the model was loaded without a folder", ErrExternalPath, loc)
 	}
-	path, err := resolveLocal(m.dir, loc)
-	if err != nil {
-		return ref, err
+	var path string
+	var st fs.FileInfo
+	var err error
+	if m.fsys != nil {
+		path, err = resolveFS(m.fsys, m.dir, loc)
+		if err != nil {
+			return ref, err
+		}
+		st, err = fs.Stat(m.fsys, path)
+		ref.fsys = m.fsys
+	} else {
+		path, err = resolveLocal(m.dir, loc)
+		if err != nil {
+			return ref, err
+		}
+		st, err = os.Stat(path)
 	}
-	st, err := os.Stat(path)
 	if err != nil {
 		return ref, fmt.Errorf("%w: external data: %v", ErrFormat, err)
 	}
@@ -441,21 +465,121 @@ func (m *Model) tensorFromProto(t *pb.TensorProto) (*Tensor, error) {
 	return out, nil
 }
 
-func readRange(ref extRef) ([]byte, error) {
-	if ref.file != nil {
-		b := make([]byte, ref.length)
-		if _, err := ref.file.ReadAt(b, ref.offset); err != nil && !(err == io.EOF && ref.length == 0) {
-			return nil, fmt.Errorf("reading spilled data: %w", err)
-		}
-		return b, nil
+// resolveFS resolves loc inside dir of fsys by the rule resolveLocal
+// applies to paths (a local path: not absolute, no ".." that leaves dir);
+// names of an fs.FS are slash-separated and cannot leave it. Where fsys
+// tells symbolic links (Lstat and ReadLink, as fs.ReadLinkFS has them),
+// every link on the way is followed and must stay inside dir too.
+func resolveFS(fsys fs.FS, dir, loc string) (string, error) {
+	if strings.ContainsRune(loc, 0) || !filepath.IsLocal(filepath.FromSlash(loc)) || path.IsAbs(loc) {
+		return "", fmt.Errorf("%w: %q", ErrExternalPath, loc)
 	}
-	f, _, err := safefile.Open(ref.path)
+	p := path.Join(dir, filepath.ToSlash(loc))
+	if !fs.ValidPath(p) {
+		return "", fmt.Errorf("%w: %q", ErrExternalPath, loc)
+	}
+	lf, ok := fsys.(linkFS)
+	if !ok {
+		return p, nil
+	}
+	inside := func(q string) bool {
+		return fs.ValidPath(q) && (dir == "." || q == dir || strings.HasPrefix(q, dir+"/"))
+	}
+	// p = dir/rest; resolve rest one element at a time, restarting after
+	// each link (at most 40, as a kernel allows)
+	for hops := 0; ; {
+		rest := strings.TrimPrefix(strings.TrimPrefix(p, dir), "/")
+		if dir == "." {
+			rest = p
+		}
+		cur := dir
+		relinked := false
+		elems := strings.Split(rest, "/")
+		for i, e := range elems {
+			next := path.Join(cur, e)
+			st, err := lf.Lstat(next)
+			if err != nil {
+				return p, nil // missing: the caller's Stat reports it
+			}
+			if st.Mode()&fs.ModeSymlink == 0 {
+				cur = next
+				continue
+			}
+			if hops++; hops > 40 {
+				return "", fmt.Errorf("%w: %q: too many symbolic links", ErrExternalPath, loc)
+			}
+			target, err := lf.ReadLink(next)
+			if err != nil {
+				return "", fmt.Errorf("%w: external data %q: %v", ErrFormat, loc, err)
+			}
+			q := path.Join(append([]string{cur, target}, elems[i+1:]...)...)
+			if path.IsAbs(target) || !inside(q) {
+				return "", fmt.Errorf("%w: %q resolves to %s", ErrExternalPath, loc, path.Join(cur, target))
+			}
+			p, relinked = q, true
+			break
+		}
+		if !relinked {
+			return p, nil
+		}
+	}
+}
+
+// linkFS is the part of fs.ReadLinkFS that resolveFS uses.
+type linkFS interface {
+	ReadLink(name string) (string, error)
+	Lstat(name string) (fs.FileInfo, error)
+}
+
+// open opens ref's file (a regular file only) and returns a reader of
+// exactly its range's bytes, or fewer when the file is shorter than it
+// said; the caller closes the closer.
+func (ref extRef) open() (*io.LimitedReader, io.Closer, error) {
+	if ref.file != nil {
+		// the spill file stays open for the model: nothing to close
+		return &io.LimitedReader{R: io.NewSectionReader(ref.file, ref.offset, ref.length), N: ref.length}, io.NopCloser(nil), nil
+	}
+	if ref.fsys == nil {
+		f, _, err := safefile.Open(ref.path)
+		if err != nil {
+			return nil, nil, err
+		}
+		if _, err := f.Seek(ref.offset, io.SeekStart); err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+		return &io.LimitedReader{R: f, N: ref.length}, f, nil
+	}
+	f, err := ref.fsys.Open(ref.path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: external data: %v", ErrFormat, err)
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = fmt.Errorf("%s: %w", ref.path, ErrNotRegular)
+	}
+	if err == nil {
+		if sk, ok := f.(io.Seeker); ok {
+			_, err = sk.Seek(ref.offset, io.SeekStart)
+		} else {
+			_, err = io.CopyN(io.Discard, f, ref.offset)
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("%w: external data: %w", ErrFormat, err)
+	}
+	return &io.LimitedReader{R: f, N: ref.length}, f, nil
+}
+
+func readRange(ref extRef) ([]byte, error) {
+	r, c, err := ref.open()
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer c.Close()
 	b := make([]byte, ref.length)
-	if _, err := f.ReadAt(b, ref.offset); err != nil && !(err == io.EOF && ref.length == 0) {
+	if _, err := io.ReadFull(r, b); err != nil && !(err == io.EOF && ref.length == 0) {
 		return nil, fmt.Errorf("%w: reading external data: %v", ErrFormat, err)
 	}
 	return b, nil
@@ -633,7 +757,8 @@ func (m *Model) RemoveInitializer(name string) error {
 
 // ExternalFiles returns the external data files that the main graph's
 // initializers reference: their locations as written in the model and their
-// resolved paths (inside the model's folder), sorted by location.
+// resolved paths (inside the model's folder; names in the fs.FS for a model
+// from LoadFS), sorted by location.
 func (m *Model) ExternalFiles() (locations, paths []string, err error) {
 	seen := map[string]bool{}
 	for _, t := range m.p.GetGraph().GetInitializer() {
@@ -678,9 +803,11 @@ func (m *Model) Metadata() map[string]string {
 
 // SetMetadata sets (or adds) a metadata_props entry, e.g. provenance.
 func (m *Model) SetMetadata(key, value string) {
-	for _, kv := range m.p.MetadataProps {
+	for i, kv := range m.p.MetadataProps {
 		if kv.GetKey() == key {
-			kv.Value = proto.String(value)
+			c := shallowClone(kv) // kv may be shared with a derived model
+			c.Value = proto.String(value)
+			m.p.MetadataProps[i] = c
 			return
 		}
 	}
@@ -711,10 +838,12 @@ func (m *Model) Opsets() map[string]int64 {
 
 // SetOpset imports domain at version (replacing an existing import).
 func (m *Model) SetOpset(domain string, version int64) {
-	for _, o := range m.p.OpsetImport {
+	for i, o := range m.p.OpsetImport {
 		d := o.GetDomain()
 		if d == domain || (domain == "" && d == "ai.onnx") {
-			o.Version = proto.Int64(version)
+			c := shallowClone(o) // o may be shared with a derived model
+			c.Version = proto.Int64(version)
+			m.p.OpsetImport[i] = c
 			return
 		}
 	}

@@ -12,11 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/onnxpost/onnxpost/internal/safefile"
 	pb "github.com/onnxpost/onnxpost/onnxio/internal/onnxpb"
 )
 
@@ -59,6 +59,19 @@ type SaveOptions struct {
 	Transform TransformFunc
 	// Workers bounds concurrent Transform calls (default GOMAXPROCS).
 	Workers int
+	// MapInputs, with a Transform, hands it the external tensors as
+	// read-only windows of memory maps (see Mapped) instead of copies: the
+	// tensor t given to Transform is valid only until its result has been
+	// written, must not be written to, and must not be kept. Its pages leave
+	// the resident set once written, so a streaming transform over a large
+	// model neither copies the tensors it does not read nor keeps those it
+	// does.
+	MapInputs bool
+	// Written, if set, is called by the writer with each tensor returned
+	// by Transform once its bytes have been copied to the external data
+	// file, never for a tensor kept inline in the model: the callee may
+	// then reuse the tensor's buffer.
+	Written func(t *Tensor)
 	// Context, if set, cancels the save: it is checked between tensors and
 	// before the commit; a cancelled save removes its temporary files and
 	// leaves an existing output untouched (nil: never cancelled).
@@ -89,7 +102,46 @@ type SaveOptions struct {
 // the data's rename and the commit, an unreferenced data file. After a save
 // over the file the model was loaded from, the old data file is gone: load
 // the output again to read its tensors. The model itself is not changed.
-func (m *Model) Save(path string, opts *SaveOptions) (err error) {
+func (m *Model) Save(path string, opts *SaveOptions) error {
+	_, err := m.SaveFile(path, opts)
+	return err
+}
+
+// Saved is what a save wrote: the model file and, when tensors went to
+// external data, the data file beside it.
+type Saved struct {
+	// Path is the model file written.
+	Path string
+	// ModelBytes is the size of the model file.
+	ModelBytes int64
+	// DataFile is the external data file's name as the model references
+	// it ("<base>.<16 hex digits>.data"), "" when every tensor is inline.
+	DataFile string
+	// DataBytes is the size of the data file (0 without one).
+	DataBytes int64
+}
+
+// DataPath returns the data file's path, "" without one.
+func (s Saved) DataPath() string {
+	if s.DataFile == "" {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(s.Path), s.DataFile)
+}
+
+// Bytes returns the bytes written: the model file and its data file.
+func (s Saved) Bytes() int64 { return s.ModelBytes + s.DataBytes }
+
+// SaveFile is Save returning what it wrote (nothing on error).
+func (m *Model) SaveFile(path string, opts *SaveOptions) (Saved, error) {
+	var w Saved
+	if err := m.save(path, opts, &w); err != nil {
+		return Saved{}, err
+	}
+	return w, nil
+}
+
+func (m *Model) save(path string, opts *SaveOptions, written *Saved) (err error) {
 	var o SaveOptions
 	if opts != nil {
 		o = *opts
@@ -111,7 +163,7 @@ func (m *Model) Save(path string, opts *SaveOptions) (err error) {
 		o.Workers = runtime.GOMAXPROCS(0)
 	}
 	if o.External == ExternalAuto {
-		if m.dataBytes() > inlineLimit || m.hasExternal() {
+		if m.TensorBytes() > inlineLimit || m.hasExternal() {
 			o.External = ExternalAlways
 		} else {
 			o.External = ExternalNever
@@ -221,6 +273,9 @@ func (m *Model) Save(path string, opts *SaveOptions) (err error) {
 			if _, err := dataTmp.Write(t.data); err != nil {
 				return err
 			}
+			if !unchanged && o.Written != nil {
+				o.Written(t)
+			}
 		}
 		p := &pb.TensorProto{
 			Name:          src.Name,
@@ -299,7 +354,14 @@ func (m *Model) Save(path string, opts *SaveOptions) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return commit(modelTmp, path, dataName)
+	if err := commit(modelTmp, path, dataName); err != nil {
+		return err
+	}
+	*written = Saved{Path: path, ModelBytes: int64(len(b))}
+	if externals > 0 {
+		written.DataFile, written.DataBytes = dataName, offset
+	}
+	return nil
 }
 
 // checkOutput refuses an output path that cannot hold a model file: empty,
@@ -469,8 +531,19 @@ func (m *Model) forEachOrdered(ts []*pb.TensorProto, o SaveOptions, fn func(i in
 		return nil
 	}
 	type result struct {
-		t   *Tensor
-		err error
+		in, t *Tensor
+		err   error
+	}
+	var view *Mapped
+	if o.MapInputs {
+		view = m.Mapped()
+		defer view.Close() // after wg.Wait below: no reader is left
+	}
+	read := func(src *pb.TensorProto) (*Tensor, error) {
+		if k, ok := m.index[src.GetName()]; view != nil && ok && m.p.Graph.Initializer[k] == src {
+			return view.Initializer(src.GetName())
+		}
+		return m.tensorFromProto(src)
 	}
 	results := make([]chan result, len(ts))
 	for i := range results {
@@ -491,16 +564,15 @@ func (m *Model) forEachOrdered(ts []*pb.TensorProto, o SaveOptions, fn func(i in
 			wg.Add(1)
 			go func(i int, src *pb.TensorProto) {
 				defer wg.Done()
-				t, err := m.tensorFromProto(src)
+				in, err := read(src)
+				var t *Tensor
 				if err == nil {
-					var nt *Tensor
-					nt, err = o.Transform(src.GetName(), t)
-					if err == nil && nt != nil && nt.Name != src.GetName() {
-						err = fmt.Errorf("transform renamed %q to %q", src.GetName(), nt.Name)
+					t, err = o.Transform(src.GetName(), in)
+					if err == nil && t != nil && t.Name != src.GetName() {
+						err = fmt.Errorf("transform renamed %q to %q", src.GetName(), t.Name)
 					}
-					t = nt
 				}
-				results[i] <- result{t, err}
+				results[i] <- result{in, t, err}
 			}(i, src)
 		}
 	}()
@@ -524,7 +596,16 @@ func (m *Model) forEachOrdered(ts []*pb.TensorProto, o SaveOptions, fn func(i in
 			}
 			break
 		}
-		if err := fn(i, src, r.t); err != nil {
+		if view != nil && r.t != nil && len(r.t.data) > 0 && view.owner(uintptr(unsafe.Pointer(&r.t.data[0]))) != "" &&
+			(o.External != ExternalAlways || int64(len(r.t.data)) < o.Threshold) {
+			r.t = r.t.Clone() // kept inline in the model: must outlive the map
+		}
+		err := fn(i, src, r.t)
+		if view != nil {
+			view.Release(r.in)
+			view.Release(r.t)
+		}
+		if err != nil {
 			firstErr = err
 			close(stop)
 			break
@@ -656,22 +737,12 @@ func keepExtras(p, src *pb.TensorProto) {
 // copyRange appends ref's bytes to dst, with copy_file_range where the
 // kernel offers it.
 func copyRange(dst *os.File, ref extRef) error {
-	if ref.file != nil {
-		n, err := io.Copy(dst, io.NewSectionReader(ref.file, ref.offset, ref.length))
-		if err == nil && n != ref.length {
-			err = fmt.Errorf("%w: spilled data ended after %d of %d bytes", ErrFormat, n, ref.length)
-		}
-		return err
-	}
-	f, _, err := safefile.Open(ref.path)
+	r, c, err := ref.open()
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	if _, err := f.Seek(ref.offset, io.SeekStart); err != nil {
-		return err
-	}
-	n, err := io.Copy(dst, io.LimitReader(f, ref.length))
+	defer c.Close()
+	n, err := io.Copy(dst, r)
 	if err != nil {
 		return err
 	}
@@ -692,7 +763,9 @@ func (m *Model) hasExternal() bool {
 	return false
 }
 
-func (m *Model) dataBytes() int64 {
+// TensorBytes returns the size of the main graph's initializers' data,
+// inline, external or spilled.
+func (m *Model) TensorBytes() int64 {
 	var total int64
 	for _, t := range m.p.GetGraph().GetInitializer() {
 		n, err := NumElements(t.Dims)

@@ -503,3 +503,46 @@ func dataFilesNear(t *testing.T, path string) []string {
 	}
 	return m
 }
+
+// SaveFile reports the files it wrote and their sizes, as found on disk:
+// inline (no data file), external, and nothing on a refused path.
+func TestSaveFileReportsWhatItWrote(t *testing.T) {
+	m := kitchenSink(t, fixtureOpts{hidden: 300})
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name     string
+		external ExternalMode
+		data     bool
+	}{{"inline.onnx", ExternalNever, false}, {"ext.onnx", ExternalAlways, true}} {
+		out := filepath.Join(dir, tc.name)
+		w, err := m.SaveFile(out, &SaveOptions{External: tc.external})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Path != out || w.ModelBytes != st.Size() {
+			t.Errorf("%s: wrote %+v, file has %d bytes", tc.name, w, st.Size())
+		}
+		if (w.DataFile != "") != tc.data {
+			t.Fatalf("%s: data file %q, want one: %v", tc.name, w.DataFile, tc.data)
+		}
+		if tc.data {
+			ds, err := os.Stat(w.DataPath())
+			if err != nil || ds.Size() != w.DataBytes || !isSaveData(tc.name, w.DataFile) {
+				t.Errorf("%s: data %s (%d bytes): %v", tc.name, w.DataFile, w.DataBytes, err)
+			}
+		} else if w.DataPath() != "" || w.DataBytes != 0 {
+			t.Errorf("%s: inline save reports data %+v", tc.name, w)
+		}
+		disk, err := DiskSize(out)
+		if err != nil || disk != w.Bytes() {
+			t.Errorf("%s: Bytes() %d, DiskSize %d (%v)", tc.name, w.Bytes(), disk, err)
+		}
+	}
+	if w, err := m.SaveFile(dir, nil); err == nil || w != (Saved{}) {
+		t.Errorf("saving over a folder: %+v, %v", w, err)
+	}
+}

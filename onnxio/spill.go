@@ -138,11 +138,14 @@ var ErrNotReferencable = errors.New("onnxio: the model's tensors cannot be refer
 // copied but the graph and the inline tensors, so a runtime can open a
 // multi-gigabyte model (with graph edits such as extra outputs) from that
 // file and map its weights instead of receiving them serialized. It
-// refuses, with ErrNotReferencable, a model loaded without a folder or
-// holding spilled tensors (Spill), whose data no file of the folder holds.
+// refuses, with ErrNotReferencable, a model loaded without a folder (or
+// from an fs.FS) or holding spilled tensors (Spill), whose data no file of the folder holds.
 func (m *Model) WriteReferencing() (string, error) {
 	if m.dir == "" {
 		return "", fmt.Errorf("%w: it has no folder", ErrNotReferencable)
+	}
+	if m.fsys != nil {
+		return "", fmt.Errorf("%w: its folder is in a file system other than the OS's", ErrNotReferencable)
 	}
 	for _, t := range m.p.GetGraph().GetInitializer() {
 		if _, ok := m.spilledRef(t); ok {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/onnxpost/onnxpost/onnxio/internal/onnxpb"
 )
 
@@ -43,17 +45,19 @@ func SubgraphOutputTypes(n Node) []DType {
 	return out
 }
 
-// RenameSubgraphReads makes the subgraphs of n read new wherever they read
-// old from the enclosing graph (a subgraph that defines old itself is left
-// alone). It edits the subgraphs of the node as it is stored in the model
-// n came from: use it on a node about to be replaced with n.
-func RenameSubgraphReads(n Node, old, new string) {
-	if n.raw == nil {
-		return
+// RenameSubgraphReads returns n with its subgraphs reading new wherever
+// they read old from the enclosing graph (a subgraph that defines old
+// itself is left alone). The subgraphs are copied first: the model n came
+// from is not changed; put the result in with ReplaceNode or UpdateNode.
+func RenameSubgraphReads(n Node, old, new string) Node {
+	if n.raw == nil || len(subgraphs(n.raw)) == 0 {
+		return n
 	}
+	n.raw = proto.Clone(n.raw).(*pb.NodeProto)
 	for _, sub := range subgraphs(n.raw) {
 		renameFree(sub.g, old, new)
 	}
+	return n
 }
 
 func renameFree(g *pb.GraphProto, old, new string) {
@@ -84,6 +88,28 @@ func renameFree(g *pb.GraphProto, old, new string) {
 			renameFree(sub.g, old, new)
 		}
 	}
+}
+
+// SubgraphNodes returns the nodes inside n's subgraphs, recursively, in
+// graph order (read-only copies: editing them does not change the model).
+func SubgraphNodes(n Node) []Node {
+	if n.raw == nil {
+		return nil
+	}
+	var out []Node
+	var walk func(g *pb.GraphProto)
+	walk = func(g *pb.GraphProto) {
+		for _, x := range g.GetNode() {
+			out = append(out, nodeFromProto(x))
+			for _, sub := range subgraphs(x) {
+				walk(sub.g)
+			}
+		}
+	}
+	for _, sub := range subgraphs(n.raw) {
+		walk(sub.g)
+	}
+	return out
 }
 
 // SubgraphOps returns the op types (domain-qualified outside the default
@@ -160,14 +186,43 @@ func (m *Model) HoistWeight(w Weight) error {
 	if defs != 1 {
 		return fmt.Errorf("%w: weight %q in %s: the name is defined %d times in the model", ErrHoist, w.Name, w.Stored, defs)
 	}
-	h := w.holder
-	for i, t := range h.Initializer {
-		if t == w.src {
-			h.Initializer = append(h.Initializer[:i:i], h.Initializer[i+1:]...)
-			m.p.Graph.Initializer = append(m.p.Graph.Initializer, t)
-			m.reindex()
-			return nil
+	// The subgraph may be shared with a derived model: the main-graph node
+	// that holds it is copied, and the copy's subgraph loses the tensor.
+	g := m.p.Graph
+	for i, top := range g.Node {
+		if counterpartGraph(subgraphs(top), subgraphs(top), w.holder) == nil {
+			continue
 		}
+		c := proto.Clone(top).(*pb.NodeProto)
+		h := counterpartGraph(subgraphs(top), subgraphs(c), w.holder)
+		for k, t := range w.holder.Initializer {
+			if t == w.src {
+				h.Initializer = append(h.Initializer[:k:k], h.Initializer[k+1:]...)
+				g.Node[i] = c
+				g.Initializer = append(g.Initializer, t)
+				m.reindex()
+				return nil
+			}
+		}
+		break
 	}
 	return fmt.Errorf("%w: weight %q in %s", ErrNotFound, w.Name, w.Stored)
+}
+
+// counterpartGraph finds target among the subgraphs of as (recursively)
+// and returns the graph at the same place in bs, a copy of as; nil when
+// target is not there.
+func counterpartGraph(as, bs []namedGraph, target *pb.GraphProto) *pb.GraphProto {
+	for j := range as {
+		a, b := as[j].g, bs[j].g
+		if a == target {
+			return b
+		}
+		for k, n := range a.GetNode() {
+			if r := counterpartGraph(subgraphs(n), subgraphs(b.Node[k]), target); r != nil {
+				return r
+			}
+		}
+	}
+	return nil
 }

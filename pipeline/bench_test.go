@@ -44,7 +44,7 @@ func newCandidateBench(b *testing.B) *candidateBench {
 		b.Fatal(err)
 	}
 	opt := LevelSearch{Target: 0.7, Levels: 4}
-	sp, err := sparsitySpace(context.Background(), m, ws, "bench", calib, opt, func(string, ...any) {})
+	sp, err := sparsitySpace(m, ws, "bench", newCalibSource(context.Background(), m, calib, opt, func(string, ...any) {}), opt)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -12,9 +12,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
-	"sync"
 
+	"github.com/onnxpost/onnxpost/compress/sparsity"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -197,54 +196,19 @@ func readLevel(path, key string, n int) ([]float32, error) {
 	return decodeLevel(b, key, n)
 }
 
-// MagnitudeLevel zeroes the `zeros` entries of smallest magnitude (ties
-// broken by index, so levels are nested and deterministic).
-func MagnitudeLevel(_ context.Context, _ onnxio.Weight, values []float32, zeros int64) ([]float32, error) {
+// MagnitudeLevel zeroes the `zeros` entries of smallest magnitude with
+// package sparsity's one magnitude pruner (sparsity.PruneWeightMagnitude:
+// ties prune the higher index first in the layer's matrix view, so levels
+// are nested and deterministic and equal to what sparsity's magnitude
+// method prunes at the same count).
+func MagnitudeLevel(_ context.Context, w onnxio.Weight, values []float32, zeros int64) ([]float32, error) {
 	if zeros < 0 || zeros > int64(len(values)) {
 		return nil, fmt.Errorf("%d zeros for %d weights", zeros, len(values))
 	}
-	return pruneInOrder(values, magnitudeOrder(values), zeros), nil
+	return sparsity.PruneWeightMagnitude(w, values, int(zeros))
 }
 
-// magnitudeOrder returns the indices of values by increasing magnitude,
-// ties by index.
-func magnitudeOrder(values []float32) []int32 {
-	idx := make([]int32, len(values))
-	for i := range idx {
-		idx[i] = int32(i)
-	}
-	sort.SliceStable(idx, func(a, b int) bool {
-		return math.Abs(float64(values[idx[a]])) < math.Abs(float64(values[idx[b]]))
-	})
-	return idx
-}
-
-func pruneInOrder(values []float32, order []int32, zeros int64) []float32 {
-	out := append([]float32(nil), values...)
-	for _, i := range order[:zeros] {
-		out[i] = 0
-	}
-	return out
-}
-
-// MagnitudeLevels returns a builder with MagnitudeLevel's results that
-// sorts each layer once (by weight name) instead of once per level.
-func MagnitudeLevels() LevelBuilder {
-	var mu sync.Mutex
-	orders := map[string][]int32{}
-	return func(_ context.Context, w onnxio.Weight, values []float32, zeros int64) ([]float32, error) {
-		if zeros < 0 || zeros > int64(len(values)) {
-			return nil, fmt.Errorf("%d zeros for %d weights", zeros, len(values))
-		}
-		mu.Lock()
-		order, ok := orders[w.Name]
-		mu.Unlock()
-		if !ok || len(order) != len(values) {
-			order = magnitudeOrder(values)
-			mu.Lock()
-			orders[w.Name] = order
-			mu.Unlock()
-		}
-		return pruneInOrder(values, order, zeros), nil
-	}
-}
+// MagnitudeLevels returns MagnitudeLevel as a LevelBuilder. (It used to
+// cache a sorted order per layer; the selection is linear per level, and
+// one pruner for search and sparsify matters more.)
+func MagnitudeLevels() LevelBuilder { return MagnitudeLevel }

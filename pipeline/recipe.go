@@ -8,8 +8,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,15 +20,18 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/internal/jsonout"
 	"github.com/onnxpost/onnxpost/internal/safefs"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/release"
+	"github.com/onnxpost/onnxpost/transform"
 )
 
 // Recipe is a chain of onnxpost steps with gates, read from YAML:
 //
 //	name: demo
 //	seed: 0
-//	data: models/data/digits_union_test.npz   # default --data of every step
+//	data: models/data/digits_union_test.npz   # default data of every step
 //	output: out/final.onnx
 //	report: out/recipe.json
 //	steps:
@@ -35,10 +41,23 @@ import (
 //	  - search: {target: 0.5, calib: models/data/digits_union_val.npz}
 //	    gate: "accuracy_drop<=0.05"
 //	  - quantize: {weights: int8}
+//	ref: models/zoo/mlp/base.onnx       # the final gate compares with it
+//	gate: "accuracy_drop<=0.05"         # checked on the output, on data
+//	output-report: out/final.json       # the output's own report
 //
 // Each step names one command; its keys are that command's flags (without
 // dashes), plus "inputs" for the positional models. A step without inputs
 // takes the previous step's output. Unknown keys anywhere are errors.
+//
+// The last step's model is committed by release.Commit, as the CLI
+// commits a command's output: evaluated on data against ref when gate or
+// output-report is set, gated by gate, written to output only when the
+// gate passes, with the chain's provenance in its metadata (the tool
+// version, the SHA-256 of every model the recipe reads, and what each
+// transform records), and its report at output-report. The recipe file
+// itself is not recorded in the model, so a Go program that runs the same
+// chain through the library writes the same bytes; the recipe's SHA-256
+// and canonical form go into the recipe report.
 //
 // # Trust
 //
@@ -61,8 +80,15 @@ type Recipe struct {
 	Report       string
 	ExternalData bool
 	Steps        []Step
+	// Ref is the reference model of the final gate ("" for none).
+	Ref string
+	// Gate is the final gate, checked on the output (needs Data).
+	Gate string
+	// OutputReport is the path of the output's own report (JSON, with
+	// Markdown beside it), as release.Commit writes it.
+	OutputReport string
 	// Source is the recipe's text as read. It is not written anywhere:
-	// the output's metadata records its SHA-256 and Canonical.
+	// the recipe report records its SHA-256 and Canonical.
 	Source []byte
 	// Dir is the recipe file's folder; relative paths resolve against it.
 	Dir string
@@ -70,8 +96,15 @@ type Recipe struct {
 	// WithOutDir option was given).
 	OutDir string
 
-	outputPath, reportPath, workPath string
-	canonical                        []byte
+	// Session opens the ONNX Runtime sessions of the final commit and
+	// names the library of the in-process steps'; set by the caller (a
+	// recipe cannot choose the native library).
+	Session evalharness.SessionOptions
+	// Log receives a line per in-process step (nil: nothing).
+	Log io.Writer
+
+	outputPath, reportPath, workPath, outputReportPath string
+	canonical                                          []byte
 }
 
 // Step is one command of a recipe.
@@ -90,7 +123,7 @@ type Step struct {
 // RecipeOption configures ParseRecipe.
 type RecipeOption func(*Recipe)
 
-// WithOutDir makes the recipe write inside dir (the CLI's --out-dir)
+// WithOutDir makes the recipe write inside dir (the CLI's out-dir flag)
 // instead of the recipe's folder. dir must exist.
 func WithOutDir(dir string) RecipeOption {
 	return func(r *Recipe) {
@@ -116,7 +149,7 @@ var recipeSetFlags = map[string]bool{"o": true, "output": true, "report": true, 
 func processKey(key string, v *yaml.Node) string {
 	switch key {
 	case "ort-lib":
-		return fmt.Sprintf("%v: %q chooses the native ONNX Runtime library; pass --ort-lib on the command line or set %s", ErrProcessOption, key, evalharness.LibraryEnv)
+		return fmt.Sprintf("%v: %q chooses the native ONNX Runtime library; the program that runs the recipe passes the library's path, or set %s", ErrProcessOption, key, evalharness.LibraryEnv)
 	case "threads":
 		n, err := strconv.Atoi(v.Value)
 		if v.Kind != yaml.ScalarNode || err != nil {
@@ -133,7 +166,8 @@ func processKey(key string, v *yaml.Node) string {
 // of them are boolean (take no value).
 type FlagSpec func(command string) (flags map[string]bool, ok bool)
 
-var recipeKeys = map[string]bool{"name": true, "seed": true, "data": true, "workdir": true, "output": true, "report": true, "external-data": true, "steps": true}
+var recipeKeys = map[string]bool{"name": true, "seed": true, "data": true, "workdir": true, "output": true, "report": true, "external-data": true, "steps": true,
+	"ref": true, "gate": true, "output-report": true}
 
 // ParseRecipe parses and validates a recipe read from a file in dir. spec
 // says which commands and flags exist; every problem found is reported in
@@ -176,13 +210,22 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 			r.Report = v.Value
 		case "external-data":
 			r.ExternalData = v.Value == "true"
+		case "ref":
+			r.Ref = v.Value
+		case "gate":
+			r.Gate = v.Value
+			if _, err := evalharness.ParseGate(v.Value); err != nil {
+				bad(v, "gate: %v", err)
+			}
+		case "output-report":
+			r.OutputReport = v.Value
 		case "steps":
 			if v.Kind != yaml.SequenceNode {
 				bad(v, "steps must be a list")
 				continue
 			}
 			for _, sn := range v.Content {
-				st, serrs := parseStep(sn, spec)
+				st, serrs := parseStep(sn, spec, len(r.Steps)+1)
 				errs = append(errs, serrs...)
 				r.Steps = append(r.Steps, st)
 			}
@@ -212,6 +255,10 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 		}
 	}
 	check("data", r.Data)
+	check("ref", r.Ref)
+	if r.Gate != "" && r.Data == "" {
+		errs = append(errs, "the recipe's gate needs data to evaluate the output on")
+	}
 	for i, s := range r.Steps {
 		for _, in := range s.Inputs {
 			check(fmt.Sprintf("step %d input", i+1), in)
@@ -224,6 +271,18 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 		}
 		if s.Gate != "" && s.Data == "" && r.Data == "" {
 			errs = append(errs, fmt.Sprintf("step %d has a gate but no data to evaluate it on", i+1))
+		}
+	}
+	// the in-process steps' combinations (calib given when needed and only
+	// then), when each value passed
+	if len(errs) == 0 {
+		for i := range r.Steps {
+			if !r.InProcess(i) {
+				continue
+			}
+			if _, err := r.plan(i); err != nil {
+				errs = append(errs, fmt.Sprintf("step %d (%s): %v", i+1, r.Steps[i].Command, err))
+			}
 		}
 	}
 	// everything written must stay inside the write folder
@@ -248,9 +307,16 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 			write("report (its plot)", stem+".png")
 		}
 	}
+	if r.OutputReport != "" {
+		n := len(errs)
+		r.outputReportPath = write("output-report", r.OutputReport)
+		if len(errs) == n {
+			write("output-report (its Markdown)", release.MarkdownPath(r.OutputReport))
+		}
+	}
 	for i := range r.Steps {
 		s := &r.Steps[i]
-		for _, k := range sortedKeys(s.Args) {
+		for _, k := range slices.Sorted(maps.Keys(s.Args)) {
 			if !stepWriteFlags[k] {
 				continue
 			}
@@ -278,7 +344,11 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 
 var stepKeys = map[string]bool{"name": true, "gate": true, "data": true}
 
-func parseStep(n *yaml.Node, spec FlagSpec) (Step, []string) {
+// parseStep parses step number i (from 1). Besides the key names (spec),
+// the values of a registered command's parameters (Commands) are checked
+// through their declarations: a bad method, density, pattern or weight
+// type fails here, before any step runs.
+func parseStep(n *yaml.Node, spec FlagSpec, i int) (Step, []string) {
 	var st Step
 	var errs []string
 	bad := func(at *yaml.Node, format string, args ...any) {
@@ -310,7 +380,7 @@ func parseStep(n *yaml.Node, spec FlagSpec) (Step, []string) {
 			st.Command = k.Value
 			st.Args = map[string]any{}
 			if v.Kind != yaml.MappingNode && !(v.Kind == yaml.ScalarNode && v.Tag == "!!null") {
-				bad(v, "%s: its flags must be a mapping", k.Value)
+				bad(v, "%s: its keys must be a mapping", k.Value)
 				continue
 			}
 			for j := 0; j+1 < len(v.Content); j += 2 {
@@ -330,7 +400,7 @@ func parseStep(n *yaml.Node, spec FlagSpec) (Step, []string) {
 					continue
 				}
 				if _, ok := flags[fk.Value]; !ok {
-					bad(fk, "%s has no flag %q", k.Value, fk.Value)
+					bad(fk, "%s has no key %q", k.Value, fk.Value)
 					continue
 				}
 				var val any
@@ -345,7 +415,32 @@ func parseStep(n *yaml.Node, spec FlagSpec) (Step, []string) {
 	if st.Command == "" {
 		bad(n, "the step names no command")
 	}
+	if len(errs) == 0 {
+		if err := checkStepValues(st); err != nil {
+			for _, line := range strings.Split(err.Error(), "\n") {
+				bad(n, "step %d (%s): %s", i, st.Command, strings.TrimPrefix(line, transform.ErrValue.Error()+": "))
+			}
+		}
+	}
 	return st, errs
+}
+
+// checkStepValues checks the step's values through the declared
+// parameters of its command (nothing for commands outside the registry).
+// A merge whose method comes from its config file has each value checked
+// by the command's declaration, without a method to choose by.
+func checkStepValues(st Step) error {
+	c := CommandNamed(st.Command)
+	if c == nil {
+		return nil
+	}
+	if _, hasMethod := st.Args["method"]; st.Command == "merge" && !hasMethod {
+		if _, hasConfig := st.Args["config"]; hasConfig {
+			return c.CheckValues(st.Args)
+		}
+	}
+	_, _, err := c.Check(st.Args)
+	return err
 }
 
 func keysOf(m map[string]bool) string {
@@ -377,6 +472,9 @@ type canonicalRecipe struct {
 	Report       string          `json:"report,omitempty"`
 	ExternalData bool            `json:"external-data,omitempty"`
 	Steps        []canonicalStep `json:"steps"`
+	Ref          string          `json:"ref,omitempty"`
+	Gate         string          `json:"gate,omitempty"`
+	OutputReport string          `json:"output-report,omitempty"`
 }
 
 type canonicalStep struct {
@@ -390,7 +488,7 @@ type canonicalStep struct {
 
 func (r *Recipe) encodeCanonical() ([]byte, error) {
 	c := canonicalRecipe{Name: r.Name, Seed: r.Seed, Data: r.Data, WorkDir: r.WorkDir, Output: r.Output,
-		Report: r.Report, ExternalData: r.ExternalData, Steps: []canonicalStep{}}
+		Report: r.Report, ExternalData: r.ExternalData, Steps: []canonicalStep{}, Ref: r.Ref, Gate: r.Gate, OutputReport: r.OutputReport}
 	for _, s := range r.Steps {
 		args := map[string]any{}
 		for k, v := range s.Args {
@@ -433,20 +531,20 @@ func jsonable(v any) any {
 	return v
 }
 
-// Canonical returns the recipe as recorded in the output's metadata
-// (key onnxpost.recipe): compact JSON of the parsed, validated recipe
-// (name, seed, data, workdir, output, report, external-data, and each
-// step's command, flags, inputs, gate and data), with paths as written in
-// the recipe and map keys sorted. The recipe's own text is not recorded:
-// it may hold comments, anchors, odd bytes or secrets that were never
-// validated, and the same recipe written two ways would record two
-// texts. Its SHA-256 (onnxpost.recipe_sha256) still identifies the exact
-// file.
+// Canonical returns the recipe as recorded in the recipe report (key
+// "canonical"): compact JSON of the parsed, validated recipe (name, seed,
+// data, workdir, output, report, external-data, ref, gate, output-report,
+// and each step's command, flags, inputs, gate and data), with paths as
+// written in the recipe and map keys sorted. The recipe's own text is not
+// recorded: it may hold comments, anchors, odd bytes or secrets that were
+// never validated, and the same recipe written two ways would record two
+// texts. Its SHA-256 (the report's "recipe_sha256") still identifies the
+// exact file.
 func (r *Recipe) Canonical() []byte { return r.canonical }
 
 // StepRunner runs one command with CLI-style arguments (command name
 // first) and returns the JSON result it reported. A failed gate is
-// returned as an error for which IsGate reports true.
+// returned as an error.
 type StepRunner func(ctx context.Context, args []string) (map[string]any, error)
 
 // StepResult is one step's outcome in a recipe report.
@@ -468,6 +566,13 @@ type RecipeReport struct {
 	Output  string       `json:"output"`
 	Passed  bool         `json:"passed"`
 	Error   string       `json:"error,omitempty"`
+	// RecipeSHA256 is the SHA-256 of the recipe file as read.
+	RecipeSHA256 string `json:"recipe_sha256,omitempty"`
+	// Canonical is the validated recipe (Recipe.Canonical).
+	Canonical json.RawMessage `json:"canonical,omitempty"`
+	// Final is the output's report (release.Report's JSON), when the
+	// final commit ran.
+	Final json.RawMessage `json:"final,omitempty"`
 	// Cancelled is set when the run stopped because its context was
 	// cancelled (SIGINT, SIGTERM); Error then starts with "cancelled".
 	Cancelled bool `json:"cancelled,omitempty"`
@@ -488,8 +593,12 @@ func (r *Recipe) Args(i int, input, out, report string) []string {
 		v := s.Args[k]
 		switch x := v.(type) {
 		case bool:
+			// false is written out: a flag whose default is true
+			// (quantize's per-channel) must see it
 			if x {
 				args = append(args, "--"+k)
+			} else {
+				args = append(args, "--"+k+"=false")
 			}
 			continue
 		case []any:
@@ -536,25 +645,53 @@ func (r *Recipe) Args(i int, input, out, report string) []string {
 	return args
 }
 
-// Run executes the recipe's steps in order through run, stopping at the
-// first error or failed gate. Intermediate models go to WorkDir (or a
-// temporary folder); the last step's model is written to Output, with the
-// recipe and tool version in its metadata, only when every step passed.
-// The report is written in every case (when Report is set), also when ctx
-// is cancelled: the report then says so, and the temporary folder is
-// removed all the same.
+// Run executes the recipe's steps in order, stopping at the first error
+// or failed gate, then commits the last step's model (release.Commit).
+//
+// The steps of merge, quantize, sparsify and lowrank (InProcess) run in
+// this process through their registered transforms: every such step is
+// planned before the first one runs (its transform chosen and its values
+// bound, a missing or unused calib refused), the model passes from step
+// to step in memory, calib and data are loaded from the recipe's folder
+// with only the arrays the model reads (evalharness.LoadDatasetFor, its
+// size budget), and a step with data is evaluated against its input (a
+// merge: against its base, else its first model) and gated by
+// release.Evaluate, which writes nothing. Such a step writes its model
+// (stepNN-COMMAND.onnx) and result (stepNN-COMMAND.json) only when the
+// recipe sets workdir.
+//
+// Other steps run through run with files: the previous model is written
+// to the work folder (workdir, or a temporary folder removed afterwards)
+// when it is only in memory, and the step's output is read back.
+//
+// The report is written in every case (when Report is set), also when
+// ctx is cancelled: the report then says so.
 func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*RecipeReport, error) {
-	rep := &RecipeReport{Recipe: r.Name, Version: version}
+	sum := sha256.Sum256(r.Source)
+	rep := &RecipeReport{Recipe: r.Name, Version: version, RecipeSHA256: hex.EncodeToString(sum[:]), Canonical: r.canonical}
+	// the work folder: workdir, or a temporary folder made when a step
+	// needs a file
 	work := r.workPath
-	if r.WorkDir == "" {
-		d, err := os.MkdirTemp("", "onnxpost-recipe-*")
-		if err != nil {
+	if r.WorkDir != "" {
+		if err := os.MkdirAll(work, 0o755); err != nil {
 			return rep, err
 		}
-		defer os.RemoveAll(d)
+	}
+	defer func() {
+		if r.WorkDir == "" && work != "" {
+			os.RemoveAll(work)
+		}
+	}()
+	workDir := func() (string, error) {
+		if work != "" {
+			return work, nil
+		}
+		d, err := os.MkdirTemp("", "onnxpost-recipe-*")
+		if err != nil {
+			return "", err
+		}
 		work = d
-	} else if err := os.MkdirAll(work, 0o755); err != nil {
-		return rep, err
+		return d, nil
 	}
 	// The report's files are prepared before the output is committed, so
 	// a report that cannot be written leaves no output behind.
@@ -611,15 +748,79 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 		_ = PlotRecipe(stem+".png", rep) // a plot is a convenience: its failure does not fail the run
 		return rep, err
 	}
-	prev := ""
+	names := make([]string, len(r.Steps))
+	plans := make([]*stepPlan, len(r.Steps))
 	for i, s := range r.Steps {
-		name := s.Name
-		if name == "" {
-			name = fmt.Sprintf("%d-%s", i+1, s.Command)
+		names[i] = s.Name
+		if names[i] == "" {
+			names[i] = fmt.Sprintf("%d-%s", i+1, s.Command)
 		}
-		out := filepath.Join(work, fmt.Sprintf("step%02d-%s.onnx", i+1, s.Command))
-		stepReport := filepath.Join(work, fmt.Sprintf("step%02d-%s.json", i+1, s.Command))
-		args := r.Args(i, prev, out, stepReport)
+		if !r.InProcess(i) {
+			continue
+		}
+		p, err := r.plan(i)
+		if err != nil {
+			return finishReport(fmt.Errorf("step %d (%s): %w", i+1, names[i], err))
+		}
+		plans[i] = p
+	}
+	// the previous step's model: in memory (prevModel), in a file
+	// (prevPath), or both
+	var prevModel *onnxio.Model
+	prevPath := ""
+	for i, s := range r.Steps {
+		name := names[i]
+		stem := fmt.Sprintf("step%02d-%s", i+1, s.Command)
+		if p := plans[i]; p != nil {
+			if prevModel == nil && prevPath != "" && len(s.Inputs) == 0 {
+				m, err := onnxio.Load(prevPath)
+				if err != nil {
+					return finishReport(fmt.Errorf("step %d (%s): %w", i+1, name, err))
+				}
+				prevModel = m
+			}
+			r.logf("==> step %d (%s): %s in process\n", i+1, name, p.t.Name)
+			out, report := "", ""
+			if r.WorkDir != "" {
+				out, report = filepath.Join(work, stem+".onnx"), filepath.Join(work, stem+".json")
+			}
+			sr := StepResult{Step: i + 1, Name: name, Command: s.Command, Args: r.inProcessArgs(i, prevPath, out, report), Output: out}
+			o, err := r.runInProcess(ctx, i, p, prevModel)
+			if o != nil {
+				sr.Result = o.result
+				if s.Command == "quantize" && o.result != nil {
+					// the input's size, as the command reports its input file's
+					if n := r.inputBytes(i, rep.Steps); n > 0 {
+						o.result["input_bytes"] = n
+					}
+				}
+			}
+			if err == nil && out != "" {
+				err = r.writeStep(ctx, o, out, report)
+			}
+			if err != nil {
+				sr.Error = err.Error()
+				rep.Steps = append(rep.Steps, sr)
+				return finishReport(fmt.Errorf("step %d (%s): %w", i+1, name, err))
+			}
+			rep.Steps = append(rep.Steps, sr)
+			prevModel, prevPath = o.model, out
+			continue
+		}
+		dir, err := workDir()
+		if err != nil {
+			return finishReport(err)
+		}
+		if prevPath == "" && prevModel != nil && len(s.Inputs) == 0 {
+			// the StepRunner reads files: the in-memory model is written
+			prevPath = filepath.Join(dir, fmt.Sprintf("step%02d-input.onnx", i+1))
+			if err := prevModel.Save(prevPath, &onnxio.SaveOptions{Context: ctx}); err != nil {
+				return finishReport(fmt.Errorf("step %d (%s): writing its input: %w", i+1, name, err))
+			}
+		}
+		out := filepath.Join(dir, stem+".onnx")
+		stepReport := filepath.Join(dir, stem+".json")
+		args := r.Args(i, prevPath, out, stepReport)
 		sr := StepResult{Step: i + 1, Name: name, Command: s.Command, Args: args, Output: out}
 		res, err := run(ctx, args)
 		sr.Result = res
@@ -629,34 +830,162 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 			return finishReport(fmt.Errorf("step %d (%s): %w", i+1, name, err))
 		}
 		rep.Steps = append(rep.Steps, sr)
-		prev = out
-	}
-	m, err := onnxio.Load(prev)
-	if err != nil {
-		return finishReport(err)
-	}
-	// a cancellation before the save keeps Output untouched; the save
-	// itself checks ctx between tensors
-	if err := ctx.Err(); err != nil {
-		return finishReport(err)
-	}
-	sum := sha256.Sum256(r.Source)
-	m.SetMetadata("onnxpost.version", version)
-	m.SetMetadata("onnxpost.recipe", string(r.canonical))
-	m.SetMetadata("onnxpost.recipe_sha256", hex.EncodeToString(sum[:]))
-	opts := &onnxio.SaveOptions{Context: ctx}
-	if r.ExternalData {
-		opts.External = onnxio.ExternalAlways
+		prevModel, prevPath = nil, out
 	}
 	if err := prepare(); err != nil {
 		return rep, err
 	}
-	if err := m.Save(r.outputPath, opts); err != nil {
+	if prevModel == nil {
+		m, err := onnxio.Load(prevPath)
+		if err != nil {
+			return finishReport(err)
+		}
+		prevModel = m
+	}
+	final, err := r.commit(ctx, prevModel, version)
+	if final != nil {
+		if doc, jerr := final.JSON(); jerr == nil {
+			rep.Final = doc
+		}
+	}
+	if err != nil {
 		return finishReport(err)
 	}
 	rep.Output = r.outputPath
 	rep.Passed = true
 	return finishReport(nil)
+}
+
+// inputBytes is the size of step i's input: its input file, or the
+// previous step's model ("bytes" of its result); 0 when unknown.
+func (r *Recipe) inputBytes(i int, done []StepResult) int64 {
+	if in := r.Steps[i].Inputs; len(in) == 1 {
+		if st, err := os.Stat(r.Path(in[0])); err == nil {
+			return st.Size()
+		}
+		return 0
+	}
+	if i == 0 || len(done) < i {
+		return 0
+	}
+	switch n := done[i-1].Result["bytes"].(type) {
+	case float64:
+		return int64(n)
+	case int64:
+		return n
+	}
+	return 0
+}
+
+// logf writes a progress line to r.Log (nothing when nil).
+func (r *Recipe) logf(format string, args ...any) {
+	if r.Log != nil {
+		fmt.Fprintf(r.Log, format, args...)
+	}
+}
+
+// inProcessArgs is the report's "args" of in-process step i: the
+// equivalent command line, with -o and --report only when the step
+// writes its model (workdir), and "-" for a previous model that is only
+// in memory (input "").
+func (r *Recipe) inProcessArgs(i int, input, out, report string) []string {
+	if input == "" {
+		input = "-"
+	}
+	args := r.Args(i, input, out, report)
+	if out != "" {
+		return args
+	}
+	for j := 0; j+1 < len(args); j++ {
+		if args[j] == "-o" && args[j+1] == "" {
+			return append(args[:j:j], args[j+4:]...)
+		}
+	}
+	return args
+}
+
+// writeStep writes an in-process step's model and its result (JSON and
+// Markdown, as the command writes its --report) to the work folder (a
+// recipe with workdir).
+func (r *Recipe) writeStep(ctx context.Context, o *stepOutcome, out, report string) error {
+	w, err := o.model.SaveFile(out, &onnxio.SaveOptions{Context: ctx})
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", out, err)
+	}
+	if o.result != nil {
+		o.result["model"], o.result["output"] = out, out
+		o.result["bytes"] = w.Bytes()
+	}
+	b, err := jsonout.Marshal(o.result)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(report, b, 0o644); err != nil {
+		return err
+	}
+	md, err := release.Markdown(b)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(release.MarkdownPath(report), []byte(md), 0o644)
+}
+
+// commit is the recipe's final step: the last step's model (at last) is
+// committed by release.Commit to the output, gated by the recipe's gate
+// against ref on data, with the chain's provenance.
+func (r *Recipe) commit(ctx context.Context, m *onnxio.Model, version string) (*release.Report, error) {
+	var err error
+	opt := release.Options{
+		Output:   r.outputPath,
+		Report:   r.outputReportPath,
+		External: r.ExternalData,
+		Session:  r.Session,
+	}
+	var ref *onnxio.Model
+	if r.Ref != "" {
+		if ref, err = onnxio.Load(r.Path(r.Ref)); err != nil {
+			return nil, fmt.Errorf("ref: %w", err)
+		}
+	}
+	if r.Data != "" && (r.Gate != "" || r.OutputReport != "") {
+		var names []string
+		for _, in := range m.Inputs() {
+			names = append(names, in.Name)
+		}
+		opt.DataName = r.Path(r.Data)
+		if opt.Data, err = evalharness.LoadDatasetFor(opt.DataName, evalharness.DatasetOptions{Inputs: names}); err != nil {
+			return nil, fmt.Errorf("data: %w", err)
+		}
+	}
+	if opt.Gate, err = evalharness.ParseGate(r.Gate); err != nil {
+		return nil, err
+	}
+	ins, err := release.HashInputs(r.inputModels()...)
+	if err != nil {
+		return nil, err
+	}
+	opt.Provenance = &release.Provenance{Version: version, Inputs: ins}
+	return release.Commit(ctx, m, ref, opt)
+}
+
+// inputModels lists the model files the recipe reads: every step's
+// inputs, its base and ref flags, and the recipe's ref (resolved).
+func (r *Recipe) inputModels() []string {
+	var out []string
+	for _, s := range r.Steps {
+		for _, in := range s.Inputs {
+			out = append(out, r.Path(in))
+		}
+		for _, k := range []string{"base", "ref"} {
+			if v, ok := s.Args[k].(string); ok && v != "" {
+				out = append(out, r.Path(v))
+			}
+		}
+	}
+	if r.Ref != "" {
+		out = append(out, r.Path(r.Ref))
+	}
+	return out
 }
 
 // RecipeMarkdown renders a recipe report as Markdown.

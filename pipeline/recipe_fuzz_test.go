@@ -17,6 +17,8 @@ func FuzzRecipe(f *testing.F) {
 	f.Add([]byte(goodRecipe + "  - eval: {save-outputs: o.npz}\n"))
 	f.Add([]byte("steps: [{quantize: {threads: 100000}}]\noutput: ../x\n"))
 	f.Add([]byte("a: &a [*a, *a]\n"))
+	f.Add([]byte(strings.Replace(goodRecipe, "density: 0.3", "density: [7, {a: b}], method: [tiez]", 1)))
+	f.Add([]byte(strings.Replace(goodRecipe, "weights: int8", "weights: {x: int3}", 1)))
 	if b, err := os.ReadFile(filepath.Join("..", "models", "demo-recipe.yaml")); err == nil {
 		f.Add(b)
 	}

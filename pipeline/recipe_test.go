@@ -18,6 +18,8 @@ func fakeSpec(cmd string) (map[string]bool, bool) {
 		return map[string]bool{"weights": false, "seed": false, "threads": false, "ort-lib": false, "ep": false}, true
 	case "eval":
 		return map[string]bool{"save-outputs": false, "data": false}, true
+	case "ext": // a command outside the transform registry
+		return map[string]bool{"base": false}, true
 	case "search":
 		return map[string]bool{"plots": false, "baselines": false, "cache-dir": false, "target": false}, true
 	}
@@ -70,12 +72,16 @@ func TestParseRecipeRefusals(t *testing.T) {
 	cases := []struct{ name, body, want string }{
 		{"unknown top key", goodRecipe + "colour: blue\n", `unknown key "colour"`},
 		{"unknown command", strings.Replace(goodRecipe, "quantize:", "quantise:", 1), `unknown key "quantise"`},
-		{"unknown flag", strings.Replace(goodRecipe, "weights: int8", "wieghts: int8", 1), `quantize has no flag "wieghts"`},
+		{"unknown flag", strings.Replace(goodRecipe, "weights: int8", "wieghts: int8", 1), `quantize has no key "wieghts"`},
 		{"missing file", strings.Replace(goodRecipe, "b.onnx", "missing.onnx", 1), "missing.onnx"},
 		{"output set by step", strings.Replace(goodRecipe, "weights: int8", "weights: int8, o: x.onnx", 1), `"o" is set by the recipe`},
 		{"no output", strings.Replace(goodRecipe, "output: out.onnx", "", 1), "needs an output"},
 		{"no inputs", strings.Replace(goodRecipe, ", inputs: [a.onnx, b.onnx]", "", 1), "needs inputs"},
 		{"gate without data", strings.Replace(goodRecipe, "data: data.npz", "", 1), "gate but no data"},
+		{"final gate unparsable", goodRecipe + "gate: \"accuracy~0.9\"\n", `gate: evalharness: bad gate expression: "accuracy~0.9"`},
+		{"final gate without data", strings.Replace(goodRecipe, "data: data.npz", "", 1) + "gate: accuracy>=0.9\n", "the recipe's gate needs data"},
+		{"missing ref", goodRecipe + "ref: nothere.onnx\n", "ref nothere.onnx"},
+		{"output report leaves", goodRecipe + "output-report: ../r.json\n", "output-report:"},
 	}
 	for _, tc := range cases {
 		dir, src := writeRecipe(t, tc.body)
@@ -88,8 +94,21 @@ func TestParseRecipeRefusals(t *testing.T) {
 
 var errGate = errors.New("gate failed")
 
+// argvRecipe's steps name a command outside the transform registry:
+// they run through the StepRunner, on files.
+const argvRecipe = `
+name: t
+seed: 7
+data: data.npz
+output: out.onnx
+steps:
+  - ext: {base: base.onnx, inputs: [a.onnx, b.onnx]}
+    gate: "accuracy>=0.8"
+  - ext: {}
+`
+
 func TestRecipeRunStopsAtGate(t *testing.T) {
-	dir, src := writeRecipe(t, goodRecipe+"report: rep.json\n")
+	dir, src := writeRecipe(t, argvRecipe+"report: rep.json\n")
 	r, err := ParseRecipe(src, dir, fakeSpec)
 	if err != nil {
 		t.Fatal(err)

@@ -2,14 +2,18 @@ package pipeline
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/release"
 )
 
 // TestRecipeTrustRefusals builds hostile recipes: each must fail
@@ -127,10 +131,11 @@ func fakeStep(t *testing.T) StepRunner {
 	}
 }
 
-// The output's metadata records the recipe's hash and its canonical form,
-// never its text.
+// The output's metadata records the chain (version, the SHA-256 of every
+// model the recipe reads), not the recipe; the recipe report records the
+// recipe's hash and its canonical form, never its text.
 func TestRecipeMetadataIsCanonical(t *testing.T) {
-	body := "# secret comment: hunter2\n" + strings.Replace(goodRecipe, "name: t", "name: \"t\\e[2J\"", 1) + "report: r.json\n"
+	body := "# secret comment: hunter2\n" + strings.Replace(argvRecipe, "name: t", "name: \"t\\e[2J\"", 1) + "report: r.json\n"
 	dir, src := writeRecipe(t, body)
 	r, err := ParseRecipe(src, dir, fakeSpec)
 	if err != nil {
@@ -144,19 +149,44 @@ func TestRecipeMetadataIsCanonical(t *testing.T) {
 		t.Fatal(err)
 	}
 	md := m.Metadata()
-	rec := md["onnxpost.recipe"]
-	if strings.Contains(rec, "hunter2") || rec == string(src) {
-		t.Fatalf("the recipe's text landed in the metadata: %q", rec)
+	for k, v := range md {
+		if strings.Contains(k, "recipe") || strings.Contains(v, "hunter2") {
+			t.Errorf("the recipe landed in the metadata: %s=%q", k, v)
+		}
+	}
+	var ins []release.Input
+	if err := json.Unmarshal([]byte(md[release.MetaInputs]), &ins); err != nil || len(ins) != 3 {
+		t.Fatalf("inputs %q (%v)", md[release.MetaInputs], err)
+	}
+	for i, name := range []string{"a.onnx", "b.onnx", "base.onnx"} {
+		if ins[i].Path != filepath.Join(dir, name) || len(ins[i].SHA256) != 64 {
+			t.Errorf("input %d: %+v, want %s", i, ins[i], name)
+		}
+	}
+	if md[release.MetaVersion] != "test" {
+		t.Errorf("version %q", md[release.MetaVersion])
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "r.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "hunter2") {
+		t.Fatalf("the recipe's text landed in the report: %s", b)
+	}
+	var rep RecipeReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(src)
+	if rep.RecipeSHA256 != hex.EncodeToString(sum[:]) {
+		t.Errorf("sha256 %q", rep.RecipeSHA256)
 	}
 	var c map[string]any
-	if err := json.Unmarshal([]byte(rec), &c); err != nil {
-		t.Fatalf("metadata recipe is not JSON: %v", err)
+	if err := json.Unmarshal(rep.Canonical, &c); err != nil {
+		t.Fatalf("report's recipe is not JSON: %v", err)
 	}
 	if c["output"] != "out.onnx" || c["name"] != "t\x1b[2J" || len(c["steps"].([]any)) != 2 {
-		t.Errorf("canonical form %s", rec)
-	}
-	if len(md["onnxpost.recipe_sha256"]) != 64 {
-		t.Errorf("sha256 %q", md["onnxpost.recipe_sha256"])
+		t.Errorf("canonical form %s", rep.Canonical)
 	}
 	// the same recipe written differently records the same form
 	dir2, src2 := writeRecipe(t, strings.ReplaceAll(body, "# secret comment: hunter2\n", "")+"\n# another comment\n")
@@ -164,8 +194,9 @@ func TestRecipeMetadataIsCanonical(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(r2.Canonical()) != rec {
-		t.Errorf("canonical forms differ:\n%s\n%s", r2.Canonical(), rec)
+	var c2 map[string]any
+	if err := json.Unmarshal(r2.Canonical(), &c2); err != nil || !reflect.DeepEqual(c, c2) {
+		t.Errorf("canonical forms differ:\n%s\n%s", r2.Canonical(), rep.Canonical)
 	}
 	mdReport, err := os.ReadFile(filepath.Join(dir, "r.md"))
 	if err != nil {
@@ -178,7 +209,7 @@ func TestRecipeMetadataIsCanonical(t *testing.T) {
 
 // A report that cannot be written leaves no output behind.
 func TestRecipeUnwritableReport(t *testing.T) {
-	dir, src := writeRecipe(t, goodRecipe+"report: r.json\n")
+	dir, src := writeRecipe(t, argvRecipe+"report: r.json\n")
 	if err := os.Mkdir(filepath.Join(dir, "r.md"), 0o755); err != nil { // the Markdown sibling is a folder
 		t.Fatal(err)
 	}

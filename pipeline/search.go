@@ -314,7 +314,7 @@ func SelectLayers(m *onnxio.Model, include, exclude *regexp.Regexp) ([]onnxio.We
 	case len(reasons) > 0:
 		return nil, fmt.Errorf("%w:\n  %s", ErrNoSearchableWeight, strings.Join(reasons, "\n  "))
 	case filtered > 0:
-		return nil, fmt.Errorf("%w: --include/--exclude left none of the %d MatMul, Gemm or Conv weights", ErrNoSearchableWeight, filtered)
+		return nil, fmt.Errorf("%w: the include and exclude parameters left none of the %d MatMul, Gemm or Conv weights", ErrNoSearchableWeight, filtered)
 	}
 	return nil, fmt.Errorf("%w: the model has no MatMul, Gemm or Conv weight", ErrNoSearchableWeight)
 }
@@ -437,18 +437,19 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 		return nil, nil, err
 	}
 	tPrep := time.Now()
+	src := newCalibSource(ctx, m, calib, opt, logf) // one calibration of the dense model, shared
 	var sp *space
 	switch opt.Space {
 	case SpaceSparsity:
-		sp, err = sparsitySpace(ctx, m, ws, hash, calib, opt, logf)
+		sp, err = sparsitySpace(m, ws, hash, src, opt)
 	case SpaceRank:
 		sp, err = rankSpace(m, ws, hash, opt)
 	case SpaceBits:
-		sp, err = bitsSpace(ctx, m, ws, hash, calib, opt, logf)
+		sp, err = bitsSpace(m, ws, hash, src, opt)
 	case SpaceDrop:
 		sp, err = dropSpace(m, ws, hash, opt, logf)
 	case SpaceSparsityBits:
-		sp, err = sparsityBitsSpace(ctx, m, ws, hash, calib, opt, logf)
+		sp, err = sparsityBitsSpace(m, ws, hash, src, opt)
 	default:
 		err = fmt.Errorf("search space %q: want sparsity, rank, bits, drop or sparsity,bits", opt.Space)
 	}
@@ -479,7 +480,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	if err != nil {
 		return nil, nil, err
 	}
-	denseSess, err := evalharness.NewSession(denseBytes, opt.Session)
+	denseSess, err := evalharness.OpenSession(evalharness.OpenRequest{Model: denseBytes}, opt.Session)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -496,7 +497,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 		o := denseSess.Outputs()[oi]
 		if ax := calib.OutputBatchAxis(o); ax != 0 {
 			denseSess.Close()
-			return nil, nil, fmt.Errorf("output %q is batched along axis %d; the search compares outputs batched along axis 0 (name another with --output-name)", o.Name, ax)
+			return nil, nil, fmt.Errorf("output %q is batched along axis %d; the search compares outputs batched along axis 0 (name another in LevelSearch.Outputs)", o.Name, ax)
 		}
 	}
 	// a model exported with a fixed batch (of 1) runs with that batch
@@ -530,7 +531,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	fitness := strings.Join(kinds, "+")
 
 	// one session with the searched weights as inputs
-	wi := m.Clone()
+	wi := m.Derive()
 	var names []string
 	seen := map[string]bool{}
 	for _, l := range layers {
@@ -547,7 +548,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 	if err != nil {
 		return nil, nil, err
 	}
-	sess, err := evalharness.NewSessionOutputs(wiBytes, names0, opt.Session)
+	sess, err := evalharness.OpenSession(evalharness.OpenRequest{Model: wiBytes, Outputs: names0}, opt.Session)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -689,7 +690,7 @@ func RunSearch(ctx context.Context, m *onnxio.Model, calib *evalharness.Dataset,
 // the database (dense-shaped: pruned, or a low-rank product, or
 // dequantized).
 func setLevels(ctx context.Context, m *onnxio.Model, layers []*searchLayer, lv []int, db *LevelDB) (*onnxio.Model, error) {
-	out := m.Clone()
+	out := m.Derive()
 	for i, l := range layers {
 		v, err := db.Get(ctx, l.w, l.dense, l.keys[lv[i]])
 		if err != nil {
@@ -718,7 +719,7 @@ func ApplyAllocation(ctx context.Context, m *onnxio.Model, a Allocation, build L
 	if err != nil {
 		return nil, err
 	}
-	out := m.Clone()
+	out := m.Derive()
 	for _, lc := range a.Layers {
 		if err := ctx.Err(); err != nil {
 			return nil, err

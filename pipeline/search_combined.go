@@ -42,7 +42,7 @@ func comboLevel(zeros, bits int64) int64 { return zeros<<8 | bits }
 // the sparsity builder's pruned weight, cached under a key holding both
 // levels and both methods. The written model prunes each layer to its
 // zeros, then packs it with quant.QuantizeMixed at its width.
-func sparsityBitsSpace(ctx context.Context, m *onnxio.Model, ws []onnxio.Weight, hash string, calib *evalharness.Dataset, opt LevelSearch, logf func(string, ...any)) (*space, error) {
+func sparsityBitsSpace(m *onnxio.Model, ws []onnxio.Weight, hash string, src *calibSource, opt LevelSearch) (*space, error) {
 	var sel []onnxio.Weight
 	for _, w := range ws {
 		if w.Op == "MatMul" && len(w.Shape) == 2 {
@@ -54,13 +54,13 @@ func sparsityBitsSpace(ctx context.Context, m *onnxio.Model, ws []onnxio.Weight,
 	}
 	so := opt
 	so.Space = SpaceSparsity
-	sps, err := sparsitySpace(ctx, m, sel, hash, calib, so, logf)
+	sps, err := sparsitySpace(m, sel, hash, src, so)
 	if err != nil {
 		return nil, err
 	}
 	bo := opt
 	bo.Space, bo.Target, bo.Method = SpaceBits, opt.TargetBits, opt.BitsMethod
-	bs, err := bitsSpace(ctx, m, sel, hash, calib, bo, logf)
+	bs, err := bitsSpace(m, sel, hash, src, bo)
 	if err != nil {
 		return nil, err
 	}

@@ -134,7 +134,7 @@ func TestSelectLayersSaysWhy(t *testing.T) {
 		{"already quantized", quantized(), nil, []string{"Wq (MatMul): already quantized (DequantizeLinear)"}},
 		{"float16", half(), nil, []string{"Wh (MatMul): float16, the search rewrites float32 weights only"}},
 		{"constant nodes", constant, nil, []string{"W1 (MatMul): held in a Constant node", "W2 (MatMul): held in a Constant node"}},
-		{"filtered out", constant, regexp.MustCompile("nothing"), []string{"--include/--exclude left none of the 2"}},
+		{"filtered out", constant, regexp.MustCompile("nothing"), []string{"the include and exclude parameters left none of the 2"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -197,7 +197,7 @@ func lastLinear(m *onnxio.Model, nodes []onnxio.Node, producer map[string]int, c
 // output keeps its name through an Identity), then nodes that no longer
 // reach a graph output and unused initializers are deleted.
 func DropBlocks(m *onnxio.Model, blocks []ResidualBlock) (*onnxio.Model, error) {
-	out := m.Clone()
+	out := m.Derive()
 	out.EnsureNodeNames()
 	isOutput := map[string]bool{}
 	for _, o := range out.Outputs() {
@@ -227,62 +227,8 @@ func DropBlocks(m *onnxio.Model, blocks []ResidualBlock) (*onnxio.Model, error) 
 		}
 		out.RenameInput(n.Outputs[0], skip)
 	}
-	if err := EliminateDeadCode(out); err != nil {
-		return nil, err
-	}
+	out.EliminateDeadCode()
 	return out, nil
-}
-
-// EliminateDeadCode removes, in place, the nodes of m whose outputs reach
-// no graph output and then the initializers no node (and no graph output)
-// uses. Values captured by subgraphs are not tracked, so a model with
-// If/Loop/Scan nodes (or other graph-valued attributes) is refused.
-func EliminateDeadCode(m *onnxio.Model) error {
-	nodes := m.Nodes()
-	for _, n := range nodes {
-		if n.OpType == "If" || n.OpType == "Loop" || n.OpType == "Scan" {
-			return fmt.Errorf("dead-code elimination: node %q has a subgraph", n.Name)
-		}
-		for _, a := range n.Attrs {
-			if a.Type == onnxio.KindOther {
-				return fmt.Errorf("dead-code elimination: node %q has attribute %q of an unsupported kind (a subgraph?)", n.Name, a.Name)
-			}
-		}
-	}
-	live := map[string]bool{}
-	for _, o := range m.Outputs() {
-		live[o.Name] = true
-	}
-	var dead []string
-	for i := len(nodes) - 1; i >= 0; i-- {
-		n := nodes[i]
-		keep := false
-		for _, o := range n.Outputs {
-			if live[o] {
-				keep = true
-			}
-		}
-		if !keep {
-			dead = append(dead, n.Name)
-			continue
-		}
-		for _, in := range n.Inputs {
-			live[in] = true
-		}
-	}
-	for _, name := range dead { // consumers first: reverse graph order
-		if err := m.RemoveNode(name); err != nil {
-			return fmt.Errorf("dead-code elimination: %w", err)
-		}
-	}
-	for _, name := range m.Initializers() {
-		if !live[name] {
-			if err := m.RemoveInitializer(name); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // dropSpace builds the keep/drop ladders: cost 1 for a kept block, 0 for

@@ -2,14 +2,19 @@ package pipeline
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand"
+	"slices"
+	"strings"
 	"testing"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/compress/search"
 	"github.com/onnxpost/onnxpost/compress/sparsity"
 	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/internal/selection/selectiontest"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -229,7 +234,7 @@ func TestWandaLevelsAndCacheKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stats, h, err := newLazyStats(context.Background(), m, ds, ws, LevelSearch{}, func(string, ...any) {})
+	stats, h, err := newCalibSource(context.Background(), m, ds, LevelSearch{}, func(string, ...any) {}).need(calib.Request{Grams: weightNames(ws)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,5 +371,110 @@ func TestMagnitudeLevelsMatchesMagnitudeLevel(t *testing.T) {
 	}
 	if _, err := build(context.Background(), w, v, 258); err == nil {
 		t.Error("258 zeros of 257 accepted")
+	}
+}
+
+// TestMagnitudeLevelConforms runs the search's magnitude levels through the
+// shared pruner suite: they prune what `sparsify --method magnitude` prunes
+// (ties: higher index first). Before issue #13 they pruned the lower index
+// first: w = [1, −1, 1, −1, 0.5, 2] at 3 zeros gave [0, 0, 1, −1, 0, 2].
+func TestMagnitudeLevelConforms(t *testing.T) {
+	selectiontest.RunPruner(t, func(w []float32, zeros int) ([]float32, error) {
+		return MagnitudeLevel(context.Background(), onnxio.Weight{Name: "w"}, w, int64(zeros))
+	})
+}
+
+// TestMagnitudeLevelEqualsSparsify checks the level builder against
+// sparsify's pruner (PrunerLevel with the magnitude method goes through
+// sparsity.PruneLayer) on tie-heavy weights.
+func TestMagnitudeLevelEqualsSparsify(t *testing.T) {
+	// W is a MatMul B [K=2, N=5]: sparsify breaks ties in the matrix view
+	// (output unit × K), not in W's flat order.
+	w := []float32{1, -1, 1, -1, 0.5, 2, 2, -0.5, 1, 0}
+	m := onnxio.New("mm", 17)
+	m.AddInput(onnxio.ValueInfo{Name: "x", DType: onnxio.Float, Shape: []onnxio.Dim{{Param: "n", Value: -1}, {Value: 2}}})
+	raw := make([]byte, 4*len(w))
+	for i, v := range w {
+		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(v))
+	}
+	wt, err := onnxio.NewTensor("W", onnxio.Float, []int64{2, 5}, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SetInitializer(wt); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.InsertNodes(onnxio.Node{Name: "mm", OpType: "MatMul", Inputs: []string{"x", "W"}, Outputs: []string{"y"}}); err != nil {
+		t.Fatal(err)
+	}
+	m.AddOutput(onnxio.ValueInfo{Name: "y", DType: onnxio.Float})
+	ws, err := m.WeightMap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaSparsify, err := PrunerLevel(m, sparsity.Magnitude, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for z := int64(0); z <= int64(len(w)); z++ {
+		a, err := MagnitudeLevel(context.Background(), ws["W"], w, z)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := viaSparsify(context.Background(), ws["W"], w, z)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(a, b) {
+			t.Errorf("%d zeros: search %v, sparsify %v", z, a, b)
+		}
+	}
+}
+
+// TestSpacesShareOneCalibration: the sparsity (Wanda: column norms) and
+// bits (GPTQ: XᵀX) ladders of one run declare their needs on one source
+// and the dense model is captured once for both.
+func TestSpacesShareOneCalibration(t *testing.T) {
+	m, ds := loadZoo(t, "transformer", 32)
+	ws, err := SelectLayers(m, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mm []onnxio.Weight
+	for _, w := range ws {
+		if w.Op == "MatMul" && len(w.Shape) == 2 {
+			mm = append(mm, w)
+		}
+	}
+	captures := 0
+	src := newCalibSource(context.Background(), m, ds, LevelSearch{}, func(f string, _ ...any) {
+		if strings.HasPrefix(f, "capturing") {
+			captures++
+		}
+	})
+	sps, err := sparsitySpace(m, mm, "h", src, LevelSearch{Target: 0.5, Levels: 2, Method: "wanda"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := bitsSpace(m, mm, "h", src, LevelSearch{Target: 4, Method: "gptq"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sps.db.CalibHash == "" || sps.db.CalibHash != bs.db.CalibHash {
+		t.Errorf("calibration hashes %q and %q", sps.db.CalibHash, bs.db.CalibHash)
+	}
+	w := mm[0]
+	v, err := weightValues(m, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sps.db.Build(context.Background(), w, v, int64(len(v)/2)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bs.db.Build(context.Background(), w, v, 4); err != nil {
+		t.Fatal(err)
+	}
+	if n := src.cal.Captures(); n != 1 || captures != 1 {
+		t.Errorf("%d captures of the dense model (%d logged), want 1", n, captures)
 	}
 }

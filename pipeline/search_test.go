@@ -25,14 +25,7 @@ func zoo(parts ...string) string {
 
 func TestSparsitySearchOnZoo(t *testing.T) {
 	needORT(t)
-	m, err := onnxio.Load(zoo("zoo", "mlp", "base.onnx"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	calib, err := evalharness.LoadDataset(zoo("data", "digits_clean_val.npz"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, calib := zooMLP(t)
 	run := func(seed int64) (*onnxio.Model, *SearchReport) {
 		out, rep, err := RunSparsitySearch(context.Background(), m, calib, SparsitySearch{
 			Target: 0.8, Levels: 4, CacheDir: t.TempDir(),
@@ -53,15 +46,7 @@ func TestSparsitySearchOnZoo(t *testing.T) {
 		t.Fatalf("budgets differ: %d %d %d", rep.Searched.Cost, rep.Uniform.Cost, rep.Heuristic.Cost)
 	}
 	// the output really has the reported zeros
-	var zeros, want int64
-	for _, lc := range rep.Searched.Layers {
-		want += lc.Value
-		tt, err := out.Initializer(lc.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		zeros += int64(tt.ZeroFraction()*float64(tt.NumElements()) + 0.5)
-	}
+	zeros, want := reportedZeros(t, out, rep)
 	if zeros < want || rep.TotalWeights-rep.Searched.Cost != want {
 		t.Errorf("output has %d zeros, report says %d (cost %d of %d)", zeros, want, rep.Searched.Cost, rep.TotalWeights)
 	}

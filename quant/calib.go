@@ -5,15 +5,6 @@ import (
 	"math"
 )
 
-// ActivationStats gives the distribution of an activation tensor over a
-// calibration set: a histogram of every value the tensor took, with
-// len(edges) == len(counts)+1, counts[i] values in [edges[i], edges[i+1])
-// (the last bin closed), edges[0] the smallest value seen and edges[last]
-// the largest. The evaluation harness's activation capture implements it.
-type ActivationStats interface {
-	ActivationHistogram(tensor string) (counts []int64, edges []float64, err error)
-}
-
 // CalibMethod chooses how an activation range is derived from its histogram.
 type CalibMethod int
 

@@ -6,6 +6,8 @@ import (
 	"math"
 	"math/rand"
 	"testing"
+
+	"github.com/onnxpost/onnxpost/calib"
 )
 
 // gaussHist returns a histogram of n samples of N(0,1) with some outliers.
@@ -17,33 +19,15 @@ func gaussHist(rng *rand.Rand, n, bins int, outliers int) ([]int64, []float64, [
 	for i := 0; i < outliers; i++ {
 		x[i] = float32(20 + rng.Float64())
 	}
-	c, e, err := Histogram(x, bins)
+	v := make([]float64, len(x))
+	for i, f := range x {
+		v[i] = float64(f)
+	}
+	c, e, err := calib.HistogramOf(v, bins)
 	if err != nil {
 		panic(err)
 	}
 	return c, e, x
-}
-
-func TestHistogram(t *testing.T) {
-	c, e, err := Histogram([]float32{0, 1, 2, 3, 4}, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []int64{1, 1, 1, 2}
-	for i := range want {
-		if c[i] != want[i] {
-			t.Fatalf("counts %v want %v", c, want)
-		}
-	}
-	if e[0] != 0 || e[4] != 4 {
-		t.Fatalf("edges %v", e)
-	}
-	if _, _, err := Histogram([]float32{1, float32(math.Inf(1))}, 4); !errors.Is(err, ErrNonFinite) {
-		t.Fatalf("Inf: %v", err)
-	}
-	if _, _, err := Histogram(nil, 4); !errors.Is(err, ErrCalibration) {
-		t.Fatalf("empty: %v", err)
-	}
 }
 
 func TestActivationRanges(t *testing.T) {
@@ -92,19 +76,6 @@ func TestActivationRanges(t *testing.T) {
 	}
 }
 
-func TestGram(t *testing.T) {
-	g, n := Gram([]float32{1, 2, 3, 4, 5, 6}, 2) // rows (1,2) (3,4) (5,6)
-	want := []float64{35, 44, 44, 56}
-	if n != 3 {
-		t.Fatalf("rows %d", n)
-	}
-	for i := range want {
-		if g[i] != want[i] {
-			t.Fatalf("Gram %v want %v", g, want)
-		}
-	}
-}
-
 func BenchmarkEntropyRange2048(b *testing.B) {
 	rng := rand.New(rand.NewSource(1))
 	c, e, _ := gaussHist(rng, 100000, 2048, 10)
@@ -130,40 +101,41 @@ func BenchmarkRTN768x3072(b *testing.B) {
 	}
 }
 
-func TestActivationsFromCapturedValues(t *testing.T) {
+// TestQuantizeFromActivations: calib's in-memory implementation serves
+// Quantize's GPTQ (Gram matrices) and static activations (histograms).
+func TestQuantizeFromActivations(t *testing.T) {
 	m := testModel(t, 11, false)
 	rng := rand.New(rand.NewSource(14))
-	x := randWeights(rng, 5*64, 1)  // X: 5 rows of K = 64 (W1's input)
-	a2 := randWeights(rng, 5*16, 1) // a2: 5 rows of K = 16 (W3's input)
-	acts, err := NewActivations(m, map[string][]float32{"X": x, "a2": a2}, 64)
+	acts := map[string]calib.Activation{}
+	for _, v := range []struct {
+		name string
+		d    int64
+	}{{"X", 64}, {"a1", 32}, {"a2", 16}} {
+		acts[v.name] = calib.Activation{Shape: []int64{5, v.d}, Data: randWeights(rng, int(5*v.d), 1)}
+	}
+	grams, err := GramWeights(m, Options{Weights: "int4", Method: "gptq"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, d, n, err := acts.InputGram("W1")
+	st, err := calib.FromActivations(m, acts, calib.Request{Grams: grams, Tensors: []string{"X"}, Bins: 64}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, d, n, err := st.InputGram("W1")
 	if err != nil || d != 64 || n != 5 {
 		t.Fatalf("W1: d %d n %d err %v", d, n, err)
 	}
-	want, _ := Gram(x, 64)
+	want, _, _ := calib.GramOf(acts["X"].Data, 64)
 	for i := range want {
 		if g[i] != want[i] {
 			t.Fatalf("Gram differs at %d", i)
 		}
 	}
-	if _, d, _, err := acts.InputGram("W3"); err != nil || d != 16 {
-		t.Fatalf("W3 (Gemm, transB=0): d %d err %v", d, err)
+	if _, _, err := Quantize(context.Background(), m, Options{Weights: "int4", Method: "gptq", BlockSize: 16, Calibration: st}); err != nil {
+		t.Fatal(err)
 	}
-	if _, _, _, err := acts.InputGram("W2"); !errors.Is(err, ErrCalibration) {
-		t.Fatalf("W2's input a1 was not captured: %v", err)
-	}
-	if _, _, _, err := acts.InputGram("b2"); !errors.Is(err, ErrCalibration) {
-		t.Fatalf("bias: %v", err)
-	}
-	c, e, err := acts.ActivationHistogram("X")
+	c, e, err := st.ActivationHistogram("X")
 	if err != nil || len(c) != 64 || len(e) != 65 {
 		t.Fatalf("histogram: %d %d %v", len(c), len(e), err)
-	}
-	bad, _ := NewActivations(m, map[string][]float32{"X": x[:63]}, 0)
-	if _, _, _, err := bad.InputGram("W1"); !errors.Is(err, ErrCalibration) {
-		t.Fatalf("ragged rows: %v", err)
 	}
 }

@@ -39,11 +39,12 @@
 //     ±65504 clamped and counted; bf16 stores the weights in bfloat16 with
 //     Casts to float32 (ONNX Runtime's CPU EP has no bfloat16 GEMM/Conv).
 //
-// Data-dependent modes take small interfaces that the evaluation harness
-// implements: Calibration (XᵀX Gram matrices for GPTQ) and ActivationStats
-// (activation histograms for static quantization); Activations implements
-// both from captured activation values, and ActivationTensors names the
-// tensors to capture. Models that already hold quantization ops are refused
+// Data-dependent modes read calibration through calib.Stats, onnxpost's
+// one calibration interface (evalharness.Capture implements it, and
+// calib.FromActivations from captured values): XᵀX Gram matrices for GPTQ
+// (Options.Calibration) and activation histograms for static quantization
+// (Options.Stats). ActivationTensors and GramWeights name what to
+// capture. Models that already hold quantization ops are refused
 // (ErrAlreadyQuantized).
 //
 // # Invariants

@@ -11,7 +11,7 @@ import (
 // Runtime's quantize_dynamic does: Gather reads int8 rows and a
 // DequantizeLinear after it restores float32, so only the gathered rows are
 // dequantized at run time. Language models keep most of their bytes in
-// these tables. --exclude-ops Gather or --exclude keeps them in float.
+// these tables. Gather in Options.ExcludeOps, or Options.Exclude, keeps them in float.
 func quantizeEmbeddings(m *onnxio.Model, o Options, rep *Report) error {
 	if o.excludedOp("Gather") {
 		return nil
@@ -32,7 +32,7 @@ func quantizeEmbeddings(m *onnxio.Model, o Options, rep *Report) error {
 		n := nodes[w.NodeIndex]
 		switch {
 		case o.Exclude != nil && (o.Exclude.MatchString(w.Name) || o.Exclude.MatchString(w.Node)):
-			skip("name matches --exclude")
+			skip("name matches the exclude pattern")
 			continue
 		case w.DType != onnxio.Float || w.Constant || len(w.Via) > 0:
 			skip("embedding not a float32 initializer read directly")

@@ -44,7 +44,7 @@ func embeddingModel(t *testing.T) (*onnxio.Model, []float32) {
 func TestEmbeddingsQuantized(t *testing.T) {
 	m, table := embeddingModel(t)
 	for _, act := range []string{"", "dynamic"} {
-		q, rep, err := Quantize(context.Background(), m, Options{Weights: "int8", PerChannel: true, Symmetric: true, Activations: act})
+		q, rep, err := Quantize(context.Background(), m, Options{Weights: "int8", Activations: act})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,7 +109,7 @@ func TestEmbeddingsQuantized(t *testing.T) {
 
 func TestEmbeddingsExcluded(t *testing.T) {
 	m, _ := embeddingModel(t)
-	q, _, err := Quantize(context.Background(), m, Options{Weights: "int8", PerChannel: true, Symmetric: true, ExcludeOps: []string{"Gather"}})
+	q, _, err := Quantize(context.Background(), m, Options{Weights: "int8", ExcludeOps: []string{"Gather"}})
 	if err != nil {
 		t.Fatal(err)
 	}

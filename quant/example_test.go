@@ -38,7 +38,7 @@ func ExampleQuantize() {
 	_ = m.InsertNodes(onnxio.Node{Name: "mm", OpType: "MatMul", Inputs: []string{"X", "W"}, Outputs: []string{"Y"}})
 	m.AddOutput(onnxio.ValueInfo{Name: "Y", DType: onnxio.Float, Shape: []onnxio.Dim{{Param: "batch"}, {Value: 3}}})
 
-	q, rep, err := quant.Quantize(context.Background(), m, quant.Options{Weights: "int8", PerChannel: true, Symmetric: true})
+	q, rep, err := quant.Quantize(context.Background(), m, quant.Options{Weights: "int8"})
 	if err != nil {
 		panic(err)
 	}

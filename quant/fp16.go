@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/transform"
 )
 
 // DefaultFloat16BlockList are the op types kept in fp32 by fp16/bf16
@@ -328,7 +329,7 @@ func convertFloat16(m *onnxio.Model, o Options, rep *Report) error {
 		for _, v := range onnxio.FreeNames(n) {
 			if types[v] == onnxio.Float {
 				if f := get(v, onnxio.Float); f != v {
-					onnxio.RenameSubgraphReads(n, v, f)
+					nn = onnxio.RenameSubgraphReads(nn, v, f)
 				}
 			}
 		}
@@ -383,7 +384,7 @@ func convertFloat16(m *onnxio.Model, o Options, rep *Report) error {
 // weight held in a subgraph moves to the main graph first
 // (onnxio.Model.HoistWeight), then a main-graph Cast to float32 produces it
 // under its own name from a half-precision initializer, so the subgraph
-// reads it unchanged. Weights --exclude names, with values beyond the
+// reads it unchanged. Weights Options.Exclude names, with values beyond the
 // float16 range, or that cannot be moved stay float32 and are reported.
 func halfSubgraphWeights(m *onnxio.Model, o Options, half onnxio.DType, rep *Report) error {
 	ws, err := m.AllWeights()
@@ -397,7 +398,7 @@ func halfSubgraphWeights(m *onnxio.Model, o Options, half onnxio.DType, rep *Rep
 		skip := func(reason string) { rep.Skipped = append(rep.Skipped, Skip{Name: w.Name, Reason: reason}) }
 		if o.Exclude != nil && o.Exclude.MatchString(w.Name) {
 			if w.Stored != "" { // main-graph ones are reported by keptFloat32
-				skip("kept float32: name matches --exclude")
+				skip("kept float32: name matches the exclude pattern")
 			}
 			continue
 		}
@@ -579,7 +580,7 @@ func keptFloat32(m *onnxio.Model, o Options, half onnxio.DType, rep *Report) (ma
 		}
 		if o.Exclude != nil && o.Exclude.MatchString(name) {
 			keep[name] = true
-			rep.Skipped = append(rep.Skipped, Skip{Name: name, Reason: "kept float32: name matches --exclude"})
+			rep.Skipped = append(rep.Skipped, Skip{Name: name, Reason: "kept float32: name matches the exclude pattern"})
 			continue
 		}
 		if half != onnxio.Float16 {
@@ -605,4 +606,23 @@ func keptFloat32(m *onnxio.Model, o Options, half onnxio.DType, rep *Report) (ma
 		}
 	}
 	return keep, nil
+}
+
+// Float16 converts initializers and compute to IEEE half precision, model
+// inputs and outputs kept float32 through Casts.
+var Float16 = &transform.Transform{
+	Name: "quantize/fp16",
+	Doc: schemeDoc("initializers and compute in IEEE half precision, model inputs and outputs kept float32 through Casts,",
+		"an op block list kept in fp32, weights beyond ±65504 kept float32 with their consumers."),
+	Params: []*transform.Param{paramWeights, paramExcludeOps, paramExclude},
+	Run:    runScheme,
+}
+
+// BFloat16 is Float16 with bfloat16.
+var BFloat16 = &transform.Transform{
+	Name: "quantize/bf16",
+	Doc: schemeDoc("initializers and compute in bfloat16, model inputs and outputs kept float32 through Casts,",
+		"an op block list kept in fp32."),
+	Params: []*transform.Param{paramWeights, paramExcludeOps, paramExclude},
+	Run:    runScheme,
 }

@@ -12,15 +12,6 @@ import (
 	"github.com/onnxpost/onnxpost/internal/linalg"
 )
 
-// Calibration gives the Gram matrix XᵀX of the input activations of the op
-// that consumes a weight (the shared calibration interface of onnxpost,
-// implemented by the evaluation harness's activation capture). xtx is d×d
-// row-major, d the weight's reduction size (K for a MatMul B [K, N]); n is
-// the number of activation rows accumulated.
-type Calibration interface {
-	InputGram(weight string) (xtx []float64, d int, n int64, err error)
-}
-
 // GPTQOptions configures GPTQ.
 type GPTQOptions struct {
 	// Block chooses bits, block (group) size and symmetry; its Rule

@@ -191,7 +191,7 @@ func TestMixedBitsEachWidthInORT(t *testing.T) {
 	} {
 		name := fmt.Sprintf("%s-%dbit-sym=%v-bs%d", tc.format, tc.bits, tc.sym, tc.bs)
 		t.Run(name, func(t *testing.T) {
-			q, rep, err := QuantizeMixed(context.Background(), m, map[string]int{"W": tc.bits}, Options{Format: tc.format, Symmetric: tc.sym, BlockSize: tc.bs})
+			q, rep, err := QuantizeMixed(context.Background(), m, map[string]int{"W": tc.bits}, Options{Format: tc.format, Symmetry: SymmetryOf(tc.sym), BlockSize: tc.bs})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -313,10 +313,10 @@ func TestMixedBitsZooTransformer(t *testing.T) {
 func TestMixedBitsGPTQ(t *testing.T) {
 	m := testModel(t, 4, false)
 	rng := rand.New(rand.NewSource(5))
-	cal := gramFromRows{}
+	cal := gramFromRows{rows: map[string][]float64{}}
 	for _, w := range []string{"W1", "W2", "W3"} {
 		x, _ := correlatedInputs(rng, 128, map[string]int{"W1": 64, "W2": 32, "W3": 16}[w])
-		cal[w] = x
+		cal.rows[w] = x
 	}
 	bits := map[string]int{"W1": 2, "W3": 8} // W2 (Gemm, transB) keeps 4
 	q, rep, err := QuantizeMixed(context.Background(), m, bits, Options{Method: "gptq", BlockSize: 16, Calibration: cal})

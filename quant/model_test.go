@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/internal/pyoracle"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -109,17 +110,17 @@ func TestQuantizeRewrites(t *testing.T) {
 		layers    int
 		maxErr    float64
 	}{
-		{"int8 qdq per-channel", Options{Weights: "int8", PerChannel: true, Symmetric: true}, true,
+		{"int8 qdq per-channel", Options{Weights: "int8"}, true,
 			map[string]int{"DequantizeLinear": 4, "MatMul": 1, "Gemm": 2, "Conv": 1}, nil, 4, 0.01},
-		{"int8 qdq per-tensor asym", Options{Weights: "int8"}, false,
+		{"int8 qdq per-tensor asym", Options{Weights: "int8", PerTensor: true, Symmetry: Asymmetric}, false,
 			map[string]int{"DequantizeLinear": 3}, nil, 3, 0.02},
-		{"int8 dynamic", Options{Weights: "int8", PerChannel: true, Symmetric: true, Activations: "dynamic"}, true,
+		{"int8 dynamic", Options{Weights: "int8", Activations: "dynamic"}, true,
 			map[string]int{"DynamicQuantizeLinear": 3, "MatMulInteger": 3, "DequantizeLinear": 1, "Conv": 1}, []string{"MatMul", "Gemm"}, 4, 0.01},
 		{"int4 matmulnbits", Options{Weights: "int4", BlockSize: 16}, true,
 			map[string]int{"com.microsoft.MatMulNBits": 3, "Add": 2, "Conv": 1}, []string{"MatMul", "Gemm"}, 3, 0.15},
-		{"int4 qdq", Options{Weights: "int4", Format: "qdq", Symmetric: true}, false,
+		{"int4 qdq", Options{Weights: "int4", Format: "qdq", Symmetry: Symmetric}, false,
 			map[string]int{"DequantizeLinear": 3, "MatMul": 1, "Gemm": 2}, nil, 3, 0.2},
-		{"exclude by name and op", Options{Weights: "int8", PerChannel: true, Exclude: regexp.MustCompile("^W1$"), ExcludeOps: []string{"Conv"}}, true,
+		{"exclude by name and op", Options{Weights: "int8", Symmetry: Asymmetric, Exclude: regexp.MustCompile("^W1$"), ExcludeOps: []string{"Conv"}}, true,
 			map[string]int{"DequantizeLinear": 2}, nil, 2, 0.01},
 	}
 	for _, tc := range tests {
@@ -216,11 +217,15 @@ func TestFloat16Conversion(t *testing.T) {
 	}
 }
 
-// gramFromRows is a Calibration over fixed activation rows per weight.
-type gramFromRows map[string][]float64
+// gramFromRows is a calibration over fixed activation rows per weight
+// (Gram matrices only).
+type gramFromRows struct {
+	calib.Missing
+	rows map[string][]float64
+}
 
 func (g gramFromRows) InputGram(weight string) ([]float64, int, int64, error) {
-	x, ok := g[weight]
+	x, ok := g.rows[weight]
 	if !ok {
 		return nil, 0, 0, errors.New("no activations for " + weight)
 	}
@@ -240,10 +245,10 @@ func (g gramFromRows) InputGram(weight string) ([]float64, int, int64, error) {
 func TestQuantizeGPTQUsesCalibration(t *testing.T) {
 	m := testModel(t, 4, false)
 	rng := rand.New(rand.NewSource(5))
-	cal := gramFromRows{}
+	cal := gramFromRows{rows: map[string][]float64{}}
 	for w, d := range map[string]int{"W1": 64, "W2": 32, "W3": 16} {
 		x, _ := correlatedInputs(rng, 128, d)
-		cal[w] = x
+		cal.rows[w] = x
 	}
 	q, rep, err := Quantize(context.Background(), m, Options{Weights: "int4", Method: "gptq", BlockSize: 16, Calibration: cal})
 	if err != nil {
@@ -252,13 +257,13 @@ func TestQuantizeGPTQUsesCalibration(t *testing.T) {
 	if q.OpCounts()["com.microsoft.MatMulNBits"] != 3 || len(rep.Layers) != 3 || !strings.Contains(rep.Layers[0].Scheme, "gptq") {
 		t.Fatalf("report %+v ops %v", rep, q.OpCounts())
 	}
-	delete(cal, "W2")
+	delete(cal.rows, "W2")
 	if _, _, err := Quantize(context.Background(), m, Options{Weights: "int4", Method: "gptq", Calibration: cal}); !errors.Is(err, ErrCalibration) {
 		t.Fatalf("missing Gram: %v", err)
 	}
 }
 
-type fixedHist struct{}
+type fixedHist struct{ calib.Missing }
 
 func (fixedHist) ActivationHistogram(string) ([]int64, []float64, error) {
 	counts := make([]int64, 100)
@@ -274,7 +279,7 @@ func (fixedHist) ActivationHistogram(string) ([]int64, []float64, error) {
 
 func TestQuantizeStatic(t *testing.T) {
 	m := testModel(t, 6, true)
-	opt := Options{Weights: "int8", PerChannel: true, Symmetric: true, Activations: "int8", Stats: fixedHist{}}
+	opt := Options{Weights: "int8", Activations: "int8", Stats: fixedHist{}}
 	acts, err := ActivationTensors(m, opt)
 	if err != nil {
 		t.Fatal(err)
@@ -358,10 +363,10 @@ func TestOracleQuantizedModelsInORT(t *testing.T) {
 			switch opt.Weights {
 			case "int8":
 				axis := -1
-				if opt.PerChannel {
+				if !opt.PerTensor {
 					axis = map[string]int{"W1": 1, "W2": 0, "W3": 1, "CW": 0}[name]
 				}
-				l, _ := QuantizeLinear(w, ints(shape), LinearOptions{Axis: axis, Symmetric: opt.Symmetric})
+				l, _ := QuantizeLinear(w, ints(shape), LinearOptions{Axis: axis, Symmetric: opt.symmetric()})
 				out[name] = l.Dequantize()
 			case "int4":
 				if name == "CW" {
@@ -372,7 +377,7 @@ func TestOracleQuantizedModelsInORT(t *testing.T) {
 					w = transpose(w, k, n)
 					k, n = n, k
 				}
-				b, _ := QuantizeRTN(w, k, n, BlockOptions{BlockSize: opt.BlockSize, Symmetric: opt.Symmetric})
+				b, _ := QuantizeRTN(w, k, n, BlockOptions{BlockSize: opt.BlockSize, Symmetric: opt.symmetric()})
 				d := b.Dequantize()
 				if name == "W2" {
 					d = transpose(d, k, n)
@@ -391,13 +396,13 @@ func TestOracleQuantizedModelsInORT(t *testing.T) {
 		// case uses a fixed [-2, 2] histogram for every activation)
 		minCos float64
 	}{
-		{"int8-qdq-pc-sym", Options{Weights: "int8", PerChannel: true, Symmetric: true}, true, 0.999},
-		{"int8-qdq-pt-asym", Options{Weights: "int8"}, true, 0.999},
+		{"int8-qdq-pc-sym", Options{Weights: "int8"}, true, 0.999},
+		{"int8-qdq-pt-asym", Options{Weights: "int8", PerTensor: true, Symmetry: Asymmetric}, true, 0.999},
 		{"int4-nbits-asym", Options{Weights: "int4", BlockSize: 16}, true, 0.95},
-		{"int4-nbits-sym", Options{Weights: "int4", BlockSize: 32, Symmetric: true}, true, 0.95},
+		{"int4-nbits-sym", Options{Weights: "int4", BlockSize: 32, Symmetry: Symmetric}, true, 0.95},
 		{"int4-qdq-asym", Options{Weights: "int4", Format: "qdq", BlockSize: 16}, true, 0.95},
-		{"int8-dynamic", Options{Weights: "int8", PerChannel: true, Symmetric: true, Activations: "dynamic"}, false, 0.999},
-		{"int8-static", Options{Weights: "int8", PerChannel: true, Symmetric: true, Activations: "int8", Stats: fixedHist{}}, false, 0.9},
+		{"int8-dynamic", Options{Weights: "int8", Activations: "dynamic"}, false, 0.999},
+		{"int8-static", Options{Weights: "int8", Activations: "int8", Stats: fixedHist{}}, false, 0.9},
 		{"fp16", Options{Weights: "fp16"}, false, 0.99999},
 		{"bf16", Options{Weights: "bf16"}, false, 0.9999},
 	} {
@@ -547,15 +552,15 @@ func TestOpsetRefusals(t *testing.T) {
 	old.AddOutput(onnxio.ValueInfo{Name: "Y", DType: onnxio.Float, Shape: []onnxio.Dim{{Value: 1}, {Value: 2}}})
 	// Per channel upgrades opset 11 to 13 (nothing else to convert here);
 	// below 11 it is refused with advice other than per-tensor.
-	if q, rep, err := Quantize(context.Background(), old, Options{Weights: "int8", PerChannel: true}); err != nil || q.Opsets()[""] != 13 || len(rep.Notes) != 1 {
+	if q, rep, err := Quantize(context.Background(), old, Options{Weights: "int8", Symmetry: Asymmetric}); err != nil || q.Opsets()[""] != 13 || len(rep.Notes) != 1 {
 		t.Fatalf("per-channel on opset 11: %v", err)
 	}
 	older := old.Clone()
 	older.SetOpset("", 10)
-	if _, _, err := Quantize(context.Background(), older, Options{Weights: "int8", PerChannel: true}); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "convert the model to opset 13") {
+	if _, _, err := Quantize(context.Background(), older, Options{Weights: "int8", Symmetry: Asymmetric}); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "convert the model to opset 13") {
 		t.Fatalf("per-channel on opset 10: %v", err)
 	}
-	if _, _, err := Quantize(context.Background(), old, Options{Weights: "int8"}); err != nil {
+	if _, _, err := Quantize(context.Background(), old, Options{Weights: "int8", PerTensor: true, Symmetry: Asymmetric}); err != nil {
 		t.Fatalf("per-tensor on opset 11: %v", err)
 	}
 }

@@ -6,11 +6,16 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/onnxpost/onnxpost/calib"
 )
 
 // infHist is a histogram whose range reaches an infinity, as a capture of
 // activations holding Inf would give without its own check.
-type infHist struct{ lo, hi float64 }
+type infHist struct {
+	calib.Missing
+	lo, hi float64
+}
 
 func (h infHist) ActivationHistogram(string) ([]int64, []float64, error) {
 	return []int64{1, 2, 3, 4}, []float64{h.lo, -1, 0, 1, h.hi}, nil
@@ -20,7 +25,7 @@ func (h infHist) ActivationHistogram(string) ([]int64, []float64, error) {
 // (ScaleZeroPoint's fallback): a written model with useless activation
 // quantizers, exit 0. It is now an ErrNonFinite naming the activation.
 func TestQuantizeStaticNonFiniteRange(t *testing.T) {
-	for _, h := range []infHist{{-2, math.Inf(1)}, {math.Inf(-1), 2}, {math.NaN(), 2}} {
+	for _, h := range []infHist{{lo: -2, hi: math.Inf(1)}, {lo: math.Inf(-1), hi: 2}, {lo: math.NaN(), hi: 2}} {
 		m := testModel(t, 6, true)
 		_, _, err := Quantize(context.Background(), m, Options{Weights: "int8", Activations: "int8", Calibrate: CalibMinMax, Stats: h})
 		if !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), "activation X") {

@@ -11,7 +11,7 @@ import (
 // opset13Advice is what a refused per-channel upgrade tells the user:
 // per-tensor int8 can wreck accuracy (one scale for a whole weight), so it
 // is not the advice.
-const opset13Advice = "convert the model to opset 13 (e.g. onnx.version_converter.convert_version(model, 13)) and quantize it again; per-tensor int8 (--per-channel=false) keeps the opset but can lose much accuracy"
+const opset13Advice = "convert the model to opset 13 (e.g. onnx.version_converter.convert_version(model, 13)) and quantize it again; per-tensor int8 (the per-channel parameter false) keeps the opset but can lose much accuracy"
 
 // axesToInput are the ops whose axes (split sizes for Split) moved from an
 // attribute to an int64 input in opset 13.
@@ -130,7 +130,7 @@ func upgradeOpset13For(m *onnxio.Model, purpose string) (string, error) {
 // its initializer is replaced by int8 codes and a main-graph
 // DequantizeLinear whose output keeps the weight's name, so the subgraph
 // reads the dequantized weight unchanged. Weights it cannot move or that
-// --exclude names are listed in rep.Skipped.
+// Options.Exclude names are listed in rep.Skipped.
 func quantizeSubgraphWeights(m *onnxio.Model, o Options, rep *Report) error {
 	ws, err := m.AllWeights()
 	if err != nil {
@@ -149,7 +149,7 @@ func quantizeSubgraphWeights(m *onnxio.Model, o Options, rep *Report) error {
 			skip("op " + w.Op + " excluded")
 			continue
 		case o.Exclude != nil && (o.Exclude.MatchString(w.Name) || o.Exclude.MatchString(w.Node)):
-			skip("name matches --exclude")
+			skip("name matches the exclude pattern")
 			continue
 		}
 		if err := m.HoistWeight(w); err != nil {

@@ -19,6 +19,17 @@ Two sub-commands:
       peak_rss_mb (after the merge, before the check), elements, and with
       --check max_abs_diff, scale and mismatches (entries differing by more
       than 1e-6 x scale: threshold ties decided differently in float32).
+
+  stream METHOD MANIFEST.json BASE FT1 FT2 FT3 OUT.data [--density D] [--threads 2]
+      (needs PyTorch) the streaming reference: tensor by tensor, as mergekit
+      merges, reads the four tensors from the external data (np.fromfile at
+      the tensor's offset), merges them with PyTorch in float32 and appends
+      the result to OUT.data, fsynced at the end; only one tensor group is
+      in memory. METHOD: linear (mean of the four), ties (per-tensor trim: keep
+      |tau| >= the k-th largest of the tensor, k = floor(density*n); sign of
+      the sum, 0 -> +1; disjoint mean) or dare (keep each delta entry with
+      probability density, rescale by 1/density, sum). Prints one JSON
+      object: seconds, peak_rss_mb, elements, bytes_in.
 """
 import json
 import os
@@ -137,6 +148,72 @@ def ties(args):
     print(json.dumps(out))
 
 
+def read_tensor(np, t):
+    if "values" in t:
+        return np.asarray(t["values"], dtype=np.float32)
+    return np.fromfile(t["file"], dtype=np.float32, count=t["length"] // 4, offset=t["offset"])
+
+
+def stream(args):
+    import numpy as np
+    import torch
+
+    method, mf = args[0], json.load(open(args[1]))
+    base_p, fts, out = args[2], args[3:6], args[6]
+    opts = dict(density=0.2 if method == "ties" else 0.5, threads=2)
+    rest = args[7:]
+    for i in range(0, len(rest), 2):
+        if rest[i] == "--density":
+            opts["density"] = float(rest[i + 1])
+        elif rest[i] == "--threads":
+            opts["threads"] = int(rest[i + 1])
+    torch.set_num_threads(opts["threads"])
+    gen = torch.Generator().manual_seed(0)
+    d = opts["density"]
+    t0 = time.time()
+    n_all, bytes_in = 0, 0
+    with open(out, "wb") as f:
+        for k, bt in enumerate(mf[base_p]):
+            base = torch.from_numpy(read_tensor(np, bt))
+            xs = [torch.from_numpy(read_tensor(np, mf[p][k])) for p in fts]
+            n = base.numel()
+            n_all += n
+            bytes_in += 4 * n * 4
+            if method == "linear":
+                merged = (base + xs[0] + xs[1] + xs[2]) / 4
+            elif method == "ties":
+                kk = max(1, int(d * n))
+                taus = []
+                for x in xs:
+                    tau = x - base
+                    a = tau.abs()
+                    thr = torch.kthvalue(a, n - kk + 1).values
+                    taus.append(tau * (a >= thr))
+                s = taus[0] + taus[1] + taus[2]
+                gamma = torch.where(s >= 0, 1.0, -1.0)
+                num = torch.zeros(n)
+                den = torch.zeros(n)
+                for tau in taus:
+                    agree = (torch.sign(tau) == gamma) & (tau != 0)
+                    num += torch.where(agree, tau, 0.0)
+                    den += agree
+                merged = base + torch.where(den > 0, num / den.clamp(min=1), 0.0)
+            elif method == "dare":
+                acc = torch.zeros(n)
+                for x in xs:
+                    keep = torch.rand(n, generator=gen) < d
+                    acc += torch.where(keep, (x - base) / d, 0.0)
+                merged = base + acc
+            else:
+                raise SystemExit("stream: unknown method " + method)
+            f.write(merged.numpy().tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": time.time() - t0, "peak_rss_mb": peak, "elements": n_all,
+                      "bytes_in": bytes_in, "torch": torch.__version__, "threads": torch.get_num_threads()}))
+
+
 def main():
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
@@ -144,6 +221,8 @@ def main():
         manifest(sys.argv[2], sys.argv[3:])
     elif sys.argv[1] == "ties":
         ties(sys.argv[2:])
+    elif sys.argv[1] == "stream":
+        stream(sys.argv[2:])
     else:
         raise SystemExit(__doc__)
 

@@ -8,7 +8,7 @@ computes
 
   grad:   d(sum(S * logits(x)))/d theta for a seed matrix S   (one backward)
   fisher: F = mean_x sum_y p(y|x) (d log p(y|x)/d theta)^2     (per example,
-          one backward per class; docs/ARCHITECTURE.md §5)
+          one backward per class; docs/ARCHITECTURE.md §5.2)
 
 Run with Debian's PyTorch: /usr/bin/python3 tools/fisher_oracle.py ...
 The CNN's ONNX export folds BatchNorm into the convolutions, so the CNN is

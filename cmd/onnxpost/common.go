@@ -1,26 +1,23 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/onnxpost/onnxpost/evalharness"
-	"github.com/onnxpost/onnxpost/internal/safefs"
+	"github.com/onnxpost/onnxpost/internal/jsonout"
 	"github.com/onnxpost/onnxpost/onnxio"
-	"github.com/onnxpost/onnxpost/pipeline"
+	"github.com/onnxpost/onnxpost/release"
 )
 
 // commonFlags are the flags every transforming command takes
-// (docs/ARCHITECTURE.md §3). Commands append their own flags to these.
+// (docs/ARCHITECTURE.md). Commands append their own flags to these.
 func commonFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "o", Aliases: []string{"output"}, Usage: "write the result to `OUT.onnx` (required)"},
@@ -119,285 +116,172 @@ func valueNames(vs []onnxio.ValueInfo) []string {
 	return names
 }
 
-// finish is the single path every transforming command ends with
-// (docs/ARCHITECTURE.md §1, §3, §4). cand is the transformed model; ref is the
+// finish is the single path every transforming command ends with: the
+// flags become release.Options and release.Commit does the work (see its
+// doc and docs/ARCHITECTURE.md). cand is the transformed model; ref is the
 // model it was derived from (the command's input, or the base model of a
 // merge), or nil when there is none; report holds command-specific results
 // (e.g. {"method": "ties", "density": 0.2, "layers": [...]}), merged into the
 // JSON result and report under their own keys (nil is fine).
 //
-// finish, in order:
-//  1. drops graph inputs that named rewritten weights (dropStaleInputs) and
-//     records provenance (onnxpost version and command line) in cand's
-//     metadata_props;
-//  2. with --data, evaluates cand and ref with ONNX Runtime (--ep,
-//     --threads, --ort-lib, --batch) on the outputs --output-name names
-//     (default: the first floating-point output): --metrics, else the
-//     metrics that apply to each output's shape and to the data, plus
-//     what --gate needs; without --data, checks that cand loads in
-//     ONNX Runtime (checkLoads);
-//  3. checks --gate (a gate without --data is a usage error); an output
-//     that turned NaN/Inf where ref's did not fails it even without
-//     conditions;
-//  4. when the gate passes (or there is none) saves cand to -o atomically,
-//     with external data when --external-data is set; when it fails, writes
-//     nothing there, saves cand to --keep-rejected if given, and returns a
-//     gateError (exit code 3);
-//  5. writes the JSON result to --report (also when the gate failed);
-//  6. prints the JSON result on stdout with --json, otherwise a short
-//     summary on stderr.
+// The flags: -o, --keep-rejected, --report, --external-data, --data (with
+// --output-name, --metrics, --batch), --gate (a gate without --data is a
+// usage error), --ep, --threads, --ort-lib. Provenance (onnxpost version,
+// command line, SHA-256 of the model files given as arguments) goes into
+// cand's metadata, except in a recipe's steps, whose final commit records
+// the chain's. A failed gate returns a gateError (exit code 3) after the
+// report was written. Then the JSON result is printed on stdout with
+// --json, otherwise a short summary on stderr.
 //
-// The JSON result has the keys of docs/ARCHITECTURE.md §4 ("model", "samples",
-// "metrics", "reference", "gate", "params", "bytes") plus "command",
-// "output" (the path written, "" when rejected), "outputs" (the model
-// outputs measured), "stats", "nonfinite" and the report's keys.
+// The JSON result has the keys of release.Report: "model", "samples",
+// "metrics", "reference", "gate", "params", "bytes", "command", "output"
+// (the path written, "" when rejected), "outputs" (the model outputs
+// measured), "stats", "nonfinite" and the report's keys.
 // The command's flags must include commonFlags().
 func finish(c *cli.Context, cand, ref *onnxio.Model, report map[string]any) error {
-	out := c.String("o")
-	if out == "" {
-		return usagef("-o OUT.onnx is required")
+	opt, err := commitOptions(c, report)
+	if err != nil {
+		return err
+	}
+	rep, err := release.Commit(c.Context, cand, ref, opt)
+	var ge *release.GateError
+	if err != nil && !errors.As(err, &ge) {
+		return err
+	}
+	doc, jerr := rep.JSON()
+	if jerr != nil {
+		return jerr
+	}
+	printResult(c, rep.Result, doc, rep.Passed, rep.Written, rep.Output)
+	if ge != nil {
+		return gateError{msg: ge.Error()}
+	}
+	return nil
+}
+
+// commitOptions turns the common flags into release.Options (usage errors
+// for bad values) and loads --data.
+func commitOptions(c *cli.Context, report map[string]any) (release.Options, error) {
+	opt := release.Options{
+		Output:       c.String("o"),
+		KeepRejected: c.String("keep-rejected"),
+		Report:       c.String("report"),
+		External:     c.Bool("external-data"),
+		DataName:     c.String("data"),
+		Command:      c.Command.Name,
+		Extra:        report,
+		Log:          os.Stderr,
+	}
+	if opt.Output == "" {
+		return opt, usagef("-o OUT.onnx is required")
 	}
 	gate, err := evalharness.ParseGate(c.String("gate"))
 	if err != nil {
-		return usagef("--gate: %v", err)
+		return opt, usagef("--gate: %v", err)
 	}
 	if len(gate.Conditions) > 0 && c.String("data") == "" {
-		return usagef("--gate needs --data to evaluate the candidate")
+		return opt, usagef("--gate needs --data to evaluate the candidate")
 	}
-	so, err := sessionOptions(c)
-	if err != nil {
-		return err
+	opt.Gate = gate
+	if opt.Session, err = sessionOptions(c); err != nil {
+		return opt, err
 	}
-	if err := dropStaleInputs(c, cand, ref); err != nil {
-		return err
+	if opt.Data, err = loadDataset(c, "data"); err != nil {
+		return opt, err
 	}
-	cand.SetMetadata("onnxpost.version", version)
-	cand.SetMetadata("onnxpost.command", strings.Join(append([]string{"onnxpost", c.Command.Name}, c.Args().Slice()...), " "))
+	if opt.Data != nil {
+		if opt.Eval, err = evalOptions(c, gate); err != nil {
+			return opt, err
+		}
+	}
+	if opt.Provenance, err = cliProvenance(c); err != nil {
+		return opt, err
+	}
+	return opt, nil
+}
 
-	res := &evalharness.Result{Model: out, Metrics: map[string]float64{}}
-	if ds, err := loadDataset(c, "data"); err != nil {
-		return err
-	} else if ds != nil {
-		eo, err := evalOptions(c, gate)
-		if err != nil {
-			return err
+// recipeStepKey marks, in the App's metadata, a command run as a step of
+// a recipe: its output is an intermediate model, and the recipe's final
+// commit records the provenance of the whole chain instead.
+const recipeStepKey = "onnxpost.recipe-step"
+
+// stepResultKey holds, in a recipe step's App metadata, the JSON result
+// the command printed (or would have printed), for the recipe report.
+const stepResultKey = "onnxpost.step-result"
+
+// cliProvenance is the provenance a command records: the tool version,
+// its command line and the SHA-256 of the files among its arguments (nil
+// in a recipe step).
+func cliProvenance(c *cli.Context) (*release.Provenance, error) {
+	if c.App != nil && c.App.Metadata[recipeStepKey] == true {
+		return nil, nil
+	}
+	var files []string
+	for _, a := range c.Args().Slice() {
+		if st, err := os.Stat(a); err == nil && st.Mode().IsRegular() {
+			files = append(files, a)
 		}
-		r, err := evalharness.EvaluateModels(c.Context, cand, ref, ds, so, eo)
-		if err != nil {
-			return fmt.Errorf("evaluating on %s: %w", c.String("data"), err)
-		}
-		r.Model = out
-		res = r
-	} else if err := checkLoads(c, cand, so); err != nil {
-		return err
 	}
-	if params, err := modelParams(cand); err == nil {
-		res.Params = params
-	}
-	passed := true
-	if gateNeeded(gate, res) {
-		passed = gate.CheckResult(res).Passed
-	}
-	// The report is prepared before the model is committed: a report that
-	// cannot be written fails the command with nothing written.
-	rep, err := prepareReport(c.String("report"))
+	ins, err := release.HashInputs(files...)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer rep.abort()
-	written := ""
-	saveOpts := &onnxio.SaveOptions{Context: c.Context}
-	if c.Bool("external-data") {
-		saveOpts.External = onnxio.ExternalAlways
-	}
-	// a cancelled command writes nothing; the save itself checks the
-	// context between tensors and removes its temporaries
-	if err := c.Context.Err(); err != nil {
-		return err
-	}
-	switch {
-	case passed:
-		if err := cand.Save(out, saveOpts); err != nil {
-			return fmt.Errorf("writing %s: %w", out, err)
-		}
-		written = out
-	case c.String("keep-rejected") != "":
-		kr := c.String("keep-rejected")
-		if err := cand.Save(kr, saveOpts); err != nil {
-			return fmt.Errorf("writing the rejected candidate to %s: %w", kr, err)
-		}
-		written = kr
-	}
-	if written != "" {
-		res.Bytes = fileBytes(written, saveOpts)
-	}
-	doc, err := resultJSON(c.Command.Name, res, out, passed, written, report)
-	if err != nil {
-		return err
-	}
-	if err := publish(c, rep, res, doc, passed, written, out); err != nil {
-		return err
-	}
-	if !passed {
-		return gateError{msg: res.Gate.Failed() + "; " + out + " not written"}
-	}
-	return nil
+	return &release.Provenance{
+		Version: version,
+		Command: strings.Join(append([]string{"onnxpost", c.Command.Name}, c.Args().Slice()...), " "),
+		Inputs:  ins,
+	}, nil
 }
 
 // publish commits the report prepared by prepareReport (JSON and
 // Markdown) and prints the result: the JSON document on stdout with --json,
 // else a short summary on stderr.
-func publish(c *cli.Context, rep *pendingReport, res *evalharness.Result, doc []byte, passed bool, written, out string) error {
-	if err := rep.commit(doc); err != nil {
+func publish(c *cli.Context, rep *release.PendingReport, res *evalharness.Result, doc []byte, passed bool, written, out string) error {
+	if err := rep.CommitJSON(doc); err != nil {
 		if written != "" {
 			return fmt.Errorf("%w (after %s was written)", err, written)
 		}
 		return err
+	}
+	printResult(c, res, doc, passed, written, out)
+	return nil
+}
+
+// printResult prints the JSON document on stdout with --json, else a short
+// summary on stderr; in a recipe step it also hands the document to the
+// recipe (stepResultKey).
+func printResult(c *cli.Context, res *evalharness.Result, doc []byte, passed bool, written, out string) {
+	if c.App != nil && c.App.Metadata[recipeStepKey] == true {
+		c.App.Metadata[stepResultKey] = doc
 	}
 	if c.Bool("json") {
 		os.Stdout.Write(doc)
 	} else {
 		printSummary(os.Stderr, res, passed, written, out)
 	}
-	return nil
 }
 
-// pendingReport is a report whose files (JSON and Markdown) are prepared
-// as temporary files beside their destinations before anything else is
-// committed, and renamed into place by commit. A nil *pendingReport (no
-// --report) commits nothing.
-type pendingReport struct {
-	json, md *safefs.Pending
-}
-
-// prepareReport creates the temporary files of the report at path (and of
-// its Markdown sibling); it fails when either cannot be written. path ""
-// gives a nil report.
-func prepareReport(path string) (*pendingReport, error) {
-	if path == "" {
-		return nil, nil
-	}
-	mdPath := strings.TrimSuffix(path, filepath.Ext(path)) + ".md"
-	if mdPath == path {
-		mdPath = path + ".md"
-	}
-	j, err := safefs.Prepare(path)
-	if err != nil {
-		return nil, fmt.Errorf("writing the report: %w", err)
-	}
-	md, err := safefs.Prepare(mdPath)
-	if err != nil {
-		j.Abort()
-		return nil, fmt.Errorf("writing the report: %w", err)
-	}
-	return &pendingReport{json: j, md: md}, nil
-}
-
-// commit renders the Markdown and renames both files into place.
-func (r *pendingReport) commit(doc []byte) error {
-	if r == nil {
-		return nil
-	}
-	md, err := pipeline.ResultMarkdown(doc)
-	if err != nil {
-		return fmt.Errorf("rendering the report: %w", err)
-	}
-	if err := r.json.Commit(doc); err != nil {
-		return fmt.Errorf("writing the report: %w", err)
-	}
-	if err := r.md.Commit([]byte(md)); err != nil {
-		return fmt.Errorf("writing the report: %w", err)
-	}
-	return nil
-}
-
-// abort removes whatever commit did not rename into place.
-func (r *pendingReport) abort() {
-	if r != nil {
-		r.json.Abort()
-		r.md.Abort()
-	}
+// prepareReport prepares the report files at path (release.PrepareReport).
+func prepareReport(path string) (*release.PendingReport, error) {
+	return release.PrepareReport(path)
 }
 
 // resultJSON merges the evaluation result, the command name, the output
-// path and the command's report into one indented JSON document.
+// path and the command's report into one indented JSON document
+// (release.Report.JSON).
 func resultJSON(command string, res *evalharness.Result, out string, passed bool, written string, report map[string]any) ([]byte, error) {
-	b, err := json.Marshal(res)
-	if err != nil {
-		return nil, err
-	}
-	m := map[string]any{}
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	if _, ok := m["params"]; !ok {
-		m["params"] = res.Params
-	}
-	if _, ok := m["bytes"]; !ok {
-		m["bytes"] = res.Bytes
-	}
-	for k, v := range report {
-		if _, taken := m[k]; taken {
-			k = command + "_" + k
-		}
-		m[k] = v
-	}
-	m["command"] = command
-	if passed {
-		m["output"] = written
-	} else {
-		m["output"] = ""
-		if written != "" {
-			m["rejected_output"] = written
-		}
-	}
-	return marshalJSON(m)
+	rep := &release.Report{Command: command, Result: res, Output: out, Written: written, Passed: passed, Extra: report}
+	return rep.JSON()
 }
 
 // marshalJSON encodes v as indented JSON without HTML escaping (gate
-// expressions keep their < and >), ending with a newline.
-func marshalJSON(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
-		// A NaN or Inf somewhere in a command's report: write it as null
-		// rather than fail after the model was written.
-		var uv *json.UnsupportedValueError
-		if !errors.As(err, &uv) {
-			return nil, fmt.Errorf("encoding JSON: %w", err)
-		}
-		buf.Reset()
-		if err := enc.Encode(jsonSafe(v)); err != nil {
-			return nil, fmt.Errorf("encoding JSON: %w", err)
-		}
-	}
-	return buf.Bytes(), nil
-}
+// expressions keep their < and >), ending with a newline; NaN and Inf are
+// written as null (jsonout.Marshal).
+func marshalJSON(v any) ([]byte, error) { return jsonout.Marshal(v) }
 
-// modelParams counts the elements of the model's parameter tensors; the
-// packed weights of MatMulNBits nodes count as their K×N logical weights,
-// quantization scales and zero points do not count. Weights in subgraphs,
-// sparse initializers and already-quantized weights count (AllWeights).
-func modelParams(m *onnxio.Model) (int64, error) {
-	ws, err := m.AllWeights()
-	if err != nil {
-		return 0, err
-	}
-	var n int64
-	for _, w := range ws {
-		if w.Role != onnxio.RoleQuantParam {
-			n += w.Params()
-		}
-	}
-	for _, nd := range m.Nodes() {
-		if nd.OpType == "MatMulNBits" {
-			n += nd.Int("K", 0) * nd.Int("N", 0)
-		}
-	}
-	return n, nil
-}
+// modelParams counts the elements of the model's parameter tensors
+// (release.Params).
+func modelParams(m *onnxio.Model) (int64, error) { return release.Params(m) }
 
 // fileBytes returns the size of a written model plus the external data
 // files it references.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/release"
 )
 
 func init() {
@@ -140,14 +141,14 @@ func evalAction(c *cli.Context) error {
 		}
 	}
 	require, _ := gate.Metrics()
-	cand, err := evalharness.NewSessionFromFile(path, so)
+	cand, err := evalharness.OpenSession(evalharness.OpenRequest{Path: path}, so)
 	if err != nil {
 		return err
 	}
 	defer cand.Close()
 	var ref evalharness.Runner
 	if refPath != "" {
-		rs, err := evalharness.NewSessionFromFile(refPath, so)
+		rs, err := evalharness.OpenSession(evalharness.OpenRequest{Path: refPath}, so)
 		if err != nil {
 			return fmt.Errorf("reference: %w", err)
 		}
@@ -186,7 +187,7 @@ func evalAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer rep.abort()
+	defer rep.Abort()
 	if p := c.String("save-outputs"); p != "" {
 		arrays := map[string]*evalharness.Array{}
 		for i, o := range cand.Outputs() {
@@ -206,12 +207,12 @@ func evalOutput(c *cli.Context, res *evalharness.Result, gate *evalharness.Gate)
 	if err != nil {
 		return err
 	}
-	defer rep.abort()
+	defer rep.Abort()
 	return evalOutputTo(c, res, gate, rep)
 }
 
 // evalOutputTo is evalOutput with the report already prepared.
-func evalOutputTo(c *cli.Context, res *evalharness.Result, gate *evalharness.Gate, rep *pendingReport) error {
+func evalOutputTo(c *cli.Context, res *evalharness.Result, gate *evalharness.Gate, rep *release.PendingReport) error {
 	if gateNeeded(gate, res) {
 		gate.CheckResult(res)
 	}
@@ -219,7 +220,7 @@ func evalOutputTo(c *cli.Context, res *evalharness.Result, gate *evalharness.Gat
 	if err != nil {
 		return err
 	}
-	if err := rep.commit(doc); err != nil {
+	if err := rep.CommitJSON(doc); err != nil {
 		return err
 	}
 	if c.Bool("json") {

@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/fisher"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -19,11 +21,19 @@ func init() {
 		ArgsUsage: "MODEL",
 		Description: `Computes F = mean over the examples x of DATASET of
 Σ_y p(y|x)·(∂ log p(y|x)/∂θ)², elementwise for every float parameter θ, with
-the model's own probabilities p = softmax(logits) (docs/ARCHITECTURE.md §5).
+the model's own probabilities p = softmax(logits) (docs/ARCHITECTURE.md §5.2).
 Gradients come from a gradient graph of MODEL (reverse-mode differentiation
 written in ONNX ops) run by ONNX Runtime; per-example gradients are squared
 before they are averaged. --samples K replaces the sum over classes by the
 mean over K labels drawn from p(y|x) (seeded by --seed).
+
+Language models (logits [batch, sequence, vocabulary]): every next-token
+position that perplexity counts (attention_mask 1 at t and t+1, labels[t+1]
+not -100) is one example x, its context the window up to t; one backward
+pass per position and label (mode tokens). --max-examples then bounds the
+windows; use --samples (e.g. 1) with large vocabularies.
+
+  onnxpost fisher --data calib.npz --max-examples 32 --samples 1 -o lm.fisher.onnx lm.onnx
 
 The output is an ONNX file with no nodes whose initializers are named and
 shaped like MODEL's parameters: what merge --method fisher --fisher reads.
@@ -38,7 +48,7 @@ shaped like MODEL's parameters: what merge --method fisher --fisher reads.
 			&cli.IntFlag{Name: "max-examples", Usage: "use at most `N` examples (0: all)"},
 			&cli.IntFlag{Name: "batch", Value: 16, Usage: "examples per ONNX Runtime run (`N`)"},
 			&cli.StringFlag{Name: "logits", Aliases: []string{"output-name"}, Usage: "model output `NAME` holding the logits (default: the first floating-point output)"},
-			&cli.StringFlag{Name: "mode", Usage: "gradient graph `MODE`: rows (per-example gradients of a batch, replicated per class), copies (one example per run, one backward pass per class in one graph) or loop (one run per example and class); default rows when the graph allows it, else copies for small graphs and loop for large ones"},
+			&cli.StringFlag{Name: "mode", Usage: "gradient graph `MODE`: rows (per-example gradients of a batch, replicated per class), copies (one example per run, one backward pass per class in one graph) or loop (one run per example and class); default rows when the graph allows it, else copies for small graphs and loop for large ones; tokens for [batch, sequence, vocabulary] logits (always)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the machine-readable result on stdout"},
 			&cli.StringFlag{Name: "report", Usage: "write the JSON result to `FILE.json`"},
 			&cli.StringFlag{Name: "ep", Value: "cpu", Usage: "ONNX Runtime execution provider: cpu or cuda"},
@@ -64,8 +74,8 @@ func fisherAction(c *cli.Context) error {
 		return usagef("--samples and --max-examples must be >= 0 and --batch >= 1")
 	}
 	mode := c.String("mode")
-	if mode != "" && mode != fisher.ModeRows && mode != fisher.ModeCopies && mode != fisher.ModeLoop {
-		return usagef("--mode must be %s, %s or %s, got %q", fisher.ModeRows, fisher.ModeCopies, fisher.ModeLoop, mode)
+	if mode != "" && mode != fisher.ModeRows && mode != fisher.ModeCopies && mode != fisher.ModeLoop && mode != fisher.ModeTokens {
+		return usagef("--mode must be %s, %s, %s or %s, got %q", fisher.ModeRows, fisher.ModeCopies, fisher.ModeLoop, fisher.ModeTokens, mode)
 	}
 	so, err := sessionOptions(c)
 	if err != nil {
@@ -78,6 +88,9 @@ func fisherAction(c *cli.Context) error {
 	}
 	ds, err := loadDatasetFor(c.String("data"), valueNames(m.Inputs()))
 	if err != nil {
+		return err
+	}
+	if m, err = fisherBranch(m, ds); err != nil {
 		return err
 	}
 	opt := fisher.Options{
@@ -95,7 +108,7 @@ func fisherAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer rep.abort()
+	defer rep.Abort()
 	if err := fm.Save(out, &onnxio.SaveOptions{Context: c.Context}); err != nil {
 		return fmt.Errorf("writing %s: %w", out, err)
 	}
@@ -117,7 +130,7 @@ func fisherAction(c *cli.Context) error {
 		return err
 	}
 	doc = append(doc, '\n')
-	if err := rep.commit(doc); err != nil {
+	if err := rep.CommitJSON(doc); err != nil {
 		return err
 	}
 	if c.Bool("json") {
@@ -127,4 +140,36 @@ func fisherAction(c *cli.Context) error {
 			len(r.Params), elems, r.Examples, secs, float64(r.Examples)/secs, r.Mode, out)
 	}
 	return nil
+}
+
+// fisherBranch returns m, or for an If-merged decoder (onnxio.IfMerged) the
+// branch the dataset takes, lifted into a plain model: the first branch
+// whose every input the dataset holds (the no-cache branch of a decoder
+// whose dataset has no past_key_values). Its parameters are the merged
+// model's weights under their own names, so the Fisher file describes the
+// merged model too.
+func fisherBranch(m *onnxio.Model, ds *evalharness.Dataset) (*onnxio.Model, error) {
+	if _, ok := m.IfMerged(); !ok {
+		return m, nil
+	}
+	bs, err := m.LiftBranches()
+	if err != nil {
+		return nil, err
+	}
+	var tried []string
+	for _, b := range bs {
+		missing := ""
+		for _, in := range b.Model.Inputs() {
+			if _, ok := ds.Inputs[in.Name]; !ok {
+				missing = in.Name
+				break
+			}
+		}
+		if missing == "" {
+			fmt.Fprintf(os.Stderr, "fisher: If-merged decoder: computing the Fisher of its %s (the branch the data takes)\n", b.Attr)
+			return b.Model, nil
+		}
+		tried = append(tried, fmt.Sprintf("%s needs %q", b.Attr, missing))
+	}
+	return nil, fmt.Errorf("fisher: If-merged decoder: the dataset holds the inputs of no branch (%s)", strings.Join(tried, "; "))
 }

@@ -126,10 +126,10 @@ func TestFloat16KeepsWhatItCannotRepresent(t *testing.T) {
 	}{
 		{"batchnorm variance", bn, bnIn, nil, []string{"skipped var: kept float32 with its consumers: values up to 9.8e+07"}, []string{"var", "mean", "scales"}},
 		{"block list replaced", bn, bnIn, []string{"--exclude-ops", "Pow"}, nil, []string{"scales"}},
-		{"exclude by name", bn, bnIn, []string{"--exclude", "^W$"}, []string{"skipped W: kept float32: name matches --exclude"}, []string{"W"}},
+		{"exclude by name", bn, bnIn, []string{"--exclude", "^W$"}, []string{"skipped W: kept float32: name matches the exclude pattern"}, []string{"W"}},
 		{"if subgraphs", weightsFixture("if.onnx"), ifIn, nil, []string{"float16 (stored; computed in float32 in if0.else_branch)"}, nil},
 		{"loop subgraph", weightsFixture("loop.onnx"), loopIn, nil, []string{"float16 (stored; computed in float32 in loop.body)"}, nil},
-		{"subgraph weight excluded", weightsFixture("loop.onnx"), loopIn, []string{"--exclude", "^Wl$"}, []string{"skipped Wl: kept float32: name matches --exclude"}, []string{"Wl"}},
+		{"subgraph weight excluded", weightsFixture("loop.onnx"), loopIn, []string{"--exclude", "^Wl$"}, []string{"skipped Wl: kept float32: name matches the exclude pattern"}, []string{"Wl"}},
 		// value_info declares the float32 scale and bias of a Cast+Mul
 		// dequantized weight: the written model must not contradict it.
 		{"declared weights", weightsFixture("fp16_valueinfo.onnx"), loopIn, nil, nil, nil},

@@ -6,14 +6,12 @@ import (
 	"io"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"text/tabwriter"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/onnxpost/onnxpost/internal/display"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -231,20 +229,9 @@ func whereCell(s string) string {
 	return strings.Join(words, " ")
 }
 
-func displayName(s string) string {
-	if s == "" {
-		return `""`
-	}
-	if !utf8.ValidString(s) {
-		return strconv.QuoteToASCII(s)
-	}
-	for _, r := range s {
-		if !unicode.IsPrint(r) || r == ' ' || r == '|' || r == '"' || r == '\\' || r == '\t' {
-			return strconv.Quote(s)
-		}
-	}
-	return s
-}
+// displayName quotes a model-supplied name that is not plain printable
+// text (display.Name).
+func displayName(s string) string { return display.Name(s) }
 
 // displayShape formats a shape whose symbolic dims come from the model.
 func displayShape(shape []any) string {

@@ -3,35 +3,20 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
-	"regexp"
 	"slices"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/compress/lowrank"
-	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/pipeline"
 )
 
 func init() {
-	flags := append(commonFlags(),
-		&cli.StringFlag{Name: "scheme", Value: "auto", Usage: "`SCHEME`: svd (MatMul/Gemm), channel or spatial (Conv), auto (svd for dense layers, the smaller of channel/spatial per Conv)"},
-		&cli.Float64Flag{Name: "energy", Usage: "keep the smallest rank whose Σσ² reaches fraction `E` in (0,1] of the layer's"},
-		&cli.Float64Flag{Name: "rank-ratio", Usage: "keep rank ⌊`R`·min(m,n)⌋ (at least 1), R in (0,1]"},
-		&cli.IntFlag{Name: "rank", Usage: "keep rank `K` (capped at min(m,n))"},
-		&cli.Float64Flag{Name: "params-ratio", Usage: "whole-model budget: the factorized layers keep fraction `P` of their parameters, ranks chosen jointly (greedy on normalized σ² per parameter)"},
+	flags := append(append(commonFlags(), paramFlags(lowrank.Command)...),
 		&cli.StringFlag{Name: "calib", Usage: "calibration `DATA` (.npz or test-data folder) for --whiten"},
-		&cli.BoolFlag{Name: "whiten", Usage: "data-aware SVD: whiten by the Cholesky factor of each layer input's XᵀX (SVD-LLM); needs --calib"},
-		&cli.Float64Flag{Name: "damp", Value: lowrank.DefaultDamp, Usage: "relative damping `λ` of XᵀX for --whiten: λ·mean(diag XᵀX) is added to the diagonal (0: none unless the Cholesky factorization needs it)"},
-		&cli.IntFlag{Name: "calib-samples", Value: 256, Usage: "use at most `N` calibration samples"},
-		&cli.StringFlag{Name: "include", Usage: "factorize only layers whose node or weight name matches `REGEX` (also takes Convs the default leaves out: first, strided, 1×1)"},
-		&cli.StringFlag{Name: "exclude", Usage: "leave layers whose node or weight name matches `REGEX`"},
-		&cli.StringFlag{Name: "svd", Value: "auto", Usage: "SVD `METHOD`: exact, randomized (when the rank is known in advance; iterates until the kept energy converges, else exact), auto (exact unless the randomized SVD is predicted ≥3× faster)"},
-		&cli.IntFlag{Name: "oversample", Value: 10, Usage: "randomized SVD oversampling"},
-		&cli.IntFlag{Name: "power-iters", Value: 2, Usage: "randomized SVD power iterations (at least; more until converged)"},
-		&cli.BoolFlag{Name: "force", Usage: "factorize even layers whose rank saves no parameters (exactness checks at full rank)"},
 	)
 	register(&cli.Command{
 		Name:      "lowrank",
@@ -79,7 +64,7 @@ func lowrankAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ref := model.Clone()
+	ref := model.Derive()
 	if c.Bool("whiten") {
 		calib, err := lowrankCalibration(c, model, opt)
 		if err != nil {
@@ -121,71 +106,17 @@ func lowrankAction(c *cli.Context) error {
 // lowrankOptions turns the flags into lowrank.Options (usage errors for bad
 // combinations and values).
 func lowrankOptions(c *cli.Context) (lowrank.Options, error) {
-	var opt lowrank.Options
-	scheme, err := lowrank.ParseScheme(c.String("scheme"))
+	_, args, err := checkParams(c, lowrank.Command)
 	if err != nil {
-		return opt, usagef("--scheme: %v", err)
+		return lowrank.Options{}, err
 	}
-	opt.Scheme = scheme
-	var rules []lowrank.Rule
-	if c.IsSet("energy") {
-		rules = append(rules, lowrank.Rule{Kind: lowrank.ByEnergy, Value: c.Float64("energy")})
-	}
-	if c.IsSet("rank-ratio") {
-		rules = append(rules, lowrank.Rule{Kind: lowrank.ByRankRatio, Value: c.Float64("rank-ratio")})
-	}
-	if c.IsSet("rank") {
-		rules = append(rules, lowrank.Rule{Kind: lowrank.ByRank, Value: float64(c.Int("rank"))})
-	}
-	if c.IsSet("params-ratio") {
-		rules = append(rules, lowrank.Rule{Kind: lowrank.ByParamsRatio, Value: c.Float64("params-ratio")})
-	}
-	if len(rules) != 1 {
-		return opt, usagef("give exactly one of --energy, --rank-ratio, --rank, --params-ratio (got %d)", len(rules))
-	}
-	opt.Rule = rules[0]
-	if err := opt.Rule.Validate(); err != nil {
+	opt, err := lowrank.OptionsFromArgs(args, uint64(c.Int64("seed")))
+	if err != nil {
 		return opt, usagef("%v", err)
-	}
-	for _, f := range []struct {
-		name string
-		dst  **regexp.Regexp
-	}{{"include", &opt.Include}, {"exclude", &opt.Exclude}} {
-		if s := c.String(f.name); s != "" {
-			re, err := regexp.Compile(s)
-			if err != nil {
-				return opt, usagef("--%s: %v", f.name, err)
-			}
-			*f.dst = re
-		}
 	}
 	if c.Bool("whiten") != (c.String("calib") != "") {
 		return opt, usagef("--whiten and --calib DATA go together")
 	}
-	if c.Bool("whiten") && scheme == lowrank.SchemeSpatial {
-		return opt, usagef("--whiten supports the svd, channel and auto schemes, not spatial")
-	}
-	if d := c.Float64("damp"); d < 0 {
-		return opt, usagef("--damp must be >= 0")
-	} else if d == 0 {
-		opt.Damp = -1 // no damping unless the Cholesky factorization needs it
-	} else {
-		opt.Damp = d
-	}
-	if opt.Method, err = lowrank.ParseMethod(c.String("svd")); err != nil {
-		return opt, usagef("--svd: %v", err)
-	}
-	if c.Int("oversample") < 1 {
-		return opt, usagef("--oversample must be >= 1")
-	}
-	if c.Int("power-iters") < 0 {
-		return opt, usagef("--power-iters must be >= 0")
-	}
-	opt.Randomized = lowrank.RandomizedOptions{Oversample: c.Int("oversample"), PowerIters: c.Int("power-iters"), Seed: uint64(c.Int64("seed"))}
-	if c.Int("power-iters") == 0 {
-		opt.Randomized.PowerIters = -1
-	}
-	opt.Force = c.Bool("force")
 	return opt, nil
 }
 
@@ -197,40 +128,12 @@ func lowrankError(err error) error {
 	return err
 }
 
-// lowrankCalibration runs the model over --calib (at most --calib-samples
-// samples) with evalharness.Capture, accumulating XᵀX of the inputs of the
-// layers Apply will decompose.
-func lowrankCalibration(c *cli.Context, model *onnxio.Model, opt lowrank.Options) (lowrank.Calibration, error) {
-	opt.Calib = pendingCalibration{}
-	names, err := lowrank.Candidates(model, opt)
+// lowrankCalibration loads --calib and captures XᵀX of the inputs of the
+// layers Apply will decompose (pipeline.LowrankCalibration).
+func lowrankCalibration(c *cli.Context, model *onnxio.Model, opt lowrank.Options) (calib.Stats, error) {
+	ds, co, err := calibData(c)
 	if err != nil {
 		return nil, err
 	}
-	if len(names) == 0 {
-		return pendingCalibration{}, nil
-	}
-	ds, err := loadDataset(c, "calib")
-	if err != nil {
-		return nil, fmt.Errorf("--calib: %w", err)
-	}
-	if n := int64(c.Int("calib-samples")); n > 0 && ds.N > n {
-		ds = ds.Head(n)
-	}
-	so, err := sessionOptions(c)
-	if err != nil {
-		return nil, err
-	}
-	st, err := evalharness.Capture(c.Context, model, ds, evalharness.CaptureOptions{Grams: names, Batch: c.Int("batch"), Session: so})
-	if err != nil {
-		return nil, fmt.Errorf("calibration on %s: %w", c.String("calib"), err)
-	}
-	return st, nil
-}
-
-// pendingCalibration stands for a calibration not captured yet (or not
-// needed: no layer selected).
-type pendingCalibration struct{}
-
-func (pendingCalibration) InputGram(weight string) ([]float64, int, int64, error) {
-	return nil, 0, 0, fmt.Errorf("no calibration captured for %s", weight)
+	return pipeline.LowrankCalibration(c.Context, model, ds, opt, co)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onnxpost/onnxpost/internal/safe"
+	"github.com/onnxpost/onnxpost/release"
 )
 
 // Exit codes of the CLI contract (docs/ARCHITECTURE.md §3).
@@ -29,7 +30,7 @@ const (
 )
 
 // version is the tool version recorded in outputs' provenance.
-var version = "0.1.0-dev"
+var version = release.Version
 
 // commands is filled by each command's file in its init function.
 var commands []*cli.Command
@@ -52,6 +53,7 @@ type gateError struct{ msg string }
 func (e gateError) Error() string { return e.msg }
 
 func newApp() *cli.App {
+	wrapBranchCommands()
 	sort.Slice(commands, func(i, j int) bool { return commands[i].Name < commands[j].Name })
 	app := &cli.App{
 		Name:    "onnxpost",
@@ -114,6 +116,7 @@ func run(args []string) int {
 	args = reorderArgs(app, args)
 	ctx, stop := signalContext(context.Background())
 	defer stop()
+	ctx = context.WithValue(ctx, rawArgsKey{}, args)
 	err := safe.Call(name, func() error {
 		if commandHook != nil {
 			commandHook(name)
@@ -132,7 +135,11 @@ func run(args []string) int {
 			return se.exitCode()
 		}
 	}
-	return exitCode(err)
+	words := flagWords
+	if name == "run" {
+		words = recipeWords
+	}
+	return exitCodeIn(err, words)
 }
 
 // signalError is the cause of a context cancelled by SIGINT or SIGTERM.
@@ -187,7 +194,12 @@ func signalContext(parent context.Context) (context.Context, func()) {
 	}
 }
 
-func exitCode(err error) int {
+// exitCode maps err to the contract's exit code and prints it in the
+// command line's words (flagWords).
+func exitCode(err error) int { return exitCodeIn(err, flagWords) }
+
+// exitCodeIn is exitCode with the library's words phrased by words.
+func exitCodeIn(err error, words func(string) string) int {
 	if err == nil {
 		return exitOK
 	}
@@ -204,10 +216,14 @@ func exitCode(err error) int {
 		}
 		return exitError
 	case errors.As(err, &ge):
-		fmt.Fprintln(os.Stderr, "onnxpost: gate failed:", ge.msg)
+		fmt.Fprintln(os.Stderr, "onnxpost: gate failed:", words(ge.msg))
+		return exitGate
+	case errors.Is(err, release.ErrGateFailed):
+		// the library's gate failure (a recipe's final commit)
+		fmt.Fprintln(os.Stderr, "onnxpost: gate failed:", cliWords(err, words))
 		return exitGate
 	case errors.As(err, &ue):
-		fmt.Fprintln(os.Stderr, "onnxpost: usage:", ue.msg)
+		fmt.Fprintln(os.Stderr, "onnxpost: usage:", words(ue.msg))
 		return exitUsage
 	}
 	if isMissingFlag(err) {
@@ -217,11 +233,11 @@ func exitCode(err error) int {
 	var ec cli.ExitCoder
 	if errors.As(err, &ec) {
 		if msg := ec.Error(); msg != "" {
-			fmt.Fprintln(os.Stderr, "onnxpost:", msg)
+			fmt.Fprintln(os.Stderr, "onnxpost:", words(msg))
 		}
 		return ec.ExitCode()
 	}
-	fmt.Fprintln(os.Stderr, "onnxpost:", cliMessage(err))
+	fmt.Fprintln(os.Stderr, "onnxpost:", cliMessage(err, words))
 	return exitError
 }
 

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"errors"
+	"encoding/json"
 	"fmt"
 	"os"
 	"regexp"
@@ -16,6 +16,8 @@ import (
 	"github.com/onnxpost/onnxpost/fisher"
 	"github.com/onnxpost/onnxpost/merge"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/quant"
+	"github.com/onnxpost/onnxpost/transform"
 )
 
 func init() {
@@ -29,7 +31,7 @@ tensor (shapes, indices) must be equal. fp16/bf16 tensors are computed in
 float64 and written back in their own type. The merge streams one tensor name
 at a time, so models with external data larger than memory merge too.
 
-Methods (docs/ARCHITECTURE.md §5):
+Methods (docs/ARCHITECTURE.md §5.1):
   linear           Σ wᵢθᵢ / Σ wᵢ (--no-normalize: Σ wᵢθᵢ)
   task-arithmetic  θ_base + λ Σ wᵢ(θᵢ − θ_base)                     needs --base
   ties             trim each delta to its top --density (global: one threshold
@@ -44,7 +46,17 @@ Methods (docs/ARCHITECTURE.md §5):
 mergekit's methods, as mergekit defines them (underscores or dashes; their
 parameters, mergekit's names, via --param NAME=VALUE or a config's parameters):
 %s
-Not supported: passthrough (layer stacking), ram, ramplus_tl.
+passthrough (layer stacking) is a --config with slices, one source each:
+  slices:
+    - sources: [{model: a.onnx, layer_range: [0, 24]}]
+    - sources: [{model: b.onnx, layer_range: [20, 40]}]
+  merge_method: passthrough
+The layers are the graph's repeated residual blocks; each output layer is a
+copy of one input layer, chained along the residual stream (embeddings from
+the first slice's model, final norm and head from the last's).
+dtype: float16 or bfloat16 in a config converts the output's weights as
+quantize --weights fp16/bf16 does.
+Not supported: ram, ramplus_tl.
 
 --weights and --density take one value per model (comma-separated) or one
 value for all. With --data the merged model is evaluated beside the base (or
@@ -58,7 +70,8 @@ the first model) and the inputs; --gate decides whether it is written.
 base_model, models or one slices: entry over all layers, per-model and global
 parameters as scalars, gradients such as weight: [0, 0.3, 0.7, 1] interpolated
 across the layers found in the graph, or filter lists such as
-[{filter: mlp, value: 0.5}, {value: 0}], dtype, tokenizer_source) plus
+[{filter: mlp, value: 0.5}, {value: 0}], dtype, tokenizer_source; slices
+stacking layers with merge_method passthrough) plus
 onnxpost's output, data and gate; unknown keys and parameters a method does not
 take are refused by name. Model paths are .onnx files or folders holding
 model.onnx. Flags given on the command line override its values. Its paths are relative to its
@@ -66,22 +79,10 @@ folder; its output must stay inside that folder, or inside --out-dir DIR
 (no absolute path, "..", or symbolic link leaving it), and it cannot set
 ort-lib or threads.
 %s`, mergekitMethodHelp(), alignHelp),
-		Flags: append(append(commonFlags(),
-			&cli.StringFlag{Name: "method", Usage: "merge `METHOD`: linear, task-arithmetic, ties, dare, dare-ties, slerp, fisher, or one of mergekit's (model_stock, della, ...; see above)"},
-			&cli.StringSliceFlag{Name: "param", Usage: "set the method's parameter `NAME=VALUE` (mergekit's names, e.g. gamma=0.05, rescale=false; repeatable)"},
+		Flags: append(append(append(commonFlags(), paramFlags(merge.Command)...),
 			&cli.StringFlag{Name: "base", Usage: "the pre-trained model `BASE.onnx` deltas are taken from"},
-			&cli.StringFlag{Name: "weights", Usage: "per-model weights `W1,W2,...` (default all 1)"},
-			&cli.StringFlag{Name: "density", Usage: "fraction `D` of each delta kept, or D1,D2,... per model (TIES default 0.2, DARE 0.5)"},
-			&cli.Float64Flag{Name: "lambda", Value: 1, Usage: "scale `L` of the merged delta"},
-			&cli.StringFlag{Name: "trim-scope", Value: "global", Usage: "TIES trim `SCOPE`: global (the paper's) or tensor (mergekit's)"},
-			&cli.Float64Flag{Name: "t", Usage: "SLERP interpolation parameter `T` in [0,1] (0: first model)"},
 			&cli.StringFlag{Name: "fisher", Usage: "diagonal Fisher files `F1,F2,...`, one per model (ONNX files whose initializers are named and shaped like the model's)"},
 			&cli.StringFlag{Name: "fisher-data", Usage: "compute each model's diagonal Fisher on `DATASET` (one for all models, or D1,D2,... one per model: each model's own task data works best)"},
-			&cli.Float64Flag{Name: "fisher-floor", Value: merge.DefaultFisherFloor, Usage: "floor `F` applied to Fisher values"},
-			&cli.BoolFlag{Name: "fisher-normalize", Usage: "divide each model's coefficient by the L2 norm of its Fisher"},
-			&cli.BoolFlag{Name: "no-normalize", Usage: "linear: weighted sum instead of weighted average"},
-			&cli.StringFlag{Name: "include", Usage: "merge only tensors whose name matches `REGEX`"},
-			&cli.StringFlag{Name: "exclude", Usage: "do not merge tensors whose name matches `REGEX` (they keep the base's or first model's values)"},
 			&cli.StringFlag{Name: "config", Usage: "read the merge from `merge.yaml`"},
 			&cli.StringFlag{Name: "out-dir", Usage: "with --config: resolve the config's output inside `DIR` (an existing folder) instead of the config's folder"},
 			&cli.BoolFlag{Name: "progress", Usage: "show a progress bar on stderr even when it is not a terminal"},
@@ -113,6 +114,11 @@ type mergeSpec struct {
 	models     []string
 	fishers    []string
 	fisherData []string // datasets to compute the Fisher on: one for all models, or one per model
+	// stack is a passthrough config's layer stack (then opt is unused).
+	stack []merge.StackSlice
+	// dtype is the output's weight type from the config ("fp16", "bf16"
+	// or "": unchanged).
+	dtype string
 }
 
 // mergeSpecFrom combines --config and the flags (flags win).
@@ -130,10 +136,12 @@ func mergeSpecFrom(c *cli.Context) (*mergeSpec, error) {
 		if err != nil {
 			return nil, usagef("%v", err)
 		}
-		if s.opt, err = cfg.Options(); err != nil {
-			return nil, usagef("%s: %v", p, err)
+		s.base, s.models, s.stack, s.dtype = cfg.Base, cfg.Paths(), cfg.Stack(), cfg.OutputDtype()
+		if s.stack == nil {
+			if s.opt, err = cfg.Options(); err != nil {
+				return nil, usagef("%s: %v", p, err)
+			}
 		}
-		s.base, s.models = cfg.Base, cfg.Paths()
 		for _, n := range cfg.Notes {
 			fmt.Fprintf(os.Stderr, "merge: note: %s\n", n)
 		}
@@ -147,6 +155,15 @@ func mergeSpecFrom(c *cli.Context) (*mergeSpec, error) {
 				}
 			}
 		}
+		if s.stack != nil {
+			for _, f := range []string{"method", "param", "base", "weights", "density", "lambda", "trim-scope", "t", "fisher", "fisher-data",
+				"fisher-floor", "fisher-normalize", "no-normalize", "include", "exclude", "align", "calib", "seed"} {
+				if c.IsSet(f) {
+					return nil, usagef("--%s does not apply to a passthrough config (it copies layers, it merges no weights)", f)
+				}
+			}
+			return s, nil
+		}
 	} else {
 		if c.IsSet("out-dir") {
 			return nil, usagef("--out-dir applies to --config only (-o names the output)")
@@ -157,6 +174,13 @@ func mergeSpecFrom(c *cli.Context) (*mergeSpec, error) {
 		if !c.IsSet("method") {
 			return nil, usagef("--method is required (%s) unless --config is given", methodNames())
 		}
+	}
+	if c.IsSet("method") {
+		if _, _, err := checkParams(c, merge.Command); err != nil {
+			return nil, err
+		}
+	} else if err := merge.Command.CheckValues(paramValues(c, merge.Command)); err != nil {
+		return nil, usageError{strings.TrimPrefix(err.Error(), transform.ErrValue.Error()+": ")}
 	}
 	var err error
 	if c.IsSet("method") {
@@ -265,89 +289,12 @@ func mergeSpecFrom(c *cli.Context) (*mergeSpec, error) {
 	return s, nil
 }
 
-// loadModels loads model files, naming the file in errors.
-func loadModels(paths []string) ([]*onnxio.Model, error) {
-	out := make([]*onnxio.Model, len(paths))
-	for i, p := range paths {
-		m, err := onnxio.Load(p)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				return nil, fmt.Errorf("model %s does not exist", p)
-			}
-			return nil, fmt.Errorf("loading %s: %w", p, err)
-		}
-		out[i] = m
-	}
-	return out, nil
-}
+// loadModels loads model files, naming the file in errors
+// (merge.LoadModels).
+func loadModels(paths []string) ([]*onnxio.Model, error) { return merge.LoadModels(paths) }
 
-// mergeReady prepares loaded models for merging, which reads main-graph
-// initializers: weights held in Constant nodes are folded into initializers,
-// sparse initializers made dense and initializers of If/Loop/Scan
-// subgraphs moved to the main graph (onnxio.Model.HoistWeight), in every
-// model alike, so the structural pairing still holds. Float weights that
-// cannot be moved (Constant nodes inside subgraphs, a name used twice) are
-// refused by name, since merging would silently keep the template's values
-// for them.
-func mergeReady(models []*onnxio.Model, paths []string) error {
-	for i, m := range models {
-		ws, err := m.AllWeights()
-		if err != nil {
-			return err
-		}
-		var held []string
-		for _, w := range ws {
-			if w.Stored == "" || !w.DType.IsFloat() {
-				continue
-			}
-			if err := m.HoistWeight(w); err != nil {
-				held = append(held, fmt.Sprintf("%s (%s)", displayName(w.Name), displayName(w.Stored)))
-			}
-		}
-		if len(held) > 0 {
-			return fmt.Errorf("%s holds weights in subgraphs, which merge does not merge (it would keep one model's values): %s", paths[i], strings.Join(held, ", "))
-		}
-		if _, err := m.FoldConstantWeights(); err != nil {
-			return fmt.Errorf("%s: %w", paths[i], err)
-		}
-		if _, err := m.DensifySparseInitializers(); err != nil {
-			return fmt.Errorf("%s: %w", paths[i], err)
-		}
-	}
-	return nil
-}
-
-// sources hashes the input files for provenance.
-// models, when not nil, are the loaded models of paths: their external
-// data files are hashed too.
-func sources(role string, paths []string, models []*onnxio.Model) ([]merge.Source, error) {
-	var out []merge.Source
-	for i, p := range paths {
-		h, err := merge.FileSHA256(p)
-		if err != nil {
-			return nil, err
-		}
-		src := merge.Source{Role: role, Path: p, SHA256: h}
-		if models != nil {
-			locs, files, err := models[i].ExternalFiles()
-			if err != nil {
-				return nil, err
-			}
-			for k, f := range files {
-				dh, err := merge.FileSHA256(f)
-				if err != nil {
-					return nil, err
-				}
-				if src.Data == nil {
-					src.Data = map[string]string{}
-				}
-				src.Data[locs[k]] = dh
-			}
-		}
-		out = append(out, src)
-	}
-	return out, nil
-}
+// mergeReady prepares loaded models for merging (merge.Prepare).
+func mergeReady(models []*onnxio.Model, paths []string) error { return merge.Prepare(models, paths) }
 
 func mergeAction(c *cli.Context) error {
 	s, err := mergeSpecFrom(c)
@@ -360,43 +307,22 @@ func mergeAction(c *cli.Context) error {
 	if c.String("gate") != "" && c.String("data") == "" {
 		return usagef("--gate needs --data to evaluate the candidate")
 	}
+	if s.stack != nil {
+		return stackAction(c, s)
+	}
 	if err := checkAlignFlags(c, len(s.fishers) > 0); err != nil {
 		return err
 	}
-	in := merge.Inputs{}
-	var srcs []merge.Source
-	if s.base != "" {
-		bs, err := loadModels([]string{s.base})
-		if err != nil {
-			return err
-		}
-		if err := mergeReady(bs, []string{s.base}); err != nil {
-			return err
-		}
-		in.Base = bs[0]
-		in.Labels = append(in.Labels, s.base)
-		if srcs, err = sources("base", []string{s.base}, bs); err != nil {
-			return err
-		}
-	}
-	if in.Models, err = loadModels(s.models); err != nil {
-		return err
-	}
-	if err := mergeReady(in.Models, s.models); err != nil {
-		return err
-	}
-	in.Labels = append(in.Labels, s.models...)
-	ms, err := sources("model", s.models, in.Models)
+	in, srcs, err := merge.LoadInputs(s.base, s.models)
 	if err != nil {
 		return err
 	}
-	srcs = append(srcs, ms...)
 	alignRows, err := alignModels(c, &in, s.models)
 	if err != nil {
 		return err
 	}
 	if c.String("align") == "activations" {
-		cs, err := sources("calib", []string{c.String("calib")}, nil)
+		cs, err := merge.Sources("calib", []string{c.String("calib")}, nil)
 		if err != nil {
 			return err
 		}
@@ -406,7 +332,7 @@ func mergeAction(c *cli.Context) error {
 		if in.Fishers, err = loadModels(s.fishers); err != nil {
 			return err
 		}
-		fs, err := sources("fisher", s.fishers, in.Fishers)
+		fs, err := merge.Sources("fisher", s.fishers, in.Fishers)
 		if err != nil {
 			return err
 		}
@@ -432,7 +358,7 @@ func mergeAction(c *cli.Context) error {
 				return fmt.Errorf("Fisher of %s on %s: %w", s.models[i], dp, err)
 			}
 			in.Fishers = append(in.Fishers, fm)
-			ds2, err := sources("fisher-data", []string{dp}, nil)
+			ds2, err := merge.Sources("fisher-data", []string{dp}, nil)
 			if err != nil {
 				return err
 			}
@@ -446,6 +372,7 @@ func mergeAction(c *cli.Context) error {
 		bar.stop()
 		return err
 	}
+	defer mg.Close()
 	out := mg.Output()
 	if err := merge.SetProvenance(out, &s.opt, srcs); err != nil {
 		bar.stop()
@@ -470,7 +397,7 @@ func mergeAction(c *cli.Context) error {
 		ref = in.Models[0]
 	}
 	stopTicker := bar.watch("merge", mg.Done, mg.Elements())
-	if c.String("data") == "" {
+	if c.String("data") == "" && s.dtype == "" {
 		return saveStreaming(c, mg, out, report, stopTicker)
 	}
 	cand, err := mg.Model(ctx, out)
@@ -478,10 +405,79 @@ func mergeAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := evalInputs(c, s.models, in.Models, report); err != nil {
+	if cand, err = convertDtype(c, cand, s.dtype, report); err != nil {
 		return err
 	}
+	if c.String("data") != "" {
+		if err := evalInputs(c, s.models, in.Models, report); err != nil {
+			return err
+		}
+	}
 	return finish(c, cand, ref, report)
+}
+
+// stackAction runs a passthrough config: the slices' layers stacked into
+// one model (merge.Stack), converted to the config's dtype, evaluated
+// and gated like a merge.
+func stackAction(c *cli.Context, s *mergeSpec) error {
+	models, err := loadModels(s.models)
+	if err != nil {
+		return err
+	}
+	if err := mergeReady(models, s.models); err != nil {
+		return err
+	}
+	srcs, err := merge.Sources("model", s.models, models)
+	if err != nil {
+		return err
+	}
+	cand, err := merge.Stack(models, s.models, s.stack)
+	if err != nil {
+		return err
+	}
+	var slices []map[string]any
+	for _, sl := range s.stack {
+		slices = append(slices, map[string]any{"model": s.models[sl.Model], "layer_range": []int{sl.Start, sl.End}})
+	}
+	report := map[string]any{"method": "passthrough", "slices": slices, "inputs": srcs}
+	pb, err := json.Marshal(map[string]any{"slices": slices})
+	if err != nil {
+		return err
+	}
+	sb, err := json.Marshal(srcs)
+	if err != nil {
+		return err
+	}
+	cand.SetMetadata(merge.MetaMethod, "passthrough")
+	cand.SetMetadata(merge.MetaParams, string(pb))
+	cand.SetMetadata(merge.MetaInputs, string(sb))
+	if cand, err = convertDtype(c, cand, s.dtype, report); err != nil {
+		return err
+	}
+	if c.String("data") != "" {
+		if err := evalInputs(c, s.models, models, report); err != nil {
+			return err
+		}
+	}
+	return finish(c, cand, models[s.stack[0].Model], report)
+}
+
+// convertDtype converts m's weights to a config's dtype with quant's
+// fp16/bf16 conversion ("" leaves m as it is) and records it in the report.
+func convertDtype(c *cli.Context, m *onnxio.Model, dtype string, report map[string]any) (*onnxio.Model, error) {
+	if dtype == "" {
+		return m, nil
+	}
+	out, rep, err := quant.Quantize(c.Context, m, quant.Options{Weights: dtype})
+	if err != nil {
+		return nil, fmt.Errorf("dtype %s: %w", dtype, err)
+	}
+	report["dtype"] = dtype
+	if len(rep.Notes) > 0 {
+		report["dtype_notes"] = rep.Notes
+	}
+	out.SetMetadata("onnxpost.merge.dtype", dtype)
+	return out, nil
 }
 
 // evalInputs evaluates every input model alone on --data, so the report
@@ -518,8 +514,15 @@ func evalInputs(c *cli.Context, paths []string, models []*onnxio.Model, report m
 // result as finish.
 func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report map[string]any, stopProgress func()) error {
 	path := c.String("o")
-	out.SetMetadata("onnxpost.version", version)
-	out.SetMetadata("onnxpost.command", strings.Join(append([]string{"onnxpost", c.Command.Name}, c.Args().Slice()...), " "))
+	prov, err := cliProvenance(c)
+	if err != nil {
+		stopProgress()
+		return err
+	}
+	if err := prov.Record(out); err != nil {
+		stopProgress()
+		return err
+	}
 	so := &onnxio.SaveOptions{}
 	if c.Bool("external-data") {
 		so.External = onnxio.ExternalAlways
@@ -529,7 +532,7 @@ func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report m
 		stopProgress()
 		return err
 	}
-	defer rep.abort()
+	defer rep.Abort()
 	err = mg.Save(c.Context, out, path, so)
 	stopProgress()
 	if err != nil {

@@ -29,7 +29,11 @@ the model's input stay in place). In transformer blocks the residual stream
 block's MLP units and, within each attention head, the query/key and
 value/output dimensions are aligned, and the heads reordered (projections
 outside the recognized Reshape → Transpose → MatMul pattern are left in place
-and listed on stderr). Grouped convolutions, reshapes and concatenations of
+and listed on stderr); then the dimensions of each head are turned by the
+orthogonal map that best matches the first model's weights (queries with keys,
+values with the output projection's rows: the same function up to float
+rounding, since the attention products are unchanged by any such turn).
+Grouped convolutions, reshapes and concatenations of
 hidden units are refused by name. The report lists, per model and group, the
 fraction of units moved. Precomputed --fisher files cannot be combined with
 --align (they are not permuted); --fisher-data computes the Fisher of the
@@ -110,6 +114,10 @@ func alignModels(c *cli.Context, in *merge.Inputs, labels []string) ([]map[strin
 		if err != nil {
 			return nil, fmt.Errorf("--align %s: %s: %w", mode, labels[i], err)
 		}
+		out, heads, err := rebasin.RotateHeads(ref, out, res.Groups)
+		if err != nil {
+			return nil, fmt.Errorf("--align %s: %s: %w", mode, labels[i], err)
+		}
 		in.Models[i] = out
 		if i == first {
 			if _, held, err := rebasin.Analyze(ref); err == nil {
@@ -131,9 +139,13 @@ func alignModels(c *cli.Context, in *merge.Inputs, labels []string) ([]map[strin
 			if mode == "weights" {
 				how += fmt.Sprintf(", %d passes", res.Passes)
 			}
-			fmt.Fprintf(os.Stderr, "merge: aligned %s (%s): moved %s\n", labels[i], how, strings.Join(parts, ", "))
+			turned := ""
+			if heads > 0 {
+				turned = fmt.Sprintf("; %d attention heads turned", heads)
+			}
+			fmt.Fprintf(os.Stderr, "merge: aligned %s (%s): moved %s%s\n", labels[i], how, strings.Join(parts, ", "), turned)
 		}
-		rows = append(rows, map[string]any{"model": labels[i], "method": mode, "passes": res.Passes, "groups": groups})
+		rows = append(rows, map[string]any{"model": labels[i], "method": mode, "passes": res.Passes, "groups": groups, "heads_turned": heads})
 	}
 	return rows, nil
 }

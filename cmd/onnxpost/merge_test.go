@@ -270,8 +270,12 @@ output: merged.onnx
 	if p := m.Metadata()[merge.MetaParams]; !strings.Contains(p, `"per_tensor":"t"`) {
 		t.Errorf("provenance params %s", p)
 	}
+	// dtype: bfloat16 converts the merged weights (quant's bf16)
+	if dt, _, err := m.InitializerInfo("blocks.0.q.weight"); err != nil || dt != onnxio.BFloat16 {
+		t.Errorf("blocks.0.q.weight is %v (%v), want bfloat16", dt, err)
+	}
 	for name, yaml := range map[string]string{
-		"passthrough": "merge_method: passthrough\nmodels: [{model: nope.onnx}]\noutput: x.onnx\n",
+		"passthrough": "merge_method: passthrough\nmodels: [{model: nope.onnx}]\noutput: x.onnx\n", // slices, not models
 		"gamma":       "merge_method: ties\nbase_model: nope.onnx\nmodels: [{model: nope2.onnx, parameters: {gamma: 0.1}}]\noutput: x.onnx\n",
 	} {
 		p := filepath.Join(dir, name+".yaml")
@@ -281,6 +285,78 @@ output: merged.onnx
 		}
 		if _, err := os.Stat(filepath.Join(dir, "x.onnx")); err == nil {
 			t.Errorf("%s: output written", name)
+		}
+	}
+}
+
+// TestMergePassthroughCLI runs mergekit's passthrough example shape
+// (examples of layer stacking: two slices of two models, dtype float16)
+// with the zoo transformers in place of the models, and its refusals.
+func TestMergePassthroughCLI(t *testing.T) {
+	requireORT(t)
+	z := abs(t, zooPath(t, "zoo", "transformer"))
+	if _, err := os.Stat(filepath.Join(z, "seed_a.onnx")); err != nil {
+		t.Skipf("re-basin zoo missing (make rebasin-zoo): %v", err)
+	}
+	test := abs(t, zooPath(t, "data", "digits_clean_test.npz"))
+	dir := t.TempDir()
+	write := func(name, yaml string) string {
+		p := filepath.Join(dir, name+".yaml")
+		if err := os.WriteFile(p, []byte(strings.ReplaceAll(yaml, "{Z}", z)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cfg := write("frankenmerge", `slices:
+  - sources:
+    - model: {Z}/seed_a.onnx
+      layer_range: [0, 2]
+  - sources:
+    - model: {Z}/seed_b.onnx
+      layer_range: [1, 2]
+merge_method: passthrough
+dtype: float16
+output: stacked.onnx
+`)
+	report := filepath.Join(dir, "report.json")
+	if code := run([]string{"onnxpost", "merge", "--config", cfg, "--data", test, "--report", report}); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	m, err := onnxio.Load(filepath.Join(dir, "stacked.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]onnxio.DType{"passthrough.0.blocks.0.q.weight": onnxio.Float16, "passthrough.2.blocks.1.ff2.weight": onnxio.Float16, "embed.weight": onnxio.Float16} {
+		if dt, _, err := m.InitializerInfo(name); err != nil || dt != want {
+			t.Errorf("%s: %v %v, want %v", name, dt, err, want)
+		}
+	}
+	if m.HasInitializer("blocks.0.q.weight") {
+		t.Errorf("the frame's own layer weights are still in the model")
+	}
+	if md := m.Metadata(); md[merge.MetaMethod] != "passthrough" || !strings.Contains(md[merge.MetaParams], `"layer_range":[1,2]`) || !strings.Contains(md[merge.MetaInputs], "seed_b.onnx") {
+		t.Errorf("provenance %q %q %q", md[merge.MetaMethod], md[merge.MetaParams], md[merge.MetaInputs])
+	}
+	b, err := os.ReadFile(report)
+	if err != nil || !strings.Contains(string(b), `"method": "passthrough"`) || !strings.Contains(string(b), `"dtype": "fp16"`) {
+		t.Errorf("report %s (%v)", b, err)
+	}
+	for _, tc := range []struct {
+		name, yaml string
+		args       []string
+		code       int
+	}{
+		{"range past the layers", "slices:\n  - sources: [{model: {Z}/seed_a.onnx, layer_range: [1, 3]}]\nmerge_method: passthrough\noutput: x.onnx\n", nil, 1},
+		{"with a merge flag", "slices:\n  - sources: [{model: {Z}/seed_a.onnx, layer_range: [0, 1]}]\nmerge_method: passthrough\noutput: x.onnx\n", []string{"--weights", "1"}, 2},
+		{"two sources", "slices:\n  - sources: [{model: {Z}/seed_a.onnx, layer_range: [0, 1]}, {model: {Z}/seed_b.onnx, layer_range: [0, 1]}]\nmerge_method: passthrough\noutput: x.onnx\n", nil, 2},
+		{"no layers", "slices:\n  - sources: [{model: " + abs(t, zooPath(t, "zoo", "mlp", "base.onnx")) + ", layer_range: [0, 1]}]\nmerge_method: passthrough\noutput: x.onnx\n", nil, 1},
+	} {
+		p := write(strings.ReplaceAll(tc.name, " ", "_"), tc.yaml)
+		if code := run(append([]string{"onnxpost", "merge", "--config", p}, tc.args...)); code != tc.code {
+			t.Errorf("%s: exit %d, want %d", tc.name, code, tc.code)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "x.onnx")); err == nil {
+			t.Errorf("%s: output written", tc.name)
 		}
 	}
 }

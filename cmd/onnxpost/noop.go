@@ -14,6 +14,7 @@ import (
 
 	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/release"
 )
 
 // allowNoopFlag is --allow-noop of the transforming commands.
@@ -58,34 +59,10 @@ func checkLoads(c *cli.Context, cand *onnxio.Model, so evalharness.SessionOption
 	return loadCheck(os.Stderr, c.Command.Name, cand, so, filepath.Dir(c.String("o")))
 }
 
-// inMemoryLoadLimit is the tensor size above which loadCheck saves the
-// candidate with external data to check it (ONNX Runtime reads one
-// serialized model of at most 2 GB).
-const inMemoryLoadLimit = 1 << 30
-
-// loadCheck is checkLoads without the CLI context; warnings go to w. A
-// candidate whose tensors pass inMemoryLoadLimit is saved with external
-// data in a temporary folder inside dir and checked from there.
+// loadCheck is checkLoads without the CLI context (release.CheckLoads);
+// warnings go to w, a large candidate is saved for the check inside dir.
 func loadCheck(w io.Writer, command string, cand *onnxio.Model, so evalharness.SessionOptions, dir string) error {
-	var s *evalharness.Session
-	var err error
-	if tensorBytes(cand) > inMemoryLoadLimit || cand.Spilled() > 0 {
-		// from a file, its weights mapped rather than copied (a check
-		// runs nothing, so pre-packing would only cost memory)
-		so.NoPrepack = true
-		s, err = sessionFromTempSave(cand, so, dir)
-	} else {
-		s, err = evalharness.SessionFromModel(cand, so)
-	}
-	if err == nil {
-		s.Close()
-		return nil
-	}
-	if errors.Is(err, evalharness.ErrNoLibrary) && so.Library == "" && os.Getenv(evalharness.LibraryEnv) == "" {
-		fmt.Fprintf(w, "%s: warning: ONNX Runtime not found, the output was not checked to load (%v)\n", command, err)
-		return nil
-	}
-	return fmt.Errorf("the transformed model does not load in ONNX Runtime, nothing written: %w", err)
+	return release.CheckLoads(cand, so, filepath.Join(dir, "candidate.onnx"), command, w)
 }
 
 // unhandledWeights lists, as "name: why" lines, the weights of m that a
@@ -129,35 +106,6 @@ func unhandledExcept(m *onnxio.Model, command string, handled map[string]bool, r
 // transform.
 var computeRoles = []string{onnxio.RoleMatMulB, onnxio.RoleGemmB, onnxio.RoleConvW, onnxio.RoleConvTransposeW}
 
-// dropStaleInputs removes the graph inputs that named weights the command
-// rewrote (onnxio.DropStaleWeightInputs) and says so on stderr.
-func dropStaleInputs(c *cli.Context, cand, ref *onnxio.Model) error {
-	if ref == nil || cand == ref {
-		return nil
-	}
-	removed, err := onnxio.DropStaleWeightInputs(cand, ref)
-	if err != nil {
-		return err
-	}
-	for _, name := range removed {
-		fmt.Fprintf(os.Stderr, "%s: removed graph input %s: it was the weight %s, which was rewritten (callers can no longer override it)\n", c.Command.Name, displayName(name), displayName(name))
-	}
-	return nil
-}
-
-// tensorBytes sums the sizes of the main graph's initializers.
-func tensorBytes(m *onnxio.Model) int64 {
-	var n int64
-	for _, name := range m.Initializers() {
-		if dt, shape, err := m.InitializerInfo(name); err == nil {
-			if k, err := onnxio.NumElements(shape); err == nil {
-				n += dt.ByteSize(k)
-			}
-		}
-	}
-	return n
-}
-
 // largeModel is the tensor size above which a transforming command keeps
 // the tensors it rewrites in a spill file (onnxio's Spill) rather than in
 // memory. (Variables so that tests take the large-model paths on small
@@ -184,26 +132,11 @@ var spillMin int64 = 1 << 20
 // garbage collector keep the heap closer to what is live (largeGCPercent).
 func spillLarge(c *cli.Context, m *onnxio.Model) error {
 	out := c.String("o")
-	if out == "" || tensorBytes(m) <= largeModel {
+	if out == "" || m.TensorBytes() <= largeModel {
 		return nil
 	}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(largeGCPercent)
 	}
 	return m.Spill(filepath.Dir(out), spillMin)
-}
-
-// sessionFromTempSave saves m with external data in a temporary folder
-// inside dir, opens a session on it and removes the folder.
-func sessionFromTempSave(m *onnxio.Model, so evalharness.SessionOptions, dir string) (*evalharness.Session, error) {
-	tmp, err := os.MkdirTemp(dir, ".onnxpost-loadcheck-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
-	p := filepath.Join(tmp, "candidate.onnx")
-	if err := m.Save(p, &onnxio.SaveOptions{External: onnxio.ExternalAlways}); err != nil {
-		return nil, err
-	}
-	return evalharness.NewSessionFromFile(p, so)
 }

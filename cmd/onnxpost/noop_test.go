@@ -111,31 +111,3 @@ func TestLoadCheckRefuses(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
-
-// TestLoadCheckFromFile: the path used for models too large to serialize
-// in memory (a save with external data in a temporary folder) accepts a
-// good model, refuses a bad one and leaves nothing behind.
-func TestLoadCheckFromFile(t *testing.T) {
-	requireORT(t)
-	dir := t.TempDir()
-	good, err := onnxio.Load(matmulModel(t, dir, 4, 4))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmp := t.TempDir()
-	s, err := sessionFromTempSave(good, evalharness.SessionOptions{}, tmp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	bad := good.Clone()
-	if err := bad.RemoveInitializer("W"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sessionFromTempSave(bad, evalharness.SessionOptions{}, tmp); err == nil {
-		t.Fatal("a model without its weight loaded")
-	}
-	if left, _ := os.ReadDir(tmp); len(left) != 0 {
-		t.Fatalf("left %v", left)
-	}
-}

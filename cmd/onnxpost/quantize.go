@@ -6,36 +6,22 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/pipeline"
 	"github.com/onnxpost/onnxpost/quant"
 )
 
 func init() {
-	flags := append(commonFlags(),
-		&cli.StringFlag{Name: "weights", Value: "int8", Usage: "weight `TYPE`: int8, int4, fp16 or bf16"},
-		&cli.StringFlag{Name: "format", Usage: "`FORMAT`: qdq (DequantizeLinear; default for int8) or matmulnbits (com.microsoft MatMulNBits; default for int4)"},
-		&cli.IntFlag{Name: "block", Value: 32, Usage: "int4 block size `B` along K (a power of two ≥ 16)"},
-		&cli.StringFlag{Name: "method", Value: "rtn", Usage: "int4 `METHOD`: rtn (round to nearest) or gptq (needs --calib)"},
-		&cli.StringFlag{Name: "activations", Usage: "int8 activations: dynamic (quantized at run time, MatMulInteger) or int8 (static QDQ from --calib)"},
+	flags := append(append(commonFlags(), paramFlags(quant.Command)...),
 		&cli.StringFlag{Name: "calib", Usage: "calibration `DATA` (.npz or test-data folder) for --activations int8 and --method gptq"},
-		&cli.IntFlag{Name: "calib-samples", Value: 256, Usage: "use at most `N` calibration samples"},
-		&cli.StringFlag{Name: "calibrate", Value: "minmax", Usage: "activation range `METHOD`: minmax, percentile or entropy"},
-		&cli.Float64Flag{Name: "percentile", Value: 99.999, Usage: "percentile `P` for --calibrate percentile"},
-		&cli.BoolFlag{Name: "per-channel", Usage: "one scale per output channel (default true; --per-channel=false for per tensor)"},
-		&cli.BoolFlag{Name: "symmetric", Usage: "symmetric weights, no zero point (default: true for int8, false for int4 as ONNX Runtime's MatMulNBitsQuantizer)"},
-		&cli.StringFlag{Name: "exclude-ops", Usage: "comma-separated op `TYPES` left in float (fp16/bf16: kept in fp32, replacing the default block list)"},
-		&cli.StringFlag{Name: "exclude", Usage: "leave weights or nodes whose name matches `REGEX` in float"},
-		&cli.BoolFlag{Name: "act-order", Usage: "GPTQ: quantize columns in order of decreasing diag(XᵀX) (block parameters computed up front)"},
-		&cli.Float64Flag{Name: "damp", Value: 0.01, Usage: "GPTQ damping `λ` (fraction of mean diag(XᵀX))"},
-		&cli.IntFlag{Name: "accuracy-level", Usage: "MatMulNBits accuracy_level `L` (0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8)"},
 	)
 	register(&cli.Command{
 		Name:      "quantize",
@@ -164,72 +150,28 @@ func quantizeAction(c *cli.Context) error {
 // quantizeOptions turns the flags into quant.Options; bad values and
 // combinations are usage errors.
 func quantizeOptions(c *cli.Context) (quant.Options, error) {
-	w := strings.ToLower(c.String("weights"))
-	opt := quant.Options{
-		Weights:       w,
-		Format:        strings.ToLower(c.String("format")),
-		BlockSize:     c.Int("block"),
-		Activations:   strings.ToLower(c.String("activations")),
-		Percentile:    c.Float64("percentile"),
-		ActOrder:      c.Bool("act-order"),
-		Damp:          c.Float64("damp"),
-		AccuracyLevel: c.Int("accuracy-level"),
-		PerChannel:    true,
-		Symmetric:     w == "int8",
-	}
-	if w == "int4" {
-		opt.Method = strings.ToLower(c.String("method"))
-	} else if c.IsSet("method") && c.String("method") != "rtn" {
-		return opt, usagef("--method %s applies to --weights int4", c.String("method"))
-	}
-	if c.IsSet("per-channel") {
-		opt.PerChannel = c.Bool("per-channel")
-	}
-	if c.IsSet("symmetric") {
-		opt.Symmetric = c.Bool("symmetric")
-	}
-	if !quant.ValidBlockSize(opt.BlockSize) {
-		return opt, usagef("--block %d: %v", opt.BlockSize, quant.ErrBlockSize)
-	}
-	m, err := quant.ParseCalibMethod(strings.ToLower(c.String("calibrate")))
+	_, args, err := checkParams(c, quant.Command)
 	if err != nil {
-		return opt, usagef("--calibrate: %v", err)
+		return quant.Options{}, err
 	}
-	opt.Calibrate = m
-	if c.IsSet("calibrate") && opt.Activations != "int8" {
-		return opt, usagef("--calibrate applies to --activations int8")
+	if args.String("weights") != "int4" && c.IsSet("method") && !strings.EqualFold(c.String("method"), "rtn") {
+		return quant.Options{}, usagef("--method %s applies to --weights int4", c.String("method"))
 	}
-	if opt.Damp <= 0 {
-		return opt, usagef("--damp must be > 0")
+	if c.IsSet("calibrate") && args.String("activations") != "int8" {
+		return quant.Options{}, usagef("--calibrate applies to --activations int8")
 	}
-	if l := opt.AccuracyLevel; l < 0 || l > 4 {
-		return opt, usagef("--accuracy-level must be 0..4, got %d", l)
-	}
-	if s := c.String("exclude-ops"); s != "" {
-		for _, op := range strings.Split(s, ",") {
-			if op = strings.TrimSpace(op); op != "" {
-				opt.ExcludeOps = append(opt.ExcludeOps, op)
-			}
-		}
-	}
-	if s := c.String("exclude"); s != "" {
-		re, err := regexp.Compile(s)
-		if err != nil {
-			return opt, usagef("--exclude: %v", err)
-		}
-		opt.Exclude = re
-	}
-	if c.Int("calib-samples") < 1 {
-		return opt, usagef("--calib-samples must be >= 1")
+	opt, err := quant.OptionsFromArgs(args)
+	if err != nil {
+		return opt, usagef("%v", err)
 	}
 	// Checks that need no calibration data; the calibration interfaces are
 	// wired after loading the model.
 	check := opt
 	if opt.Activations == "int8" {
-		check.Stats = (*quant.Activations)(nil)
+		check.Stats = calib.None
 	}
 	if opt.Method == "gptq" {
-		check.Calibration = (*quant.Activations)(nil)
+		check.Calibration = calib.None
 	}
 	if err := check.Validate(); err != nil {
 		return opt, usagef("%v", err)
@@ -237,56 +179,14 @@ func quantizeOptions(c *cli.Context) (quant.Options, error) {
 	return opt, nil
 }
 
-// quantCapture runs the model over --calib with evalharness.Capture,
-// collecting what the options need: histograms of the activations to
-// quantize (static) and the input Gram matrices of the weights (GPTQ).
-func quantCapture(c *cli.Context, model *onnxio.Model, opt quant.Options) (*harnessStats, error) {
-	ds, err := loadDataset(c, "calib")
+// quantCapture loads --calib and captures what the options need
+// (pipeline.QuantCalibration).
+func quantCapture(c *cli.Context, model *onnxio.Model, opt quant.Options) (*evalharness.Stats, error) {
+	ds, co, err := calibData(c)
 	if err != nil {
 		return nil, err
 	}
-	if n := int64(c.Int("calib-samples")); ds.N > n {
-		ds = ds.Head(n)
-	}
-	so, err := sessionOptions(c)
-	if err != nil {
-		return nil, err
-	}
-	co := evalharness.CaptureOptions{Batch: c.Int("batch"), Session: so, MaxGramBytes: gramBudget}
-	if opt.Activations == "int8" {
-		if co.Tensors, err = quant.ActivationTensors(model, opt); err != nil {
-			return nil, err
-		}
-		co.Bins = 2048
-	}
-	if opt.Method == "gptq" {
-		if co.Grams, err = quant.GramWeights(model, opt); err != nil {
-			return nil, err
-		}
-	}
-	st, err := evalharness.Capture(c.Context, model, ds, co)
-	if err != nil {
-		return nil, fmt.Errorf("calibration on %s: %w", c.String("calib"), err)
-	}
-	return &harnessStats{st}, nil
-}
-
-// harnessStats adapts evalharness.Stats to quant's calibration interfaces
-// (it already has InputGram).
-type harnessStats struct{ *evalharness.Stats }
-
-// ActivationHistogram returns the captured histogram of tensor.
-func (h *harnessStats) ActivationHistogram(tensor string) ([]int64, []float64, error) {
-	ts, ok := h.Tensor(tensor)
-	if !ok || ts.Hist == nil {
-		return nil, nil, fmt.Errorf("no histogram was captured for %s", tensor)
-	}
-	// a range that leaves out Inf or NaN would quantize them to the clip
-	// value silently: static quantization needs finite activations
-	if err := ts.Finite(); err != nil {
-		return nil, nil, err
-	}
-	return ts.Hist.Counts, ts.Hist.Edges(), nil
+	return pipeline.QuantCalibration(c.Context, model, ds, opt, co)
 }
 
 // writeQuantTable prints the per-layer table of a quantization report.
@@ -312,18 +212,4 @@ func writeQuantTable(w io.Writer, rep *quant.Report) {
 	}
 	fmt.Fprintf(w, "weights: %d → %d bytes (%.2f×), mean ‖W−Ŵ‖/‖W‖ %.4f\n", rep.WeightBytesBefore, rep.WeightBytesAfter,
 		float64(rep.WeightBytesBefore)/float64(max(rep.WeightBytesAfter, 1)), rep.MeanRelError)
-}
-
-// arrayFloat32 returns an array's values as float32 (also used by
-// sparsify.go).
-func arrayFloat32(a *evalharness.Array) ([]float32, error) {
-	f, err := a.Float64()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]float32, len(f))
-	for i, v := range f {
-		out[i] = float32(v)
-	}
-	return out, nil
 }

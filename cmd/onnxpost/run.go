@@ -23,16 +23,28 @@ func init() {
 		Description: `Runs the steps of a YAML recipe in order, each one an onnxpost command
 whose keys are that command's flags, with a gate after any step. The whole
 recipe is checked first (unknown keys, missing files, gates without data),
-so a typo fails before any work. Intermediate models go to workdir; the
-final model is written to output only when every step passed, with the
-recipe and the tool version in its metadata. The report (JSON and Markdown)
-is written in every case.
+so a typo fails before any work. The steps of merge, quantize, sparsify
+and lowrank run in this process through their transforms, passing the
+model in memory (written to workdir only when the recipe sets workdir);
+a step of another command (search, soup, fisher, eval, noop), or one that
+sets a flag such as config, fisher, align or external-data, runs the
+command on files in workdir (or a temporary folder). A step with data is
+evaluated against its input and checked by its gate. The last step's
+model is committed like a command's output (release.Commit):
+evaluated on data against ref when gate or output-report is set, gated by
+gate, written to output only when every step and that gate passed, with
+the chain's provenance in its metadata (tool version, SHA-256 of every
+model the recipe reads, what each transform records) and its own report
+at output-report. The recipe report (JSON and Markdown) is written in
+every case.
 
   name: demo
-  seed: 0
   data: models/data/digits_union_test.npz
   output: out/demo.onnx
   report: out/demo.json
+  ref: models/zoo/mlp/base.onnx
+  gate: "accuracy_drop<=0.05"
+  output-report: out/demo-output.json
   steps:
     - merge: {method: ties, base: models/zoo/mlp/base.onnx, density: 0.3,
               inputs: [models/zoo/mlp/ft_low.onnx, models/zoo/mlp/ft_high.onnx]}
@@ -41,12 +53,13 @@ is written in every case.
       gate: "accuracy_drop<=0.05"
 
 Paths are relative to the recipe's folder. Everything the recipe writes
-(output, report and its .md/.png, workdir, and step flags such as
-save-outputs or plots) must stay inside that folder, or inside --out-dir
-DIR when given: absolute paths, ".." and symbolic links that leave it are
-refused before anything runs (exit code 2). A recipe cannot set ort-lib
-or threads above the limit (see SECURITY.md). The output's metadata
-records the recipe's SHA-256 and its validated form, not its text.
+(output, report and its .md/.png, output-report and its .md, workdir, and
+step flags such as save-outputs or plots) must stay inside that folder, or
+inside --out-dir DIR when given: absolute paths, ".." and symbolic links
+that leave it are refused before anything runs (exit code 2). A recipe
+cannot set ort-lib or threads above the limit (see SECURITY.md). The
+recipe report records the recipe's SHA-256 and its validated form, not
+its text.
 Exit code 3 when a gate fails.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print the recipe report as JSON on stdout"},
@@ -107,23 +120,9 @@ func runAction(c *cli.Context) error {
 			return err
 		}
 	}
-	step := func(ctx context.Context, args []string) (map[string]any, error) {
-		fmt.Fprintf(os.Stderr, "==> onnxpost %v\n", args)
-		app := newApp()
-		full := reorderArgs(app, append([]string{"onnxpost"}, args...))
-		// a step's panic fails the step, so the report is still written
-		err := safe.Call(args[0], func() error { return app.RunContext(ctx, full) })
-		var res map[string]any
-		for i := 0; i+1 < len(args); i++ {
-			if args[i] == "--report" {
-				if b, rerr := os.ReadFile(args[i+1]); rerr == nil {
-					_ = json.Unmarshal(b, &res)
-				}
-			}
-		}
-		return res, err
-	}
-	rep, err := r.Run(c.Context, step, version)
+	r.Session = evalharness.SessionOptions{Library: c.String("ort-lib")}
+	r.Log = os.Stderr
+	rep, err := r.Run(c.Context, recipeStep, version)
 	if c.Bool("json") {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -132,4 +131,31 @@ func runAction(c *cli.Context) error {
 		fmt.Fprint(os.Stderr, pipeline.RecipeMarkdown(rep))
 	}
 	return err
+}
+
+// recipeStep runs one step of a recipe: the command runs in this process
+// (a fresh App, marked as a recipe step so that it leaves provenance to
+// the recipe's final commit) and hands its JSON result back through the
+// App's metadata; a command that prints no result (eval, inspect) is
+// read from its --report file instead.
+func recipeStep(ctx context.Context, args []string) (map[string]any, error) {
+	fmt.Fprintf(os.Stderr, "==> onnxpost %v\n", args)
+	app := newApp()
+	app.Metadata = map[string]any{recipeStepKey: true}
+	full := reorderArgs(app, append([]string{"onnxpost"}, args...))
+	// a step's panic fails the step, so the report is still written
+	err := safe.Call(args[0], func() error { return app.RunContext(ctx, full) })
+	var res map[string]any
+	doc, _ := app.Metadata[stepResultKey].([]byte)
+	if doc == nil {
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "--report" {
+				doc, _ = os.ReadFile(args[i+1])
+			}
+		}
+	}
+	if doc != nil {
+		_ = json.Unmarshal(doc, &res)
+	}
+	return res, err
 }

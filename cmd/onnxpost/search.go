@@ -2,16 +2,11 @@ package main
 
 import (
 	"fmt"
-	"math/rand"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/onnxpost/onnxpost/compress/search"
 	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
 	"github.com/onnxpost/onnxpost/pipeline"
@@ -92,30 +87,26 @@ compared is the first floating-point output, or those --output-name names
 Levels are cached on disk (--cache-dir) under a content address made of the
 model's hash, the space and method, the calibration data's hash (for
 data-aware methods), the layer and the level, so later runs reuse them.`,
-		Flags: append(commonFlags(),
-			&cli.StringFlag{Name: "space", Value: "sparsity", Usage: "what to search: sparsity, rank, bits or drop"},
-			&cli.Float64Flag{Name: "target", Usage: "budget: sparsity (also of sparsity,bits): fraction of zeros; rank: fraction of parameters kept; bits: mean bits per weight; drop: number of residual blocks dropped", Required: true},
-			&cli.Float64Flag{Name: "target-bits", Usage: "sparsity,bits only: mean bits per weight (required there)"},
+		Flags: append(append(commonFlags(), searchParamFlags()...),
 			&cli.StringFlag{Name: "calib", Usage: "calibration `DATASET` for the fitness (required)"},
-			&cli.IntFlag{Name: "calib-samples", Usage: "capture activations for wanda/sparsegpt/gptq on the first `N` calibration samples (0: all)"},
-			&cli.StringFlag{Name: "fitness", Usage: "kl, mse or cosine (default: kl for [N, C] and [N, T, V] outputs, cosine otherwise)"},
-			&cli.StringFlag{Name: "bits", Usage: "bits ladder `B1,B2,...` with equal steps (default 2,4 or 4,8)"},
-			&cli.IntFlag{Name: "block", Value: 32, Usage: "bits: quantization block size along K"},
-			&cli.IntFlag{Name: "generations", Value: 50, Usage: "generations of the (1+λ) loop"},
-			&cli.IntFlag{Name: "offspring", Value: 16, Usage: "offspring λ per generation"},
-			&cli.StringFlag{Name: "selection", Value: "4:1", Usage: "survivors per stage, `A:B:...:1`"},
-			&cli.StringFlag{Name: "tokens", Value: "32:256", Usage: "calibration samples per stage, `A:B:...` (one per selection stage)"},
-			&cli.IntFlag{Name: "levels", Value: 8, Usage: "ladder steps on each side of the uniform level"},
-			&cli.StringFlag{Name: "method", Usage: "level builder: sparsity magnitude|wanda|sparsegpt (default magnitude); rank svd; bits rtn|gptq (default rtn); sparsity,bits `SPARSITY,BITS`"},
-			&cli.StringFlag{Name: "include", Usage: "only layers whose weight or node name matches `REGEX`"},
-			&cli.StringFlag{Name: "exclude", Usage: "skip layers whose weight or node name matches `REGEX`"},
 			&cli.StringFlag{Name: "cache-dir", Value: defaultCacheDir(), Usage: "level database cache `DIR` (\"\" for none)"},
 			&cli.StringFlag{Name: "plots", Usage: "write PNG plots (fitness, levels) into `DIR`"},
-			&cli.StringFlag{Name: "start", Value: "best", Usage: "start the search from the best baseline (uniform or per-layer-error) or from uniform"},
 			&cli.StringFlag{Name: "baselines", Usage: "also write the uniform and per-layer-error models as `DIR`/uniform.onnx and DIR/per-layer-error.onnx"},
 		),
 		Action: searchAction,
 	})
+}
+
+// searchParamFlags derives the search flags from the declared parameters;
+// --target is required.
+func searchParamFlags() []cli.Flag {
+	flags := paramFlags(pipeline.SearchCommand)
+	for _, f := range flags {
+		if t, ok := f.(*cli.Float64Flag); ok && t.Name == "target" {
+			t.Required = true
+		}
+	}
+	return flags
 }
 
 func defaultCacheDir() string {
@@ -125,30 +116,6 @@ func defaultCacheDir() string {
 	return ""
 }
 
-func parseInts(flag, s string) ([]int, error) {
-	var out []int
-	for _, p := range strings.Split(s, ":") {
-		v, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil || v <= 0 {
-			return nil, usagef("--%s: %q is not a list of positive integers A:B:...", flag, s)
-		}
-		out = append(out, v)
-	}
-	return out, nil
-}
-
-func optRegexp(c *cli.Context, flag string) (*regexp.Regexp, error) {
-	s := c.String(flag)
-	if s == "" {
-		return nil, nil
-	}
-	re, err := regexp.Compile(s)
-	if err != nil {
-		return nil, usagef("--%s: %v", flag, err)
-	}
-	return re, nil
-}
-
 func searchAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return usagef("search takes one MODEL argument")
@@ -156,114 +123,23 @@ func searchAction(c *cli.Context) error {
 	if c.String("o") == "" {
 		return usagef("-o OUT.onnx is required")
 	}
-	space := c.String("space")
 	if c.String("calib") == "" {
 		return usagef("search needs --calib DATASET (the fitness runs on it)")
 	}
-	t := c.Float64("target")
-	method := c.String("method")
-	var bitsMethod string
-	space = pipeline.ParseSpace(space)
+	_, args, err := checkParams(c, pipeline.SearchCommand)
+	if err != nil {
+		return err
+	}
+	space := pipeline.ParseSpace(c.String("space"))
 	if space != pipeline.SpaceSparsityBits && c.IsSet("target-bits") {
 		return usagef("--target-bits applies to --space sparsity,bits only")
 	}
-	switch space {
-	case pipeline.SpaceSparsity:
-		if !(t > 0 && t < 1) {
-			return usagef("--target %v: a sparsity target is a fraction of zeros in (0, 1)", t)
-		}
-		switch method {
-		case "", "magnitude", "wanda", "sparsegpt":
-		default:
-			return usagef("--method %q: sparsity levels are magnitude, wanda or sparsegpt", method)
-		}
-	case pipeline.SpaceRank:
-		if !(t > 0 && t < 1) {
-			return usagef("--target %v: a rank target is a fraction of parameters kept in (0, 1)", t)
-		}
-		if method != "" && method != "svd" {
-			return usagef("--method %q: rank levels are svd", method)
-		}
-	case pipeline.SpaceBits:
-		if !(t >= 2 && t <= 8) {
-			return usagef("--target %v: a bits target is a mean bit width in [2, 8]", t)
-		}
-		if method != "" && method != "rtn" && method != "gptq" {
-			return usagef("--method %q: bits levels are rtn or gptq", method)
-		}
-	case pipeline.SpaceSparsityBits:
-		if !(t > 0 && t < 1) {
-			return usagef("--target %v: the sparsity target of sparsity,bits is a fraction of zeros in (0, 1)", t)
-		}
-		if !c.IsSet("target-bits") {
-			return usagef("--space sparsity,bits needs --target-bits (mean bits per weight) besides --target (fraction of zeros)")
-		}
-		if tb := c.Float64("target-bits"); !(tb >= 2 && tb <= 8) {
-			return usagef("--target-bits %v: a mean bit width in [2, 8]", tb)
-		}
-		if i := strings.Index(method, ","); i >= 0 {
-			method, bitsMethod = strings.TrimSpace(method[:i]), strings.TrimSpace(method[i+1:])
-		}
-		switch method {
-		case "", "magnitude", "wanda", "sparsegpt":
-		default:
-			return usagef("--method: sparsity levels %q: want magnitude, wanda or sparsegpt", method)
-		}
-		if bitsMethod != "" && bitsMethod != "rtn" && bitsMethod != "gptq" {
-			return usagef("--method: bits levels %q: want rtn or gptq", bitsMethod)
-		}
-	case pipeline.SpaceDrop:
-		if !(t >= 1 && t == float64(int64(t))) {
-			return usagef("--target %v: a drop target is a whole number of residual blocks (>= 1)", t)
-		}
-		if method != "" {
-			return usagef("--method %q: drop levels have no method", method)
-		}
-	default:
-		if strings.Contains(space, ",") || strings.Contains(space, "+") {
-			return usagef("--space %q: the only combined space is sparsity,bits", space)
-		}
-		return usagef("--space %q: want sparsity, rank, bits, drop or sparsity,bits", space)
+	if space == pipeline.SpaceDrop && c.String("method") != "" {
+		return usagef("--method %q: drop levels have no method", c.String("method"))
 	}
-	if s := c.String("start"); s != "best" && s != "uniform" {
-		return usagef("--start %q: want best or uniform", s)
-	}
-	switch f := c.String("fitness"); f {
-	case "", pipeline.FitnessKL, pipeline.FitnessMSE, pipeline.FitnessCosine:
-	default:
-		return usagef("--fitness %q: want kl, mse or cosine", f)
-	}
-	var bits []int
-	if s := c.String("bits"); s != "" {
-		for _, p := range strings.Split(s, ",") {
-			v, err := strconv.Atoi(strings.TrimSpace(p))
-			if err != nil || (v != 2 && v != 4 && v != 8) {
-				return usagef("--bits %q: a list of widths among 2, 4, 8", s)
-			}
-			bits = append(bits, v)
-		}
-	}
-	sel, err := parseInts("selection", c.String("selection"))
+	opt, err := pipeline.SearchOptionsFromArgs(args, c.Int64("seed"))
 	if err != nil {
-		return err
-	}
-	tok, err := parseInts("tokens", c.String("tokens"))
-	if err != nil {
-		return err
-	}
-	if len(sel) != len(tok) {
-		return usagef("--selection has %d stages but --tokens %d", len(sel), len(tok))
-	}
-	if sel[len(sel)-1] != 1 {
-		return usagef("--selection must end with 1 survivor")
-	}
-	inc, err := optRegexp(c, "include")
-	if err != nil {
-		return err
-	}
-	exc, err := optRegexp(c, "exclude")
-	if err != nil {
-		return err
+		return usagef("%v", err)
 	}
 	so, err := sessionOptions(c)
 	if err != nil {
@@ -277,17 +153,9 @@ func searchAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	opt := pipeline.LevelSearch{
-		Space: space, Method: method, BitsMethod: bitsMethod, TargetBits: c.Float64("target-bits"), Fitness: c.String("fitness"), Bits: bits, BlockSize: c.Int("block"),
-		CalibSamples: c.Int("calib-samples"), Baselines: c.String("baselines") != "", Start: c.String("start"),
-		Target: t, Levels: c.Int("levels"), Include: inc, Exclude: exc, CacheDir: c.String("cache-dir"),
-		Batch: c.Int("batch"), Session: so, Outputs: evalharness.ParseOutputNames(c.String("output-name")),
-		Search: search.Options{
-			Generations: c.Int("generations"), Offspring: c.Int("offspring"), Survivors: sel, Samples: tok,
-			Rand: rand.New(rand.NewSource(c.Int64("seed"))),
-		},
-		Log: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "search: "+format+"\n", args...) },
-	}
+	opt.Baselines, opt.CacheDir = c.String("baselines") != "", c.String("cache-dir")
+	opt.Batch, opt.Session, opt.Outputs = c.Int("batch"), so, evalharness.ParseOutputNames(c.String("output-name"))
+	opt.Log = func(format string, args ...any) { fmt.Fprintf(os.Stderr, "search: "+format+"\n", args...) }
 	gens := c.Int("generations")
 	opt.Search.Progress = func(gen int, _ []int, f float64) {
 		if isTerminal(os.Stderr) {
@@ -319,7 +187,7 @@ func searchAction(c *cli.Context) error {
 		}
 	}
 	fmt.Fprint(os.Stderr, pipeline.SearchMarkdown(rep))
-	meta := fmt.Sprintf("space=%s method=%s target=%g achieved=%.6f", rep.Space, rep.Method, t, rep.Achieved)
+	meta := fmt.Sprintf("space=%s method=%s target=%g achieved=%.6f", rep.Space, rep.Method, opt.Target, rep.Achieved)
 	if rep.Space == pipeline.SpaceSparsityBits {
 		meta += fmt.Sprintf(" target_bits=%g achieved_bits=%.6f", rep.TargetBits, rep.AchievedBits)
 	}

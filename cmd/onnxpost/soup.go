@@ -79,7 +79,7 @@ func soupAction(c *cli.Context) error {
 	if err := mergeReady(models, paths); err != nil {
 		return err
 	}
-	srcs, err := sources("model", paths, models)
+	srcs, err := merge.Sources("model", paths, models)
 	if err != nil {
 		return err
 	}
@@ -91,6 +91,7 @@ func soupAction(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
+		defer mg.Close()
 		out := mg.Output()
 		if err := merge.SetProvenance(out, &opt, srcs); err != nil {
 			return err

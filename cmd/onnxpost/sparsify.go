@@ -6,16 +6,17 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/compress/sparsity"
 	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/pipeline"
 )
 
 func init() {
@@ -46,18 +47,8 @@ check) is printed on stderr and stored under "sparsity" in the JSON report.
   onnxpost sparsify model.onnx -o out.onnx --pattern 2:4 --method wanda --calib val.npz
   onnxpost sparsify model.onnx -o out.onnx --sparsity 0.5 --scope global --data test.npz
   onnxpost sparsify model.onnx -o out.onnx --pattern 4:8 --method sparsegpt --calib val.npz --exclude 'head|fc3'`,
-		Flags: append(commonFlags(),
-			&cli.StringFlag{Name: "pattern", Usage: "N:M pattern, e.g. 2:4 or 4:8 (0 < N < M)"},
-			&cli.Float64Flag{Name: "sparsity", Usage: "unstructured fraction `S` in [0,1) of weights pruned"},
-			&cli.StringFlag{Name: "method", Value: "magnitude", Usage: "criterion `METHOD`: magnitude, wanda, sparsegpt"},
-			&cli.StringFlag{Name: "scope", Value: "layer", Usage: "unstructured threshold `SCOPE`: layer or global (magnitude, wanda)"},
+		Flags: append(append(commonFlags(), paramFlags(sparsity.Command)...),
 			&cli.StringFlag{Name: "calib", Usage: "calibration `DATA` (.npz or test-data folder) for wanda and sparsegpt"},
-			&cli.IntFlag{Name: "calib-samples", Value: 256, Usage: "use at most `N` calibration samples (0: all)"},
-			&cli.Float64Flag{Name: "damp", Value: sparsity.DefaultDamp, Usage: "sparsegpt dampening `λ` as a fraction of the mean diagonal of XᵀX"},
-			&cli.IntFlag{Name: "blocksize", Value: sparsity.DefaultBlockSize, Usage: "sparsegpt column block `B` (a multiple of M)"},
-			&cli.StringFlag{Name: "include", Usage: "prune only weights whose weight or node name matches `REGEX`"},
-			&cli.StringFlag{Name: "exclude", Usage: "leave weights whose weight or node name matches `REGEX`"},
-			&cli.BoolFlag{Name: "sequential", Usage: "capture each layer's inputs on the model pruned so far (layers in graph order, one calibration run per layer), as the SparseGPT and Wanda reference code do; default: all layers from the dense model's activations"},
 			&cli.BoolFlag{Name: "quiet", Usage: "no per-layer table or progress on stderr"},
 		),
 		Action: sparsifyAction,
@@ -79,7 +70,7 @@ func sparsifyAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ref := model.Clone()
+	ref := model.Derive()
 	if err := spillLarge(c, model); err != nil {
 		return err
 	}
@@ -126,18 +117,14 @@ func sparsifyAction(c *cli.Context) error {
 			return usagef("%v (M=%d)", sparsity.ErrNoLayerFits, opt.Pattern.M)
 		}
 	}
-	var calib sparsity.Calibration
+	var cal calib.Stats
 	if opt.Method.NeedsCalibration() {
-		if c.Bool("sequential") {
-			calib, err = newLiveCalibration(c, model)
-		} else {
-			calib, err = sparsifyCalibration(c, model, sel)
-		}
+		cal, err = sparsifyCalibration(c, model, sel, opt.Method)
 		if err != nil {
 			return err
 		}
 	}
-	rep, err := sparsity.PruneModel(c.Context, model, opt, sel, calib)
+	rep, err := sparsity.PruneModel(c.Context, model, opt, sel, cal)
 	if err != nil {
 		if errors.Is(err, sparsity.ErrNoLayerFits) || errors.Is(err, sparsity.ErrNoCalibration) {
 			return usagef("%v", err)
@@ -179,73 +166,24 @@ func sparsifyAction(c *cli.Context) error {
 // sparsifyOptions turns the flags into sparsity options (usage errors for
 // bad values and combinations).
 func sparsifyOptions(c *cli.Context) (sparsity.Options, sparsity.Selection, error) {
-	var opt sparsity.Options
-	var sel sparsity.Selection
-	m, err := sparsity.ParseMethod(c.String("method"))
+	_, args, err := checkParams(c, sparsity.Command)
 	if err != nil {
-		return opt, sel, usagef("--method: %v", err)
+		return sparsity.Options{}, sparsity.Selection{}, err
 	}
-	opt.Method = m
+	opt, sel, err := sparsity.OptionsFromArgs(args)
+	if err != nil {
+		return opt, sel, usagef("%v", err)
+	}
+	scope := sparsity.Scope(strings.ToLower(c.String("scope")))
 	switch {
-	case c.IsSet("pattern") == c.IsSet("sparsity"):
-		return opt, sel, usagef("give exactly one of --pattern N:M and --sparsity S")
-	case c.IsSet("pattern"):
-		p, err := sparsity.ParsePattern(c.String("pattern"))
-		if err != nil {
-			return opt, sel, usagef("--pattern: %v", err)
-		}
-		opt.Pattern = p
-		if c.IsSet("scope") {
-			return opt, sel, usagef("--scope applies to --sparsity only")
-		}
-	default:
-		s := c.Float64("sparsity")
-		if !(s >= 0 && s < 1) {
-			return opt, sel, usagef("--sparsity must be in [0, 1), got %v", s)
-		}
-		opt.Sparsity = s
-	}
-	switch sc := sparsity.Scope(strings.ToLower(c.String("scope"))); sc {
-	case sparsity.ScopeLayer, sparsity.ScopeGlobal:
-		opt.Scope = sc
-	default:
-		return opt, sel, usagef("--scope must be layer or global, got %q", c.String("scope"))
-	}
-	if opt.Method.NeedsCalibration() && c.String("calib") == "" {
+	case c.IsSet("pattern") && c.IsSet("scope"):
+		return opt, sel, usagef("--scope applies to --sparsity only")
+	case opt.Method.NeedsCalibration() && c.String("calib") == "":
 		return opt, sel, usagef("--method %s needs calibration data: --calib DATA", opt.Method)
-	}
-	if opt.Method == sparsity.SparseGPT && opt.Scope == sparsity.ScopeGlobal {
+	case opt.Method == sparsity.SparseGPT && scope == sparsity.ScopeGlobal:
 		return opt, sel, usagef("--scope global applies to magnitude and wanda; sparsegpt chooses its mask block by block")
-	}
-	if d := c.Float64("damp"); d < 0 {
-		return opt, sel, usagef("--damp must be >= 0")
-	} else if d > 0 {
-		opt.Damp = d
-	}
-	if c.Int("blocksize") <= 0 {
-		return opt, sel, usagef("--blocksize must be > 0")
-	}
-	opt.BlockSize = c.Int("blocksize")
-	if opt.Method == sparsity.SparseGPT && !opt.Pattern.IsZero() && opt.BlockSize%opt.Pattern.M != 0 {
-		return opt, sel, usagef("--blocksize %d is not a multiple of M=%d", opt.BlockSize, opt.Pattern.M)
-	}
-	if c.Bool("sequential") && (!opt.Method.NeedsCalibration() || (opt.Pattern.IsZero() && opt.Scope == sparsity.ScopeGlobal)) {
+	case c.Bool("sequential") && (!opt.Method.NeedsCalibration() || (opt.Pattern.IsZero() && scope == sparsity.ScopeGlobal)):
 		return opt, sel, usagef("--sequential applies to wanda and sparsegpt with a per-layer selection")
-	}
-	if c.Int("calib-samples") < 0 {
-		return opt, sel, usagef("--calib-samples must be >= 0")
-	}
-	for _, f := range []struct {
-		name string
-		dst  **regexp.Regexp
-	}{{"include", &sel.Include}, {"exclude", &sel.Exclude}} {
-		if s := c.String(f.name); s != "" {
-			re, err := regexp.Compile(s)
-			if err != nil {
-				return opt, sel, usagef("--%s: %v", f.name, err)
-			}
-			*f.dst = re
-		}
 	}
 	if !c.Bool("quiet") {
 		opt.Progress = os.Stderr
@@ -282,106 +220,35 @@ func writeSparsityTable(w io.Writer, rep sparsity.Report) {
 	}
 }
 
-// liveCalibration captures a layer's input on the model as it is when the
-// layer's turn comes: sparsity.PruneModel prunes in graph order and writes
-// each layer back before asking for the next one's XᵀX, so the inputs of
-// later layers come from the already pruned ones.
-type liveCalibration struct {
-	c     *cli.Context
-	model *onnxio.Model
-}
-
-func newLiveCalibration(c *cli.Context, model *onnxio.Model) (*liveCalibration, error) {
-	if _, err := loadDataset(c, "calib"); err != nil {
-		return nil, fmt.Errorf("--calib: %w", err)
-	}
-	return &liveCalibration{c: c, model: model}, nil
-}
-
-func (l *liveCalibration) InputGram(weight string) ([]float64, int, int64, error) {
-	re := regexp.MustCompile("^" + regexp.QuoteMeta(weight) + "$")
-	cal, err := sparsifyCalibration(l.c, l.model, sparsity.Selection{Include: re})
+// sparsifyCalibration loads --calib and captures what method reads of
+// the layers sel picks (pipeline.SparsityCalibration); with --sequential,
+// each layer's input on the model pruned so far
+// (pipeline.SequentialSparsityCalibration).
+func sparsifyCalibration(c *cli.Context, model *onnxio.Model, sel sparsity.Selection, method sparsity.Method) (calib.Stats, error) {
+	ds, co, err := calibData(c)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, err
 	}
-	return cal.InputGram(weight)
+	if c.Bool("sequential") {
+		return pipeline.SequentialSparsityCalibration(c.Context, model, ds, co), nil
+	}
+	return pipeline.SparsityCalibration(c.Context, model, ds, sel, method, co)
 }
 
-// sparsifyCalibration runs the model over --calib with the inputs of the
-// pruned nodes as extra outputs (evalharness) and returns them as a
-// sparsity.Captured, which computes each layer's XᵀX (im2col for Conv).
-func sparsifyCalibration(c *cli.Context, model *onnxio.Model, sel sparsity.Selection) (sparsity.Calibration, error) {
+// calibData loads --calib and returns the calibration options of
+// --calib-samples, --batch and the session flags.
+func calibData(c *cli.Context) (*evalharness.Dataset, pipeline.CalibOptions, error) {
 	if err := c.Context.Err(); err != nil {
-		return nil, err
+		return nil, pipeline.CalibOptions{}, err
 	}
 	ds, err := loadDataset(c, "calib")
 	if err != nil {
-		return nil, fmt.Errorf("--calib: %w", err)
+		return nil, pipeline.CalibOptions{}, fmt.Errorf("--calib: %w", err)
 	}
-	if n := int64(c.Int("calib-samples")); n > 0 && ds.N > n {
-		ds = ds.Head(n)
-	}
-	names, err := sparsity.ActivationTensors(model, sel)
+	so, err := sessionOptions(c)
 	if err != nil {
-		return nil, err
+		return nil, pipeline.CalibOptions{}, err
 	}
-	acts := map[string]sparsity.Activation{}
-	var outs []string
-	for _, n := range names {
-		if a, ok := ds.Inputs[n]; ok {
-			v, err := arrayFloat32(a)
-			if err != nil {
-				return nil, fmt.Errorf("calibration input %s: %w", n, err)
-			}
-			acts[n] = sparsity.Activation{Shape: a.Shape, Data: v}
-			continue
-		}
-		outs = append(outs, n)
-	}
-	if len(outs) > 0 {
-		so, err := sessionOptions(c)
-		if err != nil {
-			return nil, err
-		}
-		m := model.Clone()
-		for _, n := range outs {
-			m.AddOutput(onnxio.ValueInfo{Name: n})
-		}
-		sess, err := evalharness.SessionFromModelOutputs(m, outs, so)
-		if err != nil {
-			return nil, fmt.Errorf("calibration session: %w", err)
-		}
-		defer sess.Close()
-		arrs, err := evalharness.Predict(sess, ds, c.Int("batch"))
-		if err != nil {
-			return nil, fmt.Errorf("calibration run: %w", err)
-		}
-		// padded token positions (attention_mask 0) stay out of XᵀX
-		var mask []bool
-		if hasModelInput(model, "attention_mask") {
-			mask = ds.TokenMask(0, ds.N)
-		}
-		for i, info := range sess.Outputs() {
-			v, err := arrayFloat32(arrs[i])
-			if err != nil {
-				return nil, fmt.Errorf("activation %s: %w", info.Name, err)
-			}
-			shape := arrs[i].Shape
-			if sparsity.RowActivation(model, info.Name) {
-				v, shape = evalharness.KeepRows(v, shape, mask)
-			}
-			acts[info.Name] = sparsity.Activation{Shape: shape, Data: v}
-		}
-	}
-	return sparsity.NewCaptured(model, acts)
-}
-
-// hasModelInput reports whether m has a graph input named name.
-func hasModelInput(m *onnxio.Model, name string) bool {
-	for _, in := range m.Inputs() {
-		if in.Name == name {
-			return true
-		}
-	}
-	return false
+	return ds, pipeline.CalibOptions{Session: so, Batch: c.Int("batch"), Samples: int64(c.Int("calib-samples")),
+		MaxGramBytes: gramBudget}, nil
 }

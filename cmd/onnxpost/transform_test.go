@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/onnxpost/onnxpost/onnxio"
@@ -179,8 +180,13 @@ func TestRunRecipeCLI(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if m.Metadata()["onnxpost.recipe_sha256"] == "" {
-					t.Fatal("recipe not recorded in the output's metadata")
+				// the model records the chain; the recipe report, the recipe
+				if m.Metadata()["onnxpost.inputs"] == "" || m.Metadata()["onnxpost.version"] == "" {
+					t.Fatalf("chain not recorded in the output's metadata: %v", m.Metadata())
+				}
+				b, err := os.ReadFile(base + ".json")
+				if err != nil || !strings.Contains(string(b), `"recipe_sha256"`) {
+					t.Fatalf("recipe not recorded in its report (%v)", err)
 				}
 			}
 		})

@@ -26,16 +26,18 @@ func checkThreads(n int) error {
 	return nil
 }
 
-// cliMessage phrases a library error in the CLI's words: a missing ONNX
-// Runtime library gets the flag and make target that install or name it.
-func cliMessage(err error) string {
+// cliMessage phrases a library error in the CLI's words (cliWords with
+// words): a missing ONNX Runtime library gets the flag and make target
+// that install or name it.
+func cliMessage(err error, words func(string) string) string {
+	msg := cliWords(err, words)
 	switch {
 	case errors.Is(err, evalharness.ErrNoLibrary):
-		return fmt.Sprintf("%v\n  pass --ort-lib PATH, set %s, or run `make ort` in the source tree", err, evalharness.LibraryEnv)
+		return fmt.Sprintf("%s\n  pass --ort-lib PATH, set %s, or run `make ort` in the source tree", msg, evalharness.LibraryEnv)
 	case errors.Is(err, evalharness.ErrNoCUDA):
-		return fmt.Sprintf("%v\n  pass --ort-lib with a GPU build of ONNX Runtime, or use --ep cpu", err)
+		return fmt.Sprintf("%s\n  pass --ort-lib with a GPU build of ONNX Runtime, or use --ep cpu", msg)
 	}
-	return err.Error()
+	return msg
 }
 
 // threadsFlag is the --threads flag of every command that runs ONNX

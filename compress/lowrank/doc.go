@@ -1,6 +1,6 @@
 // Package lowrank factorizes the weight matrices of an ONNX model into
 // products of two thin factors from their truncated singular value
-// decomposition (docs/ARCHITECTURE.md §5, "low-rank").
+// decomposition (docs/ARCHITECTURE.md §5.3).
 //
 // # Overview
 //
@@ -24,8 +24,8 @@
 // whole-model budget with Budget (greedy on normalized σ² per parameter). A
 // rank that saves nothing (r ≥ mn/(m+n)) leaves the layer alone.
 //
-// Data-aware SVD: with a Calibration (XᵀX of each layer's input, from
-// evalharness), the SVD is taken of W·L, L the Cholesky factor of XᵀX + λI,
+// Data-aware SVD: with a calibration (calib.Stats.InputGram: XᵀX of each
+// layer's input, from evalharness.Capture), the SVD is taken of W·L, L the Cholesky factor of XᵀX + λI,
 // and the right factor unwhitened by L⁻¹ (SVD-LLM): the factorization then
 // minimizes the layer's output error on the calibration data.
 //

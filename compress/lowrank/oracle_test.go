@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/internal/pyoracle"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -121,21 +122,21 @@ func TestFullRankORT(t *testing.T) {
 
 // convCalib returns an XᵀX for c2.w (d = 8·3·3) from random correlated
 // patches: the whitening at full rank must still be exact.
-func convCalib(t testing.TB) Calibration {
+func convCalib(t testing.TB) calib.Stats {
 	rng := rand.New(rand.NewPCG(51, 52))
 	d, n := 72, 400
-	return gramCalib{"c2.w": gram(anisotropic(rng, n, d), n, d)}
+	return grams(map[string][]float64{"c2.w": gram(anisotropic(rng, n, d), n, d)})
 }
 
 // denseCalib returns XᵀX for the dense model's three weights (d = 16, 12,
 // 10) from random correlated activations.
-func denseCalib(t testing.TB) Calibration {
+func denseCalib(t testing.TB) calib.Stats {
 	rng := rand.New(rand.NewPCG(53, 54))
-	g := gramCalib{}
+	g := map[string][]float64{}
 	for name, d := range map[string]int{"W1": 16, "W2": 12, "W3": 10} {
 		g[name] = gram(anisotropic(rng, 200, d), 200, d)
 	}
-	return g
+	return grams(g)
 }
 
 // numpySVD is an independent oracle for ExactSVD's singular values.

@@ -28,17 +28,17 @@ type Rule struct {
 	Value float64
 }
 
-// String renders the rule as its CLI flag.
+// String renders the rule as its parameter and value ("energy 0.9").
 func (r Rule) String() string {
 	switch r.Kind {
 	case ByEnergy:
-		return fmt.Sprintf("--energy %g", r.Value)
+		return fmt.Sprintf("energy %g", r.Value)
 	case ByRankRatio:
-		return fmt.Sprintf("--rank-ratio %g", r.Value)
+		return fmt.Sprintf("rank-ratio %g", r.Value)
 	case ByRank:
-		return fmt.Sprintf("--rank %d", int(r.Value))
+		return fmt.Sprintf("rank %d", int(r.Value))
 	case ByParamsRatio:
-		return fmt.Sprintf("--params-ratio %g", r.Value)
+		return fmt.Sprintf("params-ratio %g", r.Value)
 	}
 	return "no rank rule"
 }

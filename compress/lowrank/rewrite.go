@@ -12,6 +12,7 @@ import (
 	"sync"
 	"text/tabwriter"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/internal/safe"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -36,7 +37,7 @@ type Options struct {
 	// Calib, when not nil, makes the SVD data-aware: whitened by the
 	// Cholesky factor of each layer input's XᵀX (SVD-LLM). The spatial
 	// scheme cannot be whitened and is refused.
-	Calib Calibration
+	Calib calib.Stats
 	// Damp is the relative damping of XᵀX (see NewWhitener); 0 means
 	// DefaultDamp, a negative value no damping (escalated only on failure).
 	Damp float64
@@ -169,7 +170,7 @@ func Apply(ctx context.Context, model *onnxio.Model, opt Options) (*Report, erro
 	}
 
 	// Read every layer's matrix and calibration (sequentially: the model and
-	// the Calibration need not be safe for concurrent use), then whiten and
+	// the calibration need not be safe for concurrent use), then whiten and
 	// decompose them in parallel.
 	var jobs []*layer
 	for _, l := range layers {
@@ -230,6 +231,9 @@ func Apply(ctx context.Context, model *onnxio.Model, opt Options) (*Report, erro
 		return nil, err
 	}
 	rep.ModelParamsAfter = modelParams(after)
+	if rep.Factorized > 0 {
+		recordProvenance(model, rep)
+	}
 	return rep, nil
 }
 
@@ -246,7 +250,7 @@ func (opt Options) normalize() (Options, float64, error) {
 		return opt, 0, err
 	}
 	if opt.Calib != nil && opt.Scheme == SchemeSpatial {
-		return opt, 0, fmt.Errorf("%w: the spatial scheme cannot be whitened (its matrix is not the im2col view); use --scheme channel", ErrOption)
+		return opt, 0, fmt.Errorf("%w: the spatial scheme cannot be whitened (its matrix is not the im2col view); set the scheme parameter to channel", ErrOption)
 	}
 	damp := opt.Damp
 	if damp == 0 {
@@ -378,7 +382,7 @@ func selectLayers(model *onnxio.Model, opt Options) ([]*layer, []*LayerReport, e
 		layers = append(layers, l)
 	}
 	if opt.Include != nil && included == 0 {
-		return nil, nil, fmt.Errorf("%w: --include %q matches no layer that scheme %v factorizes (%s; node or weight names)", ErrOption, opt.Include.String(), opt.Scheme, schemeOps(opt.Scheme))
+		return nil, nil, fmt.Errorf("%w: the include parameter %q matches no layer that scheme %v factorizes (%s; node or weight names)", ErrOption, opt.Include.String(), opt.Scheme, schemeOps(opt.Scheme))
 	}
 	return layers, reps, nil
 }
@@ -435,11 +439,11 @@ func (l *layer) convSetup(opt Options, named, first bool) error {
 	if !named {
 		switch {
 		case first:
-			return fmt.Errorf("%w: first conv (name it in --include to factorize it)", errSkip)
+			return fmt.Errorf("%w: first conv (name it in the include parameter to factorize it)", errSkip)
 		case a.IsPointwise():
 			return fmt.Errorf("%w: 1×1 conv", errSkip)
 		case !a.IsStride1():
-			return fmt.Errorf("%w: stride %v (TRP's rule: stride-1 convs only; name it in --include)", errSkip, a.Strides)
+			return fmt.Errorf("%w: stride %v (TRP's rule: stride-1 convs only; name it in the include parameter)", errSkip, a.Strides)
 		}
 	}
 	o, c := int(w.Shape[0]), int(w.Shape[1])

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -262,14 +263,14 @@ func TestApplyRefusals(t *testing.T) {
 		want  error
 		msg   string
 	}{
-		{"include matches nothing", denseModel, Options{Rule: Rule{ByEnergy, 0.9}, Include: regexp.MustCompile(`nosuchlayer`)}, ErrOption, "matches no"},
+		{"include matches nothing", denseModel, Options{Rule: Rule{ByEnergy, 0.9}, Include: regexp.MustCompile(`nosuchlayer`)}, ErrOption, `the include parameter "nosuchlayer" matches no layer`},
 		{"include names only a Conv under svd", convModel, Options{Scheme: SchemeSVD, Rule: Rule{ByRank, 2}, Include: regexp.MustCompile(`^c2$`)}, ErrOption, "scheme svd factorizes (MatMul, Gemm"},
 		{"energy above 1", denseModel, Options{Rule: Rule{ByEnergy, 1.5}}, ErrOption, "outside (0,1]"},
 		{"energy 0", denseModel, Options{Rule: Rule{ByEnergy, 0}}, ErrOption, "outside (0,1]"},
 		{"no rule", denseModel, Options{}, ErrOption, "no rank rule"},
 		{"grouped conv named", grouped, Options{Scheme: SchemeChannel, Rule: Rule{ByRank, 2}, Include: regexp.MustCompile(`^c2$`)}, ErrUnsupported, "group=2"},
 		{"auto_pad SAME named", samePad, Options{Scheme: SchemeSpatial, Rule: Rule{ByRank, 2}, Include: regexp.MustCompile(`^c2$`)}, ErrUnsupported, "SAME_UPPER"},
-		{"spatial whitened", convModel, Options{Scheme: SchemeSpatial, Rule: Rule{ByRank, 2}, Calib: gramCalib{}}, ErrOption, "spatial"},
+		{"spatial whitened", convModel, Options{Scheme: SchemeSpatial, Rule: Rule{ByRank, 2}, Calib: grams(nil)}, ErrOption, "cannot be whitened (its matrix is not the im2col view); set the scheme parameter to channel"},
 		{"budget too small", denseModel, Options{Rule: Rule{ByParamsRatio, 0.01}}, ErrBudget, "budget"},
 	}
 	for _, c := range cases {
@@ -308,11 +309,16 @@ func TestApplyRefusals(t *testing.T) {
 	}
 }
 
-// gramCalib computes XᵀX from stored activations per weight.
-type gramCalib map[string][]float64 // weight → XᵀX (d×d)
+// gramCalib serves stored Gram matrices per weight (InputGram only).
+type gramCalib struct {
+	calib.Missing
+	g map[string][]float64 // weight → XᵀX (d×d)
+}
+
+func grams(g map[string][]float64) gramCalib { return gramCalib{g: g} }
 
 func (g gramCalib) InputGram(weight string) ([]float64, int, int64, error) {
-	x, ok := g[weight]
+	x, ok := g.g[weight]
 	if !ok {
 		return nil, 0, 0, fmt.Errorf("no activations for %s", weight)
 	}
@@ -326,7 +332,7 @@ func TestApplyWhitened(t *testing.T) {
 	rng := rand.New(rand.NewPCG(41, 42))
 	n, d := 300, 16
 	x := anisotropic(rng, n, d)
-	calib := gramCalib{"W1": gram(x, n, d)}
+	calib := grams(map[string][]float64{"W1": gram(x, n, d)})
 	out := func(opt Options) float64 {
 		m := denseModel(t)
 		w1 := initF64(t, m, "W1")
@@ -354,7 +360,7 @@ func TestApplyWhitened(t *testing.T) {
 		t.Errorf("whitened output error %g, plain %g", white, plain)
 	}
 	// Calibration errors surface.
-	_, err := Apply(context.Background(), denseModel(t), Options{Rule: Rule{ByRank, 3}, Calib: gramCalib{}})
+	_, err := Apply(context.Background(), denseModel(t), Options{Rule: Rule{ByRank, 3}, Calib: grams(nil)})
 	if !errors.Is(err, ErrCalibration) {
 		t.Errorf("missing Gram: err = %v, want ErrCalibration", err)
 	}

@@ -10,15 +10,6 @@ import (
 	"github.com/onnxpost/onnxpost/internal/linalg"
 )
 
-// Calibration is the source of activation statistics for the data-aware
-// SVD. evalharness's activation capture implements it: InputGram returns
-// XᵀX (d×d, row-major) of the input X (n rows) of the node that consumes the
-// initializer named weight, d being the weight's reduction size (K for MatMul
-// and Gemm, (C/group)·∏k for Conv in W[o]'s flattening order).
-type Calibration interface {
-	InputGram(weight string) (xtx []float64, d int, n int64, err error)
-}
-
 // DefaultDamp is the default relative damping of XᵀX: λ = DefaultDamp ·
 // mean(diag XᵀX) is added to the diagonal before the Cholesky factorization.
 const DefaultDamp = 0.01

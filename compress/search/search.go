@@ -1,6 +1,6 @@
 // Package search implements EvoPress-style evolutionary search for
 // per-layer compression levels under an exact global budget
-// (Sieberling et al., "EvoPress", ICML 2025; docs/ARCHITECTURE.md §5).
+// (Sieberling et al., "EvoPress", ICML 2025; docs/ARCHITECTURE.md §5.6).
 //
 // Each layer has a ladder of levels whose adjacent steps change the budget
 // by the same amount in every layer (equal nonzeros for sparsity, equal

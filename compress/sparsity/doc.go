@@ -7,7 +7,7 @@
 //
 // Every weight is viewed as a matrix of output units (rows) by reduction
 // index (columns), the same column order as the calibration interface's
-// XᵀX (see Calibration):
+// XᵀX (see calib.Stats):
 //
 //   - MatMul B [K,N] and Gemm B with transB=0 ([K,N]): N rows of K columns;
 //   - Gemm B with transB=1 ([N,K]): N rows of K columns;
@@ -52,14 +52,13 @@
 //
 // Prune and PruneLayer work on Layers (tensor data plus layout);
 // PruneModel prunes the MatMul, Gemm and Conv weights of an onnxio.Model in
-// place. Wanda and SparseGPT take a Calibration, the one-method interface
-// that evalharness's activation capture implements; Captured implements it
-// from captured activation tensors (im2col for Conv), so a caller that runs
-// the model itself (cmd/onnxpost does, with ONNX Runtime) only has to
-// capture the tensors ActivationTensors names. PruneModel prunes layers in
-// graph order and writes each back before asking for the next one's XᵀX,
-// so a Calibration that captures on the model as it is then gives the
-// sequential variant of the reference code.
+// place. Wanda and SparseGPT read calibration through calib.Stats,
+// onnxpost's one calibration interface (evalharness.Capture implements it;
+// calib.FromActivations from captured tensors): Wanda its
+// SquaredColumnNorms, SparseGPT its InputGram (im2col for Conv). PruneModel
+// prunes layers in graph order and writes each back before asking for the
+// next one's statistics, so a calib.Stats that captures on the model as it
+// is then gives the sequential variant of the reference code.
 //
 // # Performance
 //

@@ -3,77 +3,18 @@ package sparsity
 import (
 	"fmt"
 	"math"
+
+	"github.com/onnxpost/onnxpost/internal/selection"
 )
 
-// nthSmallest returns the k-th smallest value (0-based) of v, reordering v.
-func nthSmallest(v []float64, k int) float64 {
-	lo, hi := 0, len(v)-1
-	for lo < hi {
-		mid := lo + (hi-lo)/2
-		// median of three as pivot
-		a, b, c := v[lo], v[mid], v[hi]
-		p := b
-		if (a <= b) == (b <= c) {
-			p = b
-		} else if (b <= a) == (a <= c) {
-			p = a
-		} else {
-			p = c
-		}
-		i, j := lo, hi
-		for i <= j {
-			for v[i] < p {
-				i++
-			}
-			for v[j] > p {
-				j--
-			}
-			if i <= j {
-				v[i], v[j] = v[j], v[i]
-				i++
-				j--
-			}
-		}
-		switch {
-		case k <= j:
-			hi = j
-		case k >= i:
-			lo = i
-		default:
-			return v[k]
-		}
-	}
-	return v[k]
-}
-
-// pruneLowest marks in pruned (len(scores)) the k lowest scores: every
-// score below the k-th smallest, then, among scores equal to it, those with
-// the highest indices. It uses selection, not sorting.
+// pruneLowest marks in pruned (len(scores)) the k lowest scores with
+// onnxpost's one selection routine: every score below the k-th smallest,
+// then, among scores equal to it, those with the highest indices
+// (internal/selection). Callers have checked the scores (checkScores), so
+// the selection cannot fail.
 func pruneLowest(pruned []bool, scores []float64, k int) {
-	if k <= 0 {
-		return
-	}
-	if k >= len(scores) {
-		for i := range pruned {
-			pruned[i] = true
-		}
-		return
-	}
-	tmp := make([]float64, len(scores))
-	copy(tmp, scores)
-	t := nthSmallest(tmp, k-1)
-	less := 0
-	for i, s := range scores {
-		if s < t {
-			pruned[i] = true
-			less++
-		}
-	}
-	for i := len(scores) - 1; i >= 0 && less < k; i-- {
-		if scores[i] == t {
-			pruned[i] = true
-			less++
-		}
+	if err := selection.MarkLowest(pruned, scores, k); err != nil {
+		panic(fmt.Sprintf("sparsity: unchecked scores: %v", err))
 	}
 }
 
@@ -146,12 +87,36 @@ func MaskUnstructured(scores []float64, sparsity float64) ([]bool, error) {
 	if !(sparsity >= 0 && sparsity < 1) {
 		return nil, fmt.Errorf("sparsity: sparsity %v must be in [0, 1)", sparsity)
 	}
+	return MaskLowest(scores, PrunedCount(sparsity, len(scores)))
+}
+
+// MaskLowest returns the prune mask of exactly k of the lowest scores
+// (0 ≤ k ≤ len(scores); ties: higher index first, see internal/selection).
+// Non-finite scores are refused.
+func MaskLowest(scores []float64, k int) ([]bool, error) {
+	if k < 0 || k > len(scores) {
+		return nil, fmt.Errorf("sparsity: %d of %d weights to prune", k, len(scores))
+	}
 	if err := checkScores(scores); err != nil {
 		return nil, err
 	}
 	pruned := make([]bool, len(scores))
-	pruneLowest(pruned, scores, PrunedCount(sparsity, len(scores)))
+	pruneLowest(pruned, scores, k)
 	return pruned, nil
+}
+
+// PruneMagnitude returns a copy of w with exactly zeros of its entries of
+// smallest magnitude set to zero (ties: higher index first). It is the one
+// magnitude pruner: PruneLayer's magnitude method and the search's
+// magnitude levels (through PruneWeightMagnitude) both come down to it, so
+// equal weights are pruned in the same order everywhere. NaN or ±Inf
+// weights are refused.
+func PruneMagnitude(w []float32, zeros int) ([]float32, error) {
+	mask, err := MaskLowest(MagnitudeScores(w), zeros)
+	if err != nil {
+		return nil, err
+	}
+	return Apply(w, mask), nil
 }
 
 // MaskRows returns the prune mask that selects within each row (Wanda's

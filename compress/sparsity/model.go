@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -97,6 +98,29 @@ func layoutOf(w onnxio.Weight) (Layout, string) {
 	return "", fmt.Sprintf("axes out %d in %d", w.OutAxis, w.InAxis)
 }
 
+// PruneWeightMagnitude returns a copy of values (weight w's data) with
+// exactly zeros entries of smallest magnitude set to zero, in the order
+// PruneLayer's magnitude method uses: ties prune the higher index first in
+// the layer's matrix view (output units × reduction, see Layout), so a
+// MatMul B [K, N] breaks ties along K within an output unit, as sparsify
+// does. A weight without a prunable layout (another role, shared) is
+// pruned in its flat order.
+func PruneWeightMagnitude(w onnxio.Weight, values []float32, zeros int) ([]float32, error) {
+	l, why := layoutOf(w)
+	if why != "" {
+		return PruneMagnitude(values, zeros)
+	}
+	m, sh, err := ToMatrix(values, l, w.Shape)
+	if err != nil {
+		return nil, fmt.Errorf("sparsity: %s: %w", w.Name, err)
+	}
+	out, err := PruneMagnitude(m, zeros)
+	if err != nil {
+		return nil, fmt.Errorf("sparsity: %s: %w", w.Name, err)
+	}
+	return FromMatrix(out, l, sh), nil
+}
+
 // Candidates lists the weights of m that PruneModel would consider, as
 // Layers without data, and the reports of those it cannot prune (a
 // non-float dtype, a weight shared by several nodes, a batched MatMul).
@@ -144,17 +168,17 @@ func Candidates(m *onnxio.Model, sel Selection) ([]Layer, []LayerReport, error) 
 // PruneModel prunes the selected weights of m in place (each keeps its
 // name, dtype and shape; pruned weights become exact zeros) and returns the
 // report, with the weights it could not prune listed as skipped. Weights
-// held in Constant nodes are folded into initializers first. calib may be
+// held in Constant nodes are folded into initializers first. cal may be
 // nil for Magnitude. With Options.Scope global, all selected weights are in
 // memory at once; otherwise one layer at a time (plus m's own copies).
 // It stops with ctx's error, checked before each layer, when ctx is
 // cancelled (m is then partly pruned: prune a copy when that matters).
-func PruneModel(ctx context.Context, m *onnxio.Model, opt Options, sel Selection, calib Calibration) (Report, error) {
+func PruneModel(ctx context.Context, m *onnxio.Model, opt Options, sel Selection, cal calib.Stats) (Report, error) {
 	opt, err := opt.withDefaults()
 	if err != nil {
 		return Report{}, err
 	}
-	if opt.Method.NeedsCalibration() && calib == nil {
+	if opt.Method.NeedsCalibration() && cal == nil {
 		return Report{}, fmt.Errorf("%w: %s", ErrNoCalibration, opt.Method)
 	}
 	if _, err := m.FoldConstantWeights(); err != nil {
@@ -180,7 +204,7 @@ func PruneModel(ctx context.Context, m *onnxio.Model, opt Options, sel Selection
 		if global {
 			continue
 		}
-		out, lr, err := PruneLayer(ctx, layers[i], opt, calib)
+		out, lr, err := PruneLayer(ctx, layers[i], opt, cal)
 		if err != nil {
 			return Report{}, err
 		}
@@ -197,7 +221,7 @@ func PruneModel(ctx context.Context, m *onnxio.Model, opt Options, sel Selection
 		rep.Pattern, rep.Scope, rep.Sparsity = opt.Pattern.String(), "", 0
 	}
 	if global {
-		outs, r, err := Prune(ctx, layers, opt, calib)
+		outs, r, err := Prune(ctx, layers, opt, cal)
 		if err != nil {
 			return Report{}, err
 		}

@@ -7,13 +7,23 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
+// nanNorms is a calibration whose statistics hold NaN, as a capture that
+// did not check its activations would give.
+type nanNorms struct{ calib.Missing }
+
+func (nanNorms) SquaredColumnNorms(string) ([]float64, int64, error) {
+	return []float64{1, math.NaN(), 1, 1}, 2, nil
+}
+
 // Calibration activations with NaN or ±Inf would give NaN Wanda scores
-// (a meaningless mask, silently) or a NaN SparseGPT Hessian: the Gram
-// refuses them, naming the activation, and so does PruneModel.
-func TestCapturedNonFinite(t *testing.T) {
+// (a meaningless mask, silently) or a NaN SparseGPT Hessian: the
+// calibration refuses them, naming the activation, and Wanda refuses
+// non-finite norms all the same.
+func TestCalibrationNonFinite(t *testing.T) {
 	m := onnxio.New("g", 17)
 	m.AddInput(onnxio.ValueInfo{Name: "x", DType: onnxio.Float, Shape: []onnxio.Dim{{Param: "n"}, {Value: 4}}})
 	w, _ := onnxio.FromFloat32("w", onnxio.Float, []int64{4, 4}, []float32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16})
@@ -26,18 +36,15 @@ func TestCapturedNonFinite(t *testing.T) {
 	m.AddOutput(onnxio.ValueInfo{Name: "y", DType: onnxio.Float})
 	for _, bad := range []float32{float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN())} {
 		x := []float32{1, 2, 3, 4, 5, bad, 7, 8}
-		c, err := NewCaptured(m, map[string]Activation{"x": {Shape: []int64{2, 4}, Data: x}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, _, _, err := c.InputGram("w"); !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), "activation x of node fc") {
-			t.Errorf("%v: InputGram err = %v, want ErrNonFinite naming x", bad, err)
-		}
-		for _, method := range []Method{Wanda, SparseGPT} {
-			if _, err := PruneModel(context.Background(), m.Clone(), Options{Method: method, Sparsity: 0.5}, Selection{}, c); !errors.Is(err, ErrNonFinite) {
-				t.Errorf("%v %s: PruneModel err = %v, want ErrNonFinite", bad, method, err)
+		for _, r := range []calib.Request{{Grams: []string{"w"}}, {Norms: []string{"w"}}} {
+			_, err := calib.FromActivations(m, map[string]calib.Activation{"x": {Shape: []int64{2, 4}, Data: x}}, r, nil)
+			if !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), `activation "x"`) {
+				t.Errorf("%v %+v: err = %v, want ErrNonFinite naming x", bad, r, err)
 			}
 		}
+	}
+	if _, err := PruneModel(context.Background(), m.Clone(), Options{Method: Wanda, Sparsity: 0.5}, Selection{}, nanNorms{}); err == nil || !strings.Contains(err.Error(), "invalid XᵀX diagonal NaN") {
+		t.Errorf("Wanda with NaN norms: err = %v, want the invalid diagonal named", err)
 	}
 }
 

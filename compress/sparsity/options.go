@@ -153,7 +153,7 @@ func (o Options) withDefaults() (Options, error) {
 			return o, fmt.Errorf("sparsity: sparsity %v must be in [0, 1)", o.Sparsity)
 		}
 		if o.Scope == ScopeGlobal && o.Method == SparseGPT {
-			return o, fmt.Errorf("sparsity: sparsegpt chooses its mask block by block inside each layer; use --scope layer")
+			return o, fmt.Errorf("sparsity: sparsegpt chooses its mask block by block inside each layer; set the scope parameter to layer")
 		}
 	} else {
 		if err := o.Pattern.Validate(); err != nil {

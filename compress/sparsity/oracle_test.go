@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/internal/pyoracle"
 )
 
@@ -57,13 +58,27 @@ func decodeF64(t *testing.T, s string) []float64 {
 	return v
 }
 
+// fixedGram is a calibration of one fixed XᵀX (the oracle's).
 type fixedGram struct {
+	calib.Missing
 	xtx []float64
 	d   int
 	n   int64
 }
 
 func (g fixedGram) InputGram(string) ([]float64, int, int64, error) { return g.xtx, g.d, g.n, nil }
+
+func (g fixedGram) SquaredColumnNorms(string) ([]float64, int64, error) {
+	return diagonal(g.xtx, g.d), g.n, nil
+}
+
+func diagonal(xtx []float64, d int) []float64 {
+	out := make([]float64, d)
+	for i := range out {
+		out[i] = xtx[i*d+i]
+	}
+	return out
+}
 
 // parseCase turns "sparsegpt 4:8 block 16" into Options.
 func parseCase(t *testing.T, name string) Options {
@@ -98,7 +113,7 @@ func checkOracle(t *testing.T, doc oracleDoc) {
 	if len(w) != doc.Rows*doc.Cols || len(xtx) != doc.Cols*doc.Cols {
 		t.Fatalf("oracle document sizes: %d weights, %d XᵀX", len(w), len(xtx))
 	}
-	calib := fixedGram{xtx, doc.Cols, doc.N}
+	cal := fixedGram{xtx: xtx, d: doc.Cols, n: doc.N}
 	layer := Layer{Name: doc.Weight, Layout: LayoutNK, Dims: []int64{int64(doc.Rows), int64(doc.Cols)}, Data: w}
 	if len(doc.Cases) == 0 {
 		t.Fatal("no cases")
@@ -106,7 +121,7 @@ func checkOracle(t *testing.T, doc oracleDoc) {
 	for _, c := range doc.Cases {
 		want := decodeF32(t, c.W)
 		opt := parseCase(t, c.Name)
-		got, rep, err := PruneLayer(context.Background(), layer, opt, calib)
+		got, rep, err := PruneLayer(context.Background(), layer, opt, cal)
 		if err != nil {
 			t.Fatalf("%s: %v", c.Name, err)
 		}

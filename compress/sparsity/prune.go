@@ -5,15 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/onnxpost/onnxpost/calib"
 )
 
-// Calibration gives the input statistics of the layer that consumes a
-// weight: XᵀX (d×d, row-major, float64) of its input activations X (n rows),
-// d the weight's reduction size in the column order of ToMatrix. The
-// evalharness activation capture implements it.
-type Calibration interface {
-	InputGram(weight string) (xtx []float64, d int, n int64, err error)
-}
+// ErrNonFinite reports calibration activations holding NaN or ±Inf
+// (calib.ErrNonFinite): XᵀX would carry them into every score and update.
+var ErrNonFinite = calib.ErrNonFinite
 
 // ErrNoLayerFits is returned when no layer's reduction size is a multiple of
 // the pattern's M.
@@ -22,8 +20,8 @@ var ErrNoLayerFits = errors.New("sparsity: M divides the reduction size of no la
 // Layer is one weight to prune: its tensor data in the layout of its
 // consumer.
 type Layer struct {
-	// Name identifies the weight (the initializer name), also for
-	// Calibration.
+	// Name identifies the weight (the initializer name), also for the
+	// calibration (calib.Stats).
 	Name string
 	// Layout says how Dims map onto output units and the reduction axis.
 	Layout Layout
@@ -114,17 +112,17 @@ func sparse24(data []float32, l Layout, dims []int64) bool {
 }
 
 // Prune prunes layers with opt and returns, for each layer, the pruned data
-// in the same layout (nil for a skipped layer) and a report. calib may be
+// in the same layout (nil for a skipped layer) and a report. cal may be
 // nil for Magnitude. Inputs are not modified. With an N:M pattern, layers
 // whose reduction size is not a multiple of M are skipped (and reported);
 // if no layer fits, Prune returns ErrNoLayerFits. It stops with ctx's
 // error, checked before each layer, when ctx is cancelled.
-func Prune(ctx context.Context, layers []Layer, opt Options, calib Calibration) ([][]float32, Report, error) {
+func Prune(ctx context.Context, layers []Layer, opt Options, cal calib.Stats) ([][]float32, Report, error) {
 	opt, err := opt.withDefaults()
 	if err != nil {
 		return nil, Report{}, err
 	}
-	if opt.Method.NeedsCalibration() && calib == nil {
+	if opt.Method.NeedsCalibration() && cal == nil {
 		return nil, Report{}, fmt.Errorf("%w: %s", ErrNoCalibration, opt.Method)
 	}
 	rep := Report{Method: opt.Method, Scope: opt.Scope}
@@ -148,12 +146,12 @@ func Prune(ctx context.Context, layers []Layer, opt Options, calib Calibration) 
 		}
 	}
 	if opt.Pattern.IsZero() && opt.Scope == ScopeGlobal {
-		if err := pruneGlobal(ctx, layers, opt, calib, outs, reps); err != nil {
+		if err := pruneGlobal(ctx, layers, opt, cal, outs, reps); err != nil {
 			return nil, rep, err
 		}
 	} else {
 		for i, l := range layers {
-			outs[i], reps[i], err = PruneLayer(ctx, l, opt, calib)
+			outs[i], reps[i], err = PruneLayer(ctx, l, opt, cal)
 			if err != nil {
 				return nil, rep, err
 			}
@@ -193,7 +191,7 @@ func Prune(ctx context.Context, layers []Layer, opt Options, calib Calibration) 
 // pattern) and returns its data in the same layout, nil when skipped. It
 // does not run VerifyNM; Prune does. ctx is checked first and, for
 // SparseGPT, before each column block.
-func PruneLayer(ctx context.Context, l Layer, opt Options, calib Calibration) ([]float32, LayerReport, error) {
+func PruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats) ([]float32, LayerReport, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, LayerReport{Name: l.Name}, err
 	}
@@ -219,13 +217,13 @@ func PruneLayer(ctx context.Context, l Layer, opt Options, calib Calibration) ([
 	} else {
 		rep.Requested = PrunedCount(opt.Sparsity, sh.Len())
 	}
-	var gram []float64
+	var gram []float64 // XᵀX (SparseGPT) or its diagonal (Wanda)
 	var nrows int64
 	if opt.Method.NeedsCalibration() {
-		if calib == nil {
+		if cal == nil {
 			return nil, rep, fmt.Errorf("%w: %s", ErrNoCalibration, opt.Method)
 		}
-		gram, nrows, err = inputGram(calib, l.Name, sh)
+		gram, nrows, err = layerCalibration(cal, opt.Method, l.Name, sh)
 		if err != nil {
 			return nil, rep, err
 		}
@@ -250,6 +248,16 @@ func PruneLayer(ctx context.Context, l Layer, opt Options, calib Calibration) ([
 		out = res.W
 		rep.Pruned = countTrue(res.Pruned)
 		rep.Loss = res.Loss
+	case Magnitude:
+		if opt.Pattern.IsZero() {
+			// the one magnitude pruner (the search's levels use it too)
+			if out, err = PruneMagnitude(w, PrunedCount(opt.Sparsity, len(w))); err != nil {
+				return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
+			}
+			rep.Pruned = PrunedCount(opt.Sparsity, len(w))
+			break
+		}
+		fallthrough
 	default:
 		scores, err := layerScores(w, sh, opt.Method, gram, nrows)
 		if err != nil {
@@ -278,7 +286,7 @@ func PruneLayer(ctx context.Context, l Layer, opt Options, calib Calibration) ([
 }
 
 // pruneGlobal applies one unstructured threshold over all layers.
-func pruneGlobal(ctx context.Context, layers []Layer, opt Options, calib Calibration, outs [][]float32, reps []LayerReport) error {
+func pruneGlobal(ctx context.Context, layers []Layer, opt Options, cal calib.Stats, outs [][]float32, reps []LayerReport) error {
 	start := time.Now()
 	mats := make([][]float32, len(layers))
 	shapes := make([]Shape, len(layers))
@@ -295,7 +303,7 @@ func pruneGlobal(ctx context.Context, layers []Layer, opt Options, calib Calibra
 		var gram []float64
 		var n int64
 		if opt.Method.NeedsCalibration() {
-			if gram, n, err = inputGram(calib, l.Name, sh); err != nil {
+			if gram, n, err = layerCalibration(cal, opt.Method, l.Name, sh); err != nil {
 				return err
 			}
 		}
@@ -319,30 +327,41 @@ func pruneGlobal(ctx context.Context, layers []Layer, opt Options, calib Calibra
 	return nil
 }
 
-func layerScores(w []float32, sh Shape, m Method, gram []float64, n int64) ([]float64, error) {
+// layerScores scores w by the method: |W| (magnitude) or Wanda's
+// |W_ij|·√(sq_j/n) with sq the squared column norms of the layer's input.
+func layerScores(w []float32, sh Shape, m Method, sq []float64, n int64) ([]float64, error) {
 	if m == Wanda {
-		diag := make([]float64, sh.Cols)
-		for j := range diag {
-			diag[j] = gram[j*sh.Cols+j]
-		}
-		return WandaScores(w, sh, diag, n)
+		return WandaScores(w, sh, sq, n)
 	}
 	return MagnitudeScores(w), nil
 }
 
-// inputGram fetches and checks a layer's XᵀX.
-func inputGram(calib Calibration, name string, sh Shape) ([]float64, int64, error) {
-	xtx, d, n, err := calib.InputGram(name)
+// layerCalibration fetches and checks what method m reads of a layer's
+// input: the squared column norms (Wanda) or XᵀX (SparseGPT).
+func layerCalibration(cal calib.Stats, m Method, name string, sh Shape) ([]float64, int64, error) {
+	var v []float64
+	var d int
+	var n int64
+	var err error
+	if m == Wanda {
+		v, n, err = cal.SquaredColumnNorms(name)
+		d = len(v)
+	} else {
+		v, d, n, err = cal.InputGram(name)
+		if err == nil && len(v) != d*d {
+			return nil, 0, fmt.Errorf("sparsity: %s: calibration XᵀX of %d values for d=%d", name, len(v), d)
+		}
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("sparsity: %s: calibration: %w", name, err)
 	}
-	if d != sh.Cols || len(xtx) != d*d {
-		return nil, 0, fmt.Errorf("sparsity: %s: calibration XᵀX is %d×%d (%d values), the weight's reduction size is %d", name, d, d, len(xtx), sh.Cols)
+	if d != sh.Cols {
+		return nil, 0, fmt.Errorf("sparsity: %s: calibration statistics are for %d inputs, the weight's reduction size is %d", name, d, sh.Cols)
 	}
 	if n <= 0 {
 		return nil, 0, fmt.Errorf("sparsity: %s: calibration saw no samples", name)
 	}
-	return xtx, n, nil
+	return v, n, nil
 }
 
 func countTrue(b []bool) int {

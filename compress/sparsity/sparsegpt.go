@@ -20,7 +20,7 @@ import (
 
 // ErrNotPositiveDefinite is returned when XᵀX + λI has no Cholesky
 // factorization (raise the dampening).
-var ErrNotPositiveDefinite = errors.New("sparsity: XᵀX + λI is not positive definite; raise --damp")
+var ErrNotPositiveDefinite = errors.New("sparsity: XᵀX + λI is not positive definite; raise the damp parameter")
 
 // SparseGPTResult is the output of PruneSparseGPT.
 type SparseGPTResult struct {

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"gonum.org/v1/gonum/mat"
+
+	"github.com/onnxpost/onnxpost/internal/selection/selectiontest"
 )
 
 func TestUpperCholOfInverse(t *testing.T) {
@@ -122,7 +124,7 @@ func naiveSparseGPT(t *testing.T, w []float32, rows, d int, xtx []float64, p Pat
 					sc[r*cnt+c] = x * x
 				}
 			}
-			bm := refLowest(sc, blockCounts[i/bs])
+			bm := selectiontest.RefLowest(sc, blockCounts[i/bs])
 			for r := 0; r < rows; r++ {
 				for c := 0; c < cnt; c++ {
 					pruned[r*d+i+c] = bm[r*cnt+c]
@@ -136,7 +138,7 @@ func naiveSparseGPT(t *testing.T, w []float32, rows, d int, xtx []float64, p Pat
 					x := W[r*d+i+q] / U.At(i+q, i+q)
 					sc[q] = x * x
 				}
-				for q, v := range refLowest(sc, p.M-p.N) {
+				for q, v := range selectiontest.RefLowest(sc, p.M-p.N) {
 					pruned[r*d+i+q] = v
 				}
 			}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"math"
 	"math/rand"
-	"sort"
 	"testing"
+
+	"github.com/onnxpost/onnxpost/calib"
+	"github.com/onnxpost/onnxpost/internal/selection/selectiontest"
 )
 
 func randMat(rng *rand.Rand, n int) []float32 {
@@ -73,47 +75,6 @@ func TestSplitCountsSum(t *testing.T) {
 		}
 		if sum != PrunedCount(s, n) {
 			t.Errorf("s=%v: sum %d, want %d", s, sum, PrunedCount(s, n))
-		}
-	}
-}
-
-// refLowest is a sorting reference for pruneLowest: order by score, then
-// by descending index.
-func refLowest(scores []float64, k int) []bool {
-	idx := make([]int, len(scores))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.Slice(idx, func(a, b int) bool {
-		if scores[idx[a]] != scores[idx[b]] {
-			return scores[idx[a]] < scores[idx[b]]
-		}
-		return idx[a] > idx[b]
-	})
-	out := make([]bool, len(scores))
-	for _, i := range idx[:k] {
-		out[i] = true
-	}
-	return out
-}
-
-func TestPruneLowestMatchesSort(t *testing.T) {
-	rng := rand.New(rand.NewSource(1))
-	for trial := 0; trial < 200; trial++ {
-		n := 1 + rng.Intn(300)
-		s := make([]float64, n)
-		levels := 1 + rng.Intn(20) // many ties
-		for i := range s {
-			s[i] = float64(rng.Intn(levels))
-		}
-		k := rng.Intn(n + 1)
-		got := make([]bool, n)
-		pruneLowest(got, s, k)
-		want := refLowest(s, k)
-		for i := range got {
-			if got[i] != want[i] {
-				t.Fatalf("trial %d n=%d k=%d: index %d got %v want %v", trial, n, k, i, got[i], want[i])
-			}
 		}
 	}
 }
@@ -313,7 +274,7 @@ func TestMaskRowsAndWanda(t *testing.T) {
 		if math.Abs(float64(k)-0.7*float64(sh.Cols)) >= 1 {
 			t.Errorf("row %d prunes %d of %d", r, k, sh.Cols)
 		}
-		want := refLowest(row, k)
+		want := selectiontest.RefLowest(row, k)
 		for j := range want {
 			if want[j] != pr[r*sh.Cols+j] {
 				t.Fatalf("row %d: mask differs from the sorting reference", r)
@@ -357,8 +318,17 @@ func TestMaskGlobal(t *testing.T) {
 }
 
 type gramCalib struct {
+	calib.Missing
 	x map[string][]float64
 	d map[string]int
+}
+
+func (g gramCalib) SquaredColumnNorms(name string) ([]float64, int64, error) {
+	xtx, d, n, err := g.InputGram(name)
+	if err != nil {
+		return nil, 0, err
+	}
+	return diagonal(xtx, d), n, nil
 }
 
 func (g gramCalib) InputGram(name string) ([]float64, int, int64, error) {

@@ -94,18 +94,20 @@ func (st *unitStats) corr() []float64 {
 }
 
 // probeSession opens a session on m returning the groups' probe values.
-func probeSession(m *onnxio.Model, groups []Group, so evalharness.SessionOptions) (*evalharness.Session, error) {
+func probeSession(m *onnxio.Model, groups []Group, so evalharness.SessionOptions) (evalharness.SessionRunner, error) {
 	c := m.Clone()
 	var names []string
 	for _, g := range groups {
-		c.AddOutput(onnxio.ValueInfo{Name: g.Probe})
-		names = append(names, g.Probe)
+		for _, p := range append([]string{g.Probe}, g.Stream...) {
+			c.AddOutput(onnxio.ValueInfo{Name: p})
+			names = append(names, p)
+		}
 	}
 	raw, err := c.Bytes()
 	if err != nil {
 		return nil, err
 	}
-	return evalharness.NewSessionOutputs(raw, names, so)
+	return evalharness.OpenSession(evalharness.OpenRequest{Model: raw, Outputs: names}, so)
 }
 
 // ActivationMatching finds the permutations of b's hidden units that best
@@ -142,9 +144,12 @@ func ActivationMatching(ctx context.Context, a, b *onnxio.Model, ds *evalharness
 	if batch <= 0 {
 		batch = 64
 	}
-	stats := make([]*unitStats, len(groups))
+	// one set of statistics per probe: a group's Probe, then its Stream
+	stats := make([][]*unitStats, len(groups))
 	for g := range groups {
-		stats[g] = newUnitStats(groups[g].Size)
+		for range 1 + len(groups[g].Stream) {
+			stats[g] = append(stats[g], newUnitStats(groups[g].Size))
+		}
 	}
 	for lo := int64(0); lo < ds.N; lo += batch {
 		if err := ctx.Err(); err != nil {
@@ -160,16 +165,20 @@ func ActivationMatching(ctx context.Context, a, b *onnxio.Model, ds *evalharness
 		if err != nil {
 			return nil, err
 		}
+		out := 0
 		for g, grp := range groups {
-			ra, n, err := rows(oa[g], grp.ProbeAxis, grp.Size)
-			if err != nil {
-				return nil, fmt.Errorf("group %q: %w", grp.Name, err)
+			for _, st := range stats[g] {
+				ra, n, err := rows(oa[out], grp.ProbeAxis, grp.Size)
+				if err != nil {
+					return nil, fmt.Errorf("group %q: %w", grp.Name, err)
+				}
+				rb, _, err := rows(ob[out], grp.ProbeAxis, grp.Size)
+				if err != nil {
+					return nil, fmt.Errorf("group %q: %w", grp.Name, err)
+				}
+				st.add(ra, rb, n)
+				out++
 			}
-			rb, _, err := rows(ob[g], grp.ProbeAxis, grp.Size)
-			if err != nil {
-				return nil, fmt.Errorf("group %q: %w", grp.Name, err)
-			}
-			stats[g].add(ra, rb, n)
 		}
 	}
 	partner := partners(groups)
@@ -183,7 +192,14 @@ func ActivationMatching(ctx context.Context, a, b *onnxio.Model, ds *evalharness
 		}
 		var cs [][]float64
 		for _, id := range ids {
-			cs = append(cs, stats[id].corr())
+			// the sum of the correlations at each probe of the group
+			c := stats[id][0].corr()
+			for _, st := range stats[id][1:] {
+				for i, v := range st.corr() {
+					c[i] += v
+				}
+			}
+			cs = append(cs, c)
 		}
 		ps, _, err := solveJoint(cs, grp.Size, grp.Heads)
 		if err != nil {

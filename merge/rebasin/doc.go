@@ -25,5 +25,8 @@
 // (SolveLAP) on Σ over the tensors touching the group of ⟨W_a[i], P W_b[j]⟩,
 // until a whole pass changes nothing. Permute applies permutations to a
 // copy of a model; the permuted model computes the same function (the
-// values are moved, never rounded).
+// values are moved, never rounded). RotateHeads then turns each attention
+// head's dimensions by an orthogonal map (the continuous part of the
+// heads' symmetry that permutations miss): the same function up to float
+// rounding.
 package rebasin

@@ -42,6 +42,12 @@ type Group struct {
 	// group indexes: the query/key group and the value/output group of one
 	// block reorder their heads together.
 	Attention string
+	// Stream lists more values holding the group's units (same axis as
+	// Probe), which activation matching reads too: for layers tied by
+	// residual additions the stream after each addition and the other
+	// layers' probes (the residual stream at every point, not only where
+	// the first layer's units end up); for queries with keys, the keys.
+	Stream []string
 }
 
 // layout is how the units of a group sit in a computed value.
@@ -312,7 +318,7 @@ func Analyze(m *onnxio.Model) ([]Group, []Held, error) {
 				if pk.mm != pq.mm || pk.input != 1 || !slices.Equal(pk.perm, []int64{0, 2, 3, 1}) || pk.heads != pq.heads || cands[ck].grp.Size != cands[cq].grp.Size {
 					continue
 				}
-				grp := Group{Name: cands[cq].grp.Name, Size: cands[cq].grp.Size, Heads: int(pq.heads), Probe: pq.probe, ProbeAxis: -1, Attention: g.softmaxAfter(pq.mm)}
+				grp := Group{Name: cands[cq].grp.Name, Size: cands[cq].grp.Size, Heads: int(pq.heads), Probe: pq.probe, ProbeAxis: -1, Attention: g.softmaxAfter(pq.mm), Stream: []string{pk.probe}}
 				grp.Members = append(append(append(append(grp.Members, cands[cq].grp.Members...), pq.members...), cands[ck].grp.Members...), pk.members...)
 				headGroups = append(headGroups, grp)
 				done[cq], done[ck] = true, true
@@ -409,6 +415,17 @@ func Analyze(m *onnxio.Model) ([]Group, []Held, error) {
 			index[r] = len(groups)
 			groups = append(groups, Group{Name: c.grp.Name, Size: c.grp.Size, Probe: c.grp.Probe, ProbeAxis: c.grp.ProbeAxis})
 			k = len(groups) - 1
+		}
+		probes := []string{c.grp.Probe}
+		for _, t := range c.ties { // the stream after each residual addition
+			if (t.lay == lastAxis) == (c.grp.ProbeAxis == -1) && (t.lay == chanAxis) == (c.grp.ProbeAxis == 1) {
+				probes = append(probes, g.nodes[t.node].Outputs[0])
+			}
+		}
+		for _, p := range probes {
+			if p != "" && p != groups[k].Probe && c.grp.ProbeAxis == groups[k].ProbeAxis && !slices.Contains(groups[k].Stream, p) {
+				groups[k].Stream = append(groups[k].Stream, p)
+			}
 		}
 		for _, mb := range c.grp.Members {
 			dup := false

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand"
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,14 +28,14 @@ func TestGroupsZoo(t *testing.T) {
 		want []Group
 	}{
 		{"mlp", []Group{
-			{"fc1.weight", 128, []Member{{"fc1.weight", 0, 1}, {"fc1.bias", 0, 1}, {"fc2.weight", 1, 1}}, "/Relu_output_0", -1, 0, ""},
-			{"fc2.weight", 64, []Member{{"fc2.weight", 0, 1}, {"fc2.bias", 0, 1}, {"fc3.weight", 1, 1}}, "/Relu_1_output_0", -1, 0, ""},
+			{"fc1.weight", 128, []Member{{"fc1.weight", 0, 1}, {"fc1.bias", 0, 1}, {"fc2.weight", 1, 1}}, "/Relu_output_0", -1, 0, "", nil},
+			{"fc2.weight", 64, []Member{{"fc2.weight", 0, 1}, {"fc2.bias", 0, 1}, {"fc3.weight", 1, 1}}, "/Relu_1_output_0", -1, 0, "", nil},
 		}},
 		{"cnn", []Group{
-			{"conv1.weight", 16, []Member{{"conv1.weight", 0, 1}, {"conv1.bias", 0, 1}, {"conv2.weight", 1, 1}}, "/Relu_output_0", 1, 0, ""},
-			{"conv2.weight", 32, []Member{{"conv2.weight", 0, 1}, {"conv2.bias", 0, 1}, {"conv3.weight", 1, 1}}, "/MaxPool_output_0", 1, 0, ""},
+			{"conv1.weight", 16, []Member{{"conv1.weight", 0, 1}, {"conv1.bias", 0, 1}, {"conv2.weight", 1, 1}}, "/Relu_output_0", 1, 0, "", nil},
+			{"conv2.weight", 32, []Member{{"conv2.weight", 0, 1}, {"conv2.bias", 0, 1}, {"conv3.weight", 1, 1}}, "/MaxPool_output_0", 1, 0, "", nil},
 			// MaxPool to 2×2, Flatten: each channel owns 4 rows of fc.
-			{"conv3.weight", 32, []Member{{"conv3.weight", 0, 1}, {"conv3.bias", 0, 1}, {"fc.weight", 1, 4}}, "/MaxPool_1_output_0", 1, 0, ""},
+			{"conv3.weight", 32, []Member{{"conv3.weight", 0, 1}, {"conv3.bias", 0, 1}, {"fc.weight", 1, 4}}, "/MaxPool_1_output_0", 1, 0, "", nil},
 		}},
 	} {
 		got, err := Groups(loadZoo(t, tc.zoo))
@@ -76,6 +77,20 @@ func TestGroupsZoo(t *testing.T) {
 	for i, w := range want {
 		if gs[i].Name != w.name || gs[i].Size != w.size || gs[i].Heads != w.heads || len(gs[i].Members) != w.members {
 			t.Fatalf("group %d: %+v, want %+v", i, gs[i], w)
+		}
+	}
+	// Activation matching reads the residual stream after each of its four
+	// additions, not only at the pooled output the first layer's units reach.
+	if want := []string{"/blocks.0/Add_output_0", "/blocks.0/Add_2_output_0", "/blocks.1/Add_output_0", "/blocks.1/Add_2_output_0"}; gs[0].Probe != "/ln/LayerNormalization_output_0" || !slices.Equal(gs[0].Stream, want) {
+		t.Fatalf("residual stream probes %q then %q, want the pooled LayerNorm then %q", gs[0].Probe, gs[0].Stream, want)
+	}
+	for i, g := range gs[1:] {
+		want := 0 // MLP units and values: their own probe only
+		if i == 2 || i == 3 {
+			want = 1 // queries: the keys too
+		}
+		if len(g.Stream) != want || want == 1 && !strings.HasSuffix(g.Stream[0], "/k/Add_output_0") {
+			t.Fatalf("group %s: more probes %q, want %d", g.Name, g.Stream, want)
 		}
 	}
 	// Queries/keys and values/outputs of one block reorder heads together.

@@ -1,4 +1,4 @@
-"""Independent numpy reference of onnxpost's merge methods (docs/ARCHITECTURE.md §5).
+"""Independent numpy reference of onnxpost's merge methods (docs/ARCHITECTURE.md §5.1).
 
 Usage: python oracle.py PLAN.json...
 PLAN.json: {"method", "params": {...}, "base": path|null, "models": [paths],

@@ -1,5 +1,5 @@
 """Independent numpy reference of onnxpost's mergekit methods (merge/*.go doc
-comments, docs/ARCHITECTURE.md section 5), written from the definitions.
+comments, docs/ARCHITECTURE.md section 5.1), written from the definitions.
 
 Usage: python oracle_mergekit.py PLAN.json...
 A plan is either inline ({"method", "params", "shape", "name", "base": list|null,

@@ -1,20 +1,24 @@
-package main
+// Package jsonout encodes reports as JSON the way every onnxpost report is
+// written: indented, without HTML escaping, NaN and ±Inf as null.
+package jsonout
 
 import (
+	"bytes"
 	"encoding"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
 	"strings"
 )
 
-// jsonSafe returns v as a tree of maps, slices and scalars in which every
+// Safe returns v as a tree of maps, slices and scalars in which every
 // NaN or ±Inf float is nil (JSON null), for values encoding/json refuses.
 // It follows encoding/json's rules for struct fields (json tags,
 // omitempty, "-", embedded structs) and uses json.Marshaler
 // implementations as they are.
-func jsonSafe(v any) any {
+func Safe(v any) any {
 	return safeValue(reflect.ValueOf(v))
 }
 
@@ -120,4 +124,25 @@ func safeStruct(v reflect.Value, out map[string]any) {
 		}
 		out[name] = safeValue(fv)
 	}
+}
+
+// Marshal encodes v as indented JSON without HTML escaping (gate
+// expressions keep their < and >), ending with a newline. A NaN or Inf
+// somewhere in v is written as null rather than failing.
+func Marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		var uv *json.UnsupportedValueError
+		if !errors.As(err, &uv) {
+			return nil, fmt.Errorf("encoding JSON: %w", err)
+		}
+		buf.Reset()
+		if err := enc.Encode(Safe(v)); err != nil {
+			return nil, fmt.Errorf("encoding JSON: %w", err)
+		}
+	}
+	return buf.Bytes(), nil
 }

@@ -1,18 +1,19 @@
-package pipeline
+package release
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 )
 
-// ResultMarkdown renders the JSON result of a command (docs/ARCHITECTURE.md §4
+// Markdown renders the JSON result of a command (the report keys of docs/ARCHITECTURE.md
 // keys plus the command's own) as Markdown: the output and gate, a table of
 // the candidate's and the reference's metrics, the command's scalar
 // settings, and a table for each list of records (e.g. per-layer reports).
-func ResultMarkdown(doc []byte) (string, error) {
+func Markdown(doc []byte) (string, error) {
 	var m map[string]any
 	if err := json.Unmarshal(doc, &m); err != nil {
 		return "", err
@@ -37,7 +38,7 @@ func ResultMarkdown(doc []byte) (string, error) {
 	}
 	if len(metrics) > 0 {
 		fmt.Fprintf(&b, "Evaluated on %s samples.\n\n| metric | candidate | reference |\n|---|---|---|\n", cell(m["samples"]))
-		for _, k := range sortedKeys(metrics) {
+		for _, k := range slices.Sorted(maps.Keys(metrics)) {
 			fmt.Fprintf(&b, "| %s | %s | %s |\n", k, cell(metrics[k]), cell(refMetrics[k]))
 		}
 		b.WriteString("\n")
@@ -45,7 +46,7 @@ func ResultMarkdown(doc []byte) (string, error) {
 	skip := map[string]bool{"command": true, "output": true, "rejected_output": true, "params": true, "bytes": true,
 		"gate": true, "metrics": true, "reference": true, "samples": true, "model": true}
 	var scalars []string
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		if skip[k] {
 			continue
 		}
@@ -83,7 +84,7 @@ func writeRecords(b *bytes.Buffer, title string, list []any) {
 			fmt.Fprintf(b, "- %s: %s\n\n", title, strings.Join(parts, ", "))
 			return
 		}
-		for _, k := range sortedKeys(o) {
+		for _, k := range slices.Sorted(maps.Keys(o)) {
 			if !seen[k] {
 				seen[k] = true
 				cols = append(cols, k)
@@ -103,15 +104,6 @@ func writeRecords(b *bytes.Buffer, title string, list []any) {
 		fmt.Fprintf(b, "| %s |\n", strings.Join(row, " | "))
 	}
 	b.WriteString("\n")
-}
-
-func sortedKeys(m map[string]any) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // cell formats one JSON value for a table cell.

@@ -1,17 +1,17 @@
-package pipeline
+package release
 
 import (
 	"strings"
 	"testing"
 )
 
-func TestResultMarkdown(t *testing.T) {
+func TestMarkdown(t *testing.T) {
 	doc := `{"command":"sparsify","output":"out.onnx","params":17226,"bytes":70000,"samples":360,
 	"metrics":{"accuracy":0.9,"kl":0.01},"reference":{"metrics":{"accuracy":0.96}},
 	"gate":{"expr":"accuracy_drop<=0.1","passed":true},
 	"layers":[{"weight":"fc1.weight","sparsity":0.5},{"weight":"fc2.weight","sparsity":0.5}],
 	"pattern":"2:4"}`
-	md, err := ResultMarkdown([]byte(doc))
+	md, err := Markdown([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,14 +24,14 @@ func TestResultMarkdown(t *testing.T) {
 		}
 	}
 	rejected := `{"command":"merge","output":"","rejected_output":"kept.onnx","gate":{"expr":"accuracy>=0.99","passed":false}}`
-	md, err = ResultMarkdown([]byte(rejected))
+	md, err = Markdown([]byte(rejected))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(md, "gate failed") || !strings.Contains(md, "**failed**") {
 		t.Errorf("a failed gate is not visible:\n%s", md)
 	}
-	if _, err := ResultMarkdown([]byte("{")); err == nil {
+	if _, err := Markdown([]byte("{")); err == nil {
 		t.Error("bad JSON accepted")
 	}
 }
