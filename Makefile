@@ -10,7 +10,7 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 BIN := bin/onnxpost
 
-.PHONY: all build test demo ort pyenv linalg bench-svd proto zoo zoo-lm minilm bench bench-eval bench-large bench-sparsegpt bench-quant bench-merge merge-results fisher-results lowrank-results results-llm realmodels realmodels-matrix fuzz rebasin-zoo rebasin-results vet clean
+.PHONY: all build test demo ort pyenv linalg bench-svd proto zoo zoo-lm minilm bench bench-eval bench-large bench-sparsegpt bench-quant bench-merge bench-llm models-big merge-results fisher-results lowrank-results results-llm realmodels realmodels-matrix fuzz rebasin-zoo rebasin-results vet clean
 
 all: build
 
@@ -126,6 +126,35 @@ bench-sparsegpt:
 bench-quant: ort build pyenv
 	$(VENV_PY) -m pip install -q -r tools/requirements-bench.txt
 	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) $(VENV_PY) tools/bench_quant.py --bin $(BIN) --out quant/RESULTS.json
+
+## models-big: the generated 1.06 B-parameter decoder (4.2 GB, external data, random weights; Go
+## only) and a 4 × 16-token calibration set, in models/big/ (not committed)
+BIG := models/big
+models-big: $(BIG)/llm1b.onnx
+
+$(BIG)/llm1b.onnx:
+	$(GO) run ./tools/llmgen -out $(BIG) -name llm1b.onnx -seed 1 -tokens calib.npz -samples 4 -seq 16
+
+## bench-llm: int4 RTN/GPTQ, 2:4 SparseGPT and TIES on the 1 B decoder beside ONNX Runtime's
+## MatMulNBitsQuantizer (a bench virtualenv, .cache/venv-bench), then Wanda/SparseGPT on a
+## 4096-wide decoder; time and peak RSS of each, one job at a time (~1 h on a busy 2-vCPU VM;
+## ~17 GB of disk, the extra models deleted afterwards unless KEEP=1; docs/BENCHMARKS.md)
+BENCH_VENV := .cache/venv-bench
+bench-llm: ort build models-big $(BENCH_VENV)/.ok
+	$(GO) run ./tools/llmgen -out $(BIG) -name llm1b-b.onnx -seed 2
+	$(GO) run ./tools/llmgen -out $(BIG) -name llm1b-c.onnx -seed 3
+	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) nice python3 tools/bench_llm.py --bin $(BIN) --python $(BENCH_VENV)/bin/python \
+		--model $(BIG)/llm1b.onnx --calib $(BIG)/calib.npz --merge $(BIG)/llm1b-b.onnx,$(BIG)/llm1b-c.onnx --out out/bench-llm
+	[ -n "$(KEEP)" ] || rm -f $(BIG)/llm1b-b.onnx* $(BIG)/llm1b-c.onnx*
+	$(GO) run ./tools/llmgen -out $(BIG) -name wide4096.onnx -seed 4 -layers 1 -hidden 4096 -heads 32 -ff 11008 -vocab 8192 -tokens calib4096.npz
+	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) nice python3 tools/bench_llm.py --bin $(BIN) --wide \
+		--model $(BIG)/wide4096.onnx --calib $(BIG)/calib4096.npz --out out/bench-llm --json out/bench-llm/wide4096.json
+	[ -n "$(KEEP)" ] || rm -f $(BIG)/wide4096.onnx* $(BIG)/calib4096.npz
+
+$(BENCH_VENV)/.ok: tools/requirements-test.txt tools/requirements-bench.txt
+	$(PY) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check -r tools/requirements-test.txt -r tools/requirements-bench.txt
+	touch $@
 
 ## bench-merge: linear/TIES/DARE merges of a base + 3 synthetic 1 GB external-data models vs a plain
 ## copy and streaming PyTorch (Debian's python3-torch), one run (~5 GB of disk in /tmp, minutes);

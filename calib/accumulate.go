@@ -27,14 +27,54 @@ type Request struct {
 	// Im2colChunk bounds the im2col buffer of one Conv, in float64s
 	// (default 1<<20): patches are accumulated in chunks of rows.
 	Im2colChunk int
+	// MaxGramBytes, when > 0, bounds the memory of the Grams and norms held
+	// at once. When those asked for need more, none is accumulated up
+	// front (Accumulator.Collect): Collected's InputGram and
+	// SquaredColumnNorms compute each on demand, together with those that
+	// follow it in the order asked for (Grams, then Norms) as far as they
+	// fit, in one more pass over the data, freeing the group held before.
+	// A caller that asks in that order (layer by layer) thus makes about
+	// total/MaxGramBytes passes and holds one group at a time; the results
+	// are bit-identical to one pass.
+	MaxGramBytes int64
 }
 
 // layer is one weight's consumer input being accumulated.
 type layer struct {
+	name   string // the first weight that asked for it
 	input  string // activation value name
 	transA bool
 	conv   *Conv
-	g      *Gram
+	d      int
+	norms  bool  // the diagonal only
+	g      *Gram // nil while not accumulated (MaxGramBytes)
+}
+
+// key identifies the statistic a row-read consumer (MatMul, Gemm without
+// transA) needs: weights reading the same input the same way (q, k and v
+// of one attention block) share one layer. Conv and transposed-input
+// layers are not shared.
+type layerKey struct {
+	input string
+	d     int
+	norms bool
+}
+
+// bytes is the memory of l's accumulated statistic.
+func (l *layer) bytes() int64 {
+	if l.norms {
+		return 8 * int64(l.d)
+	}
+	return 8 * int64(l.d) * int64(l.d)
+}
+
+// alloc gives l an empty accumulator.
+func (l *layer) alloc() {
+	if l.norms {
+		l.g = NewNorms(l.d)
+	} else {
+		l.g = NewGram(l.d)
+	}
 }
 
 // rowwise reports whether the consumer reads its input as rows along the
@@ -52,6 +92,9 @@ func (l *layer) rowwise() bool { return l.conv == nil && !l.transA }
 // kept.
 type Accumulator struct {
 	layers  map[string]*layer
+	order   []*layer // distinct layers in the order asked for
+	budget  int64    // Request.MaxGramBytes
+	lazy    bool     // the layers exceed budget: computed on demand
 	tensors map[string]*TensorStats
 	names   []string // Values(), sorted
 	bins    int
@@ -63,7 +106,7 @@ type Accumulator struct {
 
 // NewAccumulator prepares the statistics r asks for of model m.
 func NewAccumulator(m *onnxio.Model, r Request) (*Accumulator, error) {
-	a := &Accumulator{layers: map[string]*layer{}, tensors: map[string]*TensorStats{}, bins: r.Bins, chunk: r.Im2colChunk}
+	a := &Accumulator{layers: map[string]*layer{}, tensors: map[string]*TensorStats{}, bins: r.Bins, chunk: r.Im2colChunk, budget: r.MaxGramBytes}
 	if a.chunk <= 0 {
 		a.chunk = 1 << 20
 	}
@@ -86,6 +129,8 @@ func NewAccumulator(m *onnxio.Model, r Request) (*Accumulator, error) {
 			a.names = append(a.names, v)
 		}
 	}
+	shared := map[layerKey]*layer{}
+	var total int64
 	for _, list := range [][]string{r.Grams, r.Norms} {
 		for _, name := range list {
 			if a.layers[name] != nil {
@@ -95,8 +140,29 @@ func NewAccumulator(m *onnxio.Model, r Request) (*Accumulator, error) {
 			if err != nil {
 				return nil, err
 			}
+			if l.rowwise() {
+				k := layerKey{l.input, l.d, l.norms}
+				if s, ok := shared[k]; ok {
+					a.layers[name] = s
+					continue
+				}
+				shared[k] = l
+			}
 			a.layers[name] = l
+			a.order = append(a.order, l)
+			total += l.bytes()
 			need(l.input)
+		}
+	}
+	a.lazy = a.budget > 0 && total > a.budget
+	if a.lazy {
+		// Grams on demand (Collect): this accumulator collects the
+		// tensor statistics only
+		a.names = nil
+		seen = map[string]bool{}
+	} else {
+		for _, l := range a.order {
+			l.alloc()
 		}
 	}
 	values := map[string]bool{}
@@ -128,7 +194,7 @@ func newLayer(wm map[string]onnxio.Weight, nodes []onnxio.Node, name string, nor
 		return nil, fmt.Errorf("%w: %q has no consuming node", ErrUnsupported, name)
 	}
 	n := nodes[w.NodeIndex]
-	l := &layer{input: n.Input(0)}
+	l := &layer{name: name, input: n.Input(0), norms: normsOnly}
 	d := 0
 	switch w.Role {
 	case onnxio.RoleMatMulB:
@@ -148,11 +214,7 @@ func newLayer(wm map[string]onnxio.Weight, nodes []onnxio.Node, name string, nor
 	if d <= 0 {
 		return nil, fmt.Errorf("%w: %q: unknown reduction size", ErrUnsupported, name)
 	}
-	if normsOnly {
-		l.g = NewNorms(d)
-	} else {
-		l.g = NewGram(d)
-	}
+	l.d = d
 	return l, nil
 }
 
@@ -182,6 +244,9 @@ func (a *Accumulator) Add(vals map[string][]float64, shapes map[string][]int64, 
 	}
 	for _, name := range sortedKeys(a.layers) {
 		l := a.layers[name]
+		if l.name != name || l.g == nil {
+			continue // shared with another weight, or computed on demand
+		}
 		x, shape := vals[l.input], shapes[l.input]
 		if l.rowwise() {
 			x, shape = KeepRows(x, shape, mask)
@@ -224,9 +289,41 @@ func (a *Accumulator) EndPass() bool {
 	return false
 }
 
-// Stats returns the collected statistics (after the last EndPass).
+// Stats returns the collected statistics (after the last EndPass). With
+// Grams on demand (Request.MaxGramBytes) use Collect instead: these Stats
+// hold none of them.
 func (a *Accumulator) Stats() *Collected {
 	return &Collected{Samples: a.samples, layers: a.layers, tensors: a.tensors}
+}
+
+// Pass feeds the calibration data through a, batch after batch, pass
+// after pass, until a.EndPass reports no more:
+//
+//	for again := true; again; again = a.EndPass() { for each batch: a.Add(…) }
+//
+// It fetches a.Values() for every batch.
+type Pass func(a *Accumulator) error
+
+// Collect runs pass over a and returns the statistics. When the Grams asked
+// for exceed Request.MaxGramBytes, pass runs now for the tensor statistics
+// only (when there are any), and the Collected keeps pass to compute the
+// Grams on demand, a group that fits at a time, each group in one more
+// pass over the data (an accumulator of that group's layers only).
+func (a *Accumulator) Collect(pass Pass) (*Collected, error) {
+	if !a.lazy {
+		if err := pass(a); err != nil {
+			return nil, err
+		}
+		return a.Stats(), nil
+	}
+	if len(a.tensors) > 0 {
+		if err := pass(a); err != nil {
+			return nil, err
+		}
+	}
+	c := a.Stats()
+	c.lazy = &onDemand{pass: pass, order: a.order, budget: a.budget, chunk: a.chunk}
+	return c, nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"sync"
 )
 
 // Collected holds the statistics an Accumulator computed; it implements
@@ -13,6 +14,98 @@ type Collected struct {
 	Samples int64
 	layers  map[string]*layer
 	tensors map[string]*TensorStats
+	lazy    *onDemand // Grams computed on demand (Request.MaxGramBytes)
+}
+
+// onDemand computes a Collected's Grams on demand, a group at a time.
+type onDemand struct {
+	mu       sync.Mutex
+	pass     Pass
+	order    []*layer
+	budget   int64
+	chunk    int
+	resident []*layer
+	passes   int
+}
+
+// resident returns l with its statistic accumulated, computing it (and
+// those of its group) when needed; unlock releases the statistic.
+func (c *Collected) resident(l *layer) (unlock func(), err error) {
+	lz := c.lazy
+	if lz == nil {
+		return func() {}, nil
+	}
+	lz.mu.Lock()
+	if l.g != nil {
+		return lz.mu.Unlock, nil
+	}
+	if err := c.load(l); err != nil {
+		lz.mu.Unlock()
+		return nil, err
+	}
+	return lz.mu.Unlock, nil
+}
+
+// load frees the group held now and accumulates, in one pass over the
+// data, the group of layers that starts at l (in the order asked for) and
+// fits in the budget (l alone when it does not fit). lz.mu is held.
+func (c *Collected) load(l *layer) error {
+	lz := c.lazy
+	for _, r := range lz.resident {
+		r.g = nil
+	}
+	lz.resident = nil
+	i := 0
+	for i < len(lz.order) && lz.order[i] != l {
+		i++
+	}
+	var group []*layer
+	var size int64
+	for ; i < len(lz.order); i++ {
+		h := lz.order[i]
+		if len(group) > 0 && size+h.bytes() > lz.budget {
+			break
+		}
+		group = append(group, h)
+		size += h.bytes()
+	}
+	if len(group) == 0 {
+		group = []*layer{l}
+	}
+	a := &Accumulator{layers: map[string]*layer{}, tensors: map[string]*TensorStats{}, chunk: lz.chunk}
+	seen := map[string]bool{}
+	for _, h := range group {
+		h.alloc()
+		a.layers[h.name] = h
+		if !seen[h.input] {
+			seen[h.input] = true
+			a.names = append(a.names, h.input)
+		}
+	}
+	sort.Strings(a.names)
+	if err := lz.pass(a); err != nil {
+		for _, h := range group {
+			h.g = nil
+		}
+		return err
+	}
+	lz.resident = group
+	lz.passes++
+	if c.Samples == 0 {
+		c.Samples = a.samples
+	}
+	return nil
+}
+
+// GramPasses returns how many passes over the data computed Grams on
+// demand (0 when they were all accumulated at once).
+func (c *Collected) GramPasses() int {
+	if c.lazy == nil {
+		return 0
+	}
+	c.lazy.mu.Lock()
+	defer c.lazy.mu.Unlock()
+	return c.lazy.passes
 }
 
 var _ Stats = (*Collected)(nil)
@@ -21,9 +114,14 @@ var _ Stats = (*Collected)(nil)
 // (ErrMissing).
 func (c *Collected) InputGram(weight string) ([]float64, int, int64, error) {
 	l, ok := c.layers[weight]
-	if !ok || l.g.NormsOnly() {
+	if !ok || l.norms {
 		return nil, 0, 0, fmt.Errorf("%w: no input Gram collected for %q (request it in Grams)", ErrMissing, weight)
 	}
+	unlock, err := c.resident(l)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	defer unlock()
 	return l.g.Matrix(), l.g.D(), l.g.N(), nil
 }
 
@@ -33,6 +131,11 @@ func (c *Collected) SquaredColumnNorms(weight string) ([]float64, int64, error) 
 	if !ok {
 		return nil, 0, fmt.Errorf("%w: no column norms collected for %q (request it in Norms or Grams)", ErrMissing, weight)
 	}
+	unlock, err := c.resident(l)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer unlock()
 	return l.g.Diagonal(), l.g.N(), nil
 }
 
@@ -77,7 +180,7 @@ func (c *Collected) Tensor(name string) (*TensorStats, bool) {
 func (c *Collected) GramWeights() []string {
 	var out []string
 	for k, l := range c.layers {
-		if !l.g.NormsOnly() {
+		if !l.norms {
 			out = append(out, k)
 		}
 	}

@@ -29,6 +29,15 @@ type CaptureOptions struct {
 	Batch int
 	// Session configures the ONNX Runtime session.
 	Session SessionOptions
+	// MaxGramBytes, when > 0, bounds the memory of the Grams held at once.
+	// When the Grams asked for need more, Capture accumulates none of them
+	// up front: InputGram and SquaredColumnNorms compute each on demand,
+	// together with the Grams that follow it in Grams' order as far as they
+	// fit, in one more pass over the data, freeing the group held before
+	// (calib.Request.MaxGramBytes). A caller that asks in Grams' order
+	// (layer by layer) thus makes about total/MaxGramBytes passes and holds
+	// one group at a time; Stats.GramPasses counts them.
+	MaxGramBytes int64
 }
 
 // Stats holds activation statistics accumulated over a dataset, with memory
@@ -67,10 +76,28 @@ var ErrCapture = errors.New("evalharness: cannot capture activations")
 // statistics count them (TensorStats.NaNs, Infs) and leave them out of the
 // range and histogram, so the caller decides (TensorStats.Finite).
 func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptions) (*Stats, error) {
-	acc, err := calib.NewAccumulator(m, calib.Request{Grams: opt.Grams, Norms: opt.Norms, Tensors: opt.Tensors, Bins: opt.Bins, Im2colChunk: im2colChunkElems})
+	acc, err := calib.NewAccumulator(m, calib.Request{Grams: opt.Grams, Norms: opt.Norms, Tensors: opt.Tensors, Bins: opt.Bins,
+		Im2colChunk: im2colChunkElems, MaxGramBytes: opt.MaxGramBytes})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCapture, err)
 	}
+	// Grams computed on demand run later passes: they read the model as
+	// it is now (a derived snapshot), whatever the caller edits meanwhile
+	// (a transform pruning weight after weight in place).
+	snap := m.Derive()
+	st, err := acc.Collect(func(a *calib.Accumulator) error { return capturePass(ctx, snap, ds, opt, a) })
+	if err != nil {
+		return nil, err
+	}
+	if st.Samples == 0 {
+		st.Samples = ds.N // Grams on demand: no pass has run yet
+	}
+	return st, nil
+}
+
+// capturePass runs m over ds once per pass of acc (a session exposing the
+// values acc needs, on a derived model) and feeds it every batch.
+func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptions, acc *calib.Accumulator) error {
 	// Values to fetch: graph inputs come from the batch itself.
 	isInput := map[string]bool{}
 	for _, in := range m.Inputs() {
@@ -94,27 +121,23 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 			}
 			c.AddOutput(vi)
 		}
-		b, err := c.Bytes()
+		sess, err := OpenModel(c, fetch, opt.Session)
 		if err != nil {
-			return nil, err
-		}
-		sess, err := OpenSession(OpenRequest{Model: b, Outputs: fetch}, opt.Session)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrCapture, err)
+			return fmt.Errorf("%w: %v", ErrCapture, err)
 		}
 		defer sess.Close()
 		runner = sess
 		if err := ds.Check(sess.Inputs()); err != nil {
-			return nil, err
+			return err
 		}
 	} else {
 		if err := ds.Check(ModelInputs(m)); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	batch, err := ds.BatchSize(ModelInputs(m), opt.Batch)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	values := func(i, j int64) (map[string][]float64, map[string][]int64, error) {
 		vals := map[string][]float64{}
@@ -156,19 +179,19 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 	for again := true; again; again = acc.EndPass() {
 		for i := int64(0); i < ds.N; i += batch {
 			if err := ctx.Err(); err != nil {
-				return nil, err
+				return err
 			}
 			j := min(i+batch, ds.N)
 			vals, shapes, err := values(i, j)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if err := acc.Add(vals, shapes, tokenMask(i, j), j-i); err != nil {
-				return nil, fmt.Errorf("%w: %w", ErrCapture, err)
+				return fmt.Errorf("%w: %w", ErrCapture, err)
 			}
 		}
 	}
-	return acc.Stats(), nil
+	return nil
 }
 
 // ModelInputs describes m's graph inputs that are not initializers as

@@ -72,3 +72,8 @@ func DefaultMetrics(g *Gate, haveLabels, haveRef bool) []string {
 	}
 	return out
 }
+
+// MapAbove is the size of external data above which OpenModel opens a model from a file that refers to its
+// data (mapped by ONNX Runtime) rather than from a serialized copy. Tests
+// lower it to take that path on small models.
+var MapAbove int64 = 256 << 20

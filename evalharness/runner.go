@@ -1,6 +1,8 @@
 package evalharness
 
 import (
+	"os"
+
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -47,6 +49,12 @@ type SessionOptions struct {
 	Library string
 	// DisableOptimizations turns ONNX Runtime's graph optimizations off.
 	DisableOptimizations bool
+	// NoPrepack turns off ONNX Runtime's pre-packing of weights
+	// (session.disable_prepacking): a session opened from a file with
+	// external data then maps the weights instead of copying them, which
+	// keeps a large model's session out of the process's anonymous memory
+	// at some cost in speed (captures and load checks).
+	NoPrepack bool
 	// Open, when set, opens every session the library creates with these
 	// options (Capture, EvaluateModels, WeightSession, and the sessions of
 	// fisher and the search) in place of ONNX Runtime: a fake runner in
@@ -93,9 +101,24 @@ func OpenSession(req OpenRequest, opt SessionOptions) (SessionRunner, error) {
 	return s, nil
 }
 
-// OpenModel opens a session (OpenSession) on m serialized with every tensor
-// inline, returning outputs (all when empty).
+// OpenModel opens a session (OpenSession) on m, returning outputs (all when
+// empty). A model keeping more than MapAbove bytes in external data files
+// is opened from a hidden model file written beside it that refers to
+// those files (onnxio's WriteReferencing; removed once the session is
+// open), with weight pre-packing off (SessionOptions.NoPrepack): ONNX
+// Runtime then maps the weights from the data files instead of receiving a
+// serialized copy, so opening and running a multi-gigabyte model costs
+// little anonymous memory. Other models, and models whose folder cannot
+// take the file, are serialized with every tensor inline.
 func OpenModel(m *onnxio.Model, outputs []string, opt SessionOptions) (SessionRunner, error) {
+	if m.ExternalBytes() > MapAbove {
+		if p, err := m.WriteReferencing(); err == nil {
+			defer os.Remove(p)
+			o := opt
+			o.NoPrepack = true
+			return OpenSession(OpenRequest{Path: p, Outputs: outputs}, o)
+		}
+	}
 	b, err := m.Bytes()
 	if err != nil {
 		return nil, err

@@ -97,6 +97,12 @@ func NewSessionOutputs(model []byte, outputs []string, opt SessionOptions) (*Ses
 	return newSession(model, "", outputs, opt)
 }
 
+// NewSessionFromFileOutputs is NewSessionFromFile restricted to the named
+// outputs (all outputs when names is empty).
+func NewSessionFromFileOutputs(path string, outputs []string, opt SessionOptions) (*Session, error) {
+	return newSession(nil, path, outputs, opt)
+}
+
 func newSession(model []byte, path string, outNames []string, opt SessionOptions) (*Session, error) {
 	if err := Init(opt.Library); err != nil {
 		return nil, err
@@ -219,6 +225,11 @@ func sessionOptions(opt SessionOptions) (*ort.SessionOptions, error) {
 	}
 	if opt.DisableOptimizations {
 		if err := so.SetGraphOptimizationLevel(ort.GraphOptimizationLevelDisableAll); err != nil {
+			return fail(fmt.Errorf("evalharness: %v", err))
+		}
+	}
+	if opt.NoPrepack {
+		if err := so.AddSessionConfigEntry("session.disable_prepacking", "1"); err != nil {
 			return fail(fmt.Errorf("evalharness: %v", err))
 		}
 	}

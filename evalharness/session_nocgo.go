@@ -32,6 +32,11 @@ func NewSession(model []byte, opt SessionOptions) (*Session, error) { return nil
 // NewSessionFromFile reports that ONNX Runtime is unavailable.
 func NewSessionFromFile(path string, opt SessionOptions) (*Session, error) { return nil, errNoCgo }
 
+// NewSessionFromFileOutputs reports that ONNX Runtime is unavailable.
+func NewSessionFromFileOutputs(path string, outputs []string, opt SessionOptions) (*Session, error) {
+	return nil, errNoCgo
+}
+
 // NewSessionOutputs reports that ONNX Runtime is unavailable.
 func NewSessionOutputs(model []byte, outputs []string, opt SessionOptions) (*Session, error) {
 	return nil, errNoCgo

@@ -38,7 +38,9 @@ func (m *Model) Derive() *Model {
 		g.MetadataProps = slices.Clone(g.MetadataProps)
 		p.Graph = g
 	}
-	return &Model{p: p, dir: m.dir, fsys: m.fsys, limits: m.limits, index: maps.Clone(m.index)}
+	// the spill file (see Spill) is shared, and so are the spilled tensors
+	return &Model{p: p, dir: m.dir, fsys: m.fsys, limits: m.limits, index: maps.Clone(m.index),
+		spill: m.spill, spilled: maps.Clone(m.spilled)}
 }
 
 // With returns a model derived from m (see Derive) with edit applied to it;

@@ -130,6 +130,7 @@ func TestHostileModels(t *testing.T) {
 		{"external: valid, no length (rest of file)", ext("location", "w.bin"), nil, nil},
 		{"external: symlink inside the folder", ext("location", "link-in", "length", "64"), nil, nil},
 		{"external: absolute path", ext("location", filepath.Join(dir, "w.bin")), nil, ErrExternalPath},
+		{"external: the spill file's location", ext("location", spillLocation, "offset", "0", "length", "64"), nil, ErrExternalPath},
 		{"external: absolute path outside", ext("location", "/etc/passwd"), nil, ErrExternalPath},
 		{"external: ..", ext("location", "../secret"), nil, ErrExternalPath},
 		{"external: .. inside a path", ext("location", "sub/../../secret"), nil, ErrExternalPath},

@@ -66,6 +66,9 @@ func (v *Mapped) Initializer(name string) (*Tensor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", t.GetName(), err)
 	}
+	if ref.file != nil {
+		return v.m.tensorFromProto(t) // spilled: read from the spill file
+	}
 	data, err := v.file(ref.path)
 	if errors.Is(err, errNoMmap) {
 		return v.m.tensorFromProto(t)

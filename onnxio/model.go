@@ -59,6 +59,10 @@ type Model struct {
 	fsys   fs.FS  // the file system dir is in (a slash-separated path of it); nil: the OS's
 	limits Limits
 	index  map[string]int // initializer name → index in graph.initializer
+	// spill, when set, holds the data of large tensors set on the model
+	// (see Spill); spilled maps each such tensor to its place there.
+	spill   *spillFile
+	spilled map[*pb.TensorProto]extRef
 }
 
 // openModel applies opts and opens the model file at path for reading: a
@@ -158,6 +162,7 @@ func (m *Model) Dir() string { return m.dir }
 // not copied).
 func (m *Model) Clone() *Model {
 	c := &Model{p: proto.Clone(m.p).(*pb.ModelProto), dir: m.dir, fsys: m.fsys, limits: m.limits}
+	m.cloneSpill(c)
 	c.reindex()
 	return c
 }
@@ -263,10 +268,12 @@ func checkUniqueInitializers(g *pb.GraphProto, depth int) error {
 	return nil
 }
 
-// extRef is a parsed external-data reference.
+// extRef is a parsed external-data reference: a file in the model's
+// folder (path), or the model's spill file (file).
 type extRef struct {
 	path           string
-	fsys           fs.FS // nil: path is an OS path
+	file           *os.File // the spill file, when set (path and fsys unused)
+	fsys           fs.FS    // nil: path is an OS path
 	offset, length int64
 }
 
@@ -343,6 +350,9 @@ func typedCount(t *pb.TensorProto, dt DType, n int64) (got, want int64) {
 
 // externalRef parses and checks t's external-data reference.
 func (m *Model) externalRef(t *pb.TensorProto) (extRef, error) {
+	if r, ok := m.spilledRef(t); ok {
+		return r, nil
+	}
 	var ref extRef
 	ref.offset = 0
 	ref.length = -1
@@ -525,6 +535,10 @@ type linkFS interface {
 // exactly its range's bytes, or fewer when the file is shorter than it
 // said; the caller closes the closer.
 func (ref extRef) open() (*io.LimitedReader, io.Closer, error) {
+	if ref.file != nil {
+		// the spill file stays open for the model: nothing to close
+		return &io.LimitedReader{R: io.NewSectionReader(ref.file, ref.offset, ref.length), N: ref.length}, io.NopCloser(nil), nil
+	}
 	if ref.fsys == nil {
 		f, _, err := safefile.Open(ref.path)
 		if err != nil {
@@ -708,9 +722,16 @@ func (m *Model) SetInitializer(t *Tensor) error {
 			return err
 		}
 	}
-	p := tensorProto(t)
+	p, err := m.spillTensor(t)
+	if err != nil {
+		return err
+	}
+	if p == nil {
+		p = tensorProto(t)
+	}
 	if i, ok := m.index[t.Name]; ok {
 		old := m.p.Graph.Initializer[i]
+		delete(m.spilled, old)
 		p.DocString = old.DocString
 		p.MetadataProps = old.MetadataProps
 		m.p.Graph.Initializer[i] = p
@@ -728,6 +749,7 @@ func (m *Model) RemoveInitializer(name string) error {
 		return fmt.Errorf("%w: initializer %q", ErrNotFound, name)
 	}
 	g := m.p.Graph
+	delete(m.spilled, g.Initializer[i])
 	g.Initializer = append(g.Initializer[:i], g.Initializer[i+1:]...)
 	m.reindex()
 	return nil
@@ -742,6 +764,9 @@ func (m *Model) ExternalFiles() (locations, paths []string, err error) {
 	for _, t := range m.p.GetGraph().GetInitializer() {
 		if t.GetDataLocation() != pb.TensorProto_EXTERNAL {
 			continue
+		}
+		if _, ok := m.spilledRef(t); ok {
+			continue // the spill file is no file of the model
 		}
 		ref, err := m.externalRef(t)
 		if err != nil {

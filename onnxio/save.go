@@ -163,7 +163,7 @@ func (m *Model) save(path string, opts *SaveOptions, written *Saved) (err error)
 		o.Workers = runtime.GOMAXPROCS(0)
 	}
 	if o.External == ExternalAuto {
-		if m.dataBytes() > inlineLimit || m.hasExternal() {
+		if m.TensorBytes() > inlineLimit || m.hasExternal() {
 			o.External = ExternalAlways
 		} else {
 			o.External = ExternalNever
@@ -763,7 +763,9 @@ func (m *Model) hasExternal() bool {
 	return false
 }
 
-func (m *Model) dataBytes() int64 {
+// TensorBytes returns the size of the main graph's initializers' data,
+// inline, external or spilled.
+func (m *Model) TensorBytes() int64 {
 	var total int64
 	for _, t := range m.p.GetGraph().GetInitializer() {
 		n, err := NumElements(t.Dims)

@@ -22,6 +22,10 @@ type CalibOptions struct {
 	Batch int
 	// Samples bounds the samples used (the dataset's first ones; 0: all).
 	Samples int64
+	// MaxGramBytes bounds the Grams held at once: beyond it they are
+	// computed on demand in groups (evalharness.CaptureOptions.MaxGramBytes;
+	// 0: no bound).
+	MaxGramBytes int64
 }
 
 // Calibrate runs evalharness.Capture of model over ds (at most Samples
@@ -33,7 +37,7 @@ func Calibrate(ctx context.Context, model *onnxio.Model, ds *evalharness.Dataset
 	if opt.Samples > 0 && ds.N > opt.Samples {
 		ds = ds.Head(opt.Samples)
 	}
-	co.Session, co.Batch = opt.Session, opt.Batch
+	co.Session, co.Batch, co.MaxGramBytes = opt.Session, opt.Batch, opt.MaxGramBytes
 	st, err := evalharness.Capture(ctx, model, ds, co)
 	if err != nil {
 		return nil, fmt.Errorf("calibration on %s: %w", ds.Path, err)

@@ -116,6 +116,28 @@ func (b *Blockwise) Dequantize() []float32 {
 	return out
 }
 
+// RelError returns RelError(w, b.Dequantize()) without materializing the
+// dequantized weight (one layer's worth of float32s fewer in memory): the
+// same sums in the same order, so the same value.
+func (b *Blockwise) RelError(w []float32) float64 {
+	if len(w) != b.K*b.N {
+		panic(fmt.Errorf("%w: %d values for [%d, %d]", ErrShape, len(w), b.K, b.N))
+	}
+	nb := b.Blocks()
+	var num, den float64
+	for k := 0; k < b.K; k++ {
+		for n := 0; n < b.N; n++ {
+			j := n*nb + k/b.BlockSize
+			q := float32(int(b.Codes[n*b.K+k])-int(b.ZeroPoints[j])) * b.Scales[j]
+			v := w[k*b.N+n]
+			d := float64(v) - float64(q)
+			num += d * d
+			den += float64(v) * float64(v)
+		}
+	}
+	return relFromSums(num, den)
+}
+
 // blockParams returns scale and zero point of the values xs under rule.
 func blockParams(xs []float64, bits int, symmetric bool, rule ScaleRule) (scale float64, zp int) {
 	lo, hi := 0.0, 0.0

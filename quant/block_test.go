@@ -208,3 +208,30 @@ func TestBlockedQDQLayout(t *testing.T) {
 		t.Fatalf("2-bit blocked QDQ: %v", err)
 	}
 }
+
+// TestBlockwiseRelError checks that the streaming relative error equals
+// RelError of the materialized dequantized weight, bit for bit, and that
+// a wrong length panics.
+func TestBlockwiseRelError(t *testing.T) {
+	k, n := 70, 9
+	w := make([]float32, k*n)
+	for i := range w {
+		w[i] = float32(math.Sin(float64(i)*0.37)) * float32(1+i%5)
+	}
+	for _, bo := range []BlockOptions{{Bits: 4, BlockSize: 32}, {Bits: 2, BlockSize: 16, Symmetric: true}} {
+		b, err := QuantizeRTN(w, k, n, bo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := b.RelError(w), RelError(w, b.Dequantize()); got != want {
+			t.Fatalf("%+v: streaming %v, materialized %v", bo, got, want)
+		}
+	}
+	b, _ := QuantizeRTN(w, k, n, BlockOptions{Bits: 4, BlockSize: 32})
+	defer func() {
+		if recover() == nil {
+			t.Fatal("a wrong length did not panic")
+		}
+	}()
+	b.RelError(w[1:])
+}

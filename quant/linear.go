@@ -192,6 +192,12 @@ func RelError(w, what []float32) float64 {
 		num += d * d
 		den += float64(v) * float64(v)
 	}
+	return relFromSums(num, den)
+}
+
+// relFromSums is √(num/den): ‖W−Ŵ‖/‖W‖ from its two sums of squares (0 for
+// 0/0, +Inf for a nonzero error of a zero weight).
+func relFromSums(num, den float64) float64 {
 	if den == 0 {
 		if num == 0 {
 			return 0

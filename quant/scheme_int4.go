@@ -151,7 +151,7 @@ func quantizeInt4(ctx context.Context, m *onnxio.Model, o Options, rep *Report) 
 			return err
 		}
 		lr := LayerReport{Weight: t.w.Name, Node: t.node.Name, Op: t.w.Op, Shape: t.w.Shape, Scheme: scheme,
-			Bits: b.Bits, RelError: RelError(w, b.Dequantize())}
+			Bits: b.Bits, RelError: b.RelError(w)}
 		scaleStats(&lr, b.Scales)
 		rep.Layers = append(rep.Layers, lr)
 	}

@@ -20,13 +20,17 @@ const inMemoryLoadLimit = 1 << 30
 // model ONNX Runtime rejects is never written. When the library cannot be
 // found and none was named (so.Library, $ONNXPOST_ORT_LIB), the check
 // cannot run: it writes a warning, prefixed with command, to log and
-// returns nil. A model whose tensors pass 1 GiB is saved with external
-// data in a temporary folder inside the folder of output and checked from
-// there.
+// returns nil. A model whose tensors pass 1 GiB, or that holds spilled
+// tensors (onnxio's Spill), is saved with external data in a temporary
+// folder inside the folder of output and checked from there, with weight
+// pre-packing off.
 func CheckLoads(m *onnxio.Model, so evalharness.SessionOptions, output, command string, log io.Writer) error {
 	var s *evalharness.Session
 	var err error
-	if tensorBytes(m) > inMemoryLoadLimit {
+	if m.TensorBytes() > inMemoryLoadLimit || m.Spilled() > 0 {
+		// from a file, its weights mapped rather than copied (a check
+		// runs nothing, so pre-packing would only cost memory)
+		so.NoPrepack = true
 		s, err = sessionFromTempSave(m, so, filepath.Dir(output))
 	} else {
 		s, err = evalharness.SessionFromModel(m, so)
@@ -42,19 +46,6 @@ func CheckLoads(m *onnxio.Model, so evalharness.SessionOptions, output, command 
 		return nil
 	}
 	return fmt.Errorf("the transformed model does not load in ONNX Runtime, nothing written: %w", err)
-}
-
-// tensorBytes sums the sizes of the main graph's initializers.
-func tensorBytes(m *onnxio.Model) int64 {
-	var n int64
-	for _, name := range m.Initializers() {
-		if dt, shape, err := m.InitializerInfo(name); err == nil {
-			if k, err := onnxio.NumElements(shape); err == nil {
-				n += dt.ByteSize(k)
-			}
-		}
-	}
-	return n
 }
 
 // sessionFromTempSave saves m with external data in a temporary folder

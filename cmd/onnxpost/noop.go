@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 
@@ -104,3 +105,38 @@ func unhandledExcept(m *onnxio.Model, command string, handled map[string]bool, r
 // computeRoles are the roles of the weights quantize, lowrank and sparsify
 // transform.
 var computeRoles = []string{onnxio.RoleMatMulB, onnxio.RoleGemmB, onnxio.RoleConvW, onnxio.RoleConvTransposeW}
+
+// largeModel is the tensor size above which a transforming command keeps
+// the tensors it rewrites in a spill file (onnxio's Spill) rather than in
+// memory. (Variables so that tests take the large-model paths on small
+// models.)
+var largeModel int64 = 256 << 20
+
+// gramBudget bounds the Gram matrices a calibration holds at once
+// (evalharness.CaptureOptions.MaxGramBytes): two of the largest of a
+// 1 B-parameter decoder (its MLP down projection, 5632² float64s).
+var gramBudget int64 = 512 << 20
+
+// largeGCPercent is the garbage collector's target on large models, unless
+// GOGC is set: the transforms allocate a few large buffers per layer, and
+// the default (100) would let the heap grow to twice what is live.
+const largeGCPercent = 25
+
+// spillMin is the smallest rewritten tensor kept in the spill file.
+var spillMin int64 = 1 << 20
+
+// spillLarge makes a large model (over largeModel) keep the tensors the
+// command rewrites, from 1 MiB up, in a spill file in the output's folder
+// (unlinked at once, so nothing is left there), so that rewriting a
+// multi-gigabyte model holds about one tensor at a time; it also makes the
+// garbage collector keep the heap closer to what is live (largeGCPercent).
+func spillLarge(c *cli.Context, m *onnxio.Model) error {
+	out := c.String("o")
+	if out == "" || m.TensorBytes() <= largeModel {
+		return nil
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(largeGCPercent)
+	}
+	return m.Spill(filepath.Dir(out), spillMin)
+}

@@ -97,6 +97,9 @@ func quantizeAction(c *cli.Context) error {
 	if q := quant.QuantizedOps(model); len(q) > 0 {
 		return fmt.Errorf("%s is already quantized (%s); quantize the float model", c.Args().First(), strings.Join(q, ", "))
 	}
+	if err := spillLarge(c, model); err != nil {
+		return err
+	}
 	if needCalib {
 		// Capture identifies consumers by node name: name unnamed nodes
 		// first (Quantize names its copy the same way).

@@ -71,6 +71,9 @@ func sparsifyAction(c *cli.Context) error {
 		return err
 	}
 	ref := model.Derive()
+	if err := spillLarge(c, model); err != nil {
+		return err
+	}
 	if !opt.Method.NeedsCalibration() {
 		// weights that subgraphs read are pruned in place (magnitude needs
 		// no capture of their inputs)
@@ -246,5 +249,6 @@ func calibData(c *cli.Context) (*evalharness.Dataset, pipeline.CalibOptions, err
 	if err != nil {
 		return nil, pipeline.CalibOptions{}, err
 	}
-	return ds, pipeline.CalibOptions{Session: so, Batch: c.Int("batch"), Samples: int64(c.Int("calib-samples"))}, nil
+	return ds, pipeline.CalibOptions{Session: so, Batch: c.Int("batch"), Samples: int64(c.Int("calib-samples")),
+		MaxGramBytes: gramBudget}, nil
 }
