@@ -3,16 +3,13 @@ package merge
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
-	"os"
 	"runtime/debug"
 	"slices"
 
+	"github.com/onnxpost/onnxpost/internal/filehash"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -283,19 +280,9 @@ type Source struct {
 	Data map[string]string `json:"data,omitempty"`
 }
 
-// FileSHA256 returns the hex SHA-256 of a file.
-func FileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
+// FileSHA256 returns the hex SHA-256 of a file (internal/filehash: the
+// one file digest, read once per process).
+func FileSHA256(path string) (string, error) { return filehash.File(path) }
 
 // Metadata keys of the provenance SetProvenance records.
 const (

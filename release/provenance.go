@@ -1,15 +1,12 @@
 package release
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"path/filepath"
 	"sort"
 
-	"github.com/onnxpost/onnxpost/internal/safefile"
+	"github.com/onnxpost/onnxpost/internal/filehash"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -54,19 +51,9 @@ type Input struct {
 	Data map[string]string `json:"data,omitempty"`
 }
 
-// HashFile returns the hex SHA-256 of the file at path.
-func HashFile(path string) (string, error) {
-	f, _, err := safefile.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
+// HashFile returns the hex SHA-256 of the file at path (read once per
+// process for a given size and modification time: see internal/filehash).
+func HashFile(path string) (string, error) { return filehash.File(path) }
 
 // HashInput hashes the file at path and, when it is an ONNX model with
 // external data, each data file it references.
