@@ -274,13 +274,20 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 		}
 	}
 	// the in-process steps' combinations (calib given when needed and only
-	// then), when each value passed
+	// then) and the values of their options, when each value passed
 	if len(errs) == 0 {
 		for i := range r.Steps {
 			if !r.InProcess(i) {
 				continue
 			}
-			if _, err := r.plan(i); err != nil {
+			err := r.checkCommandStep(i)
+			if r.viaTransform(i) {
+				err = nil
+			}
+			if err == nil {
+				_, err = r.plan(i)
+			}
+			if err != nil {
 				errs = append(errs, fmt.Sprintf("step %d (%s): %v", i+1, r.Steps[i].Command, err))
 			}
 		}
@@ -779,13 +786,23 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 				}
 				prevModel = m
 			}
-			r.logf("==> step %d (%s): %s in process\n", i+1, name, p.t.Name)
+			what := s.Command
+			if p.t != nil {
+				what = p.t.Name
+			}
+			r.logf("==> step %d (%s): %s in process\n", i+1, name, what)
 			out, report := "", ""
 			if r.WorkDir != "" {
 				out, report = filepath.Join(work, stem+".onnx"), filepath.Join(work, stem+".json")
 			}
 			sr := StepResult{Step: i + 1, Name: name, Command: s.Command, Args: r.inProcessArgs(i, prevPath, out, report), Output: out}
-			o, err := r.runInProcess(ctx, i, p, prevModel)
+			var o *stepOutcome
+			var err error
+			if p.t != nil {
+				o, err = r.runInProcess(ctx, i, p, prevModel)
+			} else {
+				o, err = r.runCommand(ctx, i, p, prevModel)
+			}
 			if o != nil {
 				sr.Result = o.result
 				if s.Command == "quantize" && o.result != nil {
@@ -796,7 +813,7 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 				}
 			}
 			if err == nil && out != "" {
-				err = r.writeStep(ctx, o, out, report)
+				err = r.writeStep(ctx, i, o, out, report)
 			}
 			if err != nil {
 				sr.Error = err.Error()
@@ -806,6 +823,9 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 			rep.Steps = append(rep.Steps, sr)
 			prevModel, prevPath = o.model, out
 			continue
+		}
+		if run == nil {
+			return finishReport(fmt.Errorf("step %d (%s): %s is not a command the library runs, and no StepRunner was given", i+1, name, s.Command))
 		}
 		dir, err := workDir()
 		if err != nil {
@@ -907,8 +927,12 @@ func (r *Recipe) inProcessArgs(i int, input, out, report string) []string {
 // writeStep writes an in-process step's model and its result (JSON and
 // Markdown, as the command writes its --report) to the work folder (a
 // recipe with workdir).
-func (r *Recipe) writeStep(ctx context.Context, o *stepOutcome, out, report string) error {
-	w, err := o.model.SaveFile(out, &onnxio.SaveOptions{Context: ctx})
+func (r *Recipe) writeStep(ctx context.Context, i int, o *stepOutcome, out, report string) error {
+	so := &onnxio.SaveOptions{Context: ctx}
+	if StepFlags(r.Steps[i].Command, r.Steps[i].Args).Bool("external-data") {
+		so.External = onnxio.ExternalAlways
+	}
+	w, err := o.model.SaveFile(out, so)
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", out, err)
 	}

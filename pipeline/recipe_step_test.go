@@ -213,34 +213,44 @@ func TestRecipeInProcessCancelled(t *testing.T) {
 	}
 }
 
-// Which steps run in process: registered merge, quantize, sparsify and
-// lowrank steps whose keys the in-process path knows; other commands and
-// steps with other flags run through the StepRunner.
+// Every step of a command the library knows runs in process: registered
+// merge, quantize, sparsify and lowrank steps whose keys the transform
+// path knows through their transforms, the others (search, soup, fisher,
+// eval, merges with a config, Fisher files or an alignment) through their
+// commands' entry points; only a command a FlagSpec adds (ext) takes the
+// StepRunner.
 func TestRecipeInProcess(t *testing.T) {
 	spec := func(cmd string) (map[string]bool, bool) {
-		flags, ok := valueSpec(cmd)
-		if cmd == "eval" {
+		if cmd == "ext" {
 			return map[string]bool{}, true
 		}
-		if ok {
-			flags["external-data"] = true
-			flags["allow-noop"] = true
+		flags, ok := valueSpec(cmd)
+		for _, k := range []string{"external-data", "allow-noop", "config", "align", "data", "calib", "greedy", "samples"} {
+			if flags == nil {
+				flags = map[string]bool{}
+				ok = true
+			}
+			flags[k] = k == "greedy" || k == "external-data" || k == "allow-noop"
 		}
 		return flags, ok
 	}
 	for _, tc := range []struct {
-		step string
-		want bool
+		step                string
+		inProcess, viaTrans bool
 	}{
-		{"quantize: {weights: int8}", true},
-		{"quantize: {weights: int8, allow-noop: true, seed: 3}", true},
-		{"sparsify: {pattern: \"2:4\", method: wanda, calib: data.npz}", true},
-		{"lowrank: {rank: 4}", true},
-		{"merge: {method: ties, base: base.onnx, inputs: [a.onnx, b.onnx]}", true},
-		{"quantize: {weights: int8, external-data: true}", false},
-		{"merge: {config: base.onnx, inputs: [a.onnx]}", false},
-		{"search: {target: 0.5, calib: data.npz}", false},
-		{"eval: {}", false},
+		{"quantize: {weights: int8}", true, true},
+		{"quantize: {weights: int8, allow-noop: true, seed: 3}", true, true},
+		{"sparsify: {pattern: \"2:4\", method: wanda, calib: data.npz}", true, true},
+		{"lowrank: {rank: 4}", true, true},
+		{"merge: {method: ties, base: base.onnx, inputs: [a.onnx, b.onnx]}", true, true},
+		{"quantize: {weights: int8, external-data: true}", true, true},
+		{"merge: {config: base.onnx, inputs: [a.onnx]}", true, false},
+		{"merge: {method: linear, align: weights, inputs: [a.onnx, b.onnx]}", true, false},
+		{"search: {target: 0.5, calib: data.npz}", true, false},
+		{"soup: {greedy: true, data: data.npz, inputs: [a.onnx, b.onnx]}", true, false},
+		{"fisher: {data: data.npz, samples: 1}", true, false},
+		{"eval: {data: data.npz}", true, false},
+		{"ext: {}", false, false},
 	} {
 		dir, _ := writeRecipe(t, "")
 		src := "output: out.onnx\nsteps:\n  - quantize: {weights: int8, inputs: [a.onnx]}\n  - " + tc.step + "\n"
@@ -248,8 +258,11 @@ func TestRecipeInProcess(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.step, err)
 		}
-		if got := r.InProcess(1); got != tc.want {
-			t.Errorf("%s: InProcess = %v, want %v", tc.step, got, tc.want)
+		if got := r.InProcess(1); got != tc.inProcess {
+			t.Errorf("%s: InProcess = %v, want %v", tc.step, got, tc.inProcess)
+		}
+		if got := r.viaTransform(1); got != tc.viaTrans {
+			t.Errorf("%s: viaTransform = %v, want %v", tc.step, got, tc.viaTrans)
 		}
 	}
 }
