@@ -2,10 +2,10 @@ package main
 
 import (
 	"encoding/json"
-	"slices"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/urfave/cli/v2"
 
