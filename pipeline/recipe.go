@@ -239,7 +239,7 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 	}
 	if len(r.Steps) == 0 {
 		errs = append(errs, "the recipe has no steps")
-	} else if len(r.Steps[0].Inputs) == 0 {
+	} else if _, config := r.Steps[0].Args["config"]; len(r.Steps[0].Inputs) == 0 && !(r.Steps[0].Command == "merge" && config) {
 		errs = append(errs, fmt.Sprintf("step 1 (%s) needs inputs: the models it starts from", r.Steps[0].Command))
 	}
 	if r.Output == "" {
