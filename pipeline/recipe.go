@@ -938,7 +938,7 @@ func (r *Recipe) writeStep(ctx context.Context, i int, o *stepOutcome, out, repo
 	}
 	if o.result != nil {
 		o.result["model"], o.result["output"] = out, out
-		o.result["bytes"] = w.Bytes()
+		o.result["bytes"] = float64(w.Bytes()) // as JSON decodes it (the report's plot reads float64s)
 	}
 	b, err := jsonout.Marshal(o.result)
 	if err != nil {

@@ -399,3 +399,110 @@ func TestRecipeMixedSteps(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// commandRecipe chains the steps that run through their commands' entry
+// points: soup, eval, search, fisher, a merge with an alignment, then a
+// transform step.
+const commandRecipe = `
+name: commands
+output: out.onnx
+report: r.json
+steps:
+  - soup: {inputs: [a.onnx, b.onnx]}
+  - eval: {data: data.npz, metrics: agreement, ref: a.onnx}
+  - search: {target: 0.5, calib: data.npz, generations: 1, offspring: 2, levels: 2, tokens: "4:8", cache-dir: ""}
+  - fisher: {data: data.npz, max-examples: 4, samples: 1}
+  - merge: {method: linear, align: weights, inputs: [a.onnx, b.onnx]}
+  - quantize: {weights: int8}
+`
+
+// The steps of search, soup, fisher, eval and merge with an alignment
+// run in process with no StepRunner and write no intermediate file: not
+// in the recipe's folder, not in a temporary folder (TMPDIR points
+// nowhere, so making one fails the run). With workdir, each step's model
+// and result are written there.
+func TestRecipeCommandStepsWriteNoIntermediate(t *testing.T) {
+	if err := evalharness.Init(""); err != nil {
+		t.Skipf("ONNX Runtime not available (run `make ort`): %v", err)
+	}
+	spec := func(cmd string) (map[string]bool, bool) {
+		if !slices.Contains(StepCommands(), cmd) {
+			return nil, false
+		}
+		flags, _ := valueSpec(cmd)
+		if flags == nil {
+			flags = map[string]bool{}
+		}
+		for k := range commandDecls[cmd] {
+			flags[k] = commandDecls[cmd][k].kind == flagBool
+		}
+		return flags, true
+	}
+	for _, workdir := range []bool{false, true} {
+		dir := writeModels(t)
+		b, err := os.ReadFile(filepath.Join("..", "evalharness", "testdata", "mlp_data.npz"))
+		if err != nil {
+			t.Skipf("fixture: %v", err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "data.npz"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("TMPDIR", filepath.Join(dir, "no-such-folder"))
+		src := commandRecipe
+		if workdir {
+			src += "workdir: work\n"
+		}
+		r, err := ParseRecipe([]byte(src), dir, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range r.Steps {
+			if !r.InProcess(i) {
+				t.Errorf("step %d (%s) does not run in process", i+1, r.Steps[i].Command)
+			}
+		}
+		rep, err := r.Run(context.Background(), nil, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// r.png: the report's plot of the eval step's metrics
+		want := []string{"a.onnx", "b.onnx", "data.npz", "out.onnx", "r.json", "r.md", "r.png"}
+		got := files(t, dir)
+		if workdir {
+			var kept []string
+			for _, f := range got {
+				if !strings.HasPrefix(f, "work"+string(filepath.Separator)) {
+					kept = append(kept, f)
+				}
+			}
+			got = kept
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("workdir %v: files %v, want %v", workdir, got, want)
+		}
+		if len(rep.Steps) != 6 {
+			t.Fatalf("%d steps reported", len(rep.Steps))
+		}
+		for i, s := range rep.Steps {
+			if (s.Output != "") != workdir || s.Result == nil {
+				t.Errorf("workdir %v: step %d: output %q, result %v", workdir, i+1, s.Output, s.Result)
+			}
+		}
+		if rep.Steps[1].Result["metrics"] == nil || rep.Steps[2].Result["search"] == nil || rep.Steps[3].Result["tensors"] == nil ||
+			rep.Steps[4].Result["alignment"] == nil || rep.Steps[0].Result["method"] != "uniform-soup" {
+			t.Errorf("workdir %v: the commands' results are missing from the steps': %v", workdir, rep.Steps)
+		}
+		if workdir {
+			var names []string
+			for _, f := range files(t, filepath.Join(dir, "work")) {
+				if strings.HasSuffix(f, ".onnx") {
+					names = append(names, f)
+				}
+			}
+			wantNames := []string{"step01-soup.onnx", "step02-eval.onnx", "step03-search.onnx", "step04-fisher.onnx", "step05-merge.onnx", "step06-quantize.onnx"}
+			if !slices.Equal(names, wantNames) {
+				t.Errorf("workdir models %v, want %v", names, wantNames)
+			}
+		}
+	}
+}
