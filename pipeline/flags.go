@@ -284,3 +284,19 @@ func SessionFromFlags(f Flags) (evalharness.SessionOptions, error) {
 	}
 	return evalharness.SessionOptions{EP: ep, Threads: f.Int("threads"), Library: f.String("ort-lib")}, nil
 }
+
+// StepOption returns the type ("string", "bool", "int" or "float") and
+// default (as text) of option name of command as a recipe step reads it,
+// besides the command's declared transform parameters; ok is false when
+// a step of command has no such option. The command line's flags have
+// the same types and defaults.
+func StepOption(command, name string) (kind, def string, ok bool) {
+	d, ok := commandDecls[command][name]
+	if !ok && transforming[command] {
+		d, ok = commonDecls[name]
+	}
+	if !ok {
+		return "", "", false
+	}
+	return [...]string{flagString: "string", flagBool: "bool", flagInt: "int", flagFloat: "float"}[d.kind], d.def, true
+}

@@ -280,9 +280,9 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 			if !r.InProcess(i) {
 				continue
 			}
-			err := r.checkCommandStep(i)
-			if r.viaTransform(i) {
-				err = nil
+			err := CheckStepFlags(r.Steps[i].Command, r.Steps[i].Args)
+			if err == nil && !r.viaTransform(i) {
+				err = r.checkCommandStep(i)
 			}
 			if err == nil {
 				_, err = r.plan(i)

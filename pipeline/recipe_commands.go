@@ -56,16 +56,13 @@ func (r *Recipe) stepValues(i int) map[string]any {
 }
 
 // checkCommandStep checks, before any step runs, the values of step i
-// that runs through its command's library entry point: the types of the
-// command's options (CheckStepFlags), and what the entry points check
-// without reading files (eval's metrics and shard, fisher's counts and
+// that runs through its command's library entry point (its options'
+// types are CheckStepFlags's): what the entry points check without
+// reading files (eval's metrics and shard, fisher's counts and
 // mode, soup's metric and patterns, search's combinations). Errors are
 // usage errors.
 func (r *Recipe) checkCommandStep(i int) error {
 	s := r.Steps[i]
-	if err := CheckStepFlags(s.Command, s.Args); err != nil {
-		return err
-	}
 	f := StepFlags(s.Command, r.stepValues(i))
 	if _, err := SessionFromFlags(f); err != nil {
 		return err

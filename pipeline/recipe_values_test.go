@@ -120,3 +120,54 @@ func TestRecipeArgsFalseBool(t *testing.T) {
 		}
 	}
 }
+
+// The options of steps that run through their commands' entry points are
+// checked at parse time too: types (integers, booleans), ep, metrics,
+// and the entry points' checks that need no file (eval's shard, fisher's
+// mode and counts, soup's metric, search's combinations).
+func TestParseRecipeCommandOptions(t *testing.T) {
+	spec := func(cmd string) (map[string]bool, bool) {
+		if _, ok := commandDecls[cmd]; !ok {
+			return nil, false
+		}
+		flags, _ := valueSpec(cmd)
+		if flags == nil {
+			flags = map[string]bool{}
+		}
+		for k, d := range commandDecls[cmd] {
+			flags[k] = d.kind == flagBool
+		}
+		for k, d := range commonDecls {
+			if transforming[cmd] {
+				flags[k] = d.kind == flagBool
+			}
+		}
+		return flags, true
+	}
+	const head = "output: out.onnx\nsteps:\n  - "
+	for _, tc := range []struct{ step, want string }{
+		{"eval: {data: data.npz, batch: abc, inputs: [a.onnx]}", `batch = "abc": want an integer`},
+		{"eval: {data: data.npz, ep: tpu, inputs: [a.onnx]}", `ep = "tpu": want cpu or cuda`},
+		{"eval: {data: data.npz, metrics: nope, inputs: [a.onnx]}", `metrics = "nope"`},
+		{"eval: {data: data.npz, shard: \"3/2\", inputs: [a.onnx]}", "shard"},
+		{"eval: {inputs: [a.onnx]}", "eval needs data"},
+		{"fisher: {data: data.npz, samples: x, inputs: [a.onnx]}", `samples = "x": want an integer`},
+		{"fisher: {data: data.npz, mode: nope, inputs: [a.onnx]}", "mode must be rows"},
+		{"fisher: {data: data.npz, inputs: [a.onnx]}\n    gate: \"kl<=1\"", "remove the step's gate"},
+		{"soup: {greedy: maybe, inputs: [a.onnx, b.onnx]}", `greedy = "maybe": want true or false`},
+		{"soup: {metric: top6, inputs: [a.onnx, b.onnx]}", "metric must be accuracy or top5"},
+		{"soup: {greedy: true, inputs: [a.onnx, b.onnx]}", "greedy needs data"},
+		{"search: {target: 0.5, target-bits: 3, calib: data.npz, inputs: [a.onnx]}", "target-bits applies to space sparsity,bits only"},
+		{"merge: {method: linear, progress: often, inputs: [a.onnx, b.onnx]}", `progress = "often"`},
+	} {
+		body := head + tc.step + "\n"
+		if strings.Contains(tc.step, "gate") {
+			body = "data: data.npz\n" + body
+		}
+		dir, src := writeRecipe(t, body)
+		_, err := ParseRecipe(src, dir, spec)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.step, err, tc.want)
+		}
+	}
+}
