@@ -655,21 +655,30 @@ func (r *Recipe) Args(i int, input, out, report string) []string {
 // Run executes the recipe's steps in order, stopping at the first error
 // or failed gate, then commits the last step's model (release.Commit).
 //
-// The steps of merge, quantize, sparsify and lowrank (InProcess) run in
-// this process through their registered transforms: every such step is
-// planned before the first one runs (its transform chosen and its values
-// bound, a missing or unused calib refused), the model passes from step
-// to step in memory, calib and data are loaded from the recipe's folder
-// with only the arrays the model reads (evalharness.LoadDatasetFor, its
-// size budget), and a step with data is evaluated against its input (a
-// merge: against its base, else its first model) and gated by
-// release.Evaluate, which writes nothing. Such a step writes its model
-// (stepNN-COMMAND.onnx) and result (stepNN-COMMAND.json) only when the
-// recipe sets workdir.
+// Every step of a command the library knows (StepCommands) runs in this
+// process (InProcess), the model passed from step to step in memory, and
+// is planned before the first one runs. Steps of merge, quantize,
+// sparsify and lowrank whose keys their transforms take run through the
+// transform registry (the transform chosen and its values bound, a
+// missing or unused calib refused, at planning); the others (search,
+// soup, fisher, eval, and merges with a config, Fisher files or data, or
+// an alignment) through the entry points their commands call (Eval,
+// Fisher, Soup, Search, MergeSpecFromFlags...), reading the step's keys
+// as the command's flags (StepFlags). calib and data are loaded from the
+// recipe's folder with only the arrays the model reads
+// (evalharness.LoadDatasetFor, its size budget); a step that makes a
+// model and has data is evaluated against its input (a merge: against
+// its base, else its first model) and gated by release.Evaluate, which
+// writes nothing. A step writes its model (stepNN-COMMAND.onnx) and
+// result (stepNN-COMMAND.json) only when the recipe sets workdir. A bad
+// value or a missing input found while a step runs is an error wrapping
+// ErrUsage, a failed gate one wrapping release.ErrGateFailed.
 //
-// Other steps run through run with files: the previous model is written
-// to the work folder (workdir, or a temporary folder removed afterwards)
-// when it is only in memory, and the step's output is read back.
+// A step of a command the library does not know (one the recipe's
+// FlagSpec adds) runs through run with files: the previous model is
+// written to the work folder (workdir, or a temporary folder removed
+// afterwards) when it is only in memory, and the step's output is read
+// back; run may be nil when there are no such steps.
 //
 // The report is written in every case (when Report is set), also when
 // ctx is cancelled: the report then says so.
