@@ -93,17 +93,7 @@ func MergeSpecFromFlags(f Flags, models []string, outDir string) (*MergeSpec, er
 			return nil, Usagef("the method parameter is required (%s) unless a config is given", strings.Join(methodNames(), ", "))
 		}
 	}
-	values := map[string]any{}
-	for _, p := range merge.Command.Params() {
-		if !f.IsSet(p.Name) {
-			continue
-		}
-		if p.Kind == transform.List && p.Repeated {
-			values[p.Name] = strings.Join(f.StringSlice(p.Name), ",")
-			continue
-		}
-		values[p.Name] = f.String(p.Name)
-	}
+	values := ParamValues(f, merge.Command)
 	if f.IsSet("method") {
 		if _, _, err := merge.Command.Check(values); err != nil {
 			return nil, valueUsage(err)

@@ -300,3 +300,21 @@ func StepOption(command, name string) (kind, def string, ok bool) {
 	}
 	return [...]string{flagString: "string", flagBool: "bool", flagInt: "int", flagFloat: "float"}[d.kind], d.def, true
 }
+
+// ParamValues returns the declared parameters of cmd that f sets, as
+// text (a repeated list's elements joined by commas): what cmd.Check
+// validates.
+func ParamValues(f Flags, cmd *transform.Command) map[string]any {
+	values := map[string]any{}
+	for _, p := range cmd.Params() {
+		if !f.IsSet(p.Name) {
+			continue
+		}
+		if p.Kind == transform.List && p.Repeated {
+			values[p.Name] = strings.Join(f.StringSlice(p.Name), ",")
+			continue
+		}
+		values[p.Name] = f.String(p.Name)
+	}
+	return values
+}
