@@ -377,7 +377,7 @@ func parseStep(n *yaml.Node, spec FlagSpec, i int) (Step, []string) {
 		default:
 			flags, ok := spec(k.Value)
 			if !ok {
-				bad(k, "unknown key %q: a step has name, gate, data and one command (merge, soup, lowrank, sparsify, quantize, search, ...)", k.Value)
+				bad(k, "unknown key %q: a step has name, gate, data and one command (%s)", k.Value, strings.Join(StepCommands(), ", "))
 				continue
 			}
 			if st.Command != "" {

@@ -85,3 +85,27 @@ func TestRecipeExitCodesEqualCommands(t *testing.T) {
 		})
 	}
 }
+
+// Commands that make no model for a chain (inspect, convert, eval-merge,
+// run itself) are not recipe steps: the recipe is refused before
+// anything runs (exit 2), naming the commands a step may name.
+func TestRunRefusesNonStepCommands(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "a.onnx"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"inspect", "convert", "eval-merge", "run"} {
+		recipe := filepath.Join(dir, cmd+".yaml")
+		if err := os.WriteFile(recipe, []byte("output: out.onnx\nsteps:\n  - "+cmd+": {inputs: [a.onnx]}\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, check := range [][]string{{"run", "--check", recipe}, {"run", recipe}} {
+			if code := run(append([]string{"onnxpost"}, check...)); code != 2 {
+				t.Errorf("%s step, %v: exit code %d, want 2", cmd, check, code)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(dir, "out.onnx")); err == nil {
+			t.Fatalf("%s step: output written", cmd)
+		}
+	}
+}
