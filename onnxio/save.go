@@ -81,6 +81,11 @@ type SaveOptions struct {
 	// before the commit; a cancelled save removes its temporary files and
 	// leaves an existing output untouched (nil: never cancelled).
 	Context context.Context
+	// Finish, if set, is called once every tensor has been written and
+	// before the model itself is serialized: it may still change the
+	// model's metadata (e.g. record digests of the inputs that were being
+	// computed while the data was written). An error fails the save.
+	Finish func(m *Model) error
 }
 
 // Save writes the model to path so that no crash, kill or failure can
@@ -334,6 +339,11 @@ func (m *Model) save(path string, opts *SaveOptions, written *Saved) (err error)
 				keepExtras(np, p)
 				out[i] = np
 			}
+		}
+	}
+	if o.Finish != nil {
+		if err := o.Finish(m); err != nil {
+			return err
 		}
 	}
 	b, err := m.marshalWith(out)

@@ -313,10 +313,13 @@ func mergeAction(c *cli.Context) error {
 	if err := checkAlignFlags(c, len(s.fishers) > 0); err != nil {
 		return err
 	}
-	in, srcs, err := merge.LoadInputs(s.base, s.models)
+	// the inputs are hashed for provenance in the background while they
+	// are merged; inputSources waits for the digests
+	in, inputSources, err := merge.OpenInputs(s.base, s.models)
 	if err != nil {
 		return err
 	}
+	var srcs []merge.Source // other inputs (calibration, Fisher files and data)
 	alignRows, err := alignModels(c, &in, s.models)
 	if err != nil {
 		return err
@@ -374,16 +377,21 @@ func mergeAction(c *cli.Context) error {
 	}
 	defer mg.Close()
 	out := mg.Output()
-	if err := merge.SetProvenance(out, &s.opt, srcs); err != nil {
-		bar.stop()
-		return err
-	}
 	report := map[string]any{
 		"method":         string(s.opt.Method),
 		"merge_params":   s.opt.Params(),
 		"merged_tensors": len(mg.Plan()),
 		"merged_params":  mg.Elements(),
-		"inputs":         srcs,
+	}
+	// provenance records the inputs' digests in out and the report
+	provenance := func(out *onnxio.Model) error {
+		ins, err := inputSources()
+		if err != nil {
+			return err
+		}
+		all := append(ins, srcs...)
+		report["inputs"] = all
+		return merge.SetProvenance(out, &s.opt, all)
 	}
 	if th := mg.Thresholds(); th != nil {
 		report["trim_thresholds"] = th
@@ -398,11 +406,14 @@ func mergeAction(c *cli.Context) error {
 	}
 	stopTicker := bar.watch("merge", mg.Done, mg.Elements())
 	if c.String("data") == "" && s.dtype == "" {
-		return saveStreaming(c, mg, out, report, stopTicker)
+		return saveStreaming(c, mg, out, report, provenance, stopTicker)
 	}
 	cand, err := mg.Model(ctx, out)
 	stopTicker()
 	if err != nil {
+		return err
+	}
+	if err := provenance(cand); err != nil {
 		return err
 	}
 	if cand, err = convertDtype(c, cand, s.dtype, report); err != nil {
@@ -511,19 +522,21 @@ func evalInputs(c *cli.Context, paths []string, models []*onnxio.Model, report m
 // saveStreaming writes the merge without evaluating it (no --data): the
 // tensors are merged as the output is written, so only a few tensors are in
 // memory at once. It records the same provenance and prints the same
-// result as finish.
-func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report map[string]any, stopProgress func()) error {
+// result as finish; the provenance (provenance, then the command's) is
+// recorded once the tensors are written, since the inputs' digests are
+// computed while they are merged.
+func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report map[string]any, provenance func(*onnxio.Model) error, stopProgress func()) error {
 	path := c.String("o")
-	prov, err := cliProvenance(c)
-	if err != nil {
-		stopProgress()
-		return err
-	}
-	if err := prov.Record(out); err != nil {
-		stopProgress()
-		return err
-	}
-	so := &onnxio.SaveOptions{}
+	so := &onnxio.SaveOptions{Finish: func(out *onnxio.Model) error {
+		if err := provenance(out); err != nil {
+			return err
+		}
+		prov, err := cliProvenance(c)
+		if err != nil {
+			return err
+		}
+		return prov.Record(out)
+	}}
 	if c.Bool("external-data") {
 		so.External = onnxio.ExternalAlways
 	}

@@ -100,7 +100,7 @@ func soupAction(c *cli.Context) error {
 		report["merged_tensors"] = len(mg.Plan())
 		stop := bar.watch("soup", mg.Done, mg.Elements())
 		if c.String("data") == "" {
-			return saveStreaming(c, mg, out, report, stop)
+			return saveStreaming(c, mg, out, report, func(*onnxio.Model) error { return nil }, stop)
 		}
 		cand, err := mg.Model(ctx, out)
 		stop()
