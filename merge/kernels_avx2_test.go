@@ -116,3 +116,40 @@ func TestAVX2KernelsMatchGo(t *testing.T) {
 		}
 	}
 }
+
+// TestFirstNonFinite: the bit test finds the first NaN or ±Inf of float32
+// and float64 slices at every position of a chunk, and nothing in finite
+// ones (the largest finite values and subnormals included).
+func TestFirstNonFinite(t *testing.T) {
+	for _, n := range []int{0, 1, 5, 1023, 1024, 1025, 3000} {
+		v := make([]float32, n)
+		for j := range v {
+			v[j] = []float32{math.MaxFloat32, -math.MaxFloat32, math.SmallestNonzeroFloat32, 0, 1.5}[j%5]
+		}
+		if got := firstNonFinite(v); got != -1 {
+			t.Fatalf("n=%d finite: got %d", n, got)
+		}
+		for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
+			for _, at := range []int{0, n / 2, n - 1} {
+				if at < 0 || at >= n {
+					continue
+				}
+				w := slices.Clone(v)
+				w[at] = bad
+				if n > 2 && at != n-1 {
+					w[n-1] = bad
+				}
+				if got := firstNonFinite(w); got != at {
+					t.Fatalf("n=%d %v at %d: got %d", n, bad, at, got)
+				}
+				w64 := make([]float64, n)
+				for j := range w {
+					w64[j] = float64(w[j])
+				}
+				if got := firstNonFinite(w64); got != at {
+					t.Fatalf("float64 n=%d %v at %d: got %d", n, bad, at, got)
+				}
+			}
+		}
+	}
+}
