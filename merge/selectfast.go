@@ -104,7 +104,7 @@ func (m *Merger) globalThresholds(ctx context.Context, progress Progress) error 
 	var mu sync.Mutex
 	index := func(p *TensorPlan) int { return m.index[p.Out] }
 	err := m.forEach(ctx, func(p *TensorPlan) error {
-		base, xs, err := m.group(p, nil)
+		base, xs, err := m.groupPages(p, nil, false) // reads 1 block in sampleStride
 		defer m.releaseGroup(base, xs)
 		if err != nil {
 			return err
