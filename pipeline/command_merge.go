@@ -405,16 +405,32 @@ func MergeFishers(ctx context.Context, s *MergeSpec, in *merge.Inputs, seed int6
 	return srcs, nil
 }
 
+// MergeProvenance records a merge's inputs in out's metadata
+// (merge.SetProvenance) and in report["inputs"]: the models' and base's
+// sources from inputSources (merge.OpenInputs's, which waits for their
+// digests), then other (calibration, Fisher files and data).
+func MergeProvenance(out *onnxio.Model, opt merge.Options, inputSources func() ([]merge.Source, error), other []merge.Source, report map[string]any) error {
+	ins, err := inputSources()
+	if err != nil {
+		return err
+	}
+	all := append(ins, other...)
+	report["inputs"] = all
+	return merge.SetProvenance(out, &opt, all)
+}
+
 // MergeReport is the merge command's report of mg (its keys "method",
-// "merge_params", "merged_tensors", "merged_params", "inputs",
-// "trim_thresholds", "alignment").
+// "merge_params", "merged_tensors", "merged_params", "inputs" when srcs
+// are known, "trim_thresholds", "alignment").
 func MergeReport(mg *merge.Merger, opt merge.Options, srcs []merge.Source, alignment []map[string]any) map[string]any {
 	report := map[string]any{
 		"method":         string(opt.Method),
 		"merge_params":   opt.Params(),
 		"merged_tensors": len(mg.Plan()),
 		"merged_params":  mg.Elements(),
-		"inputs":         srcs,
+	}
+	if srcs != nil {
+		report["inputs"] = srcs
 	}
 	if th := mg.Thresholds(); th != nil {
 		report["trim_thresholds"] = th

@@ -326,10 +326,13 @@ func (r *Recipe) runMerge(ctx context.Context, i int, p *stepPlan, f Flags, so e
 	if err := CheckAlignFlags(f, len(spec.Fishers) > 0); err != nil {
 		return nil, err
 	}
-	in, srcs, err := merge.LoadInputs(spec.Base, spec.Models)
+	// as the command: the inputs hashed while they are merged, their
+	// provenance recorded on the merged model
+	in, inputSources, err := merge.OpenInputs(spec.Base, spec.Models)
 	if err != nil {
 		return nil, err
 	}
+	var srcs []merge.Source
 	mode := f.String("align")
 	rows, err := AlignModels(ctx, &in, spec.Models, AlignOptions{Mode: mode, Seed: f.Int64("seed"), Calib: f.String("calib"), Session: so, Log: log})
 	if err != nil {
@@ -353,15 +356,15 @@ func (r *Recipe) runMerge(ctx context.Context, i int, p *stepPlan, f Flags, so e
 	}
 	defer mg.Close()
 	out := mg.Output()
-	if err := merge.SetProvenance(out, &spec.Options, srcs); err != nil {
-		return nil, err
-	}
-	report := MergeReport(mg, spec.Options, srcs, rows)
+	report := MergeReport(mg, spec.Options, nil, rows)
 	if rows != nil {
 		out.SetMetadata("onnxpost.align", mode)
 	}
 	cand, err := mg.Model(ctx, out)
 	if err != nil {
+		return nil, err
+	}
+	if err := MergeProvenance(cand, spec.Options, inputSources, srcs, report); err != nil {
 		return nil, err
 	}
 	if cand, err = ConvertDtype(ctx, cand, spec.Dtype, report); err != nil {

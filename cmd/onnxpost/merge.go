@@ -140,10 +140,13 @@ func mergeAction(c *cli.Context) error {
 	if err := pipeline.CheckAlignFlags(c, len(s.Fishers) > 0); err != nil {
 		return err
 	}
-	in, srcs, err := merge.LoadInputs(s.Base, s.Models)
+	// the inputs are hashed for provenance in the background while they
+	// are merged; inputSources waits for the digests
+	in, inputSources, err := merge.OpenInputs(s.Base, s.Models)
 	if err != nil {
 		return err
 	}
+	var srcs []merge.Source // other inputs (calibration, Fisher files and data)
 	so, err := sessionOptions(c)
 	if err != nil {
 		return err
@@ -174,11 +177,11 @@ func mergeAction(c *cli.Context) error {
 	}
 	defer mg.Close()
 	out := mg.Output()
-	if err := merge.SetProvenance(out, &s.Options, srcs); err != nil {
-		bar.stop()
-		return err
+	report := pipeline.MergeReport(mg, s.Options, nil, alignRows)
+	// provenance records the inputs' digests in out and the report
+	provenance := func(out *onnxio.Model) error {
+		return pipeline.MergeProvenance(out, s.Options, inputSources, srcs, report)
 	}
-	report := pipeline.MergeReport(mg, s.Options, srcs, alignRows)
 	if alignRows != nil {
 		out.SetMetadata("onnxpost.align", c.String("align"))
 	}
@@ -188,11 +191,14 @@ func mergeAction(c *cli.Context) error {
 	}
 	stopTicker := bar.watch("merge", mg.Done, mg.Elements())
 	if c.String("data") == "" && s.Dtype == "" {
-		return saveStreaming(c, mg, out, report, stopTicker)
+		return saveStreaming(c, mg, out, report, provenance, stopTicker)
 	}
 	cand, err := mg.Model(ctx, out)
 	stopTicker()
 	if err != nil {
+		return err
+	}
+	if err := provenance(cand); err != nil {
 		return err
 	}
 	if cand, err = pipeline.ConvertDtype(c.Context, cand, s.Dtype, report); err != nil {
@@ -256,19 +262,21 @@ func evalInputs(c *cli.Context, paths []string, models []*onnxio.Model, report m
 // saveStreaming writes the merge without evaluating it (no --data): the
 // tensors are merged as the output is written, so only a few tensors are in
 // memory at once. It records the same provenance and prints the same
-// result as finish.
-func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report map[string]any, stopProgress func()) error {
+// result as finish; the provenance (provenance, then the command's) is
+// recorded once the tensors are written, since the inputs' digests are
+// computed while they are merged.
+func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report map[string]any, provenance func(*onnxio.Model) error, stopProgress func()) error {
 	path := c.String("o")
-	prov, err := cliProvenance(c)
-	if err != nil {
-		stopProgress()
-		return err
-	}
-	if err := prov.Record(out); err != nil {
-		stopProgress()
-		return err
-	}
-	so := &onnxio.SaveOptions{}
+	so := &onnxio.SaveOptions{Finish: func(out *onnxio.Model) error {
+		if err := provenance(out); err != nil {
+			return err
+		}
+		prov, err := cliProvenance(c)
+		if err != nil {
+			return err
+		}
+		return prov.Record(out)
+	}}
 	if c.Bool("external-data") {
 		so.External = onnxio.ExternalAlways
 	}

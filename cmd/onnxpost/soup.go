@@ -4,6 +4,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onnxpost/onnxpost/evalharness"
+	"github.com/onnxpost/onnxpost/onnxio"
 	"github.com/onnxpost/onnxpost/pipeline"
 )
 
@@ -70,7 +71,7 @@ func soupAction(c *cli.Context) error {
 	bar := newProgressBar(c.Bool("progress"))
 	stop := bar.watch("soup", mg.Done, mg.Elements())
 	if c.String("data") == "" {
-		return saveStreaming(c, mg, res.Model, res.Report, stop)
+		return saveStreaming(c, mg, res.Model, res.Report, func(*onnxio.Model) error { return nil }, stop)
 	}
 	cand, err := mg.Model(c.Context, res.Model)
 	stop()
