@@ -4,14 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/onnxpost/onnxpost/evalharness"
-	"github.com/onnxpost/onnxpost/fisher"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/pipeline"
 )
 
 func init() {
@@ -70,14 +67,11 @@ func fisherAction(c *cli.Context) error {
 	if c.String("data") == "" {
 		return usagef("--data DATASET is required")
 	}
-	if c.Int("samples") < 0 || c.Int("max-examples") < 0 || c.Int("batch") < 1 {
-		return usagef("--samples and --max-examples must be >= 0 and --batch >= 1")
-	}
-	mode := c.String("mode")
-	if mode != "" && mode != fisher.ModeRows && mode != fisher.ModeCopies && mode != fisher.ModeLoop && mode != fisher.ModeTokens {
-		return usagef("--mode must be %s, %s, %s or %s, got %q", fisher.ModeRows, fisher.ModeCopies, fisher.ModeLoop, fisher.ModeTokens, mode)
-	}
 	so, err := sessionOptions(c)
+	if err != nil {
+		return err
+	}
+	opt, err := pipeline.FisherOptionsFromFlags(c, so)
 	if err != nil {
 		return err
 	}
@@ -90,20 +84,10 @@ func fisherAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if m, err = fisherBranch(m, ds); err != nil {
-		return err
-	}
-	opt := fisher.Options{
-		Output: c.String("logits"), Samples: c.Int("samples"), Seed: c.Int64("seed"),
-		MaxExamples: c.Int("max-examples"), Batch: c.Int("batch"), Mode: mode, Session: so,
-	}
-	t0 := time.Now()
-	fm, r, err := fisher.FromData(c.Context, m, path, ds, opt)
+	fm, res, err := pipeline.Fisher(c.Context, m, path, ds, opt, os.Stderr)
 	if err != nil {
 		return err
 	}
-	secs := time.Since(t0).Seconds()
-	fm.SetMetadata("onnxpost.version", version)
 	rep, err := prepareReport(c.String("report"))
 	if err != nil {
 		return err
@@ -112,19 +96,7 @@ func fisherAction(c *cli.Context) error {
 	if err := fm.Save(out, &onnxio.SaveOptions{Context: c.Context}); err != nil {
 		return fmt.Errorf("writing %s: %w", out, err)
 	}
-	var elems int64
-	for _, v := range r.Fisher {
-		elems += int64(len(v))
-	}
-	res := map[string]any{
-		"command": "fisher", "model": path, "output": out, "data": c.String("data"),
-		"samples": r.Examples, "classes": r.Classes, "label_samples": opt.Samples,
-		"params": elems, "tensors": len(r.Params), "mode": r.Mode, "seconds": secs,
-		"examples_per_s": float64(r.Examples) / secs,
-	}
-	if r.Fallback != "" {
-		res["fallback"] = r.Fallback
-	}
+	res["output"], res["data"] = out, c.String("data")
 	doc, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
@@ -136,40 +108,8 @@ func fisherAction(c *cli.Context) error {
 	if c.Bool("json") {
 		os.Stdout.Write(doc)
 	} else {
-		fmt.Fprintf(os.Stderr, "fisher: %d tensors (%d values) over %d examples in %.2fs (%.0f examples/s, mode %s) -> %s\n",
-			len(r.Params), elems, r.Examples, secs, float64(r.Examples)/secs, r.Mode, out)
+		fmt.Fprintf(os.Stderr, "fisher: %d tensors (%v values) over %v examples in %.2fs (%.0f examples/s, mode %v) -> %s\n",
+			res["tensors"], res["params"], res["samples"], res["seconds"], res["examples_per_s"], res["mode"], out)
 	}
 	return nil
-}
-
-// fisherBranch returns m, or for an If-merged decoder (onnxio.IfMerged) the
-// branch the dataset takes, lifted into a plain model: the first branch
-// whose every input the dataset holds (the no-cache branch of a decoder
-// whose dataset has no past_key_values). Its parameters are the merged
-// model's weights under their own names, so the Fisher file describes the
-// merged model too.
-func fisherBranch(m *onnxio.Model, ds *evalharness.Dataset) (*onnxio.Model, error) {
-	if _, ok := m.IfMerged(); !ok {
-		return m, nil
-	}
-	bs, err := m.LiftBranches()
-	if err != nil {
-		return nil, err
-	}
-	var tried []string
-	for _, b := range bs {
-		missing := ""
-		for _, in := range b.Model.Inputs() {
-			if _, ok := ds.Inputs[in.Name]; !ok {
-				missing = in.Name
-				break
-			}
-		}
-		if missing == "" {
-			fmt.Fprintf(os.Stderr, "fisher: If-merged decoder: computing the Fisher of its %s (the branch the data takes)\n", b.Attr)
-			return b.Model, nil
-		}
-		tried = append(tried, fmt.Sprintf("%s needs %q", b.Attr, missing))
-	}
-	return nil, fmt.Errorf("fisher: If-merged decoder: the dataset holds the inputs of no branch (%s)", strings.Join(tried, "; "))
 }
