@@ -204,7 +204,9 @@ func PruneModel(ctx context.Context, m *onnxio.Model, opt Options, sel Selection
 		if global {
 			continue
 		}
-		out, lr, err := PruneLayer(ctx, layers[i], opt, cal)
+		l := layers[i]
+		layers[i].Data = nil // PruneLayer drops its copy once it has the matrix view
+		out, lr, err := PruneLayer(ctx, l, opt, cal)
 		if err != nil {
 			return Report{}, err
 		}
@@ -213,7 +215,6 @@ func PruneModel(ctx context.Context, m *onnxio.Model, opt Options, sel Selection
 				return Report{}, err
 			}
 		}
-		layers[i].Data = nil
 		reps = append(reps, lr)
 	}
 	rep := Report{Method: opt.Method, Scope: opt.Scope, Sparsity: opt.Sparsity}
