@@ -70,3 +70,27 @@ func BenchmarkInvertLower(b *testing.B) {
 		b.ReportMetric((cpuSeconds()-cpu0)/float64(b.N), "cpu-s/op")
 	})
 }
+
+// TestNarrow: narrowing in place gives float32(u[i]) for every element,
+// including values that round, signs, zeros and odd lengths.
+func TestNarrow(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 3, 7, 1000} {
+		u := make([]float64, n)
+		for i := range u {
+			u[i] = math.Pow(-1.7, float64(i%40)) / 3
+		}
+		want := make([]float32, n)
+		for i, v := range u {
+			want[i] = float32(v)
+		}
+		got := narrow(u)
+		if len(got) != n {
+			t.Fatalf("n=%d: %d values", n, len(got))
+		}
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("n=%d: element %d is %v, want %v", n, i, got[i], want[i])
+			}
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"unsafe"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
@@ -234,7 +235,9 @@ func upperCholOfInverse(H []float64, n int) error {
 
 // sweep runs SparseGPT's blocked column sweep over W (rows×n, updated in
 // place) with U the upper Cholesky factor of H⁻¹, and returns the mask and
-// the OBS loss.
+// the OBS loss. U is consumed: its memory holds the float32 copy of U for
+// the trailing updates (narrow), so that the sweep holds n² float32s and
+// n·BlockSize float64s, not n² of each.
 func sweep(ctx context.Context, W []float32, rows, n int, U []float64, opt Options, progress func(done, total int)) ([]bool, float64, error) {
 	bs := opt.BlockSize
 	workers := opt.Workers
@@ -243,11 +246,18 @@ func sweep(ctx context.Context, W []float32, rows, n int, U []float64, opt Optio
 	}
 	workers = max(1, min(workers, rows))
 	pruned := make([]bool, rows*n)
-	// float32 copy of U for the trailing updates, as in the reference.
-	U32 := make([]float32, n*n)
-	for i, v := range U {
-		U32[i] = float32(v)
+	// The in-block updates read U's diagonal blocks in float64 (blocks:
+	// row i1+i of block [i1, i2) holds U[i1+i, i1:i2], bs apart); the
+	// trailing updates read U in float32, as in the reference, narrowed in
+	// U's own memory.
+	blocks := make([]float64, n*bs)
+	for i1 := 0; i1 < n; i1 += bs {
+		i2 := min(i1+bs, n)
+		for i := i1; i < i2; i++ {
+			copy(blocks[i*bs:i*bs+i2-i1], U[i*n+i1:i*n+i2])
+		}
 	}
+	U32 := narrow(U)
 	var unstructuredCounts []int
 	if opt.Pattern.IsZero() {
 		sizes := []int{}
@@ -278,7 +288,7 @@ func sweep(ctx context.Context, W []float32, rows, n int, U []float64, opt Optio
 			tmp := make([]float64, rows*cnt)
 			for r := 0; r < rows; r++ {
 				for c := 0; c < cnt; c++ {
-					d := U[(i1+c)*n+i1+c]
+					d := blocks[(i1+c)*bs+c]
 					x := W1[r*cnt+c]
 					tmp[r*cnt+c] = x * x / (d * d)
 				}
@@ -297,7 +307,7 @@ func sweep(ctx context.Context, W []float32, rows, n int, U []float64, opt Optio
 			go func(g, r0, r1 int) {
 				defer wg.Done()
 				defer safe.Recover("sparsegpt worker", &errs[g])
-				losses[g] += sweepRows(W, W1, Err1, pruned, bmask, U, r0, r1, n, i1, cnt, opt.Pattern)
+				losses[g] += sweepRows(W, W1, Err1, pruned, bmask, blocks[i1*bs:], bs, r0, r1, n, i1, cnt, opt.Pattern)
 			}(g, r0, r1)
 		}
 		wg.Wait()
@@ -320,6 +330,21 @@ func sweep(ctx context.Context, W []float32, rows, n int, U []float64, opt Optio
 		loss += l
 	}
 	return pruned, loss, nil
+}
+
+// narrow converts u to float32 in place and returns the float32s, which
+// occupy the first half of u's memory (u itself is spoiled): element i is
+// written at byte 4i, inside float64 element i/2 ≤ i, which has been read
+// already.
+func narrow(u []float64) []float32 {
+	if len(u) == 0 {
+		return nil
+	}
+	f := unsafe.Slice((*float32)(unsafe.Pointer(&u[0])), len(u))
+	for i := range u {
+		f[i] = float32(u[i])
+	}
+	return f
 }
 
 // trailingUpdate applies the lazy batched update of one block,
@@ -386,9 +411,10 @@ func trailingUpdate(W, Err1, U32 []float32, rows, n, i1, cnt, workers int) error
 
 // sweepRows processes rows r0..r1 of one column block [i1, i1+cnt): mask
 // choice (N:M groups), quantization to the mask, OBS error and the in-block
-// updates, in float64. It writes the block's result into W, its errors into
-// Err1 and its mask into pruned, and returns its loss.
-func sweepRows(W []float32, W1 []float64, Err1 []float32, pruned, bmask []bool, U []float64, r0, r1, n, i1, cnt int, p Pattern) float64 {
+// updates, in float64, from ub: the block's rows of U's diagonal block,
+// stride apart. It writes the block's result into W, its errors into Err1
+// and its mask into pruned, and returns its loss.
+func sweepRows(W []float32, W1 []float64, Err1 []float32, pruned, bmask []bool, ub []float64, stride, r0, r1, n, i1, cnt int, p Pattern) float64 {
 	loss := 0.0
 	var score []float64
 	var idx []int
@@ -401,10 +427,10 @@ func sweepRows(W []float32, W1 []float64, Err1 []float32, pruned, bmask []bool, 
 		e1 := Err1[r*cnt : (r+1)*cnt]
 		pr := pruned[r*n+i1 : r*n+i1+cnt]
 		for i := 0; i < cnt; i++ {
-			ui := U[(i1+i)*n+i1 : (i1+i)*n+i1+cnt]
+			ui := ub[i*stride : i*stride+cnt]
 			if !p.IsZero() && i%p.M == 0 {
 				for t := 0; t < p.M; t++ {
-					d := U[(i1+i+t)*n+i1+i+t]
+					d := ub[(i+t)*stride+i+t]
 					score[t] = w1[i+t] * w1[i+t] / (d * d)
 					idx[t] = t
 				}
