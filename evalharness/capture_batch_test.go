@@ -30,34 +30,7 @@ func TestBatchWithin(t *testing.T) {
 // changes nothing.
 func TestCaptureBatchBudget(t *testing.T) {
 	requireORT(t)
-	dir := t.TempDir()
-	cfg := llmgen.Config{Layers: 1, Hidden: 16, Heads: 2, FF: 24, Vocab: 30}
-	p, err := llmgen.Generate(dir, "dec.onnx", cfg, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	calib := filepath.Join(dir, "calib.npz")
-	if err := llmgen.WriteTokens(calib, cfg.Vocab, 5, 7, 2); err != nil {
-		t.Fatal(err)
-	}
-	m, err := onnxio.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds, err := LoadDatasetFor(calib, DatasetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var grams []string
-	ws, err := m.Weights()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, w := range ws {
-		if w.Role == onnxio.RoleMatMulB {
-			grams = append(grams, w.Name)
-		}
-	}
+	m, ds, grams := tinyDecoder(t, llmgen.Config{Layers: 1, Hidden: 16, Heads: 2, FF: 24, Vocab: 30}, 3, 5, 7, 2)
 	tensor := m.Nodes()[len(m.Nodes())-1].Outputs[0]
 	// batch sizes of the runs (the first input's first axis)
 	var runs []int64
@@ -102,6 +75,40 @@ func TestCaptureBatchBudget(t *testing.T) {
 	if !same(capture(4, 1<<30, []int64{1, 4, 1}), capture(4, 0, []int64{4, 1})) {
 		t.Fatal("a budget that holds the batch changed the statistics")
 	}
+}
+
+// tinyDecoder generates a decoder (llmgen, seed) and a calibration set of
+// samples × seq tokens (tokenSeed), and lists its MatMul weights.
+func tinyDecoder(t *testing.T, cfg llmgen.Config, seed uint64, samples, seq int, tokenSeed uint64) (*onnxio.Model, *Dataset, []string) {
+	t.Helper()
+	dir := t.TempDir()
+	p, err := llmgen.Generate(dir, "dec.onnx", cfg, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calib := filepath.Join(dir, "calib.npz")
+	if err := llmgen.WriteTokens(calib, cfg.Vocab, samples, seq, tokenSeed); err != nil {
+		t.Fatal(err)
+	}
+	m, err := onnxio.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := LoadDatasetFor(calib, DatasetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var grams []string
+	ws, err := m.Weights()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range ws {
+		if w.Role == onnxio.RoleMatMulB {
+			grams = append(grams, w.Name)
+		}
+	}
+	return m, ds, grams
 }
 
 // batchRecorder records the batch size of every run of a session.
