@@ -314,6 +314,7 @@ type original struct {
 	f64   []float64
 }
 
+// originalOf returns what store needs of t.
 func originalOf(t *onnxio.Tensor) (original, error) {
 	o := original{name: t.Name, dtype: t.DType, shape: t.Shape}
 	if t.DType == onnxio.Double {
