@@ -35,7 +35,12 @@ type Request struct {
 	// fit, in one more pass over the data, freeing the group held before.
 	// A caller that asks in that order (layer by layer) thus makes about
 	// total/MaxGramBytes passes and holds one group at a time; the results
-	// are bit-identical to one pass.
+	// are bit-identical to one pass. A Gram computed on demand is handed
+	// to the last of the weights that share it when it reads it (the
+	// first read of each, InputGram): that read gets the held matrix
+	// itself rather than a copy, and the Collected forgets it, so a caller
+	// that transforms each weight once holds one d×d matrix per layer, not
+	// two; reading it again computes it again, in one more pass.
 	MaxGramBytes int64
 }
 
@@ -48,6 +53,10 @@ type layer struct {
 	d      int
 	norms  bool  // the diagonal only
 	g      *Gram // nil while not accumulated (MaxGramBytes)
+	// readers counts the weights that share the layer; served, on
+	// demand, those that have read its Gram since it was accumulated
+	readers int
+	served  map[string]bool
 }
 
 // key identifies the statistic a row-read consumer (MatMul, Gemm without
@@ -144,6 +153,7 @@ func NewAccumulator(m *onnxio.Model, r Request) (*Accumulator, error) {
 				k := layerKey{l.input, l.d, l.norms}
 				if s, ok := shared[k]; ok {
 					a.layers[name] = s
+					s.readers++
 					continue
 				}
 				shared[k] = l
@@ -194,7 +204,7 @@ func newLayer(wm map[string]onnxio.Weight, nodes []onnxio.Node, name string, nor
 		return nil, fmt.Errorf("%w: %q has no consuming node", ErrUnsupported, name)
 	}
 	n := nodes[w.NodeIndex]
-	l := &layer{name: name, input: n.Input(0), norms: normsOnly}
+	l := &layer{name: name, input: n.Input(0), norms: normsOnly, readers: 1}
 	d := 0
 	switch w.Role {
 	case onnxio.RoleMatMulB:

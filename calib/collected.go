@@ -3,6 +3,7 @@ package calib
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 )
@@ -76,6 +77,7 @@ func (c *Collected) load(l *layer) error {
 	seen := map[string]bool{}
 	for _, h := range group {
 		h.alloc()
+		h.served = nil
 		a.layers[h.name] = h
 		if !seen[h.input] {
 			seen[h.input] = true
@@ -122,7 +124,28 @@ func (c *Collected) InputGram(weight string) ([]float64, int, int64, error) {
 		return nil, 0, 0, err
 	}
 	defer unlock()
-	return l.g.Matrix(), l.g.D(), l.g.N(), nil
+	d, n := l.g.D(), l.g.N()
+	if c.lazy == nil {
+		return l.g.Matrix(), d, n, nil
+	}
+	// on demand: the last of the weights sharing l to read it gets the
+	// held matrix itself (Request.MaxGramBytes)
+	if l.served == nil {
+		l.served = map[string]bool{}
+	}
+	l.served[weight] = true
+	if len(l.served) < l.readers {
+		return l.g.Matrix(), d, n, nil
+	}
+	xtx := l.g.take()
+	c.lazy.forget(l)
+	return xtx, d, n, nil
+}
+
+// forget drops l's statistic from the group held. lz.mu is held.
+func (lz *onDemand) forget(l *layer) {
+	l.g, l.served = nil, nil
+	lz.resident = slices.DeleteFunc(lz.resident, func(r *layer) bool { return r == l })
 }
 
 // SquaredColumnNorms implements Stats.

@@ -84,7 +84,23 @@ func (g *Gram) Matrix() []float64 {
 	if g.norms {
 		panic("calib: Matrix of a norms-only Gram")
 	}
-	out := append([]float64(nil), g.xtx...)
+	return g.mirror(append([]float64(nil), g.xtx...))
+}
+
+// take returns XᵀX with both triangles filled in the accumulator's own
+// storage, without a copy, and leaves g empty (its caller forgets g). It
+// panics on a NormsOnly accumulator.
+func (g *Gram) take() []float64 {
+	if g.norms {
+		panic("calib: Matrix of a norms-only Gram")
+	}
+	out := g.xtx
+	g.xtx = nil
+	return g.mirror(out)
+}
+
+// mirror copies the upper triangle of the d×d out onto its lower one.
+func (g *Gram) mirror(out []float64) []float64 {
 	for i := 0; i < g.d; i++ {
 		for j := i + 1; j < g.d; j++ {
 			out[j*g.d+i] = out[i*g.d+j]

@@ -24,7 +24,9 @@ import (
 )
 
 // Stats gives the calibration statistics of one model state over one
-// dataset. Every slice returned is the caller's to keep.
+// dataset. Every slice returned is the caller's to keep and to overwrite
+// (SparseGPT and GPTQ factor the Gram in place): an implementation never
+// returns a slice it holds on to.
 type Stats interface {
 	// InputGram returns XᵀX (d×d, row-major, float64) of the input
 	// activations X (n rows) of the node that consumes the initializer

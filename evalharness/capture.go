@@ -38,6 +38,13 @@ type CaptureOptions struct {
 	// (layer by layer) thus makes about total/MaxGramBytes passes and holds
 	// one group at a time; Stats.GramPasses counts them.
 	MaxGramBytes int64
+	// MaxBatchBytes, when > 0, bounds the activations one batch fetches
+	// (ONNX Runtime's outputs and their float64 copies), which grow with
+	// the batch and the sequence length: each pass first runs one sample
+	// to measure them and lowers Batch so that a batch fits (one sample at
+	// least; not for a model with a fixed batch). The statistics are then
+	// those of the lower batch size (bit for bit).
+	MaxBatchBytes int64
 }
 
 // Stats holds activation statistics accumulated over a dataset, with memory
@@ -139,6 +146,16 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 	if err != nil {
 		return err
 	}
+	if opt.MaxBatchBytes > 0 && runner != nil && batch > 1 {
+		// a model with a fixed batch gets it whatever is asked for
+		if one, err := ds.BatchSize(ModelInputs(m), 1); err == nil && one == 1 {
+			per, err := sampleBytes(runner, ds)
+			if err != nil {
+				return err
+			}
+			batch = batchWithin(batch, per, opt.MaxBatchBytes)
+		}
+	}
 	values := func(i, j int64) (map[string][]float64, map[string][]int64, error) {
 		vals := map[string][]float64{}
 		shapes := map[string][]int64{}
@@ -153,6 +170,7 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 					return nil, nil, fmt.Errorf("%w: %s: %v", ErrCapture, fetch[k], err)
 				}
 				vals[fetch[k]], shapes[fetch[k]] = v, o.Shape
+				outs[k] = nil // its float64 copy replaces it
 			}
 		}
 		for _, name := range fromData {
@@ -192,6 +210,30 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 		}
 	}
 	return nil
+}
+
+// sampleBytes runs the first sample of ds through r and returns the
+// memory its outputs take in a capture: ONNX Runtime's values and their
+// float64 copies.
+func sampleBytes(r Runner, ds *Dataset) (int64, error) {
+	outs, err := r.Run(feed(r, ds, 0, 1))
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, o := range outs {
+		n += o.NumElements() * (int64(ElemSize(o.DType)) + 8)
+	}
+	return n, nil
+}
+
+// batchWithin returns the largest batch size up to batch whose samples of
+// per bytes each fit in budget, at least 1.
+func batchWithin(batch, per, budget int64) int64 {
+	if per <= 0 {
+		return batch
+	}
+	return max(1, min(batch, budget/per))
 }
 
 // ModelInputs describes m's graph inputs that are not initializers as

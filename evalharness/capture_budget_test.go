@@ -2,7 +2,6 @@ package evalharness
 
 import (
 	"context"
-	"path/filepath"
 	"slices"
 	"testing"
 
@@ -18,34 +17,7 @@ import (
 // result; an edit of the model after Capture changes no Gram.
 func TestCaptureGramBudget(t *testing.T) {
 	requireORT(t)
-	dir := t.TempDir()
-	cfg := llmgen.Config{Layers: 2, Hidden: 32, Heads: 2, FF: 48, Vocab: 40}
-	p, err := llmgen.Generate(dir, "dec.onnx", cfg, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	calib := filepath.Join(dir, "calib.npz")
-	if err := llmgen.WriteTokens(calib, cfg.Vocab, 3, 6, 1); err != nil {
-		t.Fatal(err)
-	}
-	m, err := onnxio.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds, err := LoadDatasetFor(calib, DatasetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var grams []string
-	ws, err := m.Weights()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, w := range ws {
-		if w.Role == onnxio.RoleMatMulB {
-			grams = append(grams, w.Name)
-		}
-	}
+	m, ds, grams := tinyDecoder(t, llmgen.Config{Layers: 2, Hidden: 32, Heads: 2, FF: 48, Vocab: 40}, 5, 3, 6, 1)
 	if len(grams) != 2*7+1 {
 		t.Fatalf("%d MatMul weights, want 15", len(grams))
 	}

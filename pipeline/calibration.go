@@ -26,6 +26,10 @@ type CalibOptions struct {
 	// computed on demand in groups (evalharness.CaptureOptions.MaxGramBytes;
 	// 0: no bound).
 	MaxGramBytes int64
+	// MaxBatchBytes bounds the activations one batch fetches: beyond it
+	// the batch is lowered (evalharness.CaptureOptions.MaxBatchBytes; 0:
+	// no bound).
+	MaxBatchBytes int64
 }
 
 // Calibrate runs evalharness.Capture of model over ds (at most Samples
@@ -37,7 +41,7 @@ func Calibrate(ctx context.Context, model *onnxio.Model, ds *evalharness.Dataset
 	if opt.Samples > 0 && ds.N > opt.Samples {
 		ds = ds.Head(opt.Samples)
 	}
-	co.Session, co.Batch, co.MaxGramBytes = opt.Session, opt.Batch, opt.MaxGramBytes
+	co.Session, co.Batch, co.MaxGramBytes, co.MaxBatchBytes = opt.Session, opt.Batch, opt.MaxGramBytes, opt.MaxBatchBytes
 	st, err := evalharness.Capture(ctx, model, ds, co)
 	if err != nil {
 		return nil, fmt.Errorf("calibration on %s: %w", ds.Path, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 
 	"gonum.org/v1/gonum/blas"
@@ -54,6 +55,23 @@ type GPTQInfo struct {
 // len(xtx) != k·k. It stops with ctx's error, checked before each lazy
 // block, when ctx is cancelled.
 func GPTQ(ctx context.Context, w []float32, k, n int, xtx []float64, opt GPTQOptions) (*Blockwise, GPTQInfo, error) {
+	return gptq(ctx, w, k, n, xtx, false, gptqChunkRows(k), opt)
+}
+
+// gptqChunkBytes bounds GPTQ's float64 working copy of the weight: the
+// output channels (rows of Wᵀ) are quantized in chunks of rows that fit,
+// each through every column, since rows are independent given H⁻¹.
+const gptqChunkBytes = 64 << 20
+
+// gptqChunkRows is the number of rows of K float64s that fit in
+// gptqChunkBytes (at least one).
+func gptqChunkRows(k int) int { return max(1, gptqChunkBytes/(8*max(k, 1))) }
+
+// gptq is GPTQ, rows (output channels) chunkRows at a time; with owned,
+// xtx is the caller's to give: it becomes H and then the factor U in
+// place instead of a copy (K² float64s). The results do not depend on
+// chunkRows, bit for bit.
+func gptq(ctx context.Context, w []float32, k, n int, xtx []float64, owned bool, chunkRows int, opt GPTQOptions) (*Blockwise, GPTQInfo, error) {
 	if k < 0 || n < 0 || len(w) != k*n {
 		panic(fmt.Errorf("%w: %d values for [%d, %d]", ErrShape, len(w), k, n))
 	}
@@ -86,33 +104,80 @@ func GPTQ(ctx context.Context, w []float32, k, n int, xtx []float64, opt GPTQOpt
 	if lazy <= 0 {
 		lazy = 128
 	}
-	gs := bo.BlockSize
+	chunkRows = max(1, min(chunkRows, n))
 	info := GPTQInfo{}
 
-	// W is [N][K] (rows = outputs, columns = inputs), as in the reference.
-	W := make([]float64, n*k)
-	for kk := 0; kk < k; kk++ {
-		for c := 0; c < n; c++ {
-			W[c*k+kk] = float64(w[kk*n+c])
-		}
+	H := xtx
+	if !owned {
+		H = append([]float64(nil), xtx...)
 	}
-	H := append([]float64(nil), xtx...)
+	var dead []int // inputs never seen: their weights are zeroed
 	for i := 0; i < k; i++ {
 		if H[i*k+i] == 0 {
 			H[i*k+i] = 1
-			info.DeadColumns++
-			for c := 0; c < n; c++ {
-				W[c*k+i] = 0
-			}
+			dead = append(dead, i)
 		}
 	}
-	nb := (k + gs - 1) / gs
+	info.DeadColumns = len(dead)
+	perm := make([]int, k)
+	for i := range perm {
+		perm[i] = i
+	}
+	if opt.ActOrder {
+		sort.SliceStable(perm, func(a, b int) bool { return H[perm[a]*k+perm[a]] > H[perm[b]*k+perm[b]] })
+		H = permuteSym(H, k, perm)
+	}
+	U := H // the factor, in place
+	ok := false
+	for try := 0; try < 4 && !ok; try++ {
+		if try > 0 {
+			damp *= 10
+		}
+		ok = hinvUpper(U, k, damp)
+	}
+	if !ok {
+		return nil, info, fmt.Errorf("%w: H + damping is not positive definite even with damping %g", ErrCalibration, damp)
+	}
+	info.Damp = damp
+
 	out := newBlockwise(k, n, bo)
-	scales := make([]float64, n) // current block's parameters, per row
-	zeros := make([]int, n)
+	loss := make([]float64, n) // per row, summed in row order at the end
+	for c0 := 0; c0 < n; c0 += chunkRows {
+		if err := gptqRows(ctx, w, k, n, c0, min(c0+chunkRows, n), U, perm, dead, lazy, bo, opt.ActOrder, out, loss); err != nil {
+			return nil, info, err
+		}
+	}
+	for _, l := range loss {
+		info.Loss += l
+	}
+	return out, info, nil
+}
+
+// gptqRows quantizes rows c0..c1 of Wᵀ (output channels; W [K, N] is w)
+// through every column, given U, the upper Cholesky factor of H⁻¹ in the
+// column order perm, into out, and adds each row's proxy loss to loss.
+// Its working set is (c1−c0)·K float64s plus a lazy block.
+func gptqRows(ctx context.Context, w []float32, k, n, c0, c1 int, U []float64, perm, dead []int, lazy int, bo BlockOptions, actOrder bool, out *Blockwise, loss []float64) error {
+	rows := c1 - c0
+	gs := bo.BlockSize
+	nb := (k + gs - 1) / gs
+	// W is [rows][K] (rows = outputs, columns = inputs), as in the reference.
+	W := make([]float64, rows*k)
+	for kk := 0; kk < k; kk++ {
+		for c := 0; c < rows; c++ {
+			W[c*k+kk] = float64(w[kk*n+c0+c])
+		}
+	}
+	for _, i := range dead {
+		for c := 0; c < rows; c++ {
+			W[c*k+i] = 0
+		}
+	}
+	scales := make([]float64, rows) // current block's parameters, per row
+	zeros := make([]int, rows)
 	xs := make([]float64, gs)
 	findParams := func(src []float64, cols []int, blk int) {
-		for c := 0; c < n; c++ {
+		for c := 0; c < rows; c++ {
 			xs = xs[:0]
 			for _, col := range cols {
 				xs = append(xs, src[c*k+col])
@@ -120,7 +185,7 @@ func GPTQ(ctx context.Context, w []float32, k, n int, xtx []float64, opt GPTQOpt
 			s, z := blockParams(xs, bo.Bits, bo.Symmetric, bo.Rule)
 			scales[c], zeros[c] = float64(float32(s)), z
 			if blk >= 0 {
-				out.Scales[c*nb+blk], out.ZeroPoints[c*nb+blk] = float32(s), uint8(z)
+				out.Scales[(c0+c)*nb+blk], out.ZeroPoints[(c0+c)*nb+blk] = float32(s), uint8(z)
 			}
 		}
 	}
@@ -129,7 +194,7 @@ func GPTQ(ctx context.Context, w []float32, k, n int, xtx []float64, opt GPTQOpt
 	// original weights, before any update.
 	var static [][]float64
 	var staticZ [][]int
-	if opt.ActOrder {
+	if actOrder {
 		static, staticZ = make([][]float64, nb), make([][]int, nb)
 		for j := 0; j < nb; j++ {
 			cols := make([]int, 0, gs)
@@ -140,46 +205,26 @@ func GPTQ(ctx context.Context, w []float32, k, n int, xtx []float64, opt GPTQOpt
 			static[j] = append([]float64(nil), scales...)
 			staticZ[j] = append([]int(nil), zeros...)
 		}
+		W = permuteCols(W, rows, k, perm)
 	}
-	perm := make([]int, k)
-	for i := range perm {
-		perm[i] = i
-	}
-	if opt.ActOrder {
-		sort.SliceStable(perm, func(a, b int) bool { return H[perm[a]*k+perm[a]] > H[perm[b]*k+perm[b]] })
-		W = permuteCols(W, n, k, perm)
-		H = permuteSym(H, k, perm)
-	}
-
-	var U []float64
-	for try := 0; try < 4; try++ {
-		U = hinvUpper(H, k, damp)
-		if U != nil {
-			break
-		}
-		damp *= 10
-	}
-	if U == nil {
-		return nil, info, fmt.Errorf("%w: H + damping is not positive definite even with damping %g", ErrCalibration, damp)
-	}
-	info.Damp = damp
 
 	maxq := float64(int(1)<<bo.Bits - 1)
+	W1 := make([]float64, rows*min(lazy, k))
+	Err1 := make([]float64, rows*min(lazy, k))
 	for i1 := 0; i1 < k; i1 += lazy {
 		if err := ctx.Err(); err != nil {
-			return nil, info, err
+			return err
 		}
 		i2 := min(i1+lazy, k)
 		cnt := i2 - i1
-		W1 := make([]float64, n*cnt)
-		for c := 0; c < n; c++ {
+		W1, Err1 := W1[:rows*cnt], Err1[:rows*cnt]
+		for c := 0; c < rows; c++ {
 			copy(W1[c*cnt:(c+1)*cnt], W[c*k+i1:c*k+i2])
 		}
-		Err1 := make([]float64, n*cnt)
 		for i := 0; i < cnt; i++ {
 			col := i1 + i
 			orig := perm[col]
-			if opt.ActOrder {
+			if actOrder {
 				j := orig / gs
 				copy(scales, static[j])
 				copy(zeros, staticZ[j])
@@ -191,7 +236,7 @@ func GPTQ(ctx context.Context, w []float32, k, n int, xtx []float64, opt GPTQOpt
 				findParams(W, cols, col/gs)
 			}
 			d := U[col*k+col]
-			for c := 0; c < n; c++ {
+			for c := 0; c < rows; c++ {
 				x := W1[c*cnt+i]
 				s, z := scales[c], zeros[c]
 				var code, q float64
@@ -201,9 +246,9 @@ func GPTQ(ctx context.Context, w []float32, k, n int, xtx []float64, opt GPTQOpt
 					code = math.Max(0, math.Min(math.RoundToEven(x/s)+float64(z), maxq))
 					q = s * (code - float64(z))
 				}
-				out.Codes[c*k+orig] = uint8(code)
+				out.Codes[(c0+c)*k+orig] = uint8(code)
 				e := (x - q) / d
-				info.Loss += (x - q) * (x - q) / (d * d) / 2
+				loss[c0+c] += (x - q) * (x - q) / (d * d) / 2
 				row := W1[c*cnt : (c+1)*cnt]
 				urow := U[col*k+i1 : col*k+i2]
 				for jj := i; jj < cnt; jj++ {
@@ -216,13 +261,13 @@ func GPTQ(ctx context.Context, w []float32, k, n int, xtx []float64, opt GPTQOpt
 		// O(N·K²) part: a BLAS GEMM on strided views, OpenBLAS when present).
 		if i2 < k {
 			linalg.Gemm(blas.NoTrans, blas.NoTrans, -1,
-				blas64.General{Rows: n, Cols: cnt, Stride: cnt, Data: Err1},
+				blas64.General{Rows: rows, Cols: cnt, Stride: cnt, Data: Err1},
 				blas64.General{Rows: cnt, Cols: k - i2, Stride: k, Data: U[i1*k+i2:]},
 				1,
-				blas64.General{Rows: n, Cols: k - i2, Stride: k, Data: W[i2:]})
+				blas64.General{Rows: rows, Cols: k - i2, Stride: k, Data: W[i2:]})
 		}
 	}
-	return out, info, nil
+	return nil
 }
 
 // permuteCols returns W[:, perm] for W [rows][cols].
@@ -247,40 +292,53 @@ func permuteSym(H []float64, k int, perm []int) []float64 {
 	return out
 }
 
-// hinvUpper returns the upper Cholesky factor U of (H + damp·mean(diag H)·I)⁻¹
-// (so that the inverse is UᵀU), or nil when the damped H is not positive
-// definite. With J the reversal permutation and J·H·J = M·Mᵀ (Cholesky),
-// H = R·Rᵀ with R = J·M·J upper triangular, so H⁻¹ = R⁻ᵀR⁻¹ and U = R⁻¹:
-// one Cholesky factorization and one triangular inverse.
-func hinvUpper(H []float64, k int, damp float64) []float64 {
+// hinvUpper overwrites the symmetric H (K×K, row-major) with the upper
+// Cholesky factor U of (H + damp·mean(diag H)·I)⁻¹ (so that the inverse
+// is UᵀU, zero below the diagonal) and returns true, or leaves H as it was
+// and returns false when the damped H is not positive definite. With J
+// the reversal permutation and J·H·J = M·Mᵀ (Cholesky), H = R·Rᵀ with
+// R = J·M·J upper triangular, so H⁻¹ = R⁻ᵀR⁻¹ and U = R⁻¹: one Cholesky
+// factorization and one triangular inverse. J·A·J of a row-major K×K A
+// is A's elements in reverse order.
+func hinvUpper(H []float64, k int, damp float64) bool {
 	var mean float64
 	for i := 0; i < k; i++ {
 		mean += H[i*k+i]
 	}
 	mean /= float64(k)
-	A := make([]float64, k*k) // J·(H + damp·I)·J
+	diag := make([]float64, k) // of J·H·J, to restore H on failure
+	A := H[:k*k]
+	slices.Reverse(A) // J·H·J
 	for i := 0; i < k; i++ {
-		for j := 0; j < k; j++ {
-			A[i*k+j] = H[(k-1-i)*k+(k-1-j)]
-		}
+		diag[i] = A[i*k+i]
 		A[i*k+i] += damp * mean
 	}
-	// Cholesky factor of J·H·J (LAPACK dpotrf, lower, row-major).
-	if _, ok := linalg.Potrf(blas64.Symmetric{Uplo: blas.Lower, N: k, Stride: k, Data: A}); !ok {
-		return nil
-	}
-	U := make([]float64, k*k) // R = J·M·J, upper triangular
-	for i := 0; i < k; i++ {
-		for j := i; j < k; j++ {
-			U[i*k+j] = A[(k-1-i)*k+(k-1-j)]
-		}
-		if !(U[i*k+i] > 0) {
-			return nil
+	// Cholesky factor of J·H·J (LAPACK dpotrf, lower, row-major); the strict
+	// upper triangle still holds J·H·J.
+	_, ok := linalg.Potrf(blas64.Symmetric{Uplo: blas.Lower, N: k, Stride: k, Data: A})
+	if ok {
+		for i := 0; i < k; i++ {
+			if !(A[i*k+i] > 0) {
+				ok = false
+			}
 		}
 	}
-	// U = R⁻¹ in place (LAPACK dtrtri).
-	if !linalg.Trtri(blas64.Triangular{Uplo: blas.Upper, Diag: blas.NonUnit, N: k, Stride: k, Data: U}) {
-		return nil
+	if !ok {
+		for i := 0; i < k; i++ {
+			A[i*k+i] = diag[i]
+			for j := i + 1; j < k; j++ {
+				A[j*k+i] = A[i*k+j]
+			}
+		}
+		slices.Reverse(A)
+		return false
 	}
-	return U
+	slices.Reverse(A) // R = J·M·J: upper; below it, J·H·J's upper triangle reversed
+	for i := 1; i < k; i++ {
+		clear(A[i*k : i*k+i])
+	}
+	// U = R⁻¹ in place (LAPACK dtrtri; R's diagonal is positive, so it
+	// is invertible).
+	linalg.Trtri(blas64.Triangular{Uplo: blas.Upper, Diag: blas.NonUnit, N: k, Stride: k, Data: A})
+	return true
 }

@@ -165,8 +165,8 @@ func TestHinvUpper(t *testing.T) {
 	rng := rand.New(rand.NewSource(8))
 	k := 12
 	_, h := correlatedInputs(rng, 40, k)
-	U := hinvUpper(h, k, 0.01)
-	if U == nil {
+	U := append([]float64(nil), h...)
+	if !hinvUpper(U, k, 0.01) {
 		t.Fatal("not positive definite")
 	}
 	// (H + damp)·UᵀU = I

@@ -126,7 +126,8 @@ func quantizeInt4(ctx context.Context, m *onnxio.Model, o Options, rep *Report) 
 				return fmt.Errorf("%w: Gram of %s is %d×%d (%d values), want K = %d", ErrCalibration, t.w.Name, d, d, len(xtx), k)
 			}
 			var info GPTQInfo
-			b, info, err = GPTQ(ctx, w, k, n, xtx, GPTQOptions{Block: lbo, Damp: o.Damp, ActOrder: o.ActOrder, LazyBlock: o.LazyBlock})
+			// xtx is this loop's (calib.Stats): factored in place
+			b, info, err = gptq(ctx, w, k, n, xtx, true, gptqChunkRows(k), GPTQOptions{Block: lbo, Damp: o.Damp, ActOrder: o.ActOrder, LazyBlock: o.LazyBlock})
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.w.Name, err)
 			}

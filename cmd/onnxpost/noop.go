@@ -117,6 +117,11 @@ var largeModel int64 = 256 << 20
 // 1 B-parameter decoder (its MLP down projection, 5632² float64s).
 var gramBudget int64 = 512 << 20
 
+// batchBudget bounds the activations one calibration batch fetches
+// (evalharness.CaptureOptions.MaxBatchBytes): long sequences lower the
+// batch instead of growing the capture's memory with them.
+var batchBudget int64 = 256 << 20
+
 // largeGCPercent is the garbage collector's target on large models, unless
 // GOGC is set: the transforms allocate a few large buffers per layer, and
 // the default (100) would let the heap grow to twice what is live.

@@ -250,5 +250,5 @@ func calibData(c *cli.Context) (*evalharness.Dataset, pipeline.CalibOptions, err
 		return nil, pipeline.CalibOptions{}, err
 	}
 	return ds, pipeline.CalibOptions{Session: so, Batch: c.Int("batch"), Samples: int64(c.Int("calib-samples")),
-		MaxGramBytes: gramBudget}, nil
+		MaxGramBytes: gramBudget, MaxBatchBytes: batchBudget}, nil
 }

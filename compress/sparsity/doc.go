@@ -68,4 +68,10 @@
 // inside the block), and applies the lazy update of the remaining columns
 // in float32 with goroutines over rows, skipping the zero errors of kept
 // weights.
+//
+// Memory: PruneModel and PruneLayer hold one layer at a time. SparseGPT
+// factors the Gram it reads from calib.Stats in place and narrows the
+// factor to float32 in the same memory, so a layer step holds one Cols²
+// float64 matrix plus the weight's matrix view; Wanda and pattern masks
+// score row chunks of 32 MiB in place of whole-weight float64 scores.
 package sparsity

@@ -25,8 +25,13 @@ func TestInvertLower(t *testing.T) {
 	rng := rand.New(rand.NewSource(12))
 	for _, n := range []int{1, 5, 128, 129, 300} {
 		l := randLower(rng, n)
-		x, ok := invertLower(l, n)
-		if !ok {
+		x := append([]float64(nil), l...)
+		for i := 0; i < n; i++ { // junk above the diagonal: ignored, zeroed
+			for j := i + 1; j < n; j++ {
+				x[i*n+j] = rng.NormFloat64()
+			}
+		}
+		if !invertLower(x, n) {
 			t.Fatal("not ok")
 		}
 		want := append([]float64(nil), l...)
@@ -52,7 +57,7 @@ func BenchmarkInvertLower(b *testing.B) {
 	b.Run("blocked", func(b *testing.B) {
 		cpu0 := cpuSeconds()
 		for i := 0; i < b.N; i++ {
-			invertLower(l, n)
+			invertLower(append([]float64(nil), l...), n)
 		}
 		b.ReportMetric((cpuSeconds()-cpu0)/float64(b.N), "cpu-s/op")
 	})
@@ -64,4 +69,28 @@ func BenchmarkInvertLower(b *testing.B) {
 		}
 		b.ReportMetric((cpuSeconds()-cpu0)/float64(b.N), "cpu-s/op")
 	})
+}
+
+// TestNarrow: narrowing in place gives float32(u[i]) for every element,
+// including values that round, signs, zeros and odd lengths.
+func TestNarrow(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 3, 7, 1000} {
+		u := make([]float64, n)
+		for i := range u {
+			u[i] = math.Pow(-1.7, float64(i%40)) / 3
+		}
+		want := make([]float32, n)
+		for i, v := range u {
+			want[i] = float32(v)
+		}
+		got := narrow(u)
+		if len(got) != n {
+			t.Fatalf("n=%d: %d values", n, len(got))
+		}
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("n=%d: element %d is %v, want %v", n, i, got[i], want[i])
+			}
+		}
+	}
 }

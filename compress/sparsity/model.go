@@ -204,16 +204,24 @@ func PruneModel(ctx context.Context, m *onnxio.Model, opt Options, sel Selection
 		if global {
 			continue
 		}
-		out, lr, err := PruneLayer(ctx, layers[i], opt, cal)
+		// neither the tensor (its bytes) nor the float32 copy stays alive
+		// while the layer is pruned: PruneLayer drops the copy once it has
+		// the matrix view
+		orig, err := originalOf(t)
+		if err != nil {
+			return Report{}, err
+		}
+		l := layers[i]
+		layers[i].Data = nil
+		out, lr, err := PruneLayer(ctx, l, opt, cal)
 		if err != nil {
 			return Report{}, err
 		}
 		if out != nil {
-			if err := store(m, t, out); err != nil {
+			if err := store(m, orig, out); err != nil {
 				return Report{}, err
 			}
 		}
-		layers[i].Data = nil
 		reps = append(reps, lr)
 	}
 	rep := Report{Method: opt.Method, Scope: opt.Scope, Sparsity: opt.Sparsity}
@@ -230,7 +238,11 @@ func PruneModel(ctx context.Context, m *onnxio.Model, opt Options, sel Selection
 			if err != nil {
 				return Report{}, err
 			}
-			if err := store(m, t, outs[i]); err != nil {
+			orig, err := originalOf(t)
+			if err != nil {
+				return Report{}, err
+			}
+			if err := store(m, orig, outs[i]); err != nil {
 				return Report{}, err
 			}
 		}
@@ -292,31 +304,49 @@ func PruneModel(ctx context.Context, m *onnxio.Model, opt Options, sel Selection
 	return rep, nil
 }
 
+// original is what store needs of a weight's tensor: its name, dtype and
+// shape, and its values only when they are float64 (unchanged weights
+// keep their full precision).
+type original struct {
+	name  string
+	dtype onnxio.DType
+	shape []int64
+	f64   []float64
+}
+
+// originalOf returns what store needs of t.
+func originalOf(t *onnxio.Tensor) (original, error) {
+	o := original{name: t.Name, dtype: t.DType, shape: t.Shape}
+	if t.DType == onnxio.Double {
+		var err error
+		if o.f64, err = t.Float64(); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
+}
+
 // store writes pruned values back in the tensor's dtype. For float64
 // tensors kept weights of a mask-only method keep their exact value.
-func store(m *onnxio.Model, orig *onnxio.Tensor, out []float32) error {
+func store(m *onnxio.Model, orig original, out []float32) error {
 	var nt *onnxio.Tensor
 	var err error
-	if orig.DType == onnxio.Double {
-		o64, err := orig.Float64()
-		if err != nil {
-			return err
-		}
+	if orig.dtype == onnxio.Double {
 		v := make([]float64, len(out))
 		for i, x := range out {
 			switch {
 			case x == 0:
-			case float32(o64[i]) == x:
-				v[i] = o64[i] // unchanged weight: keep full precision
+			case float32(orig.f64[i]) == x:
+				v[i] = orig.f64[i] // unchanged weight: keep full precision
 			default:
 				v[i] = float64(x)
 			}
 		}
-		nt, err = onnxio.FromFloat64(orig.Name, orig.DType, orig.Shape, v)
+		nt, err = onnxio.FromFloat64(orig.name, orig.dtype, orig.shape, v)
 		if err != nil {
 			return err
 		}
-	} else if nt, err = onnxio.FromFloat32(orig.Name, orig.DType, orig.Shape, out); err != nil {
+	} else if nt, err = onnxio.FromFloat32(orig.name, orig.dtype, orig.shape, out); err != nil {
 		return err
 	}
 	return m.SetInitializer(nt)

@@ -66,7 +66,10 @@ type fixedGram struct {
 	n   int64
 }
 
-func (g fixedGram) InputGram(string) ([]float64, int, int64, error) { return g.xtx, g.d, g.n, nil }
+// InputGram returns a copy (calib.Stats: the caller's to keep and overwrite).
+func (g fixedGram) InputGram(string) ([]float64, int, int64, error) {
+	return append([]float64(nil), g.xtx...), g.d, g.n, nil
+}
 
 func (g fixedGram) SquaredColumnNorms(string) ([]float64, int64, error) {
 	return diagonal(g.xtx, g.d), g.n, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/onnxpost/onnxpost/calib"
@@ -206,6 +207,7 @@ func PruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats) ([]f
 		return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
 	}
 	rep.ZerosBefore = CountZeros(l.Data)
+	l.Data = nil // w is the matrix view: the caller's data need not stay alive
 	if !opt.Pattern.IsZero() {
 		if !sh.Fits(opt.Pattern.M) {
 			rep.Skipped = fmt.Sprintf("reduction size %d is not a multiple of %d", sh.Reduction(), opt.Pattern.M)
@@ -241,7 +243,7 @@ func PruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats) ([]f
 				}
 			}
 		}
-		res, err := pruneSparseGPT(ctx, w, sh, gram, opt, progress)
+		res, err := pruneSparseGPT(ctx, w, sh, gram, true, opt, progress) // w and gram are PruneLayer's
 		if err != nil {
 			return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
 		}
@@ -259,30 +261,76 @@ func PruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats) ([]f
 		}
 		fallthrough
 	default:
-		scores, err := layerScores(w, sh, opt.Method, gram, nrows)
-		if err != nil {
+		// Wanda, or magnitude with a pattern: rows are independent
+		if rep.Pruned, err = pruneRows(w, sh, opt, gram, nrows, rowChunk(sh.Cols)); err != nil {
 			return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
 		}
-		var pruned []bool
-		switch {
-		case !opt.Pattern.IsZero():
-			pruned, err = MaskNM(scores, sh, opt.Pattern)
-		case opt.Method == Wanda:
-			pruned, err = MaskRows(scores, sh, opt.Sparsity)
-		default:
-			pruned, err = MaskUnstructured(scores, opt.Sparsity)
-		}
-		if err != nil {
-			return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
-		}
-		out = Apply(w, pruned)
-		rep.Pruned = countTrue(pruned)
+		out = w
 	}
 	data := FromMatrix(out, l.Layout, sh)
 	rep.Zeros = CountZeros(data)
 	rep.ZeroFraction = float64(rep.Zeros) / float64(len(data))
 	rep.Seconds = time.Since(start).Seconds()
 	return data, rep, nil
+}
+
+// scoreChunkBytes bounds the float64 scores pruneRows holds at once.
+const scoreChunkBytes = 32 << 20
+
+// rowChunk is the number of rows of cols float64 scores that fit in
+// scoreChunkBytes (at least one).
+func rowChunk(cols int) int { return max(1, scoreChunkBytes/(8*max(cols, 1))) }
+
+// pruneRows prunes the matrix w of Shape sh in place with a mask chosen
+// row by row (an N:M pattern, or Wanda's per-row share of the sparsity)
+// from the method's scores, chunk rows at a time, so that the scores of
+// the whole matrix (Rows·Cols float64s) are never held; it returns the
+// number pruned. The mask does not depend on chunk.
+func pruneRows(w []float32, sh Shape, opt Options, sq []float64, n int64, chunk int) (int, error) {
+	var counts []int
+	if opt.Pattern.IsZero() {
+		if !(opt.Sparsity >= 0 && opt.Sparsity < 1) {
+			return 0, fmt.Errorf("sparsity: sparsity %v must be in [0, 1)", opt.Sparsity)
+		}
+		sizes := make([]int, sh.Rows)
+		for i := range sizes {
+			sizes[i] = sh.Cols
+		}
+		counts = splitCounts(opt.Sparsity, sizes)
+	}
+	pruned := 0
+	chunk = max(1, chunk)
+	mask := make([]bool, min(chunk, sh.Rows)*sh.Cols)
+	for r0 := 0; r0 < sh.Rows; r0 += chunk {
+		r1 := min(r0+chunk, sh.Rows)
+		part := Shape{Rows: r1 - r0, Cols: sh.Cols, Stride: sh.Stride}
+		wc := w[r0*sh.Cols : r1*sh.Cols]
+		scores, err := layerScores(wc, part, opt.Method, sq, n)
+		if err != nil {
+			return 0, err
+		}
+		for i, s := range scores {
+			if math.IsNaN(s) || math.IsInf(s, 0) {
+				return 0, fmt.Errorf("sparsity: non-finite score at %d (NaN or Inf weights or activations)", r0*sh.Cols+i)
+			}
+		}
+		m := mask[:len(wc)]
+		if opt.Pattern.IsZero() {
+			clear(m)
+			for r := 0; r < part.Rows; r++ {
+				pruneLowest(m[r*sh.Cols:(r+1)*sh.Cols], scores[r*sh.Cols:(r+1)*sh.Cols], counts[r0+r])
+			}
+		} else if m, err = MaskNM(scores, part, opt.Pattern); err != nil {
+			return 0, err
+		}
+		for i, p := range m {
+			if p {
+				wc[i] = 0
+				pruned++
+			}
+		}
+	}
+	return pruned, nil
 }
 
 // pruneGlobal applies one unstructured threshold over all layers.

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sync"
+	"unsafe"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
@@ -48,10 +50,14 @@ type SparseGPTResult struct {
 // column block, when ctx is cancelled; a panic in one of its workers comes
 // back as a *safe.PanicError.
 func PruneSparseGPT(ctx context.Context, w []float32, sh Shape, xtx []float64, opt Options) (SparseGPTResult, error) {
-	return pruneSparseGPT(ctx, w, sh, xtx, opt, nil)
+	return pruneSparseGPT(ctx, w, sh, xtx, false, opt, nil)
 }
 
-func pruneSparseGPT(ctx context.Context, w []float32, sh Shape, xtx []float64, opt Options, progress func(done, total int)) (SparseGPTResult, error) {
+// pruneSparseGPT is PruneSparseGPT; with owned, w and xtx are the
+// caller's to give: when the sweep order is the identity they become the
+// working matrices (w the result, xtx H and then the factor U) instead of
+// copies (Rows·Cols float32s and Cols² float64s).
+func pruneSparseGPT(ctx context.Context, w []float32, sh Shape, xtx []float64, owned bool, opt Options, progress func(done, total int)) (SparseGPTResult, error) {
 	opt, err := opt.withDefaults()
 	if err != nil {
 		return SparseGPTResult{}, err
@@ -76,12 +82,15 @@ func pruneSparseGPT(ctx context.Context, w []float32, sh Shape, xtx []float64, o
 		perm = groupOrder(sh)
 	}
 	// Working copies in sweep order.
-	W := make([]float32, len(w))
-	H := make([]float64, n*n)
-	if perm == nil {
-		copy(W, w)
-		copy(H, xtx)
-	} else {
+	var W []float32
+	var H []float64
+	switch {
+	case perm == nil && owned:
+		W, H = w, xtx
+	case perm == nil:
+		W, H = append([]float32(nil), w...), append([]float64(nil), xtx...)
+	default:
+		W, H = make([]float32, len(w)), make([]float64, n*n)
 		for r := 0; r < sh.Rows; r++ {
 			for q, j := range perm {
 				W[r*n+q] = w[r*n+j]
@@ -112,11 +121,10 @@ func pruneSparseGPT(ctx context.Context, w []float32, sh Shape, xtx []float64, o
 	for j := 0; j < n; j++ {
 		H[j*n+j] += opt.Damp * mean
 	}
-	U, err := upperCholOfInverse(H, n)
-	if err != nil {
+	U := H // factored in place: one n×n matrix
+	if err := upperCholOfInverse(U, n); err != nil {
 		return SparseGPTResult{}, err
 	}
-	H = nil
 	pruned, loss, err := sweep(ctx, W, sh.Rows, n, U, opt, progress)
 	if err != nil {
 		return SparseGPTResult{}, err
@@ -137,31 +145,39 @@ func pruneSparseGPT(ctx context.Context, w []float32, sh Shape, xtx []float64, o
 	return res, nil
 }
 
-// invertLower returns the inverse X of the lower-triangular n×n l
-// (row-major, the upper part ignored), block row by block row:
+// invertLower overwrites the lower-triangular n×n l (row-major) with its
+// inverse X and zeroes its strict upper triangle. Block row by block row:
 // X_II = L_II⁻¹ and X_IJ = −X_II·(L[I, J:I]·X[J:I, J]) for J < I, the
 // blocks J in parallel, so that the work is matrix products on all cores
-// (gonum's Dtrtri runs on one). With OpenBLAS (internal/linalg), whose
-// Dtrtri is blocked and threaded, it is one Dtrtri call.
-func invertLower(l []float64, n int) ([]float64, bool) {
+// (gonum's Dtrtri runs on one); the block row L[I, :I] is copied aside
+// first (at most 128·n float64s), since the products read it while X_IJ
+// replaces it. With OpenBLAS (internal/linalg), whose Dtrtri is blocked
+// and threaded, it is one Dtrtri call.
+func invertLower(l []float64, n int) bool {
 	const nb = 128
-	x := make([]float64, n*n)
+	for i := 0; i < n; i++ {
+		clear(l[i*n+i+1 : (i+1)*n])
+	}
 	if linalg.Default().Name() != "go" {
-		for i := 0; i < n; i++ {
-			copy(x[i*n:i*n+i+1], l[i*n:i*n+i+1])
-		}
-		return x, linalg.Trtri(blas64.Triangular{Uplo: blas.Lower, Diag: blas.NonUnit, N: n, Stride: n, Data: x})
+		return linalg.Trtri(blas64.Triangular{Uplo: blas.Lower, Diag: blas.NonUnit, N: n, Stride: n, Data: l})
 	}
 	workers := runtime.GOMAXPROCS(0)
+	var row []float64 // L[I, :I]
 	for i0 := 0; i0 < n; i0 += nb {
 		i1 := min(i0+nb, n)
 		bi := i1 - i0
-		for i := i0; i < i1; i++ {
-			copy(x[i*n+i0:i*n+i+1], l[i*n+i0:i*n+i+1])
+		if i0 > 0 {
+			if cap(row) < bi*i0 {
+				row = make([]float64, bi*i0, nb*n)
+			}
+			row = row[:bi*i0]
+			for r := 0; r < bi; r++ {
+				copy(row[r*i0:(r+1)*i0], l[(i0+r)*n:(i0+r)*n+i0])
+			}
 		}
-		xii := blas64.Triangular{Uplo: blas.Lower, Diag: blas.NonUnit, N: bi, Stride: n, Data: x[i0*n+i0:]}
+		xii := blas64.Triangular{Uplo: blas.Lower, Diag: blas.NonUnit, N: bi, Stride: n, Data: l[i0*n+i0:]}
 		if !lapack64.Trtri(xii) {
-			return nil, false
+			return false
 		}
 		if i0 == 0 {
 			continue
@@ -182,54 +198,46 @@ func invertLower(l []float64, n int) ([]float64, bool) {
 					tt := blas64.General{Rows: bi, Cols: bj, Stride: nb, Data: t}
 					// T = L[I, j0:i0] · X[j0:i0, J]
 					blas64.Gemm(blas.NoTrans, blas.NoTrans, 1,
-						blas64.General{Rows: bi, Cols: i0 - j0, Stride: n, Data: l[i0*n+j0:]},
-						blas64.General{Rows: i0 - j0, Cols: bj, Stride: n, Data: x[j0*n+j0:]},
+						blas64.General{Rows: bi, Cols: i0 - j0, Stride: i0, Data: row[j0:]},
+						blas64.General{Rows: i0 - j0, Cols: bj, Stride: n, Data: l[j0*n+j0:]},
 						0, tt)
 					// X_IJ = −X_II · T
 					blas64.Trmm(blas.Left, blas.NoTrans, -1, xii, tt)
 					for r := 0; r < bi; r++ {
-						copy(x[(i0+r)*n+j0:(i0+r)*n+j0+bj], t[r*nb:r*nb+bj])
+						copy(l[(i0+r)*n+j0:(i0+r)*n+j0+bj], t[r*nb:r*nb+bj])
 					}
 				}
 			}()
 		}
 		wg.Wait()
 	}
-	return x, true
+	return true
 }
 
-// upperCholOfInverse returns the upper-triangular U (row-major n×n, zero
-// below the diagonal) with UᵀU = H⁻¹. With P the reversal permutation and
-// PHP = LLᵀ, U = P L⁻¹ P: one Cholesky and one triangular inverse instead of
-// the reference's Cholesky, inverse and second Cholesky (the factor is
-// unique, so the result is the same).
-func upperCholOfInverse(H []float64, n int) ([]float64, error) {
-	a := make([]float64, n*n)
-	for i := 0; i < n; i++ {
-		for j := 0; j <= i; j++ {
-			a[i*n+j] = H[(n-1-i)*n+(n-1-j)]
-		}
+// upperCholOfInverse overwrites the symmetric n×n H (row-major) with the
+// upper-triangular U (zero below the diagonal) such that UᵀU = H⁻¹, in
+// place. With P the reversal permutation and PHP = LLᵀ, U = P L⁻¹ P: one
+// Cholesky and one triangular inverse instead of the reference's
+// Cholesky, inverse and second Cholesky (the factor is unique, so the
+// result is the same). P·A·P of a row-major n×n A is A's elements in
+// reverse order. On failure (ErrNotPositiveDefinite) H is spoiled.
+func upperCholOfInverse(H []float64, n int) error {
+	slices.Reverse(H[:n*n])
+	if _, ok := linalg.Potrf(blas64.Symmetric{Uplo: blas.Lower, N: n, Stride: n, Data: H}); !ok {
+		return ErrNotPositiveDefinite
 	}
-	t, ok := linalg.Potrf(blas64.Symmetric{Uplo: blas.Lower, N: n, Stride: n, Data: a})
-	if !ok {
-		return nil, ErrNotPositiveDefinite
+	if !invertLower(H, n) {
+		return ErrNotPositiveDefinite
 	}
-	a, ok = invertLower(t.Data, n)
-	if !ok {
-		return nil, ErrNotPositiveDefinite
-	}
-	u := make([]float64, n*n)
-	for i := 0; i < n; i++ {
-		for j := i; j < n; j++ {
-			u[i*n+j] = a[(n-1-i)*n+(n-1-j)]
-		}
-	}
-	return u, nil
+	slices.Reverse(H[:n*n])
+	return nil
 }
 
 // sweep runs SparseGPT's blocked column sweep over W (rows×n, updated in
 // place) with U the upper Cholesky factor of H⁻¹, and returns the mask and
-// the OBS loss.
+// the OBS loss. U is consumed: its memory holds the float32 copy of U for
+// the trailing updates (narrow), so that the sweep holds n² float32s and
+// n·BlockSize float64s, not n² of each.
 func sweep(ctx context.Context, W []float32, rows, n int, U []float64, opt Options, progress func(done, total int)) ([]bool, float64, error) {
 	bs := opt.BlockSize
 	workers := opt.Workers
@@ -238,11 +246,18 @@ func sweep(ctx context.Context, W []float32, rows, n int, U []float64, opt Optio
 	}
 	workers = max(1, min(workers, rows))
 	pruned := make([]bool, rows*n)
-	// float32 copy of U for the trailing updates, as in the reference.
-	U32 := make([]float32, n*n)
-	for i, v := range U {
-		U32[i] = float32(v)
+	// The in-block updates read U's diagonal blocks in float64 (blocks:
+	// row i1+i of block [i1, i2) holds U[i1+i, i1:i2], bs apart); the
+	// trailing updates read U in float32, as in the reference, narrowed in
+	// U's own memory.
+	blocks := make([]float64, n*bs)
+	for i1 := 0; i1 < n; i1 += bs {
+		i2 := min(i1+bs, n)
+		for i := i1; i < i2; i++ {
+			copy(blocks[i*bs:i*bs+i2-i1], U[i*n+i1:i*n+i2])
+		}
 	}
+	U32 := narrow(U)
 	var unstructuredCounts []int
 	if opt.Pattern.IsZero() {
 		sizes := []int{}
@@ -273,7 +288,7 @@ func sweep(ctx context.Context, W []float32, rows, n int, U []float64, opt Optio
 			tmp := make([]float64, rows*cnt)
 			for r := 0; r < rows; r++ {
 				for c := 0; c < cnt; c++ {
-					d := U[(i1+c)*n+i1+c]
+					d := blocks[(i1+c)*bs+c]
 					x := W1[r*cnt+c]
 					tmp[r*cnt+c] = x * x / (d * d)
 				}
@@ -292,7 +307,7 @@ func sweep(ctx context.Context, W []float32, rows, n int, U []float64, opt Optio
 			go func(g, r0, r1 int) {
 				defer wg.Done()
 				defer safe.Recover("sparsegpt worker", &errs[g])
-				losses[g] += sweepRows(W, W1, Err1, pruned, bmask, U, r0, r1, n, i1, cnt, opt.Pattern)
+				losses[g] += sweepRows(W, W1, Err1, pruned, bmask, blocks[i1*bs:], bs, r0, r1, n, i1, cnt, opt.Pattern)
 			}(g, r0, r1)
 		}
 		wg.Wait()
@@ -315,6 +330,21 @@ func sweep(ctx context.Context, W []float32, rows, n int, U []float64, opt Optio
 		loss += l
 	}
 	return pruned, loss, nil
+}
+
+// narrow converts u to float32 in place and returns the float32s, which
+// occupy the first half of u's memory (u itself is spoiled): element i is
+// written at byte 4i, inside float64 element i/2 ≤ i, which has been read
+// already.
+func narrow(u []float64) []float32 {
+	if len(u) == 0 {
+		return nil
+	}
+	f := unsafe.Slice((*float32)(unsafe.Pointer(&u[0])), len(u))
+	for i := range u {
+		f[i] = float32(u[i])
+	}
+	return f
 }
 
 // trailingUpdate applies the lazy batched update of one block,
@@ -381,9 +411,10 @@ func trailingUpdate(W, Err1, U32 []float32, rows, n, i1, cnt, workers int) error
 
 // sweepRows processes rows r0..r1 of one column block [i1, i1+cnt): mask
 // choice (N:M groups), quantization to the mask, OBS error and the in-block
-// updates, in float64. It writes the block's result into W, its errors into
-// Err1 and its mask into pruned, and returns its loss.
-func sweepRows(W []float32, W1 []float64, Err1 []float32, pruned, bmask []bool, U []float64, r0, r1, n, i1, cnt int, p Pattern) float64 {
+// updates, in float64, from ub: the block's rows of U's diagonal block,
+// stride apart. It writes the block's result into W, its errors into Err1
+// and its mask into pruned, and returns its loss.
+func sweepRows(W []float32, W1 []float64, Err1 []float32, pruned, bmask []bool, ub []float64, stride, r0, r1, n, i1, cnt int, p Pattern) float64 {
 	loss := 0.0
 	var score []float64
 	var idx []int
@@ -396,10 +427,10 @@ func sweepRows(W []float32, W1 []float64, Err1 []float32, pruned, bmask []bool, 
 		e1 := Err1[r*cnt : (r+1)*cnt]
 		pr := pruned[r*n+i1 : r*n+i1+cnt]
 		for i := 0; i < cnt; i++ {
-			ui := U[(i1+i)*n+i1 : (i1+i)*n+i1+cnt]
+			ui := ub[i*stride : i*stride+cnt]
 			if !p.IsZero() && i%p.M == 0 {
 				for t := 0; t < p.M; t++ {
-					d := U[(i1+i+t)*n+i1+i+t]
+					d := ub[(i+t)*stride+i+t]
 					score[t] = w1[i+t] * w1[i+t] / (d * d)
 					idx[t] = t
 				}

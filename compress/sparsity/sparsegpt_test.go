@@ -18,8 +18,8 @@ func TestUpperCholOfInverse(t *testing.T) {
 	for j := 0; j < d; j++ {
 		H[j*d+j] += 0.1
 	}
-	U, err := upperCholOfInverse(H, d)
-	if err != nil {
+	U := append([]float64(nil), H...)
+	if err := upperCholOfInverse(U, d); err != nil {
 		t.Fatal(err)
 	}
 	// UᵀU H = I, U upper with a positive diagonal.
@@ -45,7 +45,7 @@ func TestUpperCholOfInverse(t *testing.T) {
 		}
 	}
 	bad := make([]float64, 4) // 2x2 zero matrix
-	if _, err := upperCholOfInverse(bad, 2); err == nil {
+	if err := upperCholOfInverse(bad, 2); err == nil {
 		t.Error("singular H: want error")
 	}
 }
