@@ -4,12 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/fisher"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
@@ -90,9 +88,6 @@ func fisherAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if m, err = fisherBranch(m, ds); err != nil {
-		return err
-	}
 	opt := fisher.Options{
 		Output: c.String("logits"), Samples: c.Int("samples"), Seed: c.Int64("seed"),
 		MaxExamples: c.Int("max-examples"), Batch: c.Int("batch"), Mode: mode, Session: so,
@@ -103,6 +98,9 @@ func fisherAction(c *cli.Context) error {
 		return err
 	}
 	secs := time.Since(t0).Seconds()
+	if r.Branch != "" {
+		fmt.Fprintf(os.Stderr, "fisher: If-merged decoder: the Fisher of its %s (the branch the data takes)\n", r.Branch)
+	}
 	fm.SetMetadata("onnxpost.version", version)
 	rep, err := prepareReport(c.String("report"))
 	if err != nil {
@@ -125,6 +123,9 @@ func fisherAction(c *cli.Context) error {
 	if r.Fallback != "" {
 		res["fallback"] = r.Fallback
 	}
+	if r.Branch != "" {
+		res["branch"] = r.Branch
+	}
 	doc, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
@@ -140,36 +141,4 @@ func fisherAction(c *cli.Context) error {
 			len(r.Params), elems, r.Examples, secs, float64(r.Examples)/secs, r.Mode, out)
 	}
 	return nil
-}
-
-// fisherBranch returns m, or for an If-merged decoder (onnxio.IfMerged) the
-// branch the dataset takes, lifted into a plain model: the first branch
-// whose every input the dataset holds (the no-cache branch of a decoder
-// whose dataset has no past_key_values). Its parameters are the merged
-// model's weights under their own names, so the Fisher file describes the
-// merged model too.
-func fisherBranch(m *onnxio.Model, ds *evalharness.Dataset) (*onnxio.Model, error) {
-	if _, ok := m.IfMerged(); !ok {
-		return m, nil
-	}
-	bs, err := m.LiftBranches()
-	if err != nil {
-		return nil, err
-	}
-	var tried []string
-	for _, b := range bs {
-		missing := ""
-		for _, in := range b.Model.Inputs() {
-			if _, ok := ds.Inputs[in.Name]; !ok {
-				missing = in.Name
-				break
-			}
-		}
-		if missing == "" {
-			fmt.Fprintf(os.Stderr, "fisher: If-merged decoder: computing the Fisher of its %s (the branch the data takes)\n", b.Attr)
-			return b.Model, nil
-		}
-		tried = append(tried, fmt.Sprintf("%s needs %q", b.Attr, missing))
-	}
-	return nil, fmt.Errorf("fisher: If-merged decoder: the dataset holds the inputs of no branch (%s)", strings.Join(tried, "; "))
 }
