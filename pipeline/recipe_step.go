@@ -230,14 +230,12 @@ func (r *Recipe) runInProcess(ctx context.Context, i int, p *stepPlan, prev *onn
 		in.Models = []*onnxio.Model{m}
 		ref = m
 	}
+	var cal transform.Calibrate
 	if p.calib != "" {
-		cal, err := r.calibrate(ctx, s.Command, p, in.Models[0])
-		if err != nil {
-			return nil, err
-		}
-		in.Calibration = cal
+		cal = func(ctx context.Context, m *onnxio.Model) (any, error) { return r.calibrate(ctx, s.Command, p, m) }
 	}
-	cand, rep, err := p.t.Run(ctx, in)
+	// an If-merged decoder is transformed branch by branch
+	cand, rep, err := transform.Apply(ctx, p.t, in, cal)
 	if err != nil {
 		return nil, err
 	}
