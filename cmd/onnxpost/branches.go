@@ -4,14 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/onnxpost/onnxpost/fisher"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/transform"
 )
 
 // branchCommands are the transforming commands that take If-merged
@@ -23,10 +27,6 @@ var branchCommands = map[string]bool{"quantize": true, "sparsify": true, "lowran
 // do not take: the evaluation, gate, report and output belong to the
 // joined model.
 var branchDropFlags = map[string]bool{"data": true, "gate": true, "report": true, "json": true, "keep-rejected": true, "o": true, "output": true}
-
-// branchRefusedFlags write per-branch files that have no joined
-// counterpart.
-var branchRefusedFlags = map[string]bool{"baselines": true, "plots": true}
 
 type rawArgsKey struct{}
 
@@ -51,16 +51,16 @@ func wrapBranchCommands() {
 // (a positional MODEL or --base) is an If-merged decoder (onnxio.IfMerged:
 // one If whose branches are whole decoders reading the main graph's
 // weights, as Optimum exports them). Then every model argument must be
-// one, and the command runs once per branch on the branch lifted into a
-// plain model (onnxio.LiftBranches: the graph inputs it reads, the weights,
-// its nodes), with the same flags but without --data, --gate, --report,
-// --json and -o; calibration data therefore flows through that branch
-// exactly as through a plain decoder (a cache branch gets empty past
-// key/values, as the evaluation feeds them). The transformed branches are
-// joined back into the If (onnxio.JoinBranches: shared tensors must come
-// out equal from both branches, or the command fails naming the tensor),
-// and the joined model is evaluated, gated and written like any other
-// candidate, against the input merged model.
+// one, and the library's transform.RunBranches runs the command once per
+// branch on the branch lifted into a plain model (runBranches), with the
+// same flags but without --data, --gate, --report, --json and -o;
+// calibration data therefore flows through that branch exactly as through
+// a plain decoder (a cache branch gets empty past key/values, as the
+// evaluation feeds them). The transformed branches are joined back into
+// the If (shared tensors must come out equal from both branches, or the
+// command fails naming the tensor), and the joined model is evaluated,
+// gated and written like any other candidate, against the input merged
+// model.
 func branchwise(action cli.ActionFunc) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		if c.Context.Value(branchRunKey{}) != nil {
@@ -70,137 +70,273 @@ func branchwise(action cli.ActionFunc) cli.ActionFunc {
 		if b := c.String("base"); c.Command.Name == "merge" && b != "" {
 			paths = append(paths, b)
 		}
-		merged := map[string]*onnxio.Model{}
 		for _, p := range paths {
 			m, err := onnxio.LoadLazy(p)
 			if err != nil {
 				return action(c) // the command reports it
 			}
 			if _, ok := m.IfMerged(); ok {
-				merged[p] = nil
+				return runBranches(c)
 			}
 		}
-		if len(merged) == 0 {
-			return action(c)
-		}
-		if len(merged) != len(uniq(paths)) {
-			return fmt.Errorf("%s: an If-merged decoder cannot be combined with plain models (%d of %d models are merged decoders)", c.Command.Name, len(merged), len(uniq(paths)))
-		}
-		return runBranches(c, paths, merged)
+		return action(c)
 	}
 }
 
-func uniq(s []string) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, x := range s {
-		if !seen[x] {
-			seen[x] = true
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
-// runBranches is branchwise's work for the merged models in paths.
-func runBranches(c *cli.Context, paths []string, merged map[string]*onnxio.Model) error {
+// runBranches is branchwise's work: the models (positional, and --base of
+// merge) are loaded and handed to the library's transform.RunBranches,
+// whose branch runs are this command run again on the lifted branches
+// (written to a temporary folder), with the same flags but without --data,
+// --gate, --report, --json and -o. merge --fisher-data computes each
+// model's Fisher once, on the branch the data takes (fisher.FromData on a
+// merged decoder), and hands the files to both branch runs as --fisher;
+// search --baselines and --plots write per branch into the temporary
+// folder, and the baselines are joined into merged decoders like the
+// candidate, the plots are those of the branch the calibration data takes.
+func runBranches(c *cli.Context) error {
 	raw, _ := c.Context.Value(rawArgsKey{}).([]string)
 	if raw == nil {
 		return fmt.Errorf("internal error: %s: the command line is not available for the branch runs", c.Command.Name)
-	}
-	for f := range branchRefusedFlags {
-		if c.IsSet(f) {
-			return usagef("--%s is not supported on an If-merged decoder", f)
-		}
 	}
 	out := c.String("o")
 	if out == "" {
 		return usagef("-o OUT.onnx is required")
 	}
-	lifted := map[string][]onnxio.Branch{}
-	var attrs []string
-	for p := range merged {
+	loaded := map[string]*onnxio.Model{}
+	load := func(p string) (*onnxio.Model, error) {
+		if m := loaded[p]; m != nil {
+			return m, nil
+		}
 		m, err := onnxio.Load(p)
 		if err != nil {
-			return fmt.Errorf("loading %s: %w", p, err)
+			return nil, fmt.Errorf("loading %s: %w", p, err)
 		}
-		merged[p] = m
-		bs, err := m.LiftBranches()
+		loaded[p] = m
+		return m, nil
+	}
+	var in transform.Input
+	args := c.Args().Slice()
+	for _, p := range args {
+		m, err := load(p)
 		if err != nil {
-			return fmt.Errorf("%s: %w", p, err)
+			return err
 		}
-		var names []string
-		for _, b := range bs {
-			names = append(names, b.Attr)
+		in.Models = append(in.Models, m)
+	}
+	base := ""
+	if b := c.String("base"); c.Command.Name == "merge" && b != "" {
+		m, err := load(b)
+		if err != nil {
+			return err
 		}
-		if attrs == nil {
-			attrs = names
-		} else if strings.Join(attrs, ",") != strings.Join(names, ",") {
-			return fmt.Errorf("%s: its If has the branches %v, another model's %v", p, names, attrs)
-		}
-		lifted[p] = bs
+		in.Base, base = m, b
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(out), ".onnxpost-branches-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	fmt.Fprintf(os.Stderr, "%s: If-merged decoder: transforming its branches (%s) as plain models, then joining them\n", c.Command.Name, strings.Join(attrs, ", "))
-	var joined []onnxio.Branch
-	reports := map[string]any{}
-	for i, attr := range attrs {
-		subst := map[string]string{}
-		for j, p := range paths {
-			if _, ok := subst[p]; ok {
-				continue
-			}
-			bp := filepath.Join(tmp, fmt.Sprintf("model%d.%s.onnx", j, attr))
-			if err := lifted[p][i].Model.Save(bp, &onnxio.SaveOptions{Context: c.Context}); err != nil {
-				return fmt.Errorf("writing branch %s of %s: %w", attr, p, err)
-			}
-			subst[p] = bp
-		}
-		bout := filepath.Join(tmp, "out."+attr+".onnx")
-		brep := filepath.Join(tmp, "report."+attr+".json")
-		args, err := branchArgs(c, raw, subst, bout, brep)
+	drop := maps.Clone(branchDropFlags)
+	var add []string
+	if c.Command.Name == "merge" && c.IsSet("fisher-data") {
+		files, err := branchFishers(c, in.Models, args, tmp)
 		if err != nil {
 			return err
 		}
+		drop["fisher-data"] = true
+		add = append(add, "--fisher", strings.Join(files, ","))
+	}
+	perBranchDir := map[string]string{}
+	for _, f := range []string{"baselines", "plots"} {
+		if c.Command.Name == "search" && c.IsSet(f) {
+			drop[f] = true
+			perBranchDir[f] = c.String(f)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "%s: If-merged decoder: transforming its branches as plain models, then joining them\n", c.Command.Name)
+	cand, brep, err := transform.RunBranches(c.Context, in, func(ctx context.Context, attr string, bin transform.Input) (*onnxio.Model, any, error) {
+		subst := map[string]string{}
+		save := func(p string, m *onnxio.Model) error {
+			if _, ok := subst[p]; ok {
+				return nil
+			}
+			bp := filepath.Join(tmp, fmt.Sprintf("model%d.%s.onnx", len(subst), attr))
+			if err := m.Save(bp, &onnxio.SaveOptions{Context: ctx}); err != nil {
+				return fmt.Errorf("writing branch %s of %s: %w", attr, p, err)
+			}
+			subst[p] = bp
+			return nil
+		}
+		for j, p := range args {
+			if err := save(p, bin.Models[j]); err != nil {
+				return nil, nil, err
+			}
+		}
+		if base != "" {
+			if err := save(base, bin.Base); err != nil {
+				return nil, nil, err
+			}
+		}
+		bout := filepath.Join(tmp, "out."+attr+".onnx")
+		brep := filepath.Join(tmp, "report."+attr+".json")
+		extra := slices.Clone(add)
+		for f := range perBranchDir {
+			extra = append(extra, "--"+f, filepath.Join(tmp, attr+"."+f))
+		}
+		bargs, err := branchArgs(c, raw, subst, drop, append([]string{"-o", bout, "--report", brep}, extra...))
+		if err != nil {
+			return nil, nil, err
+		}
 		fmt.Fprintf(os.Stderr, "%s: branch %s\n", c.Command.Name, attr)
-		ctx := context.WithValue(c.Context, branchRunKey{}, attr)
-		if err := newApp().RunContext(ctx, args); err != nil {
-			return fmt.Errorf("branch %s: %w", attr, err)
+		if err := newApp().RunContext(context.WithValue(ctx, branchRunKey{}, attr), bargs); err != nil {
+			return nil, nil, err
 		}
 		bm, err := onnxio.Load(bout)
 		if err != nil {
-			return fmt.Errorf("branch %s: %w", attr, err)
+			return nil, nil, err
 		}
-		joined = append(joined, onnxio.Branch{Attr: attr, Model: bm})
-		if b, err := os.ReadFile(brep); err == nil {
-			var r map[string]any
-			if json.Unmarshal(b, &r) == nil {
-				delete(r, "metrics")
-				delete(r, "reference")
-				reports[attr] = r
-			}
+		var r map[string]any
+		if b, err := os.ReadFile(brep); err == nil && json.Unmarshal(b, &r) == nil {
+			delete(r, "metrics")
+			delete(r, "reference")
 		}
-	}
-	ref := merged[paths[0]]
-	if b := c.String("base"); c.Command.Name == "merge" && b != "" {
-		ref = merged[b]
-	}
-	cand, err := ref.JoinBranches(joined)
+		return bm, r, nil
+	})
 	if err != nil {
 		return err
 	}
-	return finish(c, cand, ref, map[string]any{"branches": reports})
+	ref := in.Models[0]
+	if in.Base != nil {
+		ref = in.Base
+	}
+	if dir := perBranchDir["baselines"]; dir != "" {
+		if err := joinBaselines(c, ref, tmp, dir); err != nil {
+			return err
+		}
+	}
+	if dir := perBranchDir["plots"]; dir != "" {
+		if err := dataBranchPlots(c, ref, tmp, dir); err != nil {
+			return err
+		}
+	}
+	return finish(c, cand, ref, map[string]any{"branches": brep.Branches})
+}
+
+// branchFishers computes, for merge --fisher-data on merged decoders, each
+// model's diagonal Fisher on its dataset (fisher.FromData computes it on
+// the branch the data takes; its tensors are the shared weights) and
+// writes them to dir; it returns the files, one per model.
+func branchFishers(c *cli.Context, models []*onnxio.Model, paths []string, dir string) ([]string, error) {
+	datas := strings.Split(c.String("fisher-data"), ",")
+	if len(datas) != 1 && len(datas) != len(models) {
+		return nil, usagef("--fisher-data takes one dataset or one per model (%d models, %d datasets)", len(models), len(datas))
+	}
+	so, err := sessionOptions(c)
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	for i, m := range models {
+		dp := datas[0]
+		if len(datas) > 1 {
+			dp = datas[i]
+		}
+		ds, err := loadDatasetFor(dp, valueNames(m.Inputs()))
+		if err != nil {
+			return nil, err
+		}
+		fm, r, err := fisher.FromData(c.Context, m, paths[i], ds, fisher.Options{Session: so, Seed: c.Int64("seed")})
+		if err != nil {
+			return nil, fmt.Errorf("Fisher of %s on %s: %w", paths[i], dp, err)
+		}
+		fmt.Fprintf(os.Stderr, "merge: the diagonal Fisher of %s on %s (its %s, the branch the data takes)\n", paths[i], dp, r.Branch)
+		f := filepath.Join(dir, fmt.Sprintf("fisher%d.onnx", i))
+		if err := fm.Save(f, &onnxio.SaveOptions{Context: c.Context}); err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	return files, nil
+}
+
+// joinBaselines joins the baseline models the branch runs of search wrote
+// (tmp/ATTR.baselines/NAME.onnx) into merged decoders like ref and writes
+// them as dir/NAME.onnx.
+func joinBaselines(c *cli.Context, ref *onnxio.Model, tmp, dir string) error {
+	bs, err := ref.LiftBranches()
+	if err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(filepath.Join(tmp, bs[0].Attr+".baselines"))
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".onnx") {
+			continue
+		}
+		var parts []onnxio.Branch
+		for _, b := range bs {
+			m, err := onnxio.Load(filepath.Join(tmp, b.Attr+".baselines", e.Name()))
+			if err != nil {
+				return fmt.Errorf("the %s baseline of branch %s: %w", strings.TrimSuffix(e.Name(), ".onnx"), b.Attr, err)
+			}
+			parts = append(parts, onnxio.Branch{Attr: b.Attr, Model: m})
+		}
+		jm, err := ref.JoinBranches(parts)
+		if err != nil {
+			return fmt.Errorf("the %s baseline: %w", strings.TrimSuffix(e.Name(), ".onnx"), err)
+		}
+		path := filepath.Join(dir, e.Name())
+		if err := jm.Save(path, &onnxio.SaveOptions{Context: c.Context}); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "search: wrote the %s baseline (both branches) to %s\n", strings.TrimSuffix(e.Name(), ".onnx"), path)
+	}
+	return nil
+}
+
+// dataBranchPlots copies the plots of the search on the branch the
+// calibration data takes (onnxio.Model.DataBranch: the no-cache branch;
+// the search measures its fitness there) from tmp/ATTR.plots to dir.
+func dataBranchPlots(c *cli.Context, ref *onnxio.Model, tmp, dir string) error {
+	ds, err := loadDataset(c, "calib")
+	if err != nil {
+		return err
+	}
+	b, err := ref.DataBranch(func(name string) bool { _, ok := ds.Inputs[name]; return ok })
+	if err != nil {
+		return err
+	}
+	src := filepath.Join(tmp, b.Attr+".plots")
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), data, 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "search: wrote the plots of the search on the %s (the branch the calibration data takes) to %s\n", b.Attr, dir)
+	return nil
 }
 
 // branchArgs returns the command line of one branch run: raw (the
 // reordered command line) with every model path replaced by its branch
-// file (subst), the flags of branchDropFlags removed, and -o bout --report
-// brep added.
-func branchArgs(c *cli.Context, raw []string, subst map[string]string, bout, brep string) ([]string, error) {
+// file (subst), the flags named in drop removed, and add added after the
+// command's name.
+func branchArgs(c *cli.Context, raw []string, subst map[string]string, drop map[string]bool, add []string) ([]string, error) {
 	ci := -1
 	for i := 1; i < len(raw); i++ {
 		if c.Command.HasName(raw[i]) {
@@ -225,7 +361,7 @@ func branchArgs(c *cli.Context, raw []string, subst map[string]string, bout, bre
 		return s
 	}
 	out := append([]string{}, raw[:ci+1]...)
-	out = append(out, "-o", bout, "--report", brep)
+	out = append(out, add...)
 	rest := raw[ci+1:]
 	for i := 0; i < len(rest); i++ {
 		a := rest[i]
@@ -241,7 +377,7 @@ func branchArgs(c *cli.Context, raw []string, subst map[string]string, bout, bre
 			continue
 		}
 		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		drop := branchDropFlags[name]
+		drop := drop[name]
 		switch {
 		case hasVal:
 			if !drop {
