@@ -54,6 +54,11 @@ type BranchRun func(ctx context.Context, branch string, in Input) (*onnxio.Model
 type BranchReport struct {
 	// Branches are the branches' reports.
 	Branches map[string]any `json:"branches"`
+	// CalibratedOn is the branch on which the calibration statistics
+	// every branch used were captured (Apply with WeightKeyed
+	// statistics); "" when each branch was calibrated on itself or none
+	// was calibrated.
+	CalibratedOn string `json:"calibrated_on,omitempty"`
 }
 
 // RunBranches transforms If-merged decoders (see Merged; every model of
@@ -71,56 +76,70 @@ type BranchReport struct {
 // Models given twice (one pointer) are lifted once. The models of in are
 // not modified.
 func RunBranches(ctx context.Context, in Input, run BranchRun) (*onnxio.Model, *BranchReport, error) {
-	if len(in.Models) == 0 {
-		return nil, nil, errors.New("no model to transform")
-	}
-	merged, err := Merged(in)
+	l, err := liftInput(in)
 	if err != nil {
 		return nil, nil, err
 	}
-	if !merged {
-		return nil, nil, fmt.Errorf("%w: the model is not an If-merged decoder", onnxio.ErrBranches)
+	return l.run(ctx, in, run)
+}
+
+// lifted are the models of an Input lifted into their branches.
+type lifted struct {
+	branches map[*onnxio.Model][]onnxio.Branch
+	attrs    []string
+}
+
+// liftInput lifts every model of in (which must all be If-merged, with the
+// same branches).
+func liftInput(in Input) (*lifted, error) {
+	if len(in.Models) == 0 {
+		return nil, errors.New("no model to transform")
 	}
-	lifted := map[*onnxio.Model][]onnxio.Branch{}
-	var attrs []string
-	lift := func(m *onnxio.Model) error {
-		if m == nil || lifted[m] != nil {
-			return nil
+	merged, err := Merged(in)
+	if err != nil {
+		return nil, err
+	}
+	if !merged {
+		return nil, fmt.Errorf("%w: the model is not an If-merged decoder", onnxio.ErrBranches)
+	}
+	l := &lifted{branches: map[*onnxio.Model][]onnxio.Branch{}}
+	for _, m := range append(slices.Clone(in.Models), in.Base) {
+		if m == nil || l.branches[m] != nil {
+			continue
 		}
 		bs, err := m.LiftBranches()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		var names []string
 		for _, b := range bs {
 			names = append(names, b.Attr)
 		}
-		if attrs == nil {
-			attrs = names
-		} else if !slices.Equal(attrs, names) {
-			return fmt.Errorf("%w: one model's If has the branches %v, another's %v", onnxio.ErrBranches, names, attrs)
+		if l.attrs == nil {
+			l.attrs = names
+		} else if !slices.Equal(l.attrs, names) {
+			return nil, fmt.Errorf("%w: one model's If has the branches %v, another's %v", onnxio.ErrBranches, names, l.attrs)
 		}
-		lifted[m] = bs
-		return nil
+		l.branches[m] = bs
 	}
-	for _, m := range append(slices.Clone(in.Models), in.Base) {
-		if err := lift(m); err != nil {
-			return nil, nil, err
-		}
-	}
+	return l, nil
+}
+
+// run calls run once per branch and joins the results (RunBranches).
+func (l *lifted) run(ctx context.Context, in Input, run BranchRun) (*onnxio.Model, *BranchReport, error) {
 	rep := &BranchReport{Branches: map[string]any{}}
 	var joined []onnxio.Branch
-	for i, attr := range attrs {
+	for i, attr := range l.attrs {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err
 		}
 		bin := in
 		bin.Models = make([]*onnxio.Model, len(in.Models))
 		for j, m := range in.Models {
-			bin.Models[j] = lifted[m][i].Model
+			bin.Models[j] = l.branches[m][i].Model
 		}
 		if in.Base != nil {
-			bin.Base = lifted[in.Base][i].Model
+			bin.Base = l.branches[in.Base][i].Model
 		}
 		out, r, err := run(ctx, attr, bin)
 		if err != nil {
@@ -140,6 +159,57 @@ func RunBranches(ctx context.Context, in Input, run BranchRun) (*onnxio.Model, *
 	return out, rep, nil
 }
 
+// baseBranch returns the index of the branch of bs whose graph inputs
+// every other branch reads too (the no-cache branch of a decoder: the
+// cache branch reads past key/values besides), provided every branch
+// reads the same weights (float initializers of two or more dimensions);
+// -1 when there is none.
+func baseBranch(bs []onnxio.Branch) int {
+	inputs := func(m *onnxio.Model) []string {
+		var s []string
+		for _, v := range m.Inputs() {
+			s = append(s, v.Name)
+		}
+		return s
+	}
+	weights := func(m *onnxio.Model) []string {
+		var s []string
+		for _, name := range m.Initializers() {
+			if dt, shape, err := m.InitializerInfo(name); err == nil && dt.IsFloat() && len(shape) >= 2 {
+				s = append(s, name)
+			}
+		}
+		slices.Sort(s)
+		return s
+	}
+	for i, b := range bs {
+		mine := inputs(b.Model)
+		ok := true
+		for j, o := range bs {
+			theirs := inputs(o.Model)
+			if j != i && (!slices.Equal(weights(b.Model), weights(o.Model)) || slices.ContainsFunc(mine, func(n string) bool { return !slices.Contains(theirs, n) })) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return i
+		}
+	}
+	return -1
+}
+
+// WeightKeyed is implemented by calibration statistics that can tell
+// whether every statistic they hold is keyed by a weight's name (the
+// input Gram matrix or column norms of the node reading the weight) and
+// none by the name of a value of the graph (activation ranges and
+// histograms): captured on one branch of a merged decoder, such
+// statistics describe the shared weights of every branch (calib.Collected
+// implements it).
+type WeightKeyed interface {
+	WeightKeyed() bool
+}
+
 // Calibrate computes Input.Calibration for the model a transform runs on
 // (the first of Input.Models: a plain model, or one branch of an If-merged
 // decoder lifted into a plain model).
@@ -147,38 +217,70 @@ type Calibrate func(ctx context.Context, model *onnxio.Model) (any, error)
 
 // Apply runs t on in. When calibrate is not nil, in.Calibration is first
 // computed by it on in.Models[0]. When in's models are If-merged decoders
-// (Merged), t runs on each branch instead (RunBranches), calibrate
-// computing each branch's statistics on that branch (a cache branch is fed
-// empty past key/values by the capture, so the data flows through it as
-// through the no-cache branch), and the report is a *BranchReport of t's
-// reports. This is how the command line and the recipes transform merged
-// decoders; importers get the same by calling Apply instead of t.Run.
+// (Merged), t runs on each branch instead (RunBranches) and the report is
+// a *BranchReport of t's reports. The calibration is then computed on the
+// no-cache branch (the branch whose inputs every other branch reads too,
+// all branches reading the same weights); when the statistics are keyed
+// by weight names only (WeightKeyed: Gram matrices, column norms), they
+// serve every branch, captured once; otherwise (activation ranges, or
+// statistics that cannot tell) calibrate computes each branch's on that
+// branch (a cache branch is fed empty past key/values by the capture, so
+// the data flows through it as through the no-cache branch). This is how
+// the recipes transform merged decoders; importers get the same by calling
+// Apply instead of t.Run.
 func Apply(ctx context.Context, t *Transform, in Input, calibrate Calibrate) (*onnxio.Model, any, error) {
-	one := func(ctx context.Context, in Input) (*onnxio.Model, any, error) {
-		if calibrate != nil {
-			if len(in.Models) == 0 {
-				return nil, nil, errors.New("no model to transform")
-			}
-			c, err := calibrate(ctx, in.Models[0])
-			if err != nil {
-				return nil, nil, err
-			}
-			in.Calibration = c
-		}
-		return t.Run(ctx, in)
-	}
 	merged, err := Merged(in)
 	if err != nil {
 		return nil, nil, err
 	}
 	if !merged {
-		return one(ctx, in)
+		if calibrate != nil {
+			if len(in.Models) == 0 {
+				return nil, nil, errors.New("no model to transform")
+			}
+			if in.Calibration, err = calibrate(ctx, in.Models[0]); err != nil {
+				return nil, nil, err
+			}
+		}
+		return t.Run(ctx, in)
 	}
-	out, rep, err := RunBranches(ctx, in, func(ctx context.Context, _ string, in Input) (*onnxio.Model, any, error) {
-		return one(ctx, in)
+	l, err := liftInput(in)
+	if err != nil {
+		return nil, nil, err
+	}
+	pre := map[string]any{} // calibration captured before the runs, by branch
+	shared := ""
+	if calibrate != nil {
+		bs := l.branches[in.Models[0]]
+		if i := baseBranch(bs); i >= 0 {
+			c, err := calibrate(ctx, bs[i].Model)
+			if err != nil {
+				return nil, nil, fmt.Errorf("branch %s: %w", bs[i].Attr, err)
+			}
+			pre[bs[i].Attr] = c
+			if wk, ok := c.(WeightKeyed); ok && wk.WeightKeyed() {
+				shared = bs[i].Attr
+				for _, b := range bs {
+					pre[b.Attr] = c
+				}
+			}
+		}
+	}
+	out, rep, err := l.run(ctx, in, func(ctx context.Context, attr string, in Input) (*onnxio.Model, any, error) {
+		if calibrate != nil {
+			c, ok := pre[attr]
+			if !ok {
+				if c, err = calibrate(ctx, in.Models[0]); err != nil {
+					return nil, nil, err
+				}
+			}
+			in.Calibration = c
+		}
+		return t.Run(ctx, in)
 	})
 	if err != nil {
 		return nil, nil, err
 	}
+	rep.CalibratedOn = shared
 	return out, rep, nil
 }
