@@ -439,9 +439,7 @@ func TestMergedDecoderFisherData(t *testing.T) {
 			t.Errorf("stderr does not say which branch the Fisher is computed on:\n%s", stderr)
 		}
 	}
-	if d, n := maxWeightDiff(t, outs["data"], outs["files"]); n < 10 || d != 0 {
-		t.Errorf("merge --fisher-data vs --fisher: %d weights compared, largest relative difference %.3g", n, d)
-	}
+	sameModel(t, outs["files"], outs["data"])
 	// the merge moved the weights: it is no copy of either input
 	for _, in := range []string{mBase, mBible} {
 		if d, _ := maxWeightDiff(t, outs["data"], in); d < 1e-4 {
