@@ -159,12 +159,13 @@ func (l *lifted) run(ctx context.Context, in Input, run BranchRun) (*onnxio.Mode
 	return out, rep, nil
 }
 
-// baseBranch returns the index of the branch of bs whose graph inputs
-// every other branch reads too (the no-cache branch of a decoder: the
-// cache branch reads past key/values besides), provided every branch
-// reads the same weights (float initializers of two or more dimensions);
-// -1 when there is none.
-func baseBranch(bs []onnxio.Branch) int {
+// BaseBranch returns the index of the branch of bs (an If-merged model's
+// lifted branches) whose graph inputs every other branch reads too (the
+// no-cache branch of a decoder: the cache branch reads past key/values
+// besides), provided every branch reads the same weights (float
+// initializers of two or more dimensions); -1 when there is none. Its
+// calibration statistics keyed by weight names serve every branch (Apply).
+func BaseBranch(bs []onnxio.Branch) int {
 	inputs := func(m *onnxio.Model) []string {
 		var s []string
 		for _, v := range m.Inputs() {
@@ -252,7 +253,7 @@ func Apply(ctx context.Context, t *Transform, in Input, calibrate Calibrate) (*o
 	shared := ""
 	if calibrate != nil {
 		bs := l.branches[in.Models[0]]
-		if i := baseBranch(bs); i >= 0 {
+		if i := BaseBranch(bs); i >= 0 {
 			c, err := calibrate(ctx, bs[i].Model)
 			if err != nil {
 				return nil, nil, fmt.Errorf("branch %s: %w", bs[i].Attr, err)

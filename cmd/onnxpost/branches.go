@@ -30,8 +30,44 @@ var branchDropFlags = map[string]bool{"data": true, "gate": true, "report": true
 
 type rawArgsKey struct{}
 
-// branchRunKey marks the context of a branch run (no further splitting).
+// branchRunKey marks the context of a branch run (no further splitting);
+// its value is the branch's If attribute.
 type branchRunKey struct{}
+
+// branchStatsKey holds, in the context of the branch runs, the
+// *sharedStats of the command's branch runs.
+type branchStatsKey struct{}
+
+// sharedStats are calibration statistics captured by the branch run of
+// the no-cache branch (base, transform.BaseBranch) and keyed by weight
+// names only (transform.WeightKeyed), which the other branch runs take
+// instead of capturing their own, as transform.Apply does.
+type sharedStats struct {
+	base  string
+	stats any
+}
+
+// branchStats returns capture's statistics, or in a branch run those the
+// no-cache branch's run captured when they are keyed by weight names
+// only; the no-cache branch's run keeps such statistics for the others.
+func branchStats[T any](c *cli.Context, capture func() (T, error)) (T, error) {
+	h, _ := c.Context.Value(branchStatsKey{}).(*sharedStats)
+	attr, _ := c.Context.Value(branchRunKey{}).(string)
+	if h == nil || attr == "" {
+		return capture()
+	}
+	if v, ok := h.stats.(T); ok && h.stats != nil {
+		fmt.Fprintf(os.Stderr, "%s: branch %s: the calibration statistics of the %s (keyed by weight names)\n", c.Command.Name, attr, h.base)
+		return v, nil
+	}
+	v, err := capture()
+	if err == nil && attr == h.base {
+		if wk, ok := any(v).(transform.WeightKeyed); ok && wk.WeightKeyed() {
+			h.stats = v
+		}
+	}
+	return v, err
+}
 
 var wrapOnce sync.Once
 
@@ -154,6 +190,12 @@ func runBranches(c *cli.Context) error {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "%s: If-merged decoder: transforming its branches as plain models, then joining them\n", c.Command.Name)
+	shared := &sharedStats{}
+	if bs, err := in.Models[0].LiftBranches(); err == nil {
+		if i := transform.BaseBranch(bs); i >= 0 {
+			shared.base = bs[i].Attr
+		}
+	}
 	cand, brep, err := transform.RunBranches(c.Context, in, func(ctx context.Context, attr string, bin transform.Input) (*onnxio.Model, any, error) {
 		subst := map[string]string{}
 		save := func(p string, m *onnxio.Model) error {
@@ -188,7 +230,8 @@ func runBranches(c *cli.Context) error {
 			return nil, nil, err
 		}
 		fmt.Fprintf(os.Stderr, "%s: branch %s\n", c.Command.Name, attr)
-		if err := newApp().RunContext(context.WithValue(ctx, branchRunKey{}, attr), bargs); err != nil {
+		bctx := context.WithValue(context.WithValue(ctx, branchRunKey{}, attr), branchStatsKey{}, shared)
+		if err := newApp().RunContext(bctx, bargs); err != nil {
 			return nil, nil, err
 		}
 		bm, err := onnxio.Load(bout)

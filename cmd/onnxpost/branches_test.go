@@ -543,3 +543,39 @@ func TestMergedDecoderRecipeEqualsCommands(t *testing.T) {
 		t.Errorf("cache and no-cache branches differ by %.3g (relative)", d)
 	}
 }
+
+// The branch runs of a command on an If-merged decoder capture statistics
+// keyed by weight names (Grams, column norms) once, on the no-cache
+// branch, and the cache branch's run takes them; activation ranges
+// (static int8) and sequential pruning's statistics are captured per
+// branch.
+func TestMergedDecoderCommandsShareCalibration(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	merged := zooPath(t, "zoo", "lm", "base_merged.onnx")
+	calib := lmSubset(t, dir, "lm_pydoc_calib.npz", 4)
+	const msg = "branch then_branch: the calibration statistics of the else_branch (keyed by weight names)"
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		shared bool
+	}{
+		{"wanda", []string{"sparsify", "--pattern", "2:4", "--method", "wanda"}, true},
+		{"sparsegpt sequential", []string{"sparsify", "--pattern", "2:4", "--method", "sparsegpt", "--sequential"}, false},
+		{"gptq", []string{"quantize", "--weights", "int4", "--method", "gptq"}, true},
+		{"lowrank whitened", []string{"lowrank", "--rank-ratio", "0.5", "--whiten"}, true},
+		{"int8 static", []string{"quantize", "--weights", "int8", "--activations", "int8"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".onnx")
+			args := append(append([]string{"onnxpost"}, tc.args...), merged, "--calib", calib, "-o", out)
+			code, stderr := runStderr(t, args)
+			if code != 0 {
+				t.Fatalf("exit code %d\n%s", code, stderr)
+			}
+			if got := strings.Contains(stderr, msg); got != tc.shared {
+				t.Errorf("statistics shared: %v, want %v\n%s", got, tc.shared, stderr)
+			}
+		})
+	}
+}
