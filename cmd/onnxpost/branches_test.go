@@ -579,3 +579,25 @@ func TestMergedDecoderCommandsShareCalibration(t *testing.T) {
 		})
 	}
 }
+
+// A recipe step that runs through the command line (search) on an
+// If-merged decoder splits it with the step's own command line.
+func TestMergedDecoderRecipeSearchStep(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	merged := zooPath(t, "zoo", "lm", "base_merged.onnx")
+	calib := lmSubset(t, dir, "lm_pydoc_calib.npz", 4)
+	test := lmSubset(t, dir, "lm_pydoc_test.npz", 4)
+	recipe := filepath.Join(dir, "r.yaml")
+	body := "output: out.onnx\nsteps:\n" +
+		"  - search: {space: sparsity, target: 0.3, generations: 1, offspring: 2, tokens: \"4:16\", cache-dir: \"\", calib: " + abs(t, calib) + ", inputs: [" + abs(t, merged) + "]}\n"
+	if err := os.WriteFile(recipe, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, stderr := runStderr(t, []string{"onnxpost", "run", recipe}); code != 0 {
+		t.Fatalf("run: exit code %d\n%s", code, stderr)
+	}
+	if d := cacheBranchAgrees(t, filepath.Join(dir, "out.onnx"), test); d > 1e-5 {
+		t.Errorf("cache and no-cache branches differ by %.3g (relative)", d)
+	}
+}

@@ -143,6 +143,8 @@ func recipeStep(ctx context.Context, args []string) (map[string]any, error) {
 	app := newApp()
 	app.Metadata = map[string]any{recipeStepKey: true}
 	full := reorderArgs(app, append([]string{"onnxpost"}, args...))
+	// the step's own command line (a merged decoder's branch runs repeat it)
+	ctx = context.WithValue(ctx, rawArgsKey{}, full)
 	// a step's panic fails the step, so the report is still written
 	err := safe.Call(args[0], func() error { return app.RunContext(ctx, full) })
 	var res map[string]any
