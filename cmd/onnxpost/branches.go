@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onnxpost/onnxpost/fisher"
+	"github.com/onnxpost/onnxpost/merge"
 	"github.com/onnxpost/onnxpost/onnxio"
 	"github.com/onnxpost/onnxpost/transform"
 )
@@ -174,7 +175,8 @@ func runBranches(c *cli.Context) error {
 	defer os.RemoveAll(tmp)
 	drop := maps.Clone(branchDropFlags)
 	var add []string
-	if c.Command.Name == "merge" && c.IsSet("fisher-data") {
+	if m, _ := merge.ParseMethod(c.String("method")); c.Command.Name == "merge" && m == merge.Fisher && c.IsSet("fisher-data") && !c.IsSet("fisher") && !c.IsSet("config") {
+		// (other combinations are the branch runs' usage errors)
 		files, err := branchFishers(c, in.Models, args, tmp)
 		if err != nil {
 			return err
