@@ -73,8 +73,10 @@ type BranchReport struct {
 // names the tensor). in.Calibration, in.Data, in.Args and in.Options reach
 // every branch run as they are; run computes what depends on the branch
 // (calibration statistics captured on the branch, as Apply does).
-// Models given twice (one pointer) are lifted once. The models of in are
-// not modified.
+// The metadata the runs add to the branch models (a transform's record of
+// itself) is set on the joined model, the no-cache branch's value first
+// (BaseBranch). Models given twice (one pointer) are lifted once. The
+// models of in are not modified.
 func RunBranches(ctx context.Context, in Input, run BranchRun) (*onnxio.Model, *BranchReport, error) {
 	l, err := liftInput(in)
 	if err != nil {
@@ -155,6 +157,25 @@ func (l *lifted) run(ctx context.Context, in Input, run BranchRun) (*onnxio.Mode
 	out, err := ref.JoinBranches(joined)
 	if err != nil {
 		return nil, nil, err
+	}
+	// the metadata the transform recorded on the branches (its
+	// provenance: onnxpost.quant, onnxpost.sparsity...), the no-cache
+	// branch's first
+	bs := l.branches[in.Models[0]]
+	order := slices.Clone(joined)
+	if i := BaseBranch(bs); i > 0 {
+		order[0], order[i] = order[i], order[0]
+	}
+	have := ref.Metadata()
+	set := map[string]bool{}
+	for _, b := range order {
+		meta := b.Model.Metadata()
+		for _, k := range sortedKeys(meta) {
+			if v := meta[k]; have[k] != v && !set[k] {
+				out.SetMetadata(k, v)
+				set[k] = true
+			}
+		}
 	}
 	return out, rep, nil
 }

@@ -3,6 +3,7 @@ package transform_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -66,7 +67,10 @@ func (d *doubleWeights) transform() *transform.Transform {
 			ts = append(ts, nw)
 		}
 		out, err := m.WithInitializers(ts...)
-		return out, len(ts), err
+		if err != nil {
+			return nil, nil, err
+		}
+		return out.WithMetadata(map[string]string{"test.double": fmt.Sprintf("%d weights", len(ts))}), len(ts), nil
 	}}
 }
 
@@ -115,6 +119,9 @@ func TestApplyMergedDecoder(t *testing.T) {
 	}
 	if _, ok := out.IfMerged(); !ok {
 		t.Fatalf("the output is not a merged decoder (ops %v)", out.OpCounts())
+	}
+	if got, want := out.Metadata()["test.double"], fmt.Sprintf("%d weights", br.Branches["else_branch"]); got != want {
+		t.Errorf("metadata test.double = %q, want the branches' %q", got, want)
 	}
 	n := 0
 	for _, name := range m.Initializers() {

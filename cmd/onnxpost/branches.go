@@ -233,7 +233,12 @@ func runBranches(c *cli.Context) error {
 		}
 		fmt.Fprintf(os.Stderr, "%s: branch %s\n", c.Command.Name, attr)
 		bctx := context.WithValue(context.WithValue(ctx, branchRunKey{}, attr), branchStatsKey{}, shared)
-		if err := newApp().RunContext(bctx, bargs); err != nil {
+		app := newApp()
+		// like a recipe step, a branch run records no provenance (its
+		// command line names temporary files): the joined model gets the
+		// command's
+		app.Metadata = map[string]any{recipeStepKey: true}
+		if err := app.RunContext(bctx, bargs); err != nil {
 			return nil, nil, err
 		}
 		bm, err := onnxio.Load(bout)

@@ -606,3 +606,32 @@ func TestMergedDecoderRecipeSearchStep(t *testing.T) {
 		t.Errorf("cache and no-cache branches differ by %.3g (relative)", d)
 	}
 }
+
+// The joined model of a command on an If-merged decoder records the
+// transform (onnxpost.sparsity, as the plain model's output does) and the
+// command's provenance, not the branch runs' temporary files.
+func TestMergedDecoderMetadata(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	merged := zooPath(t, "zoo", "lm", "base_merged.onnx")
+	out := filepath.Join(dir, "s.onnx")
+	if code, stderr := runStderr(t, []string{"onnxpost", "sparsify", merged, "--pattern", "2:4", "-o", out}); code != 0 {
+		t.Fatalf("exit code %d\n%s", code, stderr)
+	}
+	m, err := onnxio.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := m.Metadata()
+	if !strings.HasPrefix(meta["onnxpost.sparsity"], "magnitude 2:4, ") {
+		t.Errorf("onnxpost.sparsity = %q", meta["onnxpost.sparsity"])
+	}
+	for k, v := range meta {
+		if strings.Contains(v, ".onnxpost-branches-") {
+			t.Errorf("%s names a branch run's temporary file: %s", k, v)
+		}
+	}
+	if !strings.Contains(meta["onnxpost.command"], merged) {
+		t.Errorf("onnxpost.command = %q, want the command's", meta["onnxpost.command"])
+	}
+}
