@@ -113,7 +113,7 @@ func branchwise(action cli.ActionFunc) cli.ActionFunc {
 				return action(c) // the command reports it
 			}
 			if _, ok := m.IfMerged(); ok {
-				return runBranches(c)
+				return runBranches(c, action)
 			}
 		}
 		return action(c)
@@ -130,7 +130,7 @@ func branchwise(action cli.ActionFunc) cli.ActionFunc {
 // search --baselines and --plots write per branch into the temporary
 // folder, and the baselines are joined into merged decoders like the
 // candidate, the plots are those of the branch the calibration data takes.
-func runBranches(c *cli.Context) error {
+func runBranches(c *cli.Context, action cli.ActionFunc) error {
 	raw, _ := c.Context.Value(rawArgsKey{}).([]string)
 	if raw == nil {
 		return fmt.Errorf("internal error: %s: the command line is not available for the branch runs", c.Command.Name)
@@ -167,6 +167,12 @@ func runBranches(c *cli.Context) error {
 			return err
 		}
 		in.Base, base = m, b
+	}
+	if len(in.Models) == 0 {
+		return action(c) // the command reports what it misses
+	}
+	if _, err := transform.Merged(in); err != nil {
+		return err
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(out), ".onnxpost-branches-")
 	if err != nil {

@@ -260,6 +260,10 @@ func TestMergedDecoderMergeAndRefusals(t *testing.T) {
 			"an If-merged decoder cannot be combined with plain models (1 of 2 models are merged decoders)"},
 		{"mixed base", []string{"merge", "--method", "task_arithmetic", "--base", plain, "-o", "OUT", merged, merged}, 1,
 			"an If-merged decoder cannot be combined with plain models (1 of 2 models are merged decoders)"},
+		{"base only", []string{"merge", "--method", "task_arithmetic", "--base", merged, "-o", "OUT"}, 2,
+			"no models to merge: give MODEL... or --config"},
+		{"mixed fisher-data", []string{"merge", "--method", "fisher", "--fisher-data", test, "-o", "OUT", merged, plain}, 1,
+			"an If-merged decoder cannot be combined with plain models (1 of 2 models are merged decoders)"},
 		// the branch runs refuse these before any Fisher is computed
 		{"fisher-data without fisher", []string{"merge", "--method", "linear", "--fisher-data", test, "-o", "OUT", merged, merged}, 2,
 			"--fisher and --fisher-data are only used by --method fisher"},
