@@ -292,6 +292,7 @@ func Apply(ctx context.Context, t *Transform, in Input, calibrate Calibrate) (*o
 		if calibrate != nil {
 			c, ok := pre[attr]
 			if !ok {
+				var err error
 				if c, err = calibrate(ctx, in.Models[0]); err != nil {
 					return nil, nil, err
 				}
