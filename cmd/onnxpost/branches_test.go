@@ -515,16 +515,9 @@ func TestMergedDecoderRecipeEqualsCommands(t *testing.T) {
 	merged := zooPath(t, "zoo", "lm", "base_merged.onnx")
 	calib := lmSubset(t, dir, "lm_pydoc_calib.npz", 8)
 	test := lmSubset(t, dir, "lm_pydoc_test.npz", 4)
-	recipe := filepath.Join(dir, "r.yaml")
-	body := "output: recipe.onnx\nsteps:\n" +
-		"  - sparsify: {pattern: \"2:4\", method: wanda, calib: " + abs(t, calib) + ", inputs: [" + abs(t, merged) + "]}\n" +
-		"  - quantize: {weights: int8}\n"
-	if err := os.WriteFile(recipe, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if code, stderr := runStderr(t, []string{"onnxpost", "run", recipe}); code != 0 {
-		t.Fatalf("run: exit code %d\n%s", code, stderr)
-	}
+	runRecipe(t, dir, "output: recipe.onnx\nsteps:\n"+
+		"  - sparsify: {pattern: \"2:4\", method: wanda, calib: "+abs(t, calib)+", inputs: ["+abs(t, merged)+"]}\n"+
+		"  - quantize: {weights: int8}\n")
 	sp, q := filepath.Join(dir, "sparse.onnx"), filepath.Join(dir, "cli.onnx")
 	for _, args := range [][]string{
 		{"sparsify", merged, "--pattern", "2:4", "--method", "wanda", "--calib", calib, "-o", sp},
@@ -597,15 +590,8 @@ func TestMergedDecoderRecipeSearchStep(t *testing.T) {
 	merged := zooPath(t, "zoo", "lm", "base_merged.onnx")
 	calib := lmSubset(t, dir, "lm_pydoc_calib.npz", 4)
 	test := lmSubset(t, dir, "lm_pydoc_test.npz", 4)
-	recipe := filepath.Join(dir, "r.yaml")
-	body := "output: out.onnx\nsteps:\n" +
-		"  - search: {space: sparsity, target: 0.3, generations: 1, offspring: 2, tokens: \"4:16\", cache-dir: \"\", calib: " + abs(t, calib) + ", inputs: [" + abs(t, merged) + "]}\n"
-	if err := os.WriteFile(recipe, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if code, stderr := runStderr(t, []string{"onnxpost", "run", recipe}); code != 0 {
-		t.Fatalf("run: exit code %d\n%s", code, stderr)
-	}
+	runRecipe(t, dir, "output: out.onnx\nsteps:\n"+
+		"  - search: {space: sparsity, target: 0.3, generations: 1, offspring: 2, tokens: \"4:16\", cache-dir: \"\", calib: "+abs(t, calib)+", inputs: ["+abs(t, merged)+"]}\n")
 	if d := cacheBranchAgrees(t, filepath.Join(dir, "out.onnx"), test); d > 1e-5 {
 		t.Errorf("cache and no-cache branches differ by %.3g (relative)", d)
 	}
@@ -637,5 +623,18 @@ func TestMergedDecoderMetadata(t *testing.T) {
 	}
 	if !strings.Contains(meta["onnxpost.command"], merged) {
 		t.Errorf("onnxpost.command = %q, want the command's", meta["onnxpost.command"])
+	}
+}
+
+// runRecipe writes body as dir/r.yaml and runs it (onnxpost run), failing
+// the test unless it exits 0.
+func runRecipe(t *testing.T, dir, body string) {
+	t.Helper()
+	recipe := filepath.Join(dir, "r.yaml")
+	if err := os.WriteFile(recipe, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, stderr := runStderr(t, []string{"onnxpost", "run", recipe}); code != 0 {
+		t.Fatalf("run: exit code %d\n%s", code, stderr)
 	}
 }
