@@ -50,12 +50,14 @@ $(VENV)/.ok: tools/requirements-test.txt
 	touch $@
 
 ## test: vet and run every test, with ONNX Runtime and the Python oracles installed
-## (the packages with dense linear algebra run a second time on the pure-Go backend)
+## (the packages with dense linear algebra run a second time on the pure-Go backend,
+## and merge with its kernels' pure-Go loops instead of the AVX2 ones)
 test: ort pyenv linalg
 	PY=$(CURDIR)/$(VENV_PY) ./tools/gen_conformance.sh
 	$(GO) vet ./...
 	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ONNXPOST_PYTHON=$(CURDIR)/$(VENV_PY) $(GO) test -count=1 ./...
 	ONNXPOST_LINALG=go ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ONNXPOST_PYTHON=$(CURDIR)/$(VENV_PY) $(GO) test -count=1 ./internal/linalg ./compress/lowrank ./quant ./compress/sparsity
+	ONNXPOST_SIMD=off ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ONNXPOST_PYTHON=$(CURDIR)/$(VENV_PY) $(GO) test -count=1 ./merge
 
 ## demo: the main job on the bundled zoo
 demo: ort linalg build

@@ -8,6 +8,7 @@ import (
 	"math"
 	"runtime/debug"
 	"slices"
+	"unsafe"
 
 	"github.com/onnxpost/onnxpost/internal/filehash"
 	"github.com/onnxpost/onnxpost/onnxio"
@@ -177,10 +178,8 @@ func compute[T Float](m *Merger, p *TensorPlan, base *onnxio.Tensor, xs, fishers
 			return nil, err
 		}
 	}
-	for j, v := range dst {
-		if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
-			return nil, fmt.Errorf("%w: merged value %d is %v (do the inputs hold NaN or Inf?)", ErrIncompatible, j, f)
-		}
+	if j := firstNonFinite(dst); j >= 0 {
+		return nil, fmt.Errorf("%w: merged value %d is %v (do the inputs hold NaN or Inf?)", ErrIncompatible, j, dst[j])
 	}
 	t, err := wrap()
 	if err != nil {
@@ -190,6 +189,38 @@ func compute[T Float](m *Merger, p *TensorPlan, base *onnxio.Tensor, xs, fishers
 		return nil, err
 	}
 	return t, nil
+}
+
+// firstNonFinite returns the index of the first NaN or ±Inf of v, or −1.
+// float32 values are tested on their bits, a chunk at a time (an exponent
+// of all ones: adding 1 to it carries into the sign position), which is
+// several times faster than converting every value to float64.
+func firstNonFinite[T Float](v []T) int {
+	if f, ok := any(v).([]float32); ok && len(f) > 0 {
+		bits := unsafe.Slice((*uint32)(unsafe.Pointer(&f[0])), len(f))
+		const chunk = 1024
+		for lo := 0; lo < len(bits); lo += chunk {
+			var acc uint32
+			for _, b := range bits[lo:min(lo+chunk, len(bits))] {
+				acc |= (b & 0x7f800000) + 0x00800000
+			}
+			if acc&0x80000000 == 0 {
+				continue
+			}
+			for j := lo; j < min(lo+chunk, len(bits)); j++ {
+				if bits[j]&0x7f800000 == 0x7f800000 {
+					return j
+				}
+			}
+		}
+		return -1
+	}
+	for j, x := range v {
+		if f := float64(x); math.IsNaN(f) || math.IsInf(f, 0) {
+			return j
+		}
+	}
+	return -1
 }
 
 // checkRounded fails when rounding the merged values to the output dtype

@@ -5,6 +5,15 @@ import (
 	"sort"
 )
 
+// ArceeFusion is mergekit's arcee_fusion: keep the model's entries whose
+// |Δ|·KL(softmax) reaches median + 1.5·IQR, the base's elsewhere.
+const ArceeFusion Method = "arcee-fusion"
+
+// arceeFusionSpec declares ArceeFusion's base model rule, model count and
+// parameters.
+var arceeFusionSpec = methodSpec{base: baseRequired, minModels: 1, maxModels: 1,
+	doc: "keep the model's entries whose |Δ|·KL(softmax) reaches median + 1.5·IQR, the base's elsewhere"}
+
 // ArceeFusionTo applies mergekit's arcee_fusion to one tensor of a base a
 // and one model b. Along the last axis of shape (a 1-D tensor is one
 // vector), with p = softmax(b) + 1e-8 and q = softmax(a) + 1e-8 per vector,

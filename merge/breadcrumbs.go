@@ -1,5 +1,15 @@
 package merge
 
+// Breadcrumbs is mergekit's breadcrumbs: drop the gamma largest and the
+// smallest |τ| (keep density), Σ wᵢτ̃ᵢ.
+const Breadcrumbs Method = "breadcrumbs"
+
+// breadcrumbsSpec declares Breadcrumbs's base model rule, model count and
+// parameters.
+var breadcrumbsSpec = methodSpec{base: baseRequired, minModels: 1, gta: true,
+	params: gtaParams(false, false, pGamma),
+	doc:    "drop the gamma largest and the smallest |τ| (keep density), Σ wᵢτ̃ᵢ"}
+
 // BreadcrumbsTo applies Model Breadcrumbs (Davari & Belilovsky,
 // arXiv 2312.06795) as mergekit's breadcrumbs and breadcrumbs_ties
 // (p.Consensus) define it, to one whole tensor: for model i with density d

@@ -1,5 +1,15 @@
 package merge
 
+// DARELinear is mergekit's dare_linear: random drops keeping each entry with
+// p = density, L1 rescale, Σ wᵢτ̃ᵢ.
+const DARELinear Method = "dare-linear"
+
+// dareLinearSpec declares DARELinear's base model rule, model count and
+// parameters.
+var dareLinearSpec = methodSpec{base: baseRequired, minModels: 1, gta: true, defRescl: true,
+	params: gtaParams(false, true, pSeed),
+	doc:    "random drops keeping each entry with p = density, L1 rescale, Σ wᵢτ̃ᵢ"}
+
 // DARELinearTo applies mergekit's dare_linear (and, with p.Consensus, the
 // mergekit form of dare_ties) to one whole tensor: entry j of model i's
 // task vector is kept when Uniform(p.Keys[i], j) < p.Densities[i] (the

@@ -1,5 +1,14 @@
 package merge
 
+// Della is mergekit's della: MagPrune: keep probability by rank in each row
+// (density ± epsilon), sign election, disjoint mean.
+const Della Method = "della"
+
+// dellaSpec declares Della's base model rule, model count and parameters.
+var dellaSpec = methodSpec{base: baseRequired, minModels: 1, gta: true, consensus: true, defNormalize: true, defRescl: true,
+	params: gtaParams(true, true, pEpsilon, pSeed),
+	doc:    "MagPrune: keep probability by rank in each row (density ± epsilon), sign election, disjoint mean"}
+
 // DellaTo applies DELLA-Merging's MagPrune (Deep et al., arXiv 2406.11617)
 // as mergekit's della (p.Consensus, normalize and rescale on by default)
 // and della_linear define it, to one whole tensor. The task vector is cut

@@ -360,11 +360,18 @@ func (m *Merger) recoverFault(op string, errp *error) {
 // group reads one plan entry's tensors: the base's (nil without base) and
 // each model's; the template's own tensor t is reused when given.
 func (m *Merger) group(p *TensorPlan, t *onnxio.Tensor) (base *onnxio.Tensor, xs []*onnxio.Tensor, err error) {
+	return m.groupPages(p, t, true)
+}
+
+// groupPages is group; populate maps every page of the memory-mapped
+// tensors at once (for a pass that reads every byte; a sampling pass leaves
+// it false and faults in the pages it touches).
+func (m *Merger) groupPages(p *TensorPlan, t *onnxio.Tensor, populate bool) (base *onnxio.Tensor, xs []*onnxio.Tensor, err error) {
 	get := func(mod *onnxio.Model, name string) (*onnxio.Tensor, error) {
 		if v := m.views[mod]; v != nil {
 			t, err := v.Initializer(name)
-			if err == nil {
-				v.Populate(t) // the merge reads every byte of it
+			if err == nil && populate {
+				v.Populate(t) // the pass reads every byte of it
 			}
 			return t, err
 		}

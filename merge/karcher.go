@@ -2,6 +2,18 @@ package merge
 
 import "math"
 
+// Karcher is mergekit's karcher: Riemannian mean of the directions (equal
+// weights), scaled by the mean norm.
+const Karcher Method = "karcher"
+
+// karcherSpec declares Karcher's base model rule, model count and
+// parameters.
+var karcherSpec = methodSpec{base: baseNone, minModels: 1,
+	params: []ParamSpec{
+		{Name: "max_iter", Kind: "int", Default: "10", Doc: "iterations of the Karcher mean"},
+		{Name: "tol", Kind: "float", Default: "1e-5", Doc: "convergence tolerance"}},
+	doc: "Riemannian mean of the directions (equal weights), scaled by the mean norm"}
+
 // KarcherTo applies mergekit's karcher to one whole tensor of n models:
 // the weighted Riemannian (Karcher/Fréchet) mean of the directions on the
 // unit sphere, scaled by the weighted mean norm. With αᵢ = 1/n (mergekit

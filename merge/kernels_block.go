@@ -41,6 +41,17 @@ const oneBits = 0x3FF0000000000000
 
 // tiesBlocked is TIESTo over whole slices (lengths checked by the caller).
 func tiesBlocked[T Float](dst, base []T, xs [][]T, weights, thresholds []float64, lambda float64) {
+	if haveAVX2 {
+		if d32, ok := any(dst).([]float32); ok {
+			tiesBlockedF32(d32, any(base).([]float32), any(xs).([][]float32), weights, thresholds, lambda)
+			return
+		}
+	}
+	tiesBlockedGo(dst, base, xs, weights, thresholds, lambda)
+}
+
+// tiesBlockedGo is tiesBlocked's pure-Go loops.
+func tiesBlockedGo[T Float](dst, base []T, xs [][]T, weights, thresholds []float64, lambda float64) {
 	var bufs blockBufs
 	tau := bufs.rows(len(xs))
 	var s, num, den [kernelBlock]float64
@@ -85,6 +96,17 @@ func tiesBlocked[T Float](dst, base []T, xs [][]T, weights, thresholds []float64
 
 // dareBlocked is DARETo over whole slices (lengths checked by the caller).
 func dareBlocked[T Float](dst, base []T, xs [][]T, p DAREParams) {
+	if haveAVX2 {
+		if d32, ok := any(dst).([]float32); ok {
+			dareBlockedF32(d32, any(base).([]float32), any(xs).([][]float32), p)
+			return
+		}
+	}
+	dareBlockedGo(dst, base, xs, p)
+}
+
+// dareBlockedGo is dareBlocked's pure-Go loops.
+func dareBlockedGo[T Float](dst, base []T, xs [][]T, p DAREParams) {
 	var bufs blockBufs
 	tau := bufs.rows(len(xs))
 	var s, num, den [kernelBlock]float64

@@ -8,23 +8,6 @@ import (
 	"strings"
 )
 
-// The methods mergekit has beside the ones of options.go (docs/ARCHITECTURE.md
-// §5.1). Their names are mergekit's with dashes; ParseMethod takes both.
-const (
-	DARELinear      Method = "dare-linear"
-	Breadcrumbs     Method = "breadcrumbs"
-	BreadcrumbsTIES Method = "breadcrumbs-ties"
-	Della           Method = "della"
-	DellaLinear     Method = "della-linear"
-	ModelStock      Method = "model-stock"
-	NuSlerp         Method = "nuslerp"
-	MultiSlerp      Method = "multislerp"
-	Karcher         Method = "karcher"
-	SCE             Method = "sce"
-	NearSwap        Method = "nearswap"
-	ArceeFusion     Method = "arcee-fusion"
-)
-
 // refusedMethods are mergekit methods onnxpost knows but does not run,
 // with the reason.
 var refusedMethods = map[string]string{
@@ -87,63 +70,23 @@ var (
 	pEpsilon = ParamSpec{Name: "epsilon", PerModel: true, Kind: "float", Default: "0.15", Doc: "half-width of the keep probabilities around density; density ± epsilon must lie in (0, 1)"}
 )
 
+// mergekitMethods indexes the methods mergekit has beside the ones of
+// options.go; each is declared (its name and methodSpec) in its own file,
+// beside its kernel. Their names are mergekit's with dashes; ParseMethod
+// takes both.
 var mergekitMethods = map[Method]methodSpec{
-	DARELinear: {base: baseRequired, minModels: 1, gta: true, defRescl: true,
-		params: gtaParams(false, true, pSeed),
-		doc:    "random drops keeping each entry with p = density, L1 rescale, Σ wᵢτ̃ᵢ"},
-	Breadcrumbs: {base: baseRequired, minModels: 1, gta: true,
-		params: gtaParams(false, false, pGamma),
-		doc:    "drop the gamma largest and the smallest |τ| (keep density), Σ wᵢτ̃ᵢ"},
-	BreadcrumbsTIES: {base: baseRequired, minModels: 1, gta: true, consensus: true,
-		params: gtaParams(false, false, pGamma),
-		doc:    "breadcrumbs sparsification, then sign election on wᵢτ̃ᵢ"},
-	Della: {base: baseRequired, minModels: 1, gta: true, consensus: true, defNormalize: true, defRescl: true,
-		params: gtaParams(true, true, pEpsilon, pSeed),
-		doc:    "MagPrune: keep probability by rank in each row (density ± epsilon), sign election, disjoint mean"},
-	DellaLinear: {base: baseRequired, minModels: 1, gta: true, defRescl: true,
-		params: gtaParams(false, true, pEpsilon, pSeed),
-		doc:    "MagPrune drops, Σ wᵢτ̃ᵢ"},
-	ModelStock: {base: baseRequired, minModels: 2,
-		params: []ParamSpec{{Name: "filter_wise", Kind: "bool", Default: "false", Doc: "one ratio per vector along the last axis instead of per tensor"}},
-		doc:    "t = N·cosθ/(1+(N−1)·cosθ) from the mean pairwise cosine of the task vectors; t·mean + (1−t)·base"},
-	NuSlerp: {base: baseOptional, minModels: 2, maxModels: 2,
-		params: []ParamSpec{pWeight,
-			{Name: "nuslerp_flatten", Kind: "bool", Default: "true", Doc: "interpolate the whole tensor as one vector"},
-			{Name: "nuslerp_row_wise", Kind: "bool", Default: "false", Doc: "without flatten: vectors along axis 0 instead of the last axis"}},
-		doc: "slerp of two models (or their task vectors) with t = w₂/(w₁+w₂)"},
-	MultiSlerp: {base: baseOptional, minModels: 1,
-		params: []ParamSpec{pWeight,
-			{Name: "normalize_weights", Kind: "bool", Default: "true", Doc: "divide the weights by their sum"}},
-		doc: "weighted barycentre on the hypersphere (tangent space at the mean), scaled by the mean norm"},
-	Karcher: {base: baseNone, minModels: 1,
-		params: []ParamSpec{
-			{Name: "max_iter", Kind: "int", Default: "10", Doc: "iterations of the Karcher mean"},
-			{Name: "tol", Kind: "float", Default: "1e-5", Doc: "convergence tolerance"}},
-		doc: "Riemannian mean of the directions (equal weights), scaled by the mean norm"},
-	SCE: {base: baseRequired, minModels: 1,
-		params: []ParamSpec{
-			{Name: "select_topk", Kind: "float", Default: "1", Doc: "fraction of the entries of largest variance across models kept"},
-			pInt8},
-		doc: "select by variance, weights ∝ mean τ², sign election, weighted disjoint mean"},
-	NearSwap: {base: baseRequired, minModels: 1, maxModels: 1,
-		params: []ParamSpec{{Name: "t", Kind: "float", Default: "", Doc: "distance under which the model's value replaces the base's (required, > 0)"}},
-		doc:    "w = clamp(t/|base−x|, 0, 1); w·x + (1−w)·base"},
-	ArceeFusion: {base: baseRequired, minModels: 1, maxModels: 1,
-		doc: "keep the model's entries whose |Δ|·KL(softmax) reaches median + 1.5·IQR, the base's elsewhere"},
-}
-
-// nativeParams are the mergekit-named parameters of the methods of
-// options.go (their other options have flags and config keys of their own).
-var nativeParams = map[Method][]ParamSpec{
-	Linear:         {pWeight, {Name: "normalize", Kind: "bool", Default: "true", Doc: "divide by the sum of the weights"}},
-	TaskArithmetic: {pWeight, pLambda, pInt8, {Name: "normalize", Kind: "bool", Default: "false", Doc: "only false: task arithmetic sums the weighted deltas"}},
-	TIES: {pWeight, {Name: "density", PerModel: true, Kind: "float", Default: "0.2", Doc: "fraction of each task vector kept, in (0, 1]"}, pLambda, pInt8,
-		{Name: "normalize", Kind: "bool", Default: "true", Doc: "disjoint mean (true) or disjoint sum (false) of the agreeing deltas"}},
-	DARE: {pWeight, {Name: "density", PerModel: true, Kind: "float", Default: "0.5", Doc: "keep probability of each delta entry"}, pLambda, pSeed},
-	DARETIES: {pWeight, {Name: "density", PerModel: true, Kind: "float", Default: "0.5", Doc: "keep probability of each delta entry"}, pLambda, pSeed, pInt8,
-		{Name: "normalize", Kind: "bool", Default: "true", Doc: "only true: dare-ties takes the disjoint mean"}},
-	SLERP:  {{Name: "t", Kind: "float", Default: "", Doc: "interpolation parameter in [0, 1] (0: the base or first model)"}},
-	Fisher: {pWeight},
+	DARELinear:      dareLinearSpec,
+	Breadcrumbs:     breadcrumbsSpec,
+	BreadcrumbsTIES: breadcrumbsTIESSpec,
+	Della:           dellaSpec,
+	DellaLinear:     dellaLinearSpec,
+	ModelStock:      modelStockSpec,
+	NuSlerp:         nuSlerpSpec,
+	MultiSlerp:      multiSlerpSpec,
+	Karcher:         karcherSpec,
+	SCE:             sceSpec,
+	NearSwap:        nearSwapSpec,
+	ArceeFusion:     arceeFusionSpec,
 }
 
 // Params returns the parameters the method declares, with mergekit's

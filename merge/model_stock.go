@@ -2,6 +2,16 @@ package merge
 
 import "math"
 
+// ModelStock is mergekit's model_stock: t = N·cosθ/(1+(N−1)·cosθ) from the
+// mean pairwise cosine of the task vectors; t·mean + (1−t)·base.
+const ModelStock Method = "model-stock"
+
+// modelStockSpec declares ModelStock's base model rule, model count and
+// parameters.
+var modelStockSpec = methodSpec{base: baseRequired, minModels: 2,
+	params: []ParamSpec{{Name: "filter_wise", Kind: "bool", Default: "false", Doc: "one ratio per vector along the last axis instead of per tensor"}},
+	doc:    "t = N·cosθ/(1+(N−1)·cosθ) from the mean pairwise cosine of the task vectors; t·mean + (1−t)·base"}
+
 // ModelStockTo applies Model Stock (Jang et al., arXiv 2403.19522) as
 // mergekit defines it, to one whole tensor of a base w₀ and N ≥ 2 models
 // wᵢ: with τᵢ = wᵢ − w₀ and cos θ the mean over pairs i < j of

@@ -5,6 +5,17 @@ import (
 	"math"
 )
 
+// MultiSlerp is mergekit's multislerp: weighted barycentre on the
+// hypersphere (tangent space at the mean), scaled by the mean norm.
+const MultiSlerp Method = "multislerp"
+
+// multiSlerpSpec declares MultiSlerp's base model rule, model count and
+// parameters.
+var multiSlerpSpec = methodSpec{base: baseOptional, minModels: 1,
+	params: []ParamSpec{pWeight,
+		{Name: "normalize_weights", Kind: "bool", Default: "true", Doc: "divide the weights by their sum"}},
+	doc: "weighted barycentre on the hypersphere (tangent space at the mean), scaled by the mean norm"}
+
 // ErrDegenerate reports a tensor on which a spherical method is undefined
 // (multislerp: the weighted mean of the unit vectors is zero).
 var ErrDegenerate = errors.New("merge: degenerate tensor")

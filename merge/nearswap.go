@@ -2,6 +2,16 @@ package merge
 
 import "math"
 
+// NearSwap is mergekit's nearswap: w = clamp(t/|base−x|, 0, 1); w·x +
+// (1−w)·base.
+const NearSwap Method = "nearswap"
+
+// nearSwapSpec declares NearSwap's base model rule, model count and
+// parameters.
+var nearSwapSpec = methodSpec{base: baseRequired, minModels: 1, maxModels: 1,
+	params: []ParamSpec{{Name: "t", Kind: "float", Default: "", Doc: "distance under which the model's value replaces the base's (required, > 0)"}},
+	doc:    "w = clamp(t/|base−x|, 0, 1); w·x + (1−w)·base"}
+
 // NearSwapTo applies mergekit's nearswap to one tensor of a base a and one
 // model b: wⱼ = clamp(t / max(|aⱼ − bⱼ|, 1e-6), 0, 1) and
 // dst = w·b + (1 − w)·a — entries where the models are within t of each

@@ -2,6 +2,18 @@ package merge
 
 import "math"
 
+// NuSlerp is mergekit's nuslerp: slerp of two models (or their task vectors)
+// with t = w₂/(w₁+w₂).
+const NuSlerp Method = "nuslerp"
+
+// nuSlerpSpec declares NuSlerp's base model rule, model count and
+// parameters.
+var nuSlerpSpec = methodSpec{base: baseOptional, minModels: 2, maxModels: 2,
+	params: []ParamSpec{pWeight,
+		{Name: "nuslerp_flatten", Kind: "bool", Default: "true", Doc: "interpolate the whole tensor as one vector"},
+		{Name: "nuslerp_row_wise", Kind: "bool", Default: "false", Doc: "without flatten: vectors along axis 0 instead of the last axis"}},
+	doc: "slerp of two models (or their task vectors) with t = w₂/(w₁+w₂)"}
+
 // NuSlerpParams holds what NuSlerpTo needs besides the tensors.
 type NuSlerpParams struct {
 	// Weights are the two models' weights; t = w₂/(w₁ + w₂), or 0.5 when

@@ -22,6 +22,20 @@ const (
 	Fisher         Method = "fisher"
 )
 
+// nativeParams are the mergekit-named parameters of the methods of
+// options.go (their other options have flags and config keys of their own).
+var nativeParams = map[Method][]ParamSpec{
+	Linear:         {pWeight, {Name: "normalize", Kind: "bool", Default: "true", Doc: "divide by the sum of the weights"}},
+	TaskArithmetic: {pWeight, pLambda, pInt8, {Name: "normalize", Kind: "bool", Default: "false", Doc: "only false: task arithmetic sums the weighted deltas"}},
+	TIES: {pWeight, {Name: "density", PerModel: true, Kind: "float", Default: "0.2", Doc: "fraction of each task vector kept, in (0, 1]"}, pLambda, pInt8,
+		{Name: "normalize", Kind: "bool", Default: "true", Doc: "disjoint mean (true) or disjoint sum (false) of the agreeing deltas"}},
+	DARE: {pWeight, {Name: "density", PerModel: true, Kind: "float", Default: "0.5", Doc: "keep probability of each delta entry"}, pLambda, pSeed},
+	DARETIES: {pWeight, {Name: "density", PerModel: true, Kind: "float", Default: "0.5", Doc: "keep probability of each delta entry"}, pLambda, pSeed, pInt8,
+		{Name: "normalize", Kind: "bool", Default: "true", Doc: "only true: dare-ties takes the disjoint mean"}},
+	SLERP:  {{Name: "t", Kind: "float", Default: "", Doc: "interpolation parameter in [0, 1] (0: the base or first model)"}},
+	Fisher: {pWeight},
+}
+
 // Methods lists the methods in the order the CLI documents them.
 var Methods = []Method{Linear, TaskArithmetic, TIES, DARE, DARETIES, SLERP, Fisher,
 	DARELinear, Breadcrumbs, BreadcrumbsTIES, Della, DellaLinear, ModelStock,

@@ -2,6 +2,17 @@ package merge
 
 import "math"
 
+// SCE is mergekit's sce: select by variance, weights ∝ mean τ², sign
+// election, weighted disjoint mean.
+const SCE Method = "sce"
+
+// sceSpec declares SCE's base model rule, model count and parameters.
+var sceSpec = methodSpec{base: baseRequired, minModels: 1,
+	params: []ParamSpec{
+		{Name: "select_topk", Kind: "float", Default: "1", Doc: "fraction of the entries of largest variance across models kept"},
+		pInt8},
+	doc: "select by variance, weights ∝ mean τ², sign election, weighted disjoint mean"}
+
 // SCETo applies SCE (Select, Calculate, Erase; FuseChat, Wan et al.,
 // arXiv 2408.07990) as mergekit defines it, to one whole tensor of a base
 // and n models, with τᵢ = xᵢ − base:

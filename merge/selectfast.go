@@ -104,7 +104,7 @@ func (m *Merger) globalThresholds(ctx context.Context, progress Progress) error 
 	var mu sync.Mutex
 	index := func(p *TensorPlan) int { return m.index[p.Out] }
 	err := m.forEach(ctx, func(p *TensorPlan) error {
-		base, xs, err := m.group(p, nil)
+		base, xs, err := m.groupPages(p, nil, false) // reads 1 block in sampleStride
 		defer m.releaseGroup(base, xs)
 		if err != nil {
 			return err
@@ -254,6 +254,17 @@ func newBracket(sample []uint32, k, n int64) *bracket {
 // bracketScan counts the values of one tensor with key > hi and collects
 // those with lo ≤ key ≤ hi.
 func bracketScan[T Float](br *bracket, base, x []T) {
+	if haveAVX2 {
+		if b32, ok := any(base).([]float32); ok {
+			bracketScanF32(br, b32, any(x).([]float32))
+			return
+		}
+	}
+	bracketScanGo(br, base, x)
+}
+
+// bracketScanGo is bracketScan's pure-Go loop.
+func bracketScanGo[T Float](br *bracket, base, x []T) {
 	x = x[:len(base)]
 	lo, span, hi := br.lo, br.hi-br.lo, uint64(br.hi)
 	var above int64
@@ -266,6 +277,11 @@ func bracketScan[T Float](br *bracket, base, x []T) {
 			local = append(local, math.Float64bits(a))
 		}
 	}
+	br.add(above, local)
+}
+
+// add records one scan's count above the bracket and its collected values.
+func (br *bracket) add(above int64, local []uint64) {
 	br.above.Add(above)
 	if len(local) == 0 {
 		return

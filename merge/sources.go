@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/onnxpost/onnxpost/internal/display"
+	"github.com/onnxpost/onnxpost/internal/filehash"
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
@@ -132,11 +133,24 @@ func Prepare(models []*onnxio.Model, paths []string) error {
 // (Sources, roles "base" and "model"): what the CLI's merge does with its
 // arguments. Labels are the paths.
 func LoadInputs(base string, models []string) (Inputs, []Source, error) {
-	var in Inputs
-	var srcs []Source
+	in, sources, err := OpenInputs(base, models)
+	if err != nil {
+		return in, nil, err
+	}
+	srcs, err := sources()
+	if err != nil {
+		return in, nil, err
+	}
+	return in, srcs, nil
+}
+
+// OpenInputs is LoadInputs without waiting for the digests: the files are
+// hashed in the background while the caller goes on (the merge itself reads
+// the same pages), and sources waits for them and returns the Sources.
+func OpenInputs(base string, models []string) (in Inputs, sources func() ([]Source, error), err error) {
+	var bs []*onnxio.Model
 	if base != "" {
-		bs, err := LoadModels([]string{base})
-		if err != nil {
+		if bs, err = LoadModels([]string{base}); err != nil {
 			return in, nil, err
 		}
 		if err := Prepare(bs, []string{base}); err != nil {
@@ -144,9 +158,6 @@ func LoadInputs(base string, models []string) (Inputs, []Source, error) {
 		}
 		in.Base = bs[0]
 		in.Labels = append(in.Labels, base)
-		if srcs, err = Sources("base", []string{base}, bs); err != nil {
-			return in, nil, err
-		}
 	}
 	ms, err := LoadModels(models)
 	if err != nil {
@@ -157,11 +168,32 @@ func LoadInputs(base string, models []string) (Inputs, []Source, error) {
 	}
 	in.Models = ms
 	in.Labels = append(in.Labels, models...)
-	mss, err := Sources("model", models, ms)
-	if err != nil {
-		return in, nil, err
+	paths, all := models, ms
+	if base != "" {
+		paths, all = append([]string{base}, models...), append(bs, ms...)
 	}
-	return in, append(srcs, mss...), nil
+	var files []string
+	for i, m := range all {
+		files = append(files, paths[i])
+		if _, ext, err := m.ExternalFiles(); err == nil {
+			files = append(files, ext...)
+		}
+	}
+	filehash.Start(files...)
+	return in, func() ([]Source, error) {
+		var srcs []Source
+		if base != "" {
+			var err error
+			if srcs, err = Sources("base", []string{base}, bs); err != nil {
+				return nil, err
+			}
+		}
+		mss, err := Sources("model", models, ms)
+		if err != nil {
+			return nil, err
+		}
+		return append(srcs, mss...), nil
+	}, nil
 }
 
 // Merged returns the merged model in memory with the merge's provenance

@@ -40,6 +40,11 @@ const (
 // data (protobuf's limit is 2 GiB; keep a margin for the graph itself).
 const inlineLimit = 1900 << 20
 
+// writebackChunk is how much written external data Save lets accumulate
+// before it starts the disk writes of it (startWriteback), overlapping the
+// disk with the rest of the save.
+const writebackChunk = 16 << 20
+
 // TransformFunc computes the tensor to write for initializer name at save
 // time; t is the current tensor. It returns t itself or a replacement with
 // the same name. Save calls it concurrently for different names.
@@ -76,6 +81,11 @@ type SaveOptions struct {
 	// before the commit; a cancelled save removes its temporary files and
 	// leaves an existing output untouched (nil: never cancelled).
 	Context context.Context
+	// Finish, if set, is called once every tensor has been written and
+	// before the model itself is serialized: it may still change the
+	// model's metadata (e.g. record digests of the inputs that were being
+	// computed while the data was written). An error fails the save.
+	Finish func(m *Model) error
 }
 
 // Save writes the model to path so that no crash, kill or failure can
@@ -203,8 +213,16 @@ func (m *Model) save(path string, opts *SaveOptions, written *Saved) (err error)
 		dataTmp = f
 		temps = append(temps, f.Name())
 	}
-	var offset int64
+	var offset, flushed int64
 	externals := 0
+	// writeback starts the disk writes of the data written so far once
+	// writebackChunk bytes have accumulated (see startWriteback).
+	writeback := func() {
+		if offset-flushed >= writebackChunk {
+			startWriteback(dataTmp, flushed, offset-flushed)
+			flushed = offset
+		}
+	}
 	err = m.forEachOrdered(orig, o, func(i int, src *pb.TensorProto, t *Tensor) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -299,6 +317,7 @@ func (m *Model) save(path string, opts *SaveOptions, written *Saved) (err error)
 		out[i] = p
 		offset += size
 		externals++
+		writeback()
 		return nil
 	})
 	if err != nil {
@@ -320,6 +339,11 @@ func (m *Model) save(path string, opts *SaveOptions, written *Saved) (err error)
 				keepExtras(np, p)
 				out[i] = np
 			}
+		}
+	}
+	if o.Finish != nil {
+		if err := o.Finish(m); err != nil {
+			return err
 		}
 	}
 	b, err := m.marshalWith(out)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -544,5 +545,46 @@ func TestSaveFileReportsWhatItWrote(t *testing.T) {
 	}
 	if w, err := m.SaveFile(dir, nil); err == nil || w != (Saved{}) {
 		t.Errorf("saving over a folder: %+v, %v", w, err)
+	}
+}
+
+// TestSaveFinish: metadata set by Finish, after the tensors are written, is
+// in the saved model (external and inline saves); a Finish error fails the
+// save and leaves the previous output and no temporary file.
+func TestSaveFinish(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.onnx")
+	m := kitchenSink(t, fixtureOpts{hidden: 300})
+	for _, mode := range []ExternalMode{ExternalAlways, ExternalNever} {
+		var wrote atomic.Int32
+		err := m.Derive().Save(out, &SaveOptions{External: mode,
+			Transform: func(name string, t *Tensor) (*Tensor, error) { wrote.Add(1); return t, nil },
+			Finish: func(fm *Model) error {
+				if int(wrote.Load()) != len(m.Initializers()) {
+					return fmt.Errorf("Finish called after %d of %d tensors", wrote.Load(), len(m.Initializers()))
+				}
+				fm.SetMetadata("late", "digest")
+				return nil
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := Load(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := back.Metadata()["late"]; !ok || v != "digest" {
+			t.Fatalf("mode %v: metadata set in Finish not saved: %q", mode, back.Metadata())
+		}
+	}
+	before := hashFiles(t, dir)
+	boom := errors.New("boom")
+	for _, mode := range []ExternalMode{ExternalAlways, ExternalNever} {
+		err := m.Save(out, &SaveOptions{External: mode, Finish: func(*Model) error { return boom }})
+		if !errors.Is(err, boom) {
+			t.Fatalf("got %v, want boom", err)
+		}
+		sameHashes(t, "output after a failed Finish", before, hashFiles(t, dir))
+		assertNoTemp(t, dir)
 	}
 }

@@ -239,7 +239,7 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 	}
 	if len(r.Steps) == 0 {
 		errs = append(errs, "the recipe has no steps")
-	} else if len(r.Steps[0].Inputs) == 0 {
+	} else if _, config := r.Steps[0].Args["config"]; len(r.Steps[0].Inputs) == 0 && !(r.Steps[0].Command == "merge" && config) {
 		errs = append(errs, fmt.Sprintf("step 1 (%s) needs inputs: the models it starts from", r.Steps[0].Command))
 	}
 	if r.Output == "" {
@@ -274,13 +274,20 @@ func ParseRecipe(src []byte, dir string, spec FlagSpec, opts ...RecipeOption) (*
 		}
 	}
 	// the in-process steps' combinations (calib given when needed and only
-	// then), when each value passed
+	// then) and the values of their options, when each value passed
 	if len(errs) == 0 {
 		for i := range r.Steps {
 			if !r.InProcess(i) {
 				continue
 			}
-			if _, err := r.plan(i); err != nil {
+			err := CheckStepFlags(r.Steps[i].Command, r.Steps[i].Args)
+			if err == nil && !r.viaTransform(i) {
+				err = r.checkCommandStep(i)
+			}
+			if err == nil {
+				_, err = r.plan(i)
+			}
+			if err != nil {
 				errs = append(errs, fmt.Sprintf("step %d (%s): %v", i+1, r.Steps[i].Command, err))
 			}
 		}
@@ -370,7 +377,7 @@ func parseStep(n *yaml.Node, spec FlagSpec, i int) (Step, []string) {
 		default:
 			flags, ok := spec(k.Value)
 			if !ok {
-				bad(k, "unknown key %q: a step has name, gate, data and one command (merge, soup, lowrank, sparsify, quantize, search, ...)", k.Value)
+				bad(k, "unknown key %q: a step has name, gate, data and one command (%s)", k.Value, strings.Join(StepCommands(), ", "))
 				continue
 			}
 			if st.Command != "" {
@@ -648,21 +655,30 @@ func (r *Recipe) Args(i int, input, out, report string) []string {
 // Run executes the recipe's steps in order, stopping at the first error
 // or failed gate, then commits the last step's model (release.Commit).
 //
-// The steps of merge, quantize, sparsify and lowrank (InProcess) run in
-// this process through their registered transforms: every such step is
-// planned before the first one runs (its transform chosen and its values
-// bound, a missing or unused calib refused), the model passes from step
-// to step in memory, calib and data are loaded from the recipe's folder
-// with only the arrays the model reads (evalharness.LoadDatasetFor, its
-// size budget), and a step with data is evaluated against its input (a
-// merge: against its base, else its first model) and gated by
-// release.Evaluate, which writes nothing. Such a step writes its model
-// (stepNN-COMMAND.onnx) and result (stepNN-COMMAND.json) only when the
-// recipe sets workdir.
+// Every step of a command the library knows (StepCommands) runs in this
+// process (InProcess), the model passed from step to step in memory, and
+// is planned before the first one runs. Steps of merge, quantize,
+// sparsify and lowrank whose keys their transforms take run through the
+// transform registry (the transform chosen and its values bound, a
+// missing or unused calib refused, at planning); the others (search,
+// soup, fisher, eval, and merges with a config, Fisher files or data, or
+// an alignment) through the entry points their commands call (Eval,
+// Fisher, Soup, Search, MergeSpecFromFlags...), reading the step's keys
+// as the command's flags (StepFlags). calib and data are loaded from the
+// recipe's folder with only the arrays the model reads
+// (evalharness.LoadDatasetFor, its size budget); a step that makes a
+// model and has data is evaluated against its input (a merge: against
+// its base, else its first model) and gated by release.Evaluate, which
+// writes nothing. A step writes its model (stepNN-COMMAND.onnx) and
+// result (stepNN-COMMAND.json) only when the recipe sets workdir. A bad
+// value or a missing input found while a step runs is an error wrapping
+// ErrUsage, a failed gate one wrapping release.ErrGateFailed.
 //
-// Other steps run through run with files: the previous model is written
-// to the work folder (workdir, or a temporary folder removed afterwards)
-// when it is only in memory, and the step's output is read back.
+// A step of a command the library does not know (one the recipe's
+// FlagSpec adds) runs through run with files: the previous model is
+// written to the work folder (workdir, or a temporary folder removed
+// afterwards) when it is only in memory, and the step's output is read
+// back; run may be nil when there are no such steps.
 //
 // The report is written in every case (when Report is set), also when
 // ctx is cancelled: the report then says so.
@@ -779,13 +795,23 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 				}
 				prevModel = m
 			}
-			r.logf("==> step %d (%s): %s in process\n", i+1, name, p.t.Name)
+			what := s.Command
+			if p.t != nil {
+				what = p.t.Name
+			}
+			r.logf("==> step %d (%s): %s in process\n", i+1, name, what)
 			out, report := "", ""
 			if r.WorkDir != "" {
 				out, report = filepath.Join(work, stem+".onnx"), filepath.Join(work, stem+".json")
 			}
 			sr := StepResult{Step: i + 1, Name: name, Command: s.Command, Args: r.inProcessArgs(i, prevPath, out, report), Output: out}
-			o, err := r.runInProcess(ctx, i, p, prevModel)
+			var o *stepOutcome
+			var err error
+			if p.t != nil {
+				o, err = r.runInProcess(ctx, i, p, prevModel)
+			} else {
+				o, err = r.runCommand(ctx, i, p, prevModel)
+			}
 			if o != nil {
 				sr.Result = o.result
 				if s.Command == "quantize" && o.result != nil {
@@ -796,7 +822,7 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 				}
 			}
 			if err == nil && out != "" {
-				err = r.writeStep(ctx, o, out, report)
+				err = r.writeStep(ctx, i, o, out, report)
 			}
 			if err != nil {
 				sr.Error = err.Error()
@@ -806,6 +832,9 @@ func (r *Recipe) Run(ctx context.Context, run StepRunner, version string) (*Reci
 			rep.Steps = append(rep.Steps, sr)
 			prevModel, prevPath = o.model, out
 			continue
+		}
+		if run == nil {
+			return finishReport(fmt.Errorf("step %d (%s): %s is not a command the library runs, and no StepRunner was given", i+1, name, s.Command))
 		}
 		dir, err := workDir()
 		if err != nil {
@@ -907,14 +936,18 @@ func (r *Recipe) inProcessArgs(i int, input, out, report string) []string {
 // writeStep writes an in-process step's model and its result (JSON and
 // Markdown, as the command writes its --report) to the work folder (a
 // recipe with workdir).
-func (r *Recipe) writeStep(ctx context.Context, o *stepOutcome, out, report string) error {
-	w, err := o.model.SaveFile(out, &onnxio.SaveOptions{Context: ctx})
+func (r *Recipe) writeStep(ctx context.Context, i int, o *stepOutcome, out, report string) error {
+	so := &onnxio.SaveOptions{Context: ctx}
+	if StepFlags(r.Steps[i].Command, r.Steps[i].Args).Bool("external-data") {
+		so.External = onnxio.ExternalAlways
+	}
+	w, err := o.model.SaveFile(out, so)
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", out, err)
 	}
 	if o.result != nil {
 		o.result["model"], o.result["output"] = out, out
-		o.result["bytes"] = w.Bytes()
+		o.result["bytes"] = float64(w.Bytes()) // as JSON decodes it (the report's plot reads float64s)
 	}
 	b, err := jsonout.Marshal(o.result)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/onnxpost/onnxpost/compress/lowrank"
 	"github.com/onnxpost/onnxpost/compress/sparsity"
@@ -17,36 +18,50 @@ import (
 	"github.com/onnxpost/onnxpost/transform"
 )
 
-// inProcessCommands are the registered commands whose recipe steps run
-// in this process through their transforms, the model passed from step
-// to step in memory. Other commands (search, soup, fisher, eval, noop,
-// inspect) run through the Recipe.Run StepRunner with files.
-var inProcessCommands = map[string]bool{"merge": true, "quantize": true, "sparsify": true, "lowrank": true}
+// transformCommands are the registered commands whose recipe steps run
+// through their transforms (runInProcess). The other commands a step
+// may name (StepCommands: search, soup, fisher, eval) and merge steps
+// with a config, Fisher files or data, or an alignment run through their
+// library entry points (runCommand). Both pass the model from step to
+// step in memory.
+var transformCommands = map[string]bool{"merge": true, "quantize": true, "sparsify": true, "lowrank": true}
 
 // inProcessKeys are the step keys, besides the command's declared
-// parameters, that an in-process step understands. A step that sets any
-// other flag (config, fisher, fisher-data, align, external-data,
-// keep-rejected, allow-noop, progress, ...) runs through the StepRunner.
+// parameters, that a transform step understands. A merge step that sets
+// any other key (config, fisher, fisher-data, align, calib, out-dir,
+// progress) runs through the merge command's entry points.
 var inProcessKeys = map[string]bool{"seed": true, "data": true, "calib": true, "base": true, "batch": true,
-	"threads": true, "ep": true, "output-name": true, "metrics": true, "quiet": true, "allow-noop": true}
+	"threads": true, "ep": true, "output-name": true, "metrics": true, "quiet": true, "allow-noop": true,
+	"external-data": true, "progress": true}
 
-// InProcess reports whether step i runs in this process through the
-// transform registry (true) or through the StepRunner (false): its
-// command is merge, quantize, sparsify or lowrank and every key it sets
-// is a parameter of the command or one of seed, data, calib, base, batch,
-// threads, ep, output-name, metrics, quiet, allow-noop.
-func (r *Recipe) InProcess(i int) bool {
+// viaTransform reports whether step i runs through the transform
+// registry: its command is merge, quantize, sparsify or lowrank and
+// every key it sets is a parameter of the command or one of
+// inProcessKeys (a merge's calib excepted: it is align's data).
+func (r *Recipe) viaTransform(i int) bool {
 	s := r.Steps[i]
 	c := CommandNamed(s.Command)
-	if !inProcessCommands[s.Command] || c == nil {
+	if !transformCommands[s.Command] || c == nil {
 		return false
 	}
 	for k := range s.Args {
-		if c.Param(k) == nil && !inProcessKeys[k] {
+		if c.Param(k) == nil && (!inProcessKeys[k] || s.Command == "merge" && k == "calib") {
 			return false
 		}
 	}
 	return true
+}
+
+// InProcess reports whether step i runs in this process, its model
+// passed from the previous step in memory: through its transform
+// (merge, quantize, sparsify, lowrank) or its command's library entry
+// point (search, soup, fisher, eval, and merges with a config, Fisher
+// files or data, or an alignment). It is false only for a command the
+// library does not know (one a FlagSpec adds), which runs through the
+// Run StepRunner with files.
+func (r *Recipe) InProcess(i int) bool {
+	_, ok := commandDecls[r.Steps[i].Command]
+	return ok
 }
 
 // ErrNothingChanged is the error of an in-process step whose transform
@@ -74,6 +89,10 @@ type stepPlan struct {
 // it needs (an error when the step gives no calib, or gives one that is
 // not used) and the evaluation options.
 func (r *Recipe) plan(i int) (*stepPlan, error) {
+	if !r.viaTransform(i) {
+		p := &stepPlan{}
+		return p, r.planEval(i, p)
+	}
 	s := r.Steps[i]
 	c := CommandNamed(s.Command)
 	values := map[string]any{}
@@ -93,7 +112,7 @@ func (r *Recipe) plan(i int) (*stepPlan, error) {
 	}
 	needCalib := t.Needs&transform.NeedCalibration != 0
 	if s.Command == "merge" {
-		needCalib = false // fisher's Fishers come from files: that step takes the StepRunner
+		needCalib = false // fisher's Fishers come from files or data: such a step runs through runCommand
 	}
 	if s.Command == "lowrank" {
 		needCalib = args.Bool("whiten")
@@ -108,8 +127,23 @@ func (r *Recipe) plan(i int) (*stepPlan, error) {
 		return nil, fmt.Errorf("%s reads no calibration data: remove calib", t.Name)
 	}
 	if s.Command == "merge" && args.String("method") == string(merge.Fisher) {
-		return nil, errors.New("merge/fisher needs fisher or fisher-data")
+		return nil, Usagef("merge/fisher needs fisher or fisher-data")
 	}
+	if err := r.planEval(i, p); err != nil {
+		return nil, err
+	}
+	p.co = CalibOptions{Session: p.so, Batch: p.eo.Batch, Samples: int64(args.Int("calib-samples"))}
+	return p, nil
+}
+
+// planEval fills p with what evaluating step i takes: its data (the
+// step's data key, else its data, else the recipe's), gate, seed,
+// session (ep, threads) and evaluation options (batch, output-name,
+// metrics).
+func (r *Recipe) planEval(i int, p *stepPlan) error {
+	s := r.Steps[i]
+	str := func(k string) string { return transform.Text(s.Args[k]) }
+	var err error
 	data := str("data")
 	if data == "" {
 		data = s.Data
@@ -121,14 +155,14 @@ func (r *Recipe) plan(i int) (*stepPlan, error) {
 		p.data = r.Path(data)
 	}
 	if p.gate, err = evalharness.ParseGate(s.Gate); err != nil {
-		return nil, err
+		return err
 	}
 	if r.Seed != nil {
 		p.seed = *r.Seed
 	}
 	if v, ok := s.Args["seed"]; ok {
 		if p.seed, err = strconv.ParseInt(transform.Text(v), 10, 64); err != nil {
-			return nil, fmt.Errorf("seed %q is not an integer", transform.Text(v))
+			return fmt.Errorf("seed %q is not an integer", transform.Text(v))
 		}
 	}
 	intArg := func(k string, def int) (int, error) {
@@ -144,25 +178,24 @@ func (r *Recipe) plan(i int) (*stepPlan, error) {
 	}
 	batch, err := intArg("batch", 64)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	threads, err := intArg("threads", 0)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	ep := str("ep")
 	if ep != "" && ep != "cpu" && ep != "cuda" {
-		return nil, fmt.Errorf("ep must be cpu or cuda, got %q", ep)
+		return fmt.Errorf("ep must be cpu or cuda, got %q", ep)
 	}
 	p.so = evalharness.SessionOptions{EP: ep, Threads: threads, Library: r.Session.Library}
 	p.eo = evalharness.EvalOptions{Batch: batch, Outputs: evalharness.ParseOutputNames(str("output-name"))}
 	if m := str("metrics"); m != "" {
 		if p.eo.Metrics, err = evalharness.ParseMetrics(m); err != nil {
-			return nil, fmt.Errorf("metrics: %v", err)
+			return fmt.Errorf("metrics: %v", err)
 		}
 	}
-	p.co = CalibOptions{Session: p.so, Batch: batch, Samples: int64(args.Int("calib-samples"))}
-	return p, nil
+	return nil
 }
 
 // stepOutcome is what an in-process step hands on: the model, the
@@ -220,7 +253,7 @@ func (r *Recipe) runInProcess(ctx context.Context, i int, p *stepPlan, prev *onn
 		m := prev
 		if len(paths) > 0 {
 			if len(paths) != 1 {
-				return nil, fmt.Errorf("%s takes one model, got %d inputs", s.Command, len(paths))
+				return nil, Usagef("%s takes one model, got %d inputs", s.Command, len(paths))
 			}
 			var err error
 			if m, err = onnxio.Load(paths[0]); err != nil {
@@ -232,12 +265,24 @@ func (r *Recipe) runInProcess(ctx context.Context, i int, p *stepPlan, prev *onn
 	}
 	var cal transform.Calibrate
 	if p.calib != "" {
+		// (errors, calibration's too, pass through transformUsage below)
 		cal = func(ctx context.Context, m *onnxio.Model) (any, error) { return r.calibrate(ctx, s.Command, p, m) }
+	}
+	if s.Command == "merge" {
+		// the options' checks that need the number of models, before the
+		// merge runs (usage errors, as the command's)
+		o, err := merge.OptionsFromArgs(p.args, len(in.Models))
+		if err == nil {
+			err = o.Validate(len(in.Models), in.Base != nil)
+		}
+		if err != nil {
+			return nil, Usagef("%v", strings.TrimPrefix(err.Error(), "merge: invalid options: "))
+		}
 	}
 	// an If-merged decoder is transformed branch by branch
 	cand, rep, err := transform.Apply(ctx, p.t, in, cal)
 	if err != nil {
-		return nil, err
+		return nil, transformUsage(s.Command, err)
 	}
 	if s.Command != "merge" && cand.SameGraph(in.Models[0]) {
 		if b, _ := strconv.ParseBool(transform.Text(s.Args["allow-noop"])); !b {
@@ -249,18 +294,36 @@ func (r *Recipe) runInProcess(ctx context.Context, i int, p *stepPlan, prev *onn
 	if err != nil {
 		return nil, err
 	}
+	var inputs []*onnxio.Model
+	if s.Command == "merge" {
+		inputs = in.Models
+	}
+	return r.evaluateStep(ctx, i, p, cand, ref, extra, inputs, paths)
+}
+
+// evaluateStep is the end of every in-process step that makes a model:
+// with data, the inputs (those given: a merge's models, each alone, for
+// the report's input_metrics; labels are their paths, "-" for one in
+// memory) and the candidate are evaluated, the candidate against ref,
+// and gated (release.Evaluate, which writes nothing); the outcome holds
+// the candidate and the step's JSON result (the command's keys, extra
+// among them). A failed gate returns the outcome with a
+// *release.GateError.
+func (r *Recipe) evaluateStep(ctx context.Context, i int, p *stepPlan, cand, ref *onnxio.Model, extra map[string]any, inputs []*onnxio.Model, labels []string) (*stepOutcome, error) {
+	s := r.Steps[i]
 	opt := release.Options{Gate: p.gate, Eval: p.eo, Session: p.so, Command: s.Command, Extra: extra}
+	var err error
 	if p.data != "" {
 		opt.DataName = p.data
-		if opt.Data, err = evalharness.LoadDatasetFor(p.data, evalharness.DatasetOptions{Inputs: inputNames(in.Models[0])}); err != nil {
+		if opt.Data, err = evalharness.LoadDatasetFor(p.data, evalharness.DatasetOptions{Inputs: inputNames(cand)}); err != nil {
 			return nil, fmt.Errorf("data: %w", err)
 		}
 	}
-	if opt.Data != nil && s.Command == "merge" {
+	if opt.Data != nil && len(inputs) > 0 {
 		// every input alone on the data, so the report shows the merge
 		// beside its inputs (the command's input_metrics)
 		var rows []map[string]any
-		for j, m := range in.Models {
+		for j, m := range inputs {
 			eo := p.eo
 			eo.NoDefaultLatency = true
 			res, err := evalharness.EvaluateModels(ctx, m, nil, opt.Data, p.so, eo)
@@ -268,8 +331,8 @@ func (r *Recipe) runInProcess(ctx context.Context, i int, p *stepPlan, prev *onn
 				return nil, fmt.Errorf("evaluating input %d: %w", j+1, err)
 			}
 			label := "-"
-			if j < len(paths) {
-				label = paths[j]
+			if j < len(labels) {
+				label = labels[j]
 			}
 			rows = append(rows, map[string]any{"model": label, "metrics": res.Metrics})
 		}
@@ -295,6 +358,23 @@ func (r *Recipe) runInProcess(ctx context.Context, i int, p *stepPlan, prev *onn
 		return nil, uerr
 	}
 	return out, err
+}
+
+// transformUsage marks the errors of a transform's run that its command
+// reports as usage errors (exit code 2): quantize's invalid options and
+// block sizes, sparsify's pattern that fits no layer and missing
+// calibration, lowrank's invalid options and unsupported layers.
+func transformUsage(command string, err error) error {
+	for _, e := range map[string][]error{
+		"quantize": {quant.ErrOptions, quant.ErrBlockSize},
+		"sparsify": {sparsity.ErrNoLayerFits, sparsity.ErrNoCalibration},
+		"lowrank":  {lowrank.ErrOption, lowrank.ErrUnsupported},
+	}[command] {
+		if errors.Is(err, e) {
+			return Usage(err)
+		}
+	}
+	return err
 }
 
 // calibrate loads the step's calib data (only the arrays the model

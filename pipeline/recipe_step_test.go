@@ -213,34 +213,44 @@ func TestRecipeInProcessCancelled(t *testing.T) {
 	}
 }
 
-// Which steps run in process: registered merge, quantize, sparsify and
-// lowrank steps whose keys the in-process path knows; other commands and
-// steps with other flags run through the StepRunner.
+// Every step of a command the library knows runs in process: registered
+// merge, quantize, sparsify and lowrank steps whose keys the transform
+// path knows through their transforms, the others (search, soup, fisher,
+// eval, merges with a config, Fisher files or an alignment) through their
+// commands' entry points; only a command a FlagSpec adds (ext) takes the
+// StepRunner.
 func TestRecipeInProcess(t *testing.T) {
 	spec := func(cmd string) (map[string]bool, bool) {
-		flags, ok := valueSpec(cmd)
-		if cmd == "eval" {
+		if cmd == "ext" {
 			return map[string]bool{}, true
 		}
-		if ok {
-			flags["external-data"] = true
-			flags["allow-noop"] = true
+		flags, ok := valueSpec(cmd)
+		for _, k := range []string{"external-data", "allow-noop", "config", "align", "data", "calib", "greedy", "samples"} {
+			if flags == nil {
+				flags = map[string]bool{}
+				ok = true
+			}
+			flags[k] = k == "greedy" || k == "external-data" || k == "allow-noop"
 		}
 		return flags, ok
 	}
 	for _, tc := range []struct {
-		step string
-		want bool
+		step                string
+		inProcess, viaTrans bool
 	}{
-		{"quantize: {weights: int8}", true},
-		{"quantize: {weights: int8, allow-noop: true, seed: 3}", true},
-		{"sparsify: {pattern: \"2:4\", method: wanda, calib: data.npz}", true},
-		{"lowrank: {rank: 4}", true},
-		{"merge: {method: ties, base: base.onnx, inputs: [a.onnx, b.onnx]}", true},
-		{"quantize: {weights: int8, external-data: true}", false},
-		{"merge: {config: base.onnx, inputs: [a.onnx]}", false},
-		{"search: {target: 0.5, calib: data.npz}", false},
-		{"eval: {}", false},
+		{"quantize: {weights: int8}", true, true},
+		{"quantize: {weights: int8, allow-noop: true, seed: 3}", true, true},
+		{"sparsify: {pattern: \"2:4\", method: wanda, calib: data.npz}", true, true},
+		{"lowrank: {rank: 4}", true, true},
+		{"merge: {method: ties, base: base.onnx, inputs: [a.onnx, b.onnx]}", true, true},
+		{"quantize: {weights: int8, external-data: true}", true, true},
+		{"merge: {config: base.onnx, inputs: [a.onnx]}", true, false},
+		{"merge: {method: linear, align: weights, inputs: [a.onnx, b.onnx]}", true, false},
+		{"search: {target: 0.5, calib: data.npz}", true, false},
+		{"soup: {greedy: true, data: data.npz, inputs: [a.onnx, b.onnx]}", true, false},
+		{"fisher: {data: data.npz, samples: 1}", true, false},
+		{"eval: {data: data.npz}", true, false},
+		{"ext: {}", false, false},
 	} {
 		dir, _ := writeRecipe(t, "")
 		src := "output: out.onnx\nsteps:\n  - quantize: {weights: int8, inputs: [a.onnx]}\n  - " + tc.step + "\n"
@@ -248,8 +258,11 @@ func TestRecipeInProcess(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.step, err)
 		}
-		if got := r.InProcess(1); got != tc.want {
-			t.Errorf("%s: InProcess = %v, want %v", tc.step, got, tc.want)
+		if got := r.InProcess(1); got != tc.inProcess {
+			t.Errorf("%s: InProcess = %v, want %v", tc.step, got, tc.inProcess)
+		}
+		if got := r.viaTransform(1); got != tc.viaTrans {
+			t.Errorf("%s: viaTransform = %v, want %v", tc.step, got, tc.viaTrans)
 		}
 	}
 }
@@ -384,5 +397,112 @@ func TestRecipeMixedSteps(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "out.onnx")); err != nil {
 		t.Error(err)
+	}
+}
+
+// commandRecipe chains the steps that run through their commands' entry
+// points: soup, eval, search, fisher, a merge with an alignment, then a
+// transform step.
+const commandRecipe = `
+name: commands
+output: out.onnx
+report: r.json
+steps:
+  - soup: {inputs: [a.onnx, b.onnx]}
+  - eval: {data: data.npz, metrics: agreement, ref: a.onnx}
+  - search: {target: 0.5, calib: data.npz, generations: 1, offspring: 2, levels: 2, tokens: "4:8", cache-dir: ""}
+  - fisher: {data: data.npz, max-examples: 4, samples: 1}
+  - merge: {method: linear, align: weights, inputs: [a.onnx, b.onnx]}
+  - quantize: {weights: int8}
+`
+
+// The steps of search, soup, fisher, eval and merge with an alignment
+// run in process with no StepRunner and write no intermediate file: not
+// in the recipe's folder, not in a temporary folder (TMPDIR points
+// nowhere, so making one fails the run). With workdir, each step's model
+// and result are written there.
+func TestRecipeCommandStepsWriteNoIntermediate(t *testing.T) {
+	if err := evalharness.Init(""); err != nil {
+		t.Skipf("ONNX Runtime not available (run `make ort`): %v", err)
+	}
+	spec := func(cmd string) (map[string]bool, bool) {
+		if !slices.Contains(StepCommands(), cmd) {
+			return nil, false
+		}
+		flags, _ := valueSpec(cmd)
+		if flags == nil {
+			flags = map[string]bool{}
+		}
+		for k := range commandDecls[cmd] {
+			flags[k] = commandDecls[cmd][k].kind == flagBool
+		}
+		return flags, true
+	}
+	for _, workdir := range []bool{false, true} {
+		dir := writeModels(t)
+		b, err := os.ReadFile(filepath.Join("..", "evalharness", "testdata", "mlp_data.npz"))
+		if err != nil {
+			t.Skipf("fixture: %v", err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "data.npz"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("TMPDIR", filepath.Join(dir, "no-such-folder"))
+		src := commandRecipe
+		if workdir {
+			src += "workdir: work\n"
+		}
+		r, err := ParseRecipe([]byte(src), dir, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range r.Steps {
+			if !r.InProcess(i) {
+				t.Errorf("step %d (%s) does not run in process", i+1, r.Steps[i].Command)
+			}
+		}
+		rep, err := r.Run(context.Background(), nil, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// r.png: the report's plot of the eval step's metrics
+		want := []string{"a.onnx", "b.onnx", "data.npz", "out.onnx", "r.json", "r.md", "r.png"}
+		got := files(t, dir)
+		if workdir {
+			var kept []string
+			for _, f := range got {
+				if !strings.HasPrefix(f, "work"+string(filepath.Separator)) {
+					kept = append(kept, f)
+				}
+			}
+			got = kept
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("workdir %v: files %v, want %v", workdir, got, want)
+		}
+		if len(rep.Steps) != 6 {
+			t.Fatalf("%d steps reported", len(rep.Steps))
+		}
+		for i, s := range rep.Steps {
+			if (s.Output != "") != workdir || s.Result == nil {
+				t.Errorf("workdir %v: step %d: output %q, result %v", workdir, i+1, s.Output, s.Result)
+			}
+		}
+		if rep.Steps[1].Result["metrics"] == nil || rep.Steps[2].Result["search"] == nil || rep.Steps[3].Result["tensors"] == nil ||
+			rep.Steps[4].Result["alignment"] == nil || rep.Steps[0].Result["method"] != "uniform-soup" {
+			t.Errorf("workdir %v: the commands' results are missing from the steps': %v", workdir, rep.Steps)
+		}
+		if workdir {
+			var names []string
+			for _, f := range files(t, filepath.Join(dir, "work")) {
+				if strings.HasSuffix(f, ".onnx") {
+					names = append(names, f)
+				}
+			}
+			wantNames := []string{"step01-soup.onnx", "step02-eval.onnx", "step03-search.onnx", "step04-fisher.onnx", "step05-merge.onnx", "step06-quantize.onnx"}
+			if !slices.Equal(names, wantNames) {
+				t.Errorf("workdir models %v, want %v", names, wantNames)
+			}
+		}
 	}
 }

@@ -63,14 +63,15 @@ func TestParseRecipeValues(t *testing.T) {
 		{"energy 1.5", "lowrank: {energy: 1.5, inputs: [a.onnx]}\n", []string{`energy = "1.5"`, "(0,1]"}},
 		{"two rules", "lowrank: {energy: 0.9, rank: 4, inputs: [a.onnx]}\n", []string{"exactly one of energy"}},
 		{"power iters", "lowrank: {rank: 4, power-iters: -1, inputs: [a.onnx]}\n", []string{`power-iters = "-1"`, ">= 0"}},
-		{"good search", "search: {space: bits, target: 3, method: gptq, inputs: [a.onnx]}\n", nil},
+		{"good search", "search: {space: bits, target: 3, method: gptq, calib: data.npz, inputs: [a.onnx]}\n", nil},
+		{"search without calib", "search: {space: bits, target: 3, inputs: [a.onnx]}\n", []string{"step 1 (search)", "search needs calib"}},
 		{"search target", "search: {space: sparsity, target: 1.5, inputs: [a.onnx]}\n", []string{"step 1 (search)", `target = "1.5"`, "(0, 1)"}},
 		{"bits target", "search: {space: bits, target: 0.5, inputs: [a.onnx]}\n", []string{`target = "0.5"`, "[2, 8]"}},
 		{"drop target", "search: {space: drop, target: 1.5, inputs: [a.onnx]}\n", []string{"whole number"}},
 		{"search space", "search: {space: sparsty, target: 0.5, inputs: [a.onnx]}\n", []string{`space = "sparsty"`}},
 		{"search method", "search: {space: rank, target: 0.5, method: rtn, inputs: [a.onnx]}\n", []string{`method = "rtn"`, "want svd"}},
 		{"search generations", "search: {target: 0.5, generations: -1, inputs: [a.onnx]}\n", []string{`generations = "-1"`, ">= 0"}},
-		{"search generations 0 (default)", "search: {target: 0.5, generations: 0, inputs: [a.onnx]}\n", nil},
+		{"search generations 0 (default)", "search: {target: 0.5, generations: 0, calib: data.npz, inputs: [a.onnx]}\n", nil},
 		{"search selection", "search: {target: 0.5, selection: \"4:2\", inputs: [a.onnx]}\n", []string{`selection = "4:2"`, "ending with 1"}},
 		{"combined needs bits", "search: {space: \"sparsity,bits\", target: 0.5, inputs: [a.onnx]}\n", []string{"needs target-bits"}},
 		{"ladder", "search: {space: bits, target: 3, bits: [2, 3], inputs: [a.onnx]}\n", []string{`element "3"`}},
@@ -116,6 +117,57 @@ func TestRecipeArgsFalseBool(t *testing.T) {
 	for _, want := range []string{"--per-channel=false", "--symmetric "} {
 		if !strings.Contains(got, want) {
 			t.Errorf("args %q lack %q", got, want)
+		}
+	}
+}
+
+// The options of steps that run through their commands' entry points are
+// checked at parse time too: types (integers, booleans), ep, metrics,
+// and the entry points' checks that need no file (eval's shard, fisher's
+// mode and counts, soup's metric, search's combinations).
+func TestParseRecipeCommandOptions(t *testing.T) {
+	spec := func(cmd string) (map[string]bool, bool) {
+		if _, ok := commandDecls[cmd]; !ok {
+			return nil, false
+		}
+		flags, _ := valueSpec(cmd)
+		if flags == nil {
+			flags = map[string]bool{}
+		}
+		for k, d := range commandDecls[cmd] {
+			flags[k] = d.kind == flagBool
+		}
+		for k, d := range commonDecls {
+			if transforming[cmd] {
+				flags[k] = d.kind == flagBool
+			}
+		}
+		return flags, true
+	}
+	const head = "output: out.onnx\nsteps:\n  - "
+	for _, tc := range []struct{ step, want string }{
+		{"eval: {data: data.npz, batch: abc, inputs: [a.onnx]}", `batch = "abc": want an integer`},
+		{"eval: {data: data.npz, ep: tpu, inputs: [a.onnx]}", `ep = "tpu": want cpu or cuda`},
+		{"eval: {data: data.npz, metrics: nope, inputs: [a.onnx]}", `metrics = "nope"`},
+		{"eval: {data: data.npz, shard: \"3/2\", inputs: [a.onnx]}", "shard"},
+		{"eval: {inputs: [a.onnx]}", "eval needs data"},
+		{"fisher: {data: data.npz, samples: x, inputs: [a.onnx]}", `samples = "x": want an integer`},
+		{"fisher: {data: data.npz, mode: nope, inputs: [a.onnx]}", "mode must be rows"},
+		{"fisher: {data: data.npz, inputs: [a.onnx]}\n    gate: \"kl<=1\"", "remove the step's gate"},
+		{"soup: {greedy: maybe, inputs: [a.onnx, b.onnx]}", `greedy = "maybe": want true or false`},
+		{"soup: {metric: top6, inputs: [a.onnx, b.onnx]}", "metric must be accuracy or top5"},
+		{"soup: {greedy: true, inputs: [a.onnx, b.onnx]}", "greedy needs data"},
+		{"search: {target: 0.5, target-bits: 3, calib: data.npz, inputs: [a.onnx]}", "target-bits applies to space sparsity,bits only"},
+		{"merge: {method: linear, progress: often, inputs: [a.onnx, b.onnx]}", `progress = "often"`},
+	} {
+		body := head + tc.step + "\n"
+		if strings.Contains(tc.step, "gate") {
+			body = "data: data.npz\n" + body
+		}
+		dir, src := writeRecipe(t, body)
+		_, err := ParseRecipe(src, dir, spec)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.step, err, tc.want)
 		}
 	}
 }

@@ -238,7 +238,8 @@ func SearchOptionsFromArgs(a transform.Args, seed int64) (LevelSearch, error) {
 }
 
 // runSearch runs the search on in.Data (an *evalharness.Dataset) and
-// returns the searched model and the *SearchReport.
+// returns the searched model (Search: with the command's metadata) and
+// the *SearchReport.
 func runSearch(ctx context.Context, in transform.Input) (*onnxio.Model, any, error) {
 	if len(in.Models) != 1 {
 		return nil, nil, fmt.Errorf("search takes one model, got %d", len(in.Models))
@@ -251,7 +252,7 @@ func runSearch(ctx context.Context, in transform.Input) (*onnxio.Model, any, err
 	if err != nil {
 		return nil, nil, err
 	}
-	out, rep, err := RunSearch(ctx, in.Models[0], calib, opt)
+	out, rep, err := Search(ctx, in.Models[0], calib, opt, in.Seed)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -24,7 +24,10 @@
 #     (TORCH_SIZES to change). The manifest of tensor offsets is read with
 #     .venv/bin/python (onnx).
 # ONNXPOST_BASELINE=path (and ONNXPOST_BASELINE_LABEL) adds TIES rows of an
-# older build, for before/after figures from the same run.
+# older build, for before/after figures from the same run. SIMD_OFF=1 adds
+# rows of the same build with ONNXPOST_SIMD=off (the kernels' pure-Go loops
+# instead of their AVX2 ones). Every row starts with no dirty pages (sync),
+# so that it does not pay for another row's writeback.
 # The ratios (PyTorch wall / onnxpost wall for the same method, onnxpost
 # wall / copy wall) are from the same run; the load average is printed with
 # every row, since the machine may be shared.
@@ -50,6 +53,7 @@ echo "|---|---|---|---|---|---|---|---|---|"
 timed() {
 	local tf=$d/time.txt
 	cat "$d"/*.onnx*.data > /dev/null
+	sync
 	LOAD=$(cut -d' ' -f1 /proc/loadavg)
 	/usr/bin/time -v "$@" 2> "$tf" > "$d/stdout.txt" || { cat "$tf" >&2; exit 1; }
 	WALL=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$tf" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
@@ -87,6 +91,15 @@ for size in "${SIZES[@]}"; do
 		row "$label" "$(ratio "$WALL" "$copy")" ""
 		rm -f "$d"/merged-"$m".onnx*
 	done
+	if [ "${SIMD_OFF:-0}" = 1 ]; then # the pure-Go loops of the same build
+		for m in ties dare; do
+			args=(--method "$m" --base "$d/base.onnx")
+			timed env ONNXPOST_SIMD=off "$ONNXPOST" merge "${args[@]}" --external-data -o "$d/merged-$m.onnx" \
+				"$d/ft1.onnx" "$d/ft2.onnx" "$d/ft3.onnx"
+			row "same build, ONNXPOST_SIMD=off: --method $m$([ "$m" = ties ] && echo " (global trim)")" "$(ratio "$WALL" "$copy")" ""
+			rm -f "$d"/merged-"$m".onnx*
+		done
+	fi
 	if [ -n "${ONNXPOST_BASELINE:-}" ]; then # an older build, for before/after in the same run
 		for m in ties ties-tensor; do
 			args=(--method "${m%-tensor}")

@@ -239,12 +239,9 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 		}
 		fmt.Fprintf(os.Stderr, "%s: branch %s\n", c.Command.Name, attr)
 		bctx := context.WithValue(context.WithValue(ctx, branchRunKey{}, attr), branchStatsKey{}, shared)
-		app := newApp()
-		// like a recipe step, a branch run records no provenance (its
-		// command line names temporary files): the joined model gets the
-		// command's
-		app.Metadata = map[string]any{recipeStepKey: true}
-		if err := app.RunContext(bctx, bargs); err != nil {
+		// a branch run records no provenance (cliProvenance: its command
+		// line names temporary files); the joined model gets the command's
+		if err := newApp().RunContext(bctx, bargs); err != nil {
 			return nil, nil, err
 		}
 		bm, err := onnxio.Load(bout)

@@ -128,8 +128,7 @@ func valueNames(vs []onnxio.ValueInfo) []string {
 // --output-name, --metrics, --batch), --gate (a gate without --data is a
 // usage error), --ep, --threads, --ort-lib. Provenance (onnxpost version,
 // command line, SHA-256 of the model files given as arguments) goes into
-// cand's metadata, except in a recipe's steps, whose final commit records
-// the chain's. A failed gate returns a gateError (exit code 3) after the
+// cand's metadata. A failed gate returns a gateError (exit code 3) after the
 // report was written. Then the JSON result is printed on stdout with
 // --json, otherwise a short summary on stderr.
 //
@@ -200,20 +199,12 @@ func commitOptions(c *cli.Context, report map[string]any) (release.Options, erro
 	return opt, nil
 }
 
-// recipeStepKey marks, in the App's metadata, a command run as a step of
-// a recipe: its output is an intermediate model, and the recipe's final
-// commit records the provenance of the whole chain instead.
-const recipeStepKey = "onnxpost.recipe-step"
-
-// stepResultKey holds, in a recipe step's App metadata, the JSON result
-// the command printed (or would have printed), for the recipe report.
-const stepResultKey = "onnxpost.step-result"
-
 // cliProvenance is the provenance a command records: the tool version,
 // its command line and the SHA-256 of the files among its arguments (nil
-// in a recipe step).
+// in the branch run of a merged decoder, whose arguments are temporary
+// files: the joined model records the command's).
 func cliProvenance(c *cli.Context) (*release.Provenance, error) {
-	if c.App != nil && c.App.Metadata[recipeStepKey] == true {
+	if c.Context.Value(branchRunKey{}) != nil {
 		return nil, nil
 	}
 	var files []string
@@ -248,12 +239,8 @@ func publish(c *cli.Context, rep *release.PendingReport, res *evalharness.Result
 }
 
 // printResult prints the JSON document on stdout with --json, else a short
-// summary on stderr; in a recipe step it also hands the document to the
-// recipe (stepResultKey).
+// summary on stderr.
 func printResult(c *cli.Context, res *evalharness.Result, doc []byte, passed bool, written, out string) {
-	if c.App != nil && c.App.Metadata[recipeStepKey] == true {
-		c.App.Metadata[stepResultKey] = doc
-	}
 	if c.Bool("json") {
 		os.Stdout.Write(doc)
 	} else {

@@ -11,7 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onnxpost/onnxpost/evalharness"
-	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/pipeline"
 	"github.com/onnxpost/onnxpost/release"
 )
 
@@ -133,53 +133,13 @@ func evalAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	refPath := c.String("ref")
-	var metrics []string
-	if s := c.String("metrics"); s != "" {
-		if metrics, err = evalharness.ParseMetrics(s); err != nil {
-			return usagef("--metrics: %v", err)
-		}
-	}
-	require, _ := gate.Metrics()
-	cand, err := evalharness.OpenSession(evalharness.OpenRequest{Path: path}, so)
+	eo, err := pipeline.EvalOptionsFromFlags(c, gate)
 	if err != nil {
 		return err
 	}
-	defer cand.Close()
-	var ref evalharness.Runner
-	if refPath != "" {
-		rs, err := evalharness.OpenSession(evalharness.OpenRequest{Path: refPath}, so)
-		if err != nil {
-			return fmt.Errorf("reference: %w", err)
-		}
-		defer rs.Close()
-		ref = rs
-	}
-	var shard evalharness.Shard
-	if s := c.String("shard"); s != "" {
-		if shard, err = evalharness.ParseShard(s); err != nil {
-			return usagef("--shard: %v", err)
-		}
-	}
-	res, err := evalharness.Evaluate(c.Context, cand, ref, ds, evalharness.EvalOptions{
-		Shard:   shard,
-		Metrics: metrics, Require: require, Batch: c.Int("batch"), Outputs: evalharness.ParseOutputNames(c.String("output-name")),
-		Warmup: c.Int("warmup"), MinTimedRuns: c.Int("timed-runs"), KeepOutputs: c.String("save-outputs") != "",
-	})
+	res, names, err := pipeline.Eval(c.Context, pipeline.EvalRequest{Path: path, RefPath: c.String("ref"), Data: ds, Session: so, Options: eo, Gate: gate})
 	if err != nil {
 		return err
-	}
-	res.Model = path
-	if refPath != "" && res.Reference != nil {
-		res.Reference.Model = refPath
-	}
-	if st, err := os.Stat(path); err == nil {
-		res.Bytes = st.Size()
-	}
-	if m, err := onnxio.LoadLazy(path); err == nil { // weights stay in the file
-		if p, err := modelParams(m); err == nil {
-			res.Params = p
-		}
 	}
 	// the report is prepared before --save-outputs is written, so an
 	// unwritable report leaves nothing behind
@@ -189,11 +149,7 @@ func evalAction(c *cli.Context) error {
 	}
 	defer rep.Abort()
 	if p := c.String("save-outputs"); p != "" {
-		arrays := map[string]*evalharness.Array{}
-		for i, o := range cand.Outputs() {
-			arrays[o.Name] = res.Outputs[i]
-		}
-		if err := evalharness.WriteNPZ(p, arrays); err != nil {
+		if err := pipeline.WriteEvalOutputs(p, names, res); err != nil {
 			return fmt.Errorf("--save-outputs: %w", err)
 		}
 	}
@@ -213,7 +169,7 @@ func evalOutput(c *cli.Context, res *evalharness.Result, gate *evalharness.Gate)
 
 // evalOutputTo is evalOutput with the report already prepared.
 func evalOutputTo(c *cli.Context, res *evalharness.Result, gate *evalharness.Gate, rep *release.PendingReport) error {
-	if gateNeeded(gate, res) {
+	if res.Gate == nil && gateNeeded(gate, res) {
 		gate.CheckResult(res)
 	}
 	doc, err := marshalJSON(res)

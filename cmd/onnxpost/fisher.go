@@ -4,12 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/onnxpost/onnxpost/fisher"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/pipeline"
 )
 
 func init() {
@@ -68,14 +67,11 @@ func fisherAction(c *cli.Context) error {
 	if c.String("data") == "" {
 		return usagef("--data DATASET is required")
 	}
-	if c.Int("samples") < 0 || c.Int("max-examples") < 0 || c.Int("batch") < 1 {
-		return usagef("--samples and --max-examples must be >= 0 and --batch >= 1")
-	}
-	mode := c.String("mode")
-	if mode != "" && mode != fisher.ModeRows && mode != fisher.ModeCopies && mode != fisher.ModeLoop && mode != fisher.ModeTokens {
-		return usagef("--mode must be %s, %s, %s or %s, got %q", fisher.ModeRows, fisher.ModeCopies, fisher.ModeLoop, fisher.ModeTokens, mode)
-	}
 	so, err := sessionOptions(c)
+	if err != nil {
+		return err
+	}
+	opt, err := pipeline.FisherOptionsFromFlags(c, so)
 	if err != nil {
 		return err
 	}
@@ -88,20 +84,10 @@ func fisherAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	opt := fisher.Options{
-		Output: c.String("logits"), Samples: c.Int("samples"), Seed: c.Int64("seed"),
-		MaxExamples: c.Int("max-examples"), Batch: c.Int("batch"), Mode: mode, Session: so,
-	}
-	t0 := time.Now()
-	fm, r, err := fisher.FromData(c.Context, m, path, ds, opt)
+	fm, res, err := pipeline.Fisher(c.Context, m, path, ds, opt, os.Stderr)
 	if err != nil {
 		return err
 	}
-	secs := time.Since(t0).Seconds()
-	if r.Branch != "" {
-		fmt.Fprintf(os.Stderr, "fisher: If-merged decoder: the Fisher of its %s (the branch the data takes)\n", r.Branch)
-	}
-	fm.SetMetadata("onnxpost.version", version)
 	rep, err := prepareReport(c.String("report"))
 	if err != nil {
 		return err
@@ -110,22 +96,7 @@ func fisherAction(c *cli.Context) error {
 	if err := fm.Save(out, &onnxio.SaveOptions{Context: c.Context}); err != nil {
 		return fmt.Errorf("writing %s: %w", out, err)
 	}
-	var elems int64
-	for _, v := range r.Fisher {
-		elems += int64(len(v))
-	}
-	res := map[string]any{
-		"command": "fisher", "model": path, "output": out, "data": c.String("data"),
-		"samples": r.Examples, "classes": r.Classes, "label_samples": opt.Samples,
-		"params": elems, "tensors": len(r.Params), "mode": r.Mode, "seconds": secs,
-		"examples_per_s": float64(r.Examples) / secs,
-	}
-	if r.Fallback != "" {
-		res["fallback"] = r.Fallback
-	}
-	if r.Branch != "" {
-		res["branch"] = r.Branch
-	}
+	res["output"], res["data"] = out, c.String("data")
 	doc, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
@@ -137,8 +108,8 @@ func fisherAction(c *cli.Context) error {
 	if c.Bool("json") {
 		os.Stdout.Write(doc)
 	} else {
-		fmt.Fprintf(os.Stderr, "fisher: %d tensors (%d values) over %d examples in %.2fs (%.0f examples/s, mode %s) -> %s\n",
-			len(r.Params), elems, r.Examples, secs, float64(r.Examples)/secs, r.Mode, out)
+		fmt.Fprintf(os.Stderr, "fisher: %d tensors (%v values) over %v examples in %.2fs (%.0f examples/s, mode %v) -> %s\n",
+			res["tensors"], res["params"], res["samples"], res["seconds"], res["examples_per_s"], res["mode"], out)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onnxpost/onnxpost/internal/safe"
+	"github.com/onnxpost/onnxpost/pipeline"
 	"github.com/onnxpost/onnxpost/release"
 )
 
@@ -224,6 +225,11 @@ func exitCodeIn(err error, words func(string) string) int {
 		return exitGate
 	case errors.As(err, &ue):
 		fmt.Fprintln(os.Stderr, "onnxpost: usage:", words(ue.msg))
+		return exitUsage
+	case errors.Is(err, pipeline.ErrUsage):
+		// the library's usage errors (bad values and combinations found
+		// by the commands' library entry points, in a recipe step too)
+		fmt.Fprintln(os.Stderr, "onnxpost: usage:", cliWords(err, words))
 		return exitUsage
 	}
 	if isMissingFlag(err) {

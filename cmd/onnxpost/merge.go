@@ -1,11 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -13,11 +10,9 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/onnxpost/onnxpost/evalharness"
-	"github.com/onnxpost/onnxpost/fisher"
 	"github.com/onnxpost/onnxpost/merge"
 	"github.com/onnxpost/onnxpost/onnxio"
-	"github.com/onnxpost/onnxpost/quant"
-	"github.com/onnxpost/onnxpost/transform"
+	"github.com/onnxpost/onnxpost/pipeline"
 )
 
 func init() {
@@ -91,200 +86,32 @@ ort-lib or threads.
 	})
 }
 
-// floatList parses "a,b,c" (empty: nil).
-func floatList(flag, s string) ([]float64, error) {
-	if strings.TrimSpace(s) == "" {
-		return nil, nil
-	}
-	var out []float64
-	for _, f := range strings.Split(s, ",") {
-		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
-		if err != nil {
-			return nil, usagef("--%s: %q is not a number", flag, f)
-		}
-		out = append(out, v)
-	}
-	return out, nil
-}
-
-// mergeSpec is what a merge needs after flags and config are combined.
-type mergeSpec struct {
-	opt        merge.Options
-	base       string
-	models     []string
-	fishers    []string
-	fisherData []string // datasets to compute the Fisher on: one for all models, or one per model
-	// stack is a passthrough config's layer stack (then opt is unused).
-	stack []merge.StackSlice
-	// dtype is the output's weight type from the config ("fp16", "bf16"
-	// or "": unchanged).
-	dtype string
-}
-
-// mergeSpecFrom combines --config and the flags (flags win).
-func mergeSpecFrom(c *cli.Context) (*mergeSpec, error) {
-	s := &mergeSpec{}
-	if p := c.String("config"); p != "" {
-		if c.NArg() > 0 {
-			return nil, usagef("with --config the models come from the file; got %d model arguments too", c.NArg())
-		}
-		outDir, err := outDirFlag(c)
+// mergeSpecFrom combines --config and the flags (flags win;
+// pipeline.MergeSpecFromFlags): the config's output, data and gate fill
+// the flags -o, --data and --gate that are not given, and its notes are
+// printed.
+func mergeSpecFrom(c *cli.Context) (*pipeline.MergeSpec, error) {
+	outDir := ""
+	if c.String("config") != "" {
+		d, err := outDirFlag(c)
 		if err != nil {
 			return nil, err
 		}
-		cfg, err := merge.LoadConfig(p, merge.WithOutDir(outDir))
-		if err != nil {
-			return nil, usagef("%v", err)
-		}
-		s.base, s.models, s.stack, s.dtype = cfg.Base, cfg.Paths(), cfg.Stack(), cfg.OutputDtype()
-		if s.stack == nil {
-			if s.opt, err = cfg.Options(); err != nil {
-				return nil, usagef("%s: %v", p, err)
+		outDir = d
+	}
+	s, err := pipeline.MergeSpecFromFlags(c, c.Args().Slice(), outDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range s.Notes {
+		fmt.Fprintf(os.Stderr, "merge: note: %s\n", n)
+	}
+	for flag, v := range map[string]string{"o": s.Output, "data": s.Data, "gate": s.Gate} {
+		if v != "" && !c.IsSet(flag) {
+			if err := c.Set(flag, v); err != nil {
+				return nil, err
 			}
 		}
-		for _, n := range cfg.Notes {
-			fmt.Fprintf(os.Stderr, "merge: note: %s\n", n)
-		}
-		if s.fishers, err = cfg.FisherPaths(); err != nil {
-			return nil, usagef("%s: %v", p, err)
-		}
-		for flag, v := range map[string]string{"o": cfg.Output, "data": cfg.Data, "gate": cfg.Gate} {
-			if v != "" && !c.IsSet(flag) {
-				if err := c.Set(flag, v); err != nil {
-					return nil, err
-				}
-			}
-		}
-		if s.stack != nil {
-			for _, f := range []string{"method", "param", "base", "weights", "density", "lambda", "trim-scope", "t", "fisher", "fisher-data",
-				"fisher-floor", "fisher-normalize", "no-normalize", "include", "exclude", "align", "calib", "seed"} {
-				if c.IsSet(f) {
-					return nil, usagef("--%s does not apply to a passthrough config (it copies layers, it merges no weights)", f)
-				}
-			}
-			return s, nil
-		}
-	} else {
-		if c.IsSet("out-dir") {
-			return nil, usagef("--out-dir applies to --config only (-o names the output)")
-		}
-		for _, p := range c.Args().Slice() {
-			s.models = append(s.models, merge.ModelPath(p))
-		}
-		if !c.IsSet("method") {
-			return nil, usagef("--method is required (%s) unless --config is given", methodNames())
-		}
-	}
-	if c.IsSet("method") {
-		if _, _, err := checkParams(c, merge.Command); err != nil {
-			return nil, err
-		}
-	} else if err := merge.Command.CheckValues(paramValues(c, merge.Command)); err != nil {
-		return nil, usageError{strings.TrimPrefix(err.Error(), transform.ErrValue.Error()+": ")}
-	}
-	var err error
-	if c.IsSet("method") {
-		if s.opt.Method, err = merge.ParseMethod(c.String("method")); err != nil {
-			return nil, usagef("%v", err)
-		}
-	}
-	for _, kv := range c.StringSlice("param") {
-		name, value, ok := strings.Cut(kv, "=")
-		if !ok {
-			return nil, usagef("--param %q: want NAME=VALUE", kv)
-		}
-		if err := s.opt.SetParam(name, value); err != nil {
-			return nil, usagef("--param: %v", strings.TrimPrefix(err.Error(), "merge: invalid options: "))
-		}
-	}
-	if c.IsSet("base") {
-		s.base = merge.ModelPath(c.String("base"))
-	}
-	if c.IsSet("weights") {
-		if s.opt.Weights, err = floatList("weights", c.String("weights")); err != nil {
-			return nil, err
-		}
-		if len(s.opt.Weights) == 1 && len(s.models) > 1 {
-			w := s.opt.Weights[0]
-			s.opt.Weights = nil
-			for range s.models {
-				s.opt.Weights = append(s.opt.Weights, w)
-			}
-		}
-	}
-	if c.IsSet("density") {
-		d, err := floatList("density", c.String("density"))
-		if err != nil {
-			return nil, err
-		}
-		s.opt.Densities = nil
-		if len(d) == 1 {
-			if d[0] == 0 {
-				return nil, usagef("--density = 0 is outside (0, 1]")
-			}
-			s.opt.Density = d[0]
-		} else {
-			s.opt.Densities = d
-		}
-	}
-	if c.IsSet("lambda") || s.opt.Lambda == nil {
-		l := c.Float64("lambda")
-		s.opt.Lambda = &l
-	}
-	if c.IsSet("trim-scope") || s.opt.TrimScope == "" {
-		s.opt.TrimScope = merge.TrimScope(c.String("trim-scope"))
-	}
-	if c.IsSet("t") {
-		t := c.Float64("t")
-		s.opt.T = &t
-	}
-	if c.IsSet("seed") {
-		s.opt.Seed = c.Int64("seed")
-	}
-	if c.IsSet("fisher-floor") || s.opt.FisherFloor == 0 {
-		s.opt.FisherFloor = c.Float64("fisher-floor")
-	}
-	if c.IsSet("fisher-normalize") {
-		s.opt.FisherNormalize = c.Bool("fisher-normalize")
-	}
-	if c.IsSet("no-normalize") {
-		s.opt.NoNormalize = c.Bool("no-normalize")
-	}
-	for _, f := range []struct {
-		flag string
-		dst  **regexp.Regexp
-	}{{"include", &s.opt.Include}, {"exclude", &s.opt.Exclude}} {
-		if c.IsSet(f.flag) {
-			r, err := regexp.Compile(c.String(f.flag))
-			if err != nil {
-				return nil, usagef("--%s: %v", f.flag, err)
-			}
-			*f.dst = r
-		}
-	}
-	if c.IsSet("fisher") {
-		s.fishers = strings.Split(c.String("fisher"), ",")
-	}
-	if c.IsSet("fisher-data") {
-		s.fisherData = strings.Split(c.String("fisher-data"), ",")
-	}
-	if len(s.models) == 0 {
-		return nil, usagef("no models to merge: give MODEL... or --config")
-	}
-	switch {
-	case s.opt.Method != merge.Fisher && (len(s.fishers) > 0 || len(s.fisherData) > 0):
-		return nil, usagef("--fisher and --fisher-data are only used by --method fisher")
-	case s.opt.Method == merge.Fisher && len(s.fishers) > 0 && len(s.fisherData) > 0:
-		return nil, usagef("give either --fisher files or --fisher-data datasets, not both")
-	case s.opt.Method == merge.Fisher && len(s.fisherData) > 0:
-		if len(s.fisherData) != 1 && len(s.fisherData) != len(s.models) {
-			return nil, usagef("--fisher-data takes one dataset or one per model (%d models, %d datasets)", len(s.models), len(s.fisherData))
-		}
-	case s.opt.Method == merge.Fisher && len(s.fishers) != len(s.models):
-		return nil, usagef("fisher merging needs --fisher with one file per model or --fisher-data (%d models, %d files)", len(s.models), len(s.fishers))
-	}
-	if err := s.opt.Validate(len(s.models), s.base != ""); err != nil {
-		return nil, usagef("%v", strings.TrimPrefix(err.Error(), "merge: invalid options: "))
 	}
 	return s, nil
 }
@@ -307,17 +134,25 @@ func mergeAction(c *cli.Context) error {
 	if c.String("gate") != "" && c.String("data") == "" {
 		return usagef("--gate needs --data to evaluate the candidate")
 	}
-	if s.stack != nil {
+	if s.Stack != nil {
 		return stackAction(c, s)
 	}
-	if err := checkAlignFlags(c, len(s.fishers) > 0); err != nil {
+	if err := pipeline.CheckAlignFlags(c, len(s.Fishers) > 0); err != nil {
 		return err
 	}
-	in, srcs, err := merge.LoadInputs(s.base, s.models)
+	// the inputs are hashed for provenance in the background while they
+	// are merged; inputSources waits for the digests
+	in, inputSources, err := merge.OpenInputs(s.Base, s.Models)
 	if err != nil {
 		return err
 	}
-	alignRows, err := alignModels(c, &in, s.models)
+	var srcs []merge.Source // other inputs (calibration, Fisher files and data)
+	so, err := sessionOptions(c)
+	if err != nil {
+		return err
+	}
+	alignRows, err := pipeline.AlignModels(c.Context, &in, s.Models, pipeline.AlignOptions{
+		Mode: c.String("align"), Seed: c.Int64("seed"), Calib: c.String("calib"), Session: so, Log: os.Stderr})
 	if err != nil {
 		return err
 	}
@@ -328,68 +163,26 @@ func mergeAction(c *cli.Context) error {
 		}
 		srcs = append(srcs, cs...)
 	}
-	if len(s.fishers) > 0 {
-		if in.Fishers, err = loadModels(s.fishers); err != nil {
-			return err
-		}
-		fs, err := merge.Sources("fisher", s.fishers, in.Fishers)
-		if err != nil {
-			return err
-		}
-		srcs = append(srcs, fs...)
+	fs, err := pipeline.MergeFishers(c.Context, s, &in, c.Int64("seed"), so, os.Stderr)
+	if err != nil {
+		return err
 	}
-	if len(s.fisherData) > 0 {
-		so, err := sessionOptions(c)
-		if err != nil {
-			return err
-		}
-		for i, m := range in.Models {
-			dp := s.fisherData[0]
-			if len(s.fisherData) > 1 {
-				dp = s.fisherData[i]
-			}
-			ds, err := loadDatasetFor(dp, valueNames(m.Inputs()))
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(os.Stderr, "merge: computing the diagonal Fisher of %s on %s\n", s.models[i], dp)
-			fm, _, err := fisher.FromData(c.Context, m, s.models[i], ds, fisher.Options{Session: so, Seed: c.Int64("seed")})
-			if err != nil {
-				return fmt.Errorf("Fisher of %s on %s: %w", s.models[i], dp, err)
-			}
-			in.Fishers = append(in.Fishers, fm)
-			ds2, err := merge.Sources("fisher-data", []string{dp}, nil)
-			if err != nil {
-				return err
-			}
-			srcs = append(srcs, ds2...)
-		}
-	}
+	srcs = append(srcs, fs...)
 	ctx := c.Context
 	bar := newProgressBar(c.Bool("progress"))
-	mg, err := merge.New(ctx, in, s.opt, bar.update)
+	mg, err := merge.New(ctx, in, s.Options, bar.update)
 	if err != nil {
 		bar.stop()
 		return err
 	}
 	defer mg.Close()
 	out := mg.Output()
-	if err := merge.SetProvenance(out, &s.opt, srcs); err != nil {
-		bar.stop()
-		return err
-	}
-	report := map[string]any{
-		"method":         string(s.opt.Method),
-		"merge_params":   s.opt.Params(),
-		"merged_tensors": len(mg.Plan()),
-		"merged_params":  mg.Elements(),
-		"inputs":         srcs,
-	}
-	if th := mg.Thresholds(); th != nil {
-		report["trim_thresholds"] = th
+	report := pipeline.MergeReport(mg, s.Options, nil, alignRows)
+	// provenance records the inputs' digests in out and the report
+	provenance := func(out *onnxio.Model) error {
+		return pipeline.MergeProvenance(out, s.Options, inputSources, srcs, report)
 	}
 	if alignRows != nil {
-		report["alignment"] = alignRows
 		out.SetMetadata("onnxpost.align", c.String("align"))
 	}
 	ref := in.Base
@@ -397,19 +190,22 @@ func mergeAction(c *cli.Context) error {
 		ref = in.Models[0]
 	}
 	stopTicker := bar.watch("merge", mg.Done, mg.Elements())
-	if c.String("data") == "" && s.dtype == "" {
-		return saveStreaming(c, mg, out, report, stopTicker)
+	if c.String("data") == "" && s.Dtype == "" {
+		return saveStreaming(c, mg, out, report, provenance, stopTicker)
 	}
 	cand, err := mg.Model(ctx, out)
 	stopTicker()
 	if err != nil {
 		return err
 	}
-	if cand, err = convertDtype(c, cand, s.dtype, report); err != nil {
+	if err := provenance(cand); err != nil {
+		return err
+	}
+	if cand, err = pipeline.ConvertDtype(c.Context, cand, s.Dtype, report); err != nil {
 		return err
 	}
 	if c.String("data") != "" {
-		if err := evalInputs(c, s.models, in.Models, report); err != nil {
+		if err := evalInputs(c, s.Models, in.Models, report); err != nil {
 			return err
 		}
 	}
@@ -417,67 +213,22 @@ func mergeAction(c *cli.Context) error {
 }
 
 // stackAction runs a passthrough config: the slices' layers stacked into
-// one model (merge.Stack), converted to the config's dtype, evaluated
-// and gated like a merge.
-func stackAction(c *cli.Context, s *mergeSpec) error {
-	models, err := loadModels(s.models)
+// one model (pipeline.StackMerge), converted to the config's dtype,
+// evaluated and gated like a merge.
+func stackAction(c *cli.Context, s *pipeline.MergeSpec) error {
+	cand, ref, models, report, err := pipeline.StackMerge(s)
 	if err != nil {
 		return err
 	}
-	if err := mergeReady(models, s.models); err != nil {
-		return err
-	}
-	srcs, err := merge.Sources("model", s.models, models)
-	if err != nil {
-		return err
-	}
-	cand, err := merge.Stack(models, s.models, s.stack)
-	if err != nil {
-		return err
-	}
-	var slices []map[string]any
-	for _, sl := range s.stack {
-		slices = append(slices, map[string]any{"model": s.models[sl.Model], "layer_range": []int{sl.Start, sl.End}})
-	}
-	report := map[string]any{"method": "passthrough", "slices": slices, "inputs": srcs}
-	pb, err := json.Marshal(map[string]any{"slices": slices})
-	if err != nil {
-		return err
-	}
-	sb, err := json.Marshal(srcs)
-	if err != nil {
-		return err
-	}
-	cand.SetMetadata(merge.MetaMethod, "passthrough")
-	cand.SetMetadata(merge.MetaParams, string(pb))
-	cand.SetMetadata(merge.MetaInputs, string(sb))
-	if cand, err = convertDtype(c, cand, s.dtype, report); err != nil {
+	if cand, err = pipeline.ConvertDtype(c.Context, cand, s.Dtype, report); err != nil {
 		return err
 	}
 	if c.String("data") != "" {
-		if err := evalInputs(c, s.models, models, report); err != nil {
+		if err := evalInputs(c, s.Models, models, report); err != nil {
 			return err
 		}
 	}
-	return finish(c, cand, models[s.stack[0].Model], report)
-}
-
-// convertDtype converts m's weights to a config's dtype with quant's
-// fp16/bf16 conversion ("" leaves m as it is) and records it in the report.
-func convertDtype(c *cli.Context, m *onnxio.Model, dtype string, report map[string]any) (*onnxio.Model, error) {
-	if dtype == "" {
-		return m, nil
-	}
-	out, rep, err := quant.Quantize(c.Context, m, quant.Options{Weights: dtype})
-	if err != nil {
-		return nil, fmt.Errorf("dtype %s: %w", dtype, err)
-	}
-	report["dtype"] = dtype
-	if len(rep.Notes) > 0 {
-		report["dtype_notes"] = rep.Notes
-	}
-	out.SetMetadata("onnxpost.merge.dtype", dtype)
-	return out, nil
+	return finish(c, cand, ref, report)
 }
 
 // evalInputs evaluates every input model alone on --data, so the report
@@ -511,19 +262,21 @@ func evalInputs(c *cli.Context, paths []string, models []*onnxio.Model, report m
 // saveStreaming writes the merge without evaluating it (no --data): the
 // tensors are merged as the output is written, so only a few tensors are in
 // memory at once. It records the same provenance and prints the same
-// result as finish.
-func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report map[string]any, stopProgress func()) error {
+// result as finish; the provenance (provenance, then the command's) is
+// recorded once the tensors are written, since the inputs' digests are
+// computed while they are merged.
+func saveStreaming(c *cli.Context, mg *merge.Merger, out *onnxio.Model, report map[string]any, provenance func(*onnxio.Model) error, stopProgress func()) error {
 	path := c.String("o")
-	prov, err := cliProvenance(c)
-	if err != nil {
-		stopProgress()
-		return err
-	}
-	if err := prov.Record(out); err != nil {
-		stopProgress()
-		return err
-	}
-	so := &onnxio.SaveOptions{}
+	so := &onnxio.SaveOptions{Finish: func(out *onnxio.Model) error {
+		if err := provenance(out); err != nil {
+			return err
+		}
+		prov, err := cliProvenance(c)
+		if err != nil {
+			return err
+		}
+		return prov.Record(out)
+	}}
 	if c.Bool("external-data") {
 		so.External = onnxio.ExternalAlways
 	}

@@ -1,16 +1,15 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/onnxpost/onnxpost/evalharness"
-	"github.com/onnxpost/onnxpost/internal/safe"
 	"github.com/onnxpost/onnxpost/internal/safefs"
 	"github.com/onnxpost/onnxpost/pipeline"
 )
@@ -23,13 +22,15 @@ func init() {
 		Description: `Runs the steps of a YAML recipe in order, each one an onnxpost command
 whose keys are that command's flags, with a gate after any step. The whole
 recipe is checked first (unknown keys, missing files, gates without data),
-so a typo fails before any work. The steps of merge, quantize, sparsify
-and lowrank run in this process through their transforms, passing the
-model in memory (written to workdir only when the recipe sets workdir);
-a step of another command (search, soup, fisher, eval, noop), or one that
-sets a flag such as config, fisher, align or external-data, runs the
-command on files in workdir (or a temporary folder). A step with data is
-evaluated against its input and checked by its gate. The last step's
+so a typo fails before any work. A step names one of the commands merge,
+quantize, sparsify, lowrank, search, soup, fisher or eval; every step runs
+in this process through the library (the transforms, and the entry points
+these commands call), the model passed from step to step in memory
+(written to workdir only when the recipe sets workdir). A step with data is
+evaluated against its input and checked by its gate; an eval step measures
+its input and hands it on, a fisher step hands on its Fisher model. A
+step's failure exits as the command alone would (2 for a bad value or a
+missing input, 1 for other errors, 3 for a failed gate). The last step's
 model is committed like a command's output (release.Commit):
 evaluated on data against ref when gate or output-report is set, gated by
 gate, written to output only when every step and that gate passed, with
@@ -71,10 +72,14 @@ Exit code 3 when a gate fails.`,
 	})
 }
 
-// flagSpec lists the flags of each command, for recipe validation.
+// flagSpec lists the flags of each command a recipe step may name
+// (pipeline.StepCommands), for recipe validation.
 func flagSpec(name string) (map[string]bool, bool) {
+	if !slices.Contains(pipeline.StepCommands(), name) {
+		return nil, false
+	}
 	for _, c := range commands {
-		if c.Name != name || name == "run" {
+		if c.Name != name {
 			continue
 		}
 		out := map[string]bool{}
@@ -122,7 +127,7 @@ func runAction(c *cli.Context) error {
 	}
 	r.Session = evalharness.SessionOptions{Library: c.String("ort-lib")}
 	r.Log = os.Stderr
-	rep, err := r.Run(c.Context, recipeStep, version)
+	rep, err := r.Run(c.Context, nil, version)
 	if c.Bool("json") {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -131,33 +136,4 @@ func runAction(c *cli.Context) error {
 		fmt.Fprint(os.Stderr, pipeline.RecipeMarkdown(rep))
 	}
 	return err
-}
-
-// recipeStep runs one step of a recipe: the command runs in this process
-// (a fresh App, marked as a recipe step so that it leaves provenance to
-// the recipe's final commit) and hands its JSON result back through the
-// App's metadata; a command that prints no result (eval, inspect) is
-// read from its --report file instead.
-func recipeStep(ctx context.Context, args []string) (map[string]any, error) {
-	fmt.Fprintf(os.Stderr, "==> onnxpost %v\n", args)
-	app := newApp()
-	app.Metadata = map[string]any{recipeStepKey: true}
-	full := reorderArgs(app, append([]string{"onnxpost"}, args...))
-	// the step's own command line (a merged decoder's branch runs repeat it)
-	ctx = context.WithValue(ctx, rawArgsKey{}, full)
-	// a step's panic fails the step, so the report is still written
-	err := safe.Call(args[0], func() error { return app.RunContext(ctx, full) })
-	var res map[string]any
-	doc, _ := app.Metadata[stepResultKey].([]byte)
-	if doc == nil {
-		for i := 0; i+1 < len(args); i++ {
-			if args[i] == "--report" {
-				doc, _ = os.ReadFile(args[i+1])
-			}
-		}
-	}
-	if doc != nil {
-		_ = json.Unmarshal(doc, &res)
-	}
-	return res, err
 }

@@ -3,11 +3,9 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/onnxpost/onnxpost/evalharness"
 	"github.com/onnxpost/onnxpost/onnxio"
 	"github.com/onnxpost/onnxpost/pipeline"
 )
@@ -109,12 +107,7 @@ func searchParamFlags() []cli.Flag {
 	return flags
 }
 
-func defaultCacheDir() string {
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "onnxpost", "levels")
-	}
-	return ""
-}
+func defaultCacheDir() string { return pipeline.DefaultCacheDir() }
 
 func searchAction(c *cli.Context) error {
 	if c.NArg() != 1 {
@@ -130,18 +123,11 @@ func searchAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	space := pipeline.ParseSpace(c.String("space"))
-	if space != pipeline.SpaceSparsityBits && c.IsSet("target-bits") {
-		return usagef("--target-bits applies to --space sparsity,bits only")
-	}
-	if space == pipeline.SpaceDrop && c.String("method") != "" {
-		return usagef("--method %q: drop levels have no method", c.String("method"))
-	}
-	opt, err := pipeline.SearchOptionsFromArgs(args, c.Int64("seed"))
-	if err != nil {
-		return usagef("%v", err)
-	}
 	so, err := sessionOptions(c)
+	if err != nil {
+		return err
+	}
+	opt, err := pipeline.SearchOptionsFromFlags(args, c, so)
 	if err != nil {
 		return err
 	}
@@ -153,8 +139,6 @@ func searchAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	opt.Baselines, opt.CacheDir = c.String("baselines") != "", c.String("cache-dir")
-	opt.Batch, opt.Session, opt.Outputs = c.Int("batch"), so, evalharness.ParseOutputNames(c.String("output-name"))
 	opt.Log = func(format string, args ...any) { fmt.Fprintf(os.Stderr, "search: "+format+"\n", args...) }
 	gens := c.Int("generations")
 	opt.Search.Progress = func(gen int, _ []int, f float64) {
@@ -165,20 +149,13 @@ func searchAction(c *cli.Context) error {
 			}
 		}
 	}
-	out, rep, err := pipeline.RunSearch(c.Context, m, calib, opt)
+	out, rep, err := pipeline.Search(c.Context, m, calib, opt, c.Int64("seed"))
 	if err != nil {
 		return err
 	}
 	if dir := c.String("baselines"); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := pipeline.SaveSearchBaselines(dir, rep, os.Stderr); err != nil {
 			return err
-		}
-		for name, bm := range rep.BaselineModels {
-			path := filepath.Join(dir, name+".onnx")
-			if err := bm.Save(path, nil); err != nil {
-				return err
-			}
-			fmt.Fprintf(os.Stderr, "search: wrote the %s baseline to %s\n", name, path)
 		}
 	}
 	if dir := c.String("plots"); dir != "" {
@@ -187,12 +164,6 @@ func searchAction(c *cli.Context) error {
 		}
 	}
 	fmt.Fprint(os.Stderr, pipeline.SearchMarkdown(rep))
-	meta := fmt.Sprintf("space=%s method=%s target=%g achieved=%.6f", rep.Space, rep.Method, opt.Target, rep.Achieved)
-	if rep.Space == pipeline.SpaceSparsityBits {
-		meta += fmt.Sprintf(" target_bits=%g achieved_bits=%.6f", rep.TargetBits, rep.AchievedBits)
-	}
-	out.SetMetadata("onnxpost.search", fmt.Sprintf("%s seed=%d fitness=%s loss=%.6g uniform_loss=%.6g",
-		meta, c.Int64("seed"), rep.Fitness, rep.Searched.Loss, rep.Uniform.Loss))
 	if err := requireChange(c, out, m, true, []string{"the searched configuration changes no layer"}); err != nil {
 		return err
 	}

@@ -222,9 +222,10 @@ func TestMergeSignal(t *testing.T) {
 	}
 }
 
-// A signal while a recipe runs a step removes the recipe's temporary
-// folder, writes the report saying "cancelled", exits 143 and leaves the
-// existing output untouched.
+// A signal while a recipe writes a step's model to its workdir (the step
+// runs in process; external-data makes its write take a while) removes
+// the partial files, writes the report saying "cancelled", exits 143 and
+// leaves the existing output untouched.
 func TestRunRecipeSignal(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes ~100 MB models")
@@ -242,6 +243,7 @@ func TestRunRecipeSignal(t *testing.T) {
 	if err := os.WriteFile(recipe, []byte(`name: cancel
 output: out.onnx
 report: report.json
+workdir: work
 steps:
   - merge: {method: linear, external-data: true, inputs: [a.onnx, b.onnx]}
 `), 0o644); err != nil {
@@ -254,7 +256,7 @@ steps:
 	cmd, stderr := startCLI(t, []string{"TMPDIR=" + tmp}, "run", recipe)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	waitForTemp(t, cmd, exited, tmp, ".onnxpost-data-")
+	waitForTemp(t, cmd, exited, filepath.Join(dir, "work"), ".onnxpost-data-")
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/onnxpost/onnxpost/pipeline"
 	"github.com/onnxpost/onnxpost/transform"
 )
 
@@ -50,20 +51,9 @@ func paramFlag(p *transform.Param) cli.Flag {
 }
 
 // paramValues returns the declared parameters of cmd that the command
-// line set, as text.
+// line set, as text (pipeline.ParamValues).
 func paramValues(c *cli.Context, cmd *transform.Command) map[string]any {
-	values := map[string]any{}
-	for _, p := range cmd.Params() {
-		if !c.IsSet(p.Name) {
-			continue
-		}
-		if p.Kind == transform.List && p.Repeated {
-			values[p.Name] = strings.Join(c.StringSlice(p.Name), ",")
-			continue
-		}
-		values[p.Name] = c.Value(p.Name)
-	}
-	return values
+	return pipeline.ParamValues(c, cmd)
 }
 
 // checkParams validates the parameters the command line set through the

@@ -38,3 +38,35 @@ func TestFile(t *testing.T) {
 		t.Fatal("a missing file hashed")
 	}
 }
+
+// TestStartThenFile: a large file (read through a memory map) hashed in
+// the background by Start gives File the same digest as crypto/sha256 over
+// its bytes, and concurrent callers share one computation.
+func TestStartThenFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "big.bin")
+	b := make([]byte, 9<<20+123)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	want := hex.EncodeToString(sum[:])
+	Start(p, filepath.Join(t.TempDir(), "missing"))
+	done := make(chan string, 4)
+	for range 4 {
+		go func() {
+			d, err := File(p)
+			if err != nil {
+				d = err.Error()
+			}
+			done <- d
+		}()
+	}
+	for range 4 {
+		if got := <-done; got != want {
+			t.Fatalf("digest %s, want %s", got, want)
+		}
+	}
+}
