@@ -7,7 +7,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 
@@ -21,8 +20,8 @@ import (
 
 // branchCommands are the transforming commands that take If-merged
 // decoders (Optimum's merged layout) by transforming each branch as a
-// plain model.
-var branchCommands = map[string]bool{"quantize": true, "sparsify": true, "lowrank": true, "search": true, "merge": true}
+// plain model (search does so in the library: pipeline.Search).
+var branchCommands = map[string]bool{"quantize": true, "sparsify": true, "lowrank": true, "merge": true}
 
 // branchDropFlags are the flags of the outer command that the branch runs
 // do not take: the evaluation, gate, report and output belong to the
@@ -126,10 +125,7 @@ func branchwise(action cli.ActionFunc) cli.ActionFunc {
 // (written to a temporary folder), with the same flags but without --data,
 // --gate, --report, --json and -o. merge --fisher-data computes each
 // model's Fisher once, on the branch the data takes (fisher.FromData on a
-// merged decoder), and hands the files to both branch runs as --fisher;
-// search --baselines and --plots write per branch into the temporary
-// folder, and the baselines are joined into merged decoders like the
-// candidate, the plots are those of the branch the calibration data takes.
+// merged decoder), and hands the files to both branch runs as --fisher.
 func runBranches(c *cli.Context, action cli.ActionFunc) error {
 	raw, _ := c.Context.Value(rawArgsKey{}).([]string)
 	if raw == nil {
@@ -190,13 +186,6 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 		drop["fisher-data"] = true
 		add = append(add, "--fisher", strings.Join(files, ","))
 	}
-	perBranchDir := map[string]string{}
-	for _, f := range []string{"baselines", "plots"} {
-		if c.Command.Name == "search" && c.IsSet(f) {
-			drop[f] = true
-			perBranchDir[f] = c.String(f)
-		}
-	}
 	fmt.Fprintf(os.Stderr, "%s: If-merged decoder: transforming its branches as plain models, then joining them\n", c.Command.Name)
 	shared := &sharedStats{}
 	if bs, err := in.Models[0].LiftBranches(); err == nil {
@@ -229,11 +218,7 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 		}
 		bout := filepath.Join(tmp, "out."+attr+".onnx")
 		brep := filepath.Join(tmp, "report."+attr+".json")
-		extra := slices.Clone(add)
-		for f := range perBranchDir {
-			extra = append(extra, "--"+f, filepath.Join(tmp, attr+"."+f))
-		}
-		bargs, err := branchArgs(c, raw, subst, drop, append([]string{"-o", bout, "--report", brep}, extra...))
+		bargs, err := branchArgs(c, raw, subst, drop, append([]string{"-o", bout, "--report", brep}, add...))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -261,16 +246,6 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 	ref := in.Models[0]
 	if in.Base != nil {
 		ref = in.Base
-	}
-	if dir := perBranchDir["baselines"]; dir != "" {
-		if err := joinBaselines(c, ref, tmp, dir); err != nil {
-			return err
-		}
-	}
-	if dir := perBranchDir["plots"]; dir != "" {
-		if err := dataBranchPlots(c, ref, tmp, dir); err != nil {
-			return err
-		}
 	}
 	return finish(c, cand, ref, map[string]any{"branches": brep.Branches})
 }
@@ -310,79 +285,6 @@ func branchFishers(c *cli.Context, models []*onnxio.Model, paths []string, dir s
 		files = append(files, f)
 	}
 	return files, nil
-}
-
-// joinBaselines joins the baseline models the branch runs of search wrote
-// (tmp/ATTR.baselines/NAME.onnx) into merged decoders like ref and writes
-// them as dir/NAME.onnx.
-func joinBaselines(c *cli.Context, ref *onnxio.Model, tmp, dir string) error {
-	bs, err := ref.LiftBranches()
-	if err != nil {
-		return err
-	}
-	entries, err := os.ReadDir(filepath.Join(tmp, bs[0].Attr+".baselines"))
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".onnx") {
-			continue
-		}
-		var parts []onnxio.Branch
-		for _, b := range bs {
-			m, err := onnxio.Load(filepath.Join(tmp, b.Attr+".baselines", e.Name()))
-			if err != nil {
-				return fmt.Errorf("the %s baseline of branch %s: %w", strings.TrimSuffix(e.Name(), ".onnx"), b.Attr, err)
-			}
-			parts = append(parts, onnxio.Branch{Attr: b.Attr, Model: m})
-		}
-		jm, err := ref.JoinBranches(parts)
-		if err != nil {
-			return fmt.Errorf("the %s baseline: %w", strings.TrimSuffix(e.Name(), ".onnx"), err)
-		}
-		path := filepath.Join(dir, e.Name())
-		if err := jm.Save(path, &onnxio.SaveOptions{Context: c.Context}); err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "search: wrote the %s baseline (both branches) to %s\n", strings.TrimSuffix(e.Name(), ".onnx"), path)
-	}
-	return nil
-}
-
-// dataBranchPlots copies the plots of the search on the branch the
-// calibration data takes (onnxio.Model.DataBranch: the no-cache branch;
-// the search measures its fitness there) from tmp/ATTR.plots to dir.
-func dataBranchPlots(c *cli.Context, ref *onnxio.Model, tmp, dir string) error {
-	ds, err := loadDataset(c, "calib")
-	if err != nil {
-		return err
-	}
-	b, err := ref.DataBranch(func(name string) bool { _, ok := ds.Inputs[name]; return ok })
-	if err != nil {
-		return err
-	}
-	src := filepath.Join(tmp, b.Attr+".plots")
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for _, e := range entries {
-		data, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dir, e.Name()), data, 0o644); err != nil {
-			return err
-		}
-	}
-	fmt.Fprintf(os.Stderr, "search: wrote the plots of the search on the %s (the branch the calibration data takes) to %s\n", b.Attr, dir)
-	return nil
 }
 
 // branchArgs returns the command line of one branch run: raw (the

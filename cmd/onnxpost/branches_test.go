@@ -261,14 +261,14 @@ func TestMergedDecoderMergeAndRefusals(t *testing.T) {
 		{"mixed base", []string{"merge", "--method", "task_arithmetic", "--base", plain, "-o", "OUT", merged, merged}, 1,
 			"an If-merged decoder cannot be combined with plain models (1 of 2 models are merged decoders)"},
 		{"base only", []string{"merge", "--method", "task_arithmetic", "--base", merged, "-o", "OUT"}, 2,
-			"no models to merge: give MODEL... or --config"},
+			"no models to merge: give models or a config"},
 		{"mixed fisher-data", []string{"merge", "--method", "fisher", "--fisher-data", test, "-o", "OUT", merged, plain}, 1,
 			"an If-merged decoder cannot be combined with plain models (1 of 2 models are merged decoders)"},
 		// the branch runs refuse these before any Fisher is computed
 		{"fisher-data without fisher", []string{"merge", "--method", "linear", "--fisher-data", test, "-o", "OUT", merged, merged}, 2,
-			"--fisher and --fisher-data are only used by --method fisher"},
+			"fisher and fisher-data are only used by method fisher"},
 		{"fisher and fisher-data", []string{"merge", "--method", "fisher", "--fisher", merged + "," + merged, "--fisher-data", test, "-o", "OUT", merged, merged}, 2,
-			"give either --fisher files or --fisher-data datasets, not both"},
+			"give either fisher files or fisher-data datasets, not both"},
 	} {
 		o := filepath.Join(dir, tc.name+".onnx")
 		args := []string{"onnxpost"}
