@@ -210,3 +210,10 @@ func (c *Collected) GramWeights() []string {
 	sort.Strings(out)
 	return out
 }
+
+// WeightKeyed reports whether every statistic c holds is keyed by a
+// weight's name (input Gram matrices, column norms) and none by a value of
+// the graph (activation ranges, histograms): statistics that describe the
+// weights wherever a model reads them, such as on either branch of a
+// merged decoder (transform.WeightKeyed).
+func (c *Collected) WeightKeyed() bool { return len(c.tensors) == 0 }

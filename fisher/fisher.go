@@ -143,6 +143,10 @@ type Result struct {
 	// Mode is the graph mode used (ModeRows, ModeCopies or ModeLoop), and
 	// Fallback why ModeRows was not used ("" when it was).
 	Mode, Fallback string
+	// Branch is, for an If-merged decoder (onnxio.Model.IfMerged), the If
+	// attribute of the branch the data takes, on which the Fisher was
+	// computed (onnxio.Model.DataBranch); "" for a plain model.
+	Branch string
 }
 
 // Compute returns the diagonal Fisher of m over the dataset (see the
@@ -156,7 +160,11 @@ func Compute(ctx context.Context, m *onnxio.Model, ds *evalharness.Dataset, opt 
 	return r.Fisher, nil
 }
 
-// ComputeResult is Compute returning the shapes, counts and mode too. It
+// ComputeResult is Compute returning the shapes, counts and mode too. On
+// an If-merged decoder (onnxio.Model.IfMerged) it computes the Fisher of
+// the branch the data takes (onnxio.Model.DataBranch: the no-cache branch
+// for data without past key/values), whose parameters are the decoder's
+// shared weights, and records the branch in Result.Branch. It
 // stops with ctx's error, checked before each batch (each example in
 // ModeLoop), when ctx is cancelled.
 func ComputeResult(ctx context.Context, m *onnxio.Model, ds *evalharness.Dataset, opt Options) (*Result, error) {
@@ -173,6 +181,24 @@ func ComputeResult(ctx context.Context, m *onnxio.Model, ds *evalharness.Dataset
 	if opt.MaxExamples > 0 && opt.MaxExamples < n {
 		n = opt.MaxExamples
 	}
+	branch := ""
+	if _, ok := m.IfMerged(); ok {
+		// the branch the data takes: its parameters are the merged
+		// model's shared weights under their own names
+		b, err := m.DataBranch(func(name string) bool { _, ok := ds.Inputs[name]; return ok })
+		if err != nil {
+			return nil, fmt.Errorf("fisher: If-merged decoder: %w", err)
+		}
+		m, branch = b.Model, b.Attr
+	}
+	r, err := computeResult(ctx, m, ds, n, opt)
+	if r != nil {
+		r.Branch = branch
+	}
+	return r, err
+}
+
+func computeResult(ctx context.Context, m *onnxio.Model, ds *evalharness.Dataset, n int, opt Options) (*Result, error) {
 	g, err := Build(m, ds, opt)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -432,4 +433,34 @@ func renameAll(g *pb.GraphProto, old, new string) {
 			v.Name = proto.String(new)
 		}
 	}
+}
+
+// DataBranch returns the branch of an If-merged model (see IfMerged) that
+// data holding the inputs for which has reports true takes, lifted into a
+// plain model (LiftBranches): the first branch whose every input the data
+// holds, the no-cache branch of a decoder for data without past key/values.
+// The branch's parameters are m's weights under their own names, so what
+// is computed on the branch (a Fisher, calibration statistics) describes
+// m's shared weights too. The error wraps ErrBranches and names, per
+// branch, an input the data lacks.
+func (m *Model) DataBranch(has func(input string) bool) (Branch, error) {
+	bs, err := m.LiftBranches()
+	if err != nil {
+		return Branch{}, err
+	}
+	var tried []string
+	for _, b := range bs {
+		missing := ""
+		for _, in := range b.Model.Inputs() {
+			if !has(in.Name) {
+				missing = in.Name
+				break
+			}
+		}
+		if missing == "" {
+			return b, nil
+		}
+		tried = append(tried, fmt.Sprintf("%s needs %q", b.Attr, missing))
+	}
+	return Branch{}, fmt.Errorf("%w: the data holds the inputs of no branch (%s)", ErrBranches, strings.Join(tried, "; "))
 }

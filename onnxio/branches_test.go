@@ -230,3 +230,30 @@ func TestJoinHoistsSharedDequantize(t *testing.T) {
 		t.Errorf("initializers %v", got)
 	}
 }
+
+// DataBranch picks the first branch whose every input the data holds, and
+// names per branch an input it lacks when there is none.
+func TestDataBranch(t *testing.T) {
+	m := ifMergedFixture(t)
+	for _, tc := range []struct {
+		has  []string
+		want string // branch, or error text
+	}{
+		{[]string{"x"}, "else_branch"},
+		{[]string{"x", "past", "cond"}, "else_branch"},
+		{[]string{"past"}, `the data holds the inputs of no branch (else_branch needs "x"; then_branch needs "x")`},
+	} {
+		b, err := m.DataBranch(func(name string) bool { return slices.Contains(tc.has, name) })
+		switch {
+		case err != nil:
+			if !errors.Is(err, ErrBranches) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%v: error %v, want %q", tc.has, err, tc.want)
+			}
+		case b.Attr != tc.want || !slices.Equal(inputNames(b.Model), []string{"x"}):
+			t.Errorf("%v: branch %s with inputs %v, want %s", tc.has, b.Attr, inputNames(b.Model), tc.want)
+		}
+	}
+	if _, err := New("plain", 17).DataBranch(func(string) bool { return true }); !errors.Is(err, ErrBranches) {
+		t.Errorf("plain model: error %v, want ErrBranches", err)
+	}
+}

@@ -263,12 +263,10 @@ func (r *Recipe) runInProcess(ctx context.Context, i int, p *stepPlan, prev *onn
 		in.Models = []*onnxio.Model{m}
 		ref = m
 	}
+	var cal transform.Calibrate
 	if p.calib != "" {
-		cal, err := r.calibrate(ctx, s.Command, p, in.Models[0])
-		if err != nil {
-			return nil, transformUsage(s.Command, err)
-		}
-		in.Calibration = cal
+		// (errors, calibration's too, pass through transformUsage below)
+		cal = func(ctx context.Context, m *onnxio.Model) (any, error) { return r.calibrate(ctx, s.Command, p, m) }
 	}
 	if s.Command == "merge" {
 		// the options' checks that need the number of models, before the
@@ -281,7 +279,8 @@ func (r *Recipe) runInProcess(ctx context.Context, i int, p *stepPlan, prev *onn
 			return nil, Usagef("%v", strings.TrimPrefix(err.Error(), "merge: invalid options: "))
 		}
 	}
-	cand, rep, err := p.t.Run(ctx, in)
+	// an If-merged decoder is transformed branch by branch
+	cand, rep, err := transform.Apply(ctx, p.t, in, cal)
 	if err != nil {
 		return nil, transformUsage(s.Command, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,27 +12,62 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/onnxpost/onnxpost/fisher"
+	"github.com/onnxpost/onnxpost/merge"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/transform"
 )
 
 // branchCommands are the transforming commands that take If-merged
 // decoders (Optimum's merged layout) by transforming each branch as a
-// plain model.
-var branchCommands = map[string]bool{"quantize": true, "sparsify": true, "lowrank": true, "search": true, "merge": true}
+// plain model (search does so in the library: pipeline.Search).
+var branchCommands = map[string]bool{"quantize": true, "sparsify": true, "lowrank": true, "merge": true}
 
 // branchDropFlags are the flags of the outer command that the branch runs
 // do not take: the evaluation, gate, report and output belong to the
 // joined model.
 var branchDropFlags = map[string]bool{"data": true, "gate": true, "report": true, "json": true, "keep-rejected": true, "o": true, "output": true}
 
-// branchRefusedFlags write per-branch files that have no joined
-// counterpart.
-var branchRefusedFlags = map[string]bool{"baselines": true, "plots": true}
-
 type rawArgsKey struct{}
 
-// branchRunKey marks the context of a branch run (no further splitting).
+// branchRunKey marks the context of a branch run (no further splitting);
+// its value is the branch's If attribute.
 type branchRunKey struct{}
+
+// branchStatsKey holds, in the context of the branch runs, the
+// *sharedStats of the command's branch runs.
+type branchStatsKey struct{}
+
+// sharedStats are calibration statistics captured by the branch run of
+// the no-cache branch (base, transform.BaseBranch) and keyed by weight
+// names only (transform.WeightKeyed), which the other branch runs take
+// instead of capturing their own, as transform.Apply does.
+type sharedStats struct {
+	base  string
+	stats any
+}
+
+// branchStats returns capture's statistics, or in a branch run those the
+// no-cache branch's run captured when they are keyed by weight names
+// only; the no-cache branch's run keeps such statistics for the others.
+func branchStats[T any](c *cli.Context, capture func() (T, error)) (T, error) {
+	h, _ := c.Context.Value(branchStatsKey{}).(*sharedStats)
+	attr, _ := c.Context.Value(branchRunKey{}).(string)
+	if h == nil || attr == "" {
+		return capture()
+	}
+	if v, ok := h.stats.(T); ok && h.stats != nil {
+		fmt.Fprintf(os.Stderr, "%s: branch %s: the calibration statistics of the %s (keyed by weight names)\n", c.Command.Name, attr, h.base)
+		return v, nil
+	}
+	v, err := capture()
+	if err == nil && attr == h.base {
+		if wk, ok := any(v).(transform.WeightKeyed); ok && wk.WeightKeyed() {
+			h.stats = v
+		}
+	}
+	return v, err
+}
 
 var wrapOnce sync.Once
 
@@ -51,16 +87,16 @@ func wrapBranchCommands() {
 // (a positional MODEL or --base) is an If-merged decoder (onnxio.IfMerged:
 // one If whose branches are whole decoders reading the main graph's
 // weights, as Optimum exports them). Then every model argument must be
-// one, and the command runs once per branch on the branch lifted into a
-// plain model (onnxio.LiftBranches: the graph inputs it reads, the weights,
-// its nodes), with the same flags but without --data, --gate, --report,
-// --json and -o; calibration data therefore flows through that branch
-// exactly as through a plain decoder (a cache branch gets empty past
-// key/values, as the evaluation feeds them). The transformed branches are
-// joined back into the If (onnxio.JoinBranches: shared tensors must come
-// out equal from both branches, or the command fails naming the tensor),
-// and the joined model is evaluated, gated and written like any other
-// candidate, against the input merged model.
+// one, and the library's transform.RunBranches runs the command once per
+// branch on the branch lifted into a plain model (runBranches), with the
+// same flags but without --data, --gate, --report, --json and -o;
+// calibration data therefore flows through that branch exactly as through
+// a plain decoder (a cache branch gets empty past key/values, as the
+// evaluation feeds them). The transformed branches are joined back into
+// the If (shared tensors must come out equal from both branches, or the
+// command fails naming the tensor), and the joined model is evaluated,
+// gated and written like any other candidate, against the input merged
+// model.
 func branchwise(action cli.ActionFunc) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		if c.Context.Value(branchRunKey{}) != nil {
@@ -70,137 +106,192 @@ func branchwise(action cli.ActionFunc) cli.ActionFunc {
 		if b := c.String("base"); c.Command.Name == "merge" && b != "" {
 			paths = append(paths, b)
 		}
-		merged := map[string]*onnxio.Model{}
 		for _, p := range paths {
 			m, err := onnxio.LoadLazy(p)
 			if err != nil {
 				return action(c) // the command reports it
 			}
 			if _, ok := m.IfMerged(); ok {
-				merged[p] = nil
+				return runBranches(c, action)
 			}
 		}
-		if len(merged) == 0 {
-			return action(c)
-		}
-		if len(merged) != len(uniq(paths)) {
-			return fmt.Errorf("%s: an If-merged decoder cannot be combined with plain models (%d of %d models are merged decoders)", c.Command.Name, len(merged), len(uniq(paths)))
-		}
-		return runBranches(c, paths, merged)
+		return action(c)
 	}
 }
 
-func uniq(s []string) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, x := range s {
-		if !seen[x] {
-			seen[x] = true
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
-// runBranches is branchwise's work for the merged models in paths.
-func runBranches(c *cli.Context, paths []string, merged map[string]*onnxio.Model) error {
+// runBranches is branchwise's work: the models (positional, and --base of
+// merge) are loaded and handed to the library's transform.RunBranches,
+// whose branch runs are this command run again on the lifted branches
+// (written to a temporary folder), with the same flags but without --data,
+// --gate, --report, --json and -o. merge --fisher-data computes each
+// model's Fisher once, on the branch the data takes (fisher.FromData on a
+// merged decoder), and hands the files to both branch runs as --fisher.
+func runBranches(c *cli.Context, action cli.ActionFunc) error {
 	raw, _ := c.Context.Value(rawArgsKey{}).([]string)
 	if raw == nil {
 		return fmt.Errorf("internal error: %s: the command line is not available for the branch runs", c.Command.Name)
-	}
-	for f := range branchRefusedFlags {
-		if c.IsSet(f) {
-			return usagef("--%s is not supported on an If-merged decoder", f)
-		}
 	}
 	out := c.String("o")
 	if out == "" {
 		return usagef("-o OUT.onnx is required")
 	}
-	lifted := map[string][]onnxio.Branch{}
-	var attrs []string
-	for p := range merged {
+	loaded := map[string]*onnxio.Model{}
+	load := func(p string) (*onnxio.Model, error) {
+		if m := loaded[p]; m != nil {
+			return m, nil
+		}
 		m, err := onnxio.Load(p)
 		if err != nil {
-			return fmt.Errorf("loading %s: %w", p, err)
+			return nil, fmt.Errorf("loading %s: %w", p, err)
 		}
-		merged[p] = m
-		bs, err := m.LiftBranches()
+		loaded[p] = m
+		return m, nil
+	}
+	var in transform.Input
+	args := c.Args().Slice()
+	for _, p := range args {
+		m, err := load(p)
 		if err != nil {
-			return fmt.Errorf("%s: %w", p, err)
+			return err
 		}
-		var names []string
-		for _, b := range bs {
-			names = append(names, b.Attr)
+		in.Models = append(in.Models, m)
+	}
+	base := ""
+	if b := c.String("base"); c.Command.Name == "merge" && b != "" {
+		m, err := load(b)
+		if err != nil {
+			return err
 		}
-		if attrs == nil {
-			attrs = names
-		} else if strings.Join(attrs, ",") != strings.Join(names, ",") {
-			return fmt.Errorf("%s: its If has the branches %v, another model's %v", p, names, attrs)
-		}
-		lifted[p] = bs
+		in.Base, base = m, b
+	}
+	if len(in.Models) == 0 {
+		return action(c) // the command reports what it misses
+	}
+	if _, err := transform.Merged(in); err != nil {
+		return err
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(out), ".onnxpost-branches-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	fmt.Fprintf(os.Stderr, "%s: If-merged decoder: transforming its branches (%s) as plain models, then joining them\n", c.Command.Name, strings.Join(attrs, ", "))
-	var joined []onnxio.Branch
-	reports := map[string]any{}
-	for i, attr := range attrs {
-		subst := map[string]string{}
-		for j, p := range paths {
-			if _, ok := subst[p]; ok {
-				continue
-			}
-			bp := filepath.Join(tmp, fmt.Sprintf("model%d.%s.onnx", j, attr))
-			if err := lifted[p][i].Model.Save(bp, &onnxio.SaveOptions{Context: c.Context}); err != nil {
-				return fmt.Errorf("writing branch %s of %s: %w", attr, p, err)
-			}
-			subst[p] = bp
-		}
-		bout := filepath.Join(tmp, "out."+attr+".onnx")
-		brep := filepath.Join(tmp, "report."+attr+".json")
-		args, err := branchArgs(c, raw, subst, bout, brep)
+	drop := maps.Clone(branchDropFlags)
+	var add []string
+	if m, _ := merge.ParseMethod(c.String("method")); c.Command.Name == "merge" && m == merge.Fisher && c.IsSet("fisher-data") && !c.IsSet("fisher") && !c.IsSet("config") {
+		// (other combinations are the branch runs' usage errors)
+		files, err := branchFishers(c, in.Models, args, tmp)
 		if err != nil {
 			return err
 		}
+		drop["fisher-data"] = true
+		add = append(add, "--fisher", strings.Join(files, ","))
+	}
+	fmt.Fprintf(os.Stderr, "%s: If-merged decoder: transforming its branches as plain models, then joining them\n", c.Command.Name)
+	shared := &sharedStats{}
+	if bs, err := in.Models[0].LiftBranches(); err == nil {
+		if i := transform.BaseBranch(bs); i >= 0 {
+			shared.base = bs[i].Attr
+		}
+	}
+	cand, brep, err := transform.RunBranches(c.Context, in, func(ctx context.Context, attr string, bin transform.Input) (*onnxio.Model, any, error) {
+		subst := map[string]string{}
+		save := func(p string, m *onnxio.Model) error {
+			if _, ok := subst[p]; ok {
+				return nil
+			}
+			bp := filepath.Join(tmp, fmt.Sprintf("model%d.%s.onnx", len(subst), attr))
+			if err := m.Save(bp, &onnxio.SaveOptions{Context: ctx}); err != nil {
+				return fmt.Errorf("writing branch %s of %s: %w", attr, p, err)
+			}
+			subst[p] = bp
+			return nil
+		}
+		for j, p := range args {
+			if err := save(p, bin.Models[j]); err != nil {
+				return nil, nil, err
+			}
+		}
+		if base != "" {
+			if err := save(base, bin.Base); err != nil {
+				return nil, nil, err
+			}
+		}
+		bout := filepath.Join(tmp, "out."+attr+".onnx")
+		brep := filepath.Join(tmp, "report."+attr+".json")
+		bargs, err := branchArgs(c, raw, subst, drop, append([]string{"-o", bout, "--report", brep}, add...))
+		if err != nil {
+			return nil, nil, err
+		}
 		fmt.Fprintf(os.Stderr, "%s: branch %s\n", c.Command.Name, attr)
-		ctx := context.WithValue(c.Context, branchRunKey{}, attr)
-		if err := newApp().RunContext(ctx, args); err != nil {
-			return fmt.Errorf("branch %s: %w", attr, err)
+		bctx := context.WithValue(context.WithValue(ctx, branchRunKey{}, attr), branchStatsKey{}, shared)
+		// a branch run records no provenance (cliProvenance: its command
+		// line names temporary files); the joined model gets the command's
+		if err := newApp().RunContext(bctx, bargs); err != nil {
+			return nil, nil, err
 		}
 		bm, err := onnxio.Load(bout)
 		if err != nil {
-			return fmt.Errorf("branch %s: %w", attr, err)
+			return nil, nil, err
 		}
-		joined = append(joined, onnxio.Branch{Attr: attr, Model: bm})
-		if b, err := os.ReadFile(brep); err == nil {
-			var r map[string]any
-			if json.Unmarshal(b, &r) == nil {
-				delete(r, "metrics")
-				delete(r, "reference")
-				reports[attr] = r
-			}
+		var r map[string]any
+		if b, err := os.ReadFile(brep); err == nil && json.Unmarshal(b, &r) == nil {
+			delete(r, "metrics")
+			delete(r, "reference")
 		}
-	}
-	ref := merged[paths[0]]
-	if b := c.String("base"); c.Command.Name == "merge" && b != "" {
-		ref = merged[b]
-	}
-	cand, err := ref.JoinBranches(joined)
+		return bm, r, nil
+	})
 	if err != nil {
 		return err
 	}
-	return finish(c, cand, ref, map[string]any{"branches": reports})
+	ref := in.Models[0]
+	if in.Base != nil {
+		ref = in.Base
+	}
+	return finish(c, cand, ref, map[string]any{"branches": brep.Branches})
+}
+
+// branchFishers computes, for merge --fisher-data on merged decoders, each
+// model's diagonal Fisher on its dataset (fisher.FromData computes it on
+// the branch the data takes; its tensors are the shared weights) and
+// writes them to dir; it returns the files, one per model.
+func branchFishers(c *cli.Context, models []*onnxio.Model, paths []string, dir string) ([]string, error) {
+	datas := strings.Split(c.String("fisher-data"), ",")
+	if len(datas) != 1 && len(datas) != len(models) {
+		return nil, usagef("--fisher-data takes one dataset or one per model (%d models, %d datasets)", len(models), len(datas))
+	}
+	so, err := sessionOptions(c)
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	for i, m := range models {
+		dp := datas[0]
+		if len(datas) > 1 {
+			dp = datas[i]
+		}
+		ds, err := loadDatasetFor(dp, valueNames(m.Inputs()))
+		if err != nil {
+			return nil, err
+		}
+		fm, r, err := fisher.FromData(c.Context, m, paths[i], ds, fisher.Options{Session: so, Seed: c.Int64("seed")})
+		if err != nil {
+			return nil, fmt.Errorf("Fisher of %s on %s: %w", paths[i], dp, err)
+		}
+		fmt.Fprintf(os.Stderr, "merge: the diagonal Fisher of %s on %s (its %s, the branch the data takes)\n", paths[i], dp, r.Branch)
+		f := filepath.Join(dir, fmt.Sprintf("fisher%d.onnx", i))
+		if err := fm.Save(f, &onnxio.SaveOptions{Context: c.Context}); err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	return files, nil
 }
 
 // branchArgs returns the command line of one branch run: raw (the
 // reordered command line) with every model path replaced by its branch
-// file (subst), the flags of branchDropFlags removed, and -o bout --report
-// brep added.
-func branchArgs(c *cli.Context, raw []string, subst map[string]string, bout, brep string) ([]string, error) {
+// file (subst), the flags named in drop removed, and add added after the
+// command's name.
+func branchArgs(c *cli.Context, raw []string, subst map[string]string, drop map[string]bool, add []string) ([]string, error) {
 	ci := -1
 	for i := 1; i < len(raw); i++ {
 		if c.Command.HasName(raw[i]) {
@@ -225,7 +316,7 @@ func branchArgs(c *cli.Context, raw []string, subst map[string]string, bout, bre
 		return s
 	}
 	out := append([]string{}, raw[:ci+1]...)
-	out = append(out, "-o", bout, "--report", brep)
+	out = append(out, add...)
 	rest := raw[ci+1:]
 	for i := 0; i < len(rest); i++ {
 		a := rest[i]
@@ -241,7 +332,7 @@ func branchArgs(c *cli.Context, raw []string, subst map[string]string, bout, bre
 			continue
 		}
 		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		drop := branchDropFlags[name]
+		drop := drop[name]
 		switch {
 		case hasVal:
 			if !drop {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -17,14 +18,33 @@ import (
 // lmSubset writes the first n windows of a zoo LM dataset to dir.
 func lmSubset(t *testing.T, dir, name string, n int64) string {
 	t.Helper()
+	return lmWindows(t, dir, name, n, 0)
+}
+
+// lmWindows writes the first n windows of a zoo LM dataset, cut to their
+// first tokens (all when tokens is 0), to dir.
+func lmWindows(t *testing.T, dir, name string, n, tokens int64) string {
+	t.Helper()
 	arrays, err := npz.ReadFile(zooPath(t, "data", name))
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]*npz.Array{}
 	for k, a := range arrays {
+		if len(a.Shape) != 2 {
+			t.Fatalf("%s: %s has shape %v, want [windows, tokens]", name, k, a.Shape)
+		}
 		row := int64(len(a.Data)) / a.Shape[0]
-		out[k] = &npz.Array{Type: a.Type, Shape: append([]int64{n}, a.Shape[1:]...), Data: a.Data[:n*row]}
+		cols := a.Shape[1]
+		if tokens > 0 {
+			cols = tokens
+		}
+		elem := row / a.Shape[1]
+		var data []byte
+		for i := int64(0); i < n; i++ {
+			data = append(data, a.Data[i*row:i*row+cols*elem]...)
+		}
+		out[k] = &npz.Array{Type: a.Type, Shape: []int64{n, cols}, Data: data}
 	}
 	p := filepath.Join(dir, name)
 	if err := npz.WriteFile(p, out); err != nil {
@@ -211,7 +231,7 @@ func TestMergedDecoderTransforms(t *testing.T) {
 }
 
 // A merge of If-merged decoders merges both branches; a merged decoder
-// beside a plain model, and --baselines (per-branch files), are refused.
+// beside a plain model is refused.
 func TestMergedDecoderMergeAndRefusals(t *testing.T) {
 	requireORT(t)
 	dir := t.TempDir()
@@ -234,10 +254,21 @@ func TestMergedDecoderMergeAndRefusals(t *testing.T) {
 		name string
 		args []string
 		code int
+		want string
 	}{
-		{"mixed", []string{"merge", "--method", "linear", "-o", "OUT", merged, plain}, 1},
-		{"baselines", []string{"search", merged, "--space", "sparsity", "--target", "0.3", "--calib", test, "--baselines", dir, "-o", "OUT"}, 2},
-		{"plots", []string{"search", merged, "--space", "sparsity", "--target", "0.3", "--calib", test, "--plots", dir, "-o", "OUT"}, 2},
+		{"mixed", []string{"merge", "--method", "linear", "-o", "OUT", merged, plain}, 1,
+			"an If-merged decoder cannot be combined with plain models (1 of 2 models are merged decoders)"},
+		{"mixed base", []string{"merge", "--method", "task_arithmetic", "--base", plain, "-o", "OUT", merged, merged}, 1,
+			"an If-merged decoder cannot be combined with plain models (1 of 2 models are merged decoders)"},
+		{"base only", []string{"merge", "--method", "task_arithmetic", "--base", merged, "-o", "OUT"}, 2,
+			"no models to merge: give models or a config"},
+		{"mixed fisher-data", []string{"merge", "--method", "fisher", "--fisher-data", test, "-o", "OUT", merged, plain}, 1,
+			"an If-merged decoder cannot be combined with plain models (1 of 2 models are merged decoders)"},
+		// the branch runs refuse these before any Fisher is computed
+		{"fisher-data without fisher", []string{"merge", "--method", "linear", "--fisher-data", test, "-o", "OUT", merged, merged}, 2,
+			"fisher and fisher-data are only used by method fisher"},
+		{"fisher and fisher-data", []string{"merge", "--method", "fisher", "--fisher", merged + "," + merged, "--fisher-data", test, "-o", "OUT", merged, merged}, 2,
+			"give either fisher files or fisher-data datasets, not both"},
 	} {
 		o := filepath.Join(dir, tc.name+".onnx")
 		args := []string{"onnxpost"}
@@ -247,8 +278,8 @@ func TestMergedDecoderMergeAndRefusals(t *testing.T) {
 			}
 			args = append(args, a)
 		}
-		if code := run(args); code != tc.code {
-			t.Errorf("%s: exit code %d, want %d", tc.name, code, tc.code)
+		if code, stderr := runStderr(t, args); code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%s: exit code %d, want %d; stderr %q, want %q", tc.name, code, tc.code, stderr, tc.want)
 		}
 		if _, err := os.Stat(o); !os.IsNotExist(err) {
 			t.Errorf("%s: %s written", tc.name, o)
@@ -299,5 +330,311 @@ func TestMergedDecoderFisher(t *testing.T) {
 	f := files["merged"]
 	if code := run([]string{"onnxpost", "merge", "--method", "fisher", "--fisher", f + "," + f, "-o", out, merged, merged}); code != 0 {
 		t.Fatalf("fisher merge of merged decoders: exit code %d", code)
+	}
+}
+
+// mergedLike writes base_merged.onnx with its shared weights replaced by
+// those of the plain decoder at plain (the zoo's fine-tunes are plain
+// exports whose weights carry the merged decoder's names) to dir/name.
+func mergedLike(t *testing.T, dir, name, plain string) string {
+	t.Helper()
+	m, err := onnxio.Load(zooPath(t, "zoo", "lm", "base_merged.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := onnxio.Load(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, n := range m.Initializers() {
+		have[n] = true
+	}
+	var ts []*onnxio.Tensor
+	for _, n := range p.Initializers() {
+		w, err := p.Initializer(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if have[n] && len(w.Shape) >= 2 {
+			ts = append(ts, w)
+		}
+	}
+	if len(ts) < 10 {
+		t.Fatalf("only %d weights of %s are named as in the merged decoder", len(ts), plain)
+	}
+	if m, err = m.WithInitializers(ts...); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, name)
+	if err := m.Save(out, nil); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// maxWeightDiff returns the largest difference, relative to the largest
+// magnitude of the tensor, between the float initializers of a and b that
+// b holds under the same name, and how many were compared.
+func maxWeightDiff(t *testing.T, a, b string) (float64, int) {
+	t.Helper()
+	ma, err := onnxio.Load(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := onnxio.Load(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var worst float64
+	n := 0
+	for _, name := range mb.Initializers() {
+		y, err := mb.Initializer(name)
+		if err != nil || !y.DType.IsFloat() || len(y.Shape) < 2 {
+			continue
+		}
+		x, err := ma.Initializer(name)
+		if err != nil {
+			t.Fatalf("%s lacks %s", a, name)
+		}
+		xv, _ := x.Float64()
+		yv, _ := y.Float64()
+		var d, mx float64
+		for i := range yv {
+			d = math.Max(d, math.Abs(xv[i]-yv[i]))
+			mx = math.Max(mx, math.Abs(yv[i]))
+		}
+		worst = math.Max(worst, d/math.Max(mx, 1e-30))
+		n++
+	}
+	return worst, n
+}
+
+// merge --method fisher --fisher-data on If-merged decoders computes each
+// model's Fisher once, on the branch the data takes (the no-cache one;
+// TestMergedDecoderFisher shows it equals the plain export's), and merges
+// the shared weights with it: the same model as merging with the Fisher
+// files the fisher command writes for the merged decoders, both branches of
+// the output computing the same logits.
+func TestMergedDecoderFisherData(t *testing.T) {
+	requireORT(t)
+	if testing.Short() {
+		t.Skip("four exact Fishers of the zoo LM")
+	}
+	dir := t.TempDir()
+	mBase := zooPath(t, "zoo", "lm", "base_merged.onnx")
+	mBible := mergedLike(t, dir, "bible_merged.onnx", zooPath(t, "zoo", "lm", "ft_bible.onnx"))
+	// the exact Fisher costs one backward per vocabulary entry per
+	// position: one window of three tokens (two positions counted)
+	calib := lmWindows(t, dir, "lm_pydoc_calib.npz", 1, 3)
+	test := lmSubset(t, dir, "lm_pydoc_test.npz", 4)
+	var files []string
+	for i, m := range []string{mBase, mBible} {
+		f := filepath.Join(dir, fmt.Sprintf("f%d.onnx", i))
+		if code, stderr := runStderr(t, []string{"onnxpost", "fisher", m, "--data", calib, "-o", f}); code != 0 {
+			t.Fatalf("fisher %s: exit code %d\n%s", m, code, stderr)
+		}
+		files = append(files, f)
+	}
+	outs := map[string]string{}
+	for name, flags := range map[string][]string{"data": {"--fisher-data", calib}, "files": {"--fisher", strings.Join(files, ",")}} {
+		outs[name] = filepath.Join(dir, name+".onnx")
+		args := append(append([]string{"onnxpost", "merge", "--method", "fisher", "-o", outs[name]}, flags...), mBase, mBible)
+		code, stderr := runStderr(t, args)
+		if code != 0 {
+			t.Fatalf("merge %v: exit code %d\n%s", flags, code, stderr)
+		}
+		if name == "data" && !strings.Contains(stderr, "the branch the data takes)") {
+			t.Errorf("stderr does not say which branch the Fisher is computed on:\n%s", stderr)
+		}
+	}
+	sameModel(t, outs["files"], outs["data"])
+	// the merge moved the weights: it is no copy of either input
+	for _, in := range []string{mBase, mBible} {
+		if d, _ := maxWeightDiff(t, outs["data"], in); d < 1e-4 {
+			t.Errorf("the Fisher merge equals its input %s (difference %.3g)", in, d)
+		}
+	}
+	if d := cacheBranchAgrees(t, outs["data"], test); d > 1e-5 {
+		t.Errorf("cache and no-cache branches differ by %.3g (relative)", d)
+	}
+}
+
+// search --baselines and --plots on an If-merged decoder: the baselines
+// are merged decoders (each branch's baseline joined, both branches giving
+// the same logits) with the weights of the plain export's baselines, and
+// the plots are written.
+func TestMergedDecoderSearchBaselinesPlots(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	calib := lmSubset(t, dir, "lm_pydoc_calib.npz", 8)
+	test := lmSubset(t, dir, "lm_pydoc_test.npz", 4)
+	for name, model := range map[string]string{"merged": zooPath(t, "zoo", "lm", "base_merged.onnx"), "plain": zooPath(t, "zoo", "lm", "base.onnx")} {
+		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		args := []string{"onnxpost", "search", model, "--space", "sparsity", "--target", "0.3", "--calib", calib,
+			"--generations", "1", "--offspring", "2", "--tokens", "4:16", "--cache-dir", "",
+			"--baselines", filepath.Join(dir, name, "baselines"), "--plots", filepath.Join(dir, name, "plots"), "-o", filepath.Join(dir, name, "out.onnx")}
+		if code, stderr := runStderr(t, args); code != 0 {
+			t.Fatalf("%s: exit code %d\n%s", name, code, stderr)
+		}
+	}
+	for _, b := range []string{"uniform", "per-layer-error"} {
+		mp := filepath.Join(dir, "merged", "baselines", b+".onnx")
+		m, err := onnxio.Load(mp)
+		if err != nil {
+			t.Fatalf("%s baseline: %v", b, err)
+		}
+		if _, ok := m.IfMerged(); !ok {
+			t.Errorf("the %s baseline is not a merged decoder (ops %v)", b, m.OpCounts())
+		}
+		if d := cacheBranchAgrees(t, mp, test); d > 1e-5 {
+			t.Errorf("%s baseline: cache and no-cache branches differ by %.3g (relative)", b, d)
+		}
+		if d, n := maxWeightDiff(t, mp, filepath.Join(dir, "plain", "baselines", b+".onnx")); n < 10 || d > 1e-6 {
+			t.Errorf("%s baseline vs the plain export's: %d weights compared, largest relative difference %.3g", b, n, d)
+		}
+	}
+	for _, p := range []string{"search_fitness.png"} {
+		for _, name := range []string{"merged", "plain"} {
+			if st, err := os.Stat(filepath.Join(dir, name, "plots", p)); err != nil || st.Size() == 0 {
+				t.Errorf("%s plots: %s: %v", name, p, err)
+			}
+		}
+	}
+}
+
+// A recipe chaining sparsify (Wanda 2:4, calibrated) and quantize (int8)
+// on an If-merged decoder runs in process through transform.Apply and
+// gives the model the two commands give chained one by one; the result is
+// a merged decoder whose branches compute the same logits.
+func TestMergedDecoderRecipeEqualsCommands(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	merged := zooPath(t, "zoo", "lm", "base_merged.onnx")
+	calib := lmSubset(t, dir, "lm_pydoc_calib.npz", 8)
+	test := lmSubset(t, dir, "lm_pydoc_test.npz", 4)
+	runRecipe(t, dir, "output: recipe.onnx\nsteps:\n"+
+		"  - sparsify: {pattern: \"2:4\", method: wanda, calib: "+abs(t, calib)+", inputs: ["+abs(t, merged)+"]}\n"+
+		"  - quantize: {weights: int8}\n")
+	sp, q := filepath.Join(dir, "sparse.onnx"), filepath.Join(dir, "cli.onnx")
+	for _, args := range [][]string{
+		{"sparsify", merged, "--pattern", "2:4", "--method", "wanda", "--calib", calib, "-o", sp},
+		{"quantize", sp, "--weights", "int8", "-o", q},
+	} {
+		if code, stderr := runStderr(t, append([]string{"onnxpost"}, args...)); code != 0 {
+			t.Fatalf("%s: exit code %d\n%s", args[0], code, stderr)
+		}
+	}
+	got, err := onnxio.Load(filepath.Join(dir, "recipe.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := onnxio.Load(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.SameGraph(want) {
+		t.Errorf("the recipe's model differs from the commands' (ops %v vs %v)", got.OpCounts(), want.OpCounts())
+	}
+	if got.OpCounts()["If"] != 1 || !slices.ContainsFunc(got.Inputs(), func(v onnxio.ValueInfo) bool { return v.Name == "use_cache_branch" }) {
+		t.Errorf("the recipe's output is no longer a merged decoder (ops %v)", got.OpCounts())
+	}
+	if d := cacheBranchAgrees(t, filepath.Join(dir, "recipe.onnx"), test); d > 1e-5 {
+		t.Errorf("cache and no-cache branches differ by %.3g (relative)", d)
+	}
+}
+
+// The branch runs of a command on an If-merged decoder capture statistics
+// keyed by weight names (Grams, column norms) once, on the no-cache
+// branch, and the cache branch's run takes them; activation ranges
+// (static int8) and sequential pruning's statistics are captured per
+// branch.
+func TestMergedDecoderCommandsShareCalibration(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	merged := zooPath(t, "zoo", "lm", "base_merged.onnx")
+	calib := lmSubset(t, dir, "lm_pydoc_calib.npz", 4)
+	const msg = "branch then_branch: the calibration statistics of the else_branch (keyed by weight names)"
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		shared bool
+	}{
+		{"wanda", []string{"sparsify", "--pattern", "2:4", "--method", "wanda"}, true},
+		{"sparsegpt sequential", []string{"sparsify", "--pattern", "2:4", "--method", "sparsegpt", "--sequential"}, false},
+		{"gptq", []string{"quantize", "--weights", "int4", "--method", "gptq"}, true},
+		{"lowrank whitened", []string{"lowrank", "--rank-ratio", "0.5", "--whiten"}, true},
+		{"int8 static", []string{"quantize", "--weights", "int8", "--activations", "int8"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".onnx")
+			args := append(append([]string{"onnxpost"}, tc.args...), merged, "--calib", calib, "-o", out)
+			code, stderr := runStderr(t, args)
+			if code != 0 {
+				t.Fatalf("exit code %d\n%s", code, stderr)
+			}
+			if got := strings.Contains(stderr, msg); got != tc.shared {
+				t.Errorf("statistics shared: %v, want %v\n%s", got, tc.shared, stderr)
+			}
+		})
+	}
+}
+
+// A recipe step that runs through the command line (search) on an
+// If-merged decoder splits it with the step's own command line.
+func TestMergedDecoderRecipeSearchStep(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	merged := zooPath(t, "zoo", "lm", "base_merged.onnx")
+	calib := lmSubset(t, dir, "lm_pydoc_calib.npz", 4)
+	test := lmSubset(t, dir, "lm_pydoc_test.npz", 4)
+	runRecipe(t, dir, "output: out.onnx\nsteps:\n"+
+		"  - search: {space: sparsity, target: 0.3, generations: 1, offspring: 2, tokens: \"4:16\", cache-dir: \"\", calib: "+abs(t, calib)+", inputs: ["+abs(t, merged)+"]}\n")
+	if d := cacheBranchAgrees(t, filepath.Join(dir, "out.onnx"), test); d > 1e-5 {
+		t.Errorf("cache and no-cache branches differ by %.3g (relative)", d)
+	}
+}
+
+// The joined model of a command on an If-merged decoder records the
+// transform (onnxpost.sparsity, as the plain model's output does) and the
+// command's provenance, not the branch runs' temporary files.
+func TestMergedDecoderMetadata(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	merged := zooPath(t, "zoo", "lm", "base_merged.onnx")
+	out := filepath.Join(dir, "s.onnx")
+	if code, stderr := runStderr(t, []string{"onnxpost", "sparsify", merged, "--pattern", "2:4", "-o", out}); code != 0 {
+		t.Fatalf("exit code %d\n%s", code, stderr)
+	}
+	m, err := onnxio.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := m.Metadata()
+	if !strings.HasPrefix(meta["onnxpost.sparsity"], "magnitude 2:4, ") {
+		t.Errorf("onnxpost.sparsity = %q", meta["onnxpost.sparsity"])
+	}
+	for k, v := range meta {
+		if strings.Contains(v, ".onnxpost-branches-") {
+			t.Errorf("%s names a branch run's temporary file: %s", k, v)
+		}
+	}
+	if !strings.Contains(meta["onnxpost.command"], merged) {
+		t.Errorf("onnxpost.command = %q, want the command's", meta["onnxpost.command"])
+	}
+}
+
+// runRecipe writes body as dir/r.yaml and runs it (onnxpost run), failing
+// the test unless it exits 0.
+func runRecipe(t *testing.T, dir, body string) {
+	t.Helper()
+	recipe := filepath.Join(dir, "r.yaml")
+	if err := os.WriteFile(recipe, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, stderr := runStderr(t, []string{"onnxpost", "run", recipe}); code != 0 {
+		t.Fatalf("run: exit code %d\n%s", code, stderr)
 	}
 }

@@ -200,8 +200,13 @@ func commitOptions(c *cli.Context, report map[string]any) (release.Options, erro
 }
 
 // cliProvenance is the provenance a command records: the tool version,
-// its command line and the SHA-256 of the files among its arguments.
+// its command line and the SHA-256 of the files among its arguments (nil
+// in the branch run of a merged decoder, whose arguments are temporary
+// files: the joined model records the command's).
 func cliProvenance(c *cli.Context) (*release.Provenance, error) {
+	if c.Context.Value(branchRunKey{}) != nil {
+		return nil, nil
+	}
 	var files []string
 	for _, a := range c.Args().Slice() {
 		if st, err := os.Stat(a); err == nil && st.Mode().IsRegular() {

@@ -131,9 +131,11 @@ func lowrankError(err error) error {
 // lowrankCalibration loads --calib and captures XᵀX of the inputs of the
 // layers Apply will decompose (pipeline.LowrankCalibration).
 func lowrankCalibration(c *cli.Context, model *onnxio.Model, opt lowrank.Options) (calib.Stats, error) {
-	ds, co, err := calibData(c)
-	if err != nil {
-		return nil, err
-	}
-	return pipeline.LowrankCalibration(c.Context, model, ds, opt, co)
+	return branchStats(c, func() (calib.Stats, error) {
+		ds, co, err := calibData(c)
+		if err != nil {
+			return nil, err
+		}
+		return pipeline.LowrankCalibration(c.Context, model, ds, opt, co)
+	})
 }

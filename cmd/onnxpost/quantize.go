@@ -182,11 +182,13 @@ func quantizeOptions(c *cli.Context) (quant.Options, error) {
 // quantCapture loads --calib and captures what the options need
 // (pipeline.QuantCalibration).
 func quantCapture(c *cli.Context, model *onnxio.Model, opt quant.Options) (*evalharness.Stats, error) {
-	ds, co, err := calibData(c)
-	if err != nil {
-		return nil, err
-	}
-	return pipeline.QuantCalibration(c.Context, model, ds, opt, co)
+	return branchStats(c, func() (*evalharness.Stats, error) {
+		ds, co, err := calibData(c)
+		if err != nil {
+			return nil, err
+		}
+		return pipeline.QuantCalibration(c.Context, model, ds, opt, co)
+	})
 }
 
 // writeQuantTable prints the per-layer table of a quantization report.

@@ -225,14 +225,16 @@ func writeSparsityTable(w io.Writer, rep sparsity.Report) {
 // each layer's input on the model pruned so far
 // (pipeline.SequentialSparsityCalibration).
 func sparsifyCalibration(c *cli.Context, model *onnxio.Model, sel sparsity.Selection, method sparsity.Method) (calib.Stats, error) {
-	ds, co, err := calibData(c)
-	if err != nil {
-		return nil, err
-	}
-	if c.Bool("sequential") {
-		return pipeline.SequentialSparsityCalibration(c.Context, model, ds, co), nil
-	}
-	return pipeline.SparsityCalibration(c.Context, model, ds, sel, method, co)
+	return branchStats(c, func() (calib.Stats, error) {
+		ds, co, err := calibData(c)
+		if err != nil {
+			return nil, err
+		}
+		if c.Bool("sequential") {
+			return pipeline.SequentialSparsityCalibration(c.Context, model, ds, co), nil
+		}
+		return pipeline.SparsityCalibration(c.Context, model, ds, sel, method, co)
+	})
 }
 
 // calibData loads --calib and returns the calibration options of
