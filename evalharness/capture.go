@@ -25,8 +25,23 @@ type CaptureOptions struct {
 	// Histograms take a second pass over the data: the first finds each
 	// tensor's range.
 	Bins int
-	// Batch is the number of samples per run (default 64).
+	// Batch is the largest number of samples per run (default 64); see
+	// BatchBytes.
 	Batch int
+	// BatchBytes bounds the bytes one run holds: the activations it
+	// fetches (as the session returns them; ONNX Runtime holds as many
+	// while it runs) and the float64 copy of the largest (values are
+	// converted one at a time, into one buffer). When the model's batch
+	// axis is free, Capture first runs one sample alone to measure these
+	// bytes, then the data in batches of as many samples as fit (at least
+	// one, at most Batch). 0 means DefaultBatchBytes; a negative value, no
+	// bound (Batch samples per run). The statistics accumulate row after
+	// row into running sums, so they do not depend on how the data is cut
+	// into batches; ONNX Runtime's activations may, in the last bits, so
+	// a capture whose Batch fits the budget gives the statistics of
+	// Batch-sample runs, as before (the measuring run is accumulated only
+	// when the batches are of one sample).
+	BatchBytes int64
 	// Session configures the ONNX Runtime session.
 	Session SessionOptions
 	// MaxGramBytes, when > 0, bounds the memory of the Grams held at once.
@@ -55,6 +70,11 @@ type TensorStats = calib.TensorStats
 type Histogram = calib.Histogram
 
 var _ calib.Stats = (*Stats)(nil)
+
+// DefaultBatchBytes is CaptureOptions.BatchBytes when it is 0: the
+// activations of one run, at most 64 MiB unless a single sample needs
+// more.
+const DefaultBatchBytes = 64 << 20
 
 // im2colChunkElems bounds the im2col buffer of one Conv (float64s). (A
 // variable so that tests exercise several chunks.)
@@ -139,34 +159,6 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 	if err != nil {
 		return err
 	}
-	values := func(i, j int64) (map[string][]float64, map[string][]int64, error) {
-		vals := map[string][]float64{}
-		shapes := map[string][]int64{}
-		if runner != nil {
-			outs, err := runner.Run(feed(runner, ds, i, j))
-			if err != nil {
-				return nil, nil, err
-			}
-			for k, o := range outs {
-				v, err := o.Float64()
-				if err != nil {
-					return nil, nil, fmt.Errorf("%w: %s: %v", ErrCapture, fetch[k], err)
-				}
-				vals[fetch[k]], shapes[fetch[k]] = v, o.Shape
-			}
-		}
-		for _, name := range fromData {
-			if a, ok := ds.Inputs[name]; ok {
-				s := a.Slice(i, j)
-				v, err := s.Float64()
-				if err != nil {
-					return nil, nil, err
-				}
-				vals[name], shapes[name] = v, s.Shape
-			}
-		}
-		return vals, shapes, nil
-	}
 	// Token positions the attention_mask marks as padding stay out of
 	// every statistic: activations with one row per position lose those
 	// rows (calib.KeepRows).
@@ -176,22 +168,114 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 		}
 		return ds.TokenMask(i, j)
 	}
+	// run runs samples [i, j) through the session (no outputs without
+	// one) and returns what it fetched with the bytes Capture holds for
+	// them: the fetched values and a float64 copy of the largest value.
+	run := func(i, j int64) ([]*Array, int64, error) {
+		var outs []*Array
+		var held, largest int64
+		if runner != nil {
+			var err error
+			if outs, err = runner.Run(feed(runner, ds, i, j)); err != nil {
+				return nil, 0, err
+			}
+		}
+		for _, o := range outs {
+			held += int64(len(o.Data))
+			largest = max(largest, o.NumElements())
+		}
+		for _, name := range fromData {
+			if a, ok := ds.Inputs[name]; ok {
+				largest = max(largest, a.Slice(i, j).NumElements())
+			}
+		}
+		return outs, held + 8*largest, nil
+	}
+	// add accumulates samples [i, j), outs fetched for them, one value at
+	// a time, each converted to float64 in one reused buffer.
+	var buf []float64
+	add := func(i, j int64, outs []*Array) error {
+		mask := tokenMask(i, j)
+		var err error
+		for k, o := range outs {
+			outs[k] = nil // collectable once accumulated
+			if buf, err = o.Float64Into(buf); err != nil {
+				return fmt.Errorf("%w: %s: %v", ErrCapture, fetch[k], err)
+			}
+			if err := acc.AddValue(fetch[k], buf, o.Shape, mask); err != nil {
+				return fmt.Errorf("%w: %w", ErrCapture, err)
+			}
+		}
+		for _, name := range fromData {
+			var v []float64
+			var shape []int64
+			if a, ok := ds.Inputs[name]; ok {
+				s := a.Slice(i, j)
+				if buf, err = s.Float64Into(buf); err != nil {
+					return err
+				}
+				v, shape = buf, s.Shape
+			}
+			if err := acc.AddValue(name, v, shape, mask); err != nil {
+				return fmt.Errorf("%w: %w", ErrCapture, err)
+			}
+		}
+		if err := acc.AddSamples(j - i); err != nil {
+			return fmt.Errorf("%w: %w", ErrCapture, err)
+		}
+		return nil
+	}
+	// With a free batch axis and values to fetch, one sample run alone
+	// sizes the batches under the budget. It is accumulated only when
+	// the batches are of one sample: ONNX Runtime's results may differ in
+	// the last bits between batch sizes, so the statistics are those of
+	// the batches used for the rest of the data.
+	budget := opt.BatchBytes
+	if budget == 0 {
+		budget = DefaultBatchBytes
+	}
+	start := int64(0)
+	if runner != nil && budget > 0 && ds.N > 1 && batch > 1 && !ds.batchFixed(ModelInputs(m)) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		outs, held, err := run(0, 1)
+		if err != nil {
+			return err
+		}
+		if batch = batchFor(budget, held, batch); batch == 1 {
+			if err := add(0, 1, outs); err != nil {
+				return err
+			}
+			start = 1
+		}
+	}
 	for again := true; again; again = acc.EndPass() {
-		for i := int64(0); i < ds.N; i += batch {
+		for i := start; i < ds.N; i += batch {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			j := min(i+batch, ds.N)
-			vals, shapes, err := values(i, j)
+			outs, _, err := run(i, j)
 			if err != nil {
 				return err
 			}
-			if err := acc.Add(vals, shapes, tokenMask(i, j), j-i); err != nil {
-				return fmt.Errorf("%w: %w", ErrCapture, err)
+			if err := add(i, j, outs); err != nil {
+				return err
 			}
 		}
+		start = 0
 	}
 	return nil
+}
+
+// batchFor returns the samples per run that keep perSample bytes each
+// within budget: at least 1, at most limit.
+func batchFor(budget, perSample, limit int64) int64 {
+	if perSample <= 0 {
+		return limit
+	}
+	return max(1, min(limit, budget/perSample))
 }
 
 // ModelInputs describes m's graph inputs that are not initializers as
