@@ -389,6 +389,11 @@ func (l *layer) add(x []float64, shape []int64, chunk int) error {
 	}
 	d := l.g.D()
 	switch {
+	case l.conv != nil && l.g.norms:
+		// the column norms straight from the input, no patches
+		rows, err := l.conv.AddSquaredNorms(x, shape, l.g.xtx)
+		l.g.n += rows
+		return err
 	case l.conv != nil:
 		return l.conv.Patches(x, shape, max(1, chunk/d), func(mat []float64, rows int) {
 			l.g.AddRows(mat[:rows*d])
