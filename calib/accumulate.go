@@ -277,6 +277,23 @@ func (a *Accumulator) AddValue(name string, x []float64, shape []int64, mask []b
 	return nil
 }
 
+// Divisible reports whether value name may be added in consecutive pieces
+// along its first axis (AddValue of each piece, in order, with its part of
+// the mask) with the same result as whole: every statistic reading it
+// accumulates its rows, patches or elements in that order. An input read
+// by columns (Gemm with transA) is not.
+func (a *Accumulator) Divisible(name string) bool {
+	if a.pass == 1 {
+		return true
+	}
+	for _, l := range a.readers(name) {
+		if l.transA {
+			return false
+		}
+	}
+	return true
+}
+
 // AddSamples counts n samples whose values AddValue has accumulated (the
 // histogram pass counts none).
 func (a *Accumulator) AddSamples(n int64) error {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/calib/calibtest"
+	"github.com/onnxpost/onnxpost/onnxio"
 )
 
 // TestStatisticsIgnoreBatching: the suite's layers (MatMul, Gemm, grouped
@@ -115,5 +116,44 @@ func TestAddColumnsIgnoresSplits(t *testing.T) {
 		if !slices.Equal(nd.Diagonal(), wholeNorms.Diagonal()) || !slices.Equal(nd.Diagonal(), whole.Diagonal()) {
 			t.Fatalf("columns %d at a time: norms differ", step)
 		}
+	}
+}
+
+// TestDivisible: values read by rows, patches or elements may be added a
+// piece of the first axis at a time; a Gemm transA input (read by
+// columns) may not, but its histogram pass may.
+func TestDivisible(t *testing.T) {
+	f := calibtest.Layers(t)
+	a, err := calib.NewAccumulator(f.Model, f.Request)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range a.Values() {
+		if !a.Divisible(name) {
+			t.Errorf("%s: not divisible", name)
+		}
+	}
+	m := onnxio.New("g", 17)
+	m.AddInput(onnxio.ValueInfo{Name: "a", DType: onnxio.Float, Shape: []onnxio.Dim{{Value: 3}, {Param: "n"}}})
+	w, _ := onnxio.FromFloat32("w", onnxio.Float, []int64{3, 2}, make([]float32, 6))
+	if err := m.SetInitializer(w); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.InsertNodes(onnxio.Node{Name: "gemm", OpType: "Gemm", Inputs: []string{"a", "w"}, Outputs: []string{"y"}, Attrs: []onnxio.Attr{onnxio.AttrInt("transA", 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	m.AddOutput(onnxio.ValueInfo{Name: "y", DType: onnxio.Float})
+	a, err = calib.NewAccumulator(m, calib.Request{Norms: []string{"w"}, Tensors: []string{"a"}, Bins: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Divisible("a") {
+		t.Error("a Gemm transA input is divisible")
+	}
+	if err := a.Add(map[string][]float64{"a": {1, 2, 3, 4, 5, 6}}, map[string][]int64{"a": {3, 2}}, nil, 2); err != nil {
+		t.Fatal(err)
+	}
+	if !a.EndPass() || !a.Divisible("a") {
+		t.Error("the histogram pass of a Gemm transA input is not divisible")
 	}
 }

@@ -168,9 +168,19 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 		}
 		return ds.TokenMask(i, j)
 	}
+	// pieces returns how many pieces value a of a batch of n samples is
+	// converted and accumulated in: one per sample when its first axis is
+	// the samples' (the statistics do not depend on the cut), else one.
+	pieces := func(name string, a *Array, n int64) int64 {
+		if n > 1 && len(a.Shape) > 0 && a.Shape[0] == n && acc.Divisible(name) {
+			return n
+		}
+		return 1
+	}
 	// run runs samples [i, j) through the session (no outputs without
 	// one) and returns what it fetched with the bytes Capture holds for
-	// them: the fetched values and a float64 copy of the largest value.
+	// them: the fetched values and the float64 buffer, which takes the
+	// largest piece of a value.
 	run := func(i, j int64) ([]*Array, int64, error) {
 		var outs []*Array
 		var held, largest int64
@@ -180,43 +190,66 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 				return nil, 0, err
 			}
 		}
-		for _, o := range outs {
+		for k, o := range outs {
 			held += int64(len(o.Data))
-			largest = max(largest, o.NumElements())
+			largest = max(largest, o.NumElements()/pieces(fetch[k], o, j-i))
 		}
 		for _, name := range fromData {
 			if a, ok := ds.Inputs[name]; ok {
-				largest = max(largest, a.Slice(i, j).NumElements())
+				s := a.Slice(i, j)
+				largest = max(largest, s.NumElements()/pieces(name, s, j-i))
 			}
 		}
 		return outs, held + 8*largest, nil
 	}
-	// add accumulates samples [i, j), outs fetched for them, one value at
-	// a time, each converted to float64 in one reused buffer.
+	// addValue accumulates value a of samples [i, j) piece by piece, each
+	// converted to float64 in one reused buffer; a nil a is a value the
+	// batch lacks.
 	var buf []float64
+	addValue := func(name string, a *Array, i, j int64, mask []bool) error {
+		if a == nil {
+			return acc.AddValue(name, nil, nil, mask)
+		}
+		n := j - i
+		p := pieces(name, a, n)
+		if int64(len(mask))%n != 0 {
+			p = 1 // (the mask has one flag per position of every sample)
+		}
+		for s := int64(0); s < p; s++ {
+			part, m := a, mask
+			if p > 1 {
+				part = a.Slice(s, s+1)
+				if mask != nil {
+					per := int64(len(mask)) / n
+					m = mask[s*per : (s+1)*per]
+				}
+			}
+			var err error
+			if buf, err = part.Float64Into(buf); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			if err := acc.AddValue(name, buf, part.Shape, m); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// add accumulates samples [i, j), outs fetched for them, one value at
+	// a time.
 	add := func(i, j int64, outs []*Array) error {
 		mask := tokenMask(i, j)
-		var err error
 		for k, o := range outs {
 			outs[k] = nil // collectable once accumulated
-			if buf, err = o.Float64Into(buf); err != nil {
-				return fmt.Errorf("%w: %s: %v", ErrCapture, fetch[k], err)
-			}
-			if err := acc.AddValue(fetch[k], buf, o.Shape, mask); err != nil {
+			if err := addValue(fetch[k], o, i, j, mask); err != nil {
 				return fmt.Errorf("%w: %w", ErrCapture, err)
 			}
 		}
 		for _, name := range fromData {
-			var v []float64
-			var shape []int64
+			var v *Array
 			if a, ok := ds.Inputs[name]; ok {
-				s := a.Slice(i, j)
-				if buf, err = s.Float64Into(buf); err != nil {
-					return err
-				}
-				v, shape = buf, s.Shape
+				v = a.Slice(i, j)
 			}
-			if err := acc.AddValue(name, v, shape, mask); err != nil {
+			if err := addValue(name, v, i, j, mask); err != nil {
 				return fmt.Errorf("%w: %w", ErrCapture, err)
 			}
 		}
