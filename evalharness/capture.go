@@ -30,11 +30,12 @@ type CaptureOptions struct {
 	Batch int
 	// BatchBytes bounds the bytes one run holds: the activations it
 	// fetches (as the session returns them; ONNX Runtime holds as many
-	// while it runs) and the float64 copy of the largest (values are
-	// converted one at a time, into one buffer). When the model's batch
-	// axis is free, Capture first runs one sample alone to measure these
-	// bytes, then the data in batches of as many samples as fit (at least
-	// one, at most Batch). 0 means DefaultBatchBytes; a negative value, no
+	// while it runs) and the float64 buffer they are converted into, one
+	// value at a time (a sample at a time when the value's first axis is
+	// the samples'). When the model's batch axis is free, Capture first
+	// runs one sample alone to measure these bytes, then the data in
+	// batches of as many times them as fit (at least one sample, at most
+	// Batch). 0 means DefaultBatchBytes; a negative value, no
 	// bound (Batch samples per run). The statistics accumulate row after
 	// row into running sums, so they do not depend on how the data is cut
 	// into batches; ONNX Runtime's activations may, in the last bits, so
