@@ -26,23 +26,22 @@ type CaptureOptions struct {
 	// tensor's range.
 	Bins int
 	// Batch is the largest number of samples per run (default 64); see
-	// BatchBytes.
+	// MaxBatchBytes.
 	Batch int
-	// BatchBytes bounds the bytes one run holds: the activations it
+	// MaxBatchBytes bounds the bytes one run holds: the activations it
 	// fetches (as the session returns them; ONNX Runtime holds as many
 	// while it runs) and the float64 buffer they are converted into, one
 	// value at a time (a sample at a time when the value's first axis is
 	// the samples'). When the model's batch axis is free, Capture first
 	// runs one sample alone to measure these bytes, then the data in
 	// batches of as many times them as fit (at least one sample, at most
-	// Batch). 0 means DefaultBatchBytes; a negative value, no
+	// Batch). 0 means DefaultMaxBatchBytes; a negative value, no
 	// bound (Batch samples per run). The statistics accumulate row after
 	// row into running sums, so they do not depend on how the data is cut
 	// into batches; ONNX Runtime's activations may, in the last bits, so
-	// a capture whose Batch fits the budget gives the statistics of
-	// Batch-sample runs, as before (the measuring run is accumulated only
-	// when the batches are of one sample).
-	BatchBytes int64
+	// the measuring run is not accumulated and a capture whose Batch fits
+	// the budget gives the statistics of Batch-sample runs, as before.
+	MaxBatchBytes int64
 	// Session configures the ONNX Runtime session.
 	Session SessionOptions
 	// MaxGramBytes, when > 0, bounds the memory of the Grams held at once.
@@ -72,10 +71,10 @@ type Histogram = calib.Histogram
 
 var _ calib.Stats = (*Stats)(nil)
 
-// DefaultBatchBytes is CaptureOptions.BatchBytes when it is 0: the
+// DefaultMaxBatchBytes is CaptureOptions.MaxBatchBytes when it is 0: the
 // activations of one run, at most 64 MiB unless a single sample needs
 // more.
-const DefaultBatchBytes = 64 << 20
+const DefaultMaxBatchBytes = 64 << 20
 
 // im2colChunkElems bounds the im2col buffer of one Conv (float64s). (A
 // variable so that tests exercise several chunks.)
@@ -260,32 +259,25 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 		return nil
 	}
 	// With a free batch axis and values to fetch, one sample run alone
-	// sizes the batches under the budget. It is accumulated only when
-	// the batches are of one sample: ONNX Runtime's results may differ in
-	// the last bits between batch sizes, so the statistics are those of
-	// the batches used for the rest of the data.
-	budget := opt.BatchBytes
+	// sizes the batches under the budget. It is not accumulated: ONNX
+	// Runtime's results may differ in the last bits between batch sizes,
+	// so the statistics are those of the batches that follow.
+	budget := opt.MaxBatchBytes
 	if budget == 0 {
-		budget = DefaultBatchBytes
+		budget = DefaultMaxBatchBytes
 	}
-	start := int64(0)
-	if runner != nil && budget > 0 && ds.N > 1 && batch > 1 && !ds.batchFixed(ModelInputs(m)) {
+	if runner != nil && budget > 0 && batch > 1 && !ds.batchFixed(ModelInputs(m)) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		outs, held, err := run(0, 1)
+		_, held, err := run(0, 1)
 		if err != nil {
 			return err
 		}
-		if batch = batchFor(budget, held, batch); batch == 1 {
-			if err := add(0, 1, outs); err != nil {
-				return err
-			}
-			start = 1
-		}
+		batch = batchWithin(batch, held, budget)
 	}
 	for again := true; again; again = acc.EndPass() {
-		for i := start; i < ds.N; i += batch {
+		for i := int64(0); i < ds.N; i += batch {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -298,18 +290,17 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 				return err
 			}
 		}
-		start = 0
 	}
 	return nil
 }
 
-// batchFor returns the samples per run that keep perSample bytes each
-// within budget: at least 1, at most limit.
-func batchFor(budget, perSample, limit int64) int64 {
-	if perSample <= 0 {
-		return limit
+// batchWithin returns the largest batch size up to batch whose samples of
+// per bytes each fit in budget, at least 1.
+func batchWithin(batch, per, budget int64) int64 {
+	if per <= 0 {
+		return batch
 	}
-	return max(1, min(limit, budget/perSample))
+	return max(1, min(batch, budget/per))
 }
 
 // ModelInputs describes m's graph inputs that are not initializers as

@@ -63,14 +63,14 @@ func mlpRequest(open evalharness.Opener) evalharness.CaptureOptions {
 }
 
 // TestCaptureBatchingKeepsStatistics: however Capture cuts the data into
-// runs (one run of every sample, Batch alone, the BatchBytes sizing with
+// runs (one run of every sample, Batch alone, the MaxBatchBytes sizing with
 // one sample per run or several, a partial last batch), every statistic is
 // bit for bit the same; the runs are the sizes the options ask for.
 func TestCaptureBatchingKeepsStatistics(t *testing.T) {
 	m, ds := zooMLP(t)
 	var refRuns []run
 	opt := mlpRequest(measuring(&refRuns))
-	opt.Batch, opt.BatchBytes = int(ds.N), -1
+	opt.Batch, opt.MaxBatchBytes = int(ds.N), -1
 	ref, err := evalharness.Capture(context.Background(), m, ds, opt)
 	if err != nil {
 		t.Fatal(err)
@@ -95,31 +95,22 @@ func TestCaptureBatchingKeepsStatistics(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var runs []run
 			opt := mlpRequest(measuring(&runs))
-			opt.Batch, opt.BatchBytes = tc.batch, tc.batchBytes
+			opt.Batch, opt.MaxBatchBytes = tc.batch, tc.batchBytes
 			st, err := evalharness.Capture(context.Background(), m, ds, opt)
 			if err != nil {
 				t.Fatal(err)
 			}
 			// two passes (ranges, then histograms), after a run of one
-			// sample that measures when BatchBytes ≥ 0 (and is the first
-			// batch when batches are of one sample)
+			// sample that measures when MaxBatchBytes ≥ 0
 			var want []int64
-			chunks := func(from int64) {
-				for i := from; i < ds.N; i += tc.want {
+			if tc.batchBytes >= 0 {
+				want = append(want, 1)
+			}
+			for range 2 {
+				for i := int64(0); i < ds.N; i += tc.want {
 					want = append(want, min(tc.want, ds.N-i))
 				}
 			}
-			if tc.batchBytes >= 0 {
-				want = append(want, 1)
-				if tc.want == 1 {
-					chunks(1)
-				} else {
-					chunks(0)
-				}
-			} else {
-				chunks(0)
-			}
-			chunks(0)
 			got := make([]int64, len(runs))
 			for i, r := range runs {
 				got[i] = r.samples
@@ -161,15 +152,15 @@ func compareStats(t *testing.T, want, got *evalharness.Stats) {
 	}
 }
 
-// TestCaptureBatchBytesBound: with BatchBytes set, every run of more than
+// TestCaptureMaxBatchBytesBound: with MaxBatchBytes set, every run of more than
 // one sample holds at most that many bytes (fetched values and the
 // float64 copy of the largest), and each full run takes as many samples
 // as fit; a budget below one sample runs one sample at a time.
-func TestCaptureBatchBytesBound(t *testing.T) {
+func TestCaptureMaxBatchBytesBound(t *testing.T) {
 	m, ds := zooMLP(t)
 	var probe []run
 	opt := mlpRequest(measuring(&probe))
-	opt.Batch, opt.BatchBytes = 1, -1
+	opt.Batch, opt.MaxBatchBytes = 1, -1
 	if _, err := evalharness.Capture(context.Background(), m, ds, opt); err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +168,7 @@ func TestCaptureBatchBytesBound(t *testing.T) {
 	for _, budget := range []int64{perSample / 2, perSample*7/2 + 1, perSample * 40} {
 		var runs []run
 		opt := mlpRequest(measuring(&runs))
-		opt.BatchBytes = budget
+		opt.MaxBatchBytes = budget
 		if _, err := evalharness.Capture(context.Background(), m, ds, opt); err != nil {
 			t.Fatal(err)
 		}
@@ -187,13 +178,9 @@ func TestCaptureBatchBytesBound(t *testing.T) {
 				t.Fatalf("budget %d: run %d of %d samples holds %d bytes", budget, i, r.samples, r.held)
 			}
 		}
-		// runs[0] measures one sample (the first batch when batches
-		// are of one sample); the others are full batches but the last
-		// of each pass
+		// runs[0] measures one sample; the others are full batches but
+		// the last of each pass
 		var seen int64
-		if fit == 1 {
-			seen = 1
-		}
 		for i, r := range runs[1:] {
 			seen += r.samples
 			if last := seen%ds.N == 0; !last && r.samples != fit {

@@ -113,8 +113,7 @@ func TestCaptureGramBudget(t *testing.T) {
 }
 
 // TestCaptureMeasuringRunLeavesStatistics: the run of one sample that
-// sizes the batches (BatchBytes) is not accumulated when the batches hold
-// more: ONNX Runtime's activations of the zoo transformer's head differ in
+// sizes the batches (MaxBatchBytes) is not accumulated: ONNX Runtime's activations of the zoo transformer's head differ in
 // the last bits between a batch of one and a batch of 17, and the
 // statistics under the default budget equal, bit for bit, those of
 // unbounded 17-sample runs.
@@ -142,7 +141,7 @@ func TestCaptureMeasuringRunLeavesStatistics(t *testing.T) {
 	}
 	ctx := context.Background()
 	capture := func(batchBytes int64) *Stats {
-		st, err := Capture(ctx, m, ds, CaptureOptions{Grams: grams, Batch: 17, BatchBytes: batchBytes, Session: SessionOptions{Threads: 1}})
+		st, err := Capture(ctx, m, ds, CaptureOptions{Grams: grams, Batch: 17, MaxBatchBytes: batchBytes, Session: SessionOptions{Threads: 1}})
 		if err != nil {
 			t.Fatal(err)
 		}

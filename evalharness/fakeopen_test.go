@@ -85,7 +85,7 @@ func TestCaptureWithFakeRunner(t *testing.T) {
 		t.Fatal("the session was not closed")
 	}
 	// a run of one sample measures; then the data fits the default
-	// BatchBytes 50 samples at a time
+	// MaxBatchBytes 50 samples at a time
 	if want := int(1 + (ds.N+49)/50); rec.Runs() != want {
 		t.Errorf("%d runs, want %d", rec.Runs(), want)
 	}
