@@ -241,36 +241,93 @@ func (a *Accumulator) Pass() int { return a.pass + 1 }
 // tensors at positions it marks false are left out (KeepRows). An input
 // Gram refuses a batch holding NaN or ±Inf (ErrNonFinite); tensor
 // statistics count them and leave them out (see TensorStats.Finite).
+//
+// Add is AddValue of every name of Values, then AddSamples(samples).
 func (a *Accumulator) Add(vals map[string][]float64, shapes map[string][]int64, mask []bool, samples int64) error {
+	for _, name := range a.names {
+		if err := a.AddValue(name, vals[name], shapes[name], mask); err != nil {
+			return err
+		}
+	}
+	return a.AddSamples(samples)
+}
+
+// AddValue accumulates one value of a batch (a name of Values, row-major
+// float64, with the batch's mask as in Add) into every statistic that
+// reads it, so that a caller streaming a batch converts and holds one
+// value at a time. Every name of Values must be added for a batch before
+// AddSamples counts it. The statistics do not depend on how the data is
+// cut into batches: each accumulates row after row into running sums, so
+// any batch sizes give the same bits.
+func (a *Accumulator) AddValue(name string, x []float64, shape []int64, mask []bool) error {
 	if a.done {
 		return fmt.Errorf("calib: Add after the last pass")
 	}
+	ts := a.tensors[name]
 	if a.pass == 1 {
-		for _, ts := range a.tensors {
-			x, _ := KeepRows(vals[ts.Name], shapes[ts.Name], mask)
-			ts.Hist.add(x)
+		if ts != nil {
+			v, _ := KeepRows(x, shape, mask)
+			ts.Hist.add(v)
 		}
 		return nil
 	}
-	for _, name := range sortedKeys(a.layers) {
-		l := a.layers[name]
-		if l.name != name || l.g == nil {
-			continue // shared with another weight, or computed on demand
-		}
-		x, shape := vals[l.input], shapes[l.input]
+	for _, l := range a.readers(name) {
+		x, shape := x, shape
 		if l.rowwise() {
 			x, shape = KeepRows(x, shape, mask)
 		}
 		if err := l.add(x, shape, a.chunk); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+			return fmt.Errorf("%s: %w", l.name, err)
 		}
 	}
-	for _, ts := range a.tensors {
-		x, _ := KeepRows(vals[ts.Name], shapes[ts.Name], mask)
-		ts.addRange(x)
+	if ts != nil {
+		v, _ := KeepRows(x, shape, mask)
+		ts.addRange(v)
 	}
-	a.samples += samples
 	return nil
+}
+
+// Divisible reports whether value name may be added in consecutive pieces
+// along its first axis (AddValue of each piece, in order, with its part of
+// the mask) with the same result as whole: every statistic reading it
+// accumulates its rows, patches or elements in that order. An input read
+// by columns (Gemm with transA) is not.
+func (a *Accumulator) Divisible(name string) bool {
+	if a.pass == 1 {
+		return true
+	}
+	for _, l := range a.readers(name) {
+		if l.transA {
+			return false
+		}
+	}
+	return true
+}
+
+// AddSamples counts n samples whose values AddValue has accumulated (the
+// histogram pass counts none).
+func (a *Accumulator) AddSamples(n int64) error {
+	if a.done {
+		return fmt.Errorf("calib: Add after the last pass")
+	}
+	if a.pass == 0 {
+		a.samples += n
+	}
+	return nil
+}
+
+// readers returns the layers accumulated from value name, sorted by the
+// weight that asked for them (a layer shared by several weights once;
+// layers computed on demand only while held).
+func (a *Accumulator) readers(value string) []*layer {
+	var out []*layer
+	for _, name := range sortedKeys(a.layers) {
+		l := a.layers[name]
+		if l.name == name && l.g != nil && l.input == value {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // EndPass ends a pass over the data and reports whether another one is
@@ -359,6 +416,11 @@ func (l *layer) add(x []float64, shape []int64, chunk int) error {
 	}
 	d := l.g.D()
 	switch {
+	case l.conv != nil && l.g.norms:
+		// the column norms straight from the input, no patches
+		rows, err := l.conv.AddSquaredNorms(x, shape, l.g.xtx)
+		l.g.n += rows
+		return err
 	case l.conv != nil:
 		return l.conv.Patches(x, shape, max(1, chunk/d), func(mat []float64, rows int) {
 			l.g.AddRows(mat[:rows*d])

@@ -60,22 +60,23 @@ func (g *Gram) AddRows(x []float64) {
 }
 
 // AddColumns accumulates the columns of the d×m matrix a (row-major) as m
-// rows: XᵀX = A·Aᵀ (Gemm with transA).
+// rows: XᵀX = A·Aᵀ (Gemm with transA). The columns are transposed, a chunk
+// at a time, and accumulated as AddRows does, row after row into the
+// running sums, so the result does not depend on how the columns are cut
+// into batches.
 func (g *Gram) AddColumns(a []float64, m int) {
-	if m == 0 {
-		return
-	}
-	if g.norms {
-		// syrk's NoTrans diagonal is a dot product added to the sum
-		for j := 0; j < g.d; j++ {
-			row := blas64.Vector{N: m, Inc: 1, Data: a[j*m : (j+1)*m]}
-			g.xtx[j] += blas64.Dot(row, row)
+	const chunk = 256
+	buf := make([]float64, min(m, chunk)*g.d)
+	for c0 := 0; c0 < m; c0 += chunk {
+		n := min(chunk, m-c0)
+		for r := 0; r < n; r++ {
+			row := buf[r*g.d : (r+1)*g.d]
+			for j := range row {
+				row[j] = a[j*m+c0+r]
+			}
 		}
-	} else {
-		blas64.Syrk(blas.NoTrans, 1, blas64.General{Rows: g.d, Cols: m, Stride: m, Data: a}, 1,
-			blas64.Symmetric{Uplo: blas.Upper, N: g.d, Stride: g.d, Data: g.xtx})
+		g.AddRows(buf[:n*g.d])
 	}
-	g.n += int64(m)
 }
 
 // Matrix returns a copy of XᵀX, both triangles filled. It panics on a

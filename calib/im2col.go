@@ -62,25 +62,24 @@ func ConvOf(n onnxio.Node, w []int64) (*Conv, error) {
 // D returns the patch length C·kh·kw.
 func (cg *Conv) D() int { return cg.C * cg.KH * cg.KW }
 
-// Patches produces the im2col patches of x [N, C·Group, H, W] (or
-// [N, C·Group, L] for a 1-D Conv) as rows of length D(), ordered channel
-// first, then kernel row, then kernel column (the order of W[o]
-// flattened), with zero padding; with several groups, each group's
-// patches are rows of their own (pooled). It hands them to emit in chunks
-// of at most maxRows rows; the buffer is reused between calls.
-func (cg *Conv) Patches(x []float64, shape []int64, maxRows int, emit func(mat []float64, rows int)) error {
+// geometry checks x of the given shape against the Conv and returns the
+// input's dims, the output's spatial dims and the top and left pads.
+func (cg *Conv) geometry(x []float64, shape []int64) (n, c, h, w, oh, ow, pt, pl int, err error) {
 	if cg.OneD && len(shape) == 3 {
 		shape = []int64{shape[0], shape[1], 1, shape[2]}
 	}
 	if len(shape) != 4 || int(shape[1]) != cg.C*cg.Group {
-		return fmt.Errorf("%w: Conv input shape %v, want [N, %d, H, W]", ErrUnsupported, shape, cg.C*cg.Group)
+		err = fmt.Errorf("%w: Conv input shape %v, want [N, %d, H, W]", ErrUnsupported, shape, cg.C*cg.Group)
+		return
 	}
-	n, c, h, w := int(shape[0]), int(shape[1]), int(shape[2]), int(shape[3])
+	n, c, h, w = int(shape[0]), int(shape[1]), int(shape[2]), int(shape[3])
 	if len(x) != n*c*h*w {
-		return fmt.Errorf("%w: Conv input of %d values for shape %v", ErrUnsupported, len(x), shape)
+		err = fmt.Errorf("%w: Conv input of %d values for shape %v", ErrUnsupported, len(x), shape)
+		return
 	}
 	ekh, ekw := (cg.KH-1)*cg.DH+1, (cg.KW-1)*cg.DW+1
-	pt, pl, pb, pr := cg.PadT, cg.PadL, cg.PadB, cg.PadR
+	var pb, pr int
+	pt, pl, pb, pr = cg.PadT, cg.PadL, cg.PadB, cg.PadR
 	switch cg.AutoPad {
 	case "NOTSET", "":
 	case "VALID":
@@ -95,12 +94,74 @@ func (cg *Conv) Patches(x []float64, shape []int64, maxRows int, emit func(mat [
 			pt, pb, pl, pr = th-th/2, th/2, tw-tw/2, tw/2
 		}
 	default:
-		return fmt.Errorf("%w: auto_pad %q", ErrUnsupported, cg.AutoPad)
+		err = fmt.Errorf("%w: auto_pad %q", ErrUnsupported, cg.AutoPad)
+		return
 	}
-	oh := (h+pt+pb-ekh)/cg.SH + 1
-	ow := (w+pl+pr-ekw)/cg.SW + 1
+	oh = (h+pt+pb-ekh)/cg.SH + 1
+	ow = (w+pl+pr-ekw)/cg.SW + 1
 	if oh <= 0 || ow <= 0 {
-		return fmt.Errorf("%w: Conv output would be empty for input %v", ErrUnsupported, shape)
+		err = fmt.Errorf("%w: Conv output would be empty for input %v", ErrUnsupported, shape)
+	}
+	return
+}
+
+// AddSquaredNorms adds to sums (D() running sums) the squares of the
+// im2col patch matrix's columns over x [N, C·Group, H, W] (or [N,
+// C·Group, L]) without building the patches: each column's sum takes its
+// values in the patches' row order (sample, group, output row, output
+// column), padding left out (it adds +0), so the sums are bit for bit
+// those of Patches' rows accumulated one after another. It returns the
+// number of patch rows.
+func (cg *Conv) AddSquaredNorms(x []float64, shape []int64, sums []float64) (int64, error) {
+	n, c, h, w, oh, ow, pt, pl, err := cg.geometry(x, shape)
+	if err != nil {
+		return 0, err
+	}
+	if len(sums) != cg.D() {
+		return 0, fmt.Errorf("%w: %d sums for patches of %d", ErrUnsupported, len(sums), cg.D())
+	}
+	k := 0
+	for ch := 0; ch < cg.C; ch++ {
+		for i := 0; i < cg.KH; i++ {
+			for j := 0; j < cg.KW; j++ {
+				s := sums[k]
+				for b := 0; b < n; b++ {
+					for gr := 0; gr < cg.Group; gr++ {
+						base := (b*c + gr*cg.C + ch) * h * w
+						for oy := 0; oy < oh; oy++ {
+							y := oy*cg.SH - pt + i*cg.DH
+							if y < 0 || y >= h {
+								continue
+							}
+							row := x[base+y*w : base+(y+1)*w]
+							xx := j*cg.DW - pl
+							for ox := 0; ox < ow; ox, xx = ox+1, xx+cg.SW {
+								if xx >= 0 && xx < w {
+									v := row[xx]
+									s += float64(v * v)
+								}
+							}
+						}
+					}
+				}
+				sums[k] = s
+				k++
+			}
+		}
+	}
+	return int64(n * cg.Group * oh * ow), nil
+}
+
+// Patches produces the im2col patches of x [N, C·Group, H, W] (or
+// [N, C·Group, L] for a 1-D Conv) as rows of length D(), ordered channel
+// first, then kernel row, then kernel column (the order of W[o]
+// flattened), with zero padding; with several groups, each group's
+// patches are rows of their own (pooled). It hands them to emit in chunks
+// of at most maxRows rows; the buffer is reused between calls.
+func (cg *Conv) Patches(x []float64, shape []int64, maxRows int, emit func(mat []float64, rows int)) error {
+	n, c, h, w, oh, ow, pt, pl, err := cg.geometry(x, shape)
+	if err != nil {
+		return err
 	}
 	d := cg.D()
 	total := n * cg.Group * oh * ow

@@ -136,12 +136,21 @@ func Concat(parts []*Array) (*Array, error) {
 
 // Float64 converts the elements to float64 (bool as 0/1, float16 and
 // bfloat16 decoded). It returns ErrArray for unsupported dtypes.
-func (a *Array) Float64() ([]float64, error) {
+func (a *Array) Float64() ([]float64, error) { return a.Float64Into(nil) }
+
+// Float64Into is Float64 converting into buf when it has the capacity (a
+// new slice otherwise), so that a caller converting batch after batch
+// reuses one buffer.
+func (a *Array) Float64Into(buf []float64) ([]float64, error) {
 	if err := a.Validate(); err != nil {
 		return nil, err
 	}
 	n := int(a.NumElements())
-	out := make([]float64, n)
+	out := buf[:0]
+	if cap(out) < n {
+		out = make([]float64, n)
+	}
+	out = out[:n]
 	d := a.Data
 	le := binary.LittleEndian
 	switch a.DType {

@@ -25,8 +25,23 @@ type CaptureOptions struct {
 	// Histograms take a second pass over the data: the first finds each
 	// tensor's range.
 	Bins int
-	// Batch is the number of samples per run (default 64).
+	// Batch is the largest number of samples per run (default 64); see
+	// MaxBatchBytes.
 	Batch int
+	// MaxBatchBytes bounds the bytes one run holds: the activations it
+	// fetches (as the session returns them; ONNX Runtime holds as many
+	// while it runs) and the float64 buffer they are converted into, one
+	// value at a time (a sample at a time when the value's first axis is
+	// the samples'). When the model's batch axis is free, Capture first
+	// runs one sample alone to measure these bytes, then the data in
+	// batches of as many times them as fit (at least one sample, at most
+	// Batch). 0 means DefaultMaxBatchBytes; a negative value, no
+	// bound (Batch samples per run). The statistics accumulate row after
+	// row into running sums, so they do not depend on how the data is cut
+	// into batches; ONNX Runtime's activations may, in the last bits, so
+	// the measuring run is not accumulated and a capture whose Batch fits
+	// the budget gives the statistics of Batch-sample runs, as before.
+	MaxBatchBytes int64
 	// Session configures the ONNX Runtime session.
 	Session SessionOptions
 	// MaxGramBytes, when > 0, bounds the memory of the Grams held at once.
@@ -38,13 +53,6 @@ type CaptureOptions struct {
 	// (layer by layer) thus makes about total/MaxGramBytes passes and holds
 	// one group at a time; Stats.GramPasses counts them.
 	MaxGramBytes int64
-	// MaxBatchBytes, when > 0, bounds the activations one batch fetches
-	// (ONNX Runtime's outputs and their float64 copies), which grow with
-	// the batch and the sequence length: each pass first runs one sample
-	// to measure them and lowers Batch so that a batch fits (one sample at
-	// least; not for a model with a fixed batch). The statistics are then
-	// those of the lower batch size (bit for bit).
-	MaxBatchBytes int64
 }
 
 // Stats holds activation statistics accumulated over a dataset, with memory
@@ -62,6 +70,11 @@ type TensorStats = calib.TensorStats
 type Histogram = calib.Histogram
 
 var _ calib.Stats = (*Stats)(nil)
+
+// DefaultMaxBatchBytes is CaptureOptions.MaxBatchBytes when it is 0: the
+// activations of one run, at most 64 MiB unless a single sample needs
+// more.
+const DefaultMaxBatchBytes = 64 << 20
 
 // im2colChunkElems bounds the im2col buffer of one Conv (float64s). (A
 // variable so that tests exercise several chunks.)
@@ -146,45 +159,6 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 	if err != nil {
 		return err
 	}
-	if opt.MaxBatchBytes > 0 && runner != nil && batch > 1 {
-		// a model with a fixed batch gets it whatever is asked for
-		if one, err := ds.BatchSize(ModelInputs(m), 1); err == nil && one == 1 {
-			per, err := sampleBytes(runner, ds)
-			if err != nil {
-				return err
-			}
-			batch = batchWithin(batch, per, opt.MaxBatchBytes)
-		}
-	}
-	values := func(i, j int64) (map[string][]float64, map[string][]int64, error) {
-		vals := map[string][]float64{}
-		shapes := map[string][]int64{}
-		if runner != nil {
-			outs, err := runner.Run(feed(runner, ds, i, j))
-			if err != nil {
-				return nil, nil, err
-			}
-			for k, o := range outs {
-				v, err := o.Float64()
-				if err != nil {
-					return nil, nil, fmt.Errorf("%w: %s: %v", ErrCapture, fetch[k], err)
-				}
-				vals[fetch[k]], shapes[fetch[k]] = v, o.Shape
-				outs[k] = nil // its float64 copy replaces it
-			}
-		}
-		for _, name := range fromData {
-			if a, ok := ds.Inputs[name]; ok {
-				s := a.Slice(i, j)
-				v, err := s.Float64()
-				if err != nil {
-					return nil, nil, err
-				}
-				vals[name], shapes[name] = v, s.Shape
-			}
-		}
-		return vals, shapes, nil
-	}
 	// Token positions the attention_mask marks as padding stay out of
 	// every statistic: activations with one row per position lose those
 	// rows (calib.KeepRows).
@@ -194,37 +168,130 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 		}
 		return ds.TokenMask(i, j)
 	}
+	// pieces returns how many pieces value a of a batch of n samples is
+	// converted and accumulated in: one per sample when its first axis is
+	// the samples' (the statistics do not depend on the cut), else one.
+	pieces := func(name string, a *Array, n int64) int64 {
+		if n > 1 && len(a.Shape) > 0 && a.Shape[0] == n && acc.Divisible(name) {
+			return n
+		}
+		return 1
+	}
+	// run runs samples [i, j) through the session (no outputs without
+	// one) and returns what it fetched with the bytes Capture holds for
+	// them: the fetched values and the float64 buffer, which takes the
+	// largest piece of a value.
+	run := func(i, j int64) ([]*Array, int64, error) {
+		var outs []*Array
+		var held, largest int64
+		if runner != nil {
+			var err error
+			if outs, err = runner.Run(feed(runner, ds, i, j)); err != nil {
+				return nil, 0, err
+			}
+		}
+		for k, o := range outs {
+			held += int64(len(o.Data))
+			largest = max(largest, o.NumElements()/pieces(fetch[k], o, j-i))
+		}
+		for _, name := range fromData {
+			if a, ok := ds.Inputs[name]; ok {
+				s := a.Slice(i, j)
+				largest = max(largest, s.NumElements()/pieces(name, s, j-i))
+			}
+		}
+		return outs, held + 8*largest, nil
+	}
+	// addValue accumulates value a of samples [i, j) piece by piece, each
+	// converted to float64 in one reused buffer; a nil a is a value the
+	// batch lacks.
+	var buf []float64
+	addValue := func(name string, a *Array, i, j int64, mask []bool) error {
+		if a == nil {
+			return acc.AddValue(name, nil, nil, mask)
+		}
+		n := j - i
+		p := pieces(name, a, n)
+		if int64(len(mask))%n != 0 {
+			p = 1 // (the mask has one flag per position of every sample)
+		}
+		for s := int64(0); s < p; s++ {
+			part, m := a, mask
+			if p > 1 {
+				part = a.Slice(s, s+1)
+				if mask != nil {
+					per := int64(len(mask)) / n
+					m = mask[s*per : (s+1)*per]
+				}
+			}
+			var err error
+			if buf, err = part.Float64Into(buf); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			if err := acc.AddValue(name, buf, part.Shape, m); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// add accumulates samples [i, j), outs fetched for them, one value at
+	// a time.
+	add := func(i, j int64, outs []*Array) error {
+		mask := tokenMask(i, j)
+		for k, o := range outs {
+			outs[k] = nil // collectable once accumulated
+			if err := addValue(fetch[k], o, i, j, mask); err != nil {
+				return fmt.Errorf("%w: %w", ErrCapture, err)
+			}
+		}
+		for _, name := range fromData {
+			var v *Array
+			if a, ok := ds.Inputs[name]; ok {
+				v = a.Slice(i, j)
+			}
+			if err := addValue(name, v, i, j, mask); err != nil {
+				return fmt.Errorf("%w: %w", ErrCapture, err)
+			}
+		}
+		if err := acc.AddSamples(j - i); err != nil {
+			return fmt.Errorf("%w: %w", ErrCapture, err)
+		}
+		return nil
+	}
+	// With a free batch axis and values to fetch, one sample run alone
+	// sizes the batches under the budget. It is not accumulated: ONNX
+	// Runtime's results may differ in the last bits between batch sizes,
+	// so the statistics are those of the batches that follow.
+	budget := opt.MaxBatchBytes
+	if budget == 0 {
+		budget = DefaultMaxBatchBytes
+	}
+	if runner != nil && budget > 0 && batch > 1 && !ds.batchFixed(ModelInputs(m)) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		_, held, err := run(0, 1)
+		if err != nil {
+			return err
+		}
+		batch = batchWithin(batch, held, budget)
+	}
 	for again := true; again; again = acc.EndPass() {
 		for i := int64(0); i < ds.N; i += batch {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			j := min(i+batch, ds.N)
-			vals, shapes, err := values(i, j)
+			outs, _, err := run(i, j)
 			if err != nil {
 				return err
 			}
-			if err := acc.Add(vals, shapes, tokenMask(i, j), j-i); err != nil {
-				return fmt.Errorf("%w: %w", ErrCapture, err)
+			if err := add(i, j, outs); err != nil {
+				return err
 			}
 		}
 	}
 	return nil
-}
-
-// sampleBytes runs the first sample of ds through r and returns the
-// memory its outputs take in a capture: ONNX Runtime's values and their
-// float64 copies.
-func sampleBytes(r Runner, ds *Dataset) (int64, error) {
-	outs, err := r.Run(feed(r, ds, 0, 1))
-	if err != nil {
-		return 0, err
-	}
-	var n int64
-	for _, o := range outs {
-		n += o.NumElements() * (int64(ElemSize(o.DType)) + 8)
-	}
-	return n, nil
 }
 
 // batchWithin returns the largest batch size up to batch whose samples of

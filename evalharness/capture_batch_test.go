@@ -69,10 +69,10 @@ func TestCaptureBatchBudget(t *testing.T) {
 	}
 	// 7 tokens × (16 + 24 + … fetched values) × 12 bytes: far over 1 byte;
 	// a probe of one sample, then batches that fit
-	if !same(capture(4, 1, []int64{1, 1, 1, 1, 1, 1}), capture(1, 0, []int64{1, 1, 1, 1, 1})) {
+	if !same(capture(4, 1, []int64{1, 1, 1, 1, 1, 1}), capture(1, -1, []int64{1, 1, 1, 1, 1})) {
 		t.Fatal("a 1-byte batch budget: the statistics differ from a capture of one sample a batch")
 	}
-	if !same(capture(4, 1<<30, []int64{1, 4, 1}), capture(4, 0, []int64{4, 1})) {
+	if !same(capture(4, 1<<30, []int64{1, 4, 1}), capture(4, -1, []int64{4, 1})) {
 		t.Fatal("a budget that holds the batch changed the statistics")
 	}
 }

@@ -159,32 +159,43 @@ func TestCaptureExcludesPaddedTokens(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			st, err := Capture(context.Background(), build(tc.withMask), ds, CaptureOptions{Grams: []string{"w"}, Tensors: []string{"x"}, Bins: 4, Batch: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			g, d, n, err := st.InputGram("w")
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := make([]float64, 4)
-			hi := 0.0
-			for _, r := range tc.rows {
-				a, b := float64(x[2*r]), float64(x[2*r+1])
-				want[0] += a * a
-				want[1] += a * b
-				want[2] += a * b
-				want[3] += b * b
-				hi = math.Max(hi, math.Max(a, b))
-			}
-			if d != 2 || n != int64(len(tc.rows)) || !reflect.DeepEqual(g, want) {
-				t.Errorf("Gram %v (d %d, %d rows), want %v (%d rows)", g, d, n, want, len(tc.rows))
-			}
-			ts, _ := st.Tensor("x")
-			if ts.Count != int64(2*len(tc.rows)) || ts.Max != hi || ts.Hist.Total() != ts.Count {
-				t.Errorf("x stats: count %d max %v hist %d, want count %d max %v", ts.Count, ts.Max, ts.Hist.Total(), 2*len(tc.rows), hi)
+			// batches of one sample, and of two converted and
+			// accumulated a sample at a time with its part of the mask
+			for _, batch := range []int{1, 2} {
+				st, err := Capture(context.Background(), build(tc.withMask), ds, CaptureOptions{Grams: []string{"w"}, Tensors: []string{"x"}, Bins: 4, Batch: batch})
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkPadded(t, st, x, tc.rows)
 			}
 		})
+	}
+}
+
+// checkPadded checks the Gram of w and the statistics of x over the rows
+// of x that count.
+func checkPadded(t *testing.T, st *Stats, x []float32, rows []int) {
+	t.Helper()
+	g, d, n, err := st.InputGram("w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]float64, 4)
+	hi := 0.0
+	for _, r := range rows {
+		a, b := float64(x[2*r]), float64(x[2*r+1])
+		want[0] += a * a
+		want[1] += a * b
+		want[2] += a * b
+		want[3] += b * b
+		hi = math.Max(hi, math.Max(a, b))
+	}
+	if d != 2 || n != int64(len(rows)) || !reflect.DeepEqual(g, want) {
+		t.Errorf("Gram %v (d %d, %d rows), want %v (%d rows)", g, d, n, want, len(rows))
+	}
+	ts, _ := st.Tensor("x")
+	if ts.Count != int64(2*len(rows)) || ts.Max != hi || ts.Hist.Total() != ts.Count {
+		t.Errorf("x stats: count %d max %v hist %d, want count %d max %v", ts.Count, ts.Max, ts.Hist.Total(), 2*len(rows), hi)
 	}
 }
 

@@ -170,22 +170,37 @@ func (d *Dataset) BatchSize(inputs []TensorInfo, want int) (int64, error) {
 		want = 64
 	}
 	b := int64(want)
+	if in, fixed, ok := d.fixedBatch(inputs); ok {
+		if n%fixed != 0 {
+			return 0, fmt.Errorf("evalharness: model input %q has a fixed batch of %d, which does not divide the %d samples", in.Name, fixed, n)
+		}
+		return fixed, nil
+	}
+	if b > n {
+		b = n
+	}
+	return b, nil
+}
+
+// fixedBatch returns the first of inputs whose batch axis has a fixed
+// size, and that size.
+func (d *Dataset) fixedBatch(inputs []TensorInfo) (TensorInfo, int64, bool) {
 	for _, in := range inputs {
 		ax, ok := d.axes[in.Name]
 		if !ok {
 			ax = 0
 		}
 		if ax >= 0 && len(in.Shape) > ax && in.Shape[ax] > 0 {
-			if n%in.Shape[ax] != 0 {
-				return 0, fmt.Errorf("evalharness: model input %q has a fixed batch of %d, which does not divide the %d samples", in.Name, in.Shape[ax], n)
-			}
-			return in.Shape[ax], nil
+			return in, in.Shape[ax], true
 		}
 	}
-	if b > n {
-		b = n
-	}
-	return b, nil
+	return TensorInfo{}, 0, false
+}
+
+// batchFixed reports whether one of inputs fixes the batch size.
+func (d *Dataset) batchFixed(inputs []TensorInfo) bool {
+	_, _, ok := d.fixedBatch(inputs)
+	return ok
 }
 
 // DefaultOutput returns the index of the output metrics use by default:

@@ -28,7 +28,7 @@ type CalibOptions struct {
 	MaxGramBytes int64
 	// MaxBatchBytes bounds the activations one batch fetches: beyond it
 	// the batch is lowered (evalharness.CaptureOptions.MaxBatchBytes; 0:
-	// no bound).
+	// evalharness.DefaultMaxBatchBytes, negative: no bound).
 	MaxBatchBytes int64
 }
 

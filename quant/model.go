@@ -260,6 +260,36 @@ func (o Options) excludedOp(op string) bool {
 }
 
 // targets lists the weights of MatMul/Gemm/Conv that the options select.
+// foldConstantTargets turns the Constant nodes of m into initializers
+// when one of them holds a MatMul, Gemm or Conv weight, so that int8 and
+// int4 quantize it like the others (Quantize does it first; the lists of
+// what to calibrate, ActivationTensors and GramWeights, on a copy).
+func foldConstantTargets(m *onnxio.Model) error {
+	ws, err := m.Weights()
+	if err != nil {
+		return err
+	}
+	for _, w := range ws {
+		if w.Constant && (w.Role == onnxio.RoleMatMulB || w.Role == onnxio.RoleGemmB || w.Role == onnxio.RoleConvW) {
+			_, err := m.FoldConstantWeights()
+			return err
+		}
+	}
+	return nil
+}
+
+// calibrationTargets returns the targets of o on a derived copy of m with
+// its Constant weights folded as Quantize folds them, and that copy: what
+// to calibrate is listed from the model Quantize will quantize.
+func calibrationTargets(m *onnxio.Model, o Options) (*onnxio.Model, []target, error) {
+	f := m.Derive()
+	if err := foldConstantTargets(f); err != nil {
+		return nil, nil, err
+	}
+	ts, err := targets(f, o, &Report{})
+	return f, ts, err
+}
+
 func targets(m *onnxio.Model, o Options, rep *Report) ([]target, error) {
 	ws, err := m.Weights()
 	if err != nil {
@@ -352,18 +382,8 @@ func Quantize(ctx context.Context, m *onnxio.Model, o Options) (*onnxio.Model, *
 			return nil, nil, err
 		}
 	case "int8", "int4":
-		// Weights held in Constant nodes become initializers first.
-		ws, err := out.Weights()
-		if err != nil {
+		if err := foldConstantTargets(out); err != nil {
 			return nil, nil, err
-		}
-		for _, w := range ws {
-			if w.Constant && (w.Role == onnxio.RoleMatMulB || w.Role == onnxio.RoleGemmB || w.Role == onnxio.RoleConvW) {
-				if _, err := out.FoldConstantWeights(); err != nil {
-					return nil, nil, err
-				}
-				break
-			}
 		}
 	}
 	rep := &Report{WeightBytesBefore: weightBytes(out)}

@@ -474,6 +474,24 @@ func TestQuantizeFoldsConstantWeights(t *testing.T) {
 	if q.OpCounts()["com.microsoft.MatMulNBits"] != 1 || q.OpCounts()["Constant"] != 0 || len(rep.Layers) != 1 {
 		t.Fatalf("ops %v skipped %v", q.OpCounts(), rep.Skipped)
 	}
+	// what to calibrate is listed from the folded model Quantize
+	// quantizes (static int8 on the PaddleOCR exports, whose weights are
+	// all Constant nodes, failed with "no histogram collected for x"),
+	// and m keeps its Constant node
+	acts, err := ActivationTensors(m, Options{Weights: "int8", Activations: "int8", Stats: fixedHist{}})
+	if err != nil || strings.Join(acts, ",") != "X" {
+		t.Fatalf("activations %v, %v; want X", acts, err)
+	}
+	gw, err := GramWeights(m, Options{Weights: "int4", Method: "gptq"})
+	if err != nil || strings.Join(gw, ",") != "W" {
+		t.Fatalf("Gram weights %v, %v; want W", gw, err)
+	}
+	if m.OpCounts()["Constant"] != 1 {
+		t.Fatal("listing the calibration targets folded the caller's Constant node")
+	}
+	if _, _, err := Quantize(context.Background(), m, Options{Weights: "int8", Activations: "int8", Stats: fixedHist{}}); err != nil {
+		t.Fatalf("static int8 of a Constant weight: %v", err)
+	}
 }
 
 func TestInt4BlockShrinksToK(t *testing.T) {

@@ -36,7 +36,7 @@ var Int4GPTQ = &transform.Transform{
 // GramWeights returns the weights whose input Gram matrices XᵀX GPTQ
 // needs (the MatMul and Gemm weights the options select).
 func GramWeights(m *onnxio.Model, o Options) ([]string, error) {
-	ts, err := targets(m, o, &Report{})
+	_, ts, err := calibrationTargets(m, o)
 	if err != nil {
 		return nil, err
 	}

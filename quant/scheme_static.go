@@ -27,11 +27,11 @@ var Int8Static = &transform.Transform{
 // ONNX Runtime can fuse DequantizeLinear → op → QuantizeLinear into its
 // integer kernels, as for the QDQ models of its own quantizer).
 func ActivationTensors(m *onnxio.Model, o Options) ([]string, error) {
-	ts, err := targets(m, o, &Report{})
+	f, ts, err := calibrationTargets(m, o)
 	if err != nil {
 		return nil, err
 	}
-	return activationTensors(m, o, ts), nil
+	return activationTensors(f, o, ts), nil
 }
 
 func activationTensors(m *onnxio.Model, o Options, ts []target) []string {
