@@ -161,6 +161,7 @@ $(BENCH_VENV)/.ok: tools/requirements-test.txt tools/requirements-bench.txt
 ## bench-merge: linear/TIES/DARE merges of a base + 3 synthetic 1 GB external-data models vs a plain
 ## copy and streaming PyTorch (Debian's python3-torch), one run (~5 GB of disk in /tmp, minutes);
 ## BENCH_MERGE_SIZES="1e9 2e9" adds larger models (onnxpost only) to show the flat peak RSS
+## (SIMD_OFF=1 adds rows with the merge kernels' Go loops, ONNXPOST_BASELINE=BIN rows of another build)
 BENCH_MERGE_SIZES ?= 1e9
 bench-merge: build
 	ONNXPOST=$(CURDIR)/$(BIN) ONNXPOST_PREBUILT=1 nice ./tools/bench_merge.sh $(BENCH_MERGE_SIZES)
