@@ -23,20 +23,33 @@ func tiesBlockedF32(dst, base []float32, xs [][]float32, weights, thresholds []f
 			x = x[:len(dst)]
 			tiesTrimF32(&tau[i][0], &s[0], &x[lo], &base[lo], n, thresholds[i])
 		}
-		clear(num[:n])
-		clear(den[:n])
-		for i := range xs {
-			electMeanF64(&num[0], &den[0], &tau[i][0], &s[0], n, weights[i])
-		}
-		tiesFinalF32(&dst[lo], &base[lo], &num[0], &den[0], n, lambda)
+		electFinalF32(dst[lo:hi], base[lo:hi], tau, s[:n], num[:n], den[:n], weights, lambda)
 	}
 	if n4 < len(dst) {
-		tails := make([][]float32, len(xs))
-		for i, x := range xs {
-			tails[i] = x[n4:len(dst)]
-		}
-		tiesBlockedGo(dst[n4:], base[n4:], tails, weights, thresholds, lambda)
+		tiesBlockedGo(dst[n4:], base[n4:], tails(xs, n4, len(dst)), weights, thresholds, lambda)
 	}
+}
+
+// electFinalF32 ends a TIES block of n = len(dst) elements (a multiple of
+// 4) through the AVX2 loops: the disjoint-mean terms of every model (tau,
+// s) summed into num and den (cleared first), then dst = b + λ·num/den.
+func electFinalF32(dst, base []float32, tau [][kernelBlock]uint64, s, num, den, weights []float64, lambda float64) {
+	n := len(dst)
+	clear(num[:n])
+	clear(den[:n])
+	for i := range tau {
+		electMeanF64(&num[0], &den[0], &tau[i][0], &s[0], n, weights[i])
+	}
+	tiesFinalF32(&dst[0], &base[0], &num[0], &den[0], n, lambda)
+}
+
+// tails returns xs[i][lo:hi] for every model i.
+func tails(xs [][]float32, lo, hi int) [][]float32 {
+	t := make([][]float32, len(xs))
+	for i, x := range xs {
+		t[i] = x[lo:hi]
+	}
+	return t
 }
 
 // bracketChunk is how many elements bracketScanF32 hands to the AVX2 loop
@@ -119,20 +132,11 @@ func dareBlockedF32(dst, base []float32, xs [][]float32, p DAREParams) {
 			tiesFinalF32(&dst[lo], &base[lo], &s[0], &ones[0], n, p.Lambda)
 			continue
 		}
-		clear(num[:n])
-		clear(den[:n])
-		for i := range xs {
-			electMeanF64(&num[0], &den[0], &tau[i][0], &s[0], n, p.Weights[i])
-		}
-		tiesFinalF32(&dst[lo], &base[lo], &num[0], &den[0], n, p.Lambda)
+		electFinalF32(dst[lo:hi], base[lo:hi], tau, s[:n], num[:n], den[:n], p.Weights, p.Lambda)
 	}
 	if n4 < len(dst) {
-		tails := make([][]float32, len(xs))
-		for i, x := range xs {
-			tails[i] = x[n4:len(dst)]
-		}
 		q := p
 		q.Offset += int64(n4)
-		dareBlockedGo(dst[n4:], base[n4:], tails, q)
+		dareBlockedGo(dst[n4:], base[n4:], tails(xs, n4, len(dst)), q)
 	}
 }
