@@ -78,19 +78,7 @@ func tiesBlockedGo[T Float](dst, base []T, xs [][]T, weights, thresholds []float
 			}
 		}
 		// elect γ = sign(s) (+0 for a zero sum) and take the disjoint mean
-		clear(num[:n])
-		clear(den[:n])
-		electMean(tau, weights, s[:n], num[:n], den[:n])
-		dd := dst[lo:hi]
-		dd = dd[:len(bb)]
-		nn, de := num[:len(bb)], den[:len(bb)]
-		for j, b := range bb {
-			mean := 0.0
-			if d := de[j]; d != 0 {
-				mean = nn[j] / d
-			}
-			dd[j] = T(float64(b) + lambda*mean)
-		}
+		electFinal(dst[lo:hi], bb, tau, weights, s[:n], num[:n], den[:n], lambda)
 	}
 }
 
@@ -152,17 +140,23 @@ func dareBlockedGo[T Float](dst, base []T, xs [][]T, p DAREParams) {
 			}
 			continue
 		}
-		clear(num[:n])
-		clear(den[:n])
-		electMean(tau, p.Weights, s[:n], num[:n], den[:n])
-		nn, de := num[:len(bb)], den[:len(bb)]
-		for j, b := range bb {
-			mean := 0.0
-			if d := de[j]; d != 0 {
-				mean = nn[j] / d
-			}
-			dd[j] = T(float64(b) + p.Lambda*mean)
+		electFinal(dd, bb, tau, p.Weights, s[:n], num[:n], den[:n], p.Lambda)
+	}
+}
+
+// electFinal ends a TIES block (the Go loops' twin of electFinalF32): the
+// disjoint-mean terms of every model summed into num and den (electMean),
+// then dd[j] = b[j] + λ·num[j]/den[j], or b[j] where den[j] is 0.
+func electFinal[T Float](dd, bb []T, tau [][kernelBlock]uint64, weights, s, num, den []float64, lambda float64) {
+	electMean(tau, weights, s, num, den)
+	dd = dd[:len(bb)]
+	nn, de := num[:len(bb)], den[:len(bb)]
+	for j, b := range bb {
+		mean := 0.0
+		if d := de[j]; d != 0 {
+			mean = nn[j] / d
 		}
+		dd[j] = T(float64(b) + lambda*mean)
 	}
 }
 
