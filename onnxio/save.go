@@ -213,16 +213,12 @@ func (m *Model) save(path string, opts *SaveOptions, written *Saved) (err error)
 		dataTmp = f
 		temps = append(temps, f.Name())
 	}
-	var offset, flushed int64
-	externals := 0
-	// writeback starts the disk writes of the data written so far once
-	// writebackChunk bytes have accumulated (see startWriteback).
-	writeback := func() {
-		if offset-flushed >= writebackChunk {
-			startWriteback(dataTmp, flushed, offset-flushed)
-			flushed = offset
-		}
+	var dw *dataWriter
+	if dataTmp != nil {
+		dw = newDataWriter(dataTmp)
 	}
+	var offset int64
+	externals := 0
 	err = m.forEachOrdered(orig, o, func(i int, src *pb.TensorProto, t *Tensor) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -268,7 +264,7 @@ func (m *Model) save(path string, opts *SaveOptions, written *Saved) (err error)
 			return nil
 		}
 		if pad := (o.Align - offset%o.Align) % o.Align; pad > 0 {
-			if _, err := dataTmp.Write(make([]byte, pad)); err != nil {
+			if _, err := dw.Write(make([]byte, pad)); err != nil {
 				return err
 			}
 			offset += pad
@@ -278,7 +274,7 @@ func (m *Model) save(path string, opts *SaveOptions, written *Saved) (err error)
 			if err != nil {
 				return err
 			}
-			if err := copyRange(dataTmp, ref); err != nil {
+			if err := copyRange(dw, ref); err != nil {
 				return fmt.Errorf("tensor %q: %w", src.GetName(), err)
 			}
 		} else {
@@ -288,7 +284,7 @@ func (m *Model) save(path string, opts *SaveOptions, written *Saved) (err error)
 					return err
 				}
 			}
-			if _, err := dataTmp.Write(t.data); err != nil {
+			if _, err := dw.Write(t.data); err != nil {
 				return err
 			}
 			if !unchanged && o.Written != nil {
@@ -317,7 +313,6 @@ func (m *Model) save(path string, opts *SaveOptions, written *Saved) (err error)
 		out[i] = p
 		offset += size
 		externals++
-		writeback()
 		return nil
 	})
 	if err != nil {
@@ -354,7 +349,10 @@ func (m *Model) save(path string, opts *SaveOptions, written *Saved) (err error)
 		return fmt.Errorf("%w: the serialized model is %d bytes, over protobuf's 2 GB limit: save with external data", ErrLimit, len(b))
 	}
 	if dataTmp != nil {
-		err := dataTmp.Close()
+		err := dw.Close()
+		if cerr := dataTmp.Close(); err == nil {
+			err = cerr
+		}
 		name := dataTmp.Name()
 		dataTmp = nil
 		if err != nil {
@@ -541,6 +539,30 @@ func shallowCopy(dst, src proto.Message) {
 	}
 }
 
+// lookaheadBytes bounds the bytes of the tensors a transforming save has
+// computed ahead of its writer; lookaheadUnit is the unit it is counted in
+// (a tensor costs its size in units, rounded up, at least one and at most
+// all of them, so that one larger than the bound still runs, alone).
+const (
+	lookaheadBytes = 192 << 20
+	lookaheadUnit  = 1 << 20
+)
+
+// lookaheadCost returns the units of look-ahead tensor src takes, from its
+// declared shape and type (a shape that does not fit counts as the whole
+// bound).
+func lookaheadCost(src *pb.TensorProto, units int) int {
+	n, err := NumElements(src.GetDims())
+	if err != nil {
+		return units
+	}
+	b := DType(src.GetDataType()).ByteSize(n)
+	if b <= 0 {
+		return 1
+	}
+	return int(min(int64(units), max(1, (b+lookaheadUnit-1)/lookaheadUnit)))
+}
+
 // forEachOrdered visits initializers in order. With a Transform, tensors are
 // computed by a worker pool ahead of the writer (bounded look-ahead) and
 // fn receives the transformed tensor; otherwise fn receives t == nil for
@@ -573,13 +595,28 @@ func (m *Model) forEachOrdered(ts []*pb.TensorProto, o SaveOptions, fn func(i in
 	for i := range results {
 		results[i] = make(chan result, 1)
 	}
+	// sem bounds the transforms running at once; ahead bounds the tensors
+	// computed but not yet written, in units of lookaheadUnit bytes, so
+	// that a worker done early starts the next tensor while a larger one
+	// before it is still computed or written (a slot per tensor until
+	// written would idle it), with memory bounded by lookaheadBytes.
 	sem := make(chan struct{}, o.Workers)
+	ahead := make(chan struct{}, lookaheadBytes/lookaheadUnit)
+	cost := make([]int, len(ts))
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1) // the producer itself, so the count never drops to zero while it adds
 	go func() {
 		defer wg.Done()
 		for i, src := range ts {
+			cost[i] = lookaheadCost(src, cap(ahead))
+			for range cost[i] {
+				select {
+				case ahead <- struct{}{}:
+				case <-stop:
+					return
+				}
+			}
 			select {
 			case sem <- struct{}{}:
 			case <-stop:
@@ -596,28 +633,17 @@ func (m *Model) forEachOrdered(ts []*pb.TensorProto, o SaveOptions, fn func(i in
 						err = fmt.Errorf("transform renamed %q to %q", src.GetName(), t.Name)
 					}
 				}
-				results[i] <- result{in, t, err}
+				<-sem
+				results[i] <- result{in, t, err} // buffered: never blocks
 			}(i, src)
 		}
 	}()
 	var firstErr error
 	for i, src := range ts {
 		r := <-results[i]
-		<-sem
-		if firstErr != nil {
-			continue
-		}
 		if r.err != nil {
 			firstErr = fmt.Errorf("tensor %q: %w", src.GetName(), r.err)
-			close(stop)
-			// drain the rest that were started
-			for j := i + 1; j < len(ts); j++ {
-				select {
-				case <-results[j]:
-					<-sem
-				default:
-				}
-			}
+			close(stop) // the producer stops; started workers finish
 			break
 		}
 		if view != nil && r.t != nil && len(r.t.data) > 0 && view.owner(uintptr(unsafe.Pointer(&r.t.data[0]))) != "" &&
@@ -633,6 +659,9 @@ func (m *Model) forEachOrdered(ts []*pb.TensorProto, o SaveOptions, fn func(i in
 			firstErr = err
 			close(stop)
 			break
+		}
+		for range cost[i] {
+			<-ahead
 		}
 	}
 	wg.Wait()
@@ -760,7 +789,7 @@ func keepExtras(p, src *pb.TensorProto) {
 
 // copyRange appends ref's bytes to dst, with copy_file_range where the
 // kernel offers it.
-func copyRange(dst *os.File, ref extRef) error {
+func copyRange(dst io.Writer, ref extRef) error {
 	r, c, err := ref.open()
 	if err != nil {
 		return err
@@ -851,7 +880,15 @@ func writeTemp(dir string, b []byte) (string, error) {
 		return "", err
 	}
 	tmp := f.Name()
-	_, err = f.Write(b)
+	if len(b) >= directMin {
+		w := newDataWriter(f)
+		_, err = w.Write(b)
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+	} else {
+		_, err = f.Write(b)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
