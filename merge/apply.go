@@ -137,13 +137,9 @@ func compute[T Float](m *Merger, p *TensorPlan, base *onnxio.Tensor, xs, fishers
 	case TIES:
 		thr := m.thresholds
 		if o.TrimScope == TrimTensor {
-			thr = make([]float64, len(vals))
-			for i, v := range vals {
-				t, err := tensorThreshold(b, v, o.Densities[i])
-				if err != nil {
-					return nil, err
-				}
-				thr[i] = t
+			var err error
+			if thr, err = tensorThresholds(b, vals, o.Densities); err != nil {
+				return nil, err
 			}
 		}
 		if o.TIESDisjointSum {

@@ -570,33 +570,57 @@ func feedAbs[T Float](p *Pass, base, x []T) {
 const tensorSample = 1 << 16
 
 // tensorThreshold returns the k-th largest |x − base| of one tensor (k =
-// TrimCount(density, n)), exactly. As for the global trim (selectfast.go),
-// a sample of the order-preserving float32 keys (every stride-th element)
-// gives a bracket, one pass counts the values above it and collects the
-// float64 values inside it, and the threshold is selected among those;
-// when the bracket misses, radixTensorThreshold decides.
+// TrimCount(density, n)), exactly: tensorThresholds for one model.
 func tensorThreshold[T Float](base, x []T, density float64) (float64, error) {
+	thr, err := tensorThresholds(base, [][]T{x}, []float64{density})
+	if err != nil {
+		return 0, err
+	}
+	return thr[0], nil
+}
+
+// tensorThresholds returns, for each model i, the kᵢ-th largest |xᵢ −
+// base| of one tensor (kᵢ = TrimCount(densities[i], n)), exactly. As for
+// the global trim (selectfast.go), a sample of the order-preserving
+// float32 keys (every stride-th element) gives each model a bracket, one
+// pass over the tensor (bracketScanAll: block by block, every model in
+// turn, so the base is read once) counts the values above it and collects
+// the float64 values inside it, and the threshold is selected among
+// those; when a bracket misses, radixTensorThreshold decides that model's.
+func tensorThresholds[T Float](base []T, xs [][]T, densities []float64) ([]float64, error) {
 	n := len(base)
+	thr := make([]float64, len(xs))
 	if n == 0 {
-		return 0, nil
+		return thr, nil
 	}
-	x = x[:n]
-	k := TrimCount(density, int64(n))
 	stride := max(1, n/tensorSample)
+	brs := make([]*bracket, len(xs))
+	ks := make([]int64, len(xs))
 	sample := make([]uint32, 0, n/stride+1)
-	for j := 0; j < n; j += stride {
-		sample = append(sample, trimKey(absDelta(x[j], base[j])))
-	}
-	br := newBracket(sample, k, int64(n))
-	bracketScan(br, base, x)
-	above := br.above.Load()
-	if br.overflow || above >= k || k > above+int64(len(br.vals)) {
-		if testBracketMiss != nil {
-			testBracketMiss(1)
+	xs = slices.Clone(xs)
+	for i, x := range xs {
+		x = x[:n]
+		xs[i] = x
+		ks[i] = TrimCount(densities[i], int64(n))
+		sample = sample[:0]
+		for j := 0; j < n; j += stride {
+			sample = append(sample, trimKey(absDelta(x[j], base[j])))
 		}
-		return radixTensorThreshold(base, x, k), nil
+		brs[i] = newBracket(sample, ks[i], int64(n), tensorSigmas)
 	}
-	return math.Float64frombits(selection.Value(br.vals, len(br.vals)-int(k-above))), nil
+	bracketScanAll(brs, base, xs)
+	for i, br := range brs {
+		k, above := ks[i], br.above.Load()
+		if br.overflow || above >= k || k > above+int64(len(br.vals)) {
+			if testBracketMiss != nil {
+				testBracketMiss(1)
+			}
+			thr[i] = radixTensorThreshold(base, xs[i], k)
+			continue
+		}
+		thr[i] = math.Float64frombits(selection.Value(br.vals, len(br.vals)-int(k-above)))
+	}
+	return thr, nil
 }
 
 // radixTensorThreshold returns the k-th largest |x − base| of one tensor,

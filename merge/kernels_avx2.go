@@ -60,11 +60,16 @@ const bracketChunk = 4096
 // it computes the same keys, counts the same values above the bracket and
 // collects the same float64 values in the same order.
 func bracketScanF32(br *bracket, base, x []float32) {
+	br.add(bracketCollectF32(br, base, x, nil))
+}
+
+// bracketCollectF32 is bracketCollectGo for float32 slices through the
+// AVX2 loop.
+func bracketCollectF32(br *bracket, base, x []float32, local []uint64) (int64, []uint64) {
 	x = x[:len(base)]
 	const maxKey = math.MaxInt32 // keys have no sign bit
 	lo, hi := min(br.lo, maxKey), min(br.hi, maxKey)
 	var above int64
-	var local []uint64
 	var idx [bracketChunk]int32
 	n8 := len(base) &^ 7
 	for c := 0; c < n8; c += bracketChunk {
@@ -75,17 +80,8 @@ func bracketScanF32(br *bracket, base, x []float32) {
 			local = append(local, math.Float64bits(absDelta(x[c+int(j)], base[c+int(j)])))
 		}
 	}
-	span, hi64 := br.lo, uint64(br.hi)
-	span = br.hi - span
-	for j := n8; j < len(base); j++ {
-		a := absDelta(x[j], base[j])
-		key := trimKey(a)
-		above += int64((hi64 - uint64(key)) >> 63)
-		if key-br.lo <= span {
-			local = append(local, math.Float64bits(a))
-		}
-	}
-	br.add(above, local)
+	a, local := bracketCollectGo(br, base[n8:], x[n8:], local)
+	return above + a, local
 }
 
 // keepBound returns c = ⌈d·2⁵³⌉, so that Uniform(key, j) < d exactly when

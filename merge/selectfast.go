@@ -32,7 +32,8 @@ import (
 
 const (
 	sampleBlock   = 256
-	bracketSigmas = 16 // half-width of the bracket, in binomial standard deviations of the sample rank
+	bracketSigmas = 16 // half-width of the global bracket, in binomial standard deviations of the sample rank
+	tensorSigmas  = 8  // the same for a per-tensor bracket (a miss costs one tensor's radix selection)
 	bracketSlack  = 64 // plus this many sample ranks
 )
 
@@ -134,7 +135,7 @@ func (m *Merger) globalThresholds(ctx context.Context, progress Progress) error 
 	// 2. brackets
 	brs := make([]*bracket, nm)
 	for i := range brs {
-		brs[i] = newBracket(samples[i], TrimCount(m.opt.Densities[i], total), total)
+		brs[i] = newBracket(samples[i], TrimCount(m.opt.Densities[i], total), total, bracketSigmas)
 		samples[i] = nil
 	}
 	// 3. one pass: count above, collect inside
@@ -232,8 +233,9 @@ func sampleKeys[T Float](dst []uint32, base, x []T, off, stride int64) []uint32 
 }
 
 // newBracket derives the key range [lo, hi] likely to hold the k-th largest
-// of n values from a sample of their keys (reordered).
-func newBracket(sample []uint32, k, n int64) *bracket {
+// of n values from a sample of their keys (reordered), sigmas binomial
+// standard deviations of the sample rank (plus bracketSlack) to each side.
+func newBracket(sample []uint32, k, n int64, sigmas float64) *bracket {
 	br := &bracket{lo: 0, hi: math.MaxUint32}
 	s := int64(len(sample))
 	if s == 0 {
@@ -241,7 +243,7 @@ func newBracket(sample []uint32, k, n int64) *bracket {
 	}
 	kk := float64(k) * float64(s) / float64(n) // expected rank in the sample, 1 = largest
 	p := kk / float64(s)
-	d := bracketSigmas*math.Sqrt(float64(s)*p*(1-p)) + bracketSlack
+	d := sigmas*math.Sqrt(float64(s)*p*(1-p)) + bracketSlack
 	if r := int64(math.Floor(kk - d)); r >= 1 {
 		br.hi = selection.Value(sample, int(s-r))
 	}
@@ -254,21 +256,31 @@ func newBracket(sample []uint32, k, n int64) *bracket {
 // bracketScan counts the values of one tensor with key > hi and collects
 // those with lo ≤ key ≤ hi.
 func bracketScan[T Float](br *bracket, base, x []T) {
+	br.add(bracketCollect(br, base, x, nil))
+}
+
+// bracketCollect returns the number of values |x − base| with key > br.hi
+// and local with the float64 bits of those with br.lo ≤ key ≤ br.hi
+// appended (in order); br itself is not changed.
+func bracketCollect[T Float](br *bracket, base, x []T, local []uint64) (int64, []uint64) {
 	if haveAVX2 {
 		if b32, ok := any(base).([]float32); ok {
-			bracketScanF32(br, b32, any(x).([]float32))
-			return
+			return bracketCollectF32(br, b32, any(x).([]float32), local)
 		}
 	}
-	bracketScanGo(br, base, x)
+	return bracketCollectGo(br, base, x, local)
 }
 
 // bracketScanGo is bracketScan's pure-Go loop.
 func bracketScanGo[T Float](br *bracket, base, x []T) {
+	br.add(bracketCollectGo(br, base, x, nil))
+}
+
+// bracketCollectGo is bracketCollect's pure-Go loop.
+func bracketCollectGo[T Float](br *bracket, base, x []T, local []uint64) (int64, []uint64) {
 	x = x[:len(base)]
 	lo, span, hi := br.lo, br.hi-br.lo, uint64(br.hi)
 	var above int64
-	var local []uint64
 	for j, b := range base {
 		a := absDelta(x[j], b)
 		key := trimKey(a)
@@ -277,7 +289,31 @@ func bracketScanGo[T Float](br *bracket, base, x []T) {
 			local = append(local, math.Float64bits(a))
 		}
 	}
-	br.add(above, local)
+	return above, local
+}
+
+// scanBlock is how many elements of a tensor bracketScanAll scans for
+// every model before it moves on, so that the base's block is read from
+// memory once and from the cache for the other models.
+const scanBlock = 1 << 14
+
+// bracketScanAll is bracketScan of every model i (brs[i], xs[i]) over one
+// tensor, block by block.
+func bracketScanAll[T Float](brs []*bracket, base []T, xs [][]T) {
+	n := len(base)
+	above := make([]int64, len(brs))
+	local := make([][]uint64, len(brs))
+	for lo := 0; lo < n; lo += scanBlock {
+		hi := min(lo+scanBlock, n)
+		for i, br := range brs {
+			var a int64
+			a, local[i] = bracketCollect(br, base[lo:hi], xs[i][lo:hi], local[i])
+			above[i] += a
+		}
+	}
+	for i, br := range brs {
+		br.add(above[i], local[i])
+	}
 }
 
 // add records one scan's count above the bracket and its collected values.

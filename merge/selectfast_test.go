@@ -181,6 +181,31 @@ func TestSampleRangesCoverStride(t *testing.T) {
 	}
 }
 
+// TestTensorThresholdsAllModels: the thresholds of several models over one
+// tensor, found in one blocked pass (bracketScanAll), are each model's
+// exact k-th largest |xᵢ − base| for its own density, on tensors shorter
+// and longer than a scan block.
+func TestTensorThresholdsAllModels(t *testing.T) {
+	for _, n := range []int{7, scanBlock - 1, 3*scanBlock + 5, 5 * tensorSample} {
+		base, xs := hostileSlices(n, 3, uint64(n)+1)
+		ds := []float64{0.2, 0.01, 0.7}
+		got, err := tensorThresholds(base, xs, ds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, x := range xs {
+			a := make([]float64, n)
+			for j := range base {
+				a[j] = absDelta(x[j], base[j])
+			}
+			slices.Sort(a)
+			if want := a[int64(n)-TrimCount(ds[i], int64(n))]; got[i] != want {
+				t.Errorf("n=%d model %d density %v: %v, want %v", n, i, ds[i], got[i], want)
+			}
+		}
+	}
+}
+
 // TestTensorThresholdExact checks the per-tensor radix selection against a
 // full sort of |x − base| in float64, on data with many ties (deltas at
 // ±0.25 and ±0.5, equal values), equal infinities (|τ| = 0), float32 keys

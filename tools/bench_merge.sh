@@ -15,6 +15,8 @@
 # input throughput (base + 3 models, bytes / wall second). Rows:
 #   - plain copy: read the four data files and write one model's bytes
 #     (cat to /dev/null, dd with conv=fsync): the I/O floor of a merge;
+#     and the same with the output written like onnxpost writes it, past
+#     the page cache (dd oflag=direct);
 #   - onnxpost merge --method linear (the mean of the four models) | ties
 #     (global trim) | ties --trim-scope tensor | dare (--base, three
 #     models), --external-data;
@@ -76,6 +78,9 @@ for size in "${SIZES[@]}"; do
 	timed bash -c "cat $(data ft1) $(data ft2) $(data ft3) > /dev/null && dd if=$(data base) of=$d/copy.data bs=4M conv=fsync status=none"
 	copy=$WALL
 	row "plain copy (cat + dd conv=fsync)" "1.0×" ""
+	rm -f "$d/copy.data"
+	timed bash -c "cat $(data ft1) $(data ft2) $(data ft3) > /dev/null && dd if=$(data base) of=$d/copy.data bs=4M oflag=direct conv=fsync status=none"
+	row "plain copy, direct writes (cat + dd oflag=direct conv=fsync)" "$(ratio "$WALL" "$copy")" ""
 	rm -f "$d/copy.data"
 	declare -A GO=()
 	for m in linear ties ties-tensor dare; do
