@@ -37,4 +37,6 @@ func setDirect(f *os.File, on bool) error {
 
 // isInvalid reports a write refused for its alignment or by a filesystem
 // that does not do direct I/O.
-func isInvalid(err error) bool { return errors.Is(err, syscall.EINVAL) }
+func isInvalid(err error) bool {
+	return errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EOPNOTSUPP)
+}
