@@ -1,6 +1,7 @@
 package onnxio
 
 import (
+	"io"
 	"os"
 	"unsafe"
 )
@@ -22,7 +23,7 @@ type dataWriter struct {
 	direct  bool   // O_DIRECT is set on f
 	stage   []byte // aligned staging block of a direct writer (made on first use)
 	n       int    // bytes staged (they belong at offset off)
-	off     int64  // file offset where the staged bytes start (aligned)
+	off     int64  // file offset where the staged bytes start
 	written int64  // bytes accepted so far
 	flushed int64  // end of the range handed to startWriteback (buffered)
 }
@@ -67,18 +68,13 @@ func aligned(p []byte) bool {
 // Write appends p to the file.
 func (w *dataWriter) Write(p []byte) (int, error) {
 	total := len(p)
-	if !w.direct {
-		if _, err := w.f.Write(p); err != nil {
-			return 0, err
-		}
-		w.written += int64(total)
-		if w.written-w.flushed >= writebackChunk {
-			startWriteback(w.f, w.flushed, w.written-w.flushed)
-			w.flushed = w.written
-		}
-		return total, nil
-	}
 	for len(p) > 0 {
+		if !w.direct {
+			if err := w.writeBuffered(p); err != nil {
+				return total - len(p), err
+			}
+			return total, nil
+		}
 		if w.n == 0 && len(p) >= directAlign && aligned(p) {
 			// whole blocks straight from the caller's memory
 			k := len(p) &^ (directAlign - 1)
@@ -89,21 +85,95 @@ func (w *dataWriter) Write(p []byte) (int, error) {
 			w.written += int64(k)
 			continue
 		}
-		if w.stage == nil {
-			w.stage = alignedBlock(directStage)
-		}
-		c := copy(w.stage[w.n:], p)
+		c := copy(w.staging()[w.n:], p)
 		w.n += c
 		p = p[c:]
 		w.written += int64(c)
-		if w.n == len(w.stage) {
-			if err := w.writeDirect(w.stage); err != nil {
-				return total - len(p), err
-			}
-			w.n = 0
+		if err := w.flushFull(); err != nil {
+			return total - len(p), err
 		}
 	}
 	return total, nil
+}
+
+// ReadFrom appends what r yields (io.Copy calls it): read straight into
+// the staging block when direct, through the file's own ReadFrom (which
+// copies file to file in the kernel where it can) otherwise.
+func (w *dataWriter) ReadFrom(r io.Reader) (int64, error) {
+	var total int64
+	for w.direct {
+		n, err := r.Read(w.staging()[w.n:])
+		w.n += n
+		w.written += int64(n)
+		total += int64(n)
+		if ferr := w.flushFull(); ferr != nil {
+			return total, ferr
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+	if err := w.spill(); err != nil {
+		return total, err
+	}
+	n, err := w.f.ReadFrom(r)
+	w.advance(n)
+	return total + n, err
+}
+
+// staging returns the staging block, made on first use.
+func (w *dataWriter) staging() []byte {
+	if w.stage == nil {
+		w.stage = alignedBlock(directStage)
+	}
+	return w.stage
+}
+
+// flushFull writes the staging block once it is full.
+func (w *dataWriter) flushFull() error {
+	if w.n < len(w.stage) {
+		return nil
+	}
+	if err := w.writeDirect(w.stage); err != nil {
+		return err
+	}
+	w.n = 0
+	return nil
+}
+
+// writeBuffered writes what is staged, then p, through the page cache.
+func (w *dataWriter) writeBuffered(p []byte) error {
+	if err := w.spill(); err != nil {
+		return err
+	}
+	n, err := w.f.Write(p)
+	w.advance(int64(n))
+	return err
+}
+
+// spill writes the staged bytes of a writer that is no longer direct.
+func (w *dataWriter) spill() error {
+	if w.n == 0 {
+		return nil
+	}
+	_, err := w.f.Write(w.stage[:w.n])
+	w.off += int64(w.n)
+	w.n = 0
+	return err
+}
+
+// advance counts n bytes written through the page cache and starts their
+// writeback every writebackChunk bytes.
+func (w *dataWriter) advance(n int64) {
+	w.written += n
+	w.off += n
+	if w.off-w.flushed >= writebackChunk {
+		startWriteback(w.f, w.flushed, w.off-w.flushed)
+		w.flushed = w.off
+	}
 }
 
 // writeDirect writes the aligned blocks b at w.off (the file's position)
@@ -139,15 +209,15 @@ func (w *dataWriter) toBuffered() error {
 
 // Close writes what is staged; it does not close or sync the file.
 func (w *dataWriter) Close() error {
-	if !w.direct || w.n == 0 {
+	if w.n == 0 {
 		return nil
 	}
-	// the last partial block: through the page cache, at an aligned
-	// offset, so it shares no page with the direct writes before it
-	if err := w.toBuffered(); err != nil {
-		return err
+	if w.direct {
+		// the last partial block: through the page cache, at an aligned
+		// offset, so it shares no page with the direct writes before it
+		if err := w.toBuffered(); err != nil {
+			return err
+		}
 	}
-	_, err := w.f.Write(w.stage[:w.n])
-	w.n = 0
-	return err
+	return w.spill()
 }

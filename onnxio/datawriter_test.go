@@ -2,6 +2,7 @@ package onnxio
 
 import (
 	"bytes"
+	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -70,6 +71,45 @@ func TestDataWriter(t *testing.T) {
 			}
 		}
 	}
+	// io.Copy from a file section (what an unchanged external tensor is
+	// copied with) and from a plain reader, both modes
+	for _, direct := range []bool{true, false} {
+		directIO = direct
+		src := piece(directStage+3*directAlign+11, false)
+		sf, err := os.CreateTemp(t.TempDir(), "s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sf.Write(src); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.CreateTemp(t.TempDir(), "d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := newDataWriter(f)
+		head := piece(100, false)
+		w.Write(head)
+		if _, err := sf.Seek(7, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := io.Copy(w, &io.LimitedReader{R: sf, N: int64(len(src) - 7)}); err != nil || n != int64(len(src)-7) {
+			t.Fatalf("direct=%v: io.Copy from a file = %d, %v", direct, n, err)
+		}
+		if n, err := io.Copy(w, bytes.NewReader(src[:5000])); err != nil || n != 5000 {
+			t.Fatalf("direct=%v: io.Copy from a reader = %d, %v", direct, n, err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		sf.Close()
+		f.Close()
+		got, _ := os.ReadFile(f.Name())
+		want := append(append(append([]byte(nil), head...), src[7:]...), src[:5000]...)
+		if !bytes.Equal(got, want) {
+			t.Errorf("direct=%v: after io.Copy the file has %d bytes, want %d (or different bytes)", direct, len(got), len(want))
+		}
+	}
 	// a direct write the kernel refuses (memory not aligned) falls back
 	directIO = true
 	f, err := os.CreateTemp(t.TempDir(), "d")
@@ -101,6 +141,28 @@ func TestDataWriter(t *testing.T) {
 	got, _ := os.ReadFile(f.Name())
 	if want := append(append(append([]byte(nil), a...), b...), c...); !bytes.Equal(got, want) {
 		t.Errorf("after the fallback the file has %d bytes, want %d (or different bytes)", len(got), len(want))
+	}
+	// the refusal in the middle of a Write (a staging block the kernel
+	// refuses): the rest of that Write and the staged bytes are not lost
+	f2, err := os.CreateTemp(t.TempDir(), "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f2.Close()
+	w = newDataWriter(f2)
+	w.stage = alignedBlock(directStage + 1)[1 : directStage+1]
+	d := piece(directStage+5000, false)
+	if n, err := w.Write(d); err != nil || n != len(d) {
+		t.Fatalf("Write across a refused flush = %d, %v", n, err)
+	}
+	if w.direct {
+		t.Error("still direct after a refused flush")
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(f2.Name()); !bytes.Equal(got, d) {
+		t.Errorf("after a refused flush the file has %d bytes, want %d (or different bytes)", len(got), len(d))
 	}
 }
 
