@@ -55,9 +55,9 @@ $(VENV)/.ok: tools/requirements-test.txt
 test: ort pyenv linalg
 	PY=$(CURDIR)/$(VENV_PY) ./tools/gen_conformance.sh
 	$(GO) vet ./...
-	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ONNXPOST_PYTHON=$(CURDIR)/$(VENV_PY) $(GO) test -count=1 ./...
-	ONNXPOST_LINALG=go ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ONNXPOST_PYTHON=$(CURDIR)/$(VENV_PY) $(GO) test -count=1 ./internal/linalg ./compress/lowrank ./quant ./compress/sparsity
-	ONNXPOST_SIMD=off ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ONNXPOST_PYTHON=$(CURDIR)/$(VENV_PY) $(GO) test -count=1 ./merge
+	ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ONNXPOST_PYTHON=$(CURDIR)/$(VENV_PY) $(GO) test -count=1 -timeout 45m ./...
+	ONNXPOST_LINALG=go ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ONNXPOST_PYTHON=$(CURDIR)/$(VENV_PY) $(GO) test -count=1 -timeout 45m ./internal/linalg ./compress/lowrank ./quant ./compress/sparsity
+	ONNXPOST_SIMD=off ONNXPOST_ORT_LIB=$(CURDIR)/$(ORT_LIB) ONNXPOST_PYTHON=$(CURDIR)/$(VENV_PY) $(GO) test -count=1 -timeout 45m ./merge
 
 ## demo: the main job on the bundled zoo
 demo: ort linalg build
