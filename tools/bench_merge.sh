@@ -25,6 +25,10 @@
 #     TIES with per-tensor trim, DARE. PyTorch runs at the first size only
 #     (TORCH_SIZES to change). The manifest of tensor offsets is read with
 #     .venv/bin/python (onnx).
+# ENGINE=1 adds TIES rows of the merge engine alone (the library, through
+# merge's BenchmarkMergeTIESLarge: load, merge.New, Merger.Save with an
+# fsynced external-data output; no SHA-256 of the inputs, which the command
+# records for provenance and PyTorch does not compute).
 # ONNXPOST_BASELINE=path (and ONNXPOST_BASELINE_LABEL) adds TIES rows of an
 # older build, for before/after figures from the same run. SIMD_OFF=1 adds
 # rows of the same build with ONNXPOST_SIMD=off (the kernels' pure-Go loops
@@ -45,6 +49,8 @@ TORCH_SIZES=${TORCH_SIZES:-${SIZES[0]}}
 mkdir -p "$BENCH_DIR"
 ONNXPOST=${ONNXPOST:-$BENCH_DIR/onnxpost}
 [ -x "$ONNXPOST" ] && [ -n "${ONNXPOST_PREBUILT:-}" ] || go build -o "$ONNXPOST" ./cmd/onnxpost
+ENGINE_TEST=$BENCH_DIR/merge.test
+[ "${ENGINE:-0}" != 1 ] || go test -c -o "$ENGINE_TEST" ./merge
 
 echo "date $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(go version | cut -d' ' -f3)"
 echo
@@ -105,6 +111,15 @@ for size in "${SIZES[@]}"; do
 			rm -f "$d"/merged-"$m".onnx*
 		done
 	fi
+	if [ "${ENGINE:-0}" = 1 ]; then # the merge engine alone: the command's work minus hashing the inputs
+		for m in ties ties-tensor; do
+			scope=global
+			[ "$m" = ties-tensor ] && scope=tensor
+			timed env ONNXPOST_BENCH_MERGE_DIR="$d" ONNXPOST_BENCH_MERGE_SCOPE=$scope "$ENGINE_TEST" -test.run '^$' -test.bench '^BenchmarkMergeTIESLarge$' -test.benchtime 1x
+			GO[engine-$m]=$WALL
+			row "merge engine alone (library: load, merge.New, Merger.Save; no input hashing): ties, $scope trim" "$(ratio "$WALL" "$copy")" ""
+		done
+	fi
 	if [ -n "${ONNXPOST_BASELINE:-}" ]; then # an older build, for before/after in the same run
 		for m in ties ties-tensor; do
 			args=(--method "${m%-tensor}")
@@ -125,6 +140,9 @@ for size in "${SIZES[@]}"; do
 			label="PyTorch $tv streaming $m"
 			[ "$m" = ties ] && label="$label (per-tensor trim)"
 			row "$label" "$(ratio "$WALL" "$copy")" "$(ratio "$WALL" "$g")"
+			if [ "$m" = ties ] && [ -n "${GO[engine-ties-tensor]:-}" ]; then
+				echo "|  | PyTorch ties / merge engine alone, per-tensor trim (no hashing on either side) |  |  |  |  |  | $(ratio "$WALL" "${GO[engine-ties-tensor]}") |  |"
+			fi
 			rm -f "$d/torch-$m.data"
 		done
 	fi
