@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -638,3 +639,82 @@ func runRecipe(t *testing.T, dir, body string) {
 		t.Fatalf("run: exit code %d\n%s", code, stderr)
 	}
 }
+
+// A quantized merged decoder stays one: the int8 QDQ join dequantizes the
+// shared weights once in the main graph, and the commands after quantize
+// still split it into its branches. Pruning the lm_head left in float by
+// quantize --exclude prunes it in both branches, as in the plain export;
+// sparsifying a fully quantized merged decoder names, per branch, the
+// weights that are already quantized.
+func TestQuantizedMergedDecoderStaysMerged(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	merged := zooPath(t, "zoo", "lm", "base_merged.onnx")
+	plain := zooPath(t, "zoo", "lm", "base.onnx")
+	test := lmSubset(t, dir, "lm_pydoc_test.npz", 4)
+	q := map[string]string{}
+	for name, model := range map[string]string{"merged": merged, "plain": plain} {
+		q[name] = filepath.Join(dir, name+".int8.onnx")
+		if code, stderr := runStderr(t, []string{"onnxpost", "quantize", model, "--weights", "int8", "--exclude", "lm_head", "-o", q[name]}); code != 0 {
+			t.Fatalf("quantize %s: exit code %d\n%s", name, code, stderr)
+		}
+	}
+	qm, err := onnxio.Load(q["merged"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := qm.IfMerged(); !ok {
+		t.Fatalf("the int8 merged decoder is not recognised as merged (main ops %v)", qm.OpCounts())
+	}
+	s := map[string]string{}
+	for name := range q {
+		s[name] = filepath.Join(dir, name+".sparse.onnx")
+		code, stderr := runStderr(t, []string{"onnxpost", "sparsify", q[name], "--sparsity", "0.3", "-o", s[name]})
+		if code != 0 {
+			t.Fatalf("sparsify %s: exit code %d\n%s", name, code, stderr)
+		}
+		if split := strings.Contains(stderr, "If-merged decoder: transforming its branches"); split != (name == "merged") {
+			t.Errorf("sparsify %s: split into branches %v\n%s", name, split, stderr)
+		}
+	}
+	ms, err := onnxio.Load(s["merged"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := ms.IfMerged(); !ok {
+		t.Errorf("the sparsified int8 merged decoder is not merged (main ops %v)", ms.OpCounts())
+	}
+	ps, err := onnxio.Load(s["plain"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ms.Initializer("lm_head.weight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ps.Initializer("lm_head.weight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Error("the merged decoder's pruned lm_head differs from the plain export's")
+	}
+	if d := cacheBranchAgrees(t, s["merged"], test); d > 1e-5 {
+		t.Errorf("cache and no-cache branches differ by %.3g (relative)", d)
+	}
+
+	// every weight quantized: nothing to prune, said per branch
+	full := filepath.Join(dir, "full.int8.onnx")
+	if code := run([]string{"onnxpost", "quantize", merged, "--weights", "int8", "-o", full}); code != 0 {
+		t.Fatalf("quantize: exit code %d", code)
+	}
+	out := filepath.Join(dir, "full.sparse.onnx")
+	code, stderr := runStderr(t, []string{"onnxpost", "sparsify", full, "--sparsity", "0.3", "-o", out})
+	if code != 1 || !strings.Contains(stderr, "branch else_branch: nothing to transform") || !strings.Contains(stderr, "already quantized") {
+		t.Errorf("sparsify of a fully quantized merged decoder: exit code %d, stderr\n%s", code, stderr)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("%s written", out)
+	}
+}
+
