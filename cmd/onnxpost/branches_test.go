@@ -718,3 +718,63 @@ func TestQuantizedMergedDecoderStaysMerged(t *testing.T) {
 	}
 }
 
+// merge --config of If-merged decoders goes through the branches like
+// merge with flags: the same model as the flags that mean the same merge
+// (graph, weights and the merge's method and parameters), and the
+// config's output is written when -o is not given.
+func TestMergedDecoderMergeConfig(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	base, err := filepath.Abs(zooPath(t, "zoo", "lm", "base_merged.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bible := mergedLike(t, dir, "bible_merged.onnx", zooPath(t, "zoo", "lm", "ft_bible.onnx"))
+	for _, tc := range []struct {
+		name, config string
+		flags        []string
+	}{
+		{"linear", "merge_method: linear\nmodels:\n  - model: " + base + "\n    parameters:\n      weight: 0.3\n  - model: bible_merged.onnx\n    parameters:\n      weight: 0.7\n",
+			[]string{"--method", "linear", "--weights", "0.3,0.7", base, bible}},
+		{"ties", "merge_method: ties\nbase_model: " + base + "\nmodels:\n  - model: bible_merged.onnx\n    parameters:\n      weight: 1\n      density: 0.5\n",
+			[]string{"--method", "ties", "--base", base, "--weights", "1", "--density", "0.5", bible}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := filepath.Join(dir, tc.name+".yaml")
+			if err := os.WriteFile(cfg, []byte(tc.config+"output: "+tc.name+".config.onnx\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			fromConfig := filepath.Join(dir, tc.name+".config.onnx")
+			code, stderr := runStderr(t, []string{"onnxpost", "merge", "--config", cfg})
+			if code != 0 {
+				t.Fatalf("merge --config: exit code %d\n%s", code, stderr)
+			}
+			if !strings.Contains(stderr, "If-merged decoder: transforming its branches") {
+				t.Errorf("merge --config did not split the merged decoders:\n%s", stderr)
+			}
+			fromFlags := filepath.Join(dir, tc.name+".flags.onnx")
+			if code, stderr := runStderr(t, append([]string{"onnxpost", "merge", "-o", fromFlags}, tc.flags...)); code != 0 {
+				t.Fatalf("merge %v: exit code %d\n%s", tc.flags, code, stderr)
+			}
+			sameModel(t, fromFlags, fromConfig)
+			a, err := onnxio.Load(fromConfig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := onnxio.Load(fromFlags)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"onnxpost.merge.method", "onnxpost.merge.params"} {
+				va := a.Metadata()[k]
+				vb := b.Metadata()[k]
+				if va != vb || va == "" {
+					t.Errorf("%s: config %q, flags %q", k, va, vb)
+				}
+			}
+			if _, ok := a.IfMerged(); !ok {
+				t.Error("the config's merge is no merged decoder")
+			}
+		})
+	}
+}
