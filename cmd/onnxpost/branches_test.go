@@ -721,7 +721,9 @@ func TestQuantizedMergedDecoderStaysMerged(t *testing.T) {
 // merge --config of If-merged decoders goes through the branches like
 // merge with flags: the same model as the flags that mean the same merge
 // (graph, weights and the merge's method and parameters), and the
-// config's output is written when -o is not given.
+// config's output is written when -o is not given. A recipe's merge step
+// takes merged decoders too, with the config or with the flags' keys:
+// the same model again.
 func TestMergedDecoderMergeConfig(t *testing.T) {
 	requireORT(t)
 	dir := t.TempDir()
@@ -733,11 +735,14 @@ func TestMergedDecoderMergeConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name, config string
 		flags        []string
+		keys         string // the recipe step's
 	}{
 		{"linear", "merge_method: linear\nmodels:\n  - model: " + base + "\n    parameters:\n      weight: 0.3\n  - model: bible_merged.onnx\n    parameters:\n      weight: 0.7\n",
-			[]string{"--method", "linear", "--weights", "0.3,0.7", base, bible}},
+			[]string{"--method", "linear", "--weights", "0.3,0.7", base, bible},
+			"method: linear, weights: \"0.3,0.7\", inputs: [" + base + ", " + bible + "]"},
 		{"ties", "merge_method: ties\nbase_model: " + base + "\nmodels:\n  - model: bible_merged.onnx\n    parameters:\n      weight: 1\n      density: 0.5\n",
-			[]string{"--method", "ties", "--base", base, "--weights", "1", "--density", "0.5", bible}},
+			[]string{"--method", "ties", "--base", base, "--weights", "1", "--density", "0.5", bible},
+			"method: ties, base: " + base + ", weights: \"1\", density: 0.5, inputs: [" + bible + "]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := filepath.Join(dir, tc.name+".yaml")
@@ -774,6 +779,11 @@ func TestMergedDecoderMergeConfig(t *testing.T) {
 			}
 			if _, ok := a.IfMerged(); !ok {
 				t.Error("the config's merge is no merged decoder")
+			}
+			for how, step := range map[string]string{"config": "config: " + cfg, "keys": tc.keys} {
+				out := tc.name + ".recipe-" + how + ".onnx"
+				runRecipe(t, dir, "output: "+out+"\nsteps:\n  - merge: {"+step+"}\n")
+				sameModel(t, fromFlags, filepath.Join(dir, out))
 			}
 		})
 	}
