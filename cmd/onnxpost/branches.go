@@ -213,6 +213,7 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 	defer os.RemoveAll(tmp)
 	drop := maps.Clone(branchDropFlags)
 	var add []string
+	var fisherFiles []string
 	method, _ := merge.ParseMethod(c.String("method"))
 	if spec != nil {
 		method = spec.Options.Method
@@ -225,6 +226,7 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 		}
 		drop["fisher-data"] = true
 		add = append(add, "--fisher", strings.Join(files, ","))
+		fisherFiles = files
 	}
 	fmt.Fprintf(os.Stderr, "%s: If-merged decoder: transforming its branches as plain models, then joining them\n", c.Command.Name)
 	shared := &sharedStats{}
@@ -233,6 +235,7 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 			shared.base = bs[i].Attr
 		}
 	}
+	branchFiles := map[string]string{} // a branch file → the model path it comes from
 	cand, brep, err := transform.RunBranches(c.Context, in, func(ctx context.Context, attr string, bin transform.Input) (*onnxio.Model, any, error) {
 		subst := map[string]string{}
 		save := func(p string, m *onnxio.Model) error {
@@ -244,6 +247,7 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 				return fmt.Errorf("writing branch %s of %s: %w", attr, p, err)
 			}
 			subst[p] = bp
+			branchFiles[bp] = p
 			return nil
 		}
 		for j, p := range args {
@@ -284,11 +288,76 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 	if err != nil {
 		return err
 	}
+	report := map[string]any{"branches": brep.Branches}
+	if c.Command.Name == "merge" {
+		srcs, err := mergeSources(cand, branchFiles, loaded, fisherFiles, c.String("fisher-data"))
+		if err != nil {
+			return err
+		}
+		if srcs != nil {
+			report["inputs"] = srcs
+			for _, r := range brep.Branches {
+				if m, ok := r.(map[string]any); ok {
+					delete(m, "inputs")
+				}
+			}
+		}
+	}
 	ref := in.Models[0]
 	if in.Base != nil {
 		ref = in.Base
 	}
-	return finish(c, cand, ref, map[string]any{"branches": brep.Branches})
+	return finish(c, cand, ref, report)
+}
+
+// mergeSources rewrites the merge provenance (merge.MetaInputs) that the
+// branch runs recorded on the joined model cand, which names their
+// temporary files: a branch file (branchFiles) becomes the model file it
+// was lifted from (loaded there), hashed; the Fisher files computed from
+// --fisher-data for the branch runs (fisherFiles) become that data, as
+// merge records --fisher-data of plain models. It returns the sources
+// recorded (nil when cand holds none).
+func mergeSources(cand *onnxio.Model, branchFiles map[string]string, loaded map[string]*onnxio.Model, fisherFiles []string, fisherData string) ([]merge.Source, error) {
+	raw, ok := cand.Metadata()[merge.MetaInputs]
+	if !ok {
+		return nil, nil
+	}
+	var recorded []merge.Source
+	if err := json.Unmarshal([]byte(raw), &recorded); err != nil {
+		return nil, fmt.Errorf("internal error: merge provenance %q: %w", raw, err)
+	}
+	datas := strings.Split(fisherData, ",")
+	computed := map[string]string{} // Fisher file → its data
+	for i, f := range fisherFiles {
+		computed[f] = datas[min(i, len(datas)-1)]
+	}
+	var out []merge.Source
+	for _, src := range recorded {
+		orig, isBranch := branchFiles[src.Path]
+		data, isComputed := computed[src.Path]
+		switch {
+		case isBranch:
+			ss, err := merge.Sources(src.Role, []string{orig}, []*onnxio.Model{loaded[orig]})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, ss...)
+		case isComputed:
+			ss, err := merge.Sources("fisher-data", []string{data}, nil)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, ss...)
+		default:
+			out = append(out, src)
+		}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil, err
+	}
+	cand.SetMetadata(merge.MetaInputs, string(b))
+	return out, nil
 }
 
 // branchFishers computes, for merge --fisher-data on merged decoders, each

@@ -770,7 +770,16 @@ func TestMergedDecoderMergeConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, k := range []string{"onnxpost.merge.method", "onnxpost.merge.params"} {
+			// the provenance names the input files, not the branch runs'
+			for k, v := range b.Metadata() {
+				if strings.Contains(v, ".onnxpost-branches-") {
+					t.Errorf("%s names a branch run's temporary file: %s", k, v)
+				}
+			}
+			if !strings.Contains(b.Metadata()["onnxpost.merge.inputs"], bible) {
+				t.Errorf("onnxpost.merge.inputs = %s, want %s in it", b.Metadata()["onnxpost.merge.inputs"], bible)
+			}
+			for _, k := range []string{"onnxpost.merge.method", "onnxpost.merge.params", "onnxpost.merge.inputs"} {
 				va := a.Metadata()[k]
 				vb := b.Metadata()[k]
 				if va != vb || va == "" {
@@ -784,6 +793,13 @@ func TestMergedDecoderMergeConfig(t *testing.T) {
 				out := tc.name + ".recipe-" + how + ".onnx"
 				runRecipe(t, dir, "output: "+out+"\nsteps:\n  - merge: {"+step+"}\n")
 				sameModel(t, fromFlags, filepath.Join(dir, out))
+				r, err := onnxio.Load(filepath.Join(dir, out))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, want := r.Metadata()["onnxpost.merge.inputs"], b.Metadata()["onnxpost.merge.inputs"]; got != want {
+					t.Errorf("recipe (%s): onnxpost.merge.inputs %s, the command's %s", how, got, want)
+				}
 			}
 		})
 	}
