@@ -36,7 +36,7 @@
 // # Supported ops
 //
 // Add, Sub, Mul, Div, Neg, Abs, Exp, Log, Sqrt, Reciprocal, Pow, Relu,
-// LeakyRelu, Sigmoid, Tanh, Erf, Gelu (exact), Clip, Softmax, LogSoftmax,
+// LeakyRelu, Sigmoid, Tanh, Sin, Cos, Erf, Gelu (exact), Clip, Softmax, LogSoftmax,
 // MatMul, Gemm, Conv (groups, strides, pads, dilations, auto_pad), MaxPool,
 // AveragePool, GlobalAveragePool, GlobalMaxPool, BatchNormalization
 // (inference), LayerNormalization, Reshape, Flatten, Squeeze, Unsqueeze,

@@ -9,7 +9,7 @@ import (
 	"github.com/onnxpost/onnxpost/onnxio"
 )
 
-// errModel returns x → Cos → Relu → y with every value's info.
+// errModel returns x → Atan → Relu → y with every value's info.
 func errModel(opset int64) (*onnxio.Model, map[string]autodiff.Info) {
 	m := onnxio.New("e", opset)
 	x, _ := onnxio.FromFloat32("x", onnxio.Float, []int64{2}, []float32{1, 2})
@@ -17,9 +17,9 @@ func errModel(opset int64) (*onnxio.Model, map[string]autodiff.Info) {
 	_ = m.SetInitializer(x)
 	_ = m.SetInitializer(i)
 	_ = m.InsertNodes(
-		onnxio.Node{Name: "the_cos", OpType: "Cos", Inputs: []string{"x"}, Outputs: []string{"c"}},
+		onnxio.Node{Name: "the_atan", OpType: "Atan", Inputs: []string{"x"}, Outputs: []string{"c"}},
 		onnxio.Node{Name: "relu", OpType: "Relu", Inputs: []string{"c"}, Outputs: []string{"y"}},
-		onnxio.Node{Name: "sin", OpType: "Sin", Inputs: []string{"x"}, Outputs: []string{"unused"}},
+		onnxio.Node{Name: "asin", OpType: "Asin", Inputs: []string{"x"}, Outputs: []string{"unused"}},
 	)
 	m.SetOutputs([]onnxio.ValueInfo{{Name: "y"}})
 	f := autodiff.Info{DType: onnxio.Float, Shape: []int64{2}}
@@ -36,7 +36,7 @@ func TestErrors(t *testing.T) {
 		want    error
 		mention []string
 	}{
-		{name: "unsupported op names op and node", opset: 17, output: "y", params: []string{"x"}, want: autodiff.ErrUnsupported, mention: []string{"Cos", "the_cos"}},
+		{name: "unsupported op names op and node", opset: 17, output: "y", params: []string{"x"}, want: autodiff.ErrUnsupported, mention: []string{"Atan", "the_atan"}},
 		{name: "old opset", opset: 11, output: "y", params: []string{"x"}, want: autodiff.ErrUnsupported, mention: []string{"opset 11"}},
 		{name: "integer parameter", opset: 17, output: "y", params: []string{"i"}, want: autodiff.ErrInput, mention: []string{`"i"`}},
 		{name: "unknown parameter", opset: 17, output: "y", params: []string{"nope"}, want: autodiff.ErrInput, mention: []string{"nope"}},
@@ -61,7 +61,7 @@ func TestErrors(t *testing.T) {
 	}
 }
 
-// An op off the differentiated path (Sin feeds nothing the output needs)
+// An op off the differentiated path (Asin feeds nothing the output needs)
 // needs no rule.
 func TestOffPathOpsIgnored(t *testing.T) {
 	m, info := errModel(17)

@@ -42,6 +42,8 @@ func opCases() []gradCase {
 		{name: "LeakyRelu", tensors: []tensorSpec{pg("x", awayFromZero, 3, 4)}, nodes: one("LeakyRelu", []string{"x"}, af("alpha", 0.1))},
 		{name: "Sigmoid", tensors: []tensorSpec{p("x", 3, 4)}, nodes: one("Sigmoid", []string{"x"})},
 		{name: "Tanh", tensors: []tensorSpec{p("x", 3, 4)}, nodes: one("Tanh", []string{"x"})},
+		{name: "Sin", tensors: []tensorSpec{p("x", 3, 4)}, nodes: one("Sin", []string{"x"})},
+		{name: "Cos", tensors: []tensorSpec{p("x", 3, 4)}, nodes: one("Cos", []string{"x"})},
 		{name: "Erf", tensors: []tensorSpec{p("x", 3, 4)}, nodes: one("Erf", []string{"x"})},
 		{name: "Gelu", opset: 20, tensors: []tensorSpec{p("x", 3, 4)}, nodes: one("Gelu", []string{"x"})},
 		{name: "Exp", tensors: []tensorSpec{p("x", 3, 4)}, nodes: one("Exp", []string{"x"})},

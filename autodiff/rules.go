@@ -41,6 +41,12 @@ func init() {
 			dt := b.dtype(x)
 			return b.op("Mul", []string{dy, b.op("Sub", []string{b.scalar(1, dt), b.op("Mul", []string{y, y})})})
 		}),
+		"Sin": unary(func(b *builder, x, y, dy string) string {
+			return b.op("Mul", []string{dy, b.op("Cos", []string{x})})
+		}),
+		"Cos": unary(func(b *builder, x, y, dy string) string {
+			return b.op("Neg", []string{b.op("Mul", []string{dy, b.op("Sin", []string{x})})})
+		}),
 		"Erf": unary(func(b *builder, x, y, dy string) string {
 			dt := b.dtype(x)
 			e := b.op("Exp", []string{b.op("Neg", []string{b.op("Mul", []string{x, x})})})

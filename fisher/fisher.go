@@ -103,7 +103,7 @@ type Options struct {
 	// softmax(logits).
 	Output string
 	// Params lists the tensors to compute the Fisher of (default: every
-	// float initializer of the model).
+	// float initializer of the model except scalars, see DefaultParams).
 	Params []string
 	// Samples is the number of labels drawn from p(y|x) per example; 0
 	// (the default) sums over every class exactly.
@@ -333,6 +333,29 @@ type Graph struct {
 	dtype          onnxio.DType // of the logits
 }
 
+// DefaultParams returns the tensors whose Fisher is computed when
+// Options.Params is nil: every floating-point initializer of m's main graph
+// but the scalar (0-d) ones. A 0-d initializer is a constant of an
+// expression (an exponent, an epsilon, an attention scale, a mask's fill
+// value): what an exporter's Constant nodes become once folded into
+// initializers (onnxio.Model.FoldConstantWeights; merge, sparsify and
+// quantize fold them), which the Fisher of the model as exported does not
+// hold either. Its Fisher means nothing and may not even be finite (the
+// gradient of Pow's exponent is y·ln(base), NaN for a negative base).
+func DefaultParams(m *onnxio.Model) ([]string, error) {
+	var params []string
+	for _, name := range m.Initializers() {
+		dt, sh, err := m.InitializerInfo(name)
+		if err != nil {
+			return nil, err
+		}
+		if len(sh) > 0 && (dt == onnxio.Float || dt == onnxio.Double || dt == onnxio.Float16 || dt == onnxio.BFloat16) {
+			params = append(params, name)
+		}
+	}
+	return params, nil
+}
+
 // Build returns the Fisher graph of m. The first two examples of ds (the
 // first one twice when there is only one) probe the graph's shapes.
 func Build(m *onnxio.Model, ds *evalharness.Dataset, opt Options) (*Graph, error) {
@@ -355,14 +378,9 @@ func Build(m *onnxio.Model, ds *evalharness.Dataset, opt Options) (*Graph, error
 	}
 	params := opt.Params
 	if params == nil {
-		for _, name := range m.Initializers() {
-			dt, _, err := m.InitializerInfo(name)
-			if err != nil {
-				return nil, err
-			}
-			if dt == onnxio.Float || dt == onnxio.Double || dt == onnxio.Float16 || dt == onnxio.BFloat16 {
-				params = append(params, name)
-			}
+		var err error
+		if params, err = DefaultParams(m); err != nil {
+			return nil, err
 		}
 	}
 	if len(params) == 0 {

@@ -48,3 +48,44 @@ func TestComputeInvalidGraph(t *testing.T) {
 		})
 	}
 }
+
+// The default parameters are the float initializers but the 0-d ones
+// (expression constants such as folded exponents and epsilons); a
+// one-element tensor of rank 1 is a parameter, integer tensors are not.
+func TestDefaultParamsLeaveOutScalars(t *testing.T) {
+	m := onnxio.New("p", 17)
+	for _, tc := range []struct {
+		name  string
+		dt    onnxio.DType
+		shape []int64
+	}{
+		{"W", onnxio.Float, []int64{2, 2}},
+		{"exponent", onnxio.Float, []int64{}},
+		{"one", onnxio.Float, []int64{1}},
+		{"half", onnxio.Float16, []int64{3}},
+		{"eps64", onnxio.Double, nil},
+		{"axes", onnxio.Int64, []int64{2}},
+	} {
+		n, _ := onnxio.NumElements(tc.shape)
+		var tt *onnxio.Tensor
+		var err error
+		if tc.dt == onnxio.Int64 {
+			tt, err = onnxio.FromInt64(tc.name, tc.dt, tc.shape, make([]int64, n))
+		} else {
+			tt, err = onnxio.FromFloat32(tc.name, tc.dt, tc.shape, make([]float32, n))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.SetInitializer(tt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := fisher.DefaultParams(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"W", "one", "half"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("DefaultParams = %v, want %v", got, want)
+	}
+}

@@ -35,8 +35,12 @@ type Branch struct {
 // false for any other model. A model is If-merged when its main graph
 // holds exactly one If node, every floating-point initializer of the main
 // graph with at least two dimensions is read by that If's branches and by
-// no other main-graph node, there is at least one, and the branches read
-// nothing from the main graph but its inputs and initializers.
+// no other main-graph node, there is at least one such weight or
+// quantized weight, and the branches read nothing from the main graph but
+// its inputs, its initializers and the outputs of its weight
+// DequantizeLinear nodes (see branchDequantize: a quantized merged decoder
+// as JoinBranches writes it), whose inputs count as read by the branches
+// (their quantized weights by them alone).
 func (m *Model) IfMerged() (string, bool) {
 	g := m.p.GetGraph()
 	var ifNode *pb.NodeProto
@@ -58,9 +62,18 @@ func (m *Model) IfMerged() (string, bool) {
 	for _, t := range g.GetInitializer() {
 		available[t.GetName()] = true
 	}
+	dq := branchDequantize(g, ifNode)
 	read := map[string]bool{}
+	var quantized []string
 	for _, sub := range subgraphs(ifNode) {
 		for _, name := range freeNames(sub.g) {
+			if n, ok := dq[name]; ok {
+				for _, in := range n.Input {
+					read[in] = true
+				}
+				quantized = append(quantized, n.Input[0])
+				continue
+			}
 			if !available[name] {
 				return "", false
 			}
@@ -69,7 +82,7 @@ func (m *Model) IfMerged() (string, bool) {
 	}
 	mainReads := map[string]bool{}
 	for _, n := range g.GetNode() {
-		if n == ifNode {
+		if n == ifNode || len(n.Output) == 1 && dq[n.Output[0]] == n {
 			continue
 		}
 		for _, in := range n.Input {
@@ -91,10 +104,64 @@ func (m *Model) IfMerged() (string, bool) {
 		}
 		weights++
 	}
+	for _, name := range quantized {
+		if mainReads[name] {
+			return "", false
+		}
+		weights++
+	}
 	if weights == 0 {
 		return "", false
 	}
 	return ifNode.GetName(), true
+}
+
+// branchDequantize returns, by output name, the main-graph nodes of g that
+// JoinBranches hoists out of the branches of ifNode (hoistDequantize): the
+// DequantizeLinear nodes with one output whose inputs are all
+// initializers and whose output only ifNode's branches read (no other
+// main-graph node, no graph output). They belong to the branches:
+// LiftBranches puts them back into each branch that reads them.
+func branchDequantize(g *pb.GraphProto, ifNode *pb.NodeProto) map[string]*pb.NodeProto {
+	inits := map[string]bool{}
+	for _, t := range g.GetInitializer() {
+		inits[t.GetName()] = true
+	}
+	out := map[string]*pb.NodeProto{}
+	for _, n := range g.GetNode() {
+		if n.GetOpType() != "DequantizeLinear" || (n.GetDomain() != "" && n.GetDomain() != "ai.onnx") || len(n.Output) != 1 || n.Output[0] == "" {
+			continue
+		}
+		weight := true
+		for _, in := range n.Input {
+			if in != "" && !inits[in] {
+				weight = false
+			}
+		}
+		if weight {
+			out[n.Output[0]] = n
+		}
+	}
+	if len(out) == 0 {
+		return out
+	}
+	for _, n := range g.GetNode() {
+		if n == ifNode {
+			continue
+		}
+		for _, in := range n.Input {
+			delete(out, in)
+		}
+		for _, sub := range subgraphs(n) {
+			for _, name := range freeNames(sub.g) {
+				delete(out, name)
+			}
+		}
+	}
+	for _, v := range g.GetOutput() {
+		delete(out, v.GetName())
+	}
+	return out
 }
 
 // ifNodeOf returns the If node of an If-merged model.
@@ -133,6 +200,7 @@ func (m *Model) LiftBranches() ([]Branch, error) {
 	for _, v := range g.GetOutput() {
 		mainOut[v.GetName()] = v
 	}
+	dq := branchDequantize(g, ifNode)
 	var out []Branch
 	for _, sub := range subgraphs(ifNode) {
 		if len(sub.g.GetInput()) > 0 {
@@ -147,6 +215,18 @@ func (m *Model) LiftBranches() ([]Branch, error) {
 		for _, name := range freeNames(sub.g) {
 			reads[name] = true
 		}
+		// the weight DequantizeLinear nodes JoinBranches hoisted come
+		// back into the branch, in main-graph order, with their inputs
+		var sunk []*pb.NodeProto
+		for _, n := range g.GetNode() {
+			if len(n.Output) == 1 && dq[n.Output[0]] == n && reads[n.Output[0]] {
+				sunk = append(sunk, proto.Clone(n).(*pb.NodeProto))
+				for _, in := range n.Input {
+					reads[in] = true
+				}
+			}
+		}
+		bg.Node = append(sunk, bg.Node...)
 		for _, v := range g.GetInput() {
 			if reads[v.GetName()] {
 				bg.Input = append(bg.Input, proto.Clone(v).(*pb.ValueInfoProto))
@@ -212,6 +292,18 @@ func (m *Model) JoinBranches(bs []Branch) (*Model, error) {
 		return nil, err
 	}
 	g := out.p.GetGraph()
+	// the weight DequantizeLinear nodes hoisted by an earlier join are the
+	// branches' (LiftBranches sank them into bs): drop them here, the
+	// branches' own are hoisted again below
+	if dq := branchDequantize(g, ifNode); len(dq) > 0 {
+		kept := g.Node[:0:0]
+		for _, n := range g.GetNode() {
+			if len(n.Output) != 1 || dq[n.Output[0]] != n {
+				kept = append(kept, n)
+			}
+		}
+		g.Node = kept
+	}
 	shared := map[string]*pb.TensorProto{}
 	var order []string
 	for _, b := range bs {

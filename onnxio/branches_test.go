@@ -1,6 +1,7 @@
 package onnxio
 
 import (
+	"bytes"
 	"errors"
 	"path/filepath"
 	"slices"
@@ -228,6 +229,46 @@ func TestJoinHoistsSharedDequantize(t *testing.T) {
 	}
 	if got := j.Initializers(); !slices.Equal(got, []string{"Wq", "Ws"}) {
 		t.Errorf("initializers %v", got)
+	}
+
+	// the joined, quantized model is still If-merged: lifting gives each
+	// branch its DequantizeLinear back (the branch reads no value of the
+	// main graph), and joining the lifted branches gives back the model
+	if _, ok := j.IfMerged(); !ok {
+		t.Fatal("the quantized merged model is not recognised as If-merged")
+	}
+	lifted, err := j.LiftBranches()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range lifted {
+		if ops := b.Model.OpCounts(); ops["DequantizeLinear"] != 1 {
+			t.Errorf("%s: ops %v, want the DequantizeLinear back", b.Attr, ops)
+		}
+		if got := b.Model.Initializers(); !slices.Equal(got, []string{"Wq", "Ws"}) {
+			t.Errorf("%s: initializers %v", b.Attr, got)
+		}
+		if free := freeNames(b.Model.p.Graph); len(free) > 0 {
+			t.Errorf("%s reads undefined values %v", b.Attr, free)
+		}
+	}
+	again, err := j.JoinBranches(lifted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := j.Bytes()
+	got, _ := again.Bytes()
+	if !bytes.Equal(got, want) {
+		t.Error("joining the lifted branches of the quantized model changed it")
+	}
+
+	// a DequantizeLinear whose output the main graph also reads (here: a
+	// graph output) is no branch weight: the model is not If-merged
+	other := j.Clone()
+	other.p.Graph.Output = append(other.p.Graph.Output, vinfo("W_dq", Float, "4", "4"))
+	other.reindex()
+	if _, ok := other.IfMerged(); ok {
+		t.Error("a model whose main graph reads the dequantized weight is taken as If-merged")
 	}
 }
 

@@ -328,9 +328,12 @@ func (r *Recipe) runMerge(ctx context.Context, i int, p *stepPlan, f Flags, so e
 	}
 	// as the command: the inputs hashed while they are merged, their
 	// provenance recorded on the merged model
-	in, inputSources, err := merge.OpenInputs(spec.Base, spec.Models)
+	in, inputSources, merged, err := openMerge(spec.Base, spec.Models)
 	if err != nil {
 		return nil, err
+	}
+	if merged {
+		return r.runMergeBranches(ctx, i, p, f, so, spec, in, inputSources, log)
 	}
 	var srcs []merge.Source
 	mode := f.String("align")
@@ -368,6 +371,64 @@ func (r *Recipe) runMerge(ctx context.Context, i int, p *stepPlan, f Flags, so e
 		return nil, err
 	}
 	if cand, err = ConvertDtype(ctx, cand, spec.Dtype, report); err != nil {
+		return nil, err
+	}
+	ref := in.Base
+	if ref == nil {
+		ref = in.Models[0]
+	}
+	return r.evaluateStep(ctx, i, p, cand, ref, report, in.Models, spec.Models)
+}
+
+// runMergeBranches is runMerge on If-merged decoders (openMerge): the
+// Fishers computed once on the merged models (MergeFishers, on the branch
+// the data takes), then each branch aligned, merged and converted to the
+// config's dtype as a plain model (mergeBranches), as the merge command's
+// branch runs do; the provenance is recorded on the joined model.
+func (r *Recipe) runMergeBranches(ctx context.Context, i int, p *stepPlan, f Flags, so evalharness.SessionOptions, spec *MergeSpec, in merge.Inputs, inputSources func() ([]merge.Source, error), log io.Writer) (*stepOutcome, error) {
+	var srcs []merge.Source
+	mode := f.String("align")
+	if mode == "activations" {
+		cs, err := merge.Sources("calib", []string{f.String("calib")}, nil)
+		if err != nil {
+			return nil, err
+		}
+		srcs = append(srcs, cs...)
+	}
+	fs, err := MergeFishers(ctx, spec, &in, f.Int64("seed"), so, log)
+	if err != nil {
+		return nil, err
+	}
+	srcs = append(srcs, fs...)
+	cand, brep, err := mergeBranches(ctx, in, func(ctx context.Context, attr string, bi merge.Inputs) (*onnxio.Model, any, error) {
+		rows, err := AlignModels(ctx, &bi, spec.Models, AlignOptions{Mode: mode, Seed: f.Int64("seed"), Calib: f.String("calib"), Session: so, Log: log})
+		if err != nil {
+			return nil, nil, err
+		}
+		mg, err := merge.New(ctx, bi, spec.Options, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer mg.Close()
+		out := mg.Output()
+		report := MergeReport(mg, spec.Options, nil, rows)
+		if rows != nil {
+			out.SetMetadata("onnxpost.align", mode)
+		}
+		cand, err := mg.Model(ctx, out)
+		if err != nil {
+			return nil, nil, err
+		}
+		if cand, err = ConvertDtype(ctx, cand, spec.Dtype, report); err != nil {
+			return nil, nil, err
+		}
+		return cand, report, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	report := map[string]any{"method": string(spec.Options.Method), "merge_params": spec.Options.Params(), "branches": brep.Branches}
+	if err := MergeProvenance(cand, spec.Options, inputSources, srcs, report); err != nil {
 		return nil, err
 	}
 	ref := in.Base

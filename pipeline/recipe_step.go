@@ -231,7 +231,11 @@ func (r *Recipe) runInProcess(ctx context.Context, i int, p *stepPlan, prev *onn
 		var srcs []merge.Source
 		var err error
 		if len(paths) > 0 {
-			if mi, srcs, err = merge.LoadInputs(base, paths); err != nil {
+			var sources func() ([]merge.Source, error)
+			if mi, sources, _, err = openMerge(base, paths); err != nil {
+				return nil, err
+			}
+			if srcs, err = sources(); err != nil {
 				return nil, err
 			}
 		} else {
@@ -279,8 +283,20 @@ func (r *Recipe) runInProcess(ctx context.Context, i int, p *stepPlan, prev *onn
 			return nil, Usagef("%v", strings.TrimPrefix(err.Error(), "merge: invalid options: "))
 		}
 	}
-	// an If-merged decoder is transformed branch by branch
-	cand, rep, err := transform.Apply(ctx, p.t, in, cal)
+	// an If-merged decoder is transformed branch by branch; merged
+	// decoders to merge are prepared branch by branch (openMerge)
+	var cand *onnxio.Model
+	var rep any
+	merged, err := transform.Merged(in)
+	if err == nil && merged && s.Command == "merge" {
+		cand, rep, err = mergeBranches(ctx, merge.Inputs{Models: in.Models, Base: in.Base}, func(ctx context.Context, _ string, bi merge.Inputs) (*onnxio.Model, any, error) {
+			bin := in
+			bin.Models, bin.Base = bi.Models, bi.Base
+			return p.t.Run(ctx, bin)
+		})
+	} else if err == nil {
+		cand, rep, err = transform.Apply(ctx, p.t, in, cal)
+	}
 	if err != nil {
 		return nil, transformUsage(s.Command, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/onnxpost/onnxpost/fisher"
 	"github.com/onnxpost/onnxpost/merge"
 	"github.com/onnxpost/onnxpost/onnxio"
+	"github.com/onnxpost/onnxpost/pipeline"
 	"github.com/onnxpost/onnxpost/transform"
 )
 
@@ -37,6 +39,12 @@ type branchRunKey struct{}
 // branchStatsKey holds, in the context of the branch runs, the
 // *sharedStats of the command's branch runs.
 type branchStatsKey struct{}
+
+// branchPathsKey holds, in the context of a branch run, the map from each
+// model path of the command to its branch file: merge --config reads the
+// models' paths from its file, which the branch run reads unchanged
+// (mergeSpecFrom substitutes them).
+type branchPathsKey struct{}
 
 // sharedStats are calibration statistics captured by the branch run of
 // the no-cache branch (base, transform.BaseBranch) and keyed by weight
@@ -106,7 +114,22 @@ func branchwise(action cli.ActionFunc) cli.ActionFunc {
 		if b := c.String("base"); c.Command.Name == "merge" && b != "" {
 			paths = append(paths, b)
 		}
+		if c.Command.Name == "merge" && c.String("config") != "" {
+			// the config names the models
+			outDir, err := outDirFlag(c)
+			if err != nil {
+				return action(c) // the command reports it
+			}
+			s, err := pipeline.MergeSpecFromFlags(c, c.Args().Slice(), outDir)
+			if err != nil {
+				return action(c)
+			}
+			paths = append(slices.Clone(s.Models), s.Base)
+		}
 		for _, p := range paths {
+			if p == "" {
+				continue
+			}
 			m, err := onnxio.LoadLazy(p)
 			if err != nil {
 				return action(c) // the command reports it
@@ -131,6 +154,21 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 	if raw == nil {
 		return fmt.Errorf("internal error: %s: the command line is not available for the branch runs", c.Command.Name)
 	}
+	args := c.Args().Slice()
+	base := c.String("base")
+	if c.Command.Name != "merge" {
+		base = ""
+	}
+	var spec *pipeline.MergeSpec
+	if c.Command.Name == "merge" && c.String("config") != "" {
+		// the config's models, base and output (its data and gate
+		// evaluate the joined model)
+		s, err := mergeSpecFrom(c)
+		if err != nil {
+			return err
+		}
+		args, base, spec = s.Models, s.Base, s
+	}
 	out := c.String("o")
 	if out == "" {
 		return usagef("-o OUT.onnx is required")
@@ -148,7 +186,6 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 		return m, nil
 	}
 	var in transform.Input
-	args := c.Args().Slice()
 	for _, p := range args {
 		m, err := load(p)
 		if err != nil {
@@ -156,13 +193,12 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 		}
 		in.Models = append(in.Models, m)
 	}
-	base := ""
-	if b := c.String("base"); c.Command.Name == "merge" && b != "" {
-		m, err := load(b)
+	if base != "" {
+		m, err := load(base)
 		if err != nil {
 			return err
 		}
-		in.Base, base = m, b
+		in.Base = m
 	}
 	if len(in.Models) == 0 {
 		return action(c) // the command reports what it misses
@@ -177,7 +213,12 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 	defer os.RemoveAll(tmp)
 	drop := maps.Clone(branchDropFlags)
 	var add []string
-	if m, _ := merge.ParseMethod(c.String("method")); c.Command.Name == "merge" && m == merge.Fisher && c.IsSet("fisher-data") && !c.IsSet("fisher") && !c.IsSet("config") {
+	var fisherFiles []string
+	method, _ := merge.ParseMethod(c.String("method"))
+	if spec != nil {
+		method = spec.Options.Method
+	}
+	if c.Command.Name == "merge" && method == merge.Fisher && c.IsSet("fisher-data") && !c.IsSet("fisher") && (spec == nil || len(spec.Fishers) == 0) {
 		// (other combinations are the branch runs' usage errors)
 		files, err := branchFishers(c, in.Models, args, tmp)
 		if err != nil {
@@ -185,6 +226,7 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 		}
 		drop["fisher-data"] = true
 		add = append(add, "--fisher", strings.Join(files, ","))
+		fisherFiles = files
 	}
 	fmt.Fprintf(os.Stderr, "%s: If-merged decoder: transforming its branches as plain models, then joining them\n", c.Command.Name)
 	shared := &sharedStats{}
@@ -193,6 +235,7 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 			shared.base = bs[i].Attr
 		}
 	}
+	branchFiles := map[string]string{} // a branch file → the model path it comes from
 	cand, brep, err := transform.RunBranches(c.Context, in, func(ctx context.Context, attr string, bin transform.Input) (*onnxio.Model, any, error) {
 		subst := map[string]string{}
 		save := func(p string, m *onnxio.Model) error {
@@ -204,6 +247,7 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 				return fmt.Errorf("writing branch %s of %s: %w", attr, p, err)
 			}
 			subst[p] = bp
+			branchFiles[bp] = p
 			return nil
 		}
 		for j, p := range args {
@@ -224,6 +268,7 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 		}
 		fmt.Fprintf(os.Stderr, "%s: branch %s\n", c.Command.Name, attr)
 		bctx := context.WithValue(context.WithValue(ctx, branchRunKey{}, attr), branchStatsKey{}, shared)
+		bctx = context.WithValue(bctx, branchPathsKey{}, subst)
 		// a branch run records no provenance (cliProvenance: its command
 		// line names temporary files); the joined model gets the command's
 		if err := newApp().RunContext(bctx, bargs); err != nil {
@@ -243,11 +288,76 @@ func runBranches(c *cli.Context, action cli.ActionFunc) error {
 	if err != nil {
 		return err
 	}
+	report := map[string]any{"branches": brep.Branches}
+	if c.Command.Name == "merge" {
+		srcs, err := mergeSources(cand, branchFiles, loaded, fisherFiles, c.String("fisher-data"))
+		if err != nil {
+			return err
+		}
+		if srcs != nil {
+			report["inputs"] = srcs
+			for _, r := range brep.Branches {
+				if m, ok := r.(map[string]any); ok {
+					delete(m, "inputs")
+				}
+			}
+		}
+	}
 	ref := in.Models[0]
 	if in.Base != nil {
 		ref = in.Base
 	}
-	return finish(c, cand, ref, map[string]any{"branches": brep.Branches})
+	return finish(c, cand, ref, report)
+}
+
+// mergeSources rewrites the merge provenance (merge.MetaInputs) that the
+// branch runs recorded on the joined model cand, which names their
+// temporary files: a branch file (branchFiles) becomes the model file it
+// was lifted from (loaded there), hashed; the Fisher files computed from
+// --fisher-data for the branch runs (fisherFiles) become that data, as
+// merge records --fisher-data of plain models. It returns the sources
+// recorded (nil when cand holds none).
+func mergeSources(cand *onnxio.Model, branchFiles map[string]string, loaded map[string]*onnxio.Model, fisherFiles []string, fisherData string) ([]merge.Source, error) {
+	raw, ok := cand.Metadata()[merge.MetaInputs]
+	if !ok {
+		return nil, nil
+	}
+	var recorded []merge.Source
+	if err := json.Unmarshal([]byte(raw), &recorded); err != nil {
+		return nil, fmt.Errorf("internal error: merge provenance %q: %w", raw, err)
+	}
+	datas := strings.Split(fisherData, ",")
+	computed := map[string]string{} // Fisher file → its data
+	for i, f := range fisherFiles {
+		computed[f] = datas[min(i, len(datas)-1)]
+	}
+	var out []merge.Source
+	for _, src := range recorded {
+		orig, isBranch := branchFiles[src.Path]
+		data, isComputed := computed[src.Path]
+		switch {
+		case isBranch:
+			ss, err := merge.Sources(src.Role, []string{orig}, []*onnxio.Model{loaded[orig]})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, ss...)
+		case isComputed:
+			ss, err := merge.Sources("fisher-data", []string{data}, nil)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, ss...)
+		default:
+			out = append(out, src)
+		}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil, err
+	}
+	cand.SetMetadata(merge.MetaInputs, string(b))
+	return out, nil
 }
 
 // branchFishers computes, for merge --fisher-data on merged decoders, each

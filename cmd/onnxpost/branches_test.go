@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -636,5 +637,170 @@ func runRecipe(t *testing.T, dir, body string) {
 	}
 	if code, stderr := runStderr(t, []string{"onnxpost", "run", recipe}); code != 0 {
 		t.Fatalf("run: exit code %d\n%s", code, stderr)
+	}
+}
+
+// A quantized merged decoder stays one: the int8 QDQ join dequantizes the
+// shared weights once in the main graph, and the commands after quantize
+// still split it into its branches. Pruning the lm_head left in float by
+// quantize --exclude prunes it in both branches, as in the plain export;
+// sparsifying a fully quantized merged decoder names, per branch, the
+// weights that are already quantized.
+func TestQuantizedMergedDecoderStaysMerged(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	merged := zooPath(t, "zoo", "lm", "base_merged.onnx")
+	plain := zooPath(t, "zoo", "lm", "base.onnx")
+	test := lmSubset(t, dir, "lm_pydoc_test.npz", 4)
+	q := map[string]string{}
+	for name, model := range map[string]string{"merged": merged, "plain": plain} {
+		q[name] = filepath.Join(dir, name+".int8.onnx")
+		if code, stderr := runStderr(t, []string{"onnxpost", "quantize", model, "--weights", "int8", "--exclude", "lm_head", "-o", q[name]}); code != 0 {
+			t.Fatalf("quantize %s: exit code %d\n%s", name, code, stderr)
+		}
+	}
+	qm, err := onnxio.Load(q["merged"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := qm.IfMerged(); !ok {
+		t.Fatalf("the int8 merged decoder is not recognised as merged (main ops %v)", qm.OpCounts())
+	}
+	s := map[string]string{}
+	for name := range q {
+		s[name] = filepath.Join(dir, name+".sparse.onnx")
+		code, stderr := runStderr(t, []string{"onnxpost", "sparsify", q[name], "--sparsity", "0.3", "-o", s[name]})
+		if code != 0 {
+			t.Fatalf("sparsify %s: exit code %d\n%s", name, code, stderr)
+		}
+		if split := strings.Contains(stderr, "If-merged decoder: transforming its branches"); split != (name == "merged") {
+			t.Errorf("sparsify %s: split into branches %v\n%s", name, split, stderr)
+		}
+	}
+	ms, err := onnxio.Load(s["merged"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := ms.IfMerged(); !ok {
+		t.Errorf("the sparsified int8 merged decoder is not merged (main ops %v)", ms.OpCounts())
+	}
+	ps, err := onnxio.Load(s["plain"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ms.Initializer("lm_head.weight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ps.Initializer("lm_head.weight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Error("the merged decoder's pruned lm_head differs from the plain export's")
+	}
+	if d := cacheBranchAgrees(t, s["merged"], test); d > 1e-5 {
+		t.Errorf("cache and no-cache branches differ by %.3g (relative)", d)
+	}
+
+	// every weight quantized: nothing to prune, said per branch
+	full := filepath.Join(dir, "full.int8.onnx")
+	if code := run([]string{"onnxpost", "quantize", merged, "--weights", "int8", "-o", full}); code != 0 {
+		t.Fatalf("quantize: exit code %d", code)
+	}
+	out := filepath.Join(dir, "full.sparse.onnx")
+	code, stderr := runStderr(t, []string{"onnxpost", "sparsify", full, "--sparsity", "0.3", "-o", out})
+	if code != 1 || !strings.Contains(stderr, "branch else_branch: nothing to transform") || !strings.Contains(stderr, "already quantized") {
+		t.Errorf("sparsify of a fully quantized merged decoder: exit code %d, stderr\n%s", code, stderr)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("%s written", out)
+	}
+}
+
+// merge --config of If-merged decoders goes through the branches like
+// merge with flags: the same model as the flags that mean the same merge
+// (graph, weights and the merge's method and parameters), and the
+// config's output is written when -o is not given. A recipe's merge step
+// takes merged decoders too, with the config or with the flags' keys:
+// the same model again.
+func TestMergedDecoderMergeConfig(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	base, err := filepath.Abs(zooPath(t, "zoo", "lm", "base_merged.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bible := mergedLike(t, dir, "bible_merged.onnx", zooPath(t, "zoo", "lm", "ft_bible.onnx"))
+	for _, tc := range []struct {
+		name, config string
+		flags        []string
+		keys         string // the recipe step's
+	}{
+		{"linear", "merge_method: linear\nmodels:\n  - model: " + base + "\n    parameters:\n      weight: 0.3\n  - model: bible_merged.onnx\n    parameters:\n      weight: 0.7\n",
+			[]string{"--method", "linear", "--weights", "0.3,0.7", base, bible},
+			"method: linear, weights: \"0.3,0.7\", inputs: [" + base + ", " + bible + "]"},
+		{"ties", "merge_method: ties\nbase_model: " + base + "\nmodels:\n  - model: bible_merged.onnx\n    parameters:\n      weight: 1\n      density: 0.5\n",
+			[]string{"--method", "ties", "--base", base, "--weights", "1", "--density", "0.5", bible},
+			"method: ties, base: " + base + ", weights: \"1\", density: 0.5, inputs: [" + bible + "]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := filepath.Join(dir, tc.name+".yaml")
+			if err := os.WriteFile(cfg, []byte(tc.config+"output: "+tc.name+".config.onnx\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			fromConfig := filepath.Join(dir, tc.name+".config.onnx")
+			code, stderr := runStderr(t, []string{"onnxpost", "merge", "--config", cfg})
+			if code != 0 {
+				t.Fatalf("merge --config: exit code %d\n%s", code, stderr)
+			}
+			if !strings.Contains(stderr, "If-merged decoder: transforming its branches") {
+				t.Errorf("merge --config did not split the merged decoders:\n%s", stderr)
+			}
+			fromFlags := filepath.Join(dir, tc.name+".flags.onnx")
+			if code, stderr := runStderr(t, append([]string{"onnxpost", "merge", "-o", fromFlags}, tc.flags...)); code != 0 {
+				t.Fatalf("merge %v: exit code %d\n%s", tc.flags, code, stderr)
+			}
+			sameModel(t, fromFlags, fromConfig)
+			a, err := onnxio.Load(fromConfig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := onnxio.Load(fromFlags)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// the provenance names the input files, not the branch runs'
+			for k, v := range b.Metadata() {
+				if strings.Contains(v, ".onnxpost-branches-") {
+					t.Errorf("%s names a branch run's temporary file: %s", k, v)
+				}
+			}
+			if !strings.Contains(b.Metadata()["onnxpost.merge.inputs"], bible) {
+				t.Errorf("onnxpost.merge.inputs = %s, want %s in it", b.Metadata()["onnxpost.merge.inputs"], bible)
+			}
+			for _, k := range []string{"onnxpost.merge.method", "onnxpost.merge.params", "onnxpost.merge.inputs"} {
+				va := a.Metadata()[k]
+				vb := b.Metadata()[k]
+				if va != vb || va == "" {
+					t.Errorf("%s: config %q, flags %q", k, va, vb)
+				}
+			}
+			if _, ok := a.IfMerged(); !ok {
+				t.Error("the config's merge is no merged decoder")
+			}
+			for how, step := range map[string]string{"config": "config: " + cfg, "keys": tc.keys} {
+				out := tc.name + ".recipe-" + how + ".onnx"
+				runRecipe(t, dir, "output: "+out+"\nsteps:\n  - merge: {"+step+"}\n")
+				sameModel(t, fromFlags, filepath.Join(dir, out))
+				r, err := onnxio.Load(filepath.Join(dir, out))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, want := r.Metadata()["onnxpost.merge.inputs"], b.Metadata()["onnxpost.merge.inputs"]; got != want {
+					t.Errorf("recipe (%s): onnxpost.merge.inputs %s, the command's %s", how, got, want)
+				}
+			}
+		})
 	}
 }

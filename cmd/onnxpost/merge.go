@@ -89,7 +89,9 @@ ort-lib or threads.
 // mergeSpecFrom combines --config and the flags (flags win;
 // pipeline.MergeSpecFromFlags): the config's output, data and gate fill
 // the flags -o, --data and --gate that are not given, and its notes are
-// printed.
+// printed. In a branch run of merged decoders (runBranches) the models
+// and base are replaced by their branch files instead, and the config's
+// output, data, gate and notes are left to the outer run.
 func mergeSpecFrom(c *cli.Context) (*pipeline.MergeSpec, error) {
 	outDir := ""
 	if c.String("config") != "" {
@@ -102,6 +104,20 @@ func mergeSpecFrom(c *cli.Context) (*pipeline.MergeSpec, error) {
 	s, err := pipeline.MergeSpecFromFlags(c, c.Args().Slice(), outDir)
 	if err != nil {
 		return nil, err
+	}
+	if subst, ok := c.Context.Value(branchPathsKey{}).(map[string]string); ok {
+		// a branch run of merged decoders (runBranches): the config's
+		// models are the branch files; the output, data and gate are the
+		// joined model's
+		for i, p := range s.Models {
+			if b, ok := subst[p]; ok {
+				s.Models[i] = b
+			}
+		}
+		if b, ok := subst[s.Base]; ok {
+			s.Base = b
+		}
+		return s, nil
 	}
 	for _, n := range s.Notes {
 		fmt.Fprintf(os.Stderr, "merge: note: %s\n", n)
