@@ -3,6 +3,7 @@ package evalharness
 import (
 	"context"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -61,25 +62,31 @@ func TestCaptureGroupsKeepStatistics(t *testing.T) {
 			decTensors = append(decTensors, n.Outputs[0])
 		}
 	}
+	fusing, fixed := fusingCNN(t, 0), fusingCNN(t, 4)
+	fusingOpt := CaptureOptions{Grams: []string{"w2", "w3"}, Norms: []string{"w1"}, Tensors: []string{"a1", "a2", "a3", "a4", "a5", "a6"}, Bins: 16}
 	cases := []struct {
 		name   string
 		m      *onnxio.Model
 		ds     *Dataset
 		opt    CaptureOptions
 		budget int64
+		run    int64 // samples per run: 1, or a fixed batch
 	}{
-		{"cnn norms", cnn, cnnData, CaptureOptions{Norms: []string{"c1", "c2", "w3"}}, 1},
-		{"cnn grams", cnn, cnnData, CaptureOptions{Grams: []string{"c2", "w3"}}, 600},
-		{"cnn histograms", cnn, cnnData, CaptureOptions{Tensors: []string{"a1", "a2", "a3", "a4", "logits"}, Bins: 32}, 700},
+		{"fusing cnn", fusing, fusingData(t, 6), fusingOpt, 14000, 1},
+		{"fusing cnn, every value alone", fusing, fusingData(t, 6), fusingOpt, 1, 1},
+		{"fixed batch of 4", fixed, fusingData(t, 8), fusingOpt, 40000, 4},
+		{"cnn norms", cnn, cnnData, CaptureOptions{Norms: []string{"c1", "c2", "w3"}}, 1, 1},
+		{"cnn grams", cnn, cnnData, CaptureOptions{Grams: []string{"c2", "w3"}}, 600, 1},
+		{"cnn histograms", cnn, cnnData, CaptureOptions{Tensors: []string{"a1", "a2", "a3", "a4", "logits"}, Bins: 32}, 700, 1},
 		{"cnn all, every value alone", cnn, cnnData, CaptureOptions{Norms: []string{"c1"}, Grams: []string{"c2", "w3"},
-			Tensors: []string{"a1", "a2", "a3"}, Bins: 8}, 1},
-		{"decoder grams and histograms", dec, decData, CaptureOptions{Grams: decGrams, Tensors: decTensors, Bins: 16}, 4000},
-		{"decoder norms, every value alone", dec, decData, CaptureOptions{Norms: decGrams}, 1},
+			Tensors: []string{"a1", "a2", "a3"}, Bins: 8}, 1, 1},
+		{"decoder grams and histograms", dec, decData, CaptureOptions{Grams: decGrams, Tensors: decTensors, Bins: 16}, 4000, 1},
+		{"decoder norms, every value alone", dec, decData, CaptureOptions{Norms: decGrams}, 1, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ref := tc.opt
-			ref.Batch, ref.MaxBatchBytes = 1, -1
+			ref.Batch, ref.MaxBatchBytes = int(tc.run), -1
 			want, err := Capture(context.Background(), tc.m, tc.ds, ref)
 			if err != nil {
 				t.Fatal(err)
@@ -93,15 +100,21 @@ func TestCaptureGroupsKeepStatistics(t *testing.T) {
 			groupHook = func(g []string, s SessionRunner) SessionRunner {
 				return hooked{s, func(in map[string]*Array, outs []*Array) {
 					r := groupRun{values: len(g)}
-					var largest int64
-					for _, o := range outs {
-						r.held += int64(len(o.Data))
-						largest = max(largest, o.NumElements())
-					}
-					r.held += 8 * largest
 					for _, a := range in {
 						r.samples = a.Rows()
 					}
+					// the values and a float64 copy of the largest piece
+					// (a sample of a value whose first axis is the samples')
+					var largest int64
+					for _, o := range outs {
+						r.held += int64(len(o.Data))
+						p := o.NumElements()
+						if len(o.Shape) > 0 && o.Shape[0] == r.samples {
+							p /= r.samples
+						}
+						largest = max(largest, p)
+					}
+					r.held += 8 * largest
 					runs = append(runs, r)
 				}}
 			}
@@ -114,8 +127,8 @@ func TestCaptureGroupsKeepStatistics(t *testing.T) {
 			}
 			groups := 0
 			for i, r := range runs {
-				if r.samples != 1 {
-					t.Fatalf("group run %d of %d samples, want 1", i, r.samples)
+				if r.samples != tc.run {
+					t.Fatalf("group run %d of %d samples, want %d", i, r.samples, tc.run)
 				}
 				if r.values > 1 && r.held > tc.budget {
 					t.Fatalf("group run %d of %d values holds %d bytes, over the budget %d", i, r.values, r.held, tc.budget)
@@ -125,8 +138,9 @@ func TestCaptureGroupsKeepStatistics(t *testing.T) {
 			if tc.opt.Bins > 0 {
 				passes = 2
 			}
-			groups = len(runs) / int(tc.ds.N*passes)
-			if groups < 2 || int64(len(runs)) != int64(groups)*tc.ds.N*passes {
+			perGroup := tc.ds.N / tc.run * passes
+			groups = len(runs) / int(perGroup)
+			if groups < 2 || int64(len(runs)) != int64(groups)*perGroup {
 				t.Fatalf("%d group runs over %d samples: want at least two groups", len(runs), tc.ds.N)
 			}
 			sameStats(t, want, got, tc.opt)
@@ -185,4 +199,82 @@ func sameStats(t *testing.T, want, got *Stats, opt CaptureOptions) {
 			t.Fatalf("histograms of %s differ", name)
 		}
 	}
+}
+
+// fusingCNN builds a Conv network whose activations ONNX Runtime computes
+// differently, in the last bits, depending on which of them a session
+// exposes: Conv → BatchNormalization, Conv → Add → Mul of constants (folded
+// into the Conv's weights and bias unless the Conv's output is a graph
+// output), Conv → Relu. batch is the input's batch dimension (0: free).
+func fusingCNN(t *testing.T, batch int64) *onnxio.Model {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(7, 11))
+	m := onnxio.New("fusing", 13)
+	tensor := func(name string, shape ...int64) {
+		n := int64(1)
+		for _, d := range shape {
+			n *= d
+		}
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64()) * 0.3
+			if name == "var" {
+				v[i] = 0.5 + v[i]*v[i]
+			}
+		}
+		ts, err := onnxio.FromFloat32(name, onnxio.Float, shape, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.SetInitializer(ts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tensor("w1", 6, 3, 3, 3)
+	tensor("b1", 6)
+	for _, n := range []string{"scale", "bias", "mean", "var"} {
+		tensor(n, 6)
+	}
+	tensor("w2", 6, 6, 3, 3)
+	tensor("b2", 6)
+	tensor("c", 1, 6, 1, 1)
+	tensor("s", 1, 6, 1, 1)
+	tensor("w3", 4, 6, 1, 1)
+	dim0 := onnxio.Dim{Param: "batch"}
+	if batch > 0 {
+		dim0 = onnxio.Dim{Value: batch}
+	}
+	m.AddInput(onnxio.ValueInfo{Name: "x", DType: onnxio.Float, Shape: []onnxio.Dim{dim0, {Value: 3}, {Value: 12}, {Value: 12}}})
+	pads := onnxio.AttrIntList("pads", 1, 1, 1, 1)
+	node := func(name, op string, in []string, out string, attrs ...onnxio.Attr) onnxio.Node {
+		return onnxio.Node{Name: name, OpType: op, Inputs: in, Outputs: []string{out}, Attrs: attrs}
+	}
+	if err := m.InsertNodes(
+		node("conv1", "Conv", []string{"x", "w1", "b1"}, "a1", pads),
+		node("bn", "BatchNormalization", []string{"a1", "scale", "bias", "mean", "var"}, "a2"),
+		node("relu", "Relu", []string{"a2"}, "a3"),
+		node("conv2", "Conv", []string{"a3", "w2", "b2"}, "a4", pads),
+		node("add", "Add", []string{"a4", "c"}, "a5"),
+		node("mul", "Mul", []string{"a5", "s"}, "a6"),
+		node("conv3", "Conv", []string{"a6", "w3"}, "y"),
+	); err != nil {
+		t.Fatal(err)
+	}
+	m.AddOutput(onnxio.ValueInfo{Name: "y", DType: onnxio.Float})
+	return m
+}
+
+// fusingData returns n random samples for fusingCNN.
+func fusingData(t *testing.T, n int64) *Dataset {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(3, 5))
+	v := make([]float32, n*3*12*12)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64())
+	}
+	ds, err := NewDataset(map[string]*Array{"x": FromFloat32([]int64{n, 3, 12, 12}, v)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ds
 }
