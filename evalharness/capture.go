@@ -32,11 +32,16 @@ type CaptureOptions struct {
 	// fetches (as the session returns them; ONNX Runtime holds as many
 	// while it runs) and the float64 buffer they are converted into, one
 	// value at a time (a sample at a time when the value's first axis is
-	// the samples'). When the model's batch axis is free, Capture first
-	// runs one sample alone to measure these bytes, then the data in
-	// batches of as many times them as fit (at least one sample, at most
-	// Batch). 0 means DefaultMaxBatchBytes; a negative value, no
-	// bound (Batch samples per run). The statistics accumulate row after
+	// the samples'). Capture first measures these bytes for one sample
+	// (for the batch of a model whose batch dimension is fixed), then
+	// runs the data in batches of as many samples as fit (at least one,
+	// at most Batch; a fixed batch stays). When one sample's values
+	// exceed the budget, ONNX Runtime sessions on the CPU fetch them in
+	// groups that fit, in graph order, one session and one pass over the
+	// data each (a value larger than the budget alone), with the same
+	// statistics, bit for bit; see capturePass. 0 means
+	// DefaultMaxBatchBytes; a negative value, no bound (Batch samples per
+	// run, every value in one run). The statistics accumulate row after
 	// row into running sums, so they do not depend on how the data is cut
 	// into batches; ONNX Runtime's activations may, in the last bits, so
 	// the measuring run is not accumulated and a capture whose Batch fits
