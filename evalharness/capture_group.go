@@ -124,6 +124,10 @@ func optimizedForGroups(c *onnxio.Model, values []string, ds *Dataset, n int64, 
 	}
 	o := opt
 	o.optimizedPath = filepath.Join(dir, "optimized.onnx")
+	// Neither session's arithmetic matters, only its graph and shapes: one
+	// thread (no pool whose threads' malloc arenas would outlive it), no
+	// weight packing, no memory arena.
+	o.NoPrepack, o.Threads = true, 1
 	s, err := newSession(b, "", values, o)
 	if err != nil {
 		return nil, nil, err
@@ -165,6 +169,7 @@ func optimizedForGroups(c *onnxio.Model, values []string, ds *Dataset, n int64, 
 	p := opt
 	p.DisableOptimizations = true
 	p.profilePrefix = filepath.Join(dir, "profile")
+	p.noArena, p.Threads = true, 1
 	ps, err := newSession(pb, "", nil, p)
 	if err != nil {
 		return nil, nil, err

@@ -68,6 +68,8 @@ type SessionOptions struct {
 	// profilePrefix, when set, has ONNX Runtime profile the session's runs
 	// into a JSON file named with this prefix, written when it closes.
 	profilePrefix string
+	// noArena turns ONNX Runtime's CPU memory arena off.
+	noArena bool
 }
 
 // SessionRunner is a Runner that holds resources until Close: what an

@@ -238,6 +238,11 @@ func sessionOptions(opt SessionOptions) (*ort.SessionOptions, error) {
 			return fail(fmt.Errorf("evalharness: %v", err))
 		}
 	}
+	if opt.noArena {
+		if err := so.SetCpuMemArena(false); err != nil {
+			return fail(fmt.Errorf("evalharness: %v", err))
+		}
+	}
 	if opt.profilePrefix != "" {
 		if err := so.EnableProfiling(opt.profilePrefix); err != nil {
 			return fail(fmt.Errorf("evalharness: %v", err))
