@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/onnxio"
@@ -339,7 +340,7 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 		var sizes map[string]valueSize
 		groupable := true
 		switch {
-		case opt.Session.Open == nil && epName(opt.Session.EP) == "cpu" && c.ExternalBytes() <= MapAbove:
+		case opt.Session.Open == nil && (opt.Session.EP == "" || strings.EqualFold(opt.Session.EP, "cpu")) && c.ExternalBytes() <= MapAbove:
 			if src, sizes, err = optimizedForGroups(c, fetch, ds, unit, opt.Session); err != nil {
 				return fmt.Errorf("%w: %w", ErrCapture, err)
 			}
@@ -361,6 +362,7 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 			if free {
 				batch = batchWithin(batch, h, budget)
 			}
+			src = nil // (collectable)
 		default:
 			batch = unit
 			groups = fetchGroups(graphOrder(src, fetch), sizes, func(v string, s valueSize) int64 { return piece(v, s, unit) }, budget)
@@ -398,6 +400,7 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 			if cerr := sess.Close(); err == nil {
 				err = cerr
 			}
+			releaseFreed() // (for the next group's session)
 			if err != nil {
 				return err
 			}

@@ -189,6 +189,7 @@ func optimizedForGroups(c *onnxio.Model, values []string, ds *Dataset, n int64, 
 	if len(files) != 1 {
 		return nil, nil, fmt.Errorf("evalharness: ONNX Runtime wrote %d profiles, want 1", len(files))
 	}
+	releaseFreed() // (what the two sessions freed: capture's sessions follow)
 	sizes, err := profileSizes(files[0], om, extra)
 	if err != nil {
 		return nil, nil, err
