@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"testing"
 
@@ -277,4 +278,23 @@ func fusingData(t *testing.T, n int64) *Dataset {
 		t.Fatal(err)
 	}
 	return ds
+}
+
+// TestCaptureGroupsLeaveNoFiles: the optimized model and the profile the
+// grouped capture writes go with its temporary folder.
+func TestCaptureGroupsLeaveNoFiles(t *testing.T) {
+	requireORT(t)
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	opt := CaptureOptions{Grams: []string{"w2", "w3"}, Tensors: []string{"a1", "a5"}, MaxBatchBytes: 1}
+	if _, err := Capture(context.Background(), fusingCNN(t, 0), fusingData(t, 2), opt); err != nil {
+		t.Fatal(err)
+	}
+	left, err := os.ReadDir(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Fatalf("the capture left %d entries in the temporary folder (%s first)", len(left), left[0].Name())
+	}
 }
