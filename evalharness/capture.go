@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/onnxpost/onnxpost/calib"
 	"github.com/onnxpost/onnxpost/onnxio"
@@ -32,11 +33,16 @@ type CaptureOptions struct {
 	// fetches (as the session returns them; ONNX Runtime holds as many
 	// while it runs) and the float64 buffer they are converted into, one
 	// value at a time (a sample at a time when the value's first axis is
-	// the samples'). When the model's batch axis is free, Capture first
-	// runs one sample alone to measure these bytes, then the data in
-	// batches of as many times them as fit (at least one sample, at most
-	// Batch). 0 means DefaultMaxBatchBytes; a negative value, no
-	// bound (Batch samples per run). The statistics accumulate row after
+	// the samples'). Capture first measures these bytes for one sample
+	// (for the batch of a model whose batch dimension is fixed), then
+	// runs the data in batches of as many samples as fit (at least one,
+	// at most Batch; a fixed batch stays). When one sample's values
+	// exceed the budget, ONNX Runtime sessions on the CPU fetch them in
+	// groups that fit, in graph order, one session and one pass over the
+	// data each (a value larger than the budget alone), with the same
+	// statistics, bit for bit; see capturePass. 0 means
+	// DefaultMaxBatchBytes; a negative value, no bound (Batch samples per
+	// run, every value in one run). The statistics accumulate row after
 	// row into running sums, so they do not depend on how the data is cut
 	// into batches; ONNX Runtime's activations may, in the last bits, so
 	// the measuring run is not accumulated and a capture whose Batch fits
@@ -115,8 +121,27 @@ func Capture(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptio
 	return st, nil
 }
 
-// capturePass runs m over ds once per pass of acc (a session exposing the
-// values acc needs, on a derived model) and feeds it every batch.
+// capturePass runs m over ds once per pass of acc (sessions exposing the
+// values acc needs, on derived models) and feeds it every batch.
+//
+// With a budget (CaptureOptions.MaxBatchBytes), the bytes one run of the
+// values holds are measured first. On ONNX Runtime's CPU provider they are
+// read from a profile of one plain run of the graph the runtime optimized
+// with every value exposed (optimizedForGroups), which holds no more than
+// a plain run does. With another engine (SessionOptions.Open), on the CUDA
+// provider and for models mapped from their data files (MapAbove) they
+// come from one run fetching every value when the batch axis is free, as
+// batch sizing alone needs them, and there are no groups: the graph these
+// run cannot be held fixed across sessions of different outputs. When one
+// run's worth of the values (one sample, or the model's fixed batch) fits
+// the budget, batches are as large as fit and one session fetches every
+// value. When it does not, and the sessions are ONNX Runtime's on the
+// CPU, the values are fetched in groups, in graph
+// order, each a session of its own whose run fits the budget (a value
+// larger than it alone), one run's worth of samples at a time; group after
+// group goes over the data (one session open at a time). The groups' run
+// on ONNX Runtime's optimized graph with optimizations off, so each value
+// is computed as the session fetching them all computes it, bit for bit.
 func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureOptions, acc *calib.Accumulator) error {
 	// Values to fetch: graph inputs come from the batch itself.
 	isInput := map[string]bool{}
@@ -131,9 +156,9 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 			fetch = append(fetch, v)
 		}
 	}
-	var runner Runner
+	var c *onnxio.Model
 	if len(fetch) > 0 {
-		c := m.Derive()
+		c = m.Derive()
 		for _, v := range fetch {
 			vi, ok := c.ValueInfo(v)
 			if !ok {
@@ -141,19 +166,9 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 			}
 			c.AddOutput(vi)
 		}
-		sess, err := OpenModel(c, fetch, opt.Session)
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrCapture, err)
-		}
-		defer sess.Close()
-		runner = sess
-		if err := ds.Check(sess.Inputs()); err != nil {
-			return err
-		}
-	} else {
-		if err := ds.Check(ModelInputs(m)); err != nil {
-			return err
-		}
+	}
+	if err := ds.Check(ModelInputs(m)); err != nil {
+		return err
 	}
 	batch, err := ds.BatchSize(ModelInputs(m), opt.Batch)
 	if err != nil {
@@ -168,39 +183,61 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 		}
 		return ds.TokenMask(i, j)
 	}
-	// pieces returns how many pieces value a of a batch of n samples is
-	// converted and accumulated in: one per sample when its first axis is
-	// the samples' (the statistics do not depend on the cut), else one.
-	pieces := func(name string, a *Array, n int64) int64 {
-		if n > 1 && len(a.Shape) > 0 && a.Shape[0] == n && acc.Divisible(name) {
-			return n
+	// piece returns the elements of the pieces value name of a run of n
+	// samples is converted and accumulated in: one per sample when its
+	// first axis is the samples' (the statistics do not depend on the
+	// cut), else the whole value.
+	piece := func(name string, s valueSize, n int64) int64 {
+		if n > 1 && s.dim0 == n && acc.Divisible(name) {
+			return s.elems / n
 		}
-		return 1
+		return s.elems
 	}
-	// run runs samples [i, j) through the session (no outputs without
-	// one) and returns what it fetched with the bytes Capture holds for
-	// them: the fetched values and the float64 buffer, which takes the
-	// largest piece of a value.
-	run := func(i, j int64) ([]*Array, int64, error) {
-		var outs []*Array
-		var held, largest int64
-		if runner != nil {
-			var err error
-			if outs, err = runner.Run(feed(runner, ds, i, j)); err != nil {
-				return nil, 0, err
-			}
-		}
-		for k, o := range outs {
-			held += int64(len(o.Data))
-			largest = max(largest, o.NumElements()/pieces(fetch[k], o, j-i))
+	// held returns the bytes Capture holds for a run of n samples whose
+	// fetched values have sizes: the values and the float64 buffer, which
+	// takes the largest piece of a value (inputs from the data included).
+	held := func(sizes map[string]valueSize, n int64) int64 {
+		var h, largest int64
+		for _, v := range fetch {
+			s := sizes[v]
+			h += s.bytes
+			largest = max(largest, piece(v, s, n))
 		}
 		for _, name := range fromData {
 			if a, ok := ds.Inputs[name]; ok {
-				s := a.Slice(i, j)
-				largest = max(largest, s.NumElements()/pieces(name, s, j-i))
+				largest = max(largest, piece(name, sizeOf(a.Slice(0, n)), n))
 			}
 		}
-		return outs, held + 8*largest, nil
+		return h + 8*largest
+	}
+	// open opens a session on src returning values, checked against the
+	// data.
+	open := func(src *onnxio.Model, values []string, so SessionOptions) (SessionRunner, error) {
+		sess, err := OpenModel(src, values, so)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrCapture, err)
+		}
+		if err := ds.Check(sess.Inputs()); err != nil {
+			sess.Close()
+			return nil, err
+		}
+		return sess, nil
+	}
+	// measure runs samples [0, n) through a session fetching every value
+	// and returns their sizes.
+	measure := func(runner Runner, n int64) (map[string]valueSize, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		outs, err := runner.Run(feed(runner, ds, 0, n))
+		if err != nil {
+			return nil, err
+		}
+		sizes := map[string]valueSize{}
+		for k, o := range outs {
+			sizes[fetch[k]] = sizeOf(o)
+		}
+		return sizes, nil
 	}
 	// addValue accumulates value a of samples [i, j) piece by piece, each
 	// converted to float64 in one reused buffer; a nil a is a value the
@@ -211,7 +248,10 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 			return acc.AddValue(name, nil, nil, mask)
 		}
 		n := j - i
-		p := pieces(name, a, n)
+		p := int64(1)
+		if n > 1 && len(a.Shape) > 0 && a.Shape[0] == n && acc.Divisible(name) {
+			p = n // (as piece)
+		}
 		if int64(len(mask))%n != 0 {
 			p = 1 // (the mask has one flag per position of every sample)
 		}
@@ -234,65 +274,143 @@ func capturePass(ctx context.Context, m *onnxio.Model, ds *Dataset, opt CaptureO
 		}
 		return nil
 	}
-	// add accumulates samples [i, j), outs fetched for them, one value at
-	// a time.
-	add := func(i, j int64, outs []*Array) error {
-		mask := tokenMask(i, j)
-		for k, o := range outs {
-			outs[k] = nil // collectable once accumulated
-			if err := addValue(fetch[k], o, i, j, mask); err != nil {
-				return fmt.Errorf("%w: %w", ErrCapture, err)
-			}
-		}
-		for _, name := range fromData {
-			var v *Array
-			if a, ok := ds.Inputs[name]; ok {
-				v = a.Slice(i, j)
-			}
-			if err := addValue(name, v, i, j, mask); err != nil {
-				return fmt.Errorf("%w: %w", ErrCapture, err)
-			}
-		}
-		if err := acc.AddSamples(j - i); err != nil {
-			return fmt.Errorf("%w: %w", ErrCapture, err)
-		}
-		return nil
-	}
-	// With a free batch axis and values to fetch, one sample run alone
-	// sizes the batches under the budget. It is not accumulated: ONNX
-	// Runtime's results may differ in the last bits between batch sizes,
-	// so the statistics are those of the batches that follow.
-	budget := opt.MaxBatchBytes
-	if budget == 0 {
-		budget = DefaultMaxBatchBytes
-	}
-	if runner != nil && budget > 0 && batch > 1 && !ds.batchFixed(ModelInputs(m)) {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		_, held, err := run(0, 1)
-		if err != nil {
-			return err
-		}
-		batch = batchWithin(batch, held, budget)
-	}
-	for again := true; again; again = acc.EndPass() {
+	// pass runs the data through runner (nil: no values to fetch) in
+	// batches, accumulating values (what runner returns, in order) and,
+	// with data, the values taken from the data and the samples' count.
+	pass := func(runner Runner, values []string, data bool) error {
 		for i := int64(0); i < ds.N; i += batch {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			j := min(i+batch, ds.N)
-			outs, _, err := run(i, j)
+			var outs []*Array
+			if runner != nil {
+				var err error
+				if outs, err = runner.Run(feed(runner, ds, i, j)); err != nil {
+					return err
+				}
+			}
+			mask := tokenMask(i, j)
+			for k, o := range outs {
+				outs[k] = nil // collectable once accumulated
+				if err := addValue(values[k], o, i, j, mask); err != nil {
+					return fmt.Errorf("%w: %w", ErrCapture, err)
+				}
+			}
+			if !data {
+				continue
+			}
+			for _, name := range fromData {
+				var v *Array
+				if a, ok := ds.Inputs[name]; ok {
+					v = a.Slice(i, j)
+				}
+				if err := addValue(name, v, i, j, mask); err != nil {
+					return fmt.Errorf("%w: %w", ErrCapture, err)
+				}
+			}
+			if err := acc.AddSamples(j - i); err != nil {
+				return fmt.Errorf("%w: %w", ErrCapture, err)
+			}
+		}
+		return nil
+	}
+	budget := opt.MaxBatchBytes
+	if budget == 0 {
+		budget = DefaultMaxBatchBytes
+	}
+	free := !ds.batchFixed(ModelInputs(m))
+	unit := int64(1) // samples of the smallest run
+	if !free {
+		unit = batch
+	}
+	// The measuring run is not accumulated: ONNX Runtime's results may
+	// differ in the last bits between batch sizes, so the statistics are
+	// those of the runs that follow.
+	var groups [][]string
+	var src *onnxio.Model
+	groupOpt := opt.Session
+	var all SessionRunner // the session fetching every value, when open
+	defer func() {
+		if all != nil {
+			all.Close()
+		}
+	}()
+	if len(fetch) > 0 && budget > 0 {
+		var sizes map[string]valueSize
+		groupable := true
+		switch {
+		case opt.Session.Open == nil && (opt.Session.EP == "" || strings.EqualFold(opt.Session.EP, "cpu")) && c.ExternalBytes() <= MapAbove:
+			if src, sizes, err = optimizedForGroups(c, fetch, ds, unit, opt.Session); err != nil {
+				return fmt.Errorf("%w: %w", ErrCapture, err)
+			}
+			groupOpt.DisableOptimizations = true
+		default:
+			groupable = false
+			if free && batch > 1 {
+				if all, err = open(c, fetch, opt.Session); err != nil {
+					return err
+				}
+				if sizes, err = measure(all, 1); err != nil {
+					return err
+				}
+			}
+		}
+		switch h := held(sizes, unit); {
+		case sizes == nil:
+		case h <= budget || !groupable:
+			if free {
+				batch = batchWithin(batch, h, budget)
+			}
+			src = nil // (collectable)
+		default:
+			batch = unit
+			groups = fetchGroups(graphOrder(src, fetch), sizes, func(v string, s valueSize) int64 { return piece(v, s, unit) }, budget)
+		}
+	}
+	for again := true; again; again = acc.EndPass() {
+		if groups == nil {
+			if len(fetch) > 0 && all == nil {
+				if all, err = open(c, fetch, opt.Session); err != nil {
+					return err
+				}
+			}
+			var r Runner
+			if all != nil {
+				r = all
+			}
+			if err := pass(r, fetch, true); err != nil {
+				return err
+			}
+			continue
+		}
+		if all != nil {
+			all.Close()
+			all = nil
+		}
+		for gi, g := range groups {
+			sess, err := open(withOutputs(src, g), g, groupOpt)
 			if err != nil {
 				return err
 			}
-			if err := add(i, j, outs); err != nil {
+			if groupHook != nil {
+				sess = groupHook(g, sess)
+			}
+			err = pass(sess, g, gi == 0)
+			if cerr := sess.Close(); err == nil {
+				err = cerr
+			}
+			releaseFreed() // (for the next group's session)
+			if err != nil {
 				return err
 			}
 		}
 	}
 	return nil
 }
+
+// groupHook, when set (tests), wraps the session of every group.
+var groupHook func(group []string, s SessionRunner) SessionRunner
 
 // batchWithin returns the largest batch size up to batch whose samples of
 // per bytes each fit in budget, at least 1.

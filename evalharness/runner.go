@@ -61,6 +61,15 @@ type SessionOptions struct {
 	// tests (see package evaltest), another engine in a program. Nil opens
 	// ONNX Runtime sessions.
 	Open Opener
+
+	// optimizedPath, when set, has ONNX Runtime write the model it runs,
+	// after its graph optimizations, to this file (Capture's groups).
+	optimizedPath string
+	// profilePrefix, when set, has ONNX Runtime profile the session's runs
+	// into a JSON file named with this prefix, written when it closes.
+	profilePrefix string
+	// noArena turns ONNX Runtime's CPU memory arena off.
+	noArena bool
 }
 
 // SessionRunner is a Runner that holds resources until Close: what an

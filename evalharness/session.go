@@ -228,6 +228,26 @@ func sessionOptions(opt SessionOptions) (*ort.SessionOptions, error) {
 			return fail(fmt.Errorf("evalharness: %v", err))
 		}
 	}
+	if opt.optimizedPath != "" {
+		// (ONNX Runtime warns that the layout optimizations it saves suit
+		// this machine only: the file is read back here, at once.)
+		if err := so.SetLogSeverityLevel(ort.LoggingLevelError); err != nil {
+			return fail(fmt.Errorf("evalharness: %v", err))
+		}
+		if err := so.SetOptimizedModelFilePath(opt.optimizedPath); err != nil {
+			return fail(fmt.Errorf("evalharness: %v", err))
+		}
+	}
+	if opt.noArena {
+		if err := so.SetCpuMemArena(false); err != nil {
+			return fail(fmt.Errorf("evalharness: %v", err))
+		}
+	}
+	if opt.profilePrefix != "" {
+		if err := so.EnableProfiling(opt.profilePrefix); err != nil {
+			return fail(fmt.Errorf("evalharness: %v", err))
+		}
+	}
 	if opt.NoPrepack {
 		if err := so.AddSessionConfigEntry("session.disable_prepacking", "1"); err != nil {
 			return fail(fmt.Errorf("evalharness: %v", err))
