@@ -191,8 +191,16 @@ func Prune(ctx context.Context, layers []Layer, opt Options, cal calib.Stats) ([
 // PruneLayer prunes one layer on its own (per-layer scope, or an N:M
 // pattern) and returns its data in the same layout, nil when skipped. It
 // does not run VerifyNM; Prune does. ctx is checked first and, for
-// SparseGPT, before each column block.
+// SparseGPT, before each column block. l.Data is not modified.
 func PruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats) ([]float32, LayerReport, error) {
+	return pruneLayer(ctx, l, opt, cal, false, 0)
+}
+
+// pruneLayer is PruneLayer; with inPlace, l.Data is the caller's to give:
+// SparseGPT prunes it in place (the result is l.Data) instead of a matrix
+// view and a copy back, so that it holds one copy of the weight and a
+// chunk of chunkRows rows (sgptChunkRows when 0).
+func pruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats, inPlace bool, chunkRows int) ([]float32, LayerReport, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, LayerReport{Name: l.Name}, err
 	}
@@ -202,12 +210,25 @@ func PruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats) ([]f
 		return nil, LayerReport{}, err
 	}
 	rep := LayerReport{Name: l.Name, Layout: l.Layout, Shape: append([]int64(nil), l.Dims...), Params: len(l.Data)}
-	w, sh, err := ToMatrix(l.Data, l.Layout, l.Dims)
+	sh, err := ShapeOf(l.Layout, l.Dims)
+	if err == nil && len(l.Data) != sh.Len() {
+		err = fmt.Errorf("sparsity: %d values for dims %v", len(l.Data), l.Dims)
+	}
 	if err != nil {
 		return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
 	}
 	rep.ZerosBefore = CountZeros(l.Data)
-	l.Data = nil // w is the matrix view: the caller's data need not stay alive
+	var w []float32 // the matrix view (not SparseGPT's)
+	var data []float32
+	if opt.Method == SparseGPT {
+		data = l.Data
+		if !inPlace {
+			data = append([]float32(nil), l.Data...)
+		}
+	} else {
+		w, _, _ = ToMatrix(l.Data, l.Layout, l.Dims)
+	}
+	l.Data = nil // the caller's data need not stay alive
 	if !opt.Pattern.IsZero() {
 		if !sh.Fits(opt.Pattern.M) {
 			rep.Skipped = fmt.Sprintf("reduction size %d is not a multiple of %d", sh.Reduction(), opt.Pattern.M)
@@ -243,13 +264,14 @@ func PruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats) ([]f
 				}
 			}
 		}
-		res, err := pruneSparseGPT(ctx, w, sh, gram, true, opt, progress) // w and gram are PruneLayer's
-		if err != nil {
+		if chunkRows <= 0 {
+			chunkRows = sgptChunkRows(sh.Cols)
+		}
+		m := viewRows{v: data, rows: sh.Rows, cols: sh.Cols, kn: l.Layout == LayoutKN}
+		// data and gram are pruneLayer's
+		if rep.Pruned, rep.Loss, err = sparseGPT(ctx, m, sh, gram, true, opt, chunkRows, nil, progress); err != nil {
 			return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
 		}
-		out = res.W
-		rep.Pruned = countTrue(res.Pruned)
-		rep.Loss = res.Loss
 	case Magnitude:
 		if opt.Pattern.IsZero() {
 			// the one magnitude pruner (the search's levels use it too)
@@ -267,7 +289,9 @@ func PruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats) ([]f
 		}
 		out = w
 	}
-	data := FromMatrix(out, l.Layout, sh)
+	if out != nil {
+		data = FromMatrix(out, l.Layout, sh)
+	}
 	rep.Zeros = CountZeros(data)
 	rep.ZeroFraction = float64(rep.Zeros) / float64(len(data))
 	rep.Seconds = time.Since(start).Seconds()
