@@ -218,16 +218,15 @@ func pruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats, inPl
 		return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
 	}
 	rep.ZerosBefore = CountZeros(l.Data)
-	var w []float32 // the matrix view (not SparseGPT's)
-	var data []float32
-	if opt.Method == SparseGPT {
-		data = l.Data
-		if !inPlace {
-			data = append([]float32(nil), l.Data...)
-		}
-	} else {
+	// Row-wise methods work on the tensor in place, through its matrix
+	// view m; unstructured magnitude orders the whole matrix view w.
+	var w, data []float32
+	if opt.Method == Magnitude && opt.Pattern.IsZero() {
 		w, _, _ = ToMatrix(l.Data, l.Layout, l.Dims)
+	} else if data = l.Data; !inPlace {
+		data = append([]float32(nil), l.Data...)
 	}
+	m := viewRows{v: data, rows: sh.Rows, cols: sh.Cols, kn: l.Layout == LayoutKN}
 	l.Data = nil // the caller's data need not stay alive
 	if !opt.Pattern.IsZero() {
 		if !sh.Fits(opt.Pattern.M) {
@@ -251,7 +250,6 @@ func pruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats, inPl
 			return nil, rep, err
 		}
 	}
-	var out []float32
 	switch opt.Method {
 	case SparseGPT:
 		var progress func(done, total int)
@@ -267,7 +265,6 @@ func pruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats, inPl
 		if chunkRows <= 0 {
 			chunkRows = sgptChunkRows(sh.Cols)
 		}
-		m := viewRows{v: data, rows: sh.Rows, cols: sh.Cols, kn: l.Layout == LayoutKN}
 		// data and gram are pruneLayer's
 		if rep.Pruned, rep.Loss, err = sparseGPT(ctx, m, sh, gram, true, opt, chunkRows, nil, progress); err != nil {
 			return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
@@ -275,22 +272,20 @@ func pruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats, inPl
 	case Magnitude:
 		if opt.Pattern.IsZero() {
 			// the one magnitude pruner (the search's levels use it too)
-			if out, err = PruneMagnitude(w, PrunedCount(opt.Sparsity, len(w))); err != nil {
+			out, err := PruneMagnitude(w, PrunedCount(opt.Sparsity, len(w)))
+			if err != nil {
 				return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
 			}
 			rep.Pruned = PrunedCount(opt.Sparsity, len(w))
+			data = FromMatrix(out, l.Layout, sh)
 			break
 		}
 		fallthrough
 	default:
 		// Wanda, or magnitude with a pattern: rows are independent
-		if rep.Pruned, err = pruneRows(w, sh, opt, gram, nrows, rowChunk(sh.Cols)); err != nil {
+		if rep.Pruned, err = pruneRows(m, sh, opt, gram, nrows, rowChunk(sh.Cols)); err != nil {
 			return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
 		}
-		out = w
-	}
-	if out != nil {
-		data = FromMatrix(out, l.Layout, sh)
 	}
 	rep.Zeros = CountZeros(data)
 	rep.ZeroFraction = float64(rep.Zeros) / float64(len(data))
@@ -305,12 +300,13 @@ const scoreChunkBytes = 32 << 20
 // scoreChunkBytes (at least one).
 func rowChunk(cols int) int { return max(1, scoreChunkBytes/(8*max(cols, 1))) }
 
-// pruneRows prunes the matrix w of Shape sh in place with a mask chosen
-// row by row (an N:M pattern, or Wanda's per-row share of the sparsity)
-// from the method's scores, chunk rows at a time, so that the scores of
-// the whole matrix (Rows·Cols float64s) are never held; it returns the
-// number pruned. The mask does not depend on chunk.
-func pruneRows(w []float32, sh Shape, opt Options, sq []float64, n int64, chunk int) (int, error) {
+// pruneRows prunes the matrix view w of Shape sh in place with a mask
+// chosen row by row (an N:M pattern, or Wanda's per-row share of the
+// sparsity) from the method's scores, chunk rows at a time, so that the
+// scores of the whole matrix (Rows·Cols float64s) are never held, nor a
+// copy of it (a chunk of rows is); it returns the number pruned. The mask
+// does not depend on chunk.
+func pruneRows(w viewRows, sh Shape, opt Options, sq []float64, n int64, chunk int) (int, error) {
 	var counts []int
 	if opt.Pattern.IsZero() {
 		if !(opt.Sparsity >= 0 && opt.Sparsity < 1) {
@@ -325,10 +321,12 @@ func pruneRows(w []float32, sh Shape, opt Options, sq []float64, n int64, chunk 
 	pruned := 0
 	chunk = max(1, chunk)
 	mask := make([]bool, min(chunk, sh.Rows)*sh.Cols)
+	buf := make([]float32, len(mask))
 	for r0 := 0; r0 < sh.Rows; r0 += chunk {
 		r1 := min(r0+chunk, sh.Rows)
 		part := Shape{Rows: r1 - r0, Cols: sh.Cols, Stride: sh.Stride}
-		wc := w[r0*sh.Cols : r1*sh.Cols]
+		wc := buf[:part.Len()]
+		w.load(wc, r0, r1, nil)
 		scores, err := layerScores(wc, part, opt.Method, sq, n)
 		if err != nil {
 			return 0, err
@@ -353,6 +351,7 @@ func pruneRows(w []float32, sh Shape, opt Options, sq []float64, n int64, chunk 
 				pruned++
 			}
 		}
+		w.store(wc, r0, r1, nil)
 	}
 	return pruned, nil
 }
