@@ -197,9 +197,10 @@ func PruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats) ([]f
 }
 
 // pruneLayer is PruneLayer; with inPlace, l.Data is the caller's to give:
-// SparseGPT prunes it in place (the result is l.Data) instead of a matrix
-// view and a copy back, so that it holds one copy of the weight and a
-// chunk of chunkRows rows (sgptChunkRows when 0).
+// the methods that prune rows in place (Options.inPlace) prune it (the
+// result is l.Data) instead of a matrix view and a copy back, so that
+// they hold one copy of the weight and a chunk of rows (SparseGPT:
+// chunkRows, sgptChunkRows when 0).
 func pruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats, inPlace bool, chunkRows int) ([]float32, LayerReport, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, LayerReport{Name: l.Name}, err
@@ -221,7 +222,7 @@ func pruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats, inPl
 	// Row-wise methods work on the tensor in place, through its matrix
 	// view m; unstructured magnitude orders the whole matrix view w.
 	var w, data []float32
-	if opt.Method == Magnitude && opt.Pattern.IsZero() {
+	if !opt.inPlace() {
 		w, _, _ = ToMatrix(l.Data, l.Layout, l.Dims)
 	} else if data = l.Data; !inPlace {
 		data = append([]float32(nil), l.Data...)
@@ -292,6 +293,11 @@ func pruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats, inPl
 	rep.Seconds = time.Since(start).Seconds()
 	return data, rep, nil
 }
+
+// inPlace reports whether the method prunes a layer's rows in place
+// through its matrix view (viewRows): all but unstructured magnitude,
+// which orders the whole matrix view.
+func (o Options) inPlace() bool { return !(o.Method == Magnitude && o.Pattern.IsZero()) }
 
 // scoreChunkBytes bounds the float64 scores pruneRows holds at once.
 const scoreChunkBytes = 32 << 20
