@@ -86,58 +86,52 @@ func (m viewRows) at(r, c int) int {
 	return r*m.cols + c
 }
 
-// load copies rows r0..r1 of the view into dst ((r1−r0)×cols), columns in
+// load copies rows r0..r1 of the view into buf ((r1−r0)×cols), columns in
 // sweep order: sweep column q is the view's column perm[q] (nil: q).
-func (m viewRows) load(dst []float32, r0, r1 int, perm []int) {
-	n := m.cols
-	if m.kn {
-		for q := 0; q < n; q++ {
-			c := q
-			if perm != nil {
-				c = perm[q]
-			}
-			for i, x := range m.v[c*m.rows+r0 : c*m.rows+r1] {
-				dst[i*n+q] = x
-			}
-		}
-		return
-	}
-	for r := r0; r < r1; r++ {
-		row, d := m.v[r*n:(r+1)*n], dst[(r-r0)*n:(r-r0+1)*n]
-		if perm == nil {
-			copy(d, row)
-			continue
-		}
-		for q, c := range perm {
-			d[q] = row[c]
-		}
-	}
-}
+func (m viewRows) load(buf []float32, r0, r1 int, perm []int) { m.move(buf, r0, r1, perm, true) }
 
-// store is load's inverse: rows r0..r1 of the view from src.
-func (m viewRows) store(src []float32, r0, r1 int, perm []int) {
+// store is load's inverse: rows r0..r1 of the view from buf.
+func (m viewRows) store(buf []float32, r0, r1 int, perm []int) { m.move(buf, r0, r1, perm, false) }
+
+// move copies rows r0..r1 between the view and buf: to buf with load,
+// from it without.
+func (m viewRows) move(buf []float32, r0, r1 int, perm []int, load bool) {
 	n := m.cols
+	col := func(q int) int {
+		if perm != nil {
+			return perm[q]
+		}
+		return q
+	}
 	if m.kn {
 		for q := 0; q < n; q++ {
-			c := q
-			if perm != nil {
-				c = perm[q]
-			}
-			col := m.v[c*m.rows+r0 : c*m.rows+r1]
-			for i := range col {
-				col[i] = src[i*n+q]
+			c := col(q)
+			v := m.v[c*m.rows+r0 : c*m.rows+r1]
+			for i := range v {
+				if load {
+					buf[i*n+q] = v[i]
+				} else {
+					v[i] = buf[i*n+q]
+				}
 			}
 		}
 		return
 	}
 	for r := r0; r < r1; r++ {
-		row, s := m.v[r*n:(r+1)*n], src[(r-r0)*n:(r-r0+1)*n]
-		if perm == nil {
-			copy(row, s)
-			continue
-		}
-		for q, c := range perm {
-			row[c] = s[q]
+		v, b := m.v[r*n:(r+1)*n], buf[(r-r0)*n:(r-r0+1)*n]
+		switch {
+		case perm == nil && load:
+			copy(b, v)
+		case perm == nil:
+			copy(v, b)
+		default:
+			for q, c := range perm {
+				if load {
+					b[q] = v[c]
+				} else {
+					v[c] = b[q]
+				}
+			}
 		}
 	}
 }
