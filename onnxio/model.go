@@ -714,6 +714,22 @@ func (m *Model) Initializer(name string) (*Tensor, error) {
 	return m.tensorFromProto(m.p.Graph.Initializer[i])
 }
 
+// OwnedInitializer returns the named initializer as Initializer does, with
+// bytes that are the caller's own to modify and keep: external data are
+// read into a new buffer (as Initializer reads them), data held in the
+// model are copied. A caller that updates a weight in place and hands the
+// bytes back with NewTensor and SetInitializer holds one copy of it.
+func (m *Model) OwnedInitializer(name string) (*Tensor, error) {
+	t, err := m.Initializer(name)
+	if err != nil || m.IsExternal(name) {
+		return t, err
+	}
+	if t.data != nil {
+		t.data = append([]byte(nil), t.data...)
+	}
+	return t, nil
+}
+
 // SetInitializer replaces the initializer named t.Name (keeping its
 // position, doc string and metadata) or appends it when absent.
 func (m *Model) SetInitializer(t *Tensor) error {

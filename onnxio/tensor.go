@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"unsafe"
 )
 
 // Tensor is a named, typed, shaped array. Numeric data is held as the
@@ -436,6 +437,26 @@ func (t *Tensor) Float32() ([]float32, error) {
 		}
 	}
 	return out, nil
+}
+
+// nativeLE reports whether the host is little-endian (as raw data are).
+var nativeLE = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// Float32View returns a float32 tensor's values as a slice over its bytes,
+// without copying, and true; nil and false for other dtypes, on big-endian
+// hosts and when the bytes are not 4-byte aligned (use Float32). The slice
+// shares the bytes: what Bytes says of them holds for it.
+func (t *Tensor) Float32View() ([]float32, bool) {
+	if t.DType != Float || !nativeLE || t.checkNumeric() != nil {
+		return nil, false
+	}
+	if len(t.data) == 0 {
+		return []float32{}, true
+	}
+	if uintptr(unsafe.Pointer(&t.data[0]))%4 != 0 {
+		return nil, false
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&t.data[0])), len(t.data)/4), true
 }
 
 // Float64 returns the values converted to float64 (a new slice; exact for

@@ -1,6 +1,7 @@
 package sparsity
 
 import (
+	"context"
 	"math"
 	"math/rand"
 	"slices"
@@ -52,7 +53,7 @@ func TestPruneRowsChunks(t *testing.T) {
 			want, wantPruned := Apply(w, mask), countTrue(mask)
 			for _, chunk := range []int{1, 2, 3, 4, tc.sh.Rows - 1, tc.sh.Rows, tc.sh.Rows + 3} {
 				got := slices.Clone(w)
-				n, err := pruneRows(got, tc.sh, tc.opt, sq, 10, chunk)
+				n, err := pruneRows(viewRows{v: got, rows: tc.sh.Rows, cols: tc.sh.Cols}, tc.sh, tc.opt, sq, 10, chunk)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -65,18 +66,95 @@ func TestPruneRowsChunks(t *testing.T) {
 }
 
 // TestPruneRowsNonFinite: a NaN weight is reported at its index in the
-// whole matrix, whatever the chunk it falls in.
+// whole matrix view, whatever the chunk it falls in, also when the tensor
+// is [K, N] (the view's element (4, 5) is the tensor's 5·6+4).
 func TestPruneRowsNonFinite(t *testing.T) {
 	sh := Shape{Rows: 6, Cols: 8, Stride: 1}
-	w := make([]float32, sh.Len())
-	for i := range w {
-		w[i] = float32(i + 1)
+	for _, kn := range []bool{false, true} {
+		w := make([]float32, sh.Len())
+		for i := range w {
+			w[i] = float32(i + 1)
+		}
+		m := viewRows{rows: sh.Rows, cols: sh.Cols, kn: kn}
+		w[m.at(4, 5)] = float32(math.NaN())
+		for _, chunk := range []int{1, 4, 6} {
+			m.v = slices.Clone(w)
+			_, err := pruneRows(m, sh, Options{Method: Magnitude, Pattern: Pattern{N: 2, M: 4}}, nil, 0, chunk)
+			if err == nil || err.Error() != "sparsity: non-finite score at 37 (NaN or Inf weights or activations)" {
+				t.Fatalf("kn %v, chunk %d: %v", kn, chunk, err)
+			}
+		}
 	}
-	w[37] = float32(math.NaN())
-	for _, chunk := range []int{1, 4, 6} {
-		_, err := pruneRows(slices.Clone(w), sh, Options{Method: Magnitude, Pattern: Pattern{N: 2, M: 4}}, nil, 0, chunk)
-		if err == nil || err.Error() != "sparsity: non-finite score at 37 (NaN or Inf weights or activations)" {
-			t.Fatalf("chunk %d: %v", chunk, err)
+}
+
+// TestPruneLayerInPlace: Wanda and N:M magnitude prune a [K, N] tensor in
+// place, in its own layout, to the values of the whole matrix view's mask
+// (MaskNM or MaskRows of the view's scores, Apply, back to [K, N]), and
+// PruneLayer leaves its input alone.
+func TestPruneLayerInPlace(t *testing.T) {
+	rng := rand.New(rand.NewSource(43))
+	const k, n = 24, 13
+	dims := []int64{k, n}
+	sh := Shape{Rows: n, Cols: k, Stride: 1}
+	w := make([]float32, k*n)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64())
+	}
+	xtx := make([]float64, k*k)
+	for j := 0; j < k; j++ {
+		xtx[j*k+j] = 1 + rng.Float64()*9
+	}
+	cal := fixedGram{xtx: xtx, d: k, n: 10}
+	for _, opt := range []Options{
+		{Method: Wanda, Pattern: Pattern{N: 2, M: 4}},
+		{Method: Wanda, Sparsity: 0.4},
+		{Method: Magnitude, Pattern: Pattern{N: 1, M: 4}},
+	} {
+		view, _, err := ToMatrix(w, LayoutKN, dims)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sq []float64
+		if opt.Method == Wanda {
+			sq = diagonal(xtx, k)
+		}
+		scores, err := layerScores(view, sh, opt.Method, sq, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mask []bool
+		if opt.Pattern.IsZero() {
+			mask, err = MaskRows(scores, sh, opt.Sparsity)
+		} else {
+			mask, err = MaskNM(scores, sh, opt.Pattern)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := FromMatrix(Apply(view, mask), LayoutKN, sh)
+		orig := slices.Clone(w)
+		got, rep, err := PruneLayer(context.Background(), Layer{Name: "w", Layout: LayoutKN, Dims: dims, Data: w}, opt, cal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(w, orig) {
+			t.Fatalf("%v: PruneLayer modified its input", opt)
+		}
+		data := slices.Clone(w)
+		got2, rep2, err := pruneLayer(context.Background(), Layer{Name: "w", Layout: LayoutKN, Dims: dims, Data: data}, opt, cal, true, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if &got2[0] != &data[0] {
+			t.Errorf("%v: not pruned in place", opt)
+		}
+		for _, g := range [][]float32{got, got2} {
+			if !slices.Equal(g, want) {
+				t.Fatalf("%v: values differ from the whole matrix view's mask", opt)
+			}
+		}
+		if rep.Pruned != countTrue(mask) || rep2.Pruned != rep.Pruned {
+			t.Errorf("%v: %d and %d pruned, mask %d", opt, rep.Pruned, rep2.Pruned, countTrue(mask))
 		}
 	}
 }

@@ -72,6 +72,13 @@
 // Memory: PruneModel and PruneLayer hold one layer at a time. SparseGPT
 // factors the Gram it reads from calib.Stats in place and narrows the
 // factor to float32 in the same memory, so a layer step holds one Cols²
-// float64 matrix plus the weight's matrix view; Wanda and pattern masks
-// score row chunks of 32 MiB in place of whole-weight float64 scores.
+// float64 matrix plus the weight. SparseGPT, Wanda and pattern masks
+// prune the weight in place in its tensor layout, through its matrix view
+// a chunk of rows at a time (SparseGPT under N:M: 64 MiB of float32 rows
+// swept through every column block; unstructured SparseGPT chooses each
+// block's mask over all rows, so its chunk is the whole view; Wanda and
+// masks: 32 MiB of float64 scores); PruneModel prunes a float32 weight in
+// bytes of its own and hands them back as the initializer, so the step
+// holds one copy of the weight. Unstructured magnitude orders the whole
+// matrix view (a copy).
 package sparsity

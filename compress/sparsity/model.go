@@ -194,33 +194,19 @@ func PruneModel(ctx context.Context, m *onnxio.Model, opt Options, sel Selection
 	global := opt.Pattern.IsZero() && opt.Scope == ScopeGlobal
 	reps := make([]LayerReport, 0, len(layers)+len(skipped))
 	for i := range layers {
-		t, err := m.Initializer(layers[i].Name)
-		if err != nil {
-			return Report{}, err
-		}
-		if layers[i].Data, err = t.Float32(); err != nil {
-			return Report{}, fmt.Errorf("sparsity: %s: %w", layers[i].Name, err)
-		}
 		if global {
-			continue
-		}
-		// neither the tensor (its bytes) nor the float32 copy stays alive
-		// while the layer is pruned: PruneLayer drops the copy once it has
-		// the matrix view
-		orig, err := originalOf(t)
-		if err != nil {
-			return Report{}, err
-		}
-		l := layers[i]
-		layers[i].Data = nil
-		out, lr, err := PruneLayer(ctx, l, opt, cal)
-		if err != nil {
-			return Report{}, err
-		}
-		if out != nil {
-			if err := store(m, orig, out); err != nil {
+			t, err := m.Initializer(layers[i].Name)
+			if err != nil {
 				return Report{}, err
 			}
+			if layers[i].Data, err = t.Float32(); err != nil {
+				return Report{}, fmt.Errorf("sparsity: %s: %w", layers[i].Name, err)
+			}
+			continue
+		}
+		lr, err := pruneModelLayer(ctx, m, layers[i], opt, cal)
+		if err != nil {
+			return Report{}, err
 		}
 		reps = append(reps, lr)
 	}
@@ -262,9 +248,11 @@ func PruneModel(ctx context.Context, m *onnxio.Model, opt Options, sel Selection
 		if err != nil {
 			return Report{}, err
 		}
-		data, err := t.Float32()
-		if err != nil {
-			return Report{}, err
+		data, ok := t.Float32View() // read only: no float32 copy beside the bytes
+		if !ok {
+			if data, err = t.Float32(); err != nil {
+				return Report{}, err
+			}
 		}
 		// count what the model now holds (a narrow dtype may round more
 		// values to zero)
@@ -302,6 +290,54 @@ func PruneModel(ctx context.Context, m *onnxio.Model, opt Options, sel Selection
 	}
 	m.SetMetadata(MetaSparsity, fmt.Sprintf("%s, %d of %d weights zero", desc, rep.Zeros, rep.Params))
 	return rep, nil
+}
+
+// pruneModelLayer prunes one weight of m (PruneModel, per layer) and
+// stores it. A float32 weight that the method prunes in place (all but
+// unstructured magnitude) is pruned in bytes of its own
+// (Model.OwnedInitializer), which become the new initializer: the step
+// holds one copy of the weight and a chunk of rows. Otherwise the weight
+// is converted to float32 and back, and the tensor's bytes are not kept
+// while the layer is pruned.
+func pruneModelLayer(ctx context.Context, m *onnxio.Model, l Layer, opt Options, cal calib.Stats) (LayerReport, error) {
+	dt, _, err := m.InitializerInfo(l.Name)
+	if err != nil {
+		return LayerReport{}, err
+	}
+	own := dt == onnxio.Float && opt.inPlace()
+	get := m.Initializer
+	if own {
+		get = m.OwnedInitializer
+	}
+	t, err := get(l.Name)
+	if err != nil {
+		return LayerReport{}, err
+	}
+	orig, err := originalOf(t)
+	if err != nil {
+		return LayerReport{}, err
+	}
+	var raw []byte     // the bytes view is over
+	var view []float32 // the values, in place
+	if v, ok := t.Float32View(); ok && own {
+		view, raw = v, t.Bytes()
+		l.Data = v
+	} else if l.Data, err = t.Float32(); err != nil {
+		return LayerReport{}, fmt.Errorf("sparsity: %s: %w", l.Name, err)
+	}
+	t = nil
+	out, lr, err := pruneLayer(ctx, l, opt, cal, true, 0) // l.Data is not used after
+	if err != nil || out == nil {
+		return lr, err
+	}
+	if len(view) > 0 && &out[0] == &view[0] {
+		nt, err := onnxio.NewTensor(orig.name, orig.dtype, orig.shape, raw)
+		if err != nil {
+			return lr, err
+		}
+		return lr, m.SetInitializer(nt)
+	}
+	return lr, store(m, orig, out)
 }
 
 // original is what store needs of a weight's tensor: its name, dtype and

@@ -191,8 +191,17 @@ func Prune(ctx context.Context, layers []Layer, opt Options, cal calib.Stats) ([
 // PruneLayer prunes one layer on its own (per-layer scope, or an N:M
 // pattern) and returns its data in the same layout, nil when skipped. It
 // does not run VerifyNM; Prune does. ctx is checked first and, for
-// SparseGPT, before each column block.
+// SparseGPT, before each column block. l.Data is not modified.
 func PruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats) ([]float32, LayerReport, error) {
+	return pruneLayer(ctx, l, opt, cal, false, 0)
+}
+
+// pruneLayer is PruneLayer; with inPlace, l.Data is the caller's to give:
+// the methods that prune rows in place (Options.inPlace) prune it (the
+// result is l.Data) instead of a matrix view and a copy back, so that
+// they hold one copy of the weight and a chunk of rows (SparseGPT:
+// chunkRows, sgptChunkRows when 0).
+func pruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats, inPlace bool, chunkRows int) ([]float32, LayerReport, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, LayerReport{Name: l.Name}, err
 	}
@@ -202,12 +211,24 @@ func PruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats) ([]f
 		return nil, LayerReport{}, err
 	}
 	rep := LayerReport{Name: l.Name, Layout: l.Layout, Shape: append([]int64(nil), l.Dims...), Params: len(l.Data)}
-	w, sh, err := ToMatrix(l.Data, l.Layout, l.Dims)
+	sh, err := ShapeOf(l.Layout, l.Dims)
+	if err == nil && len(l.Data) != sh.Len() {
+		err = fmt.Errorf("sparsity: %d values for dims %v", len(l.Data), l.Dims)
+	}
 	if err != nil {
 		return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
 	}
 	rep.ZerosBefore = CountZeros(l.Data)
-	l.Data = nil // w is the matrix view: the caller's data need not stay alive
+	// Row-wise methods work on the tensor in place, through its matrix
+	// view m; unstructured magnitude orders the whole matrix view w.
+	var w, data []float32
+	if !opt.inPlace() {
+		w, _, _ = ToMatrix(l.Data, l.Layout, l.Dims)
+	} else if data = l.Data; !inPlace {
+		data = append([]float32(nil), l.Data...)
+	}
+	m := viewRows{v: data, rows: sh.Rows, cols: sh.Cols, kn: l.Layout == LayoutKN}
+	l.Data = nil // the caller's data need not stay alive
 	if !opt.Pattern.IsZero() {
 		if !sh.Fits(opt.Pattern.M) {
 			rep.Skipped = fmt.Sprintf("reduction size %d is not a multiple of %d", sh.Reduction(), opt.Pattern.M)
@@ -230,7 +251,6 @@ func PruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats) ([]f
 			return nil, rep, err
 		}
 	}
-	var out []float32
 	switch opt.Method {
 	case SparseGPT:
 		var progress func(done, total int)
@@ -243,36 +263,41 @@ func PruneLayer(ctx context.Context, l Layer, opt Options, cal calib.Stats) ([]f
 				}
 			}
 		}
-		res, err := pruneSparseGPT(ctx, w, sh, gram, true, opt, progress) // w and gram are PruneLayer's
-		if err != nil {
+		if chunkRows <= 0 {
+			chunkRows = sgptChunkRows(sh.Cols)
+		}
+		// data and gram are pruneLayer's
+		if rep.Pruned, rep.Loss, err = sparseGPT(ctx, m, sh, gram, true, opt, chunkRows, nil, progress); err != nil {
 			return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
 		}
-		out = res.W
-		rep.Pruned = countTrue(res.Pruned)
-		rep.Loss = res.Loss
 	case Magnitude:
 		if opt.Pattern.IsZero() {
 			// the one magnitude pruner (the search's levels use it too)
-			if out, err = PruneMagnitude(w, PrunedCount(opt.Sparsity, len(w))); err != nil {
+			out, err := PruneMagnitude(w, PrunedCount(opt.Sparsity, len(w)))
+			if err != nil {
 				return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
 			}
 			rep.Pruned = PrunedCount(opt.Sparsity, len(w))
+			data = FromMatrix(out, l.Layout, sh)
 			break
 		}
 		fallthrough
 	default:
 		// Wanda, or magnitude with a pattern: rows are independent
-		if rep.Pruned, err = pruneRows(w, sh, opt, gram, nrows, rowChunk(sh.Cols)); err != nil {
+		if rep.Pruned, err = pruneRows(m, sh, opt, gram, nrows, rowChunk(sh.Cols)); err != nil {
 			return nil, rep, fmt.Errorf("sparsity: %s: %w", l.Name, err)
 		}
-		out = w
 	}
-	data := FromMatrix(out, l.Layout, sh)
 	rep.Zeros = CountZeros(data)
 	rep.ZeroFraction = float64(rep.Zeros) / float64(len(data))
 	rep.Seconds = time.Since(start).Seconds()
 	return data, rep, nil
 }
+
+// inPlace reports whether the method prunes a layer's rows in place
+// through its matrix view (viewRows): all but unstructured magnitude,
+// which orders the whole matrix view.
+func (o Options) inPlace() bool { return !(o.Method == Magnitude && o.Pattern.IsZero()) }
 
 // scoreChunkBytes bounds the float64 scores pruneRows holds at once.
 const scoreChunkBytes = 32 << 20
@@ -281,12 +306,13 @@ const scoreChunkBytes = 32 << 20
 // scoreChunkBytes (at least one).
 func rowChunk(cols int) int { return max(1, scoreChunkBytes/(8*max(cols, 1))) }
 
-// pruneRows prunes the matrix w of Shape sh in place with a mask chosen
-// row by row (an N:M pattern, or Wanda's per-row share of the sparsity)
-// from the method's scores, chunk rows at a time, so that the scores of
-// the whole matrix (Rows·Cols float64s) are never held; it returns the
-// number pruned. The mask does not depend on chunk.
-func pruneRows(w []float32, sh Shape, opt Options, sq []float64, n int64, chunk int) (int, error) {
+// pruneRows prunes the matrix view w of Shape sh in place with a mask
+// chosen row by row (an N:M pattern, or Wanda's per-row share of the
+// sparsity) from the method's scores, chunk rows at a time, so that the
+// scores of the whole matrix (Rows·Cols float64s) are never held, nor a
+// copy of it (a chunk of rows is); it returns the number pruned. The mask
+// does not depend on chunk.
+func pruneRows(w viewRows, sh Shape, opt Options, sq []float64, n int64, chunk int) (int, error) {
 	var counts []int
 	if opt.Pattern.IsZero() {
 		if !(opt.Sparsity >= 0 && opt.Sparsity < 1) {
@@ -301,10 +327,12 @@ func pruneRows(w []float32, sh Shape, opt Options, sq []float64, n int64, chunk 
 	pruned := 0
 	chunk = max(1, chunk)
 	mask := make([]bool, min(chunk, sh.Rows)*sh.Cols)
+	buf := make([]float32, len(mask))
 	for r0 := 0; r0 < sh.Rows; r0 += chunk {
 		r1 := min(r0+chunk, sh.Rows)
 		part := Shape{Rows: r1 - r0, Cols: sh.Cols, Stride: sh.Stride}
-		wc := w[r0*sh.Cols : r1*sh.Cols]
+		wc := buf[:part.Len()]
+		w.load(wc, r0, r1, nil)
 		scores, err := layerScores(wc, part, opt.Method, sq, n)
 		if err != nil {
 			return 0, err
@@ -329,6 +357,7 @@ func pruneRows(w []float32, sh Shape, opt Options, sq []float64, n int64, chunk 
 				pruned++
 			}
 		}
+		w.store(wc, r0, r1, nil)
 	}
 	return pruned, nil
 }

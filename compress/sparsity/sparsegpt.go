@@ -50,52 +50,132 @@ type SparseGPTResult struct {
 // column block, when ctx is cancelled; a panic in one of its workers comes
 // back as a *safe.PanicError.
 func PruneSparseGPT(ctx context.Context, w []float32, sh Shape, xtx []float64, opt Options) (SparseGPTResult, error) {
-	return pruneSparseGPT(ctx, w, sh, xtx, false, opt, nil)
-}
-
-// pruneSparseGPT is PruneSparseGPT; with owned, w and xtx are the
-// caller's to give: when the sweep order is the identity they become the
-// working matrices (w the result, xtx H and then the factor U) instead of
-// copies (Rows·Cols float32s and Cols² float64s).
-func pruneSparseGPT(ctx context.Context, w []float32, sh Shape, xtx []float64, owned bool, opt Options, progress func(done, total int)) (SparseGPTResult, error) {
-	opt, err := opt.withDefaults()
+	W := append([]float32(nil), w...)
+	mask := make([]bool, len(W))
+	_, loss, err := sparseGPT(ctx, viewRows{v: W, rows: sh.Rows, cols: sh.Cols}, sh, xtx, false, opt, sgptChunkRows(sh.Cols), mask, nil)
 	if err != nil {
 		return SparseGPTResult{}, err
 	}
+	return SparseGPTResult{W: W, Pruned: mask, Loss: loss}, nil
+}
+
+// sgptChunkBytes bounds the float32 rows of the weight SparseGPT sweeps at
+// once under an N:M pattern (rows are then independent given U); the
+// weight itself is updated in place, in its tensor layout.
+const sgptChunkBytes = 64 << 20
+
+// sgptChunkRows is the number of rows of cols float32s that fit in
+// sgptChunkBytes (at least one).
+func sgptChunkRows(cols int) int { return max(1, sgptChunkBytes/(4*max(cols, 1))) }
+
+// viewRows is the matrix view (Rows×Cols, see Shape) of a weight held in
+// its tensor layout: v is row-major in the tensor's dims, element (r, c)
+// of the view at c·rows + r for LayoutKN ([K, N]: kn) and r·cols + c for
+// the others (NK, Conv).
+type viewRows struct {
+	v          []float32
+	rows, cols int
+	kn         bool
+}
+
+// at is the index in v of the view's element (r, c).
+func (m viewRows) at(r, c int) int {
+	if m.kn {
+		return c*m.rows + r
+	}
+	return r*m.cols + c
+}
+
+// load copies rows r0..r1 of the view into buf ((r1−r0)×cols), columns in
+// sweep order: sweep column q is the view's column perm[q] (nil: q).
+func (m viewRows) load(buf []float32, r0, r1 int, perm []int) { m.move(buf, r0, r1, perm, true) }
+
+// store is load's inverse: rows r0..r1 of the view from buf.
+func (m viewRows) store(buf []float32, r0, r1 int, perm []int) { m.move(buf, r0, r1, perm, false) }
+
+// move copies rows r0..r1 between the view and buf: to buf with load,
+// from it without.
+func (m viewRows) move(buf []float32, r0, r1 int, perm []int, load bool) {
+	n := m.cols
+	col := func(q int) int {
+		if perm != nil {
+			return perm[q]
+		}
+		return q
+	}
+	if m.kn {
+		for q := 0; q < n; q++ {
+			c := col(q)
+			v := m.v[c*m.rows+r0 : c*m.rows+r1]
+			for i := range v {
+				if load {
+					buf[i*n+q] = v[i]
+				} else {
+					v[i] = buf[i*n+q]
+				}
+			}
+		}
+		return
+	}
+	for r := r0; r < r1; r++ {
+		v, b := m.v[r*n:(r+1)*n], buf[(r-r0)*n:(r-r0+1)*n]
+		switch {
+		case perm == nil && load:
+			copy(b, v)
+		case perm == nil:
+			copy(v, b)
+		default:
+			for q, c := range perm {
+				if load {
+					b[q] = v[c]
+				} else {
+					v[c] = b[q]
+				}
+			}
+		}
+	}
+}
+
+// sparseGPT is SparseGPT (see PruneSparseGPT) on the view m of Shape sh,
+// pruned and updated in place; with owned, xtx is the caller's to give:
+// when the sweep order is the identity it becomes H and then the factor U
+// instead of a copy (Cols² float64s). Under an N:M pattern rows are swept
+// chunkRows at a time (see sweep); the results do not depend on chunkRows,
+// bit for bit, but with OpenBLAS, where a chunk's share of non-zero errors
+// chooses the trailing update's kernel (trailingUpdate). mask, when not
+// nil (Rows·Cols), receives the mask in the view's order. It returns the
+// number of weights pruned and the OBS loss.
+func sparseGPT(ctx context.Context, m viewRows, sh Shape, xtx []float64, owned bool, opt Options, chunkRows int, mask []bool, progress func(done, total int)) (int, float64, error) {
+	opt, err := opt.withDefaults()
+	if err != nil {
+		return 0, 0, err
+	}
 	n := sh.Cols
-	if len(w) != sh.Len() {
-		return SparseGPTResult{}, fmt.Errorf("sparsity: %d weights for a %dx%d matrix", len(w), sh.Rows, sh.Cols)
+	if len(m.v) != sh.Len() || m.rows != sh.Rows || m.cols != sh.Cols {
+		return 0, 0, fmt.Errorf("sparsity: %d weights for a %dx%d matrix", len(m.v), sh.Rows, sh.Cols)
 	}
 	if len(xtx) != n*n {
-		return SparseGPTResult{}, fmt.Errorf("sparsity: XᵀX has %d values, want %d×%d", len(xtx), n, n)
+		return 0, 0, fmt.Errorf("sparsity: XᵀX has %d values, want %d×%d", len(xtx), n, n)
 	}
 	if !opt.Pattern.IsZero() && !sh.Fits(opt.Pattern.M) {
-		return SparseGPTResult{}, fmt.Errorf("sparsity: reduction size %d is not a multiple of %d", sh.Reduction(), opt.Pattern.M)
+		return 0, 0, fmt.Errorf("sparsity: reduction size %d is not a multiple of %d", sh.Reduction(), opt.Pattern.M)
 	}
-	for i, v := range w {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return SparseGPTResult{}, fmt.Errorf("sparsity: non-finite weight at %d", i)
-		}
+	if i := firstNonFinite(m); i >= 0 {
+		return 0, 0, fmt.Errorf("sparsity: non-finite weight at %d", i)
 	}
 	var perm []int
 	if !opt.Pattern.IsZero() {
 		perm = groupOrder(sh)
 	}
-	// Working copies in sweep order.
-	var W []float32
+	// H in sweep order
 	var H []float64
 	switch {
 	case perm == nil && owned:
-		W, H = w, xtx
+		H = xtx
 	case perm == nil:
-		W, H = append([]float32(nil), w...), append([]float64(nil), xtx...)
+		H = append([]float64(nil), xtx...)
 	default:
-		W, H = make([]float32, len(w)), make([]float64, n*n)
-		for r := 0; r < sh.Rows; r++ {
-			for q, j := range perm {
-				W[r*n+q] = w[r*n+j]
-			}
-		}
+		H = make([]float64, n*n)
 		for a, i := range perm {
 			for b, j := range perm {
 				H[a*n+b] = xtx[i*n+j]
@@ -104,16 +184,15 @@ func pruneSparseGPT(ctx context.Context, w []float32, sh Shape, xtx []float64, o
 	}
 	for i, v := range H {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return SparseGPTResult{}, fmt.Errorf("sparsity: non-finite XᵀX entry at %d", i)
+			return 0, 0, fmt.Errorf("sparsity: non-finite XᵀX entry at %d", i)
 		}
 	}
+	var dead []int // sweep columns never seen: their weights are zeroed
 	mean := 0.0
 	for j := 0; j < n; j++ {
 		if H[j*n+j] == 0 {
 			H[j*n+j] = 1
-			for r := 0; r < sh.Rows; r++ {
-				W[r*n+j] = 0
-			}
+			dead = append(dead, j)
 		}
 		mean += H[j*n+j]
 	}
@@ -123,26 +202,32 @@ func pruneSparseGPT(ctx context.Context, w []float32, sh Shape, xtx []float64, o
 	}
 	U := H // factored in place: one n×n matrix
 	if err := upperCholOfInverse(U, n); err != nil {
-		return SparseGPTResult{}, err
+		return 0, 0, err
 	}
-	pruned, loss, err := sweep(ctx, W, sh.Rows, n, U, opt, progress)
-	if err != nil {
-		return SparseGPTResult{}, err
-	}
-	res := SparseGPTResult{Loss: loss}
-	if perm == nil {
-		res.W, res.Pruned = W, pruned
-		return res, nil
-	}
-	res.W = make([]float32, len(W))
-	res.Pruned = make([]bool, len(W))
-	for r := 0; r < sh.Rows; r++ {
-		for q, j := range perm {
-			res.W[r*n+j] = W[r*n+q]
-			res.Pruned[r*n+j] = pruned[r*n+q]
+	return sweep(ctx, m, perm, dead, U, opt, chunkRows, mask, progress)
+}
+
+// firstNonFinite returns the index in the view's row-major order of its
+// first NaN or ±Inf, or −1.
+func firstNonFinite(m viewRows) int {
+	bad := false
+	for _, v := range m.v {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			bad = true
+			break
 		}
 	}
-	return res, nil
+	if !bad {
+		return -1
+	}
+	for r := 0; r < m.rows; r++ {
+		for c := 0; c < m.cols; c++ {
+			if v := float64(m.v[m.at(r, c)]); math.IsNaN(v) || math.IsInf(v, 0) {
+				return r*m.cols + c
+			}
+		}
+	}
+	return -1
 }
 
 // invertLower overwrites the lower-triangular n×n l (row-major) with its
@@ -233,19 +318,28 @@ func upperCholOfInverse(H []float64, n int) error {
 	return nil
 }
 
-// sweep runs SparseGPT's blocked column sweep over W (rows×n, updated in
-// place) with U the upper Cholesky factor of H⁻¹, and returns the mask and
-// the OBS loss. U is consumed: its memory holds the float32 copy of U for
-// the trailing updates (narrow), so that the sweep holds n² float32s and
-// n·BlockSize float64s, not n² of each.
-func sweep(ctx context.Context, W []float32, rows, n int, U []float64, opt Options, progress func(done, total int)) ([]bool, float64, error) {
+// sweep runs SparseGPT's blocked column sweep over the view m (updated in
+// place) with U the upper Cholesky factor of H⁻¹ in sweep order (sweep
+// column q is the view's column perm[q]; the columns dead are zeroed
+// first), and returns the number pruned and the OBS loss; mask, when not
+// nil, receives the mask in the view's order. U is consumed: its memory
+// holds the float32 copy of U for the trailing updates (narrow), so that
+// the sweep holds n² float32s and a chunk of rows, not n² of each.
+//
+// Rows are split over the workers as in one pass over the whole matrix
+// (worker g: rows [g·per, (g+1)·per)); under an N:M pattern, where rows are
+// independent, each chunk takes the next chunkRows/workers rows of every
+// worker's share, so that each worker still sums its rows' losses in row
+// order per column block and the loss is the same, bit for bit. An
+// unstructured mask is chosen per block over all rows: it is one chunk.
+func sweep(ctx context.Context, m viewRows, perm, dead []int, U []float64, opt Options, chunkRows int, mask []bool, progress func(done, total int)) (int, float64, error) {
+	rows, n := m.rows, m.cols
 	bs := opt.BlockSize
 	workers := opt.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
 	workers = max(1, min(workers, rows))
-	pruned := make([]bool, rows*n)
 	// The in-block updates read U's diagonal blocks in float64 (blocks:
 	// row i1+i of block [i1, i2) holds U[i1+i, i1:i2], bs apart); the
 	// trailing updates read U in float32, as in the reference, narrowed in
@@ -258,6 +352,9 @@ func sweep(ctx context.Context, W []float32, rows, n int, U []float64, opt Optio
 		}
 	}
 	U32 := narrow(U)
+	nb := (n + bs - 1) / bs
+	per := (rows + workers - 1) / workers
+	sub := per // rows of each worker's share per chunk
 	var unstructuredCounts []int
 	if opt.Pattern.IsZero() {
 		sizes := []int{}
@@ -265,68 +362,118 @@ func sweep(ctx context.Context, W []float32, rows, n int, U []float64, opt Optio
 			sizes = append(sizes, rows*(min(i1+bs, n)-i1))
 		}
 		unstructuredCounts = splitCounts(opt.Sparsity, sizes)
+	} else {
+		sub = max(1, min(per, chunkRows/workers))
 	}
-	W1 := make([]float64, rows*bs)
-	Err1 := make([]float32, rows*bs)
-	losses := make([]float64, workers)
+	steps := (per + sub - 1) / sub
+	cap := min(rows, workers*sub)
+	Wc := make([]float32, cap*n)
+	pc := make([]bool, cap*n)
+	W1 := make([]float64, cap*bs)
+	Err1 := make([]float32, cap*bs)
+	partial := make([]float64, workers*nb) // per worker and block, summed in row order
 	errs := make([]error, workers)
-	for b, i1 := 0, 0; i1 < n; b, i1 = b+1, i1+bs {
-		if err := ctx.Err(); err != nil {
-			return nil, 0, err
+	r0s, offs := make([]int, workers+1), make([]int, workers+1)
+	pruned := 0
+	for k := 0; k < steps; k++ {
+		// the chunk: rows [r0s[g], r0s[g]+offs[g+1]−offs[g]) of worker g,
+		// at row offs[g] of Wc
+		rc := 0
+		for g := 0; g < workers; g++ {
+			a := min(g*per+k*sub, rows)
+			b := min(g*per+(k+1)*sub, (g+1)*per, rows)
+			b = max(a, b)
+			r0s[g], offs[g] = a, rc
+			m.load(Wc[rc*n:], a, b, perm)
+			rc += b - a
 		}
-		i2 := min(i1+bs, n)
-		cnt := i2 - i1
-		for r := 0; r < rows; r++ {
-			for c := 0; c < cnt; c++ {
-				W1[r*cnt+c] = float64(W[r*n+i1+c])
+		offs[workers] = rc
+		for _, j := range dead {
+			for r := 0; r < rc; r++ {
+				Wc[r*n+j] = 0
 			}
 		}
-		// Block mask for unstructured sparsity, chosen before the block's
-		// updates from w²/U_jj².
-		var bmask []bool
-		if unstructuredCounts != nil {
-			tmp := make([]float64, rows*cnt)
-			for r := 0; r < rows; r++ {
+		clear(pc[:rc*n])
+		for b, i1 := 0, 0; i1 < n; b, i1 = b+1, i1+bs {
+			if err := ctx.Err(); err != nil {
+				return 0, 0, err
+			}
+			i2 := min(i1+bs, n)
+			cnt := i2 - i1
+			for r := 0; r < rc; r++ {
 				for c := 0; c < cnt; c++ {
-					d := blocks[(i1+c)*bs+c]
-					x := W1[r*cnt+c]
-					tmp[r*cnt+c] = x * x / (d * d)
+					W1[r*cnt+c] = float64(Wc[r*n+i1+c])
 				}
 			}
-			bmask = make([]bool, rows*cnt)
-			pruneLowest(bmask, tmp, unstructuredCounts[b])
+			// Block mask for unstructured sparsity, chosen before the block's
+			// updates from w²/U_jj².
+			var bmask []bool
+			if unstructuredCounts != nil {
+				tmp := make([]float64, rc*cnt)
+				for r := 0; r < rc; r++ {
+					for c := 0; c < cnt; c++ {
+						d := blocks[(i1+c)*bs+c]
+						x := W1[r*cnt+c]
+						tmp[r*cnt+c] = x * x / (d * d)
+					}
+				}
+				bmask = make([]bool, rc*cnt)
+				pruneLowest(bmask, tmp, unstructuredCounts[b])
+			}
+			var wg sync.WaitGroup
+			for g := 0; g < workers; g++ {
+				o0, o1 := offs[g], offs[g+1]
+				if o0 >= o1 {
+					continue
+				}
+				wg.Add(1)
+				go func(g, o0, o1 int) {
+					defer wg.Done()
+					defer safe.Recover("sparsegpt worker", &errs[g])
+					partial[g*nb+b] = sweepRows(partial[g*nb+b], Wc, W1, Err1, pc, bmask, blocks[i1*bs:], bs, o0, o1, n, i1, cnt, opt.Pattern)
+				}(g, o0, o1)
+			}
+			wg.Wait()
+			for _, err := range errs {
+				if err != nil {
+					return 0, 0, err
+				}
+			}
+			if i2 < n {
+				if err := trailingUpdate(Wc, Err1, U32, rc, n, i1, cnt, workers); err != nil {
+					return 0, 0, err
+				}
+			}
+			if progress != nil {
+				progress(k*n+i2, steps*n)
+			}
 		}
-		var wg sync.WaitGroup
-		chunk := (rows + workers - 1) / workers
 		for g := 0; g < workers; g++ {
-			r0, r1 := g*chunk, min((g+1)*chunk, rows)
-			if r0 >= r1 {
-				continue
+			a, o0, o1 := r0s[g], offs[g], offs[g+1]
+			m.store(Wc[o0*n:], a, a+o1-o0, perm)
+			for r := o0; r < o1; r++ {
+				for q, p := range pc[r*n : (r+1)*n] {
+					if !p {
+						continue
+					}
+					pruned++
+					if mask != nil {
+						c := q
+						if perm != nil {
+							c = perm[q]
+						}
+						mask[(a+r-o0)*n+c] = true
+					}
+				}
 			}
-			wg.Add(1)
-			go func(g, r0, r1 int) {
-				defer wg.Done()
-				defer safe.Recover("sparsegpt worker", &errs[g])
-				losses[g] += sweepRows(W, W1, Err1, pruned, bmask, blocks[i1*bs:], bs, r0, r1, n, i1, cnt, opt.Pattern)
-			}(g, r0, r1)
-		}
-		wg.Wait()
-		for _, err := range errs {
-			if err != nil {
-				return nil, 0, err
-			}
-		}
-		if i2 < n {
-			if err := trailingUpdate(W, Err1, U32, rows, n, i1, cnt, workers); err != nil {
-				return nil, 0, err
-			}
-		}
-		if progress != nil {
-			progress(i2, n)
 		}
 	}
 	loss := 0.0
-	for _, l := range losses {
+	for g := 0; g < workers; g++ {
+		l := 0.0
+		for b := 0; b < nb; b++ {
+			l += partial[g*nb+b]
+		}
 		loss += l
 	}
 	return pruned, loss, nil
@@ -413,9 +560,9 @@ func trailingUpdate(W, Err1, U32 []float32, rows, n, i1, cnt, workers int) error
 // choice (N:M groups), quantization to the mask, OBS error and the in-block
 // updates, in float64, from ub: the block's rows of U's diagonal block,
 // stride apart. It writes the block's result into W, its errors into Err1
-// and its mask into pruned, and returns its loss.
-func sweepRows(W []float32, W1 []float64, Err1 []float32, pruned, bmask []bool, ub []float64, stride, r0, r1, n, i1, cnt int, p Pattern) float64 {
-	loss := 0.0
+// and its mask into pruned, and returns loss plus its loss, summed in row
+// order.
+func sweepRows(loss float64, W []float32, W1 []float64, Err1 []float32, pruned, bmask []bool, ub []float64, stride, r0, r1, n, i1, cnt int, p Pattern) float64 {
 	var score []float64
 	var idx []int
 	if !p.IsZero() {
