@@ -335,24 +335,15 @@ func (r *Recipe) runMerge(ctx context.Context, i int, p *stepPlan, f Flags, so e
 	if merged {
 		return r.runMergeBranches(ctx, i, p, f, so, spec, in, inputSources, log)
 	}
-	var srcs []merge.Source
 	mode := f.String("align")
 	rows, err := AlignModels(ctx, &in, spec.Models, AlignOptions{Mode: mode, Seed: f.Int64("seed"), Calib: f.String("calib"), Session: so, Log: log})
 	if err != nil {
 		return nil, err
 	}
-	if mode == "activations" {
-		cs, err := merge.Sources("calib", []string{f.String("calib")}, nil)
-		if err != nil {
-			return nil, err
-		}
-		srcs = append(srcs, cs...)
-	}
-	fs, err := MergeFishers(ctx, spec, &in, f.Int64("seed"), so, log)
+	srcs, err := mergeExtraSources(ctx, spec, &in, f, so, log)
 	if err != nil {
 		return nil, err
 	}
-	srcs = append(srcs, fs...)
 	mg, err := merge.New(ctx, in, spec.Options, nil)
 	if err != nil {
 		return nil, err
@@ -380,26 +371,36 @@ func (r *Recipe) runMerge(ctx context.Context, i int, p *stepPlan, f Flags, so e
 	return r.evaluateStep(ctx, i, p, cand, ref, report, in.Models, spec.Models)
 }
 
-// runMergeBranches is runMerge on If-merged decoders (openMerge): the
-// Fishers computed once on the merged models (MergeFishers, on the branch
-// the data takes), then each branch aligned, merged and converted to the
-// config's dtype as a plain model (mergeBranches), as the merge command's
-// branch runs do; the provenance is recorded on the joined model.
-func (r *Recipe) runMergeBranches(ctx context.Context, i int, p *stepPlan, f Flags, so evalharness.SessionOptions, spec *MergeSpec, in merge.Inputs, inputSources func() ([]merge.Source, error), log io.Writer) (*stepOutcome, error) {
+// mergeExtraSources returns a merge step's inputs beyond its models, for
+// provenance: the calibration data of an activation alignment and the
+// Fisher files, which MergeFishers computes on in when the spec asks.
+func mergeExtraSources(ctx context.Context, spec *MergeSpec, in *merge.Inputs, f Flags, so evalharness.SessionOptions, log io.Writer) ([]merge.Source, error) {
 	var srcs []merge.Source
-	mode := f.String("align")
-	if mode == "activations" {
+	if f.String("align") == "activations" {
 		cs, err := merge.Sources("calib", []string{f.String("calib")}, nil)
 		if err != nil {
 			return nil, err
 		}
 		srcs = append(srcs, cs...)
 	}
-	fs, err := MergeFishers(ctx, spec, &in, f.Int64("seed"), so, log)
+	fs, err := MergeFishers(ctx, spec, in, f.Int64("seed"), so, log)
 	if err != nil {
 		return nil, err
 	}
-	srcs = append(srcs, fs...)
+	return append(srcs, fs...), nil
+}
+
+// runMergeBranches is runMerge on If-merged decoders (openMerge): the
+// Fishers computed once on the merged models (MergeFishers, on the branch
+// the data takes), then each branch aligned, merged and converted to the
+// config's dtype as a plain model (mergeBranches), as the merge command's
+// branch runs do; the provenance is recorded on the joined model.
+func (r *Recipe) runMergeBranches(ctx context.Context, i int, p *stepPlan, f Flags, so evalharness.SessionOptions, spec *MergeSpec, in merge.Inputs, inputSources func() ([]merge.Source, error), log io.Writer) (*stepOutcome, error) {
+	mode := f.String("align")
+	srcs, err := mergeExtraSources(ctx, spec, &in, f, so, log)
+	if err != nil {
+		return nil, err
+	}
 	cand, brep, err := mergeBranches(ctx, in, func(ctx context.Context, attr string, bi merge.Inputs) (*onnxio.Model, any, error) {
 		rows, err := AlignModels(ctx, &bi, spec.Models, AlignOptions{Mode: mode, Seed: f.Int64("seed"), Calib: f.String("calib"), Session: so, Log: log})
 		if err != nil {
