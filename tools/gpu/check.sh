@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# CUDA execution-provider check for a lent GPU machine (issue #18). UNTESTED:
-# no GPU machine has run it yet; until one has and docs/BENCHMARKS.md holds
-# its figures with the card named, the README says the CUDA path is untested.
+# CUDA execution-provider check for a lent GPU machine (issue #18). No GPU
+# machine has run it yet; until one has and docs/BENCHMARKS.md holds its
+# figures with the card named, the README says the CUDA path is untested.
+# Run without a GPU (2026-12-06, MODELS="mlp lm"): prepare packs 6 pieces,
+# run reassembles and verifies them, the --ep cpu runs pass with the GPU
+# build's library and the --ep cuda runs exit 1 naming the missing CUDA
+# libraries (libcublasLt.so.13), so the script's exit is 1 there.
 #
 # The device machine reaches nothing outside itself and a call carries at
 # most 64 MiB of working tree (the repository's tracked files, ~25 MB, count
