@@ -344,17 +344,7 @@ func (r *Recipe) runMerge(ctx context.Context, i int, p *stepPlan, f Flags, so e
 	if err != nil {
 		return nil, err
 	}
-	mg, err := merge.New(ctx, in, spec.Options, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer mg.Close()
-	out := mg.Output()
-	report := MergeReport(mg, spec.Options, nil, rows)
-	if rows != nil {
-		out.SetMetadata("onnxpost.align", mode)
-	}
-	cand, err := mg.Model(ctx, out)
+	cand, report, err := mergeInMemory(ctx, in, spec, rows, mode)
 	if err != nil {
 		return nil, err
 	}
@@ -369,6 +359,28 @@ func (r *Recipe) runMerge(ctx context.Context, i int, p *stepPlan, f Flags, so e
 		ref = in.Models[0]
 	}
 	return r.evaluateStep(ctx, i, p, cand, ref, report, in.Models, spec.Models)
+}
+
+// mergeInMemory merges in with spec's options into a model in memory and
+// returns it with the merge's report; rows, the alignment's (nil when the
+// models were not aligned), go into the report and mode into the model's
+// metadata.
+func mergeInMemory(ctx context.Context, in merge.Inputs, spec *MergeSpec, rows []map[string]any, mode string) (*onnxio.Model, map[string]any, error) {
+	mg, err := merge.New(ctx, in, spec.Options, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer mg.Close()
+	out := mg.Output()
+	report := MergeReport(mg, spec.Options, nil, rows)
+	if rows != nil {
+		out.SetMetadata("onnxpost.align", mode)
+	}
+	cand, err := mg.Model(ctx, out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cand, report, nil
 }
 
 // mergeExtraSources returns a merge step's inputs beyond its models, for
@@ -406,17 +418,7 @@ func (r *Recipe) runMergeBranches(ctx context.Context, i int, p *stepPlan, f Fla
 		if err != nil {
 			return nil, nil, err
 		}
-		mg, err := merge.New(ctx, bi, spec.Options, nil)
-		if err != nil {
-			return nil, nil, err
-		}
-		defer mg.Close()
-		out := mg.Output()
-		report := MergeReport(mg, spec.Options, nil, rows)
-		if rows != nil {
-			out.SetMetadata("onnxpost.align", mode)
-		}
-		cand, err := mg.Model(ctx, out)
+		cand, report, err := mergeInMemory(ctx, bi, spec, rows, mode)
 		if err != nil {
 			return nil, nil, err
 		}
