@@ -24,7 +24,6 @@ type dataWriter struct {
 	stage   []byte // aligned staging block of a direct writer (made on first use)
 	n       int    // bytes staged (they belong at offset off)
 	off     int64  // file offset where the staged bytes start
-	written int64  // bytes accepted so far
 	flushed int64  // end of the range handed to startWriteback (buffered)
 }
 
@@ -82,13 +81,11 @@ func (w *dataWriter) Write(p []byte) (int, error) {
 				return total - len(p), err
 			}
 			p = p[k:]
-			w.written += int64(k)
 			continue
 		}
 		c := copy(w.staging()[w.n:], p)
 		w.n += c
 		p = p[c:]
-		w.written += int64(c)
 		if err := w.flushFull(); err != nil {
 			return total - len(p), err
 		}
@@ -104,7 +101,6 @@ func (w *dataWriter) ReadFrom(r io.Reader) (int64, error) {
 	for w.direct {
 		n, err := r.Read(w.staging()[w.n:])
 		w.n += n
-		w.written += int64(n)
 		total += int64(n)
 		if ferr := w.flushFull(); ferr != nil {
 			return total, ferr
@@ -168,7 +164,6 @@ func (w *dataWriter) spill() error {
 // advance counts n bytes written through the page cache and starts their
 // writeback every writebackChunk bytes.
 func (w *dataWriter) advance(n int64) {
-	w.written += n
 	w.off += n
 	if w.off-w.flushed >= writebackChunk {
 		startWriteback(w.f, w.flushed, w.off-w.flushed)
